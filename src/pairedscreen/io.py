@@ -1,0 +1,89 @@
+"""Small I/O helpers shared by every arm: atomic writes, checksums, table I/O.
+
+Every writer in pairedscreen goes through :func:`atomic_output` so that a failure never leaves a
+half-written file behind (Snakemake also deletes outputs of failed jobs; this covers library use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) if not is_dir else ""
+    tmp_root = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(tmp_root) / f"partial{suffix}"
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_output(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_output(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)!r}")
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def repo_root() -> Path:
+    """The source checkout this package was installed from (editable install), for resources/ and config/."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "Snakefile").exists() and (parent / "workflow").is_dir():
+            return parent
+    raise FileNotFoundError(
+        "pairedscreen is not installed from a source checkout (no Snakefile above "
+        f"{here}); install it with `pip install -e .` from the repository"
+    )
