@@ -1,0 +1,70 @@
+"""The one path builder: every file the workflow writes, relative to the working directory.
+
+Rules use the patterns with wildcards (``path("rna_raw")``); scripts, the report and tests fill them
+(``path("rna_raw", library="L1")``). Per-library and per-plate outputs live under their own ids, so a
+new plate or sequencing run never rewrites another's files.
+"""
+
+from __future__ import annotations
+
+PATHS: dict[str, str] = {
+    # reference
+    "kb_index": "results/reference/kb/index.idx",
+    "kb_t2g": "results/reference/kb/t2g.txt",
+    "guide_index": "results/reference/guides/index.idx",
+    "guide_t2g": "results/reference/guides/t2g.txt",
+    "guide_features": "results/reference/guides/features.tsv",
+    # RNA arm, per library
+    "kb_gex": "results/rna/{library}/kb_gex",
+    "kb_guide": "results/rna/{library}/kb_guide",
+    "rna_inputs": "results/rna/{library}/inputs.json",
+    "rna_raw": "results/rna/{library}/raw.h5ad",
+    "rna_guides_raw": "results/rna/{library}/guides_raw.h5ad",
+    "rna_cells_lib": "results/rna/{library}/cells.h5ad",
+    "rna_barcode_ranks": "results/rna/{library}/barcode_ranks.parquet",
+    # RNA arm, aggregate
+    "rna_cells": "results/rna/cells.h5ad",
+    "rna_pseudobulk": "results/rna/pseudobulk.h5ad",
+    "rna_knockdown": "results/rna/knockdown.tsv",
+    # Paint arm, per plate / chunk of wells
+    "image_index": "results/paint/{plate}/image_index.parquet",
+    "illum": "results/paint/{plate}/illum",
+    "masks": "results/paint/{plate}/masks/{chunk}",
+    "features": "results/paint/{plate}/features/{chunk}.parquet",
+    "paint_cells": "results/paint/{plate}/cells.parquet",
+    "paint_wells": "results/paint/{plate}/wells.parquet",
+    # Pair and quality (aggregates)
+    "quality_metrics": "results/quality/metrics.json",
+    "quality_table": "results/quality/perturbations.tsv",
+    "profiles": "results/paint/profiles.parquet",
+    "consensus": "results/paint/consensus.parquet",
+    "paired_h5mu": "results/paired/perturbations.h5mu",
+    "paired_rna": "results/paired/rna.h5ad",
+    "paired_paint": "results/paired/paint.h5ad",
+    "paired_cells": "results/paired/cells.h5mu",
+    "cell_index": "results/paired/cell_index.tsv",
+    "datasheet": "results/datasheet.json",
+    "report": "results/report.html",
+    # logs and benchmarks
+    "log": "logs/{rule}/{name}.log",
+    "benchmark": "logs/benchmarks/{rule}/{name}.tsv",
+}
+
+
+def path(key: str, **wildcards: str) -> str:
+    """Pattern for ``key``; with wildcards given, the concrete path."""
+    try:
+        pattern = PATHS[key]
+    except KeyError:
+        raise KeyError(f"unknown output {key!r}; known: {sorted(PATHS)}") from None
+    return pattern.format(**wildcards) if wildcards else pattern
+
+
+def chunk_wells(wells: list[str], wells_per_job: int) -> dict[str, list[str]]:
+    """Group a plate's wells (plate-map order) into jobs: ``{"c000": [...], "c001": [...]}``."""
+    if wells_per_job < 1:
+        raise ValueError("wells_per_job must be >= 1")
+    return {
+        f"c{i // wells_per_job:03d}": list(wells[i : i + wells_per_job])
+        for i in range(0, len(wells), wells_per_job)
+    }

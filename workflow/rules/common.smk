@@ -1,0 +1,152 @@
+# Configuration and sample sheets: validated once, before any job is planned.
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also when not pip-installed
+
+from pairedscreen.config import estimated_cells, resolve_model
+from pairedscreen.paths import chunk_wells, path
+from pairedscreen.sheets import SheetError, check_screen, normalise_well, read_sheet
+
+REPO = Path(workflow.basedir)
+WORKDIR = Path.cwd()
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+def validate_rows(df, schema, sheet_path, fix):
+    """Check each row against its schema (snakemake.utils.validate); errors name the sheet, line and fix."""
+    try:
+        validate(df, schema)
+    except WorkflowError as e:
+        m = re.search(r"row (\d+)", str(e))
+        row = int(m.group(1)) if m else None
+        cause = e.args[1] if len(e.args) > 1 else e
+        detail = getattr(cause, "message", str(cause).splitlines()[0])
+        record = f" in {df.iloc[row].to_dict()}" if row is not None else ""
+        raise SheetError(sheet_path, None if row is None else row + 2, f"{detail}{record}", fix) from None
+    return df
+
+
+def validated_sheet(sheet_path, schema, **coerce):
+    fix = f"correct the row to match workflow/schemas/{Path(schema).name}"
+    return validate_rows(read_sheet(sheet_path, **coerce), schema, sheet_path, fix)
+
+
+SHEETS = config["sheets"]
+perturbations = validated_sheet(SHEETS["perturbations"], "../schemas/perturbations.schema.yaml",
+                                bool_cols=("is_control",))
+guides = validated_sheet(SHEETS["guides"], "../schemas/guides.schema.yaml")
+libraries = validated_sheet(SHEETS["rna_libraries"], "../schemas/rna_libraries.schema.yaml",
+                            int_cols=("expected_cells",))
+plates = validated_sheet(SHEETS["plates"], "../schemas/plates.schema.yaml")
+plate_maps = {}
+for _pos, _row in enumerate(plates.itertuples()):
+    if not Path(_row.plate_map).exists():
+        raise SheetError(SHEETS["plates"], _pos + 2, f"plate map {_row.plate_map!r} does not exist",
+                         "correct the plate_map path (relative paths are read from the working directory)")
+    _pm = read_sheet(_row.plate_map, int_cols=("replicate",))
+    if "well" in _pm:
+        _pm["well"] = _pm["well"].map(normalise_well)
+    plate_maps[_row.plate_id] = validate_rows(
+        _pm, "../schemas/plate_map.schema.yaml", _row.plate_map,
+        "wells are A01..P24 on a 384-well plate; replicate is a positive integer")
+SCREEN = check_screen(perturbations, guides, libraries, plates, plate_maps, WORKDIR)
+
+LIBRARIES = SCREEN.library_ids
+PLATES = SCREEN.plate_ids
+WELLS_PER_JOB = config["paint"].get("wells_per_job", 16)
+CHUNKS = {p: chunk_wells(list(plate_maps[p]["well"]), WELLS_PER_JOB) for p in PLATES}
+SEG = config["paint"]["segmentation"]
+MODELS = {c: resolve_model(SEG[c]["model"], WORKDIR, REPO) for c in ("nuclei", "cells")}
+TRUTH_DIR = config.get("truth_dir") or ""
+_cells_h5mu = config.get("pair", {}).get("cells_h5mu", "auto")
+WRITE_CELLS_H5MU = (
+    _cells_h5mu is True
+    or (_cells_h5mu == "auto"
+        and estimated_cells(SCREEN.libraries["expected_cells"].sum(),
+                            sum(len(pm) for pm in plate_maps.values())) < 200_000)
+)
+
+
+wildcard_constraints:
+    library="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    plate="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    chunk="c[0-9]{3}",
+
+
+def library_row(wc):
+    return SCREEN.libraries.set_index("library_id").loc[wc.library]
+
+
+def fastqs(kind, mate):
+    """Input function: the ';'-separated lanes of one FASTQ column, as a list."""
+    col = f"{kind}_fastq_{mate}"
+    return lambda wc: [p.strip() for p in library_row(wc)[col].split(";")]
+
+
+def plate_row(wc):
+    return SCREEN.plates.set_index("plate_id").loc[wc.plate]
+
+
+def model_inputs():
+    return [m for m in MODELS.values() if Path(m).exists()]
+
+
+def log(rule, name="{library}"):
+    return path("log", rule=rule, name=name)
+
+
+def bench(rule, name):
+    return path("benchmark", rule=rule, name=name)
+
+
+def all_outputs():
+    out = [path("paired_h5mu"), path("paired_rna"), path("paired_paint"), path("datasheet"), path("report")]
+    if WRITE_CELLS_H5MU:
+        out.append(path("paired_cells"))
+    return out
+
+
+REF = config["reference"]
+PREBUILT_INDEX = bool(REF.get("index")) and bool(REF.get("t2g"))
+KB_INDEX = REF["index"] if PREBUILT_INDEX else path("kb_index")
+KB_T2G = REF["t2g"] if PREBUILT_INDEX else path("kb_t2g")
+WHITELIST = config["rna"].get("whitelist") or ""
+SORT_MEMORY = config["rna"].get("sort_memory", "2G")
+
+
+def memory_mb(spec, overhead_mb=1024):
+    """'2G' -> MB for the rule's mem_mb resource (kb's sort memory plus the process itself)."""
+    unit = {"K": 1 / 1024, "M": 1, "G": 1024}[spec[-1]]
+    return int(float(spec[:-1]) * unit) + overhead_mb
+
+
+def plate_images(wc):
+    """Every file in the plate's image folder: new or changed images rerun that plate only."""
+    d = Path(plate_row(wc).image_dir)
+    return sorted(str(p) for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def chunk_paths(key, plate):
+    return [path(key, plate=plate, chunk=c) for c in CHUNKS[plate]]
+
+
+def chunk_masks(wc):
+    return chunk_paths("masks", wc.plate)
+
+
+def chunk_features(wc):
+    return chunk_paths("features", wc.plate)
+
+
+def per_library(key):
+    return expand(path(key), library=LIBRARIES)
+
+
+def per_plate(key):
+    return expand(path(key), plate=PLATES)

@@ -1,0 +1,111 @@
+# Paint arm: images + plate map -> image index/QC -> illumination -> Cellpose masks -> features -> wells.
+
+
+rule paint_index:
+    input:
+        plate_map=lambda wc: plate_row(wc)["plate_map"],
+        images=plate_images,
+    output:
+        path("image_index"),
+    params:
+        plate=lambda wc: wc.plate,
+        image_dir=lambda wc: plate_row(wc)["image_dir"],
+        pattern=config["paint"]["image_pattern"],
+        channels=config["paint"]["channels"],
+        on_bad_image=config["paint"].get("on_bad_image", "error"),
+        qc=config["paint"].get("qc", {}),
+    log:
+        log("paint_index", "{plate}"),
+    benchmark:
+        bench("paint_index", "{plate}")
+    threads: 1
+    resources:
+        mem_mb=2048,
+    script:
+        "../scripts/paint_index.py"
+
+
+rule paint_illum:
+    input:
+        index=path("image_index"),
+    output:
+        directory(path("illum")),
+    params:
+        illumination=config["paint"].get("illumination", {}),
+    log:
+        log("paint_illum", "{plate}"),
+    benchmark:
+        bench("paint_illum", "{plate}")
+    threads: 1
+    resources:
+        mem_mb=2048,
+    script:
+        "../scripts/paint_illum.py"
+
+
+rule paint_segment:
+    input:
+        index=path("image_index"),
+        illum=path("illum"),
+        models=model_inputs(),
+    output:
+        directory(path("masks")),
+    params:
+        wells=lambda wc: CHUNKS[wc.plate][wc.chunk],
+        segmentation=SEG,
+        models=MODELS,
+    log:
+        log("paint_segment", "{plate}_{chunk}"),
+    benchmark:
+        bench("paint_segment", "{plate}_{chunk}")
+    threads: 2
+    resources:
+        mem_mb=8192,
+        gpu=1 if str(SEG.get("gpu", "auto")).lower() != "false" else 0,
+    script:
+        "../scripts/paint_segment.py"
+
+
+rule paint_features:
+    input:
+        index=path("image_index"),
+        illum=path("illum"),
+        masks=path("masks"),
+    output:
+        path("features"),
+    params:
+        plate=lambda wc: wc.plate,
+        features=config["paint"].get("features", {}),
+    log:
+        log("paint_features", "{plate}_{chunk}"),
+    benchmark:
+        bench("paint_features", "{plate}_{chunk}")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    script:
+        "../scripts/paint_features.py"
+
+
+rule paint_plate:
+    input:
+        features=chunk_features,
+        masks=chunk_masks,
+        index=path("image_index"),
+        plate_map=lambda wc: plate_row(wc)["plate_map"],
+    output:
+        cells=path("paint_cells"),
+        wells=path("paint_wells"),
+    params:
+        plate=lambda wc: wc.plate,
+        batch=lambda wc: plate_row(wc)["batch"],
+        aggregate=config.get("profiles", {}).get("aggregate", "median"),
+    log:
+        log("paint_plate", "{plate}"),
+    benchmark:
+        bench("paint_plate", "{plate}")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    script:
+        "../scripts/paint_plate.py"

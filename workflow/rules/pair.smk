@@ -1,0 +1,101 @@
+# Pair: well profiles normalised to controls, quality metrics, the matched AnnData/MuData and the datasheet.
+
+
+rule profiles:
+    input:
+        wells=per_plate("paint_wells"),
+        registry=SHEETS["perturbations"],
+    output:
+        profiles=path("profiles"),
+        consensus=path("consensus"),
+    params:
+        profiles=config.get("profiles", {}),
+    log:
+        log("profiles", "all"),
+    benchmark:
+        bench("profiles", "all")
+    threads: 1
+    resources:
+        mem_mb=8192,
+    script:
+        "../scripts/profiles.py"
+
+
+rule quality:
+    input:
+        profiles=path("profiles"),
+        consensus=path("consensus"),
+        rna_cells=path("rna_cells"),
+        pseudobulk=path("rna_pseudobulk"),
+        knockdown=path("rna_knockdown"),
+        wells=per_plate("paint_wells"),
+        registry=SHEETS["perturbations"],
+    output:
+        metrics=path("quality_metrics"),
+        table=report(path("quality_table"), caption="../report/quality.rst", category="Paired quality"),
+    params:
+        quality=config.get("quality", {}),
+        truth_dir=TRUTH_DIR,
+    log:
+        log("quality", "all"),
+    benchmark:
+        bench("quality", "all")
+    threads: 2
+    resources:
+        mem_mb=8192,
+    script:
+        "../scripts/quality.py"
+
+
+rule pair:
+    input:
+        pseudobulk=path("rna_pseudobulk"),
+        consensus=path("consensus"),
+        quality_table=path("quality_table"),
+        registry=SHEETS["perturbations"],
+        rna_cells=path("rna_cells"),
+        paint_cells=per_plate("paint_cells"),
+    output:
+        h5mu=report(path("paired_h5mu"), caption="../report/paired.rst", category="Paired dataset"),
+        rna=path("paired_rna"),
+        paint=path("paired_paint"),
+        cell_index=path("cell_index"),
+        cells=[path("paired_cells")] if WRITE_CELLS_H5MU else [],
+    log:
+        log("pair", "all"),
+    benchmark:
+        bench("pair", "all")
+    threads: 1
+    resources:
+        mem_mb=8192,
+    script:
+        "../scripts/pair.py"
+
+
+rule datasheet:
+    input:
+        h5mu=path("paired_h5mu"),
+        metrics=path("quality_metrics"),
+        rna_inputs=per_library("rna_inputs"),
+        rna_cells=per_library("rna_cells_lib"),
+        raw=per_library("rna_raw"),
+        image_index=per_plate("image_index"),
+        paint_cells=per_plate("paint_cells"),
+        sheets=[SHEETS[k] for k in ("perturbations", "guides", "rna_libraries", "plates")],
+        plate_maps=[plate_maps[p].attrs["source"] for p in PLATES],
+    output:
+        report(path("datasheet"), caption="../report/datasheet.rst", category="Paired dataset"),
+    params:
+        config=config,
+        truth_dir=TRUTH_DIR,
+        libraries=LIBRARIES,
+        plates=PLATES,
+    log:
+        log("datasheet", "all"),
+    benchmark:
+        bench("datasheet", "all")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    script:
+        "../scripts/datasheet.py"

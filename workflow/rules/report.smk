@@ -1,0 +1,30 @@
+# The QC report: one self-contained HTML file.
+
+
+rule report:
+    input:
+        datasheet=path("datasheet"),
+        h5mu=path("paired_h5mu"),
+        quality=path("quality_metrics"),
+        quality_table=path("quality_table"),
+        rna_cells=per_library("rna_cells_lib"),
+        barcode_ranks=per_library("rna_barcode_ranks"),
+        knockdown=path("rna_knockdown"),
+        image_index=per_plate("image_index"),
+        illum=per_plate("illum"),
+        paint_wells=per_plate("paint_wells"),
+        masks=[m for p in PLATES for m in chunk_paths("masks", p)],
+    output:
+        report(path("report"), caption="../report/report.rst", category="Report"),
+    params:
+        config=config,
+        truth_dir=TRUTH_DIR,
+    log:
+        log("report", "all"),
+    benchmark:
+        bench("report", "all")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,153 @@
+# RNA arm: FASTQs -> kb counts -> called, QC'd cells with guide calls -> merged cells, pseudobulk, knockdown.
+
+
+if not PREBUILT_INDEX:
+
+    rule kb_ref:
+        input:
+            fasta=REF["fasta"],
+            gtf=REF["gtf"],
+        output:
+            index=path("kb_index"),
+            t2g=path("kb_t2g"),
+        log:
+            log("kb_ref", "reference"),
+        benchmark:
+            bench("kb_ref", "reference")
+        threads: 2
+        resources:
+            mem_mb=4096,
+        script:
+            "../scripts/kb_ref.py"
+
+
+rule kb_ref_guides:
+    input:
+        guides=SHEETS["guides"],
+    output:
+        index=path("guide_index"),
+        t2g=path("guide_t2g"),
+        features=path("guide_features"),
+    log:
+        log("kb_ref_guides", "guides"),
+    benchmark:
+        bench("kb_ref_guides", "guides")
+    threads: 1
+    resources:
+        mem_mb=2048,
+    script:
+        "../scripts/kb_ref_guides.py"
+
+
+rule kb_count_gex:
+    input:
+        r1=fastqs("gex", "r1"),
+        r2=fastqs("gex", "r2"),
+        index=KB_INDEX,
+        t2g=KB_T2G,
+        whitelist=[WHITELIST] if WHITELIST else [],
+    output:
+        directory(path("kb_gex")),
+    params:
+        technology=lambda wc: library_row(wc)["chemistry"],
+        memory=SORT_MEMORY,
+    log:
+        log("kb_count_gex"),
+    benchmark:
+        bench("kb_count_gex", "{library}")
+    threads: 2
+    resources:
+        mem_mb=memory_mb(SORT_MEMORY),
+    script:
+        "../scripts/kb_count.py"
+
+
+rule kb_count_guide:
+    input:
+        r1=fastqs("guide", "r1"),
+        r2=fastqs("guide", "r2"),
+        index=path("guide_index"),
+        t2g=path("guide_t2g"),
+        features=path("guide_features"),
+        whitelist=[WHITELIST] if WHITELIST else [],
+    output:
+        directory(path("kb_guide")),
+    params:
+        technology=lambda wc: library_row(wc)["chemistry"],
+        memory=SORT_MEMORY,
+    log:
+        log("kb_count_guide"),
+    benchmark:
+        bench("kb_count_guide", "{library}")
+    threads: 2
+    resources:
+        mem_mb=memory_mb(SORT_MEMORY),
+    script:
+        "../scripts/kb_count.py"
+
+
+rule rna_load:
+    input:
+        gex=path("kb_gex"),
+        guide=path("kb_guide"),
+        fastqs=lambda wc: sum((fastqs(k, m)(wc) for k in ("gex", "guide") for m in ("r1", "r2")), []),
+    output:
+        raw=path("rna_raw"),
+        guides=path("rna_guides_raw"),
+        inputs=path("rna_inputs"),
+    params:
+        library=lambda wc: wc.library,
+        batch=lambda wc: library_row(wc)["batch"],
+    log:
+        log("rna_load"),
+    benchmark:
+        bench("rna_load", "{library}")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    script:
+        "../scripts/rna_load.py"
+
+
+rule rna_cells:
+    input:
+        raw=path("rna_raw"),
+        guides=path("rna_guides_raw"),
+        guide_sheet=SHEETS["guides"],
+        registry=SHEETS["perturbations"],
+    output:
+        cells=path("rna_cells_lib"),
+        ranks=path("rna_barcode_ranks"),
+    params:
+        expected_cells=lambda wc: int(library_row(wc)["expected_cells"]),
+        rna=config["rna"],
+    log:
+        log("rna_cells"),
+    benchmark:
+        bench("rna_cells", "{library}")
+    threads: 2
+    resources:
+        mem_mb=8192,
+    script:
+        "../scripts/rna_cells.py"
+
+
+rule rna_merge:
+    input:
+        cells=per_library("rna_cells_lib"),
+        registry=SHEETS["perturbations"],
+    output:
+        cells=path("rna_cells"),
+        pseudobulk=path("rna_pseudobulk"),
+        knockdown=report(path("rna_knockdown"), caption="../report/knockdown.rst", category="RNA arm"),
+    params:
+        alpha=config["rna"]["knockdown"]["alpha"],
+    log:
+        log("rna_merge", "all"),
+    benchmark:
+        bench("rna_merge", "all")
+    threads: 1
+    resources:
+        mem_mb=8192,
+    script:
+        "../scripts/rna_merge.py"

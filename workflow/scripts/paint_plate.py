@@ -1,0 +1,10 @@
+"""One plate: per-cell table with plate-map metadata + per-well aggregates."""
+from pairedscreen.paint.stages import assemble_plate
+
+from pairedscreen.logs import snakemake_log
+
+with snakemake_log(snakemake):
+    assemble_plate(features=list(snakemake.input.features), masks=list(snakemake.input.masks),
+                   index=snakemake.input.index, plate_map=snakemake.input.plate_map, plate=snakemake.params.plate,
+                   batch=snakemake.params.batch, aggregate=snakemake.params.aggregate,
+                   cells_out=snakemake.output.cells, wells_out=snakemake.output.wells)

@@ -1,0 +1,9 @@
+"""All libraries -> merged cells, pseudobulk per perturbation, knockdown table."""
+from pairedscreen.rna.stages import merge_libraries
+
+from pairedscreen.logs import snakemake_log
+
+with snakemake_log(snakemake):
+    merge_libraries(cells=list(snakemake.input.cells), registry=snakemake.input.registry,
+                    alpha=snakemake.params.alpha, cells_out=snakemake.output.cells,
+                    pseudobulk_out=snakemake.output.pseudobulk, knockdown_out=snakemake.output.knockdown)
