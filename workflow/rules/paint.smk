@@ -10,7 +10,7 @@ rule paint_index:
     params:
         plate=lambda wc: wc.plate,
         image_dir=lambda wc: plate_row(wc)["image_dir"],
-        pattern=config["paint"]["image_pattern"],
+        pattern=lambda wc: config["paint"]["image_pattern"],  # braces are the pattern, not wildcards
         channels=config["paint"]["channels"],
         on_bad_image=config["paint"].get("on_bad_image", "error"),
         qc=config["paint"].get("qc", {}),

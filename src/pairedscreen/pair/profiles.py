@@ -10,11 +10,13 @@ Order of work (:func:`build_profiles`): aggregate each plate's cells to wells (o
 time), optional position correction, normalise each plate to its negative-control wells, select features
 over all plates, then a median consensus per perturbation.
 
-Aggregation is our own code, not ``pycytominer.aggregate``: the latter upcasts the whole per-cell table to
-float64 and concatenates a second copy before the groupby (about 5x the float32 table at peak), while the
-same ``groupby(...).median()`` on the native float32 columns gives identical medians (to float32
-precision) with one copy; per-well metadata that is constant within a well is carried through, which
-pycytominer drops. Normalisation and feature selection call pycytominer.
+Aggregation is our own code, not ``pycytominer.aggregate``: that needs the whole per-cell table in memory
+and copies it twice (``astype(float)`` to float64, then a concat) before a pandas groupby, about 2x the
+float32 table over the input at peak. Ours reads a plate's ``cells.parquet`` metadata, then the feature
+columns in chunks of ~64 MB, and reduces each well's rows with numpy: same medians (pandas semantics,
+NaN skipped), memory independent of the number of features and cells, and faster. Per-well metadata that
+is constant within a well (perturbation, control flag, batch) is carried through, which pycytominer drops.
+Normalisation and feature selection call pycytominer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pyarrow.types as pa_types
 from pycytominer import feature_select as _pcm_feature_select
 from pycytominer import normalize as _pcm_normalize
 
@@ -82,45 +85,101 @@ def _as_bool(v: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------- aggregation
-def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median",
-                    strata: Sequence[str] = (PLATE, WELL),
-                    features: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per well: ``operation`` (median|mean) of each feature, ``n_cells``, constant metadata.
+def _group_index(keys: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Unique key rows (sorted), a stable order putting each group's rows together, group boundaries."""
+    codes, uniques = pd.MultiIndex.from_frame(keys).factorize(sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    uniq = uniques.to_frame(index=False)
+    uniq.columns = list(keys.columns)
+    return uniq, order, bounds
 
-    Metadata columns that take a single value within every well (perturbation, control flag, batch,
-    replicate...) are carried; per-cell ones (site, object id) are dropped.
-    """
-    if operation not in ("median", "mean"):
-        raise ValueError(f"operation must be median or mean, not {operation!r}")
-    strata = list(strata)
-    feats = list(features) if features is not None else feature_columns(cells)
-    grouped = cells.groupby(strata, sort=True, observed=True, dropna=False)
-    agg = grouped[feats].median() if operation == "median" else grouped[feats].mean()
-    agg = agg.astype(np.float32, copy=False)
-    meta = [c for c in meta_columns(cells, feats) if c not in strata and c != N_CELLS]
-    if meta:
-        nun = grouped[meta].nunique(dropna=False).max()
-        keep = [c for c in meta if nun[c] <= 1]
-        first = grouped[keep].first()
-    else:
-        first = pd.DataFrame(index=agg.index)
-    counts = grouped.size().rename(N_CELLS)
-    out = pd.concat([first, counts, agg], axis=1).reset_index()
+
+def _reduce_groups(x: np.ndarray, order: np.ndarray, bounds: np.ndarray, operation: str) -> np.ndarray:
+    """Median/mean of ``x`` rows per group (NaN skipped, like pandas), float32 out."""
+    out = np.empty((len(bounds) - 1, x.shape[1]), np.float32)
+    for g in range(len(bounds) - 1):
+        block = x[order[bounds[g]:bounds[g + 1]]]
+        has_nan = np.isnan(block).any()
+        if operation == "median":
+            red = np.nanmedian(block, axis=0) if has_nan else np.median(block, axis=0)
+        else:
+            red = np.nanmean(block, axis=0) if has_nan else block.mean(axis=0, dtype=np.float64)
+        out[g] = red
     return out
 
 
+def _well_metadata(meta: pd.DataFrame, order: np.ndarray, bounds: np.ndarray) -> pd.DataFrame:
+    """Columns constant within every group (first value per group); others are dropped."""
+    keep = {}
+    starts = order[bounds[:-1]]
+    for c in meta.columns:
+        vals = meta[c].to_numpy()[order]
+        codes = pd.factorize(vals, use_na_sentinel=False)[0]
+        seg_min = np.minimum.reduceat(codes, bounds[:-1]) if len(codes) else codes
+        seg_max = np.maximum.reduceat(codes, bounds[:-1]) if len(codes) else codes
+        if np.array_equal(seg_min, seg_max):
+            keep[c] = meta[c].to_numpy()[starts]
+    return pd.DataFrame(keep)
+
+
+def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median",
+                    strata: Sequence[str] = (PLATE, WELL),
+                    features: Sequence[str] | None = None, chunk_bytes: int = 64 << 20) -> pd.DataFrame:
+    """One row per well: ``operation`` (median|mean) of each feature, ``n_cells``, constant metadata.
+
+    Metadata columns that take a single value within every well (perturbation, control flag, batch,
+    replicate...) are carried; per-cell ones (site, object id) are dropped. Features are reduced in
+    column chunks of about ``chunk_bytes`` so the extra memory is bounded whatever the table width.
+    """
+    feats = list(features) if features is not None else feature_columns(cells)
+    meta = [c for c in meta_columns(cells, feats) if c not in strata and c != N_CELLS]
+    return _aggregate(cells[list(strata)], cells[meta],
+                      lambda cols: cells[cols].to_numpy(np.float32), feats, operation, chunk_bytes)
+
+
+def _aggregate(keys: pd.DataFrame, meta: pd.DataFrame, load, feats: list[str], operation: str,
+               chunk_bytes: int) -> pd.DataFrame:
+    if operation not in ("median", "mean"):
+        raise ValueError(f"operation must be median or mean, not {operation!r}")
+    uniq, order, bounds = _group_index(keys)
+    step = max(1, int(chunk_bytes // max(1, 4 * len(keys))))
+    blocks = [_reduce_groups(load(feats[i:i + step]), order, bounds, operation)
+              for i in range(0, len(feats), step)]
+    x = np.concatenate(blocks, axis=1) if blocks else np.empty((len(uniq), 0), np.float32)
+    parts = [uniq, _well_metadata(meta, order, bounds),
+             pd.DataFrame({N_CELLS: np.diff(bounds).astype(np.int64)}),
+             pd.DataFrame(x, columns=feats)]
+    return pd.concat(parts, axis=1)
+
+
 def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
-                         registry: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Read one plate's ``cells.parquet`` and aggregate it to wells (see :func:`aggregate_wells`)."""
-    cells = harmonize_metadata(pq.read_table(path).to_pandas(), registry)
-    wells = aggregate_wells(cells, operation=operation)
-    del cells
-    return wells
+                         registry: pd.DataFrame | None = None, chunk_bytes: int = 64 << 20) -> pd.DataFrame:
+    """Aggregate one plate's ``cells.parquet`` to wells, reading feature columns in chunks.
+
+    Peak memory is the metadata columns plus one chunk of about ``chunk_bytes`` of features (never the
+    whole per-cell table).
+    """
+    schema = pq.read_schema(path)
+    names = schema.names
+    prefixes = tuple(f"{c}_" for c in COMPARTMENTS)
+    feats = [n for n in names if n.startswith(prefixes)
+             and (pa_types.is_floating(schema.field(n).type) or pa_types.is_integer(schema.field(n).type))]
+    meta_names = [n for n in names if n not in set(feats)]
+    meta = harmonize_metadata(pq.read_table(path, columns=meta_names).to_pandas(), registry)
+    keys = meta[[PLATE, WELL]]
+    rest = meta.drop(columns=[PLATE, WELL, N_CELLS], errors="ignore")
+
+    def load(cols: list[str]) -> np.ndarray:
+        tbl = pq.read_table(path, columns=cols)
+        return np.column_stack([tbl.column(c).to_numpy().astype(np.float32, copy=False) for c in cols])
+
+    return _aggregate(keys, rest, load, feats, operation, chunk_bytes)
 
 
 def aggregate_plates(paths: Iterable[str | os.PathLike], *, operation: str = "median",
                      registry: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Aggregate plates one after the other (peak memory = one plate's cells) and stack the wells."""
+    """Aggregate plates one after the other (peak memory = one plate's metadata + a feature chunk)."""
     parts = [aggregate_plate_file(p, operation=operation, registry=registry) for p in paths]
     return pd.concat(parts, ignore_index=True, sort=False)
 

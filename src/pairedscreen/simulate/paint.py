@@ -351,9 +351,9 @@ def render_site(rng: np.random.Generator, ps: PaintSpec, effect: dict[str, float
     sig_m = 0.9
     mito_pts = np.zeros(s * s)
     if wmap.sum() > 0:
-        k = rng.poisson(0.045 * g["mito_puncta"] * wmap.sum())
+        k = rng.poisson(0.08 * g["mito_puncta"] * wmap.sum())
         idx = rng.choice(s * s, k, p=wmap / wmap.sum())
-        wts = i_mito[cells.ravel()[idx]] * rng.lognormal(0.0, 0.35, k) * 2 * np.pi * sig_m * sig_m
+        wts = 0.6 * i_mito[cells.ravel()[idx]] * rng.lognormal(0.0, 0.35, k) * 2 * np.pi * sig_m * sig_m
         mito_pts = np.bincount(idx, wts, minlength=s * s)
     mito = ndi.gaussian_filter(mito_pts.reshape(s, s).astype(f32), sig_m) + cyto * 0.1 * i_mito[cells] * perinuc
 

@@ -1,0 +1,416 @@
+"""The HTML run report: collected data, self-containment, graceful degradation and a headless-browser check.
+
+By default a small synthetic working directory (``results/`` + ``truth/``) is built following
+docs/ARCHITECTURE.md, with a planted edge effect on the plate and planted knockdowns. Point
+``PAIREDSCREEN_REPORT_WORKDIR`` at a finished run's working directory (with ``truth/``, e.g. ``demo/``)
+to run the same checks against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import pairedscreen.report as report_pkg
+from pairedscreen.report import collect_report_data
+from pairedscreen.report.collect import ReportInputError, is_edge_well
+
+REPO = Path(__file__).resolve().parents[1]
+CHANNELS = ["DNA", "ER", "RNA", "AGP", "Mito"]
+EDGE_FACTOR = 1.30
+KD_REMAINING = 0.15
+
+
+# --------------------------------------------------------------------------------------------- fixture
+
+
+def _write_h5ad(adata: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(path)
+
+
+def _registry() -> pd.DataFrame:
+    rows = []
+    classes = ["both", "both", "rna", "rna", "paint", "paint", "neither", "neither"]
+    for i, cls in enumerate(classes):
+        g = f"TGT{i + 1:02d}"
+        rows.append({"perturbation_id": g, "perturbation_type": "CRISPRi", "target_gene": g,
+                     "is_control": False, "control_type": "", "effect_class": cls,
+                     "rna_active": cls in ("both", "rna"), "paint_active": cls in ("both", "paint"),
+                     "knockdown_remaining": KD_REMAINING if cls in ("both", "rna") else np.nan})
+    for i in range(2):
+        rows.append({"perturbation_id": f"NTC_{i + 1}", "perturbation_type": "control", "target_gene": "",
+                     "is_control": True, "control_type": "non-targeting", "effect_class": "control",
+                     "rna_active": False, "paint_active": False, "knockdown_remaining": np.nan})
+    return pd.DataFrame(rows)
+
+
+def _rna_library(results: Path, lib: str, batch: str, reg: pd.DataFrame, rng: np.random.Generator) -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    n_genes, n_cells, n_empty = 60, 240, 1500
+    genes = [f"MT-{i}" for i in range(4)] + [f"RPL{i}" for i in range(4)] + \
+        reg.loc[~reg.is_control, "target_gene"].tolist() + [f"GENE{i:03d}" for i in range(44)]
+    cell_umis = rng.lognormal(np.log(1500), 0.35, n_cells)
+    cell_umis[:8] = rng.uniform(50, 150, 8)                     # a few low-quality cells
+    empty_umis = rng.lognormal(np.log(12), 0.6, n_empty)
+    totals = np.concatenate([cell_umis, empty_umis])
+    p = rng.dirichlet(np.ones(n_genes) * 2.0)
+    x = rng.poisson(np.outer(totals, p)).astype(np.int32)
+    barcodes = ["".join(rng.choice(list("ACGT"), 16)) for _ in range(len(totals))]
+    obs_names = [f"{lib}_{b}" for b in barcodes]
+    raw = ad.AnnData(sp.csr_matrix(x), obs=pd.DataFrame(index=obs_names),
+                     var=pd.DataFrame({"gene_id": [f"G{i}" for i in range(n_genes)]}, index=genes))
+    _write_h5ad(raw, results / "rna" / lib / "raw.h5ad")
+    (results / "rna" / lib / "kb_gex").mkdir(parents=True, exist_ok=True)
+    (results / "rna" / lib / "kb_gex" / "run_info.json").write_text(
+        json.dumps({"n_processed": int(totals.sum() * 1.6), "n_pseudoaligned": int(totals.sum() * 1.2)}))
+
+    cx = x[:n_cells]
+    total = cx.sum(1).astype(float)
+    n_genes_by = (cx > 0).sum(1)
+    pct_mt = 100 * cx[:, :4].sum(1) / np.maximum(total, 1)
+    pct_ribo = 100 * cx[:, 4:8].sum(1) / np.maximum(total, 1)
+    pids = reg.perturbation_id.tolist()
+    guides = [f"{pid}-g{g}" for pid in pids for g in (1, 2)]
+    pert = rng.choice(pids, n_cells)
+    gcounts = rng.poisson(1.0, (n_cells, len(guides)))
+    n_guides = np.ones(n_cells, int)
+    for i, pid in enumerate(pert):
+        gcounts[i, guides.index(f"{pid}-g{rng.integers(1, 3)}")] += rng.poisson(40)
+    pert = pert.astype(object)
+    pert[:5] = "unassigned"
+    n_guides[:5] = 0
+    pert[5:10] = "multiple"
+    n_guides[5:10] = 2
+    dbl = rng.beta(2, 12, n_cells)
+    dbl[10:25] = rng.uniform(0.4, 0.8, 15)
+    obs = pd.DataFrame({
+        "library": lib, "batch": batch, "barcode": barcodes[:n_cells], "total_counts": total,
+        "n_genes_by_counts": n_genes_by, "pct_counts_mt": pct_mt, "pct_counts_ribo": pct_ribo,
+        "qc_fail_total_counts": total < 300, "doublet_score": dbl, "predicted_doublet": dbl >= 0.4,
+        "guide_ids": ["" for _ in range(n_cells)], "n_guides": n_guides, "perturbation": pert,
+        "is_control": [str(p).startswith("NTC") for p in pert],
+    }, index=obs_names[:n_cells])
+    obs["pass_qc"] = ~obs.qc_fail_total_counts & ~obs.predicted_doublet
+    cells = ad.AnnData(sp.csr_matrix(cx), obs=obs, var=raw.var.copy())
+    cells.obsm["guide_counts"] = gcounts
+    cells.uns["cell_calling"] = {"knee": 1200.0, "threshold": 200.0, "fdr": 0.01}
+    cells.uns["guide_thresholds"] = {g: float(rng.integers(4, 9)) for g in guides}
+    _write_h5ad(cells, results / "rna" / lib / "cells.h5ad")
+
+
+def _paint_plate(work: Path, plate: str, reg: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    import tifffile
+
+    results = work / "results"
+    base = results / "paint" / plate
+    wells = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)]
+    pids = reg.perturbation_id.tolist()
+    pmap = pd.DataFrame({"well": wells, "perturbation_id": [pids[i % len(pids)] for i in range(len(wells))]})
+    edge = np.array([is_edge_well(w) for w in wells])
+    mult = np.where(edge, EDGE_FACTOR, 1.0)
+    feats: dict[str, np.ndarray] = {}
+    paint_active = reg.set_index("perturbation_id").paint_active
+    shift = pmap.perturbation_id.map(paint_active).to_numpy(float)
+    for ch in CHANNELS:
+        feats[f"Cells_Intensity_MeanIntensity_{ch}"] = 0.2 * mult * (1 + 0.05 * rng.standard_normal(len(wells)))
+        feats[f"Nuclei_Intensity_IntegratedIntensity_{ch}"] = 50 * mult * (1 + 0.05 * rng.standard_normal(
+            len(wells)))
+    for k in range(6):
+        feats[f"Cells_AreaShape_Shape{k}"] = rng.standard_normal(len(wells)) + 1.5 * shift
+    wdf = pd.DataFrame({"Metadata_Plate": plate, "Metadata_Well": wells,
+                        "Metadata_perturbation_id": pmap.perturbation_id, **feats,
+                        "n_cells": rng.integers(20, 40, len(wells))})
+    base.mkdir(parents=True, exist_ok=True)
+    wdf.to_parquet(base / "wells.parquet", index=False)
+
+    # image index: 1 site per well, 5 channels; a few blurry sites and one quarantined file
+    rows = []
+    for w in wells:
+        for ci, ch in enumerate(CHANNELS, start=1):
+            rows.append({"plate": plate, "well": w, "site": 1, "channel": ch, "channel_index": ci,
+                         "path": f"raw/images/{plate}/{w}_s1_w{ci}.tif", "height": 64, "width": 64,
+                         "dtype": "uint16", "sha256": "0" * 64, "status": "ok", "reason": "",
+                         "focus_plls": -1.5 + 0.1 * rng.standard_normal(), "saturation_pct": 0.05,
+                         "p01": 100.0, "p50": 400.0, "p99": 2000.0, "qc_flag": False, "qc_reason": ""})
+    idx = pd.DataFrame(rows)
+    blurry = (idx.well.isin(["C05", "K17"])) & (idx.channel == "DNA")
+    idx.loc[blurry, ["qc_flag", "qc_reason", "focus_plls"]] = [True, "blurry (focus_plls < -3)", -3.5]
+    q = (idx.well == "F09") & (idx.channel == "Mito")
+    idx.loc[q, ["status", "reason"]] = ["quarantined", "truncated TIFF"]
+    idx.to_parquet(base / "image_index.parquet", index=False)
+
+    # illumination functions: radial vignetting, mean 1
+    yy, xx = np.mgrid[0:64, 0:64]
+    rr = np.hypot(yy - 31.5, xx - 31.5) / 45
+    (base / "illum").mkdir(exist_ok=True)
+    for ch in CHANNELS:
+        f = (1 - 0.35 * rr ** 2).astype(np.float32)
+        np.save(base / "illum" / f"{ch}.npy", f / f.mean())
+
+    # one segmented site with its raw images
+    nuclei = np.zeros((64, 64), np.uint16)
+    cells = np.zeros((64, 64), np.uint16)
+    centres = [(14, 14), (14, 46), (46, 16), (44, 46), (30, 30)]
+    for k, (cy, cx) in enumerate(centres, start=1):
+        cells[(yy - cy) ** 2 + (xx - cx) ** 2 < 11 ** 2] = k
+    for k, (cy, cx) in enumerate(centres, start=1):
+        nuclei[(yy - cy) ** 2 + (xx - cx) ** 2 < 5 ** 2] = k
+    mdir = base / "masks" / "chunk000"
+    mdir.mkdir(parents=True, exist_ok=True)
+    for name, lab in (("nuclei", nuclei), ("cells", cells), ("cytoplasm", np.where(nuclei > 0, 0, cells))):
+        tifffile.imwrite(mdir / f"B02_s1_{name}.tif", lab.astype(np.uint16), compression="zlib")
+    pd.DataFrame({"well": "B02", "site": 1, "object_id": np.arange(1, 6), "has_nucleus": True,
+                  "nucleus_area": 78, "cell_area": 380}).to_parquet(mdir / "objects.parquet", index=False)
+    img_dir = work / "raw" / "images" / plate
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for ci, ch in enumerate(CHANNELS, start=1):
+        src = nuclei if ch == "DNA" else cells
+        img = (300 + 2500 * (src > 0) + rng.normal(0, 80, (64, 64))).clip(0, 65535).astype(np.uint16)
+        tifffile.imwrite(img_dir / f"B02_s1_w{ci}.tif", img)
+    pd.DataFrame({"plate": plate, "well": ["B02"] * 5, "site": 1, "object_id": np.arange(1, 6),
+                  "perturbation_id": "TGT01"}).to_parquet(base / "cells.parquet", index=False)
+    return wdf
+
+
+def make_synthetic_workdir(work: Path, seed: int = 0) -> Path:
+    """A small results/ + truth/ tree following docs/ARCHITECTURE.md; returns the working directory."""
+    import anndata as ad
+    import mudata as md
+
+    rng = np.random.default_rng(seed)
+    results = work / "results"
+    reg = _registry()
+    for lib, batch in (("L1", "b1"), ("L2", "b2")):
+        _rna_library(results, lib, batch, reg, rng)
+
+    kd_rows = []
+    for r in reg.itertuples():
+        if r.is_control:
+            continue
+        rem = r.knockdown_remaining if np.isfinite(r.knockdown_remaining) else rng.uniform(0.9, 1.1)
+        kd_rows.append({"perturbation_id": r.perturbation_id, "target_gene": r.target_gene,
+                        "log2fc": float(np.log2(rem)), "pvalue": 1e-8 if rem < 0.5 else 0.6,
+                        "padj": 1e-7 if rem < 0.5 else 0.8, "remaining_fraction": float(rem), "n_cells": 40})
+    (results / "rna").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(kd_rows).to_csv(results / "rna" / "knockdown.tsv", sep="\t", index=False)
+
+    wdf = _paint_plate(work, "P1", reg, rng)
+    feats = [c for c in wdf if not c.startswith("Metadata_") and c != "n_cells"]
+    prof = wdf.copy()
+    med = prof[feats].median()
+    mad = (prof[feats] - med).abs().median() * 1.4826
+    prof[feats] = (prof[feats] - med) / mad
+    prof[["Metadata_Plate", "Metadata_Well", "Metadata_perturbation_id"] + feats[:8]].to_parquet(
+        results / "paint" / "profiles.parquet", index=False)
+
+    # paired perturbation-level modalities; `both` perturbations share a direction in both arms
+    ids = reg.perturbation_id.tolist()
+    obs = reg.set_index("perturbation_id")[["perturbation_type", "target_gene", "is_control", "control_type"]]
+    prog_r, prog_p = rng.standard_normal(40), rng.standard_normal(12)
+    xr = rng.normal(0, 0.1, (len(ids), 40))
+    xp = rng.normal(0, 0.1, (len(ids), 12))
+    for i, r in enumerate(reg.itertuples()):
+        if r.effect_class in ("both", "rna"):
+            xr[i] += prog_r if r.effect_class == "both" else rng.standard_normal(40)
+        if r.effect_class in ("both", "paint"):
+            xp[i] += prog_p if r.effect_class == "both" else rng.standard_normal(12)
+    rna_ad = ad.AnnData(xr, obs=obs.assign(n_cells=40), var=pd.DataFrame(index=[f"GENE{i:03d}" for i in range(40)]))
+    paint_ad = ad.AnnData(xp, obs=obs.assign(n_wells=4), var=pd.DataFrame(index=feats[:12]))
+    mdata = md.MuData({"rna": rna_ad, "paint": paint_ad})
+    (results / "paired").mkdir(parents=True, exist_ok=True)
+    mdata.write(results / "paired" / "perturbations.h5mu")
+
+    def _arm(active: str, seed_shift: float) -> list[dict[str, Any]]:
+        out = []
+        for r in reg.itertuples():
+            if r.is_control:
+                continue
+            act = bool(getattr(r, active))
+            m = float(np.clip((0.8 if act else 0.1) + seed_shift * rng.standard_normal(), 0, 1))
+            out.append({"perturbation_id": r.perturbation_id, "mean_average_precision": m,
+                        "corrected_p_value": 0.001 if act else 0.7, "below_corrected_p": act})
+        return out
+
+    datasheet = {
+        "pairedscreen_version": "0.1.0", "created": "2026-11-21T10:00:00+00:00",
+        "config_digest": "sha256:" + "ab" * 32,
+        "inputs": [{"path": "raw/fastq/L1_gex_R1.fastq.gz", "sha256": "cd" * 32},
+                   {"path": "raw/images/P1", "n_files": 1920}],
+        "counts": {"rna": {"L1": {"reads": 123456}}},
+        "warnings": ["1 image quarantined on plate P1 (truncated TIFF)"],
+        "quarantined": [{"plate": "P1", "path": "raw/images/P1/F09_s1_w5.tif", "reason": "truncated TIFF"}],
+        "quality": {
+            "replicate_map": {"rna": _arm("rna_active", 0.05), "paint": _arm("paint_active", 0.05)},
+            "concordance": {"spearman": 0.41, "p_value": 0.003},
+            "batch_predictability": {"rna": {"accuracy": 0.55, "chance": 0.5},
+                                     "paint": {"accuracy": 0.5, "chance": 0.5}},
+        },
+        "truth_recovery": {"rna": {"precision": 1.0, "recall": 1.0}, "paint": {"precision": 1.0, "recall": 0.5},
+                           "knockdown": {"spearman_remaining": 0.9}},
+    }
+    (results / "datasheet.json").write_text(json.dumps(datasheet, indent=2))
+
+    truth = work / "truth"
+    truth.mkdir(parents=True, exist_ok=True)
+    reg.to_csv(truth / "perturbations.tsv", sep="\t", index=False)
+    pd.DataFrame({"plate": "P1", "well": wdf.Metadata_Well, "is_edge": [is_edge_well(w) for w in wdf.Metadata_Well],
+                  "perturbation_id": wdf.Metadata_perturbation_id,
+                  "edge_multiplier": [EDGE_FACTOR if is_edge_well(w) else 1.0 for w in wdf.Metadata_Well]}
+                 ).to_csv(truth / "paint_wells.tsv", sep="\t", index=False)
+    return work
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+def _config(work: Path) -> dict[str, Any]:
+    cfg_path = work / "config" / "config.yaml"
+    if not cfg_path.exists():
+        cfg_path = REPO / "config" / "config.yaml"
+    return yaml.safe_load(cfg_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("PAIREDSCREEN_REPORT_WORKDIR")
+    if env:
+        return Path(env).resolve()
+    return make_synthetic_workdir(tmp_path_factory.mktemp("report_run"))
+
+
+@pytest.fixture(scope="module")
+def built(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("report_out") / "report.html"
+    info = report_pkg.build_report(workdir / "results", _config(workdir), out, truth_dir=workdir / "truth")
+    print(f"report: {info['timing']['total_s']:.2f} s, {info['size_bytes'] / 1e6:.2f} MB -> {out}")
+    return info
+
+
+# --------------------------------------------------------------------------------------------- tests
+
+
+def test_report_is_self_contained(built: dict[str, Any]) -> None:
+    html = Path(built["out_html"]).read_text()
+    for sid in ("overview", "rna", "paint", "paired", "tables"):
+        assert f'id="{sid}"' in html
+    assert not re.search(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//", html, re.I)
+    assert not re.search(r"@import|fetch\(|XMLHttpRequest|<link[^>]+rel=[\"']?stylesheet", html, re.I)
+    assert built["size_bytes"] < 20e6
+    assert built["timing"]["total_s"] < 60
+
+
+def test_plate_heatmap_shows_planted_edge_effect(built: dict[str, Any], workdir: Path) -> None:
+    data = built["data"]
+    truth = pd.read_csv(workdir / "truth" / "paint_wells.tsv", sep="\t")
+    mult_col = next(c for c in truth.columns if "mult" in c)
+    planted = float(truth.loc[truth.is_edge.astype(bool), mult_col].mean() /
+                    truth.loc[~truth.is_edge.astype(bool), mult_col].mean())
+    assert planted > 1.05
+    for plate, pdata in data["paint"]["plates"].items():
+        feat = pdata["feature"]
+        assert feat is not None and "Intensity" in feat
+        grid = pdata["heatmaps"][feat]
+        assert grid.shape == (16, 24)
+        summary = pdata["edge"][feat]
+        assert summary["n_edge"] > 0 and summary["n_interior"] > 0, plate
+        # the planted multiplicative edge effect survives into the heatmap data
+        assert summary["edge_over_interior"] > 1 + 0.5 * (planted - 1), (plate, summary, planted)
+        assert {"cells per well"} <= set(pdata["heatmaps"])
+        assert any(k.startswith("focus") for k in pdata["heatmaps"])
+
+
+def test_knockdown_chart_shows_planted_knockdowns(built: dict[str, Any], workdir: Path) -> None:
+    kd = built["data"]["rna"]["knockdown"]
+    truth = pd.read_csv(workdir / "truth" / "perturbations.tsv", sep="\t")
+    planted = set(truth.loc[truth.knockdown_remaining.notna(), "perturbation_id"].astype(str))
+    inert = set(truth.loc[(truth.effect_class == "neither"), "perturbation_id"].astype(str))
+    assert planted and kd is not None
+    kd = kd.set_index(kd.perturbation_id.astype(str))
+    assert kd.loc[sorted(planted), "significant"].all()
+    assert (kd.loc[sorted(planted), "remaining_fraction"] < 0.5).all()
+    assert not kd.loc[sorted(inert & set(kd.index)), "significant"].any()
+    # the chart's bars are ordered strongest knockdown first: the planted ones lead
+    assert set(built["data"]["rna"]["knockdown"].perturbation_id.head(len(planted))) == planted
+
+
+def test_collected_sections(built: dict[str, Any]) -> None:
+    data = built["data"]
+    ov = data["overview"]
+    assert ov["provenance"]["pairedscreen_version"]
+    assert not ov["rna_counts"].empty and not ov["paint_counts"].empty
+    for lib, d in data["rna"]["libraries"].items():
+        assert d["knee"]["n_called"] > 0, lib
+        assert "total_counts" in d["qc"] and np.isfinite(d["qc"]["total_counts"]["upper"])
+        assert d["doublets"]["scores"].size == d["counts"]["cells_called"]
+        assert d["moi"].n_cells.sum() == d["counts"]["cells_pass_qc"]
+    for plate, p in data["paint"]["plates"].items():
+        assert set(p["illum"]) >= {"DNA"}, plate
+        assert p["overlay"] is not None and p["overlay"]["n_nuclei"] > 0
+    paired = data["paired"]
+    tab = paired["per_perturbation"]
+    assert {"rna_map", "paint_map"} <= set(tab.columns)
+    assert paired["concordance"]["n_perturbations"] > 2
+    assert paired["position"] is not None
+    assert paired["truth_recovery"] is not None and not paired["truth_recovery"].empty
+
+
+def test_missing_optional_inputs_degrade(tmp_path: Path) -> None:
+    work = make_synthetic_workdir(tmp_path / "w", seed=1)
+    res = work / "results"
+    (res / "rna" / "knockdown.tsv").unlink()
+    shutil.rmtree(res / "paint" / "P1" / "illum")
+    shutil.rmtree(res / "paint" / "P1" / "masks")
+    (res / "paired" / "perturbations.h5mu").unlink()
+    (res / "rna" / "L2" / "raw.h5ad").unlink()
+    out = tmp_path / "report.html"
+    info = report_pkg.build_report(res, _config(work), out)
+    html = out.read_text()
+    for f in ("results/rna/knockdown.tsv missing", "results/paint/P1/illum/{channel}.npy missing",
+              "results/paint/P1/masks missing", "results/paired/perturbations.h5mu missing",
+              "results/rna/L2/raw.h5ad missing"):
+        assert f"not available: {f}" in html, f
+    assert info["data"]["rna"]["knockdown"] is None
+
+
+def test_missing_datasheet_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    with pytest.raises(ReportInputError, match="datasheet.json"):
+        collect_report_data(tmp_path / "results", {})
+    with pytest.raises(ReportInputError, match="datasheet.json"):
+        report_pkg.build_report(tmp_path / "results", {}, tmp_path / "r.html")
+
+
+def test_report_in_headless_browser(built: dict[str, Any], tmp_path: Path) -> None:
+    from browser import find_chromium, load_page
+
+    chromium = find_chromium()
+    html = Path(built["out_html"])
+    res = load_page(chromium, html, tmp_path / "overview.png")
+    for sid in ("overview", "rna", "paint", "paired", "tables"):
+        assert f'id="{sid}"' in res.dom, sid
+    assert 'data-report-ready="true"' in res.dom, "the report's script did not finish"
+    assert 'data-external-resources="0"' in res.dom
+    assert not res.console_errors, res.console_errors
+    assert not res.proxy_requests, f"the page tried to reach the network: {res.proxy_requests}"
+    assert res.screenshot.exists() and res.screenshot.stat().st_size > 10_000
+
+    plate = load_page(chromium, html, tmp_path / "plate.png", fragment="paint-plates", dump_dom=False)
+    assert plate.screenshot.exists() and plate.screenshot.stat().st_size > 10_000
+    if os.environ.get("PAIREDSCREEN_REPORT_SCREENSHOTS"):
+        dest = REPO / "docs" / "img"
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(res.screenshot, dest / "report_overview.png")
+        shutil.copyfile(plate.screenshot, dest / "report_plate_heatmap.png")

@@ -1,0 +1,88 @@
+"""Helpers to build and run Snakemake working directories in tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(header)] + ["\t".join(str(v) for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def minimal_workdir(root: Path) -> Path:
+    """A syntactically complete screen (empty raw files) for dry runs and validation tests."""
+    raw = root / "raw"
+    for name in ("L1_gex_R1.fastq.gz", "L1_gex_R2.fastq.gz", "L1_guide_R1.fastq.gz", "L1_guide_R2.fastq.gz"):
+        (raw / "fastq").mkdir(parents=True, exist_ok=True)
+        (raw / "fastq" / name).write_bytes(b"")
+    (raw / "images" / "P1").mkdir(parents=True, exist_ok=True)
+    for f in ("transcriptome.fa", "genes.gtf", "whitelist.txt"):
+        (raw / "reference").mkdir(parents=True, exist_ok=True)
+        (raw / "reference" / f).write_text("")
+    cfg = root / "config"
+    write_tsv(cfg / "perturbations.tsv",
+              ["perturbation_id", "perturbation_type", "target_gene", "is_control", "control_type"],
+              [["TGT01", "CRISPRi", "TGT01", "false", ""], ["NTC_1", "control", "", "true", "non-targeting"]])
+    write_tsv(cfg / "guides.tsv",
+              ["id", "name", "read", "pattern", "sequence", "feature_type", "target_gene_id",
+               "target_gene_name", "perturbation_id"],
+              [["TGT01-g1", "TGT01-g1", "R2", "^NNNNNNNNNN(BC)", "ACGTACGTACGTACGTACGT", "CRISPR Guide Capture",
+                "SYNG1", "TGT01", "TGT01"],
+               ["NTC_1-g1", "NTC_1-g1", "R2", "^NNNNNNNNNN(BC)", "TTTTACGTACGTACGTAAAA", "CRISPR Guide Capture",
+                "Non-Targeting", "Non-Targeting", "NTC_1"]])
+    write_tsv(cfg / "rna_libraries.tsv",
+              ["library_id", "batch", "chemistry", "gex_fastq_r1", "gex_fastq_r2", "guide_fastq_r1",
+               "guide_fastq_r2", "expected_cells"],
+              [["L1", "B1", "10xv3", "raw/fastq/L1_gex_R1.fastq.gz", "raw/fastq/L1_gex_R2.fastq.gz",
+                "raw/fastq/L1_guide_R1.fastq.gz", "raw/fastq/L1_guide_R2.fastq.gz", 300]])
+    write_tsv(cfg / "plates.tsv", ["plate_id", "batch", "image_dir", "plate_map"],
+              [["P1", "B1", "raw/images/P1", "config/plate_maps/P1.tsv"]])
+    write_tsv(cfg / "plate_maps" / "P1.tsv", ["well", "perturbation_id", "replicate"],
+              [["B02", "TGT01", 1], ["B03", "NTC_1", 1], ["C05", "TGT01", 2]])
+    conf = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    conf["paint"]["segmentation"]["nuclei"]["model"] = "nuclei"
+    conf["paint"]["segmentation"]["cells"]["model"] = "cyto3"
+    (cfg / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    return root
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run the repository's workflow on ``workdir`` with the test environment's snakemake."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+
+
+def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a `snakemake -n` would run, parsed from its output."""
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        wc: dict[str, str] = {}
+        w = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+        if w:
+            for part in w.group(1).split(", "):
+                k, _, v = part.partition("=")
+                wc[k.strip()] = v.strip()
+        jobs.append((m.group(1), wc))
+    return jobs
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
