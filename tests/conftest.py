@@ -1,4 +1,4 @@
-"""Shared fixtures. Real-data tests use ``shared_data``: they fail (not skip) under CI=true when it is missing."""
+"""Shared fixtures. Real-data tests use ``shared_data``: under CI=true missing data fails, never skips."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+PATTERN, FT = "^NNNNNNNNNN(BC)", "CRISPR Guide Capture"
 
 
 def write_tsv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -39,10 +40,9 @@ def minimal_workdir(root: Path) -> Path:
     write_tsv(cfg / "guides.tsv",
               ["id", "name", "read", "pattern", "sequence", "feature_type", "target_gene_id",
                "target_gene_name", "perturbation_id"],
-              [["TGT01-g1", "TGT01-g1", "R2", "^NNNNNNNNNN(BC)", "ACGTACGTACGTACGTACGT", "CRISPR Guide Capture",
-                "SYNG1", "TGT01", "TGT01"],
-               ["NTC_1-g1", "NTC_1-g1", "R2", "^NNNNNNNNNN(BC)", "TTTTACGTACGTACGTAAAA", "CRISPR Guide Capture",
-                "Non-Targeting", "Non-Targeting", "NTC_1"]])
+              [["TGT01-g1", "TGT01-g1", "R2", PATTERN, "ACGTACGTACGTACGTACGT", FT, "SYNG1", "TGT01", "TGT01"],
+               ["NTC_1-g1", "NTC_1-g1", "R2", PATTERN, "TTTTACGTACGTACGTAAAA", FT, "Non-Targeting",
+                "Non-Targeting", "NTC_1"]])
     write_tsv(cfg / "rna_libraries.tsv",
               ["library_id", "batch", "chemistry", "gex_fastq_r1", "gex_fastq_r2", "guide_fastq_r1",
                "guide_fastq_r2", "expected_cells"],

@@ -1,0 +1,94 @@
+"""End to end: the whole workflow on the tiny simulated screen, then a plate lands and only its work runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from workdir import planned_jobs, snakemake
+
+pytestmark = pytest.mark.e2e
+
+AGGREGATE_RULES = {"profiles", "quality", "pair", "datasheet", "report", "all"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """Tiny screen simulated with 2 plates; the run first knows only plate P1."""
+    from pairedscreen.simulate import simulate
+
+    wd = simulate(tmp_path_factory.mktemp("e2e") / "screen", preset="tiny", overrides={"paint.n_plates": 2})
+    plates = pd.read_csv(wd / "config" / "plates.tsv", sep="\t", dtype=str)
+    assert list(plates.plate_id) == ["P1", "P2"]
+    plates.iloc[:1].to_csv(wd / "config" / "plates.tsv", sep="\t", index=False)
+    res = snakemake(wd, "--cores", "2")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    return wd, plates
+
+
+def test_paired_modalities_share_registry_order(finished_run):
+    import mudata
+
+    wd, _ = finished_run
+    mdata = mudata.read_h5mu(wd / "results" / "paired" / "perturbations.h5mu")
+    registry = pd.read_csv(wd / "config" / "perturbations.tsv", sep="\t", dtype=str)
+    assert set(mdata.mod) >= {"rna", "paint"}
+    expected = list(registry.perturbation_id)
+    assert list(mdata.mod["rna"].obs_names) == expected
+    assert list(mdata.mod["paint"].obs_names) == expected
+    assert list(mdata.obs_names) == expected
+    is_ctrl = registry.is_control.str.lower().eq("true").to_numpy()
+    assert np.array_equal(mdata.obs["is_control"].astype(bool).to_numpy(), is_ctrl)
+
+
+def test_paint_n_cells_equals_cell_level_counts(finished_run):
+    import mudata
+
+    wd, _ = finished_run
+    mdata = mudata.read_h5mu(wd / "results" / "paired" / "perturbations.h5mu")
+    cells = pd.read_parquet(wd / "results" / "paint" / "P1" / "cells.parquet",
+                            columns=["Metadata_Perturbation"])
+    counts = cells["Metadata_Perturbation"].value_counts()
+    n = mdata.mod["paint"].obs["n_cells"]
+    for pert in mdata.obs_names:
+        assert int(np.nan_to_num(n[pert])) == int(counts.get(pert, 0)), pert
+
+
+def test_rna_n_cells_equals_cell_level_counts(finished_run):
+    import anndata as ad
+    import mudata
+
+    wd, _ = finished_run
+    mdata = mudata.read_h5mu(wd / "results" / "paired" / "perturbations.h5mu")
+    cells = ad.read_h5ad(wd / "results" / "rna" / "cells.h5ad", backed="r")
+    used = cells.obs[cells.obs["pass_qc"].astype(bool)]
+    counts = used["perturbation"].astype(str).value_counts()
+    n = mdata.mod["rna"].obs["n_cells"]
+    for pert in mdata.obs_names:
+        assert int(np.nan_to_num(n[pert])) == int(counts.get(pert, 0)), pert
+
+
+def test_new_plate_runs_only_its_own_and_aggregate_jobs(finished_run):
+    wd, plates = finished_run
+    before = {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*") if p.is_file()}
+    plates.to_csv(wd / "config" / "plates.tsv", sep="\t", index=False)   # plate P2 lands
+
+    dry = snakemake(wd, "-n")
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-4000:]
+    jobs = planned_jobs(dry.stdout)
+    assert jobs, dry.stdout[-3000:]
+    per_plate = [(r, w) for r, w in jobs if "plate" in w]
+    other = {r for r, w in jobs if "plate" not in w}
+    assert per_plate and all(w["plate"] == "P2" for _, w in per_plate), per_plate
+    assert {r for r, _ in per_plate} >= {"paint_index", "paint_illum", "paint_segment", "paint_features",
+                                           "paint_plate"}
+    assert other <= AGGREGATE_RULES, other
+    assert not any("library" in w for _, w in jobs)
+
+    res = snakemake(wd, "--cores", "2")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    untouched = [p for p in before if "/paint/P1/" in str(p) or "/rna/L" in str(p)]
+    assert untouched
+    changed = [str(p) for p in untouched if p.stat().st_mtime_ns != before[p]]
+    assert not changed, changed
+    assert (wd / "results" / "paint" / "P2" / "wells.parquet").exists()
