@@ -21,8 +21,9 @@ def resolve_model(value: str, workdir: str | Path, basedir: str | Path) -> str:
     for c in candidates:
         if c.exists():
             return str(c.resolve())
+    names = ", ".join(sorted(CELLPOSE_MODEL_NAMES))
     raise FileNotFoundError(
-        f"segmentation model {value!r} is neither a Cellpose model name ({', '.join(sorted(CELLPOSE_MODEL_NAMES))}) "
+        f"segmentation model {value!r} is neither a Cellpose model name ({names}) "
         f"nor an existing file (looked in {', '.join(str(c) for c in candidates)}). Fix: set "
         "paint.segmentation.*.model to a model name (downloaded by Cellpose, or read from "
         "CELLPOSE_LOCAL_MODELS_PATH offline) or to a model file"
