@@ -13,6 +13,7 @@ from pairedscreen.paths import chunk_wells, path
 from pairedscreen.sheets import SheetError, check_screen, normalise_well, read_sheet
 
 REPO = Path(workflow.basedir)
+CONDA_ENV = "../../envs/pairedscreen.yaml"  # relative to the rule files
 WORKDIR = Path.cwd()
 
 validate(config, "../schemas/config.schema.yaml")

@@ -21,6 +21,8 @@ rule paint_index:
     threads: 1
     resources:
         mem_mb=2048,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/paint_index.py"
 
@@ -39,6 +41,8 @@ rule paint_illum:
     threads: 1
     resources:
         mem_mb=2048,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/paint_illum.py"
 
@@ -62,6 +66,8 @@ rule paint_segment:
     resources:
         mem_mb=8192,
         gpu=1 if str(SEG.get("gpu", "auto")).lower() != "false" else 0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/paint_segment.py"
 
@@ -83,6 +89,8 @@ rule paint_features:
     threads: 1
     resources:
         mem_mb=4096,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/paint_features.py"
 
@@ -107,5 +115,7 @@ rule paint_plate:
     threads: 1
     resources:
         mem_mb=4096,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/paint_plate.py"

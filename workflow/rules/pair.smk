@@ -17,6 +17,8 @@ rule profiles:
     threads: 1
     resources:
         mem_mb=8192,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/profiles.py"
 
@@ -43,6 +45,8 @@ rule quality:
     threads: 2
     resources:
         mem_mb=8192,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/quality.py"
 
@@ -68,6 +72,8 @@ rule pair:
     threads: 1
     resources:
         mem_mb=8192,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/pair.py"
 
@@ -97,5 +103,7 @@ rule datasheet:
     threads: 1
     resources:
         mem_mb=4096,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/datasheet.py"

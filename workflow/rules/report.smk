@@ -26,5 +26,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=4096,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/report.py"

@@ -17,6 +17,8 @@ if not PREBUILT_INDEX:
         threads: 2
         resources:
             mem_mb=4096,
+        conda:
+            CONDA_ENV
         script:
             "../scripts/kb_ref.py"
 
@@ -35,6 +37,8 @@ rule kb_ref_guides:
     threads: 1
     resources:
         mem_mb=2048,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/kb_ref_guides.py"
 
@@ -58,6 +62,8 @@ rule kb_count_gex:
     threads: 2
     resources:
         mem_mb=memory_mb(SORT_MEMORY),
+    conda:
+        CONDA_ENV
     script:
         "../scripts/kb_count.py"
 
@@ -82,6 +88,8 @@ rule kb_count_guide:
     threads: 2
     resources:
         mem_mb=memory_mb(SORT_MEMORY),
+    conda:
+        CONDA_ENV
     script:
         "../scripts/kb_count.py"
 
@@ -105,6 +113,8 @@ rule rna_load:
     threads: 1
     resources:
         mem_mb=4096,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/rna_load.py"
 
@@ -128,6 +138,8 @@ rule rna_cells:
     threads: 2
     resources:
         mem_mb=8192,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/rna_cells.py"
 
@@ -149,5 +161,7 @@ rule rna_merge:
     threads: 1
     resources:
         mem_mb=8192,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/rna_merge.py"
