@@ -3,10 +3,12 @@
 For every plate ``P{i}`` (batch ``B{i}``) of a 384-well plate layout this writes
 
 - ``raw/images/{plate}/{well}_s{site}_w{channel}.tif`` uint16 images, channel 1..5 = DNA, ER, RNA, AGP, Mito;
-- ``truth/paint/{plate}/{well}_s{site}_{nuclei|cells}.tif`` uint16 label images (zlib), nucleus k inside cell k;
+- ``truth/paint/{plate}/{well}_s{site}_{nuclei|cells}.tif`` uint16 label images (zlib), nucleus k inside
+  cell k;
 - ``truth/illumination/{plate}_{channel}.npy`` planted multiplicative vignetting (float32, mean 1);
 
-and, over all plates, ``truth/paint_objects.parquet`` (one row per planted cell) and ``truth/paint_wells.tsv``.
+and, over all plates, ``truth/paint_objects.parquet`` (one row per planted cell) and
+``truth/paint_wells.tsv``.
 
 Cells are drawn as Cell-Painting-like objects: irregular elliptical nuclei with chromatin texture and a
 brighter rim (DNA), nucleoli (RNA), expansion-bounded weighted-Voronoi cell bodies that sometimes touch,
@@ -164,7 +166,8 @@ def perturbation_effects(registry: Registry, spec: ScreenSpec) -> pd.DataFrame:
             direction = prog.choice([-1.0, 1.0], len(EFFECTS)) * prog.uniform(0.4, 1.0, len(EFFECTS))
             mag = np.random.default_rng([spec.seed, 52, i]).uniform(0.85, 1.15)
             eff = shift * mag * direction * sens
-        desc = ", ".join(f"{e} x{np.exp(v):.2f}" for e, v in zip(EFFECTS, eff, strict=True)) if active else "none"
+        desc = (", ".join(f"{e} x{np.exp(v):.2f}" for e, v in zip(EFFECTS, eff, strict=True))
+                if active else "none")
         row = {"perturbation_id": p.perturbation_id, "paint_active": bool(active), "paint_effect": desc}
         row.update({f"paint_{e}": float(v) for e, v in zip(EFFECTS, eff, strict=True)})
         rows.append(row)
@@ -187,21 +190,34 @@ def _place(rng: np.random.Generator, n: int, size: int, dmin: float, margin: flo
     return pts[:k]
 
 
-def _norm_dist(yy: np.ndarray, xx: np.ndarray, cy: np.ndarray, cx: np.ndarray, a: np.ndarray,
-               b: np.ndarray, ang: np.ndarray, amps: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """(N, S, S) normalised distance to N irregular ellipses (1 on the outline)."""
-    e = (slice(None), None, None)
-    dy = yy[None] - cy[e]
-    dx = xx[None] - cx[e]
-    c, s = np.cos(ang)[e], np.sin(ang)[e]
-    u = (dx * c + dy * s) / a[e]
-    v = (dy * c - dx * s) / b[e]
-    r = np.sqrt(u * u + v * v)
-    th = np.arctan2(v, u)
-    irr = np.ones_like(r)
-    for k in range(amps.shape[1]):
-        irr += amps[:, k][e] * np.cos((k + 2) * th + phases[:, k][e])
-    return r / irr
+def _nearest_outline(size: int, cy: np.ndarray, cx: np.ndarray, a: np.ndarray, b: np.ndarray,
+                     ang: np.ndarray, amps: np.ndarray, phases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised distance to the nearest of N irregular ellipses (< 1 inside; 1 on the outline) and the
+    0-based index of that ellipse, each (S, S). Each ellipse is evaluated only in its bounding window."""
+    best = np.full((size, size), np.inf, np.float32)
+    idx = np.zeros((size, size), np.int64)
+    reach = 1.0 + amps.sum(axis=1)                      # the outline never leaves reach * max(a, b)
+    for i in range(len(cy)):
+        h = int(np.ceil(max(a[i], b[i]) * reach[i])) + 1
+        y0, y1 = max(int(cy[i]) - h, 0), min(int(cy[i]) + h + 2, size)
+        x0, x1 = max(int(cx[i]) - h, 0), min(int(cx[i]) + h + 2, size)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy[i])
+        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx[i])
+        c, s = np.float32(np.cos(ang[i])), np.float32(np.sin(ang[i]))
+        u = (dx * c + dy * s) / np.float32(a[i])
+        v = (dy * c - dx * s) / np.float32(b[i])
+        th = np.arctan2(v, u)
+        irr = np.ones_like(th)
+        for k in range(amps.shape[1]):
+            irr += np.float32(amps[i, k]) * np.cos((k + 2) * th + np.float32(phases[i, k]))
+        rho = np.sqrt(u * u + v * v) / irr
+        win = best[y0:y1, x0:x1]
+        upd = rho < win
+        win[upd] = rho[upd]
+        idx[y0:y1, x0:x1][upd] = i
+    return best, idx
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -235,39 +251,26 @@ def render_site(rng: np.random.Generator, ps: PaintSpec, effect: dict[str, float
     r_nuc0 = min(ps.nucleus_diameter / 2.0 * g["nucleus_size"], 0.6 * r_cell0)
     centres = _place(rng, n_cells, s, dmin=1.55 * r_cell0, margin=r_nuc0 + 3.0)
     n = len(centres)
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     f32 = np.float32
 
     # per-cell geometry
     big_r = r_cell0 * rng.lognormal(0.0, 0.12, n)
     el_c = rng.uniform(1.0, 1.35, n)
-    cells_rho = _norm_dist(yy, xx, centres[:, 0].astype(f32), centres[:, 1].astype(f32),
-                           (big_r * el_c).astype(f32), (big_r / el_c).astype(f32),
-                           rng.uniform(0, np.pi, n).astype(f32), rng.uniform(0.0, 0.08, (n, 4)).astype(f32),
-                           rng.uniform(0, 2 * np.pi, (n, 4)).astype(f32))
+    crho, cidx = _nearest_outline(s, centres[:, 0], centres[:, 1], big_r * el_c, big_r / el_c,
+                                  rng.uniform(0, np.pi, n), rng.uniform(0.0, 0.08, (n, 4)),
+                                  rng.uniform(0, 2 * np.pi, (n, 4)))
     small_r = np.minimum(r_nuc0 * rng.lognormal(0.0, 0.10, n), 0.62 * big_r)
     el_n = rng.uniform(1.0, 1.3, n)
     off_r = rng.uniform(0.0, 0.12, n) * big_r
     off_a = rng.uniform(0, 2 * np.pi, n)
     ny = centres[:, 0] + off_r * np.sin(off_a)
     nx = centres[:, 1] + off_r * np.cos(off_a)
-    nuc_rho = _norm_dist(yy, xx, ny.astype(f32), nx.astype(f32), (small_r * el_n).astype(f32),
-                         (small_r / el_n).astype(f32), rng.uniform(0, np.pi, n).astype(f32),
-                         rng.uniform(0.0, 0.045, (n, 3)).astype(f32), rng.uniform(0, 2 * np.pi, (n, 3)).astype(f32))
+    nrho, nidx = _nearest_outline(s, ny, nx, small_r * el_n, small_r / el_n, rng.uniform(0, np.pi, n),
+                                  rng.uniform(0.0, 0.045, (n, 3)), rng.uniform(0, 2 * np.pi, (n, 3)))
 
     # labels: nuclei by nearest outline, cells by weighted Voronoi bounded by each cell's outline
-    if n:
-        nidx = nuc_rho.argmin(0)
-        nrho = np.take_along_axis(nuc_rho, nidx[None], 0)[0]
-        nuclei = np.where(nrho < 1.0, nidx + 1, 0).astype(np.int32)
-        cidx = cells_rho.argmin(0)
-        crho = np.take_along_axis(cells_rho, cidx[None], 0)[0]
-        cells = np.where(crho < 1.0, cidx + 1, 0).astype(np.int32)
-    else:
-        nrho = np.full((s, s), np.inf, f32)
-        nuclei = np.zeros((s, s), np.int32)
-        cells = np.zeros((s, s), np.int32)
-    del nuc_rho, cells_rho
+    nuclei = np.where(nrho < 1.0, nidx + 1, 0).astype(np.int32)
+    cells = np.where(crho < 1.0, cidx + 1, 0).astype(np.int32)
     cells[nuclei > 0] = nuclei[nuclei > 0]
     nuclei = _keep_largest_per_label(nuclei)
     cells = _keep_largest_per_label(cells)
@@ -355,7 +358,8 @@ def render_site(rng: np.random.Generator, ps: PaintSpec, effect: dict[str, float
         idx = rng.choice(s * s, k, p=wmap / wmap.sum())
         wts = 0.6 * i_mito[cells.ravel()[idx]] * rng.lognormal(0.0, 0.35, k) * 2 * np.pi * sig_m * sig_m
         mito_pts = np.bincount(idx, wts, minlength=s * s)
-    mito = ndi.gaussian_filter(mito_pts.reshape(s, s).astype(f32), sig_m) + cyto * 0.1 * i_mito[cells] * perinuc
+    mito = (ndi.gaussian_filter(mito_pts.reshape(s, s).astype(f32), sig_m)
+            + cyto * 0.1 * i_mito[cells] * perinuc)
 
     signal = np.stack([dna, er, rna, agp, mito]).astype(f32)
     signal = ndi.gaussian_filter(signal, (0, _OPTICS_SIGMA, _OPTICS_SIGMA))
@@ -446,5 +450,7 @@ def simulate_paint(registry: Registry, spec: ScreenSpec, out_dir: str | os.PathL
     objects = objects.astype({"site": "int64", "object_id": "int64", "nucleus_area": "int64",
                               "cell_area": "int64", "centroid_y": "float64", "centroid_x": "float64"})
     write_parquet(objects, out / "truth" / "paint_objects.parquet")
-    write_tsv(pd.concat(all_wells, ignore_index=True), out / "truth" / "paint_wells.tsv")
+    wells = pd.concat(all_wells, ignore_index=True)
+    wells["is_edge"] = wells["is_edge"].map({True: "true", False: "false"})
+    write_tsv(wells, out / "truth" / "paint_wells.tsv")
     return effects
