@@ -100,3 +100,12 @@ def test_deterministic_and_plates_independent(workdir: Path, workdir_two_plates:
     assert "config/plate_maps/P2.tsv" in b
     plates = pd.read_csv(workdir_two_plates / "config" / "plates.tsv", sep="\t")
     assert list(plates.plate_id) == ["P1", "P2"] and list(plates.batch) == ["B1", "B2"]
+
+
+def test_example_sheets_in_config_are_the_tiny_screens(tmp_path, repo):
+    """config/*.tsv document the sheet formats; they must stay exactly what the simulator writes."""
+    from pairedscreen.simulate import simulate
+
+    wd = simulate(tmp_path / "tiny", preset="tiny")
+    for rel in ("perturbations.tsv", "guides.tsv", "rna_libraries.tsv", "plates.tsv", "plate_maps/P1.tsv"):
+        assert (repo / "config" / rel).read_text() == (wd / "config" / rel).read_text(), rel
