@@ -172,6 +172,8 @@ def _kinds(rs: RnaSpec) -> np.ndarray:
     n_doublet = round(rs.doublet_rate * rs.cells_per_library)
     n_low = round(rs.low_quality_rate * rs.cells_per_library)
     n_cell = rs.cells_per_library - n_doublet - n_low
+    if n_cell < 0:
+        raise ValueError("doublet_rate + low_quality_rate must not exceed 1")
     return np.array(["cell"] * n_cell + ["doublet"] * n_doublet + ["low_quality"] * n_low
                     + ["empty"] * rs.empty_droplets_per_library)
 
@@ -264,7 +266,7 @@ def droplet_truth(registry: Registry, d: Droplets) -> pd.DataFrame:
         "batch": d.batch,
         "barcode": barcode_strings(d.barcodes),
         "kind": d.kind,
-        "guide_ids": [";".join(gids[g]) for g in d.guides],
+        "guide_ids": [";".join(dict.fromkeys(gids[g])) for g in d.guides],
         "perturbation_id": [";".join(dict.fromkeys(gpert[g])) for g in d.guides],
         "n_umi": d.counts.sum(axis=1),
         "n_guide_umi": d.guide_counts.sum(axis=1),
@@ -342,7 +344,8 @@ def _write_read_pairs(out_dir: Path, stem: str, name_prefix: str, mol_droplet: n
     read_mol = np.repeat(np.arange(n_mol), reads_per_mol)
     read_mol = read_mol[rng.permutation(read_mol.size)]
     r1_len = barcodes.shape[1] + UMI_LENGTH
-    with (atomic_output(out_dir / f"{stem}_R1.fastq.gz") as p1, atomic_output(out_dir / f"{stem}_R2.fastq.gz") as p2,
+    with (atomic_output(out_dir / f"{stem}_R1.fastq.gz") as p1,
+          atomic_output(out_dir / f"{stem}_R2.fastq.gz") as p2,
           open(p1, "wb") as f1, open(p2, "wb") as f2,
           gzip.GzipFile(filename="", mode="wb", fileobj=f1, compresslevel=GZIP_LEVEL, mtime=0) as g1,
           gzip.GzipFile(filename="", mode="wb", fileobj=f2, compresslevel=GZIP_LEVEL, mtime=0) as g2):
