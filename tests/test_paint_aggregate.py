@@ -49,3 +49,12 @@ def test_objects_in_unmapped_well_are_an_error(tables):
     pm, chunks = tables
     with pytest.raises(ValueError, match=r"wells \['B02'\]"):
         assemble_cells(chunks, pm.iloc[[0, 2]], "P1", "B1")
+
+
+def test_plate_without_any_object_keeps_every_well(tables):
+    pm, chunks = tables
+    empty = [c.iloc[:0] for c in chunks]
+    cells = assemble_cells(empty, pm, "P1", "B1")
+    wells = aggregate_wells(cells, pm, "P1", "B1")
+    assert len(cells) == 0 and list(wells.Metadata_Well) == ["A01", "B02", "C03"]
+    assert (wells.Metadata_Count_Cells == 0).all()

@@ -36,9 +36,13 @@ def plate_map_metadata(plate_map: pd.DataFrame) -> pd.DataFrame:
 def assemble_cells(feature_tables: list[pd.DataFrame], plate_map: pd.DataFrame, plate: str,
                    batch: str) -> pd.DataFrame:
     """Concatenate a plate's per-chunk feature tables and attach the plate map's metadata per well."""
-    cells = pd.concat([t for t in feature_tables if len(t)], ignore_index=True) if feature_tables else None
-    if cells is None or cells.empty:
-        cells = pd.DataFrame({c: pd.Series(dtype=object) for c in ("Metadata_Well", "Metadata_Site")})
+    non_empty = [t for t in feature_tables if len(t)]
+    if non_empty:
+        cells = pd.concat(non_empty, ignore_index=True)
+    else:  # no object anywhere on the plate: an empty table; every well is still reported with 0 cells
+        cells = pd.DataFrame({"Metadata_Well": pd.Series(dtype=object),
+                              "Metadata_Site": pd.Series(dtype="int64"),
+                              "Metadata_ObjectNumber": pd.Series(dtype="int64")})
     cells = cells.drop(columns=[c for c in ("Metadata_Plate", "Metadata_Batch") if c in cells])
     meta = plate_map_metadata(plate_map)
     unknown = sorted(set(cells["Metadata_Well"]) - set(meta["Metadata_Well"]))

@@ -1,0 +1,167 @@
+"""Paint-arm workflow steps: each is one Snakemake rule's work, files in and files out.
+
+The rules' scripts (``workflow/scripts/paint_*.py``) only unpack ``snakemake`` and call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairedscreen.io import atomic_output, write_parquet
+from pairedscreen.paint.aggregate import aggregate_wells, assemble_cells
+from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
+from pairedscreen.paint.image_qc import add_image_qc
+from pairedscreen.paint.ingest import build_image_index, load_site, usable_sites
+from pairedscreen.sheets import normalise_well, read_sheet
+
+log = logging.getLogger(__name__)
+PathLike = str | os.PathLike
+
+
+def _plate_map(path: PathLike) -> pd.DataFrame:
+    pm = read_sheet(path, int_cols=("replicate",))
+    pm["well"] = pm["well"].map(normalise_well)
+    return pm
+
+
+def channel_order(index: pd.DataFrame) -> list[str]:
+    """Channel names in the configured channel-map order (the image index's ``channel_index``)."""
+    return list(dict.fromkeys(index.sort_values("channel_index")["channel"]))
+
+
+def index_plate(plate: str, image_dir: PathLike, plate_map: PathLike, pattern: str,
+                channels: Mapping[str, Any], on_bad_image: str, qc: Mapping[str, Any],
+                out: PathLike) -> pd.DataFrame:
+    """Image index of one plate (every file, shape, dtype, checksum; quarantines) with per-image QC."""
+    wells = list(_plate_map(plate_map)["well"])
+    index = build_image_index(plate, image_dir, pattern, channels, wells=wells,
+                              on_bad_image=on_bad_image)  # type: ignore[arg-type]
+    index = add_image_qc(index, **{k: v for k, v in qc.items() if v is not None})
+    log.info("plate %s: %d images, %d quarantined, %d flagged by QC", plate, len(index),
+             int((index["status"] != "ok").sum()), int(index["qc_flag"].sum()))
+    write_parquet(index, out)
+    return index
+
+
+def illumination(index: PathLike, out_dir: PathLike, params: Mapping[str, Any]) -> None:
+    """Illumination function per channel of one plate, streamed over its sites; saved as .npy + PNG."""
+    idx = pd.read_parquet(index)
+    sigma = float(params.get("smoothing_sigma", 0.0) or 0.0)
+    funcs = compute_plate_illumination(idx, smoothing_sigma=sigma, channels=channel_order(idx))
+    with atomic_output(out_dir, is_dir=True) as tmp:
+        save_illumination(funcs, tmp, png=Path(tmp) / "illum.png")
+
+
+def _chunk_sites(idx: pd.DataFrame, wells: list[str]) -> list[tuple[str, int]]:
+    wanted = set(wells)
+    return [(w, s) for w, s in usable_sites(idx) if w in wanted]
+
+
+def segment_chunk(index: PathLike, illum_dir: PathLike, wells: list[str], segmentation: Mapping[str, Any],
+                  models: Mapping[str, str], out_dir: PathLike, threads: int = 1) -> pd.DataFrame:
+    """Cellpose nuclei + cells for the usable sites of ``wells``; masks and an objects table in ``out_dir``.
+
+    Sites are processed in groups of ``4 x batch_size`` so memory is bounded by a group, not the chunk.
+    """
+    import torch
+
+    from pairedscreen.paint.segment import objects_table, segment_sites, summary_row, write_site_masks
+
+    torch.set_num_threads(max(1, int(threads)))
+    idx = pd.read_parquet(index)
+    channels = channel_order(idx)
+    illum = load_illumination(illum_dir, channels)
+    cfg = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in segmentation.items()}
+    for comp in ("nuclei", "cells"):
+        cfg[comp]["model"] = models[comp]
+    sites = _chunk_sites(idx, wells)
+    group = max(1, 4 * int(cfg.get("batch_size", 8)))
+    objects, summary = [], []
+    with atomic_output(out_dir, is_dir=True) as tmp:
+        for start in range(0, len(sites), group):
+            part = sites[start:start + group]
+            images = [load_site(idx, w, s, channels) for w, s in part]
+            for (w, s), masks in zip(part, segment_sites(images, channels, cfg, illum=illum), strict=True):
+                write_site_masks(tmp, w, s, masks)
+                objects.append(objects_table(w, s, masks))
+                summary.append(summary_row(w, s, masks))
+            log.info("segmented %d/%d sites", min(start + group, len(sites)), len(sites))
+        table = pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=[
+            "well", "site", "object_id", "has_nucleus", "nucleus_area", "cell_area", "cytoplasm_area"])
+        table.to_parquet(Path(tmp) / "objects.parquet", index=False)
+        pd.DataFrame(summary, columns=["well", "site", "n_cells", "n_nuclei_detected", "n_nuclei_dropped",
+                                       "n_cells_without_nucleus"]).to_parquet(Path(tmp) / "sites.parquet",
+                                                                              index=False)
+    return table
+
+
+def corrected_site(idx: pd.DataFrame, well: str, site: int, channels: list[str],
+                   illum: np.ndarray) -> np.ndarray:
+    """A site as CellProfiler measures it: integer images scaled to [0, 1] by their dtype's range
+    (uint16 / 65535), then divided by the plate's illumination function."""
+    raw = load_site(idx, well, site, channels)
+    scale = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
+    return (raw.astype(np.float32) / np.float32(scale)) / illum
+
+
+def features_chunk(index: PathLike, illum_dir: PathLike, masks_dir: PathLike, plate: str,
+                   params: Mapping[str, Any], out: PathLike) -> pd.DataFrame:
+    """Per-object features of every segmented site in a chunk: one row per cell (object id shared by the
+    Nuclei, Cells and Cytoplasm compartments)."""
+    from pairedscreen.paint.features import measure_site
+    from pairedscreen.paint.segment import read_site_masks
+
+    idx = pd.read_parquet(index)
+    channels = channel_order(idx)
+    illum = load_illumination(illum_dir, channels)
+    sites = pd.read_parquet(Path(masks_dir) / "sites.parquet")
+    tables = []
+    for well, site in zip(sites["well"], sites["site"], strict=True):
+        nuclei, cells, cytoplasm = read_site_masks(masks_dir, well, int(site))
+        if cells.max() == 0:
+            continue
+        images = corrected_site(idx, well, int(site), channels, illum)
+        df = measure_site(images, channels, nuclei, cells, cytoplasm, params)
+        df = df.rename(columns={"object_id": "Metadata_ObjectNumber"})
+        df.insert(0, "Metadata_Well", well)
+        df.insert(1, "Metadata_Site", int(site))
+        tables.append(df)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        columns=["Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"])
+    table.insert(0, "Metadata_Plate", plate)
+    write_parquet(table, out)
+    return table
+
+
+def assemble_plate(features: list[PathLike], masks: list[PathLike], index: PathLike, plate_map: PathLike,
+                   plate: str, batch: str, aggregate: str, cells_out: PathLike, wells_out: PathLike) -> None:
+    """Per-plate cell table (plate-map metadata attached) and per-well aggregates; every plate-map well is
+    kept, with its site and object counts, so nothing disappears silently."""
+    pm = _plate_map(plate_map)
+    cells = assemble_cells([pd.read_parquet(f) for f in features], pm, plate, batch)
+    wells = aggregate_wells(cells, pm, plate, batch, how=aggregate)
+    idx = pd.read_parquet(index)
+    site_status = idx.groupby(["well", "site"])["status"].agg(lambda s: bool((s == "ok").all()))
+    qc = idx.groupby(["well", "site"])["qc_flag"].any()
+    per_well = pd.DataFrame({"usable": site_status, "qc_flag": qc}).reset_index().groupby("well").agg(
+        Metadata_Count_Sites=("site", "size"), Metadata_Count_SitesUsable=("usable", "sum"),
+        Metadata_Count_SitesFlagged=("qc_flag", "sum"))
+    seg = pd.concat([pd.read_parquet(Path(m) / "sites.parquet") for m in masks], ignore_index=True)
+    seg_well = seg.groupby("well")[["n_nuclei_dropped", "n_cells_without_nucleus"]].sum().rename(
+        columns={"n_nuclei_dropped": "Metadata_Count_NucleiUnmatched",
+                 "n_cells_without_nucleus": "Metadata_Count_CellsWithoutNucleus"})
+    extra = per_well.join(seg_well, how="left").fillna(0).astype(np.int64)
+    wells = wells.merge(extra, left_on="Metadata_Well", right_index=True, how="left")
+    for col in extra.columns:
+        wells[col] = wells[col].fillna(0).astype(np.int64)
+    meta = [c for c in wells.columns if c.startswith("Metadata_")]
+    wells = wells[meta + [c for c in wells.columns if c not in meta]]
+    write_parquet(cells, cells_out)
+    write_parquet(wells, wells_out)
