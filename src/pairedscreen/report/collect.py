@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ MAX_KNEE_POINTS = 600
 MAX_ILLUM_SIDE = 96
 MAX_CONCORDANCE = 1500
 
+_QC_FLAG = {"total_counts": "counts", "n_genes_by_counts": "genes", "pct_counts_mt": "mt"}
+_CALL_KEYS = ("knee", "threshold", "inflection", "min_umis", "cutoff")
 _WELL_RE = re.compile(r"^([A-Pa-p])0*([0-9]{1,2})$")
 
 
@@ -117,9 +120,20 @@ def edge_summary(grid: np.ndarray) -> dict[str, float]:
     e, i = grid[edge & ~np.isnan(grid)], grid[~edge & ~np.isnan(grid)]
     em = float(e.mean()) if e.size else float("nan")
     im = float(i.mean()) if i.size else float("nan")
-    ratio = em / im if e.size and i.size and im != 0 else float("nan")
+    ratio = em / im if e.size and i.size and em > 0 and im > 0 else float("nan")  # only for positive scales
     return {"edge_mean": em, "interior_mean": im, "edge_over_interior": ratio,
+            "edge_minus_interior": float(np.round(em - im, 12)),
             "n_edge": int(e.size), "n_interior": int(i.size)}
+
+
+def as_bool(s: pd.Series) -> pd.Series:
+    """A boolean Series from bool/object/string columns; missing and unparseable values are False."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(bool)
+    if pd.api.types.is_numeric_dtype(s):
+        return s.fillna(0).astype(float) != 0
+    txt = s.astype("string").str.strip().str.lower()
+    return txt.isin(["true", "1", "yes", "y", "t"]).fillna(False).astype(bool)
 
 
 def _find_col(df: pd.DataFrame, *names: str) -> str | None:
@@ -235,54 +249,158 @@ def read_datasheet(results_dir: Path) -> dict[str, Any]:
         raise ReportInputError(f"required report input {path} is not valid JSON: {e}") from e
 
 
-def collect_overview(ds: Mapping[str, Any], rna: Mapping[str, Any], paint: Mapping[str, Any]
-                     ) -> dict[str, Any]:
-    prov = {
-        "pairedscreen_version": _first(ds, "pairedscreen_version", "version", "provenance.pairedscreen_version",
-                                       "provenance.version"),
-        "config_digest": _first(ds, "config_digest", "config_sha256", "provenance.config_digest",
-                                "provenance.config_sha256"),
-        "created": _first(ds, "created", "date", "created_at", "generated", "provenance.created",
-                          "provenance.date"),
-        "snakemake_version": _first(ds, "snakemake_version", "provenance.snakemake_version"),
-        "seed": _first(ds, "seed", "provenance.seed"),
-        "title": _first(ds, "title", "name", "dataset"),
-    }
-    inputs_raw = _first(ds, "inputs", "provenance.inputs")
-    if isinstance(inputs_raw, Mapping):
-        inputs = pd.DataFrame([{"input": k, **(v if isinstance(v, Mapping) else {"value": v})}
-                               for k, v in inputs_raw.items()])
-    elif isinstance(inputs_raw, list):
-        inputs = pd.DataFrame([x if isinstance(x, Mapping) else {"input": x} for x in inputs_raw])
-    else:
-        inputs = pd.DataFrame()
+def read_metrics(results_dir: Path, ds: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Quality metrics: the datasheet's ``metrics`` block, else ``results/quality/metrics.json``."""
+    m = ds.get("metrics")
+    if isinstance(m, Mapping) and m:
+        return dict(m)
+    path = results_dir / "quality" / "metrics.json"
+    if path.exists():
+        try:
+            q = json.loads(path.read_text())
+            return dict(q.get("metrics", q)) if isinstance(q, Mapping) else {}
+        except json.JSONDecodeError:
+            notes.append(f"not available: {path.relative_to(results_dir.parent)} is not valid JSON")
+            return {}
+    notes.append("not available: metrics missing from results/datasheet.json and "
+                 f"{missing_note(results_dir, path).removeprefix('not available: ')}")
+    return {}
 
-    # stage counts: start from the files, let the datasheet's own numbers win where it has them
-    rna_rows = []
-    for lib, d in rna.get("libraries", {}).items():
-        row = dict(d.get("counts", {}))
-        row.update({k: v for k, v in (_first(ds, f"counts.rna.{lib}") or {}).items()})
-        rna_rows.append({"library": lib, **row})
-    paint_rows = []
-    for plate, d in paint.get("plates", {}).items():
-        row = dict(d.get("counts", {}))
-        row.update({k: v for k, v in (_first(ds, f"counts.paint.{plate}") or {}).items()})
-        paint_rows.append({"plate": plate, **row})
+
+def _inputs_table(inputs_raw: Any) -> pd.DataFrame:
+    if isinstance(inputs_raw, Mapping):
+        return pd.DataFrame([{"role": k, **(v if isinstance(v, Mapping) else {"path": v})}
+                             for k, v in inputs_raw.items()])
+    if isinstance(inputs_raw, list):
+        return pd.DataFrame([x if isinstance(x, Mapping) else {"path": x} for x in inputs_raw])
+    return pd.DataFrame()
+
+
+def _funnel(counts: Mapping[str, Any], stages: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Stage counts in order; ``% of previous stage`` only where the unit (reads, cells, sites...) stays."""
+    rows: list[dict[str, Any]] = []
+    prev: tuple[str, int] | None = None
+    for key, label, unit in stages:
+        v = counts.get(key)
+        if v is None or isinstance(v, Mapping) or any(r["stage"] == label for r in rows):
+            continue
+        v = int(v)
+        pct = round(100 * v / prev[1], 1) if prev and prev[0] == unit and prev[1] else float("nan")
+        rows.append({"stage": label, "count": v, "unit": unit, "% of previous stage": pct})
+        prev = (unit, v)
+    return pd.DataFrame(rows)
+
+
+def derive_warnings(ds: Mapping[str, Any], metrics: Mapping[str, Any], paint_counts: pd.DataFrame,
+                    paint_plates: Mapping[str, Any] | None = None) -> list[str]:
+    """Things a reader of the quality certificate must not miss, from the datasheet and the files."""
+    out: list[str] = []
+    pc = _dig(ds, "counts", "paint") or {}
+    nq = pc.get("images_quarantined")
+    if nq is None and not paint_counts.empty and "images_quarantined" in paint_counts:
+        nq = int(paint_counts["images_quarantined"].sum())
+    if nq:
+        out.append(f"{nq} image(s) quarantined (unreadable or invalid); see Quarantines")
+    if pc.get("sites_flagged"):
+        out.append(f"{pc['sites_flagged']} of {pc.get('sites', '?')} imaging sites flagged by image QC "
+                   "(focus/saturation); see the flagged-sites tables")
+    for block in ("replicate", "effect"):
+        for arm, v in (metrics.get(block) or {}).items():
+            if isinstance(v, Mapping) and v.get("n_controls_called"):
+                out.append(f"{arm}: {v['n_controls_called']} control(s) called active by the {block} test "
+                           "(false positives among controls)")
+    for key, v in (metrics.get("batch") or {}).items():
+        if isinstance(v, Mapping) and v.get("p_value") is not None and float(v["p_value"]) < 0.05:
+            out.append(f"batch is predictable from {key} (accuracy {float(v.get('accuracy') or 0):.2f} vs "
+                       f"chance {float(v.get('chance') or 0):.2f}, p = {float(v['p_value']):.3g})")
+    after = _dig(metrics, "position", "after")
+    if isinstance(after, Mapping) and after.get("edge_detected"):
+        out.append("a plate-edge effect is still detected in the final (corrected) profiles")
+    for plate, d in (paint_plates or {}).items():
+        grid = d.get("heatmaps", {}).get("cells per well")
+        if grid is not None and np.isfinite(grid).any():
+            n_wells = int(np.isfinite(grid).sum())
+            empty = int((grid[np.isfinite(grid)] == 0).sum())
+            if empty:
+                out.append(f"plate {plate}: {empty} of {n_wells} wells have no segmented cell")
+    edge = _dig(ds, "truth_recovery", "edge")
+    if isinstance(edge, Mapping) and edge.get("correct") is False:
+        out.append("truth recovery: the planted plate-edge effect was "
+                   + ("missed" if edge.get("planted") else "reported but not planted"))
+    return out
+
+
+def collect_overview(results_dir: Path, ds: Mapping[str, Any], metrics: Mapping[str, Any],
+                     rna: Mapping[str, Any], paint: Mapping[str, Any]) -> dict[str, Any]:
+    software = ds.get("software") if isinstance(ds.get("software"), Mapping) else {}
+    created = _first(ds, "generated_at", "created", "date", "created_at")
+    created_note = None
+    if created is None:
+        mtime = (results_dir / "datasheet.json").stat().st_mtime
+        created = pd.Timestamp(mtime, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
+        created_note = "datasheet file time"
+    cfg = ds.get("config") if isinstance(ds.get("config"), Mapping) else {}
+    prov = {
+        "pairedscreen version": software.get("pairedscreen") or _first(ds, "pairedscreen_version", "version"),
+        "config digest (sha256)": _first(ds, "config_sha256", "config_digest"),
+        "date": f"{created} ({created_note})" if created_note else created,
+        "datasheet schema": ds.get("schema_version"),
+        "python": software.get("python"),
+        "snakemake": software.get("snakemake"),
+        "truth_dir": cfg.get("truth_dir") or None,
+        "seed (quality)": _dig(cfg, "quality", "seed"),
+    }
+    inputs = _inputs_table(_first(ds, "inputs", "provenance.inputs"))
+    inputs_summary = pd.DataFrame()
+    if not inputs.empty and "role" in inputs:
+        agg = {"files": ("role", "size")}
+        if "bytes" in inputs:
+            agg["bytes"] = ("bytes", "sum")
+        inputs_summary = inputs.groupby("role", sort=False).agg(**agg).reset_index()
+
+    # per library / plate stage counts from the files; the datasheet's totals are the headline funnel
+    rna_counts = pd.DataFrame([{"library": lib, **d.get("counts", {})}
+                               for lib, d in rna.get("libraries", {}).items()])
+    paint_counts = pd.DataFrame([{"plate": plate, **d.get("counts", {})}
+                                 for plate, d in paint.get("plates", {}).items()])
     rna_order = ["library", "reads", "reads_pseudoaligned", "barcodes", "cells_called", "cells_pass_qc",
                  "cells_assigned"]
     paint_order = ["plate", "images", "images_quarantined", "sites", "sites_pass_qc", "objects", "cells"]
-    rna_counts = pd.DataFrame(rna_rows)
-    paint_counts = pd.DataFrame(paint_rows)
     if not rna_counts.empty:
         rna_counts = rna_counts[[c for c in rna_order if c in rna_counts] +
                                 [c for c in rna_counts if c not in rna_order]]
     if not paint_counts.empty:
         paint_counts = paint_counts[[c for c in paint_order if c in paint_counts] +
                                     [c for c in paint_counts if c not in paint_order]]
+    ds_rna = dict(_dig(ds, "counts", "rna") or {})
+    ds_paint = dict(_dig(ds, "counts", "paint") or {})
+    if not ds_rna and not rna_counts.empty:
+        ds_rna = {k: int(rna_counts[k].sum()) for k in ("reads", "barcodes", "cells_called", "cells_pass_qc")
+                  if k in rna_counts}
+    if not ds_paint and not paint_counts.empty:
+        ds_paint = {k: int(paint_counts[k].sum()) for k in ("images", "sites", "sites_pass_qc", "objects",
+                                                           "cells") if k in paint_counts}
+    if "sites" in ds_paint and "sites_flagged" in ds_paint and "sites_pass_qc" not in ds_paint:
+        ds_paint["sites_pass_qc"] = int(ds_paint["sites"]) - int(ds_paint["sites_flagged"])
+    rna_funnel = _funnel(ds_rna, [("reads", "reads", "reads"),
+                                  ("barcodes", "barcodes (>= 1 UMI)", "barcodes"),
+                                  ("cells_called", "cells called", "cells"),
+                                  ("cells_pass_qc", "cells passing QC", "cells"),
+                                  ("cells_kept", "cells kept (QC + one perturbation)", "cells")])
+    paint_funnel = _funnel(ds_paint, [("images", "images", "images"), ("sites", "sites", "sites"),
+                                      ("sites_pass_qc", "sites passing image QC", "sites"),
+                                      ("objects", "objects segmented", "cells"),
+                                      ("cells_profiled", "cells profiled", "cells"),
+                                      ("cells", "cells profiled", "cells"),
+                                      ("wells_profiled", "wells profiled", "wells")])
+    removed = ds_rna.get("cells_removed")
+    removed_df = pd.DataFrame([{"reason": k, "cells": v} for k, v in removed.items()]) \
+        if isinstance(removed, Mapping) and removed else pd.DataFrame()
+    pair_counts = _dig(ds, "counts", "pair")
 
-    warnings = _first(ds, "warnings", "provenance.warnings") or []
-    warnings = [w if isinstance(w, str) else json.dumps(w) for w in warnings]
-    q = _first(ds, "quarantined", "quarantines", "quarantine")
+    warnings = [w if isinstance(w, str) else json.dumps(w) for w in (ds.get("warnings") or [])]
+    warnings += derive_warnings(ds, metrics, paint_counts, paint.get("plates"))
+    q = _first(ds, "quarantined", "quarantines")
     quarantines = pd.DataFrame([x if isinstance(x, Mapping) else {"item": x} for x in q]) if q else \
         pd.DataFrame()
     extra = [d["quarantined"] for d in paint.get("plates", {}).values()
@@ -292,7 +410,10 @@ def collect_overview(ds: Mapping[str, Any], rna: Mapping[str, Any], paint: Mappi
         key = [c for c in ("plate", "path") if c in quarantines]
         if key:
             quarantines = quarantines.drop_duplicates(subset=key)
-    return {"provenance": prov, "inputs": inputs, "rna_counts": rna_counts, "paint_counts": paint_counts,
+    return {"provenance": prov, "software": dict(software), "config": dict(cfg), "inputs": inputs,
+            "inputs_summary": inputs_summary, "rna_counts": rna_counts, "paint_counts": paint_counts,
+            "rna_funnel": rna_funnel, "paint_funnel": paint_funnel, "rna_removed": removed_df,
+            "pair_counts": flatten(pair_counts) if pair_counts else [],
             "warnings": warnings, "quarantines": quarantines, "notes": []}
 
 
@@ -324,7 +445,8 @@ def _qc_metric_bounds(obs: pd.DataFrame, qc_cfg: Mapping[str, Any], uns: Mapping
         if isinstance(st, Mapping):
             lo = float(st.get("lower", lo) if st.get("lower") is not None else lo)
             hi = float(st.get("upper", hi) if st.get("upper") is not None else hi)
-        fail_col = f"qc_fail_{metric}" if f"qc_fail_{metric}" in obs else None
+        fail_col = next((c for c in (f"qc_fail_{metric}", f"qc_fail_{_QC_FLAG.get(metric, metric)}")
+                         if c in obs), None)
         out[metric] = {"values": vals, "lower": lo, "upper": hi, "log": log, "nmads": nmads,
                        "n_fail": int(obs[fail_col].sum()) if fail_col else None}
     return out
@@ -350,33 +472,51 @@ def collect_library(results_dir: Path, lib: str, config: Mapping[str, Any]) -> d
     if obs is None:
         notes.append(missing_note(results_dir, cells_path))
 
-    raw_path = base / "raw.h5ad"
-    if raw_path.exists():
+    ranks_path, raw_path = base / "barcode_ranks.parquet", base / "raw.h5ad"
+    umis: np.ndarray | None = None
+    called = np.zeros(0, bool)
+    if ranks_path.exists():
+        rk = pd.read_parquet(ranks_path)
+        tcol = _find_col(rk, "total", "total_counts", "umis", "n_umi")
+        if tcol is not None:
+            umis = rk[tcol].to_numpy(float)
+            if "is_cell" in rk:
+                called = as_bool(rk["is_cell"]).to_numpy()
+            elif obs is not None and "obs_name" in rk:
+                called = rk["obs_name"].astype(str).isin(obs.index.astype(str)).to_numpy()
+            else:
+                called = np.zeros(len(umis), bool)
+    if umis is None and raw_path.exists():
         names, umis = _h5ad_row_sums(raw_path)
+        called = np.isin(names, obs.index.to_numpy()) if obs is not None else np.zeros(len(names), bool)
+    if umis is not None:
+        keep = umis > 0
+        umis, called = umis[keep], called[keep]
         order = np.argsort(-umis, kind="stable")
-        called = np.zeros(len(names), bool)
-        if obs is not None:
-            called = np.isin(names, obs.index.to_numpy())
         umis_sorted, called_sorted = umis[order], called[order]
         idx = _downsample_curve(len(umis_sorted))
         cc = uns.get("cell_calling", {}) if isinstance(uns.get("cell_calling"), Mapping) else {}
-        thresholds = {k: float(np.asarray(v).ravel()[0]) for k, v in cc.items()
-                      if np.asarray(v).dtype.kind in "biuf" and np.asarray(v).size == 1
-                      and any(s in k.lower() for s in ("knee", "threshold", "inflection", "min_umis", "cutoff"))}
-        if "min_umis" not in thresholds and _dig(config, "rna", "cell_calling", "min_umis") is not None:
+        thresholds = {}
+        for k, v in cc.items():
+            a = np.asarray(v)
+            if a.dtype.kind in "biuf" and a.size == 1 and any(s in k.lower() for s in _CALL_KEYS):
+                thresholds["min_umis (tested)" if k == "threshold" else k] = float(a.ravel()[0])
+        if not any("min_umis" in k for k in thresholds) and \
+                _dig(config, "rna", "cell_calling", "min_umis") is not None:
             thresholds["min_umis (config)"] = float(config["rna"]["cell_calling"]["min_umis"])
         d["knee"] = {"rank": idx + 1, "umis": umis_sorted[idx], "called": called_sorted[idx],
-                     "n_barcodes": int(len(names)), "n_called": int(called.sum()),
+                     "n_barcodes": int(len(umis)), "n_called": int(called.sum()),
                      "thresholds": thresholds,
                      "fdr": cc.get("fdr", _dig(config, "rna", "cell_calling", "fdr"))}
-        d["counts"]["barcodes"] = int(len(names))
+        d["counts"]["barcodes"] = int(len(umis))
     else:
-        notes.append(missing_note(results_dir, raw_path))
+        rel = ranks_path.relative_to(results_dir.parent)
+        notes.append(f"{missing_note(results_dir, raw_path)} (and {rel})")
 
     if obs is None:
         return d
     d["counts"]["cells_called"] = int(len(obs))
-    pass_qc = obs["pass_qc"].astype(bool) if "pass_qc" in obs else pd.Series(True, index=obs.index)
+    pass_qc = as_bool(obs["pass_qc"]) if "pass_qc" in obs else pd.Series(True, index=obs.index)
     d["counts"]["cells_pass_qc"] = int(pass_qc.sum())
     if "perturbation" in obs:
         assigned = pass_qc & ~obs["perturbation"].astype(str).isin(["multiple", "unassigned", "nan", ""])
@@ -388,8 +528,10 @@ def collect_library(results_dir: Path, lib: str, config: Mapping[str, Any]) -> d
 
     if "doublet_score" in obs:
         scores = obs["doublet_score"].to_numpy(float)
-        pred = obs["predicted_doublet"].astype(bool).to_numpy() if "predicted_doublet" in obs else None
+        pred = as_bool(obs["predicted_doublet"]).to_numpy() if "predicted_doublet" in obs else None
         thr = _first(uns, "doublets.threshold", "scrublet.threshold", "doublet_threshold")
+        if thr is not None and not np.isfinite(float(thr)):
+            thr = None
         if thr is None and pred is not None and pred.any():
             thr = float(scores[pred].min())
         d["doublets"] = {"scores": scores, "threshold": None if thr is None else float(thr),
@@ -413,9 +555,10 @@ def collect_library(results_dir: Path, lib: str, config: Mapping[str, Any]) -> d
             vals = mat[mat > 0]
             top = mat.max(axis=1)
         thr = _to_float_array(uns.get("guide_thresholds"))
+        ga = uns.get("guide_assignment") if isinstance(uns.get("guide_assignment"), Mapping) else {}
         d["guides"] = {"umis": np.asarray(vals, float), "top_umis": np.asarray(top, float).ravel(),
-                       "thresholds": thr, "method": _dig(config, "rna", "guides", "method"),
-                       "min_umis": _dig(config, "rna", "guides", "min_umis")}
+                       "thresholds": thr, "method": ga.get("method", _dig(config, "rna", "guides", "method")),
+                       "min_umis": ga.get("min_umis", _dig(config, "rna", "guides", "min_umis"))}
     else:
         notes.append("not available: obsm['guide_counts'] missing from cells.h5ad")
 
@@ -469,7 +612,7 @@ def _pick_feature(cols: Iterable[str], wanted: str | None) -> str | None:
     cols = list(cols)
     if wanted and wanted in cols:
         return wanted
-    for pat in ("Cells_Intensity_MeanIntensity_AGP", "Cells_Intensity_MeanIntensity_", "_Intensity_MeanIntensity_"):
+    for pat in (DEFAULT_HEATMAP_FEATURE, "Cells_Intensity_MeanIntensity_", "_Intensity_MeanIntensity_"):
         hits = [c for c in cols if pat in c]
         if hits:
             return sorted(hits)[0]
@@ -483,7 +626,7 @@ def _overlay(results_dir: Path, plate: str, index: pd.DataFrame | None, config: 
     masks_dir = results_dir / "paint" / plate / "masks"
     if not masks_dir.is_dir():
         return None, missing_note(results_dir, masks_dir)
-    nuc_files = sorted(masks_dir.glob("*/*_nuclei.tif"))
+    nuc_files = sorted(f for f in masks_dir.glob("*/*_nuclei.tif") if not f.parent.name.startswith("."))
     if not nuc_files:
         return None, missing_note(results_dir, masks_dir / "{chunk}" / "{well}_s{site}_nuclei.tif")
     if index is None:
@@ -546,7 +689,7 @@ def collect_plate(results_dir: Path, plate: str, config: Mapping[str, Any]) -> d
         d["counts"]["images_quarantined"] = int((~status_ok).sum())
         site_key = ["well", "site"]
         d["counts"]["sites"] = int(index[site_key].drop_duplicates().shape[0])
-        flag = index["qc_flag"].fillna(False).astype(bool) if "qc_flag" in index else pd.Series(False, index.index)
+        flag = as_bool(index["qc_flag"]) if "qc_flag" in index else pd.Series(False, index.index)
         bad = index[flag | ~status_ok]
         bad_sites = bad[site_key].drop_duplicates()
         d["counts"]["sites_pass_qc"] = d["counts"]["sites"] - int(len(bad_sites))
@@ -594,6 +737,9 @@ def collect_plate(results_dir: Path, plate: str, config: Mapping[str, Any]) -> d
         if wc and feature:
             g = wells.groupby(wc)[feature].mean()
             d["heatmaps"][feature] = plate_grid(g.index, g.to_numpy())
+        elif wc and feature is None:
+            notes.append("not available: no intensity feature in "
+                         f"{wells_path.relative_to(results_dir.parent)} (no cells measured?)")
         elif wc is None:
             notes.append(f"not available: no well column in {wells_path.relative_to(results_dir.parent)}")
     else:
@@ -620,7 +766,8 @@ def collect_plate(results_dir: Path, plate: str, config: Mapping[str, Any]) -> d
     else:
         notes.append(missing_note(results_dir, illum_dir / "{channel}.npy"))
 
-    objects = sorted((base / "masks").glob("*/objects.parquet"))
+    objects = sorted(f for f in (base / "masks").glob("*/objects.parquet")
+                     if not f.parent.name.startswith("."))
     if objects:
         d["counts"]["objects"] = int(sum(pd.read_parquet(p, columns=["object_id"]).shape[0] for p in objects))
     cells_path = base / "cells.parquet"
@@ -652,65 +799,151 @@ def collect_paint(results_dir: Path, config: Mapping[str, Any]) -> dict[str, Any
 
 
 _MAP_NAMES = ("mean_average_precision", "map", "mAP", "mean_ap", "replicate_map")
-_P_NAMES = ("corrected_p_value", "p_value_corrected", "q_value", "fdr", "p_value", "pvalue")
-_ACTIVE_NAMES = ("below_corrected_p", "active", "is_active", "retrieved", "below_p")
+_P_NAMES = ("q_value", "corrected_p_value", "p_value_corrected", "fdr", "padj", "p_value", "pvalue")
+_ACTIVE_NAMES = ("below_corrected_p", "active", "is_active", "retrieved", "hit", "below_p")
+_EDIST_NAMES = ("edistance", "e_distance", "energy_distance")
 
 
 def _arm_table(rows: Any) -> pd.DataFrame:
     if isinstance(rows, pd.DataFrame):
         return rows
     if isinstance(rows, Mapping):
-        if all(isinstance(v, Mapping) for v in rows.values()):
+        if "per_perturbation" in rows:
+            return _arm_table(rows["per_perturbation"])
+        if rows and all(isinstance(v, Mapping) for v in rows.values()):
             return pd.DataFrame([{"perturbation_id": k, **v} for k, v in rows.items()])
-        return pd.DataFrame(rows)
+        return pd.DataFrame()
     if isinstance(rows, list):
         return pd.DataFrame([r for r in rows if isinstance(r, Mapping)])
     return pd.DataFrame()
 
 
-def _standardise_arm(df: pd.DataFrame, arm: str) -> pd.DataFrame:
-    """Rename a per-perturbation table of one arm to ``{arm}_map``, ``{arm}_p``, ``{arm}_active``."""
+def _standardise_arm(df: pd.DataFrame, arm: str, *, kind: str = "replicate", alpha: float = 0.05
+                     ) -> pd.DataFrame:
+    """A per-perturbation table of one arm -> ``{arm}_map``/``{arm}_q``/``{arm}_active`` (replicate) or
+    ``{arm}_edistance``/``{arm}_edistance_q`` (effect)."""
     pid = _find_col(df, "perturbation_id", "perturbation", "Metadata_perturbation_id", "id")
     if pid is None or df.empty:
         return pd.DataFrame()
-    out = pd.DataFrame({"perturbation_id": df[pid].astype(str)})
-    for names, suffix in ((_MAP_NAMES, "map"), (_P_NAMES, "p"), (_ACTIVE_NAMES, "active")):
-        c = _find_col(df, *names)
+    out = pd.DataFrame({"perturbation_id": df[pid].astype(str).to_numpy()})
+    if kind == "replicate":
+        names = ((_MAP_NAMES, "map"), (_P_NAMES, "q"), (_ACTIVE_NAMES, "active"))
+    else:
+        names = ((_EDIST_NAMES, "edistance"), (_P_NAMES, "edistance_q"))
+    for cands, suffix in names:
+        c = _find_col(df, *cands)
         if c is not None:
             out[f"{arm}_{suffix}"] = df[c].to_numpy()
+    if kind == "replicate" and f"{arm}_active" not in out and f"{arm}_q" in out:
+        q = pd.to_numeric(out[f"{arm}_q"], errors="coerce")
+        out[f"{arm}_active"] = (q < alpha).where(q.notna())
+    if len(out.columns) == 1:
+        return pd.DataFrame()
     return out.drop_duplicates("perturbation_id")
 
 
-def quality_tables(ds: Mapping[str, Any]) -> pd.DataFrame:
-    """Per-perturbation quality rows from the datasheet, whatever its nesting (see module docstring)."""
+def _merge(a: pd.DataFrame | None, b: pd.DataFrame) -> pd.DataFrame:
+    if b is None or b.empty:
+        return a if a is not None else pd.DataFrame(columns=["perturbation_id"])
+    if a is None or a.empty:
+        return b
+    b = b[["perturbation_id"] + [c for c in b.columns if c not in a.columns]]
+    return a.merge(b, on="perturbation_id", how="outer")
+
+
+def quality_tables(metrics: Mapping[str, Any], quality_tsv: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-perturbation quality columns from ``metrics.replicate/effect.{arm}.per_perturbation`` and
+    ``results/quality/perturbations.tsv`` (columns ``{arm}_...`` or per-arm names)."""
     merged: pd.DataFrame | None = None
-    src = _first(ds, "quality.replicate_map", "replicate_map", "quality.map", "quality.per_arm")
-    if isinstance(src, Mapping) and any(k in src for k in ("rna", "paint")):
+    for kind in ("replicate", "effect"):
+        block = metrics.get(kind)
+        if not isinstance(block, Mapping):
+            continue
         for arm in ("rna", "paint"):
-            t = _standardise_arm(_arm_table(src.get(arm)), arm)
-            if not t.empty:
-                merged = t if merged is None else merged.merge(t, on="perturbation_id", how="outer")
-    flat = _first(ds, "quality.per_perturbation", "per_perturbation", "quality.perturbations", "perturbations")
-    t = _arm_table(flat) if flat is not None else pd.DataFrame()
-    if not t.empty:
-        pid = _find_col(t, "perturbation_id", "perturbation", "id")
+            if arm in block:
+                alpha = float(_dig(block, arm, "alpha") or 0.05) if isinstance(block[arm], Mapping) else 0.05
+                merged = _merge(merged, _standardise_arm(_arm_table(block[arm]), arm, kind=kind, alpha=alpha))
+    if quality_tsv is not None and not quality_tsv.empty:
+        pid = _find_col(quality_tsv, "perturbation_id", "perturbation", "id")
         if pid is not None:
-            t = t.rename(columns={pid: "perturbation_id"})
-            t["perturbation_id"] = t["perturbation_id"].astype(str)
-            if merged is not None:
-                t = t[["perturbation_id"] + [c for c in t if c not in merged.columns]]
-                merged = merged.merge(t, on="perturbation_id", how="outer")
-            else:
-                merged = t
+            q = quality_tsv.rename(columns={pid: "perturbation_id"})
+            q["perturbation_id"] = q["perturbation_id"].astype(str)
+            for arm in ("rna", "paint"):
+                cols = [c for c in q.columns if c.startswith(f"{arm}_")]
+                if cols:
+                    sub = q[["perturbation_id", *cols]].rename(columns={c: c[len(arm) + 1:] for c in cols})
+                    merged = _merge(merged, _standardise_arm(sub, arm))
+                    merged = _merge(merged, _standardise_arm(sub, arm, kind="effect"))
+            merged = _merge(merged, q)
     return merged if merged is not None else pd.DataFrame(columns=["perturbation_id"])
 
 
-def _centered(x: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
-    x = np.nan_to_num(np.asarray(x, float))
-    ref = x[ctrl].mean(axis=0) if ctrl.any() else x.mean(axis=0)
-    sd = x.std(axis=0)
+def arm_summary(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    rows = []
+    for kind in ("replicate", "effect"):
+        block = metrics.get(kind)
+        if not isinstance(block, Mapping):
+            continue
+        for arm, v in block.items():
+            if isinstance(v, Mapping):
+                rows.append({"test": "replicate mAP" if kind == "replicate" else "E-distance", "arm": arm,
+                             **{k: v.get(k) for k in ("n_scored", "n_hits", "n_controls_called",
+                                                     "fraction_active", "alpha")}})
+    return pd.DataFrame(rows)
+
+
+def batch_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    b = metrics.get("batch")
+    if not isinstance(b, Mapping):
+        return pd.DataFrame()
+    rows = [{"what": k, **{kk: vv for kk, vv in v.items() if not isinstance(vv, Mapping | list)}}
+            for k, v in b.items() if isinstance(v, Mapping)]
+    return pd.DataFrame(rows)
+
+
+def position_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    p = metrics.get("position")
+    if not isinstance(p, Mapping):
+        return pd.DataFrame()
+    rows = []
+    for stage in ("before", "after"):
+        v = p.get(stage)
+        if not isinstance(v, Mapping):
+            continue
+        plates = v.get("plates") if isinstance(v.get("plates"), Mapping) else {}
+        if plates:
+            for plate, pv in plates.items():
+                rows.append({"profiles": stage, "plate": plate, "edge_detected": v.get("edge_detected"),
+                             **(pv if isinstance(pv, Mapping) else {})})
+        else:
+            rows.append({"profiles": stage, "plate": "all", "edge_detected": v.get("edge_detected"),
+                         "r2_edge": v.get("median_r2_edge")})
+    return pd.DataFrame(rows)
+
+
+def truth_table(tr: Any) -> pd.DataFrame | None:
+    if tr is None:
+        return None
+    if isinstance(tr, list) and tr and all(isinstance(r, Mapping) for r in tr):
+        return pd.DataFrame(tr)
+    if isinstance(tr, Mapping) and all(isinstance(v, Mapping) for v in tr.values()):
+        return pd.DataFrame([{"what": k, **{kk: vv for kk, vv in v.items() if not isinstance(vv, Mapping)}}
+                             for k, v in tr.items()])
+    return pd.DataFrame(flatten(tr), columns=["metric", "value"])
+
+
+def _centered(x: np.ndarray, ctrl: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Profiles centred on the controls' mean and scaled per feature (rows absent in the arm: zeros)."""
+    x = np.asarray(x, float)
+    x = x[:, ~np.all(np.isnan(x[present]), axis=0)] if present.any() else x[:, :0]
+    x = np.where(np.isnan(x), np.nanmean(x[present], axis=0) if present.any() else 0.0, x)
+    ref_rows = ctrl & present if (ctrl & present).any() else present
+    ref = x[ref_rows].mean(axis=0) if ref_rows.any() else np.zeros(x.shape[1])
+    sd = x[present].std(axis=0) if present.any() else np.zeros(x.shape[1])
     keep = sd > 1e-12
-    return (x[:, keep] - ref[keep]) / sd[keep]
+    out = (x[:, keep] - ref[keep]) / sd[keep]
+    out[~present] = 0.0
+    return out
 
 
 def _cosine(x: np.ndarray) -> np.ndarray:
@@ -720,23 +953,32 @@ def _cosine(x: np.ndarray) -> np.ndarray:
     return xn @ xn.T
 
 
-def _activity(xc: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
+def _activity(xc: np.ndarray, ctrl: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Distance of each profile from the control mean, in units of the controls' median distance."""
     norms = np.linalg.norm(xc, axis=1)
-    spread = float(np.median(norms[ctrl])) if ctrl.sum() >= 1 else float(np.median(norms))
-    return norms / spread if spread > 0 else norms
+    ref = norms[ctrl & present] if (ctrl & present).any() else norms[present]
+    spread = float(np.median(ref)) if ref.size else 0.0
+    out = norms / spread if spread > 0 else norms
+    return np.where(present, out, np.nan)
 
 
 def collect_paired(results_dir: Path, config: Mapping[str, Any], ds: Mapping[str, Any],
-                   knockdown: pd.DataFrame | None, truth_dir: Path | None) -> dict[str, Any]:
-    notes: list[str] = []
+                   metrics: Mapping[str, Any], knockdown: pd.DataFrame | None, truth_dir: Path | None,
+                   notes: list[str]) -> dict[str, Any]:
     d: dict[str, Any] = {"notes": notes}
-    table = quality_tables(ds)
+    qpath = results_dir / "quality" / "perturbations.tsv"
+    qtsv = pd.read_csv(qpath, sep="\t") if qpath.exists() else None
+    if qtsv is None:
+        notes.append(missing_note(results_dir, qpath))
+    table = quality_tables(metrics, qtsv)
 
     h5mu = results_dir / "paired" / "perturbations.h5mu"
     if h5mu.exists():
         import mudata
 
-        md = mudata.read_h5mu(h5mu)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            md = mudata.read_h5mu(h5mu)
         ids = md.obs_names.astype(str)
         base = pd.DataFrame({"perturbation_id": ids})
         for col in ("perturbation_type", "target_gene", "is_control", "control_type"):
@@ -745,8 +987,9 @@ def collect_paired(results_dir: Path, config: Mapping[str, Any], ds: Mapping[str
                     base[col] = frame[col].reindex(ids).to_numpy()
         if "is_control" not in base:
             base["is_control"] = base["perturbation_id"].str.upper().str.startswith(("NTC", "NON-TARGET"))
-        ctrl = base["is_control"].fillna(False).astype(bool).to_numpy()
+        ctrl = as_bool(base["is_control"]).to_numpy()
         centred: dict[str, np.ndarray] = {}
+        presence: dict[str, np.ndarray] = {}
         for arm in ("rna", "paint"):
             if arm not in md.mod:
                 notes.append(f"not available: modality '{arm}' missing from paired/perturbations.h5mu")
@@ -762,12 +1005,18 @@ def collect_paired(results_dir: Path, config: Mapping[str, Any], ds: Mapping[str
             own = _standardise_arm(ad.obs.reset_index(names="perturbation_id"), arm)
             if not own.empty and len(own.columns) > 1:
                 base = base.merge(own, on="perturbation_id", how="left")
-            centred[arm] = _centered(x, ctrl)
-            base[f"{arm}_activity"] = _activity(centred[arm], ctrl)
+            x = np.asarray(x, float)
+            present = ~np.all(np.isnan(x), axis=1) if x.shape[1] else np.zeros(len(ids), bool)
+            if not present.any():
+                notes.append(f"not available: modality '{arm}' of results/paired/perturbations.h5mu is empty")
+                continue
+            presence[arm] = present
+            centred[arm] = _centered(x, ctrl, present)
+            base[f"{arm}_activity"] = _activity(centred[arm], ctrl, present)
         if len(centred) == 2:
-            keep = np.flatnonzero(~ctrl)
+            keep = np.flatnonzero(~ctrl & presence["rna"] & presence["paint"])
             if keep.size > MAX_CONCORDANCE:
-                score = base["rna_activity"].to_numpy() + base["paint_activity"].to_numpy()
+                score = np.nan_to_num(base["rna_activity"].to_numpy() + base["paint_activity"].to_numpy())
                 keep = keep[np.argsort(-score[keep])[:MAX_CONCORDANCE]]
             sr, sp = _cosine(centred["rna"][keep]), _cosine(centred["paint"][keep])
             iu = np.triu_indices(len(keep), k=1)
@@ -781,8 +1030,13 @@ def collect_paired(results_dir: Path, config: Mapping[str, Any], ds: Mapping[str
                 "pearson": float(pearsonr(a, b).statistic) if ok else float("nan"),
                 "n_perturbations": int(len(keep)),
             }
-        table = base.merge(table, on="perturbation_id", how="left", suffixes=("", "_datasheet")) \
-            if not table.empty else base
+        # quality columns the pair stage copied into the global obs (``{arm}_...``), then the datasheet's
+        glob = md.obs.copy()
+        glob.index = glob.index.astype(str)
+        from_obs = quality_tables({}, glob.reset_index(names="perturbation_id"))
+        base = _merge(base, from_obs[["perturbation_id"] + [c for c in from_obs.columns
+                                                           if c.startswith(("rna_", "paint_"))]])
+        table = _merge(base, table) if not table.empty else base
     else:
         notes.append(missing_note(results_dir, h5mu))
 
@@ -796,7 +1050,8 @@ def collect_paired(results_dir: Path, config: Mapping[str, Any], ds: Mapping[str
         tp = Path(truth_dir) / "perturbations.tsv"
         if tp.exists():
             truth = pd.read_csv(tp, sep="\t")
-            tcols = [c for c in ("effect_class", "rna_active", "paint_active", "knockdown_remaining") if c in truth]
+            tcols = [c for c in ("effect_class", "rna_active", "paint_active", "knockdown_remaining")
+                     if c in truth]
             truth = truth[["perturbation_id", *tcols]].rename(columns={c: f"truth_{c}" for c in tcols})
             truth["perturbation_id"] = truth["perturbation_id"].astype(str)
             table = table.merge(truth, on="perturbation_id", how="left") if not table.empty else truth
@@ -804,20 +1059,15 @@ def collect_paired(results_dir: Path, config: Mapping[str, Any], ds: Mapping[str
             notes.append(f"not available: {tp} missing")
     d["per_perturbation"] = table.reset_index(drop=True)
 
-    conc_ds = _first(ds, "quality.concordance", "concordance", "quality.cross_modal", "cross_modal_concordance")
-    d["concordance_datasheet"] = flatten(conc_ds) if conc_ds is not None else []
-    bp = _first(ds, "quality.batch_predictability", "batch_predictability", "quality.batch")
-    d["batch_predictability"] = flatten(bp) if bp is not None else []
-    if bp is None:
-        notes.append("not available: batch_predictability missing from results/datasheet.json")
+    conc = metrics.get("concordance")
+    d["concordance_metrics"] = flatten(conc) if isinstance(conc, Mapping) else []
+    d["arm_summary"] = arm_summary(metrics)
+    d["batch"] = batch_table(metrics)
+    if d["batch"].empty:
+        notes.append("not available: metrics.batch missing from results/datasheet.json")
+    d["position_metrics"] = position_table(metrics)
     d["position"] = collect_position(results_dir, config, notes)
-    tr = _first(ds, "truth_recovery", "quality.truth_recovery")
-    if isinstance(tr, list) and tr and all(isinstance(r, Mapping) for r in tr):
-        d["truth_recovery"] = pd.DataFrame(tr)
-    elif tr is not None:
-        d["truth_recovery"] = pd.DataFrame(flatten(tr), columns=["metric", "value"])
-    else:
-        d["truth_recovery"] = None
+    d["truth_recovery"] = truth_table(_first(ds, "truth_recovery", "metrics.truth_recovery"))
     return d
 
 
@@ -860,7 +1110,8 @@ def collect_position(results_dir: Path, config: Mapping[str, Any], notes: list[s
     feats = [c for c in after.columns if not c.startswith("Metadata_") and c in before.columns
              and pd.api.types.is_numeric_dtype(after[c])]
     if not feats:
-        notes.append("not available: no feature shared by paint/{plate}/wells.parquet and paint/profiles.parquet")
+        notes.append("not available: no feature shared by results/paint/{plate}/wells.parquet and "
+                     "results/paint/profiles.parquet")
         return None
     rb, ra = _edge_r2(before, feats), _edge_r2(after, feats)
     if rb.empty or ra.empty:
@@ -884,9 +1135,12 @@ def collect_report_data(results_dir: Path, config: Mapping[str, Any], truth_dir:
         truth_dir = t if t.is_absolute() else results_dir.parent / t
     if truth_dir is not None and not Path(truth_dir).is_dir():
         truth_dir = None
+    paired_notes: list[str] = []
+    metrics = read_metrics(results_dir, ds, paired_notes)
     rna = collect_rna(results_dir, config)
     paint = collect_paint(results_dir, config)
-    overview = collect_overview(ds, rna, paint)
-    paired = collect_paired(results_dir, config, ds, rna.get("knockdown"), truth_dir)
+    overview = collect_overview(results_dir, ds, metrics, rna, paint)
+    paired = collect_paired(results_dir, config, ds, metrics, rna.get("knockdown"), truth_dir, paired_notes)
     return {"overview": overview, "rna": rna, "paint": paint, "paired": paired,
-            "truth_dir": str(truth_dir) if truth_dir else None, "datasheet": ds}
+            "truth_dir": str(truth_dir) if truth_dir else None, "datasheet": ds, "metrics": metrics,
+            "run_name": results_dir.resolve().parent.name}
