@@ -14,6 +14,7 @@ import pandas as pd
 
 _WELL = re.compile(r"^([A-Za-z]{1,2})(\d{1,3})$")
 FORMATS: dict[int, tuple[int, int]] = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
+PLATE_SHAPE = FORMATS[384]   # the screen contract: wells A01..P24 (plate_map.schema.yaml)
 
 
 def parse_well(well: str) -> tuple[int, int]:
@@ -35,7 +36,8 @@ def well_positions(wells: Iterable[str]) -> pd.DataFrame:
 
 
 def infer_plate_shape(wells: Iterable[str]) -> tuple[int, int]:
-    """The smallest standard format (96, 384, 1536) that holds every well."""
+    """The smallest standard format (96, 384, 1536) that holds every well (a lower bound: a sparse
+    384-well plate map can look like a 96-well one)."""
     pos = well_positions(wells)
     if pos.empty:
         return FORMATS[384]
@@ -47,8 +49,10 @@ def infer_plate_shape(wells: Iterable[str]) -> tuple[int, int]:
 
 
 def edge_mask(wells: Iterable[str], plate_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """True for wells on the outer ring of the plate (first/last row or column)."""
+    """True for wells on the outer ring of the plate (first/last row or column); a 384-well plate unless
+    ``plate_shape`` says otherwise (a sparse plate map cannot tell its format)."""
     wells = list(wells)
-    shape = plate_shape or infer_plate_shape(wells)
+    shape = plate_shape or PLATE_SHAPE
     pos = well_positions(wells)
-    return ((pos.row == 0) | (pos.row == shape[0] - 1) | (pos.col == 0) | (pos.col == shape[1] - 1)).to_numpy()
+    row, col = pos.row.to_numpy(), pos.col.to_numpy()
+    return (row == 0) | (row == shape[0] - 1) | (col == 0) | (col == shape[1] - 1)

@@ -2,8 +2,8 @@
 (disjoint random cell subsets within each guide x library, for replicate mAP).
 
 Input: ``results/rna/cells.h5ad`` (X = counts; obs ``perturbation``, ``pass_qc``, ``guide_ids``, ``library``).
-Cells used: ``pass_qc`` (when present) and ``perturbation`` a registry id (``multiple``/``unassigned``
-never count).
+Cells used: ``pass_qc`` and not ``predicted_doublet`` (when present), ``perturbation`` a registry id
+(``multiple``/``unassigned`` never count).
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ TARGET_SUM = 1e4
 
 def usable_cells(cells: ad.AnnData, *, key: str = "perturbation",
                  categories: Sequence[str] | None = None) -> np.ndarray:
-    """Boolean mask of cells that pass QC and carry one registry perturbation."""
+    """Cells that pass QC, are not predicted doublets and carry one registry perturbation (the same rule
+    as ``pairedscreen.rna.pseudobulk.usable_cells``)."""
     mask = np.ones(cells.n_obs, bool)
     if "pass_qc" in cells.obs:
         mask &= cells.obs["pass_qc"].to_numpy(bool)
+    if "predicted_doublet" in cells.obs:
+        mask &= ~cells.obs["predicted_doublet"].to_numpy(bool)
     pert = cells.obs[key].astype(str).to_numpy()
     mask &= ~np.isin(pert, ["multiple", "unassigned", "nan", "None", ""])
     if categories is not None:
@@ -93,7 +96,8 @@ def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide
         else "all"
     rng = np.random.default_rng(seed)
     labels = np.full(len(obs), "", dtype=object)
-    for (pert, guide, lib), idx in obs.groupby(["perturbation", "guide", "library"], sort=True).indices.items():
+    units = obs.groupby(["perturbation", "guide", "library"], sort=True).indices
+    for (pert, guide, lib), idx in units.items():
         k = min(max_splits, len(idx) // min_cells)
         if k < 1:
             continue
@@ -105,7 +109,8 @@ def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide
     g = _indicator(labels.astype(str), levels)
     counts = g @ sp.csr_matrix(sub.X, dtype=np.float64)
     x = np.asarray(_log_norm(counts, target_sum).todense(), dtype=np.float32)
-    parts = pd.DataFrame([lv.split("|") for lv in levels], columns=["perturbation", "guide", "library", "split"])
+    parts = pd.DataFrame([lv.split("|") for lv in levels],
+                         columns=["perturbation", "guide", "library", "split"])
     rep_obs = parts.drop(columns="split")
     rep_obs["replicate"] = levels
     rep_obs["n_cells"] = np.asarray(g.sum(axis=1)).ravel().astype(np.int64)

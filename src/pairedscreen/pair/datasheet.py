@@ -1,0 +1,191 @@
+"""``results/datasheet.json``: what went in (paths + sha256), with which software and configuration, what
+each stage kept and dropped, the quality metrics, and truth recovery on simulated screens.
+
+Schema: ``workflow/schemas/datasheet.schema.json``; :func:`validate_datasheet` checks a datasheet against it.
+The datasheet is deterministic for given inputs (no timestamps unless ``generated_at`` is passed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairedscreen.io import _json_default, repo_root, sha256sum
+
+SCHEMA_VERSION = "1.0"
+SOFTWARE = ("pairedscreen", "snakemake", "scanpy", "anndata", "mudata", "cellpose", "kb-python", "numpy",
+            "pandas", "scipy", "scikit-learn", "scikit-image", "torch", "pycytominer", "copairs",
+            "statsmodels", "pyarrow", "tifffile")
+
+
+def software_versions(packages: Sequence[str] = SOFTWARE) -> dict[str, str | None]:
+    """Installed version of each distribution (None when absent), plus ``python``."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """sha256 of the config as canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def describe_inputs(inputs: Mapping[str, str | os.PathLike | Sequence[str | os.PathLike]]) -> list[dict]:
+    """``{role: path or [paths]}`` -> [{role, path, bytes, sha256}] (directories: every file under them)."""
+    rows = []
+    for role, paths in inputs.items():
+        plist = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        for p in plist:
+            p = Path(p)
+            files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+            for f in files:
+                rows.append({"role": role, "path": str(f), "bytes": f.stat().st_size, "sha256": sha256sum(f)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------- stage counts
+def read_kb_run_info(path: str | os.PathLike) -> dict:
+    """kb/kallisto ``run_info.json`` -> {"reads": n_processed, "pseudoaligned": n_pseudoaligned}."""
+    info = json.loads(Path(path).read_text())
+    return {"reads": int(info.get("n_processed", 0)), "pseudoaligned": int(info.get("n_pseudoaligned", 0))}
+
+
+def rna_stage_counts(cells_obs: pd.DataFrame, *, reads: int | None = None, barcodes: int | None = None,
+                     perturbation_key: str = "perturbation") -> dict:
+    """Counts from ``results/rna/cells.h5ad`` obs: called cells, removed by reason (each ``qc_fail_*`` flag,
+    doublets, no/multiple guides; a cell can have several reasons), kept (pass_qc, not a predicted
+    doublet, one perturbation: the cells behind the pseudobulk)."""
+    obs = cells_obs
+    n = len(obs)
+    removed: dict[str, int] = {}
+    for c in obs.columns:
+        if c.startswith("qc_fail_"):
+            removed[c[len("qc_fail_"):]] = int(obs[c].astype(bool).sum())
+    if "predicted_doublet" in obs:
+        removed["doublet"] = int(obs["predicted_doublet"].astype(bool).sum())
+    pert = obs[perturbation_key].astype(str) if perturbation_key in obs else pd.Series("", index=obs.index)
+    removed["unassigned_guide"] = int((pert == "unassigned").sum())
+    removed["multiple_guides"] = int((pert == "multiple").sum())
+    ok = ~pert.isin(["unassigned", "multiple", "", "nan"])
+    if "pass_qc" in obs:
+        ok &= obs["pass_qc"].astype(bool)
+    if "predicted_doublet" in obs:
+        ok &= ~obs["predicted_doublet"].astype(bool)
+    out: dict[str, Any] = {"reads": reads, "barcodes": barcodes, "cells_called": int(n),
+                           "cells_kept": int(ok.sum()), "cells_removed": removed}
+    if "library" in obs:
+        by_lib = ok.groupby(obs["library"].astype(str)).sum()
+        out["cells_kept_by_library"] = {str(k): int(v) for k, v in by_lib.items()}
+    return out
+
+
+def paint_stage_counts(image_index: pd.DataFrame, *, objects: int | None = None,
+                       cells_profiled: int | None = None, wells_profiled: int | None = None) -> dict:
+    """Counts from ``image_index.parquet`` (all plates): images, quarantined images, sites, flagged sites
+    (any channel with ``qc_flag``), plus object / profiled-cell / well totals given by the caller."""
+    idx = image_index
+    site_cols = [c for c in ("plate", "well", "site") if c in idx.columns]
+    sites = idx.groupby(site_cols).size() if site_cols else pd.Series(dtype=int)
+    if "qc_flag" in idx and site_cols:
+        flagged = idx.groupby(site_cols)["qc_flag"].any()
+    else:
+        flagged = pd.Series(dtype=bool)
+    quarantined = int((idx["status"].astype(str) == "quarantined").sum()) if "status" in idx else 0
+    return {"images": int(len(idx)), "images_quarantined": quarantined, "sites": int(len(sites)),
+            "sites_flagged": int(flagged.sum()), "objects": objects, "cells_profiled": cells_profiled,
+            "wells_profiled": wells_profiled}
+
+
+# ------------------------------------------------------------------------------------------ datasheet
+def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
+                    counts: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                    truth_recovery: Mapping[str, Any] | None = None, outputs: Mapping[str, Any] | None = None,
+                    prehashed: Sequence[Mapping[str, Any]] | None = None,
+                    generated_at: str | None = None,
+                    software: Mapping[str, str | None] | None = None) -> dict:
+    """Assemble the datasheet dict (JSON-ready: numpy scalars/NaN converted).
+
+    ``inputs``: {role: path | [paths]} hashed here; ``counts``: {"rna": rna_stage_counts(...),
+    "paint": paint_stage_counts(...), "pair": {...}}; ``metrics``: {"replicate": ..., "effect": ...,
+    "position": ..., "batch": ..., "concordance": ...}; ``truth_recovery``: from
+    ``quality.truth.truth_recovery`` - required whenever ``config['truth_dir']`` is set; ``prehashed``:
+    input records ({role, path, sha256[, bytes]}) whose checksums an arm already computed (FASTQs,
+    images), appended to ``inputs`` as they are.
+    """
+    if str(config.get("truth_dir") or "").strip() and not truth_recovery:
+        raise ValueError("config truth_dir is set: truth_recovery must be given")
+    sheet: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "software": dict(software) if software is not None else software_versions(),
+        "inputs": describe_inputs(inputs or {}) + [dict(r) for r in (prehashed or [])],
+        "config": dict(config),
+        "config_sha256": config_digest(config),
+        "counts": dict(counts or {}),
+        "metrics": dict(metrics or {}),
+    }
+    if truth_recovery:
+        sheet["truth_recovery"] = dict(truth_recovery)
+    if outputs:
+        sheet["outputs"] = describe_inputs(outputs)
+    if generated_at:
+        sheet["generated_at"] = generated_at
+    return _jsonable(sheet)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so the dict holds only JSON types (NaN -> None)."""
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not np.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+    return clean(json.loads(json.dumps(obj, default=_json_default)))
+
+
+def summarize_hits(table: pd.DataFrame, *, alpha: float = 0.05, q_col: str = "q_value",
+                   keep: Sequence[str] = ("perturbation", "is_control", "mean_average_precision", "edistance",
+                                          "p_value", "q_value")) -> dict:
+    """Per-arm block for ``metrics.replicate`` / ``metrics.effect`` from a per-perturbation table
+    (``replicate.phenotypic_activity`` or ``effect.edistance_table``)."""
+    q = pd.to_numeric(table[q_col], errors="coerce")
+    scored = q.notna()
+    hit = q < alpha
+    ctrl = table["is_control"].astype(bool) if "is_control" in table else pd.Series(False, index=table.index)
+    n_trt = int((scored & ~ctrl).sum())
+    return {"n_scored": int(scored.sum()), "n_hits": int(hit.sum()),
+            "n_controls_called": int((hit & ctrl).sum()),
+            "fraction_active": float((hit & ~ctrl).sum() / n_trt) if n_trt else None, "alpha": alpha,
+            "per_perturbation": table[[c for c in keep if c in table.columns]].to_dict(orient="records")}
+
+
+def schema_path() -> Path:
+    """The schema in the source checkout (``workflow/schemas/datasheet.schema.json``)."""
+    try:
+        return repo_root() / "workflow" / "schemas" / "datasheet.schema.json"
+    except FileNotFoundError:
+        return Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "datasheet.schema.json"
+
+
+def validate_datasheet(sheet: Mapping[str, Any], schema: str | os.PathLike | None = None) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``sheet`` does not satisfy the datasheet schema."""
+    import jsonschema
+
+    spec = json.loads(Path(schema or schema_path()).read_text())
+    jsonschema.validate(sheet, spec, cls=jsonschema.Draft202012Validator)

@@ -1,0 +1,200 @@
+"""Join both arms on the perturbation registry: ``perturbations.h5mu`` (+ ``rna.h5ad``, ``paint.h5ad``) and
+the optional ``cells.h5mu``.
+
+Every perturbation of the registry is a row of both modalities, in registry order. A perturbation one
+arm did not measure keeps a NaN row there, ``obs['in_rna']`` / ``obs['in_paint']`` say which arm has it
+and ``uns['missing']`` lists them per arm. Global ``obs`` carries the registry columns and per-arm QC
+figures (``n_cells_rna``, ``n_cells_paint``, ``n_wells``, knockdown, replicate mAP and q-values...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+
+from pairedscreen.io import atomic_output
+from pairedscreen.pair.profiles import IS_CONTROL, N_CELLS, N_WELLS, PERT, feature_columns
+
+REGISTRY_COLUMNS = ["perturbation_type", "target_gene", "is_control", "control_type"]
+
+
+def _registry_obs(registry: pd.DataFrame) -> pd.DataFrame:
+    ids = registry["perturbation_id"].astype(str)
+    if ids.duplicated().any():
+        raise ValueError(f"duplicate perturbation ids in the registry: {sorted(set(ids[ids.duplicated()]))}")
+    obs = registry.set_index(ids)[[c for c in REGISTRY_COLUMNS if c in registry.columns]].copy()
+    obs.index.name = None
+    if "is_control" in obs:
+        obs["is_control"] = obs["is_control"].map(
+            lambda v: str(v).strip().lower() in ("true", "1", "yes", "t")).astype(bool)
+    for c in ("perturbation_type", "target_gene", "control_type"):
+        if c in obs:
+            obs[c] = obs[c].fillna("").astype(str)
+    return obs
+
+
+def rna_modality(pseudobulk: ad.AnnData, registry: pd.DataFrame) -> ad.AnnData:
+    """Reindex a per-perturbation pseudobulk (X, layers['counts'], obs['n_cells']) to registry order."""
+    ids = _registry_obs(registry).index
+    present = ids.isin(pseudobulk.obs_names)
+    if "n_cells" in pseudobulk.obs:
+        present &= np.asarray(pd.Series(pseudobulk.obs["n_cells"]).reindex(ids).fillna(0) > 0)
+    pos = pseudobulk.obs_names.get_indexer(ids)
+    x = _take_rows(pseudobulk.X, pos, present)
+    layers = {k: _take_rows(v, pos, present, dtype=np.float64) for k, v in pseudobulk.layers.items()}
+    n = pd.Series(pseudobulk.obs["n_cells"]).reindex(ids).fillna(0).astype(np.int64).to_numpy() \
+        if "n_cells" in pseudobulk.obs else np.zeros(len(ids), np.int64)
+    obs = pd.DataFrame({"n_cells": np.where(present, n, 0)}, index=ids)
+    return ad.AnnData(X=x, obs=obs, var=pseudobulk.var.copy(), layers=layers, uns=dict(pseudobulk.uns))
+
+
+def paint_modality(consensus: pd.DataFrame, registry: pd.DataFrame) -> ad.AnnData:
+    """Consensus profiles (one row per ``Metadata_Perturbation``) as AnnData in registry order;
+    obs ``n_cells`` (cells behind the consensus) and ``n_wells``."""
+    ids = _registry_obs(registry).index
+    feats = feature_columns(consensus)
+    cons = consensus.set_index(consensus[PERT].astype(str))
+    present = ids.isin(cons.index)
+    x = np.array(cons.reindex(ids)[feats].to_numpy(np.float32), copy=True)
+    obs = pd.DataFrame(index=ids)
+    for col in (N_CELLS, N_WELLS, "n_plates"):
+        vals = cons[col].reindex(ids) if col in cons else pd.Series(np.nan, index=ids)
+        obs[col] = vals.fillna(0).astype(np.int64).to_numpy()
+    var = pd.DataFrame(index=pd.Index(feats))
+    parts = pd.Series(feats).str.split("_", n=2, expand=True).reindex(columns=[0, 1])
+    var["compartment"], var["feature_group"] = parts[0].to_numpy(), parts[1].fillna("").to_numpy()
+    x[~present] = np.nan
+    return ad.AnnData(X=x, obs=obs, var=var)
+
+
+def _take_rows(m, pos: np.ndarray, present: np.ndarray, dtype=np.float32) -> np.ndarray:
+    dense = m.toarray() if hasattr(m, "toarray") else np.asarray(m)
+    out = np.full((len(pos), dense.shape[1]), np.nan, dtype=dtype)
+    out[present] = dense[pos[present]]
+    return out
+
+
+def build_perturbations(registry: pd.DataFrame, *, rna: ad.AnnData | None, paint: pd.DataFrame | None,
+                        knockdown: pd.DataFrame | None = None, qc: pd.DataFrame | None = None,
+                        uns: Mapping | None = None) -> md.MuData:
+    """The paired object: modalities ``rna`` (pseudobulk) and ``paint`` (consensus), identical obs_names =
+    registry perturbation ids in registry order.
+
+    ``knockdown`` = ``results/rna/knockdown.tsv`` (perturbation_id, log2fc, padj, remaining_fraction...),
+    added as ``knockdown_*`` columns; ``qc`` = any per-perturbation table indexed by perturbation id
+    (replicate mAP, q-values, effect sizes) whose columns are copied into global obs as they are.
+    An arm given as None is an all-NaN modality (e.g. paint not run yet).
+    """
+    base = _registry_obs(registry)
+    ids = base.index
+    rna_mod = rna_modality(rna, registry) if rna is not None else \
+        ad.AnnData(X=np.full((len(ids), 0), np.nan, np.float32), obs=pd.DataFrame({"n_cells": 0}, index=ids))
+    paint_mod = paint_modality(paint, registry) if paint is not None else \
+        ad.AnnData(X=np.full((len(ids), 0), np.nan, np.float32),
+                   obs=pd.DataFrame({"n_cells": 0, "n_wells": 0}, index=ids))
+    for mod in (rna_mod, paint_mod):
+        for c in base.columns:
+            mod.obs[c] = base[c].to_numpy()
+    obs = base.copy()
+    obs["in_rna"] = rna_mod.obs["n_cells"].to_numpy() > 0
+    obs["in_paint"] = paint_mod.obs["n_wells"].to_numpy() > 0
+    rna_mod.obs["in_rna"], paint_mod.obs["in_paint"] = obs["in_rna"].to_numpy(), obs["in_paint"].to_numpy()
+    obs["n_cells_rna"] = rna_mod.obs["n_cells"].to_numpy()
+    obs["n_cells_paint"] = paint_mod.obs["n_cells"].to_numpy()
+    obs["n_wells"] = paint_mod.obs["n_wells"].to_numpy()
+    if knockdown is not None and len(knockdown):
+        kd = knockdown.set_index(knockdown["perturbation_id"].astype(str)).reindex(ids)
+        for c in ("log2fc", "pvalue", "padj", "remaining_fraction"):
+            if c in kd:
+                obs[f"knockdown_{c}"] = pd.to_numeric(kd[c], errors="coerce").to_numpy()
+    if qc is not None:
+        q = qc.copy()
+        q.index = q.index.astype(str)
+        q = q.reindex(ids)
+        for c in q.columns:
+            obs[c] = q[c].to_numpy()
+    with md.set_options(pull_on_update=False):     # global obs = ours, not pulled from the modalities
+        mdata = md.MuData({"rna": rna_mod, "paint": paint_mod})
+    mdata.obs = obs.loc[mdata.obs_names]
+    missing = {arm: ids[~obs[f"in_{arm}"].to_numpy()].tolist() for arm in ("rna", "paint")}
+    mdata.uns["missing"] = {k: np.asarray(v, dtype=str) for k, v in missing.items()}
+    mdata.uns["registry_order"] = np.asarray(ids, dtype=str)
+    for k, v in (uns or {}).items():
+        mdata.uns[k] = v
+    if list(mdata.obs_names) != list(ids):
+        raise AssertionError("obs order differs from the registry")
+    return mdata
+
+
+def write_paired(mdata: md.MuData, h5mu: str | os.PathLike, rna_h5ad: str | os.PathLike | None = None,
+                 paint_h5ad: str | os.PathLike | None = None) -> None:
+    """Write ``perturbations.h5mu`` and, when paths are given, each modality (with global obs columns
+    added to its obs) as ``rna.h5ad`` / ``paint.h5ad``, all atomically."""
+    with atomic_output(h5mu) as tmp, md.set_options(pull_on_update=False):
+        mdata.write_h5mu(tmp)
+    for name, path in (("rna", rna_h5ad), ("paint", paint_h5ad)):
+        if path is None:
+            continue
+        mod = mdata.mod[name].copy()
+        for c in mdata.obs.columns:
+            if c not in mod.obs.columns and ":" not in c:
+                mod.obs[c] = mdata.obs[c].to_numpy()
+        mod.uns["missing"] = mdata.uns["missing"][name]
+        with atomic_output(path) as tmp:
+            mod.write_h5ad(tmp)
+
+
+def paint_cells_anndata(cells: pd.DataFrame, *, features: list[str] | None = None) -> ad.AnnData:
+    """A painted per-cell table (cells.parquet) as AnnData: X = features, obs = the other columns,
+    obs_names ``{plate}_{well}_s{site}_{object_id}`` (or the row number when those are missing)."""
+    feats = features if features is not None else feature_columns(cells)
+    obs = cells.drop(columns=feats).reset_index(drop=True)
+    for c in obs.columns:
+        if obs[c].dtype == object:
+            obs[c] = obs[c].astype(str)
+    need = ["plate", "well", "site", "object_id"]
+    if all(c in obs for c in need):
+        names = (obs.plate.astype(str) + "_" + obs.well.astype(str) + "_s" + obs.site.astype(str) + "_"
+                 + obs.object_id.astype(str))
+    else:
+        names = pd.Series(np.arange(len(obs)).astype(str))
+    obs.index = pd.Index(names.to_numpy(), dtype=str)
+    for src in (PERT, "perturbation_id"):
+        if "perturbation" not in obs and src in obs:
+            obs["perturbation"] = obs[src].astype(str)
+    if "is_control" not in obs and IS_CONTROL in obs:
+        obs["is_control"] = obs[IS_CONTROL].astype(bool)
+    return ad.AnnData(X=cells[feats].to_numpy(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(feats)))
+
+
+def build_cells(rna_cells: ad.AnnData, paint_cells: ad.AnnData) -> md.MuData:
+    """``cells.h5mu``: RNA cells and painted cells as two modalities with disjoint obs (no shared cells;
+    MuData keeps the union of obs, each modality filling only its own rows)."""
+    rna_cells = rna_cells.copy()
+    paint_cells = paint_cells.copy()
+    rna_cells.obs_names = pd.Index(["rna:" + n if not str(n).startswith("rna:") else n
+                                    for n in rna_cells.obs_names])
+    paint_cells.obs_names = pd.Index(["paint:" + n if not str(n).startswith("paint:") else n
+                                      for n in paint_cells.obs_names])
+    with md.set_options(pull_on_update=False):
+        return md.MuData({"rna": rna_cells, "paint": paint_cells}, axis=0)
+
+
+def write_cells(mdata: md.MuData, path: str | os.PathLike) -> None:
+    with atomic_output(path) as tmp, md.set_options(pull_on_update=False):
+        mdata.write_h5mu(tmp)
+
+
+def should_write_cells(setting: str | bool, n_cells: int, limit: int = 200_000) -> bool:
+    """``pair.cells_h5mu``: auto = below ``limit`` cells in total; true/false force it."""
+    if isinstance(setting, bool):
+        return setting
+    s = str(setting).strip().lower()
+    if s == "auto":
+        return n_cells < limit
+    return s in ("true", "yes", "1")

@@ -1,0 +1,152 @@
+"""The pair/quality/datasheet stages on files laid out as the arms write them (ARCHITECTURE.md paths),
+from the planted-truth synthetic screen of test_quality_recovery."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+from test_quality_recovery import make_screen
+
+from pairedscreen.pair import profiles as P
+from pairedscreen.pair import stages
+from pairedscreen.pair.pseudobulk import pseudobulk
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    s = make_screen(3)
+    wd = tmp_path_factory.mktemp("wd")
+    (wd / "config").mkdir()
+    reg_path = wd / "config" / "perturbations.tsv"
+    s.registry.to_csv(reg_path, sep="\t", index=False)
+    res = wd / "results"
+    plates = []
+    for plate, df in s.paint_cells.groupby("plate"):
+        d = res / "paint" / str(plate)
+        d.mkdir(parents=True)
+        cells = df.rename(columns={"plate": "Metadata_Plate", "well": "Metadata_Well",
+                                   "site": "Metadata_Site", "object_id": "Metadata_ObjectNumber",
+                                   "perturbation_id": "Metadata_Perturbation", "batch": "Metadata_Batch"})
+        cells.to_parquet(d / "cells.parquet", index=False)
+        wells = P.aggregate_wells(cells).rename(columns={P.N_CELLS: "Metadata_Count_Cells"})
+        wells.to_parquet(d / "wells.parquet", index=False)
+        idx = pd.DataFrame({"plate": plate, "well": sorted(cells.Metadata_Well.unique()), "site": 1})
+        idx = idx.merge(pd.DataFrame({"channel": ["DNA", "ER", "RNA", "AGP", "Mito"]}), how="cross")
+        idx["path"] = "raw/" + idx.well + "_" + idx.channel + ".tif"
+        idx["sha256"], idx["status"], idx["qc_flag"] = "0" * 64, "ok", False
+        idx.to_parquet(d / "image_index.parquet", index=False)
+        plates.append(str(plate))
+    (res / "rna" / "L1").mkdir(parents=True)
+    s.rna_cells.write_h5ad(res / "rna" / "cells.h5ad")
+    s.rna_cells.write_h5ad(res / "rna" / "L1" / "cells.h5ad")
+    s.rna_cells.write_h5ad(res / "rna" / "L1" / "raw.h5ad")
+    (res / "rna" / "L1" / "inputs.json").write_text(json.dumps(
+        {"library": "L1", "fastqs": {"raw/fastq/L1_gex_R1.fastq.gz": "a" * 64},
+         "kb_gex": {"n_processed": 5000}}))
+    pb = pseudobulk(s.rna_cells, s.registry.perturbation_id.tolist())
+    pb.write_h5ad(res / "rna" / "pseudobulk.h5ad")
+    active = s.truth.rna_active.to_numpy()
+    kd = pd.DataFrame({"perturbation_id": s.truth.perturbation_id, "log2fc": np.where(active, -2.0, 0.0),
+                       "padj": np.where(active, 1e-5, 0.8), "remaining_fraction": 0.2})
+    kd.to_csv(res / "rna" / "knockdown.tsv", sep="\t", index=False)
+    tdir = wd / "truth"
+    tdir.mkdir()
+    s.truth.to_csv(tdir / "perturbations.tsv", sep="\t", index=False)
+    s.paint_wells.to_csv(tdir / "paint_wells.tsv", sep="\t", index=False)
+    return {"wd": wd, "res": res, "plates": plates, "screen": s, "registry": reg_path, "truth": tdir}
+
+
+def test_stages_end_to_end(workdir):
+    res, plates, s = workdir["res"], workdir["plates"], workdir["screen"]
+    wells = [res / "paint" / p / "wells.parquet" for p in plates]
+    cells = [res / "paint" / p / "cells.parquet" for p in plates]
+    params = {"aggregate": "median", "normalize": "mad_robustize", "position_correction": True,
+              "feature_select": ["variance_threshold", "correlation_threshold", "drop_na_columns",
+                                 "blocklist"]}
+    stages.build_profiles(wells, workdir["registry"], params, res / "paint" / "profiles.parquet",
+                          res / "paint" / "consensus.parquet")
+    metrics = stages.compute_quality(
+        res / "paint" / "profiles.parquet", res / "paint" / "consensus.parquet",
+        res / "rna" / "cells.h5ad", res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", wells,
+        workdir["registry"],
+        {"permutations": 100, "seed": 0, "max_cells": 60, "n_top_genes": 200}, workdir["truth"],
+        res / "quality" / "metrics.json", res / "quality" / "perturbations.tsv")
+    for arm in ("rna", "paint"):
+        rec = metrics["truth_recovery"][arm]
+        assert rec["precision"] >= 0.9 and rec["recall"] >= 0.9, rec
+    assert metrics["position"]["before"]["edge_detected"]
+    assert not metrics["position"]["after"]["edge_detected"]
+    assert metrics["truth_recovery"]["edge"]["correct"]
+    assert metrics["batch"]["paint_plate_raw"]["p_value"] < 0.05
+    assert metrics["concordance"]["mantel_p"] < 0.05
+    table = pd.read_csv(res / "quality" / "perturbations.tsv", sep="\t")
+    assert table.perturbation_id.tolist() == s.registry.perturbation_id.tolist()
+    assert {"rna_map", "rna_q_value", "paint_map", "paint_q_value", "rna_edistance", "paint_edistance",
+            "rna_knockdown_log2fc"} <= set(table.columns)
+
+    paired = res / "paired"
+    stages.pair_arms(res / "rna" / "pseudobulk.h5ad", res / "paint" / "consensus.parquet",
+                     res / "quality" / "perturbations.tsv", workdir["registry"], res / "rna" / "cells.h5ad",
+                     cells, paired / "perturbations.h5mu", paired / "rna.h5ad", paired / "paint.h5ad",
+                     paired / "cell_index.tsv", paired / "cells.h5mu")
+    with md.set_options(pull_on_update=False):   # mudata 0.4 behaviour
+        mdata = md.read_h5mu(paired / "perturbations.h5mu")
+    order = s.registry.perturbation_id.tolist()
+    assert mdata["rna"].obs_names.tolist() == order and mdata["paint"].obs_names.tolist() == order
+    counts = s.rna_cells.obs.perturbation.value_counts().reindex(order).tolist()
+    assert mdata["rna"].obs["n_cells"].tolist() == counts
+    painted = s.paint_cells.perturbation_id.value_counts().reindex(order).tolist()
+    assert mdata["paint"].obs["n_cells"].tolist() == painted
+    assert "paint_q_value" in mdata.obs and "rna_knockdown_log2fc" in mdata.obs
+    index = pd.read_csv(paired / "cell_index.tsv", sep="\t")
+    assert (index.modality == "rna").sum() == s.rna_cells.n_obs
+    assert (index.modality == "paint").sum() == len(s.paint_cells)
+    with md.set_options(pull_on_update=False):   # mudata 0.4 behaviour
+        cells_md = md.read_h5mu(paired / "cells.h5mu")
+    assert cells_md["rna"].n_obs == s.rna_cells.n_obs and cells_md["paint"].n_obs == len(s.paint_cells)
+    assert ad.read_h5ad(paired / "paint.h5ad").obs_names.tolist() == order
+
+    config = {"truth_dir": str(workdir["truth"]), "quality": {"permutations": 100}}
+    inputs = {"h5mu": str(paired / "perturbations.h5mu"), "metrics": str(res / "quality" / "metrics.json"),
+              "rna_inputs": [str(res / "rna" / "L1" / "inputs.json")],
+              "rna_cells": [str(res / "rna" / "L1" / "cells.h5ad")],
+              "raw": [str(res / "rna" / "L1" / "raw.h5ad")],
+              "image_index": [str(res / "paint" / p / "image_index.parquet") for p in plates],
+              "paint_cells": [str(c) for c in cells], "sheets": [str(workdir["registry"])], "plate_maps": []}
+    sheet = stages.write_datasheet(inputs, config, workdir["truth"], ["L1"], plates, res / "datasheet.json")
+    on_disk = json.loads((res / "datasheet.json").read_text())
+    assert on_disk == sheet
+    assert sheet["counts"]["rna"]["reads"] == 5000
+    assert sheet["counts"]["rna"]["cells_kept"] == s.rna_cells.n_obs
+    assert sheet["counts"]["paint"]["cells_profiled"] == len(s.paint_cells)
+    assert sheet["truth_recovery"]["paint"]["recall"] == metrics["truth_recovery"]["paint"]["recall"]
+    assert any(r["role"].startswith("fastq") for r in sheet["inputs"])
+
+
+def test_single_well_screen_uses_sub_well_replicates(workdir, tmp_path):
+    """A tiny-like plate (one well per perturbation): replicate mAP falls back to random cell splits."""
+    s = workdir["screen"]
+    cells = pd.read_parquet(workdir["res"] / "paint" / "P1" / "cells.parquet")
+    first = cells.groupby("Metadata_Perturbation")["Metadata_Well"].transform("first")
+    ctrl = cells["Metadata_Perturbation"].str.startswith("NTC")
+    cells = cells[ctrl | (cells["Metadata_Well"] == first)]
+    cells.to_parquet(tmp_path / "cells.parquet", index=False)
+    wells = P.aggregate_wells(cells).rename(columns={P.N_CELLS: "Metadata_Count_Cells"})
+    wells.to_parquet(tmp_path / "wells.parquet", index=False)
+    stages.build_profiles([tmp_path / "wells.parquet"], workdir["registry"], {},
+                          tmp_path / "profiles.parquet", tmp_path / "consensus.parquet")
+    res = workdir["res"]
+    metrics = stages.compute_quality(
+        tmp_path / "profiles.parquet", tmp_path / "consensus.parquet", res / "rna" / "cells.h5ad",
+        res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", [tmp_path / "wells.parquet"],
+        workdir["registry"], {"permutations": 50, "max_cells": 40, "n_top_genes": 100}, None,
+        tmp_path / "metrics.json", tmp_path / "perturbations.tsv", paint_cells=[tmp_path / "cells.parquet"])
+    rep = metrics["replicate"]["paint"]
+    assert rep["replicate_unit"].startswith("sub-wells") and rep["n_scored"] == len(s.registry)
+    assert metrics["batch"]["paint_plate_raw"]["accuracy"] is None          # one plate: nothing to predict
+    assert "truth_recovery" not in metrics
