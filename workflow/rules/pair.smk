@@ -31,6 +31,7 @@ rule quality:
         pseudobulk=path("rna_pseudobulk"),
         knockdown=path("rna_knockdown"),
         wells=per_plate("paint_wells"),
+        paint_cells=per_plate("paint_cells"),
         registry=SHEETS["perturbations"],
     output:
         metrics=path("quality_metrics"),

@@ -9,4 +9,5 @@ with snakemake_log(snakemake):
                     knockdown=snakemake.input.knockdown, wells=list(snakemake.input.wells),
                     registry=snakemake.input.registry, params=dict(snakemake.params.quality),
                     truth_dir=snakemake.params.truth_dir or None, metrics_out=snakemake.output.metrics,
-                    table_out=snakemake.output.table)
+                    table_out=snakemake.output.table,
+                    paint_cells=list(snakemake.input.paint_cells))
