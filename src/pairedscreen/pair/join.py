@@ -23,6 +23,19 @@ from pairedscreen.pair.profiles import IS_CONTROL, N_CELLS, N_WELLS, PERT, featu
 REGISTRY_COLUMNS = ["perturbation_type", "target_gene", "is_control", "control_type"]
 
 
+def h5_safe(col: pd.Series) -> pd.Series:
+    """A column h5ad can store: booleans with gaps (e.g. a knockdown call, undefined for controls) become
+    pandas' nullable ``boolean``; other mixed object columns become strings (missing -> empty)."""
+    if col.dtype != object:
+        return col
+    present = col.dropna()
+    if len(present) and all(isinstance(v, bool | np.bool_) for v in present):
+        return col.astype("boolean")
+    if all(isinstance(v, str) for v in present):
+        return col.fillna("")
+    return col.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+
+
 def _registry_obs(registry: pd.DataFrame) -> pd.DataFrame:
     ids = registry["perturbation_id"].astype(str)
     if ids.duplicated().any():
@@ -117,7 +130,7 @@ def build_perturbations(registry: pd.DataFrame, *, rna: ad.AnnData | None, paint
         q.index = q.index.astype(str)
         q = q.reindex(ids)
         for c in q.columns:
-            obs[c] = q[c].to_numpy()
+            obs[c] = h5_safe(q[c]).array
     with md.set_options(pull_on_update=False):     # global obs = ours, not pulled from the modalities
         mdata = md.MuData({"rna": rna_mod, "paint": paint_mod})
     mdata.obs = obs.loc[mdata.obs_names]
@@ -143,7 +156,7 @@ def write_paired(mdata: md.MuData, h5mu: str | os.PathLike, rna_h5ad: str | os.P
         mod = mdata.mod[name].copy()
         for c in mdata.obs.columns:
             if c not in mod.obs.columns and ":" not in c:
-                mod.obs[c] = mdata.obs[c].to_numpy()
+                mod.obs[c] = mdata.obs[c].array
         mod.uns["missing"] = mdata.uns["missing"][name]
         with atomic_output(path) as tmp:
             mod.write_h5ad(tmp)
