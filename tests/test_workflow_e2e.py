@@ -92,3 +92,38 @@ def test_new_plate_runs_only_its_own_and_aggregate_jobs(finished_run):
     changed = [str(p) for p in untouched if p.stat().st_mtime_ns != before[p]]
     assert not changed, changed
     assert (wd / "results" / "paint" / "P2" / "wells.parquet").exists()
+
+
+def test_report_of_the_run(finished_run, tmp_path):
+    """The workflow's own report.html: loads offline with no console errors, and the data behind its plate
+    heatmap and knockdown chart show the planted edge effect and knockdowns."""
+    import test_report as checks
+    import yaml
+    from browser import find_chromium, load_page
+
+    from pairedscreen.report import collect_report_data
+
+    wd, _ = finished_run
+    html = wd / "results" / "report.html"
+    page = load_page(find_chromium(), html, tmp_path / "overview.png")
+    for sid in ("overview", "rna", "paint", "paired"):
+        assert f'id="{sid}"' in page.dom, sid
+    assert not page.console_errors, page.console_errors
+    assert not page.proxy_requests, page.proxy_requests
+    config = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    built = {"data": collect_report_data(wd / "results", config, truth_dir=wd / "truth")}
+    checks.test_plate_heatmap_shows_planted_edge_effect(built, wd)
+    checks.test_knockdown_chart_shows_planted_knockdowns(built, wd)
+
+
+def test_datasheet_truth_recovery(finished_run):
+    """The run itself writes truth recovery into the datasheet (a truth folder is configured)."""
+    import json
+
+    wd, _ = finished_run
+    sheet = json.loads((wd / "results" / "datasheet.json").read_text())
+    rna = sheet["truth_recovery"]["rna"]
+    assert rna["recall"] >= 0.9 and rna["precision"] >= 0.9, rna
+    assert sheet["truth_recovery"]["rna"]["controls_called"] == 0
+    assert sheet["truth_recovery"]["paint"]["controls_called"] == 0
+    assert sheet["truth_recovery"]["edge"]["detected"] is True

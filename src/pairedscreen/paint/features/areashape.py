@@ -16,8 +16,12 @@ Definitions follow CellProfiler 4 / cp_measure exactly (see ``benchmarks/feature
   to the nearest non-object pixel of the object's one-pixel-padded bounding box.
 - ``MinFeretDiameter``/``MaxFeretDiameter``: caliper width / diameter of the convex hull of pixel
   centres.
-- ``Zernike_n_m``: |sum over pixels of V_nm| / (pi r^2) inside the minimum enclosing circle of the
-  pixel centres (centrosome's polynomial table and ``z = y + i x`` convention).
+- ``Zernike_n_m``: |sum over pixels of V_nm| / (pi r^2) in the minimum enclosing circle of the
+  pixel centres (centrosome's polynomial table and ``z = y + i x`` convention), evaluated through
+  the raw moments sum x^a y^b of the normalised coordinates (accumulated per image row). Every
+  object pixel counts: CellProfiler/cp_measure drop the pixels lying *on* the circle whose r^2
+  rounds a few ulp above 1 (see ``benchmarks/feature_parity.md``); mathematically all are inside.
+  A one-pixel object (radius 0) gets NaN, as in CellProfiler.
 
 Nothing is compiled on import; kernels compile (or load from numba's cache) on first call.
 """
@@ -30,6 +34,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from .intensity import _min_range, _select
 from .objects import ObjectIndex, build_index
 
 # Scalar feature columns of the kernel output, in order.
@@ -84,6 +89,33 @@ def zernike_lut(degree: int) -> np.ndarray:
     return lut
 
 
+@lru_cache(maxsize=8)
+def zernike_monomials(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zernike polynomials as real/imaginary monomial coefficients ``C[t, a, b]`` of x^a y^b.
+
+    V_t = sum_k lut[t, k] (x^2 + y^2)^(K - k) (y + i x)^m with K = (n - m) / 2: centrosome's
+    radial table and ``z = y + i x`` convention, expanded with binomials.
+    """
+    idx = zernike_indexes(degree)
+    lut = zernike_lut(degree)
+    cre = np.zeros((idx.shape[0], degree + 1, degree + 1))
+    cim = np.zeros_like(cre)
+    ipow = [(1, 0), (0, 1), (-1, 0), (0, -1)]  # i^q as (real, imag)
+    for t, (n, m) in enumerate(idx):
+        kk = (n - m) // 2
+        for k in range(kk + 1):
+            j = kk - k
+            for p in range(j + 1):
+                for q in range(m + 1):
+                    c = lut[t, k] * math.comb(j, p) * math.comb(m, q)
+                    a = 2 * p + q
+                    b = 2 * (j - p) + m - q
+                    re, im = ipow[q % 4]
+                    cre[t, a, b] += c * re
+                    cim[t, a, b] += c * im
+    return cre, cim
+
+
 # --------------------------------------------------------------------------------------------
 # geometry helpers (all exact integer arithmetic where it decides pixel membership)
 
@@ -122,53 +154,53 @@ def _hull(pu, pv, n, hu, hv):
 
 
 @numba.njit(cache=True, nogil=True)
-def _sort_points(pu, pv, n):
-    """Insertion-free lexicographic sort of (u, v) int64 point arrays in place (via argsort)."""
-    key = pu[:n] * 4194304 + pv[:n]
-    order = np.argsort(key, kind="mergesort")
-    su = pu[:n][order]
-    sv = pv[:n][order]
-    pu[:n] = su
-    pv[:n] = sv
-
-
-@numba.njit(cache=True, nogil=True)
 def _floor_div(a, b):
     q = a // b  # numba follows Python floor semantics for integers
     return q
 
 
 @numba.njit(cache=True, nogil=True)
-def _convex_area(hu, hv, nh, y0, y1):
-    """Count lattice points (u=2x, v=2y) inside or on the CCW hull given in doubled coordinates."""
-    total = 0
-    for y in range(y0, y1):
-        vq = 2 * y
-        lo = -(1 << 40)
-        hi = 1 << 40
-        ok = True
-        for i in range(nh):
-            j = i + 1 if i + 1 < nh else 0
-            du = hu[j] - hu[i]
-            dv = hv[j] - hv[i]
-            # cross(edge, q - p_i) >= 0  <=>  A*uq + B >= 0
-            a = -dv
-            b = du * (vq - hv[i]) + dv * hu[i]
+def _convex_area(hu, hv, nh, bh, lo, hi):
+    """Count lattice points (u = 2x, v = 2y, rows y = 0..bh-1) inside or on a convex polygon.
+
+    The polygon (doubled coordinates, clockwise in (u, v)) is exact in integers; every edge only
+    bounds the rows its v-span covers (the two edges crossing a row decide its interval).
+    """
+    for r in range(bh):
+        lo[r] = -(1 << 40)
+        hi[r] = 1 << 40
+    for i in range(nh):
+        j = i + 1 if i + 1 < nh else 0
+        du = hu[j] - hu[i]
+        dv = hv[j] - hv[i]
+        if dv == 0:
+            continue
+        # inside (clockwise polygon): cross(edge, q - p_i) <= 0  <=>  a * uq + b >= 0
+        a = dv
+        vmin = min(hv[i], hv[j])
+        vmax = max(hv[i], hv[j])
+        r0 = -((-vmin) // 2)
+        r1 = vmax // 2
+        if r0 < 0:
+            r0 = 0
+        if r1 > bh - 1:
+            r1 = bh - 1
+        for r in range(r0, r1 + 1):
+            b = -(du * (2 * r - hv[i]) + dv * hu[i])
             if a > 0:
                 # 2x >= -b / a  ->  x >= ceil(-b / (2a))
                 c = -_floor_div(b, 2 * a)
-                if c > lo:
-                    lo = c
-            elif a < 0:
+                if c > lo[r]:
+                    lo[r] = c
+            else:
                 # 2x <= b / (-a)  ->  x <= floor(b / (-2a))
                 c = _floor_div(b, -2 * a)
-                if c < hi:
-                    hi = c
-            elif b < 0:
-                ok = False
-                break
-        if ok and hi >= lo:
-            total += hi - lo + 1
+                if c < hi[r]:
+                    hi[r] = c
+    total = 0
+    for r in range(bh):
+        if hi[r] >= lo[r]:
+            total += hi[r] - lo[r] + 1
     return total
 
 
@@ -262,10 +294,10 @@ _PERIM_W[[13, 23]] = (1.0 + math.sqrt(2.0)) / 2.0
 
 
 @numba.njit(cache=True, nogil=True)
-def _shape_kernel(ys, xs, offsets, bbox, zidx, zlut, pw, want_zernike):
+def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
     n_obj = offsets.shape[0] - 1
     out = np.full((n_obj, 25), np.nan)
-    nz = zidx.shape[0]
+    nz = zc_re.shape[0]
     zout = np.full((n_obj, nz), np.nan)
     # scratch sized for the largest object
     max_hw = 0
@@ -293,20 +325,17 @@ def _shape_kernel(ys, xs, offsets, bbox, zidx, zlut, pw, want_zernike):
     radii = np.empty(max_n, np.float64)
     rowmin = np.empty(max_h, np.int64)
     rowmax = np.empty(max_h, np.int64)
-    pu = np.empty(6 * max_h, np.int64)
-    pv = np.empty(6 * max_h, np.int64)
-    hu = np.empty(12 * max_h + 2, np.int64)
-    hv = np.empty(12 * max_h + 2, np.int64)
+    pu = np.empty(4 * max_h + 4, np.int64)
+    pv = np.empty(4 * max_h + 4, np.int64)
+    hu = np.empty(8 * max_h + 8, np.int64)
+    hv = np.empty(8 * max_h + 8, np.int64)
+    clo = np.empty(max_h, np.int64)
+    chi = np.empty(max_h, np.int64)
     fy = np.empty(2 * max_h + 2, np.float64)
     fx = np.empty(2 * max_h + 2, np.float64)
-    mmax = 0
-    for t in range(nz):
-        if zidx[t, 1] > mmax:
-            mmax = zidx[t, 1]
-    zre = np.empty(mmax + 1, np.float64)
-    zim = np.empty(mmax + 1, np.float64)
-    sre = np.zeros(nz, np.float64)
-    sim = np.zeros(nz, np.float64)
+    deg = zc_re.shape[1] - 1
+    mom = np.zeros((deg + 1, deg + 1), np.float64)
+    rows = np.zeros(deg + 1, np.float64)
 
     for k in range(n_obj):
         s = offsets[k]
@@ -404,16 +433,21 @@ def _shape_kernel(ys, xs, offsets, bbox, zidx, zlut, pw, want_zernike):
                     qd += 1
         euler = (q1 - q3 - 2 * qd) // 4
 
-        # exact EDT on the padded box: columns then rows
-        big = 1e12
-        for i in range(H * W):
-            dist[i] = big if mask[i] else 0.0
+        # exact EDT on the padded box: squared vertical distance to the background by two scans
+        # per column (the padding rows are background), then the 1-D parabola envelope per row
         for cc in range(W):
+            g = 0.0
             for r in range(H):
-                f1[r] = dist[r * W + cc]
-            _edt_1d(f1, H, d1, v1, z1)
-            for r in range(H):
-                dist[r * W + cc] = d1[r]
+                p = r * W + cc
+                g = g + 1.0 if mask[p] else 0.0
+                dist[p] = g
+            g = 0.0
+            for r in range(H - 1, -1, -1):
+                p = r * W + cc
+                g = g + 1.0 if mask[p] else 0.0
+                if g < dist[p]:
+                    dist[p] = g
+                dist[p] = dist[p] * dist[p]
         for r in range(H):
             for cc in range(W):
                 f1[cc] = dist[r * W + cc]
@@ -429,45 +463,60 @@ def _shape_kernel(ys, xs, offsets, bbox, zidx, zlut, pw, want_zernike):
             rsum += dd
             if dd > rmax:
                 rmax = dd
-        rr = np.sort(radii[:n])
+        # numpy.median: middle order statistic, or the mean of the two middle ones
         if n % 2 == 1:
-            rmed = rr[n // 2]
+            _select(radii, 0, n, n // 2)
+            rmed = radii[n // 2]
         else:
-            rmed = 0.5 * (rr[n // 2 - 1] + rr[n // 2])
+            _select(radii, 0, n, n // 2 - 1)
+            rmed = 0.5 * (radii[n // 2 - 1] + _min_range(radii, n // 2, n))
 
-        # convex area: hull of pixel-edge midpoints, doubled coordinates (u = 2x, v = 2y)
+        # convex area: hull of the pixel-edge midpoints in doubled local coordinates
+        # (u = 2x, v = 2y). Per level v only the extreme u can be hull vertices, and levels come
+        # in increasing v, so the points are generated already sorted by (v, u).
+        npnt = 0
+        for lv in range(-1, 2 * bh):
+            umin = 1 << 40
+            umax = -(1 << 40)
+            if lv % 2 == 0:
+                r = lv // 2
+                if rowmax[r] >= 0:
+                    umin = 2 * rowmin[r] - 1
+                    umax = 2 * rowmax[r] + 1
+            else:
+                for r in ((lv - 1) // 2, (lv + 1) // 2):
+                    if 0 <= r < bh and rowmax[r] >= 0:
+                        if 2 * rowmin[r] < umin:
+                            umin = 2 * rowmin[r]
+                        if 2 * rowmax[r] > umax:
+                            umax = 2 * rowmax[r]
+            if umax < umin:
+                continue
+            pv[npnt] = lv
+            pu[npnt] = umin
+            npnt += 1
+            if umax != umin:
+                pv[npnt] = lv
+                pu[npnt] = umax
+                npnt += 1
+        # hull with v as the primary coordinate: counter-clockwise in (v, u), i.e. clockwise in
+        # (u, v); _convex_area takes the clockwise order
+        nh = _hull(pv, pu, npnt, hv, hu)
+        conv = _convex_area(hu, hv, nh, bh, clo, chi)
+
+        # Feret diameters: hull of pixel centres (row extremes), generated sorted by (row, x)
         npnt = 0
         for r in range(bh):
             if rowmax[r] < 0:
                 continue
-            yy = 2 * (r + y0)
-            for side in range(2):
-                xx = 2 * ((rowmin[r] if side == 0 else rowmax[r]) + x0)
-                pu[npnt] = xx
-                pv[npnt] = yy - 1
-                pu[npnt + 1] = xx
-                pv[npnt + 1] = yy + 1
-                pu[npnt + 2] = xx - 1 if side == 0 else xx + 1
-                pv[npnt + 2] = yy
-                npnt += 3
-        _sort_points(pu, pv, npnt)
-        nh = _hull(pu, pv, npnt, hu, hv)
-        conv = _convex_area(hu, hv, nh, y0, y1)
-
-        # Feret diameters: hull of pixel centres (row extremes)
-        npnt = 0
-        for r in range(bh):
-            if rowmax[r] < 0:
-                continue
-            pu[npnt] = rowmin[r]
             pv[npnt] = r
+            pu[npnt] = rowmin[r]
             npnt += 1
             if rowmax[r] != rowmin[r]:
-                pu[npnt] = rowmax[r]
                 pv[npnt] = r
+                pu[npnt] = rowmax[r]
                 npnt += 1
-        _sort_points(pu, pv, npnt)
-        nh = _hull(pu, pv, npnt, hu, hv)
+        nh = _hull(pv, pu, npnt, hv, hu)
         if nh <= 1:
             fmin = 0.0
             fmax = 0.0
@@ -498,35 +547,53 @@ def _shape_kernel(ys, xs, offsets, bbox, zidx, zlut, pw, want_zernike):
 
         # Zernike moments within the minimum enclosing circle of the pixel centres
         if want_zernike and nz > 0:
+            # hull vertices in a scrambled (deterministic) order: the incremental circle is
+            # expected-linear only when points do not arrive in their convex-position order
+            step = 7919
+            while nh > 1 and math.gcd(step, nh) != 1:
+                step += 2
             for i in range(nh):
-                fy[i] = hv[i]
-                fx[i] = hu[i]
+                q = (i * step) % nh
+                fy[i] = hv[q]
+                fx[i] = hu[q]
             ccy, ccx, rad = _min_enclosing_circle(fy, fx, nh)
             if rad > 0.0:
-                for t in range(nz):
-                    sre[t] = 0.0
-                    sim[t] = 0.0
+                # raw moments M[a, b] = sum xm^a ym^b (a + b <= degree) of the normalised pixel
+                # coordinates, accumulated per image row (pixels come in raster order): x powers per
+                # pixel, y powers once per row; each Zernike is a fixed linear combination of them
+                for a in range(deg + 1):
+                    for b in range(deg + 1):
+                        mom[a, b] = 0.0
+                    rows[a] = 0.0
                 inv = 1.0 / rad
-                for i in range(s, e):
-                    ym = ((ys[i] - y0) - ccy) * inv
+                cur = ys[s]
+                for i in range(s, e + 1):
+                    if i == e or ys[i] != cur:
+                        ym = ((cur - y0) - ccy) * inv
+                        py = 1.0
+                        for b in range(deg + 1):
+                            for a in range(deg + 1 - b):
+                                mom[a, b] += rows[a] * py
+                            py *= ym
+                        if i == e:
+                            break
+                        cur = ys[i]
+                        for a in range(deg + 1):
+                            rows[a] = 0.0
                     xm = ((xs[i] - x0) - ccx) * inv
-                    r2 = ym * ym + xm * xm
-                    zre[0] = 1.0
-                    zim[0] = 0.0
-                    for m in range(1, mmax + 1):
-                        zre[m] = zre[m - 1] * ym - zim[m - 1] * xm
-                        zim[m] = zre[m - 1] * xm + zim[m - 1] * ym
-                    for t in range(nz):
-                        zn = zidx[t, 0]
-                        zm = zidx[t, 1]
-                        acc = 0.0
-                        for q in range((zn - zm) // 2 + 1):
-                            acc = acc * r2 + zlut[t, q]
-                        sre[t] += acc * zre[zm]
-                        sim[t] += acc * zim[zm]
+                    px = 1.0
+                    for a in range(deg + 1):
+                        rows[a] += px
+                        px *= xm
                 area_c = math.pi * rad * rad
                 for t in range(nz):
-                    zout[k, t] = math.sqrt(sre[t] * sre[t] + sim[t] * sim[t]) / area_c
+                    re = 0.0
+                    im = 0.0
+                    for a in range(deg + 1):
+                        for b in range(deg + 1 - a):
+                            re += zc_re[t, a, b] * mom[a, b]
+                            im += zc_im[t, a, b] * mom[a, b]
+                    zout[k, t] = math.sqrt(re * re + im * im) / area_c
 
         area = float(n)
         out[k, 0] = area
@@ -569,13 +636,13 @@ def measure_areashape(
         index = build_index(labels)
     degree = int(zernike_degree)
     zidx = zernike_indexes(degree) if degree >= 0 else np.zeros((0, 2), np.int64)
-    zlut = zernike_lut(degree) if degree >= 0 else np.zeros((0, 1), np.float64)
+    zc_re, zc_im = zernike_monomials(degree) if degree >= 0 else (np.zeros((0, 1, 1)), np.zeros((0, 1, 1)))
     if index.n_objects == 0:
         out = np.zeros((0, _NS))
         zout = np.zeros((0, zidx.shape[0]))
     else:
         out, zout = _shape_kernel(
-            index.ys, index.xs, index.offsets, index.bbox, zidx, zlut, _PERIM_W, degree >= 0
+            index.ys, index.xs, index.offsets, index.bbox, zc_re, zc_im, _PERIM_W, degree >= 0
         )
     res = {f"AreaShape_{name}": out[:, i] for i, name in enumerate(SCALAR_FEATURES)}
     for t, (n, m) in enumerate(zidx):

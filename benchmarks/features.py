@@ -1,0 +1,165 @@
+"""Feature-extraction speed, single thread, one process (a benchmark, not a test).
+
+1. Full feature set (all families, 3 compartments, 5 channels) on a simulated-like 1080 x 1080
+   Cell Painting site with ~500 cells: CPU seconds of ``measure_site`` (aim <= 1 s), and on the
+   real ScaleFEx site when the shared data is present.
+2. Shape + intensity (AreaShape + Intensity, 3 compartments x 5 channels) vs a one-pass floor:
+   ``np.bincount`` of every channel over every compartment's labels (aim <= 3x).
+3. The full feature set per object vs cp_measure 0.3 with its numba accelerator on the same
+   objects (a crop of the site, default 540 x 540, to keep the cp_measure run short); the last line
+   is ``speedup_vs_cp_measure: <x>`` (aim >= 20x).
+
+    .venv/bin/python benchmarks/features.py [--crop 540] [--repeat 3] [--no-cp]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from _features_a_data import SCALEFEX, load_scalefex, relabel, segment_site, synthetic_site  # noqa: E402
+
+from pairedscreen.paint.features import DEFAULT_PARAMS, build_index, measure_site  # noqa: E402
+from pairedscreen.paint.features.areashape import measure_areashape  # noqa: E402
+from pairedscreen.paint.features.intensity import edge_pixels, measure_intensity  # noqa: E402
+
+SHARED = Path(os.environ.get("PAIREDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data"))
+CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
+
+
+def cpu(fn, repeat: int) -> float:
+    """Best-of-``repeat`` CPU seconds of ``fn()``."""
+    best = np.inf
+    for _ in range(repeat):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
+
+
+def ours_full(imgs, nuc, cells, cyto):
+    return measure_site(imgs, CHANNELS, nuc, cells, cyto, DEFAULT_PARAMS)
+
+
+def shape_intensity(imgs, comps):
+    for lab in comps:
+        index = build_index(lab)
+        measure_areashape(lab, index=index)
+        edge = edge_pixels(lab, index)
+        for c, ch in enumerate(CHANNELS):
+            measure_intensity(imgs[c], lab, ch, index=index, edge=edge)
+
+
+def floor(imgs, comps):
+    for lab in comps:
+        flat = lab.ravel()
+        for c in range(imgs.shape[0]):
+            np.bincount(flat, weights=imgs[c].ravel())
+
+
+def cp_measure_full(imgs, comps: dict[str, np.ndarray]) -> None:
+    """cp_measure 0.3, numba accelerator, the same families/parameters as ``measure_site``."""
+    import cp_measure
+    from cp_measure.bulk import (
+        get_core_measurements,
+        get_correlation_measurements,
+        get_multimask_measurements,
+    )
+
+    cp_measure.set_accelerator("numba")
+    core = get_core_measurements(legacy=True)
+    corr = get_correlation_measurements()
+    nb = get_multimask_measurements()["neighbors"]
+    for comp, lab in comps.items():
+        dummy = np.zeros(lab.shape)
+        core["sizeshape"](lab, dummy)
+        core["zernike"](lab, dummy)
+        core["feret"](lab, dummy)
+        for c in range(imgs.shape[0]):
+            img = imgs[c]
+            core["intensity"](lab, img)
+            core["texture"](lab, img, scale=3, gray_levels=256)
+            core["granularity"](lab, img, subsample_size=0.25, image_sample_size=0.25, element_size=10,
+                                granular_spectrum_length=16)
+            core["radial_distribution"](lab, img, scaled=True, bin_count=4)
+        for i, j in itertools.combinations(range(imgs.shape[0]), 2):
+            for name in ("pearson", "manders_fold", "rwc"):
+                corr[name](imgs[i], imgs[j], lab)
+        if comp != "Cytoplasm":
+            nb(lab, lab, distance_method="Within a specified distance", distance=5)
+    cp_measure.set_accelerator(None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--crop", type=int, default=540, help="side of the crop used for cp_measure")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-cp", action="store_true", help="skip the cp_measure comparison")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    imgs, nuc, cells, cyto = synthetic_site(seed=3, shape=(1080, 1080), n_cells=520, n_channels=5)
+    n_cells = int(np.unique(cells[cells > 0]).size)
+    print(f"site: simulated-like 1080x1080, 5 channels, {n_cells} cells, "
+          f"{int(np.unique(nuc[nuc > 0]).size)} nuclei")
+    # compile / load numba caches outside the timings
+    ours_full(imgs[:, :160, :160], nuc[:160, :160], cells[:160, :160], cyto[:160, :160])
+
+    t_full = cpu(lambda: ours_full(imgs, nuc, cells, cyto), args.repeat)
+    df = ours_full(imgs, nuc, cells, cyto)
+    print(f"full features: {df.shape[1] - 1} columns x {df.shape[0]} objects, "
+          f"{t_full:.3f} CPU-s per site ({1e3 * t_full / n_cells:.2f} ms/cell; aim <= 1 s)")
+
+    comps = [np.ascontiguousarray(x, dtype=np.int64) for x in (nuc, cells, cyto)]
+    t_si = cpu(lambda: shape_intensity(imgs, comps), args.repeat)
+    t_floor = cpu(lambda: floor(imgs, comps), args.repeat)
+    print(f"shape+intensity: {t_si:.3f} CPU-s; one-pass floor (bincount x 5 channels x 3 compartments): "
+          f"{t_floor:.3f} CPU-s; ratio {t_si / t_floor:.1f}x (aim <= 3x)")
+
+    if (SHARED / SCALEFEX).exists():
+        real = load_scalefex(SHARED / SCALEFEX)
+        rn, rc, ry = segment_site(real)
+        t_real = cpu(lambda: ours_full(real, rn, rc, ry), args.repeat)
+        print(f"real ScaleFEx site (1080x1080, {int(rc.max())} large cells): "
+              f"full features {t_real:.3f} CPU-s")
+
+    if args.no_cp:
+        return 0
+    s = args.crop
+    y0 = x0 = (1080 - s) // 2
+    sl = (slice(y0, y0 + s), slice(x0, x0 + s))
+    cimgs = np.ascontiguousarray(imgs[:, sl[0], sl[1]])
+    cells_c = relabel(cells[sl])
+    # shared ids: nuclei/cytoplasm carry their cell's new id
+    lut = np.zeros(int(cells.max()) + 1, np.int32)
+    ids = np.unique(cells[sl][cells[sl] > 0])
+    lut[ids] = np.arange(1, ids.size + 1)
+    nuc_c = lut[nuc[sl]]
+    cyto_c = lut[cyto[sl]]
+    n_obj = int(ids.size)
+    t_ours = cpu(lambda: ours_full(cimgs, nuc_c, cells_c, cyto_c), args.repeat)
+    cp_comps = {"Nuclei": relabel(nuc_c), "Cells": cells_c, "Cytoplasm": relabel(cyto_c)}
+    cp_measure_full(cimgs[:, :96, :96], {k: relabel(v[:96, :96]) for k, v in cp_comps.items()})  # JIT warm-up
+    t_cp = cpu(lambda: cp_measure_full(cimgs, cp_comps), 1)
+    print(f"crop {s}x{s} ({n_obj} cells): ours {t_ours:.3f} CPU-s ({1e3 * t_ours / n_obj:.2f} ms/cell), "
+          f"cp_measure[numba] {t_cp:.2f} CPU-s ({1e3 * t_cp / n_obj:.1f} ms/cell)")
+    print(f"speedup_vs_cp_measure: {t_cp / t_ours:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

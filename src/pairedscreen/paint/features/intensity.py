@@ -1,0 +1,406 @@
+"""Intensity features (CellProfiler MeasureObjectIntensity, 2-D), one numba pass per object.
+
+Per object, over its finite pixels: integrated/mean/std (population)/min/max intensity, the
+quartiles, median and MAD (CellProfiler's ``n * q`` interpolation convention by default; the
+``numpy.percentile`` convention with ``cellprofiler_quantiles=False``), the same five statistics on
+the *edge* pixels (object pixels with an in-image 4-neighbour carrying another label, background
+included), the mass displacement (distance between the pixel centroid and the intensity-weighted
+centroid), the intensity-weighted centroid and the position of the maximum (first pixel in raster
+order among ties, as ``numpy.argmax``). Images are float, typically in [0, 1] (uint16 / 65535) as
+CellProfiler loads them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numba
+import numpy as np
+
+from .objects import ObjectIndex, build_index
+
+FEATURES: tuple[str, ...] = (
+    "Intensity_IntegratedIntensity",
+    "Intensity_MeanIntensity",
+    "Intensity_StdIntensity",
+    "Intensity_MinIntensity",
+    "Intensity_MaxIntensity",
+    "Intensity_IntegratedIntensityEdge",
+    "Intensity_MeanIntensityEdge",
+    "Intensity_StdIntensityEdge",
+    "Intensity_MinIntensityEdge",
+    "Intensity_MaxIntensityEdge",
+    "Intensity_MassDisplacement",
+    "Intensity_LowerQuartileIntensity",
+    "Intensity_MedianIntensity",
+    "Intensity_MADIntensity",
+    "Intensity_UpperQuartileIntensity",
+    "Location_CenterMassIntensity_X",
+    "Location_CenterMassIntensity_Y",
+    "Location_MaxIntensity_X",
+    "Location_MaxIntensity_Y",
+)
+_NF = len(FEATURES)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(a, lo, hi, k):
+    """Place the k-th smallest of a[lo:hi] at a[k] (lo <= k < hi), with a[lo:k] <= a[k] <= a[k+1:hi].
+
+    Quickselect with a median-of-three pivot and a three-way (Dutch flag) partition, so runs of
+    equal values (8-bit images, saturated objects) cost linear time.
+    """
+    hi -= 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+            if x > y:
+                y = x
+        pivot = y
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            v = a[i]
+            if v < pivot:
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif v > pivot:
+                a[i] = a[gt]
+                a[gt] = v
+                gt -= 1
+            else:
+                i += 1
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _min_range(a, lo, hi):
+    m = a[lo]
+    for i in range(lo + 1, hi):
+        if a[i] < m:
+            m = a[i]
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _position(n, frac, cellprofiler):
+    pos = n * frac if cellprofiler else (n - 1) * frac
+    lo = int(pos)
+    if lo > n - 1:
+        lo = n - 1
+    f = pos - lo
+    if lo + 1 > n - 1:
+        f = 0.0
+    return lo, f
+
+
+@numba.njit(cache=True, nogil=True)
+def _interp_at(a, k, f, stop):
+    """Order statistic k interpolated by f toward statistic k + 1, where a[k] is selected and the
+    (k + 1)-th smallest is the minimum of a[k+1:stop]."""
+    v = a[k]
+    if f == 0.0:
+        return v
+    return v * (1.0 - f) + _min_range(a, k + 1, stop) * f
+
+
+@numba.njit(cache=True, nogil=True)
+def _sorted_keys(keys, n, tmp, out, hist):
+    """Stable LSD radix sort (two byte passes) of uint16-range int64 keys[:n] into out[:n]."""
+    for shift in (0, 8):
+        for b in range(256):
+            hist[b] = 0
+        src = keys if shift == 0 else tmp
+        dst = tmp if shift == 0 else out
+        for i in range(n):
+            hist[(src[i] >> shift) & 255] += 1
+        acc = 0
+        for b in range(256):
+            c = hist[b]
+            hist[b] = acc
+            acc += c
+        for i in range(n):
+            d = (src[i] >> shift) & 255
+            dst[hist[d]] = src[i]
+            hist[d] += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _at(sk, lut, k, f, n):
+    v = lut[sk[k]]
+    if f == 0.0:
+        return v
+    return v * (1.0 - f) + lut[sk[k + 1]] * f
+
+
+@numba.njit(cache=True, nogil=True)
+def _grid_quantiles(sk, lut, n, cellprofiler):
+    """Q1, median, Q3 and MAD of the sorted 16-bit keys sk[:n] (values lut[key]), identical to
+    the selection path: the same doubles, the same interpolation."""
+    km, fm = _position(n, 0.5, cellprofiler)
+    k1, f1 = _position(n, 0.25, cellprofiler)
+    k3, f3 = _position(n, 0.75, cellprofiler)
+    med = _at(sk, lut, km, fm, n)
+    q1 = _at(sk, lut, k1, f1, n)
+    q3 = _at(sk, lut, k3, f3, n)
+    # k-th and (k+1)-th smallest |v - med|: merge the deviations below and above the median
+    p = 0
+    while p < n and lut[sk[p]] < med:
+        p += 1
+    i = p - 1
+    j = p
+    dk = 0.0
+    dk1 = 0.0
+    for step in range(km + 2):
+        if step > n - 1:
+            break
+        if i >= 0 and (j >= n or abs(lut[sk[i]] - med) <= abs(lut[sk[j]] - med)):
+            d = abs(lut[sk[i]] - med)
+            i -= 1
+        else:
+            d = abs(lut[sk[j]] - med)
+            j += 1
+        if step == km:
+            dk = d
+        elif step == km + 1:
+            dk1 = d
+    mad = dk if fm == 0.0 else dk * (1.0 - fm) + dk1 * fm
+    return q1, med, q3, mad
+
+
+@numba.njit(cache=True, nogil=True)
+def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32, grid_ok):
+    n_obj = offsets.shape[0] - 1
+    out = np.full((n_obj, 19), np.nan)
+    max_n = 0
+    for k in range(n_obj):
+        if offsets[k + 1] - offsets[k] > max_n:
+            max_n = offsets[k + 1] - offsets[k]
+    buf = np.empty(max_n, np.float64)
+    dev = np.empty(max_n, np.float64)
+    keys = np.empty(max_n, np.int64)
+    ktmp = np.empty(max_n, np.int64)
+    ksorted = np.empty(max_n, np.int64)
+    hist = np.empty(256, np.int64)
+    edge = np.empty(max_n, np.bool_)
+    for k in range(n_obj):
+        s = offsets[k]
+        e = offsets[k + 1]
+        if e == s:
+            continue
+        cnt = 0
+        tot = 0.0
+        vmin = np.inf
+        vmax = -np.inf
+        mx = 0
+        my = 0
+        sx = 0.0
+        sy = 0.0
+        sxi = 0.0
+        syi = 0.0
+        on_grid = grid_ok
+        ecnt = 0
+        etot = 0.0
+        emin = np.inf
+        emax = -np.inf
+        for i in range(s, e):
+            y = ys[i]
+            x = xs[i]
+            is_edge = edge_flags[i]
+            v = np.float64(image[y, x])
+            if not np.isfinite(v):
+                edge[i - s] = False
+                continue
+            edge[i - s] = is_edge
+            buf[cnt] = v
+            if on_grid:
+                kq = np.rint(v * 65535.0)
+                c = kq / 65535.0
+                if f32:
+                    c = np.float64(np.float32(c))
+                if 0.0 <= kq <= 65535.0 and c == v:
+                    keys[cnt] = np.int64(kq)
+                else:
+                    on_grid = False
+            cnt += 1
+            tot += v
+            if v < vmin:
+                vmin = v
+            if v > vmax:
+                vmax = v
+                mx = x
+                my = y
+            sx += x
+            sy += y
+            sxi += x * v
+            syi += y * v
+            if is_edge:
+                ecnt += 1
+                etot += v
+                if v < emin:
+                    emin = v
+                if v > emax:
+                    emax = v
+        if cnt == 0:
+            continue
+        mean = tot / cnt
+        ss = 0.0
+        for i in range(cnt):
+            d = buf[i] - mean
+            ss += d * d
+        emean = etot / ecnt if ecnt > 0 else 0.0
+        ess = 0.0
+        if ecnt > 0:
+            for i in range(s, e):
+                if edge[i - s]:
+                    d = np.float64(image[ys[i], xs[i]]) - emean
+                    ess += d * d
+        if on_grid:
+            # 16-bit data (uint16 / 65535): exact order statistics from a radix sort
+            _sorted_keys(keys, cnt, ktmp, ksorted, hist)
+            q1, med, q3, mad = _grid_quantiles(ksorted, lut, cnt, cellprofiler)
+        else:
+            # any other float data: selection (no full sort), median first, then Q1 left of it
+            # and Q3 right of it
+            km, fm = _position(cnt, 0.5, cellprofiler)
+            k1, f1 = _position(cnt, 0.25, cellprofiler)
+            k3, f3 = _position(cnt, 0.75, cellprofiler)
+            _select(buf, 0, cnt, km)
+            if k1 < km:
+                _select(buf, 0, km, k1)
+            if k3 > km:
+                _select(buf, km + 1, cnt, k3)
+            # now buf[:k1] <= buf[k1] <= buf[k1+1:km] <= buf[km] <= buf[km+1:k3] <= buf[k3] <= buf[k3+1:]
+            # so each successor is the minimum of the slice up to and including the next selected slot
+            med = _interp_at(buf, km, fm, k3 + 1 if k3 > km else cnt)
+            q1 = _interp_at(buf, k1, f1, km + 1 if k1 < km else (k3 + 1 if k3 > km else cnt))
+            q3 = _interp_at(buf, k3, f3, cnt)
+            for i in range(cnt):
+                dev[i] = abs(buf[i] - med)
+            _select(dev, 0, cnt, km)
+            mad = _interp_at(dev, km, fm, cnt)
+        cmx = sx / cnt
+        cmy = sy / cnt
+        if tot != 0.0:
+            cix = sxi / tot
+            ciy = syi / tot
+        else:
+            cix = np.nan
+            ciy = np.nan
+        out[k, 0] = tot
+        out[k, 1] = mean
+        out[k, 2] = np.sqrt(ss / cnt)
+        out[k, 3] = vmin
+        out[k, 4] = vmax
+        if ecnt > 0:
+            out[k, 5] = etot
+            out[k, 6] = emean
+            out[k, 7] = np.sqrt(ess / ecnt)
+            out[k, 8] = emin
+            out[k, 9] = emax
+        else:
+            out[k, 5] = 0.0
+            out[k, 6] = 0.0
+            out[k, 7] = 0.0
+            out[k, 8] = 0.0
+            out[k, 9] = 0.0
+        out[k, 10] = np.sqrt((cmx - cix) ** 2 + (cmy - ciy) ** 2)
+        out[k, 11] = q1
+        out[k, 12] = med
+        out[k, 13] = mad
+        out[k, 14] = q3
+        out[k, 15] = cix
+        out[k, 16] = ciy
+        out[k, 17] = mx
+        out[k, 18] = my
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _edge_kernel(labels, ys, xs):
+    H, W = labels.shape
+    out = np.empty(ys.shape[0], np.bool_)
+    for i in range(ys.shape[0]):
+        y = ys[i]
+        x = xs[i]
+        lab = labels[y, x]
+        out[i] = (
+            (y > 0 and labels[y - 1, x] != lab)
+            or (y < H - 1 and labels[y + 1, x] != lab)
+            or (x > 0 and labels[y, x - 1] != lab)
+            or (x < W - 1 and labels[y, x + 1] != lab)
+        )
+    return out
+
+
+@lru_cache(maxsize=4)
+def _grid_lut(dtype: np.dtype) -> np.ndarray:
+    """float64 value of each 16-bit level k / 65535 as stored in an image of ``dtype``.
+
+    The kernel recognises such values with ``k / 65535`` (rounded to float32 for float32 images);
+    the table must agree with that test, which holds for float64 and float32 (both correctly
+    rounded); other float types never take the 16-bit path.
+    """
+    return (np.arange(65536, dtype=np.float64) / 65535.0).astype(dtype).astype(np.float64)
+
+
+def edge_pixels(labels: np.ndarray, index: ObjectIndex) -> np.ndarray:
+    """Edge flag of every indexed pixel (aligned with ``index.ys``): an in-image 4-neighbour carries
+    another label (CellProfiler / scikit-image ``find_boundaries(mode="inner")``)."""
+    lab = np.ascontiguousarray(labels, dtype=np.int64)
+    return _edge_kernel(lab, index.ys, index.xs)
+
+
+def measure_intensity(
+    image: np.ndarray,
+    labels: np.ndarray,
+    channel: str,
+    index: ObjectIndex | None = None,
+    *,
+    cellprofiler_quantiles: bool = True,
+    edge: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """CellProfiler intensity + intensity-location features of one channel.
+
+    Returns ``{"Intensity_<Feature>_<channel>" | "Location_<Feature>_<channel>": float64 array}``
+    aligned with ``index.labels_present``. Objects without a finite pixel get NaN. ``edge`` takes
+    :func:`edge_pixels` of the same labels/index to share it across channels.
+    """
+    if image.shape != labels.shape:
+        raise ValueError(f"image {image.shape} and labels {labels.shape} differ in shape")
+    if index is None:
+        index = build_index(labels)
+    img = np.ascontiguousarray(image)
+    if img.dtype.kind != "f":
+        img = img.astype(np.float64)
+    if index.n_objects == 0:
+        out = np.zeros((0, _NF))
+    else:
+        if edge is None:
+            edge = edge_pixels(labels, index)
+        elif edge.shape != index.ys.shape:
+            raise ValueError("edge flags do not match the object index")
+        out = _intensity_kernel(
+            img,
+            edge,
+            index.ys,
+            index.xs,
+            index.offsets,
+            bool(cellprofiler_quantiles),
+            _grid_lut(img.dtype),
+            img.dtype == np.float32,
+            img.dtype in (np.float32, np.float64),
+        )
+    return {f"{name}_{channel}": out[:, i] for i, name in enumerate(FEATURES)}
