@@ -30,6 +30,7 @@ CHEMISTRY_R1 = {"10xv2": (16, 10), "10xv3": (16, 12)}
 _TECH_RE = re.compile(r"^-?\d+,-?\d+,-?\d+(?:,-?\d+,-?\d+)*$")
 _FIXED_PATTERN = re.compile(r"^\^(N*)\(BC\)$")
 _ANY_PATTERN = re.compile(r"^\^?[ACGTN]*\(BC\)[ACGTN]*$")
+_KB_ERROR = re.compile(r"^\[[^\]]*\]\s+ERROR\b|Traceback \(most recent call last\)", re.MULTILINE)
 
 
 class KbError(RuntimeError):
@@ -47,18 +48,33 @@ def kb_executable() -> str:
     return found
 
 
-def run_kb(args: Sequence[str], log_path: PathLike, *, tail_lines: int = 40) -> None:
-    """Run ``kb *args``, writing stdout+stderr to ``log_path``; raise KbError with its tail on failure."""
+def run_kb(
+    args: Sequence[str], log_path: PathLike, *, expect: Sequence[PathLike] = (), tail_lines: int = 40
+) -> None:
+    """Run ``kb *args``, appending stdout+stderr to ``log_path``; raise KbError with its tail on failure.
+
+    kb-python exits 0 even when kallisto/bustools fail (it logs ``ERROR [...]`` and a traceback), so
+    failure = non-zero exit, an ERROR line in this call's log, or a missing ``expect`` output.
+    """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [kb_executable(), *map(str, args)]
+    start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-tail_lines:])
-        raise KbError(f"kb {args[0]} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    with open(log_path, errors="replace") as fh:
+        fh.seek(start)
+        text = fh.read()
+    missing = [str(p) for p in expect if not Path(p).exists()]
+    errors = _KB_ERROR.search(text)
+    if proc.returncode != 0 or errors or missing:
+        tail = "\n".join(text.splitlines()[-tail_lines:])
+        why = f"exit {proc.returncode}" + (", ERROR in log" if errors else "") + (
+            f", missing {missing}" if missing else ""
+        )
+        raise KbError(f"kb {args[0]} failed ({why}); log {log_path}:\n{tail}")
 
 
 def _plain_whitelist(whitelist: PathLike, out_dir: Path) -> Path:
@@ -94,9 +110,9 @@ def kb_ref(
     log = out / "kb_ref.log"
     common = ["-i", index, "-t", int(threads), "--tmp", out / "tmp", "--overwrite"]
     if gtf is not None:
-        run_kb(["ref", *common, "-g", t2g_out, "-f1", cdna, fasta, gtf], log)
+        run_kb(["ref", *common, "-g", t2g_out, "-f1", cdna, fasta, gtf], log, expect=[index, t2g_out])
     else:
-        run_kb(["ref", *common, "--workflow", "custom", fasta], log)
+        run_kb(["ref", *common, "--workflow", "custom", fasta], log, expect=[index])
         if t2g is not None:
             shutil.copyfile(t2g, t2g_out)
         else:
@@ -141,6 +157,7 @@ def kb_ref_guides(guides: pd.DataFrame, out_dir: PathLike) -> dict[str, Path]:
         ["ref", "-i", index, "-g", t2g, "-f1", mismatch, "--workflow", "kite", "--tmp", out / "tmp",
          "--overwrite", features],
         out / "kb_ref.log",
+        expect=[index, t2g],
     )
     return {"index": index, "t2g": t2g, "fasta": mismatch, "features": features}
 
@@ -203,7 +220,6 @@ def kb_count(
     memory: str = "2G",
     *,
     kite: bool = False,
-    mismatch_fasta: PathLike | None = None,
 ) -> Path:
     """``kb count`` over one library's lanes (``r1s[i]`` pairs ``r2s[i]``) into ``out_dir``.
 
@@ -225,7 +241,8 @@ def kb_count(
     if kite:
         args += ["--workflow", "kite"]
     fastqs = [str(f) for pair in zip(r1s, r2s, strict=True) for f in pair]
-    run_kb([*map(str, args), *fastqs], out / "kb_count.log")
+    stem = out / "counts_unfiltered" / ("cells_x_features" if kite else "cells_x_genes")
+    run_kb([*map(str, args), *fastqs], out / "kb_count.log", expect=[f"{stem}.mtx"])
     return out
 
 
@@ -261,9 +278,8 @@ def load_counts(kb_out_dir: PathLike, library_id: str) -> ad.AnnData:
     obs = pd.DataFrame(
         {"barcode": barcodes, "library": library_id}, index=[f"{library_id}_{b}" for b in barcodes]
     )
-    var = pd.DataFrame({"gene_id": ids}, index=pd.Index(names))
+    var = pd.DataFrame({"gene_id": ids}, index=ad.utils.make_index_unique(pd.Index(names)))
     adata = ad.AnnData(X=x, obs=obs, var=var)
-    adata.var_names_make_unique()
     adata.obs["library"] = adata.obs["library"].astype("category")
     return adata
 

@@ -1,0 +1,191 @@
+"""RNA branch benchmark: wall time and peak memory of the whole per-library RNA branch on a simulated
+library, and its overhead over a bare ``kb count`` of the same FASTQs.
+
+    .venv/bin/python benchmarks/rna_branch.py --cells 20000 --out /tmp/rna_bench   # the target size
+    .venv/bin/python benchmarks/rna_branch.py --cells 1000                          # a quick look
+
+Steps timed: simulate (not counted), kb ref x2 (once per screen; reported apart), bare kb count of
+GEX + guides, then the branch as the workflow runs it (stages.count_library x2, load_library,
+process_library, merge_libraries). Peak memory: max RSS of this Python process (the Python stages)
+and of the largest child (kallisto/bustools), from getrusage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pairedscreen.io import write_tsv
+from pairedscreen.rna import count, stages
+from pairedscreen.simulate import build_spec, make_registry
+from pairedscreen.simulate.rna import simulate_rna
+
+
+def _peak_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0
+
+
+def simulate_library(out: Path, cells: int, empties: int, seed: int) -> Path:
+    spec = build_spec(
+        "tiny", seed, {"rna.cells_per_library": cells, "rna.empty_droplets_per_library": empties}
+    )
+    registry = make_registry(spec)
+    simulate_rna(registry, spec, out)
+    perts = registry.perturbation_sheet()
+    perts["is_control"] = perts["is_control"].map(lambda v: "true" if v else "false")
+    write_tsv(perts, out / "config" / "perturbations.tsv")
+    write_tsv(registry.guide_sheet(), out / "config" / "guides.tsv")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=20000)
+    ap.add_argument("--empties", type=int, default=None, help="default: 5 x cells")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory", default="2G")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/pairedscreen_rna_branch"))
+    args = ap.parse_args(argv)
+    wd = args.out
+    if wd.exists():
+        shutil.rmtree(wd)
+    t = time.perf_counter()
+    simulate_library(wd, args.cells, args.empties or 5 * args.cells, args.seed)
+    sim_s = time.perf_counter() - t
+    fq, ref = wd / "raw" / "fastq", wd / "raw" / "reference"
+    res = wd / "results"
+    rna_cfg = {
+        "cell_calling": {"fdr": 0.01, "ambient_max_umis": 100, "min_umis": 200, "n_iter": 10000},
+        "qc": {"max_pct_mt": 20.0},
+        "doublets": {"expected_rate": 0.06},
+        "guides": {"method": "mixture", "min_umis": 3},
+    }
+    timings: dict[str, float] = {"simulate_s": sim_s}
+
+    t = time.perf_counter()
+    stages.build_reference(
+        ref / "transcriptome.fa",
+        ref / "genes.gtf",
+        res / "ref" / "index.idx",
+        res / "ref" / "t2g.txt",
+        args.threads,
+    )
+    stages.build_guide_reference(
+        wd / "config" / "guides.tsv",
+        res / "gref" / "index.idx",
+        res / "gref" / "t2g.txt",
+        res / "gref" / "features.tsv",
+    )
+    timings["kb_ref_s"] = time.perf_counter() - t
+
+    # bare kb count (what a user would run by hand)
+    guides = pd.read_csv(wd / "config" / "guides.tsv", sep="\t")
+    t = time.perf_counter()
+    count.kb_count(
+        res / "ref" / "index.idx",
+        res / "ref" / "t2g.txt",
+        [fq / "L1_gex_R1.fastq.gz"],
+        [fq / "L1_gex_R2.fastq.gz"],
+        "10xv3",
+        ref / "whitelist.txt",
+        res / "bare_gex",
+        args.threads,
+        args.memory,
+    )
+    count.kb_count(
+        res / "gref" / "index.idx",
+        res / "gref" / "t2g.txt",
+        [fq / "L1_guide_R1.fastq.gz"],
+        [fq / "L1_guide_R2.fastq.gz"],
+        count.guide_technology("10xv3", guides),
+        ref / "whitelist.txt",
+        res / "bare_guide",
+        args.threads,
+        args.memory,
+        kite=True,
+    )
+    timings["bare_kb_count_s"] = time.perf_counter() - t
+
+    # the branch as the workflow runs it
+    lib = res / "rna" / "L1"
+    t0 = time.perf_counter()
+    for kind, idx, feats in (
+        ("gex", res / "ref", None),
+        ("guide", res / "gref", res / "gref" / "features.tsv"),
+    ):
+        stages.count_library(
+            [fq / f"L1_{kind}_R1.fastq.gz"],
+            [fq / f"L1_{kind}_R2.fastq.gz"],
+            idx / "index.idx",
+            idx / "t2g.txt",
+            "10xv3",
+            ref / "whitelist.txt",
+            lib / f"kb_{kind}",
+            args.threads,
+            args.memory,
+            guide_features=feats,
+        )
+    timings["branch_kb_count_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    stages.load_library(
+        lib / "kb_gex",
+        lib / "kb_guide",
+        [],
+        "L1",
+        "B1",
+        lib / "raw.h5ad",
+        lib / "guides_raw.h5ad",
+        lib / "inputs.json",
+    )
+    timings["load_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stages.process_library(
+        lib / "raw.h5ad",
+        lib / "guides_raw.h5ad",
+        wd / "config" / "guides.tsv",
+        wd / "config" / "perturbations.tsv",
+        args.cells,
+        rna_cfg,
+        lib / "cells.h5ad",
+        lib / "barcode_ranks.parquet",
+    )
+    timings["process_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stages.merge_libraries(
+        [lib / "cells.h5ad"],
+        wd / "config" / "perturbations.tsv",
+        0.05,
+        res / "rna" / "cells.h5ad",
+        res / "rna" / "pseudobulk.h5ad",
+        res / "rna" / "knockdown.tsv",
+    )
+    timings["merge_s"] = time.perf_counter() - t
+    timings["branch_total_s"] = time.perf_counter() - t0
+    python_s = timings["load_s"] + timings["process_s"] + timings["merge_s"]
+    run_info = json.loads((lib / "kb_gex" / "run_info.json").read_text())
+    report = {
+        "cells": args.cells,
+        "gex_reads": run_info["n_processed"],
+        **{k: round(v, 2) for k, v in timings.items()},
+        # wall-clock difference (noisy on a shared machine: both sides are dominated by kallisto) ...
+        "overhead_s": round(timings["branch_total_s"] - timings["bare_kb_count_s"], 2),
+        "overhead_pct": round(100 * (timings["branch_total_s"] / timings["bare_kb_count_s"] - 1), 1),
+        # ... and the part that is ours for sure: the Python stages after kb
+        "python_stages_s": round(python_s, 2),
+        "python_stages_pct_of_bare_kb": round(100 * python_s / timings["bare_kb_count_s"], 1),
+        "peak_rss_python_mb": round(_peak_mb(resource.RUSAGE_SELF), 1),
+        "peak_rss_kb_children_mb": round(_peak_mb(resource.RUSAGE_CHILDREN), 1),
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

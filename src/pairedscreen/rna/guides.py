@@ -1,0 +1,207 @@
+"""Per-cell guide assignment from guide UMI counts.
+
+Methods (config ``rna.guides.method``):
+
+- ``mixture`` (default; Cell Ranger / crispat 'gauss' style): per guide and batch, a two-component
+  Gaussian mixture on log10(UMI + 1) over the cells with >= 1 UMI of that guide, fitted by weighted
+  EM over the distinct count values (so it is fast for any number of cells). A cell carries the guide
+  when its count is in the high component (posterior > 0.5) and >= ``min_umis``; this is a per-guide
+  UMI threshold, recorded in ``uns['guide_thresholds']``.
+- ``threshold``: count >= max(``threshold``, ``min_umis``) for every guide.
+- ``max``: only the top guide, when it has >= ``min_umis`` UMIs and >= ``max_fraction`` of the
+  cell's guide UMIs.
+
+Cells with several guides are kept (multiplets are recorded: ``n_guides`` > 1, and ``perturbation``
+= ``multiple`` when the guides belong to more than one perturbation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+METHODS = ("mixture", "threshold", "max")
+UNASSIGNED, MULTIPLE = "unassigned", "multiple"
+
+
+def _normal_logpdf(x: np.ndarray, mu: float, var: float) -> np.ndarray:
+    return -0.5 * (np.log(2 * np.pi * var) + (x - mu) ** 2 / var)
+
+
+def mixture_threshold(counts: np.ndarray, *, min_umis: int = 3, n_iter: int = 200) -> float:
+    """UMI threshold of one guide from a two-component mixture on log10(count+1) of nonzero cells.
+
+    Returns the smallest count (>= ``min_umis``) whose posterior for the high component exceeds 0.5,
+    or ``inf`` when no count qualifies (the guide is then never called).
+    """
+    c = np.asarray(counts)
+    c = c[c > 0]
+    if len(c) < 2:
+        return float(max(min_umis, c.max())) if len(c) and c.max() >= min_umis else float("inf")
+    u, w = np.unique(c, return_counts=True)
+    if len(u) == 1:
+        return float(max(min_umis, u[0]))
+    x = np.log10(u.astype(np.float64) + 1.0)
+    w = w.astype(np.float64)
+    cw = np.cumsum(w) / w.sum()
+    mu = np.array([x[np.searchsorted(cw, 0.25)], x[min(np.searchsorted(cw, 0.99), len(x) - 1)]])
+    if mu[1] <= mu[0]:
+        mu = np.array([x[0], x[-1]])
+    spread = float(np.average((x - np.average(x, weights=w)) ** 2, weights=w))
+    var = np.full(2, max(spread / 4, 1e-4))
+    pi = np.array([0.5, 0.5])
+    floor = max(spread * 1e-3, 1e-4)
+    for _ in range(n_iter):
+        logp = np.stack([np.log(pi[k]) + _normal_logpdf(x, mu[k], var[k]) for k in (0, 1)])
+        resp = np.exp(logp - np.logaddexp(logp[0], logp[1]))
+        nk = (resp * w).sum(axis=1)
+        if np.any(nk <= 0):
+            break
+        new_mu = (resp * w * x).sum(axis=1) / nk
+        var = np.maximum((resp * w * (x - new_mu[:, None]) ** 2).sum(axis=1) / nk, floor)
+        pi = nk / nk.sum()
+        converged = np.allclose(new_mu, mu, atol=1e-7)
+        mu = new_mu
+        if converged:
+            break
+    hi = int(np.argmax(mu))
+    logp = np.stack([np.log(pi[k]) + _normal_logpdf(x, mu[k], var[k]) for k in (0, 1)])
+    post_hi = np.exp(logp[hi] - np.logaddexp(logp[0], logp[1]))
+    ok = (post_hi > 0.5) & (x >= mu[1 - hi]) & (u >= min_umis)
+    return float(u[ok][0]) if ok.any() else float("inf")
+
+
+def call_guides(
+    counts: sp.spmatrix | np.ndarray,
+    *,
+    method: str = "mixture",
+    min_umis: int = 3,
+    threshold: int = 5,
+    max_fraction: float = 0.5,
+    groups: Sequence[str] | np.ndarray | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Boolean cells x guides assignment matrix and per-(group, guide) thresholds (groups x guides).
+
+    ``groups`` (e.g. batch per cell) fits mixture thresholds separately per group.
+    """
+    if method not in METHODS:
+        raise ValueError(f"guide method {method!r} not in {METHODS}")
+    x = sp.csr_matrix(counts)
+    n_cells, n_guides = x.shape
+    grp = np.asarray(groups).astype(str) if groups is not None else np.full(n_cells, "all")
+    levels = list(pd.unique(grp))
+    thr = np.full((len(levels), n_guides), float(max(threshold, min_umis)))
+    if method == "max":
+        thr[:] = float(min_umis)
+        tot = np.asarray(x.sum(axis=1)).ravel()
+        top = np.asarray(x.argmax(axis=1)).ravel()
+        topv = np.asarray(x.max(axis=1).todense()).ravel()
+        ok = (topv >= min_umis) & (topv >= max_fraction * np.maximum(tot, 1))
+        rows = np.flatnonzero(ok)
+        mat = sp.csr_matrix((np.ones(len(rows), bool), (rows, top[rows])), shape=x.shape)
+        return mat, thr
+    if method == "mixture":
+        xc = x.tocsc()
+        for gi, g in enumerate(levels):
+            sub = xc[grp == g] if len(levels) > 1 else xc
+            for j in range(n_guides):
+                col = sub.data[sub.indptr[j] : sub.indptr[j + 1]]
+                thr[gi, j] = mixture_threshold(col, min_umis=min_umis)
+    coo = x.tocoo()
+    gidx = pd.Index(levels).get_indexer(grp)
+    keep = coo.data >= thr[gidx[coo.row], coo.col]
+    mat = sp.csr_matrix((np.ones(keep.sum(), bool), (coo.row[keep], coo.col[keep])), shape=x.shape)
+    return mat, thr
+
+
+def assign_guides(
+    cells: ad.AnnData,
+    guide_counts: ad.AnnData,
+    guide_sheet: pd.DataFrame,
+    *,
+    registry: pd.DataFrame | None = None,
+    method: str = "mixture",
+    min_umis: int = 3,
+    threshold: int = 5,
+    max_fraction: float = 0.5,
+    batch_key: str | None = "library",
+) -> ad.AnnData:
+    """A copy of ``cells`` with guide calls.
+
+    ``guide_counts`` holds the guide UMIs (obs_names must cover ``cells``; var = guide ids of the
+    sheet). Adds obsm['guide_counts'] (csr, columns = uns['guide_names']), obs['guide_ids'] (';'),
+    obs['n_guides'], obs['guide_umis'], obs['perturbation'] (registry id, ``multiple`` or
+    ``unassigned``), obs['is_control'] (from ``registry`` is_control, else control_type/target
+    names containing 'non-targeting'), and uns['guide_thresholds'] (a DataFrame group x guide).
+    """
+    missing = cells.obs_names.difference(guide_counts.obs_names)
+    if len(missing):
+        raise ValueError(f"{len(missing)} cells have no guide-count row, e.g. {list(missing[:3])}")
+    g = guide_counts[cells.obs_names]
+    counts = sp.csr_matrix(g.X).astype(np.int64)
+    out = cells.copy()
+    groups = out.obs[batch_key].astype(str).to_numpy() if batch_key and batch_key in out.obs else None
+    calls, thr = call_guides(
+        counts, method=method, min_umis=min_umis, threshold=threshold, max_fraction=max_fraction,
+        groups=groups,
+    )
+    names = np.asarray(g.var_names.astype(str))
+    sheet = guide_sheet.set_index(guide_sheet["id"].astype(str))
+    unknown = set(names) - set(sheet.index)
+    if unknown:
+        raise ValueError(f"guides not in the guides sheet: {sorted(unknown)[:5]}")
+    pert_of = sheet["perturbation_id"].astype(str).reindex(names).to_numpy()
+    ids, perts = _labels(calls, counts, names, pert_of)
+    out.obsm["guide_counts"] = counts
+    out.uns["guide_names"] = names
+    out.obs["guide_ids"] = ids
+    out.obs["n_guides"] = np.diff(calls.indptr).astype(np.int64)
+    out.obs["guide_umis"] = np.asarray(counts.sum(axis=1)).ravel()
+    out.obs["perturbation"] = perts
+    controls = control_ids(registry, guide_sheet)
+    out.obs["is_control"] = out.obs["perturbation"].isin(controls).to_numpy()
+    levels = list(pd.unique(groups)) if groups is not None else ["all"]
+    out.uns["guide_thresholds"] = pd.DataFrame(thr, index=pd.Index(levels, name="group"), columns=names)
+    out.uns["guide_assignment"] = {"method": method, "min_umis": min_umis, "threshold": threshold,
+                                   "max_fraction": max_fraction}
+    return out
+
+
+def _labels(
+    calls: sp.csr_matrix, counts: sp.csr_matrix, names: np.ndarray, pert_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell: ';'-joined guide ids (most UMIs first) and the perturbation label."""
+    coo = calls.tocoo()
+    umis = np.asarray(counts[coo.row, coo.col]).ravel()
+    order = np.lexsort((coo.col, -umis, coo.row))
+    rows, cols = coo.row[order], coo.col[order]
+    n = calls.shape[0]
+    ids = np.full(n, "", dtype=object)
+    perts = np.full(n, UNASSIGNED, dtype=object)
+    if len(rows):
+        df = pd.DataFrame({"row": rows, "guide": names[cols], "pert": pert_of[cols]})
+        grouped = df.groupby("row", sort=False)
+        joined = grouped["guide"].agg(";".join)
+        ids[joined.index.to_numpy()] = joined.to_numpy()
+        first = grouped["pert"].first()
+        n_pert = grouped["pert"].nunique()
+        perts[first.index.to_numpy()] = np.where(n_pert.to_numpy() > 1, MULTIPLE, first.to_numpy())
+    return ids, perts
+
+
+def control_ids(registry: pd.DataFrame | None, guide_sheet: pd.DataFrame | None = None) -> set[str]:
+    """Perturbation ids that are controls: registry ``is_control`` when given, else by name."""
+    if registry is not None and "is_control" in registry:
+        flag = registry["is_control"]
+        if flag.dtype != bool:
+            flag = flag.astype(str).str.lower().isin(["true", "1", "yes"])
+        return set(registry.loc[flag.to_numpy(), "perturbation_id"].astype(str))
+    if guide_sheet is None:
+        return set()
+    text = guide_sheet.get("target_gene_name", guide_sheet["perturbation_id"]).astype(str).str.lower()
+    hit = text.str.contains("non-targeting|non_targeting|nontargeting")
+    return set(guide_sheet.loc[hit.to_numpy(), "perturbation_id"].astype(str))

@@ -1,0 +1,175 @@
+"""File-in/file-out RNA stages called by ``workflow/scripts/*.py`` (one function per rule).
+
+Each reads its inputs, calls the pure library functions of :mod:`pairedscreen.rna` and writes its
+outputs atomically (:func:`pairedscreen.io.atomic_output`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import pandas as pd
+
+from pairedscreen.io import atomic_output, sha256sum, write_json, write_parquet, write_tsv
+from pairedscreen.rna import calling, count, knockdown, pseudobulk, qc
+from pairedscreen.rna import guides as guide_calls
+
+PathLike = str | os.PathLike
+log = logging.getLogger("pairedscreen.rna")
+
+
+def _read_sheet(path: PathLike) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def _registry(path: PathLike) -> pd.DataFrame:
+    reg = _read_sheet(path)
+    reg["is_control"] = reg["is_control"].str.lower().isin(["true", "1", "yes"])
+    reg["target_gene"] = reg["target_gene"].where(reg["target_gene"].str.len() > 0)
+    return reg
+
+
+def _write_h5ad(adata: ad.AnnData, path: PathLike) -> None:
+    with atomic_output(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+
+
+def build_reference(fasta: PathLike, gtf: PathLike, index: PathLike, t2g: PathLike, threads: int = 1) -> None:
+    """kb ref (standard workflow) -> ``index`` + ``t2g``."""
+    Path(index).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(index).parent, prefix=".kb_ref.") as work:
+        out = count.kb_ref(fasta, gtf or None, work, threads)
+        log.info("kb ref log:\n%s", (Path(work) / "kb_ref.log").read_text())
+        with atomic_output(t2g) as tmp:
+            shutil.move(out["t2g"], tmp)
+        with atomic_output(index) as tmp:
+            shutil.move(out["index"], tmp)
+
+
+def build_guide_reference(guides: PathLike, index: PathLike, t2g: PathLike, features: PathLike) -> None:
+    """kb ref --workflow kite from the guides sheet -> ``index``, ``t2g``; ``features`` = the sheet's
+    id/name/read/pattern/sequence (with header), read back by :func:`count_library` for the layout."""
+    sheet = _read_sheet(guides)
+    Path(index).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(index).parent, prefix=".kite.") as work:
+        out = count.kb_ref_guides(sheet, work)
+        log.info("kb ref (kite) log:\n%s", (Path(work) / "kb_ref.log").read_text())
+        with atomic_output(t2g) as tmp:
+            shutil.move(out["t2g"], tmp)
+        with atomic_output(index) as tmp:
+            shutil.move(out["index"], tmp)
+    write_tsv(sheet[["id", "name", "read", "pattern", "sequence"]], features)
+
+
+def count_library(
+    r1: Sequence[PathLike],
+    r2: Sequence[PathLike],
+    index: PathLike,
+    t2g: PathLike,
+    chemistry: str,
+    whitelist: PathLike | None,
+    out_dir: PathLike,
+    threads: int = 1,
+    memory: str = "2G",
+    guide_features: PathLike | None = None,
+) -> None:
+    """kb count of one library's lanes into ``out_dir``; with ``guide_features`` a kite (guide) count whose
+    technology string comes from the chemistry + the guides' read/pattern."""
+    technology, kite = chemistry, False
+    if guide_features:
+        technology, kite = count.guide_technology(chemistry, _read_sheet(guide_features)), True
+    log.info("kb count: technology %s, kite=%s, %d lane(s)", technology, kite, len(r1))
+    with atomic_output(out_dir, is_dir=True) as tmp:
+        count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads, memory, kite=kite)
+        shutil.rmtree(tmp / "tmp", ignore_errors=True)
+        log.info("kb log:\n%s", (tmp / "kb_count.log").read_text())
+
+
+def load_library(
+    gex_dir: PathLike,
+    guide_dir: PathLike,
+    fastqs: Sequence[PathLike],
+    library: str,
+    batch: str,
+    raw: PathLike,
+    guides: PathLike,
+    inputs: PathLike,
+) -> None:
+    """kb outputs -> ``raw.h5ad`` and ``guides_raw.h5ad`` (same obs) + ``inputs.json`` (FASTQ sha256, kb
+    run_info of both counts)."""
+    gex, gd = count.load_library(gex_dir, guide_dir, library, batch)
+    _write_h5ad(gex, raw)
+    _write_h5ad(gd, guides)
+    info: dict[str, Any] = {"library": library, "fastqs": {str(f): sha256sum(f) for f in fastqs}}
+    for name, d in (("kb_gex", gex_dir), ("kb_guide", guide_dir)):
+        ri = Path(d) / "run_info.json"
+        info[name] = json.loads(ri.read_text()) if ri.exists() else {}
+    write_json(info, inputs)
+
+
+def process_library(
+    raw: PathLike,
+    guides: PathLike,
+    guide_sheet: PathLike,
+    registry: PathLike,
+    expected_cells: int | None,
+    params: Mapping[str, Any],
+    cells_out: PathLike,
+    ranks_out: PathLike,
+    seed: int = 0,
+) -> None:
+    """Cell calling -> QC flags -> doublets -> guide assignment of one library.
+
+    ``params`` is config['rna'] (cell_calling, qc, doublets, guides sections)."""
+    adata = ad.read_h5ad(raw)
+    guide_counts = ad.read_h5ad(guides)
+    cc, q, dbl, gd = (params.get(k, {}) for k in ("cell_calling", "qc", "doublets", "guides"))
+    cells, ranks = calling.call_cells(
+        adata, fdr=float(cc.get("fdr", 0.01)), ambient_max_umis=int(cc.get("ambient_max_umis", 100)),
+        min_umis=int(cc.get("min_umis", 200)), n_iter=int(cc.get("n_iter", 10000)),
+        expected_cells=expected_cells, seed=seed,
+    )
+    log.info("cell calling: %s", cells.uns["cell_calling"])
+    cells = qc.compute_qc(
+        cells, mt_prefix=q.get("mt_prefix", "MT-"), ribo_prefixes=q.get("ribo_prefixes", ["RPL", "RPS"]),
+        nmads_counts=float(q.get("nmads_counts", 5)), nmads_genes=float(q.get("nmads_genes", 5)),
+        nmads_mt=float(q.get("nmads_mt", 3)), max_pct_mt=float(q.get("max_pct_mt", 100.0)),
+    )
+    if dbl.get("method", "scrublet") != "scrublet":
+        raise ValueError(f"doublet method {dbl.get('method')!r} not supported (scrublet)")
+    cells = qc.flag_doublets(cells, expected_rate=float(dbl.get("expected_rate", 0.06)), seed=seed)
+    cells = guide_calls.assign_guides(
+        cells, guide_counts, _read_sheet(guide_sheet), registry=_registry(registry),
+        method=gd.get("method", "mixture"), min_umis=int(gd.get("min_umis", 3)),
+        threshold=int(gd.get("threshold", 5)), max_fraction=float(gd.get("max_fraction", 0.5)),
+    )
+    _write_h5ad(cells, cells_out)
+    write_parquet(ranks, ranks_out)
+
+
+def merge_libraries(
+    cells: Sequence[PathLike],
+    registry: PathLike,
+    alpha: float,
+    cells_out: PathLike,
+    pseudobulk_out: PathLike,
+    knockdown_out: PathLike,
+) -> None:
+    """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``."""
+    reg = _registry(registry)
+    merged = pseudobulk.merge_libraries([ad.read_h5ad(p) for p in cells])
+    _write_h5ad(merged, cells_out)
+    controls = set(reg.loc[reg["is_control"], "perturbation_id"])
+    pb = pseudobulk.pseudobulk(merged, order=list(reg["perturbation_id"]), controls=controls)
+    _write_h5ad(pb, pseudobulk_out)
+    kd = knockdown.knockdown_table(merged, reg)
+    kd["significant"] = (kd["padj"] < alpha) & (kd["log2fc"] < 0)
+    write_tsv(kd, knockdown_out)
