@@ -15,20 +15,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pairedscreen.rna import pseudobulk as rna_pb
+
 TARGET_SUM = 1e4
 
 
 def usable_cells(cells: ad.AnnData, *, key: str = "perturbation",
                  categories: Sequence[str] | None = None) -> np.ndarray:
-    """Cells that pass QC, are not predicted doublets and carry one registry perturbation (the same rule
-    as ``pairedscreen.rna.pseudobulk.usable_cells``)."""
-    mask = np.ones(cells.n_obs, bool)
-    if "pass_qc" in cells.obs:
-        mask &= cells.obs["pass_qc"].to_numpy(bool)
-    if "predicted_doublet" in cells.obs:
-        mask &= ~cells.obs["predicted_doublet"].to_numpy(bool)
+    """The RNA arm's rule (:func:`pairedscreen.rna.pseudobulk.usable_cells`: pass QC, not a predicted
+    doublet, one perturbation), optionally restricted to registry ``categories``."""
+    view = cells if key == "perturbation" else ad.AnnData(obs=cells.obs.assign(perturbation=cells.obs[key]))
+    mask = rna_pb.usable_cells(view)
     pert = cells.obs[key].astype(str).to_numpy()
-    mask &= ~np.isin(pert, ["multiple", "unassigned", "nan", "None", ""])
+    mask &= ~np.isin(pert, ["nan", "None", ""])
     if categories is not None:
         mask &= np.isin(pert, np.asarray(categories, dtype=str))
     return mask
@@ -43,35 +42,35 @@ def _indicator(labels: np.ndarray, levels: Sequence[str]) -> sp.csr_matrix:
 
 
 def _log_norm(counts: sp.spmatrix | np.ndarray, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
+    if target_sum == 1e4:
+        return rna_pb.log1p_cp10k(counts)
     x = sp.csr_matrix(counts, dtype=np.float64)
     tot = np.asarray(x.sum(axis=1)).ravel()
-    scale = np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)
-    x = sp.diags(scale) @ x
+    x = sp.csr_matrix(sp.diags(np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)) @ x)
     x.data = np.log1p(x.data)
-    return sp.csr_matrix(x)
+    return x
 
 
-def pseudobulk(cells: ad.AnnData, categories: Sequence[str], *, key: str = "perturbation",
-               target_sum: float = TARGET_SUM) -> ad.AnnData:
-    """One row per ``categories`` entry (in that order): X = mean over cells of log1p(CP10k) (float32),
-    ``layers['counts']`` = summed counts (float64), ``obs['n_cells']``. Categories without cells get NaN
-    rows and ``n_cells`` 0.
-    """
-    mask = usable_cells(cells, key=key, categories=categories)
-    sub = cells[mask]
-    labels = sub.obs[key].astype(str).to_numpy()
-    g = _indicator(labels, list(categories))
-    n = np.asarray(g.sum(axis=1)).ravel()
-    counts = np.asarray((g @ sp.csr_matrix(sub.X, dtype=np.float64)).todense())
-    lognorm = np.asarray((g @ _log_norm(sub.X, target_sum)).todense())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (lognorm / n[:, None]).astype(np.float32)
-    empty = n == 0
-    mean[empty] = np.nan
-    counts[empty] = np.nan
-    obs = pd.DataFrame({"n_cells": n.astype(np.int64)}, index=pd.Index(list(categories), name=None))
-    out = ad.AnnData(X=mean, obs=obs, var=cells.var.copy(), layers={"counts": counts})
-    out.uns["normalization"] = f"mean over cells of log1p(counts / total * {target_sum:g})"
+def pseudobulk(cells: ad.AnnData, categories: Sequence[str], *, key: str = "perturbation") -> ad.AnnData:
+    """The RNA arm's pseudobulk (:func:`pairedscreen.rna.pseudobulk.pseudobulk`) with one row per
+    ``categories`` entry in that order: categories without cells get NaN rows and ``n_cells`` 0."""
+    keep = usable_cells(cells, key=key, categories=categories)
+    sub = cells[keep]
+    if key != "perturbation":
+        sub = sub.copy()
+        sub.obs["perturbation"] = sub.obs[key]
+    pb = rna_pb.pseudobulk(sub, order=list(categories), controls=set())
+    ids = pd.Index(list(categories))
+    x = np.full((len(ids), cells.n_vars), np.nan, np.float32)
+    counts = np.full((len(ids), cells.n_vars), np.nan)
+    pos = ids.get_indexer(pb.obs_names)
+    x[pos] = np.asarray(pb.X, np.float32)
+    counts[pos] = np.asarray(pb.layers["counts"], np.float64)
+    n = np.zeros(len(ids), np.int64)
+    n[pos] = pb.obs["n_cells"].to_numpy()
+    out = ad.AnnData(X=x, obs=pd.DataFrame({"n_cells": n}, index=ids), var=cells.var.copy(),
+                     layers={"counts": counts})
+    out.uns["normalization"] = "mean over cells of log1p(counts / total * 10000)"
     return out
 
 
