@@ -1,14 +1,21 @@
 """Illumination correction functions, CellProfiler ``CorrectIlluminationCalculate`` style.
 
-Per plate and channel: the robust per-pixel mean over all sites ("Regular" intensity, "All" images),
-smoothed with a Gaussian and rescaled to mean 1, then applied by division
-(``CorrectIlluminationApply``, "Divide").
+Per plate and channel, over all sites ("All" images), one of two robust estimators, then smoothed with a
+Gaussian and rescaled to mean 1; applied by division (``CorrectIlluminationApply``, "Divide"):
 
-Robust mean: each image is first clipped at its own ``clip_percentiles`` (default 1st/99th), so a few
-very bright cells or hot pixels cannot imprint on the function. The pass is streaming: memory is one
-image plus one float64 accumulator, whatever the number of sites (``benchmarks/illumination_memory.py``).
-Smoothing: Gaussian with ``sigma = smoothing_sigma`` pixels, or ``min(H, W) / 20`` when 0 (CellProfiler's
-automatic filter size is of this order: a tenth of the image side as the filter width).
+- ``method="background"`` (default; CellProfiler's "Background" intensity choice): each image is cut into
+  a grid of blocks (``block_size`` px, default image side / 10) and each block's ``background_percentile``
+  (default 10th; CellProfiler uses the block minimum, a low percentile is as robust to cells and less to
+  shot noise) is its background level; the block grids are averaged over sites and interpolated
+  (bilinear between block centres) back to full size. Cells cannot bias it as long as they cover less than
+  ~90% of a block, which makes it converge with few sites.
+- ``method="mean"`` (CellProfiler "Regular"): the per-pixel mean over sites after clipping each image at
+  its own ``clip_percentiles`` (default 1st/99th). Unbiased only when cells are spread uniformly over the
+  field on average and needs many sites to average them out.
+
+Both are streaming: memory is one image plus one accumulator (a float64 image or a small block grid),
+whatever the number of sites (``benchmarks/illumination_memory.py``). Smoothing: Gaussian with
+``sigma = smoothing_sigma`` px, or ``min(H, W) / 20`` when 0.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -25,6 +33,7 @@ from pairedscreen.io import atomic_output
 from pairedscreen.paint.ingest import read_image
 
 ImageSource = str | os.PathLike | np.ndarray
+Method = Literal["background", "mean"]
 
 
 def auto_sigma(shape: tuple[int, ...]) -> float:
@@ -32,36 +41,85 @@ def auto_sigma(shape: tuple[int, ...]) -> float:
     return min(shape[-2:]) / 20.0
 
 
-class IlluminationAccumulator:
-    """Streaming robust-mean accumulator for one channel (add images one at a time)."""
+def _block_edges(n: int, block: int) -> np.ndarray:
+    nb = max(1, int(round(n / block)))
+    return np.linspace(0, n, nb + 1).round().astype(int)
 
-    def __init__(self, clip_percentiles: tuple[float, float] = (1.0, 99.0)) -> None:
+
+class IlluminationAccumulator:
+    """Streaming accumulator for one channel: ``add`` images one at a time, then ``result``."""
+
+    def __init__(
+        self,
+        method: Method = "background",
+        clip_percentiles: tuple[float, float] = (1.0, 99.0),
+        block_size: int = 0,
+        background_percentile: float = 10.0,
+    ) -> None:
+        if method not in ("background", "mean"):
+            raise ValueError(f"illumination method must be 'background' or 'mean', got {method!r}")
         lo, hi = clip_percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise ValueError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {clip_percentiles}")
+        if not 0.0 <= background_percentile <= 100.0:
+            raise ValueError(f"background_percentile must be in [0, 100], got {background_percentile}")
+        self.method = method
         self.clip_percentiles = (float(lo), float(hi))
+        self.block_size = int(block_size)
+        self.background_percentile = float(background_percentile)
+        self.shape: tuple[int, int] | None = None
         self.total: np.ndarray | None = None
+        self.edges: tuple[np.ndarray, np.ndarray] | None = None
         self.n = 0
 
     def add(self, image: np.ndarray) -> None:
         img = np.asarray(image)
         if img.ndim != 2:
             raise ValueError(f"illumination input must be a 2-D image, got shape {img.shape}")
-        lo, hi = np.percentile(img, self.clip_percentiles)
-        clipped = np.clip(img.astype(np.float64, copy=False), lo, hi)
-        if self.total is None:
-            self.total = np.zeros(img.shape, np.float64)
-        elif self.total.shape != img.shape:
-            raise ValueError(f"image shape {img.shape} differs from earlier images {self.total.shape}")
-        self.total += clipped
+        if self.shape is None:
+            self.shape = (int(img.shape[0]), int(img.shape[1]))
+            if self.method == "background":
+                block = self.block_size if self.block_size > 0 else max(4, min(self.shape) // 10)
+                self.edges = (_block_edges(self.shape[0], block), _block_edges(self.shape[1], block))
+                self.total = np.zeros((len(self.edges[0]) - 1, len(self.edges[1]) - 1), np.float64)
+            else:
+                self.total = np.zeros(self.shape, np.float64)
+        elif img.shape != self.shape:
+            raise ValueError(f"image shape {img.shape} differs from earlier images {self.shape}")
+        assert self.total is not None
+        if self.method == "background":
+            assert self.edges is not None
+            ey, ex = self.edges
+            for i in range(len(ey) - 1):
+                for j in range(len(ex) - 1):
+                    self.total[i, j] += np.percentile(img[ey[i]:ey[i + 1], ex[j]:ex[j + 1]],
+                                                      self.background_percentile)
+        else:
+            lo, hi = np.percentile(img, self.clip_percentiles)
+            self.total += np.clip(img.astype(np.float64, copy=False), lo, hi)
         self.n += 1
+
+    def _full_size_mean(self) -> np.ndarray:
+        assert self.total is not None and self.shape is not None
+        mean = self.total / self.n
+        if self.method == "mean":
+            return mean
+        assert self.edges is not None
+        ey, ex = self.edges
+        cy = (ey[:-1] + ey[1:] - 1) / 2.0
+        cx = (ex[:-1] + ex[1:] - 1) / 2.0
+        # fractional block coordinates of every pixel row/column (clamped: flat beyond the outer centres)
+        fy = np.interp(np.arange(self.shape[0]), cy, np.arange(len(cy)))
+        fx = np.interp(np.arange(self.shape[1]), cx, np.arange(len(cx)))
+        yy, xx = np.meshgrid(fy, fx, indexing="ij")
+        return ndimage.map_coordinates(mean, [yy, xx], order=1, mode="nearest")
 
     def result(self, smoothing_sigma: float = 0.0) -> np.ndarray:
         if self.total is None or self.n == 0:
             raise ValueError("no images were given to the illumination function")
-        mean = self.total / self.n
-        sigma = float(smoothing_sigma) if smoothing_sigma and smoothing_sigma > 0 else auto_sigma(mean.shape)
-        smooth = ndimage.gaussian_filter(mean, sigma=sigma, mode="nearest")
+        full = self._full_size_mean()
+        sigma = float(smoothing_sigma) if smoothing_sigma and smoothing_sigma > 0 else auto_sigma(full.shape)
+        smooth = ndimage.gaussian_filter(full, sigma=sigma, mode="nearest")
         m = smooth.mean()
         if not np.isfinite(m) or m <= 0:
             raise ValueError("illumination function has a non-positive mean (all images empty?)")
@@ -73,13 +131,16 @@ class IlluminationAccumulator:
 def compute_illumination(
     images: Iterable[ImageSource],
     smoothing_sigma: float = 0.0,
+    method: Method = "background",
     clip_percentiles: tuple[float, float] = (1.0, 99.0),
+    block_size: int = 0,
+    background_percentile: float = 10.0,
 ) -> np.ndarray:
     """Illumination function (float32, mean 1) from an iterable of image paths or 2-D arrays.
 
     The iterable is consumed lazily: pass a generator of paths to keep memory at one image.
     """
-    acc = IlluminationAccumulator(clip_percentiles)
+    acc = IlluminationAccumulator(method, clip_percentiles, block_size, background_percentile)
     for src in images:
         acc.add(src if isinstance(src, np.ndarray) else read_image(src))
     return acc.result(smoothing_sigma)
@@ -98,17 +159,20 @@ def compute_plate_illumination(
     index: pd.DataFrame,
     smoothing_sigma: float = 0.0,
     channels: list[str] | None = None,
-    clip_percentiles: tuple[float, float] = (1.0, 99.0),
+    method: Method = "background",
+    **kwargs: float | int | tuple[float, float],
 ) -> dict[str, np.ndarray]:
     """One function per channel from an image index's ``status == "ok"`` rows (all sites of the plate)."""
     ok = index[index["status"] == "ok"]
-    names = channels if channels is not None else list(dict.fromkeys(index.sort_values("channel_index")["channel"]))
+    if channels is None:
+        channels = list(dict.fromkeys(index.sort_values("channel_index")["channel"]))
+    names = channels
     out: dict[str, np.ndarray] = {}
     for name in names:
         paths = ok.loc[ok["channel"] == name, "path"].tolist()
         if not paths:
             raise ValueError(f"no usable images for channel {name}: cannot compute its illumination function")
-        out[name] = compute_illumination(iter(paths), smoothing_sigma, clip_percentiles)
+        out[name] = compute_illumination(iter(paths), smoothing_sigma, method, **kwargs)  # type: ignore[arg-type]
     return out
 
 

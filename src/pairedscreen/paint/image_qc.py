@@ -110,7 +110,8 @@ def add_image_qc(
     """Return ``index`` (from :func:`~pairedscreen.paint.ingest.build_image_index`) plus the QC columns.
 
     Rows with ``status != "ok"`` get NaN metrics, ``qc_flag=True`` and ``qc_reason="quarantined"``.
-    The site-level flag (any channel flagged) is left to the reader: ``index.groupby(["well","site"]).qc_flag.any()``.
+    The site-level flag (any channel flagged) is left to the reader:
+    ``index.groupby(["well", "site"]).qc_flag.any()``.
     """
     out = index.copy()
     records: list[dict[str, Any]] = []

@@ -71,9 +71,8 @@ def parse_pattern(pattern: str) -> re.Pattern[str]:
     for m in _PLACEHOLDER.finditer(pattern):
         name = m.group(1)
         if name not in _FIELD_RE:
-            raise ImageIngestError(
-                f"image_pattern {pattern!r}: unknown field {{{name}}}; use {', '.join('{' + f + '}' for f in FIELDS)}"
-            )
+            known = ", ".join("{" + f + "}" for f in FIELDS)
+            raise ImageIngestError(f"image_pattern {pattern!r}: unknown field {{{name}}}; use {known}")
         if name in seen:
             raise ImageIngestError(f"image_pattern {pattern!r}: field {{{name}}} appears twice")
         seen.append(name)

@@ -155,6 +155,7 @@ class SiteMasks:
     n_nuclei_dropped: int = 0
     n_cells_without_nucleus: int = 0
     dropped_nucleus_areas: list[int] = field(default_factory=list)
+    nuclei_all: np.ndarray | None = None  # Cellpose nuclei before matching (original ids), for QC
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.nuclei, self.cells, self.cytoplasm))
@@ -222,6 +223,7 @@ def match_compartments(nuclei: np.ndarray, cells: np.ndarray, min_nucleus_overla
         n_nuclei_detected=n_nuc, n_nuclei_dropped=int(dropped.size),
         n_cells_without_nucleus=int(k - cells_with.size),
         dropped_nucleus_areas=[int(a) for a in nuc_area[dropped]],
+        nuclei_all=nuclei,
     )
 
 
@@ -255,14 +257,22 @@ def _prepare(images: Sequence[np.ndarray], channel_names: Sequence[str], illum: 
 
 def _run_model(model: Any, xs: list[np.ndarray], diameter: float | None, flow_threshold: float,
                cellprob_threshold: float, batch_size: int, tile_batch_size: int | None,
-               min_size: int) -> list[np.ndarray]:
+               min_size: int, normalize_percentiles: Sequence[float] | None = None) -> list[np.ndarray]:
     """Run Cellpose on ``xs`` ([H, W, 2] each), ``batch_size`` same-shape images per eval call."""
     results: list[np.ndarray | None] = [None] * len(xs)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(xs):
         groups.setdefault(x.shape, []).append(i)
+    normalize: bool | dict[str, Any] = True
+    if normalize_percentiles is not None:
+        lo, hi = (float(v) for v in normalize_percentiles)
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(
+                f"normalize_percentiles must be [low, high] within 0..100, got {normalize_percentiles}"
+            )
+        normalize = {"percentile": [lo, hi]}
     kw = dict(diameter=diameter if diameter else None, flow_threshold=flow_threshold,
-              cellprob_threshold=cellprob_threshold, normalize=True, min_size=min_size)
+              cellprob_threshold=cellprob_threshold, normalize=normalize, min_size=min_size)
     cp_logger = logging.getLogger("cellpose.models")
     level = cp_logger.level
     cp_logger.setLevel(logging.ERROR)  # "3D stack used, ... masks are made per plane" is what we want
@@ -275,7 +285,8 @@ def _run_model(model: Any, xs: list[np.ndarray], diameter: float | None, flow_th
                     tb = int(tile_batch_size)
                 else:  # all tiles of the chunk in one forward pass when the batch is small
                     scale = float(model.diam_mean) / diameter if diameter else 1.0
-                    ntiles = max(1, int(np.ceil(h * scale / 224 * 1.2))) * max(1, int(np.ceil(w * scale / 224 * 1.2)))
+                    ny = max(1, int(np.ceil(h * scale / 224 * 1.2)))
+                    ntiles = ny * max(1, int(np.ceil(w * scale / 224 * 1.2)))
                     tb = int(min(64, max(8, ntiles * len(chunk))))
                 if len(chunk) == 1:
                     masks = model.eval(xs[chunk[0]], channel_axis=2, batch_size=tb, **kw)[0]
@@ -291,6 +302,29 @@ def _run_model(model: Any, xs: list[np.ndarray], diameter: float | None, flow_th
     return [r for r in results if r is not None]
 
 
+def segment_compartment(
+    images: Sequence[np.ndarray],
+    channel_names: Sequence[str],
+    ccfg: Mapping[str, Any],
+    *,
+    gpu: bool | str = "auto",
+    batch_size: int = 8,
+    illum: np.ndarray | None = None,
+    nuclear: bool = True,
+    tile_batch_size: int | None = None,
+    min_size: int = 15,
+) -> list[np.ndarray]:
+    """Raw Cellpose label images for one compartment (``ccfg`` = ``paint.segmentation.nuclei`` or
+    ``.cells``): nuclei from ``[channel, 0]``, cells from ``[channel, nuclear_channel]``."""
+    model = load_model(ccfg["model"], gpu)
+    main = ccfg.get("channel", "DNA" if nuclear else "AGP")
+    second = None if nuclear else ccfg.get("nuclear_channel")
+    xs = _prepare(images, channel_names, illum, main, second)
+    return _run_model(model, xs, ccfg.get("diameter"), float(_cfg_get(ccfg, "flow_threshold", 0.4)),
+                      float(_cfg_get(ccfg, "cellprob_threshold", 0.0)), batch_size, tile_batch_size, min_size,
+                      ccfg.get("normalize_percentiles"))
+
+
 def segment_sites(
     images: Sequence[np.ndarray],
     channel_names: Sequence[str],
@@ -303,6 +337,9 @@ def segment_sites(
     ``nuclei`` / ``cells`` with ``model``, ``channel`` (and ``nuclear_channel`` for cells), ``diameter``,
     ``flow_threshold``, ``cellprob_threshold``; optional ``min_nucleus_overlap`` (0.5), ``min_size`` (15
     pixels), ``tile_batch_size`` (Cellpose's tiles per forward pass; default: all tiles of a call, max 64).
+    Per compartment, optional ``normalize_percentiles`` ([low, high], default Cellpose's [1, 99]) maps
+    those intensity percentiles to 0 and 1 before the network (e.g. [50, 99.5] on dense, dim nuclear
+    images whose background is noisy: the median then marks background).
     ``illum`` is the ``[C, H, W]`` illumination stack (mean 1) or None. Returns one :class:`SiteMasks` per
     site; ``nuclei, cells, cytoplasm = result[i]`` unpacks the label images.
     """
@@ -318,18 +355,14 @@ def segment_sites(
     if illum is not None:
         illum = np.asarray(illum, np.float32)
         if illum.shape != np.asarray(images[0]).shape:
-            raise ValueError(f"illumination stack {illum.shape} does not match the sites {np.asarray(images[0]).shape}")
+            raise ValueError(
+                f"illumination stack {illum.shape} does not match the sites {np.asarray(images[0]).shape}"
+            )
 
-    nuc_model = load_model(ncfg["model"], gpu)
-    nx = _prepare(images, channel_names, illum, ncfg.get("channel", "DNA"), None)
-    nuclei = _run_model(nuc_model, nx, ncfg.get("diameter"), float(_cfg_get(ncfg, "flow_threshold", 0.4)),
-                        float(_cfg_get(ncfg, "cellprob_threshold", 0.0)), batch_size, tile_bs, min_size)
-    del nx
-    cell_model = load_model(ccfg["model"], gpu)
-    cx = _prepare(images, channel_names, illum, ccfg.get("channel", "AGP"), ccfg.get("nuclear_channel"))
-    cells = _run_model(cell_model, cx, ccfg.get("diameter"), float(_cfg_get(ccfg, "flow_threshold", 0.4)),
-                       float(_cfg_get(ccfg, "cellprob_threshold", 0.0)), batch_size, tile_bs, min_size)
-    del cx
+    nuclei = segment_compartment(images, channel_names, ncfg, gpu=gpu, batch_size=batch_size, illum=illum,
+                                 nuclear=True, tile_batch_size=tile_bs, min_size=min_size)
+    cells = segment_compartment(images, channel_names, ccfg, gpu=gpu, batch_size=batch_size, illum=illum,
+                                nuclear=False, tile_batch_size=tile_bs, min_size=min_size)
     min_ov = float(_cfg_get(cfg, "min_nucleus_overlap", 0.5))
     return [match_compartments(n, c, min_ov) for n, c in zip(nuclei, cells, strict=True)]
 
@@ -352,7 +385,9 @@ def write_site_masks(out_dir: str | os.PathLike, well: str, site: int, masks: Si
     return paths
 
 
-def read_site_masks(in_dir: str | os.PathLike, well: str, site: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_site_masks(
+    in_dir: str | os.PathLike, well: str, site: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b, c = (tifffile.imread(mask_path(in_dir, well, site, comp)) for comp in COMPARTMENTS)
     return a, b, c
 
@@ -424,3 +459,66 @@ def segment_chunk(
 def _empty_masks() -> SiteMasks:
     z = np.zeros((1, 1), np.uint16)
     return SiteMasks(z, z, z)
+
+
+# ------------------------------------------------------------------------------------------ overlays
+
+def _stretch(a: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(a, [1, 99.5])
+    return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def overlay_rgb(
+    site: np.ndarray, channel_names: Sequence[str], masks: SiteMasks,
+    nuclear: str = "DNA", cyto: str = "AGP", max_side: int = 800,
+) -> np.ndarray:
+    """RGB uint8 composite (nuclear channel blue, cytoplasm channel green) with cell outlines in yellow
+    (red: cells without a nucleus), nucleus outlines in magenta and dropped nuclei (no cell) in cyan,
+    downscaled to ``max_side``."""
+    from skimage.segmentation import find_boundaries
+    from skimage.transform import resize
+
+    names = list(channel_names)
+    dna = _stretch(np.asarray(site[names.index(nuclear)], np.float32))
+    cyt = _stretch(np.asarray(site[names.index(cyto)], np.float32))
+    rgb = np.stack([0.15 * cyt, 0.85 * cyt, dna], axis=-1)
+    cell_edge = find_boundaries(masks.cells, mode="inner")
+    nuc_edge = find_boundaries(masks.nuclei, mode="inner")
+    has_nuc = np.zeros(masks.n_cells + 1, bool)
+    has_nuc[np.unique(masks.nuclei)] = True
+    orphan = cell_edge & ~has_nuc[masks.cells]
+    dropped = np.zeros_like(cell_edge)
+    if masks.nuclei_all is not None:  # nuclei without a cell: dashed-looking cyan outlines
+        dropped = find_boundaries(np.where(masks.nuclei > 0, 0, masks.nuclei_all), mode="inner")
+    h, w = dna.shape
+    f = min(1.0, max_side / max(h, w))
+    if f < 1.0:
+        shape = (round(h * f), round(w * f))
+        rgb = resize(rgb, (*shape, 3), anti_aliasing=True)
+        # keep outlines visible: a pixel is an outline when any source pixel under it is
+        cell_edge, nuc_edge, orphan, dropped = (
+            resize(e.astype(np.float32), shape, anti_aliasing=False) > 0.2
+            for e in (cell_edge, nuc_edge, orphan, dropped))
+    rgb[cell_edge] = (1.0, 0.9, 0.0)
+    rgb[orphan] = (1.0, 0.1, 0.1)
+    rgb[nuc_edge] = (1.0, 0.0, 1.0)
+    rgb[dropped] = (0.0, 1.0, 1.0)
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def write_overlay(path: str | os.PathLike, site: np.ndarray, channel_names: Sequence[str], masks: SiteMasks,
+                  **kwargs: Any) -> Path:
+    """Save :func:`overlay_rgb` as a PNG (atomic)."""
+    rgb = overlay_rgb(site, channel_names, masks, **kwargs)
+    with atomic_output(path) as tmp:
+        _save_png(tmp, rgb)
+    return Path(path)
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.imsave(path, rgb, format="png")

@@ -18,7 +18,7 @@ from pairedscreen.io import atomic_output, write_parquet
 from pairedscreen.paint.aggregate import aggregate_wells, assemble_cells
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
-from pairedscreen.paint.ingest import build_image_index, load_site, usable_sites
+from pairedscreen.paint.ingest import build_image_index, load_site
 from pairedscreen.sheets import normalise_well, read_sheet
 
 log = logging.getLogger(__name__)
@@ -59,47 +59,28 @@ def illumination(index: PathLike, out_dir: PathLike, params: Mapping[str, Any]) 
         save_illumination(funcs, tmp, png=Path(tmp) / "illum.png")
 
 
-def _chunk_sites(idx: pd.DataFrame, wells: list[str]) -> list[tuple[str, int]]:
-    wanted = set(wells)
-    return [(w, s) for w, s in usable_sites(idx) if w in wanted]
-
-
 def segment_chunk(index: PathLike, illum_dir: PathLike, wells: list[str], segmentation: Mapping[str, Any],
                   models: Mapping[str, str], out_dir: PathLike, threads: int = 1) -> pd.DataFrame:
-    """Cellpose nuclei + cells for the usable sites of ``wells``; masks and an objects table in ``out_dir``.
-
-    Sites are processed in groups of ``4 x batch_size`` so memory is bounded by a group, not the chunk.
-    """
+    """Cellpose nuclei + cells for the usable sites of ``wells`` (batched); masks, ``objects.parquet`` and
+    ``summary.tsv`` (per site, quarantined sites included) in ``out_dir``. Models are the resolved paths or
+    names from the config."""
     import torch
 
-    from pairedscreen.paint.segment import objects_table, segment_sites, summary_row, write_site_masks
+    from pairedscreen.paint import segment
 
     torch.set_num_threads(max(1, int(threads)))
-    idx = pd.read_parquet(index)
-    channels = channel_order(idx)
-    illum = load_illumination(illum_dir, channels)
     cfg = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in segmentation.items()}
     for comp in ("nuclei", "cells"):
         cfg[comp]["model"] = models[comp]
-    sites = _chunk_sites(idx, wells)
-    group = max(1, 4 * int(cfg.get("batch_size", 8)))
-    objects, summary = [], []
-    with atomic_output(out_dir, is_dir=True) as tmp:
-        for start in range(0, len(sites), group):
-            part = sites[start:start + group]
-            images = [load_site(idx, w, s, channels) for w, s in part]
-            for (w, s), masks in zip(part, segment_sites(images, channels, cfg, illum=illum), strict=True):
-                write_site_masks(tmp, w, s, masks)
-                objects.append(objects_table(w, s, masks))
-                summary.append(summary_row(w, s, masks))
-            log.info("segmented %d/%d sites", min(start + group, len(sites)), len(sites))
-        table = pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=[
-            "well", "site", "object_id", "has_nucleus", "nucleus_area", "cell_area", "cytoplasm_area"])
-        table.to_parquet(Path(tmp) / "objects.parquet", index=False)
-        pd.DataFrame(summary, columns=["well", "site", "n_cells", "n_nuclei_detected", "n_nuclei_dropped",
-                                       "n_cells_without_nucleus"]).to_parquet(Path(tmp) / "sites.parquet",
-                                                                              index=False)
-    return table
+    objects, summary = segment.segment_chunk(pd.read_parquet(index), out_dir, cfg, illum_dir=illum_dir,
+                                             wells=wells)
+    log.info("%d sites segmented, %d cells, %d nuclei without a cell", int((summary["status"] == "ok").sum()),
+             int(summary["n_cells"].sum()), int(summary["n_nuclei_dropped"].sum()))
+    return objects
+
+
+def site_summary(masks_dir: PathLike) -> pd.DataFrame:
+    return pd.read_csv(Path(masks_dir) / "summary.tsv", sep="\t", dtype={"well": str})
 
 
 def corrected_site(idx: pd.DataFrame, well: str, site: int, channels: list[str],
@@ -121,7 +102,8 @@ def features_chunk(index: PathLike, illum_dir: PathLike, masks_dir: PathLike, pl
     idx = pd.read_parquet(index)
     channels = channel_order(idx)
     illum = load_illumination(illum_dir, channels)
-    sites = pd.read_parquet(Path(masks_dir) / "sites.parquet")
+    sites = site_summary(masks_dir)
+    sites = sites[sites["status"] == "ok"]
     tables = []
     for well, site in zip(sites["well"], sites["site"], strict=True):
         nuclei, cells, cytoplasm = read_site_masks(masks_dir, well, int(site))
@@ -153,7 +135,7 @@ def assemble_plate(features: list[PathLike], masks: list[PathLike], index: PathL
     per_well = pd.DataFrame({"usable": site_status, "qc_flag": qc}).reset_index().groupby("well").agg(
         Metadata_Count_Sites=("site", "size"), Metadata_Count_SitesUsable=("usable", "sum"),
         Metadata_Count_SitesFlagged=("qc_flag", "sum"))
-    seg = pd.concat([pd.read_parquet(Path(m) / "sites.parquet") for m in masks], ignore_index=True)
+    seg = pd.concat([site_summary(m) for m in masks], ignore_index=True)
     seg_well = seg.groupby("well")[["n_nuclei_dropped", "n_cells_without_nucleus"]].sum().rename(
         columns={"n_nuclei_dropped": "Metadata_Count_NucleiUnmatched",
                  "n_cells_without_nucleus": "Metadata_Count_CellsWithoutNucleus"})
