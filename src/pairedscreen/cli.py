@@ -27,12 +27,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pairedscreen.paint.train import train_from_scratch
+    from pairedscreen.paint.train import train_shipped
 
-    for compartment in args.compartment:
-        path = train_from_scratch(compartment=compartment, out_dir=args.out, n_epochs=args.epochs,
-                                  seed=args.seed, work_dir=args.work_dir)
-        print(f"{compartment}: {path}")
+    work = args.work_dir or Path(args.out) / ".training_screen"
+    for path in train_shipped(args.out, work, tuple(args.compartment), n_epochs=args.epochs, seed=args.seed):
+        print(path)
     return 0
 
 
@@ -53,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", type=Path, default=Path("resources/models"))
     t.add_argument("--compartment", nargs="+", default=["nuclei", "cells"], choices=["nuclei", "cells"])
     t.add_argument("--epochs", type=int, default=None, help="default: the shipped models' setting")
-    t.add_argument("--seed", type=int, default=101)
-    t.add_argument("--work-dir", type=Path, default=None, help="where to simulate the training fields")
+    t.add_argument("--seed", type=int, default=None, help="training seed (default: the shipped models')")
+    t.add_argument("--work-dir", type=Path, default=None,
+                   help="where the training screen is simulated (default: OUT/.training_screen)")
     t.set_defaults(func=cmd_train)
 
     args = p.parse_args(argv)

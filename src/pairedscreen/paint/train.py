@@ -222,3 +222,25 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# The recipe of the models shipped in resources/models/ (their JSON sidecars record the same values).
+SHIPPED_RECIPE: dict[str, Any] = {"sim_preset": "demo", "sim_seed": 101, "seed": 1, "n_epochs": 76,
+                                  "threads": 1, "bsize": {"nuclei": 96, "cells": 112}}
+
+
+def train_shipped(out_dir: str | os.PathLike, work_dir: str | os.PathLike,
+                  compartments: tuple[str, ...] = ("nuclei", "cells"), n_epochs: int | None = None,
+                  seed: int | None = None) -> list[Path]:
+    """Re-create the shipped demo models: simulate the training screen into ``work_dir`` (if absent) and
+    train each compartment from scratch with :data:`SHIPPED_RECIPE` (overridable epochs/seed)."""
+    from pairedscreen.simulate import simulate
+
+    r = SHIPPED_RECIPE
+    sim = Path(work_dir)
+    if not (sim / "truth").exists():
+        simulate(sim, preset=r["sim_preset"], seed=r["sim_seed"])
+    return [train_segmentation(sim, out_dir, comp, n_epochs=n_epochs or r["n_epochs"],
+                               seed=r["seed"] if seed is None else seed, bsize=r["bsize"][comp],
+                               threads=r["threads"])
+            for comp in compartments]
