@@ -151,7 +151,8 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
     meta = pd.DataFrame({"perturbation": rep[prof.PERT].astype(str).to_numpy(),
                          "is_control": rep[prof.IS_CONTROL].to_numpy(bool),
                          "plate": rep[prof.PLATE].astype(str).to_numpy()})
-    x = replicate.paint_features(rep, feats)
+    pca = params.get("paint_pca_variance", 0.9)
+    x = replicate.paint_features(rep, feats, pca_variance=None if pca in (None, 0, 1) else float(pca))
     act_paint = replicate.phenotypic_activity(x, meta, null_size=nperm, seed=seed)
     metrics["replicate"]["paint"] = {**ds.summarize_hits(act_paint, alpha=alpha), "replicate_unit": unit}
     tables.append(_table(act_paint, "paint", "map"))

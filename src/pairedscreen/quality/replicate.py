@@ -132,11 +132,16 @@ def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int = 2000, mi
 
 
 def paint_features(profiles: pd.DataFrame, features: list[str], *, eps: float = 1e-6,
-                   plate_col: str | None = "Metadata_Plate") -> np.ndarray:
+                   plate_col: str | None = "Metadata_Plate", pca_variance: float | None = 0.9) -> np.ndarray:
     """Normalised well profiles -> features for mAP, columns of zero spread dropped, re-centred per plate on
     the mean of all its wells: normalisation to the plate's control wells leaves every non-control well with
     the same error of the control median, which would inflate inert perturbations' mAP (see
-    :func:`rna_features`)."""
+    :func:`rna_features`).
+
+    With ``pca_variance`` (default 0.9) the columns are then standardised and reduced to the principal
+    components explaining that share of variance: hundreds of mostly-noise features dilute cosine
+    similarity between a handful of wells (on the demo screen, 2 of 4 planted morphology hits were missed
+    on all 907 features and all 4 found on the components, with no control or inert perturbation called)."""
     x = profiles[features].to_numpy(np.float64, copy=True)
     if plate_col is not None and plate_col in profiles:
         plates = profiles[plate_col].astype(str).to_numpy()
@@ -144,4 +149,13 @@ def paint_features(profiles: pd.DataFrame, features: list[str], *, eps: float = 
             rows = plates == p
             x[rows] -= np.nanmean(x[rows], axis=0)
     sd = np.nanstd(x, axis=0)
-    return x[:, sd > eps]
+    x = x[:, sd > eps]
+    if pca_variance is None or x.shape[1] < 2 or x.shape[0] < 3:
+        return x
+    from sklearn.decomposition import PCA
+
+    z = np.nan_to_num((x - np.nanmean(x, axis=0)) / np.nanstd(x, axis=0))
+    n_max = min(z.shape) - 1
+    pca = PCA(n_components=min(n_max, z.shape[1]), svd_solver="full", random_state=0).fit(z)
+    k = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_), pca_variance) + 1)
+    return pca.transform(z)[:, : min(k, n_max)]
