@@ -31,10 +31,11 @@ def _peak_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 
-def simulate_library(out: Path, cells: int, empties: int, seed: int) -> Path:
-    spec = build_spec(
-        "tiny", seed, {"rna.cells_per_library": cells, "rna.empty_droplets_per_library": empties}
-    )
+def simulate_library(out: Path, cells: int, empties: int, seed: int, umis: float | None = None) -> Path:
+    over = {"rna.cells_per_library": cells, "rna.empty_droplets_per_library": empties}
+    if umis:
+        over["rna.mean_umis_per_cell"] = umis
+    spec = build_spec("tiny", seed, over)
     registry = make_registry(spec)
     simulate_rna(registry, spec, out)
     perts = registry.perturbation_sheet()
@@ -51,13 +52,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", default="2G")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--umis", type=float, default=None, help="mean UMIs per cell (default: the preset's 1500)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/pairedscreen_rna_branch"))
     args = ap.parse_args(argv)
     wd = args.out
     if wd.exists():
         shutil.rmtree(wd)
     t = time.perf_counter()
-    simulate_library(wd, args.cells, args.empties or 5 * args.cells, args.seed)
+    simulate_library(wd, args.cells, args.empties or 5 * args.cells, args.seed, args.umis)
     sim_s = time.perf_counter() - t
     fq, ref = wd / "raw" / "fastq", wd / "raw" / "reference"
     res = wd / "results"
