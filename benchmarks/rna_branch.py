@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", default="2G")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--umis", type=float, default=None, help="mean UMIs per cell (default: the preset's 1500)")
+    ap.add_argument("--umis", type=float, default=None, help="mean UMIs per cell (preset: 1500)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/pairedscreen_rna_branch"))
     args = ap.parse_args(argv)
     wd = args.out
