@@ -1,7 +1,6 @@
 """results/datasheet.json: inputs with checksums, versions, config, per-stage counts, quality metrics."""
-from pairedscreen.pair.stages import write_datasheet
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.pair.stages import write_datasheet
 
 with snakemake_log(snakemake):
     write_datasheet(inputs=snakemake.input, config=dict(snakemake.params.config),

@@ -1,7 +1,6 @@
 """kb count for one library: GEX (kb_count_gex) or guide capture (kb_count_guide, with the guide layout)."""
-from pairedscreen.rna.stages import count_library
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.rna.stages import count_library
 
 with snakemake_log(snakemake):
     count_library(r1=list(snakemake.input.r1), r2=list(snakemake.input.r2), index=snakemake.input.index,

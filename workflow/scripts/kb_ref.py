@@ -1,7 +1,6 @@
 """kb ref: transcriptome FASTA + GTF -> kallisto index + transcript-to-gene map."""
-from pairedscreen.rna.stages import build_reference
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.rna.stages import build_reference
 
 with snakemake_log(snakemake):
     build_reference(fasta=snakemake.input.fasta, gtf=snakemake.input.gtf, index=snakemake.output.index,

@@ -1,7 +1,6 @@
 """One chunk of wells: per-object CellProfiler-named features for Nuclei, Cells, Cytoplasm."""
-from pairedscreen.paint.stages import features_chunk
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.paint.stages import features_chunk
 
 with snakemake_log(snakemake):
     features_chunk(index=snakemake.input.index, illum_dir=snakemake.input.illum, masks_dir=snakemake.input.masks,

@@ -1,7 +1,6 @@
 """One plate: image index (every file, shape, dtype, checksum, quarantine) + per-site image QC."""
-from pairedscreen.paint.stages import index_plate
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.paint.stages import index_plate
 
 with snakemake_log(snakemake):
     index_plate(plate=snakemake.params.plate, image_dir=snakemake.params.image_dir,

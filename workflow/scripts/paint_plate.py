@@ -1,7 +1,6 @@
 """One plate: per-cell table with plate-map metadata + per-well aggregates."""
-from pairedscreen.paint.stages import assemble_plate
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.paint.stages import assemble_plate
 
 with snakemake_log(snakemake):
     assemble_plate(features=list(snakemake.input.features), masks=list(snakemake.input.masks),

@@ -1,7 +1,6 @@
 """One chunk of wells: Cellpose nuclei + cells (batched, GPU when present) -> nuclei/cells/cytoplasm masks."""
-from pairedscreen.paint.stages import segment_chunk
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.paint.stages import segment_chunk
 
 with snakemake_log(snakemake):
     segment_chunk(index=snakemake.input.index, illum_dir=snakemake.input.illum, wells=list(snakemake.params.wells),

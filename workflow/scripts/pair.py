@@ -1,7 +1,6 @@
 """Both arms joined by perturbation id: perturbations.h5mu, rna.h5ad, paint.h5ad (+ cells.h5mu)."""
-from pairedscreen.pair.stages import pair_arms
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.pair.stages import pair_arms
 
 with snakemake_log(snakemake):
     pair_arms(pseudobulk=snakemake.input.pseudobulk, consensus=snakemake.input.consensus,

@@ -1,7 +1,6 @@
 """All plates: well profiles normalised to the plate's controls, feature selection, consensus."""
-from pairedscreen.pair.stages import build_profiles
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.pair.stages import build_profiles
 
 with snakemake_log(snakemake):
     build_profiles(wells=list(snakemake.input.wells), registry=snakemake.input.registry,

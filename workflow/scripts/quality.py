@@ -1,7 +1,6 @@
 """Quality metrics of both arms: replicate mAP, effect sizes, plate position, batch, concordance, truth."""
-from pairedscreen.pair.stages import compute_quality
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.pair.stages import compute_quality
 
 with snakemake_log(snakemake):
     compute_quality(profiles=snakemake.input.profiles, consensus=snakemake.input.consensus,

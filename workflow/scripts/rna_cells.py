@@ -1,7 +1,6 @@
 """One library: cell calling, QC flags, doublets, guide assignment -> cells.h5ad + barcode ranks."""
-from pairedscreen.rna.stages import process_library
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.rna.stages import process_library
 
 with snakemake_log(snakemake):
     process_library(raw=snakemake.input.raw, guides=snakemake.input.guides, guide_sheet=snakemake.input.guide_sheet,

@@ -1,7 +1,6 @@
 """kb outputs of one library -> raw AnnData (all barcodes) + guide counts + input checksums."""
-from pairedscreen.rna.stages import load_library
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.rna.stages import load_library
 
 with snakemake_log(snakemake):
     load_library(gex_dir=snakemake.input.gex, guide_dir=snakemake.input.guide, fastqs=list(snakemake.input.fastqs),

@@ -1,7 +1,6 @@
 """All libraries -> merged cells, pseudobulk per perturbation, knockdown table."""
-from pairedscreen.rna.stages import merge_libraries
-
 from pairedscreen.logs import snakemake_log
+from pairedscreen.rna.stages import merge_libraries
 
 with snakemake_log(snakemake):
     merge_libraries(cells=list(snakemake.input.cells), registry=snakemake.input.registry,

@@ -22,13 +22,14 @@ from pairedscreen.simulate.spec import ScreenSpec
 
 GUIDE_READ = "R2"
 GUIDE_PATTERN = "^NNNNNNNNNN(BC)"   # 10 nt before the 20 nt protospacer in guide-capture R2
-GUIDE_SCAFFOLD = "GTTTAAGAGCTAAGCTGGAAACAGCATAGCAAGTTTAAATAAGGCTAGTCCGTTATCAACTTGAAAAAGTGGCACCGAGTCGGTGC"
+GUIDE_SCAFFOLD = ("GTTTAAGAGCTAAGCTGGAAACAGCATAGCAAGTTTAAATAAGGCTAGTCCGTTATCAACTTGAAAAAGTGGCACC"
+                  "GAGTCGGTGC")
 CLASSES = ("both", "rna", "paint", "neither")
 
 
 @dataclass(frozen=True)
 class Registry:
-    genes: pd.DataFrame          # gene_id, gene_name, role (target|unexpressed_target|program|mito|ribo|background)
+    genes: pd.DataFrame          # gene_id, gene_name, role (target|unexpressed_target|mito|ribo|background)
     perturbations: pd.DataFrame  # registry sheet columns + truth columns: effect_class, program
     guides: pd.DataFrame         # guides sheet columns (10x feature reference + perturbation_id)
 
@@ -61,7 +62,8 @@ def make_registry(spec: ScreenSpec) -> Registry:
     n_mito, n_ribo = 13, 10
     n_bg = spec.n_genes - n_mito - n_ribo - n_target
     if n_bg < 40:
-        raise ValueError(f"n_genes={spec.n_genes} is too small for {n_target} targets (need >= {n_target + 63})")
+        raise ValueError(
+            f"n_genes={spec.n_genes} is too small for {n_target} targets (need >= {n_target + 63})")
 
     names = [f"MT-SYN{i + 1}" for i in range(n_mito)] + [f"RPL{i + 1}" for i in range(n_ribo)]
     roles = ["mito"] * n_mito + ["ribo"] * n_ribo
