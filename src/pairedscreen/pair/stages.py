@@ -83,7 +83,13 @@ def _paint_replicates(profiles: pd.DataFrame, feats: list[str], paint_cells: Seq
         del cells
     sub = pd.concat(parts, ignore_index=True)
     sub, _ = prof.normalize_plates(sub, features=feats)
-    sub = sub.dropna(subset=feats)
+    # a feature without spread among the few control splits is undefined after normalisation: drop the
+    # feature (not the replicates, which a row-wise dropna would remove wholesale)
+    undefined = [f for f in feats if sub[f].isna().any()]
+    sub = sub.drop(columns=undefined)
+    if undefined:
+        log.info("sub-well replicates: %d of %d features undefined after normalisation, not used",
+                 len(undefined), len(feats))
     return sub, f"sub-wells ({n_splits} random cell splits per well)"
 
 
@@ -152,7 +158,8 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
                          "is_control": rep[prof.IS_CONTROL].to_numpy(bool),
                          "plate": rep[prof.PLATE].astype(str).to_numpy()})
     pca = params.get("paint_pca_variance", 0.9)
-    x = replicate.paint_features(rep, feats, pca_variance=None if pca in (None, 0, 1) else float(pca))
+    x = replicate.paint_features(rep, [f for f in feats if f in rep.columns],
+                                 pca_variance=None if pca in (None, 0, 1) else float(pca))
     act_paint = replicate.phenotypic_activity(x, meta, null_size=nperm, seed=seed)
     metrics["replicate"]["paint"] = {**ds.summarize_hits(act_paint, alpha=alpha), "replicate_unit": unit}
     tables.append(_table(act_paint, "paint", "map"))

@@ -102,6 +102,8 @@ def _finish(res: pd.DataFrame, m: pd.DataFrame, pert_col: str, control_col: str)
                          "is_control": groups[control_col].first().astype(bool).to_numpy(),
                          "n_replicates": groups.size().to_numpy()})
     res = res.rename(columns={pert_col: "perturbation"})
+    res["perturbation"] = res["perturbation"].astype(object)  # an empty result (nothing scorable) is float
+    base["perturbation"] = base["perturbation"].astype(object)
     out = base.merge(res, on="perturbation", how="left")
     out["p_value"] = out["p_value"].astype(float)
     out["mean_average_precision"] = out["mean_average_precision"].astype(float)
