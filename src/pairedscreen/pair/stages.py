@@ -158,8 +158,8 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
                          "is_control": rep[prof.IS_CONTROL].to_numpy(bool),
                          "plate": rep[prof.PLATE].astype(str).to_numpy()})
     pca = params.get("paint_pca_variance", 0.9)
-    x = replicate.paint_features(rep, [f for f in feats if f in rep.columns],
-                                 pca_variance=None if pca in (None, 0, 1) else float(pca))
+    rep_feats = [f for f in feats if f in rep.columns]   # sub-well replicates may drop undefined features
+    x = replicate.paint_features(rep, rep_feats, pca_variance=None if pca in (None, 0, 1) else float(pca))
     act_paint = replicate.phenotypic_activity(x, meta, null_size=nperm, seed=seed)
     metrics["replicate"]["paint"] = {**ds.summarize_hits(act_paint, alpha=alpha), "replicate_unit": unit}
     tables.append(_table(act_paint, "paint", "map"))
@@ -167,7 +167,7 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
         cons_paint = replicate.consistency(x, meta, diff_col="plate", null_size=nperm, seed=seed)
         metrics["consistency"]["paint_across_plates"] = ds.summarize_hits(cons_paint, alpha=alpha)
         tables.append(_table(cons_paint, "paint", "plate_consistency")[["paint_plate_consistency_q"]])
-    eff_paint = effect.edistance_table(rep[feats].to_numpy(), meta["perturbation"].to_numpy(),
+    eff_paint = effect.edistance_table(rep[rep_feats].to_numpy(), meta["perturbation"].to_numpy(),
                                        meta["is_control"].to_numpy(), n_permutations=nperm, seed=seed,
                                        min_cells=2)
     metrics["effect"]["paint"] = {**ds.summarize_hits(eff_paint, alpha=alpha), "unit": unit}
