@@ -30,6 +30,7 @@ import pandas as pd
 
 from pairedscreen.io import atomic_output, write_tsv
 from pairedscreen.simulate.reference import (
+    WHITELIST_SIZE,
     Reference,
     barcode_strings,
     make_reference,
@@ -417,7 +418,9 @@ def simulate_rna(registry: Registry, spec: ScreenSpec, out_dir: Path) -> pd.Data
     ref_dir = out_dir / "raw" / "reference"
     ref = make_reference(registry, spec)
     write_reference(ref, ref_dir)
-    whitelist = make_whitelist(spec)
+    droplets = spec.rna.cells_per_library + spec.rna.empty_droplets_per_library
+    # 20k barcodes unless a library needs more (keeps the presets' whitelist, and their files, unchanged)
+    whitelist = make_whitelist(spec, n=max(WHITELIST_SIZE, 2 * droplets))
     write_whitelist(whitelist, ref_dir / "whitelist.txt")
     model = make_gene_model(registry, spec)
     truth = []
