@@ -128,3 +128,13 @@ def test_datasheet_truth_recovery(finished_run):
     assert sheet["truth_recovery"]["rna"]["controls_called"] == 0
     assert sheet["truth_recovery"]["paint"]["controls_called"] == 0
     assert sheet["truth_recovery"]["edge"]["detected"] is True
+
+
+def test_snakemake_report(finished_run, tmp_path):
+    """`snakemake --report` works: the usual provenance report, with the rules' report() outputs."""
+    wd, _ = finished_run
+    out = tmp_path / "snakemake_report.html"
+    res = snakemake(wd, "--report", str(out))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    html = out.read_text(errors="replace")
+    assert "perturbations.h5mu" in html and "knockdown.tsv" in html
