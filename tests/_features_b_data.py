@@ -103,6 +103,22 @@ def site_crops(root: Path, size: int = 320) -> list[tuple[np.ndarray, np.ndarray
     return out
 
 
+def crop_cases(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) of every channel of every real-site crop: each channel on the cells, then on
+    the nuclei of its crop."""
+    return [
+        (images[c], labels)
+        for images, nuclei, cells in site_crops(root)
+        for c in range(len(CHANNELS))
+        for labels in (cells, nuclei)
+    ]
+
+
+def full_site(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, nuclei, cells) of the whole real site."""
+    return (load_site(root), *site_masks(root))
+
+
 def _relabel(labels: np.ndarray) -> np.ndarray:
     """Contiguous 1..N labels (cp_measure's requirement) in the same order."""
     ids = np.unique(labels)

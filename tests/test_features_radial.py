@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _features_b_data import CHANNELS, SCALEFEX, load_site, site_crops, site_masks, synthetic
+from _features_b_data import SCALEFEX, crop_cases, full_site, synthetic
 
 from pairedscreen.paint.features.objects import build_index
 from pairedscreen.paint.features.radial import measure_radial_distribution
@@ -69,17 +69,12 @@ def test_names_index_reuse_and_gaps() -> None:
 
 
 def test_real_site_crops_match_cp_measure(shared_data) -> None:
-    root = shared_data(SCALEFEX)
-    for images, nuclei, cells in site_crops(root):
-        for c in range(len(CHANNELS)):
-            _compare(images[c], cells)
-            _compare(images[c], nuclei)
+    for image, labels in crop_cases(shared_data(SCALEFEX)):
+        _compare(image, labels)
 
 
 def test_real_site_full_frame(shared_data) -> None:
-    root = shared_data(SCALEFEX)
-    images = load_site(root)
-    nuclei, cells = site_masks(root)
+    images, nuclei, cells = full_site(shared_data(SCALEFEX))
     for c in (3, 2):  # the geometry is channel-independent; DNA and Mito intensities
         _compare(images[c], cells)
         _compare(images[c], nuclei)

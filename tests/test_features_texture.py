@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _features_b_data import CHANNELS, SCALEFEX, load_site, site_crops, site_masks, synthetic
+from _features_b_data import SCALEFEX, crop_cases, full_site, synthetic
 
 from pairedscreen.paint.features.objects import build_index
 from pairedscreen.paint.features.texture import F_HARALICK, measure_texture
@@ -81,16 +81,11 @@ def test_empty_labels() -> None:
 
 
 def test_real_site_crops_match_cp_measure(shared_data) -> None:
-    root = shared_data(SCALEFEX)
-    for images, nuclei, cells in site_crops(root):
-        for c in range(len(CHANNELS)):
-            _compare(images[c], cells)
-            _compare(images[c], nuclei)
+    for image, labels in crop_cases(shared_data(SCALEFEX)):
+        _compare(image, labels)
 
 
 def test_real_site_nuclei_full_frame(shared_data) -> None:
-    root = shared_data(SCALEFEX)
-    images = load_site(root)
-    nuclei, _ = site_masks(root)
+    images, nuclei, _ = full_site(shared_data(SCALEFEX))
     for c in (3, 2):  # DNA (few grey levels), Mito (many)
         _compare(images[c], nuclei)

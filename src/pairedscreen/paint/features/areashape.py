@@ -34,6 +34,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from ._common import _edt_1d
 from .intensity import _min_range, _select
 from .objects import ObjectIndex, build_index
 
@@ -262,29 +263,6 @@ def _min_enclosing_circle(py, px, n):
         if d2 > r2:
             r2 = d2
     return cy, cx, math.sqrt(r2)
-
-
-@numba.njit(cache=True, nogil=True)
-def _edt_1d(f, n, d, v, z):
-    """Felzenszwalb-Huttenlocher 1-D squared distance transform of f[:n] into d[:n]."""
-    k = 0
-    v[0] = 0
-    z[0] = -np.inf
-    z[1] = np.inf
-    for q in range(1, n):
-        s = ((f[q] + q * q) - (f[v[k]] + v[k] * v[k])) / (2.0 * q - 2.0 * v[k])
-        while s <= z[k]:
-            k -= 1
-            s = ((f[q] + q * q) - (f[v[k]] + v[k] * v[k])) / (2.0 * q - 2.0 * v[k])
-        k += 1
-        v[k] = q
-        z[k] = s
-        z[k + 1] = np.inf
-    k = 0
-    for q in range(n):
-        while z[k + 1] < q:
-            k += 1
-        d[q] = (q - v[k]) * (q - v[k]) + f[v[k]]
 
 
 _PERIM_W = np.zeros(50, np.float64)

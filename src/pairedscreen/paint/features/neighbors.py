@@ -35,6 +35,37 @@ FEATURES: tuple[str, ...] = (
 
 
 @numba.njit(cache=True, nogil=True)
+def _scan_disk(labels, y, x, d, r2, lab, found, nfound, first_only):
+    """Scan the in-image pixels (y + dy, x + dx), |dy|, |dx| <= d, dy^2 + dx^2 <= r2, for labels
+    other than 0 and ``lab``. ``first_only``: return 1 at the first one, 0 if there is none (``found``
+    untouched); otherwise append each label not yet in ``found[:nfound]`` and return the new count."""
+    H, W = labels.shape
+    for dy in range(-d, d + 1):
+        yy = y + dy
+        if yy < 0 or yy >= H:
+            continue
+        for dx in range(-d, d + 1):
+            if dy * dy + dx * dx > r2:
+                continue
+            xx = x + dx
+            if xx < 0 or xx >= W:
+                continue
+            o = labels[yy, xx]
+            if o != 0 and o != lab:
+                if first_only:
+                    return 1
+                seen = False
+                for j in range(nfound):
+                    if found[j] == o:
+                        seen = True
+                        break
+                if not seen:
+                    found[nfound] = o
+                    nfound += 1
+    return 0 if first_only else nfound
+
+
+@numba.njit(cache=True, nogil=True)
 def _neighbors_kernel(labels, ys, xs, offsets, present, distance):
     H, W = labels.shape
     n_obj = offsets.shape[0] - 1
@@ -84,46 +115,10 @@ def _neighbors_kernel(labels, ys, xs, offsets, present, distance):
                         or labels[y + 1, x + 1] != lab
                     )
             if b4:
-                for dy in range(-d, d + 1):
-                    yy = y + dy
-                    if yy < 0 or yy >= H:
-                        continue
-                    for dx in range(-d, d + 1):
-                        if dy * dy + dx * dx > d2:
-                            continue
-                        xx = x + dx
-                        if xx < 0 or xx >= W:
-                            continue
-                        o = labels[yy, xx]
-                        if o != 0 and o != lab:
-                            seen = False
-                            for j in range(nfound):
-                                if found[j] == o:
-                                    seen = True
-                                    break
-                            if not seen:
-                                found[nfound] = o
-                                nfound += 1
+                nfound = _scan_disk(labels, y, x, d, d2, lab, found, nfound, False)
             if outline:
                 n_outline += 1
-                touch = False
-                for dy in range(-d, d + 1):
-                    yy = y + dy
-                    if yy < 0 or yy >= H:
-                        continue
-                    for dx in range(-d, d + 1):
-                        if dy * dy + dx * dx > dt2:
-                            continue
-                        xx = x + dx
-                        if xx < 0 or xx >= W:
-                            continue
-                        o = labels[yy, xx]
-                        if o != 0 and o != lab:
-                            touch = True
-                            break
-                    if touch:
-                        break
-                if touch:
+                if _scan_disk(labels, y, x, d, dt2, lab, found, nfound, True):
                     n_touch += 1
         out[k, 0] = nfound
         out[k, 1] = 100.0 * n_touch / n_outline if n_outline > 0 else 0.0
