@@ -134,14 +134,45 @@ def test_select_features_removes_planted_bad_columns():
     df["Cells_Intensity_const"] = 3.0
     df["Cells_Intensity_nan"] = np.where(np.arange(n) < 10, np.nan, 1.0)
     df["Nuclei_Correlation_Manders_AGP_DNA"] = rng.normal(size=n)     # in pycytominer's default blocklist
+    # a quantised feature: controls almost constant, so one well sits 10^4 MADs out after normalisation
+    df["Cells_RadialDistribution_MeanFrac_RNA_3of4"] = np.where(np.arange(n) == 7, 2e4, rng.normal(size=n))
     df[P.PLATE] = "P1"
     out, rec = P.select_features(df)
     kept = set(P.feature_columns(out))
     assert kept.issuperset({f"Cells_Intensity_G{i}" for i in range(1, 5)})
-    assert not kept & {"Cells_Intensity_const", "Cells_Intensity_nan", "Nuclei_Correlation_Manders_AGP_DNA"}
+    assert not kept & {"Cells_Intensity_const", "Cells_Intensity_nan", "Nuclei_Correlation_Manders_AGP_DNA",
+                       "Cells_RadialDistribution_MeanFrac_RNA_3of4"}
     assert len(kept & {"Cells_Intensity_G0", "Cells_Intensity_dup"}) == 1
-    assert rec["n_features_in"] == 9 and rec["n_features_out"] == len(kept)
+    assert rec["n_features_in"] == 10 and rec["n_features_out"] == len(kept)
+    assert rec["removed"]["drop_outliers"] == 1
     assert P.PLATE in out.columns
+    # the same call to pycytominer drops the same outlier feature
+    ref = pycytominer.feature_select(df, features=P.feature_columns(df), operation="drop_outliers",
+                                     outlier_cutoff=500)
+    assert "Cells_RadialDistribution_MeanFrac_RNA_3of4" not in ref.columns
+
+
+def _plate(perts: dict[str, str], effect: dict[str, float]) -> pd.DataFrame:
+    """One plate, one feature: well -> perturbation; a well's value is its perturbation's effect."""
+    rows = [{P.PLATE: "P1", P.WELL: w, P.PERT: p, P.IS_CONTROL: p.startswith("NTC"),
+             "Cells_Intensity_X": effect.get(p, 0.0)} for w, p in perts.items()]
+    return pd.DataFrame(rows)
+
+
+def test_position_correction_keeps_a_perturbation_that_dominates_its_row():
+    """Median polish on a sparse plate: row B holds 2 wells of HIT and 1 control, so its 'row effect' would
+    be HIT's own effect; the correction must leave it alone (and still fit a row where controls dominate)."""
+    wells = {"B03": "HIT", "B07": "HIT", "B11": "NTC", "D03": "NTC", "D07": "NTC", "D11": "A",
+             "F03": "NTC", "F07": "B", "F11": "C", "H05": "NTC", "H09": "NTC", "H13": "NTC"}
+    df = _plate(wells, {"HIT": 5.0})
+    out = P.correct_position(df, reference="all", edge_term=False)
+    hit = out.loc[out[P.PERT] == "HIT", "Cells_Intensity_X"].to_numpy()
+    assert np.allclose(hit, 5.0)
+    # without the guard (a row of 3 distinct perturbations) the same wells would be polished towards 0
+    df2 = _plate({**wells, "B11": "OTHER"}, {"HIT": 5.0})
+    df2.loc[df2[P.WELL] == "B07", P.PERT] = "HIT2"
+    out2 = P.correct_position(df2, reference="all", edge_term=False)
+    assert abs(float(out2.loc[out2[P.WELL] == "B03", "Cells_Intensity_X"].iloc[0])) < 5.0
 
 
 def test_consensus_median_and_counts():

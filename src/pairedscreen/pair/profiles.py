@@ -45,6 +45,11 @@ ALIASES = {
     "plate": PLATE, "well": WELL, "site": SITE, "perturbation_id": PERT, "perturbation": PERT,
     "is_control": IS_CONTROL, "batch": BATCH, "replicate": "Metadata_Replicate",
 }
+# pycytominer's operations; drop_outliers (any |normalised value| > outlier_cutoff) removes features whose
+# control wells are nearly constant (quantised or degenerate features: a tiny MAD blows every other well up
+# by orders of magnitude and one such feature then dominates every distance)
+DEFAULT_FEATURE_SELECT = ("variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist",
+                          "drop_outliers")
 FEATURE_SELECT_ORDER = ("drop_na_columns", "blocklist", "variance_threshold", "frequency_threshold",
                         "drop_outliers", "correlation_threshold")
 
@@ -268,10 +273,10 @@ def correlation_threshold(profiles: pd.DataFrame, features: Sequence[str], *, th
 
 
 # --------------------------------------------------------------------------------- feature selection
-def select_features(profiles: pd.DataFrame, operations: Sequence[str] = (
-        "variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"), *,
-        samples: str = "all", na_cutoff: float = 0.05, corr_threshold: float = 0.9,
-        blocklist: list[str] | None = None, drop_nonfinite: bool = True) -> tuple[pd.DataFrame, dict]:
+def select_features(profiles: pd.DataFrame, operations: Sequence[str] = DEFAULT_FEATURE_SELECT, *,
+                    samples: str = "all", na_cutoff: float = 0.05, corr_threshold: float = 0.9,
+                    outlier_cutoff: float = 500, blocklist: list[str] | None = None,
+                    drop_nonfinite: bool = True) -> tuple[pd.DataFrame, dict]:
     """``pycytominer.feature_select`` with the operations run in a fixed order (cheap filters first,
     ``correlation_threshold`` last, with our vectorised copy of pycytominer's rule); then columns still
     holding NaN/inf are dropped (downstream distances need finite profiles). Returns the table and a
@@ -296,6 +301,8 @@ def select_features(profiles: pd.DataFrame, operations: Sequence[str] = (
         kw: dict[str, Any] = {}
         if op == "blocklist" and blocklist is not None:
             kw["blocklist"] = blocklist
+        if op == "drop_outliers":
+            kw["outlier_cutoff"] = outlier_cutoff
         sel = _pcm_feature_select(out, features=cur, samples=samples, operation=op, na_cutoff=na_cutoff,
                                   corr_threshold=corr_threshold, output_file=None, **kw)
         record["removed"][op] = len(cur) - len(feature_columns(sel))
@@ -317,8 +324,10 @@ def correct_position(profiles: pd.DataFrame, *, reference: str = "all", edge_ter
 
     The edge offset is median(edge wells) - median(interior wells); row and column effects are the
     Tukey median polish of the residuals. Effects are estimated on ``reference`` wells (``all`` or
-    ``controls``) and subtracted from every well; a row/column (or the edge/interior split) with fewer
-    than ``min_wells`` reference wells gets no effect, so sparse plates are left alone rather than having
+    ``controls``) and subtracted from every well. A median is only an effect estimate when most of its
+    wells carry no shared perturbation effect, so a row/column (or the edge/interior split) gets no effect
+    when it has fewer than ``min_wells`` reference wells or when one
+    non-control perturbation fills half or more of them: sparse plates are left alone rather than having
     their perturbations polished away.
     """
     feats = feature_columns(profiles)
@@ -330,29 +339,42 @@ def correct_position(profiles: pd.DataFrame, *, reference: str = "all", edge_ter
         pos = well_positions(wells)
         rows, cols = pos.row.to_numpy(), pos.col.to_numpy()
         edge = edge_mask(wells, shape)
-        ref = df[IS_CONTROL].to_numpy(bool) if reference == "controls" else np.ones(len(df), bool)
+        is_ctrl = df[IS_CONTROL].to_numpy(bool)
+        ref = is_ctrl if reference == "controls" else np.ones(len(df), bool)
+        pert = np.where(is_ctrl, "", df[PERT].astype(str).to_numpy()) if PERT in df else np.full(len(df), "")
         x = df[feats].to_numpy(np.float64)
         fit = np.zeros_like(x)
-        if edge_term and (ref & edge).sum() >= min_wells and (ref & ~edge).sum() >= min_wells:
+        if edge_term and _estimable(ref & edge, pert, min_wells) and _estimable(ref & ~edge, pert, min_wells):
             off = np.nanmedian(x[ref & edge], axis=0) - np.nanmedian(x[ref & ~edge], axis=0)
             fit[edge] += off
         resid = x - fit
         for _ in range(n_iter):
             for labels in (rows, cols):
-                eff = _group_median(resid, labels, ref, min_wells)
+                eff = _group_median(resid, labels, ref, pert, min_wells)
                 resid = resid - eff
                 fit = fit + eff
         out.loc[idx, feats] = (x - fit).astype(np.float32)
     return out
 
 
-def _group_median(x: np.ndarray, labels: np.ndarray, ref: np.ndarray, min_wells: int) -> np.ndarray:
-    """Per-well effect: median over reference wells of the same label, centred, 0 where too few wells."""
+def _estimable(sel: np.ndarray, pert: np.ndarray, min_wells: int) -> bool:
+    """Enough wells, and no single non-control perturbation (``pert`` != "") in half or more of them."""
+    n = int(sel.sum())
+    if n < min_wells:
+        return False
+    names, counts = np.unique(pert[sel], return_counts=True)
+    counts = counts[names != ""]
+    return not (counts.size and 2 * int(counts.max()) >= n)
+
+
+def _group_median(x: np.ndarray, labels: np.ndarray, ref: np.ndarray, pert: np.ndarray,
+                  min_wells: int) -> np.ndarray:
+    """Per-well effect: median over reference wells of the same label, centred; 0 where not estimable."""
     eff = np.zeros_like(x)
     center = np.nanmedian(x[ref], axis=0)
     for lab in np.unique(labels):
         sel = ref & (labels == lab)
-        if sel.sum() >= min_wells:
+        if _estimable(sel, pert, min_wells):
             eff[labels == lab] = np.nanmedian(x[sel], axis=0) - center
     return eff
 
@@ -385,8 +407,7 @@ class ProfileResult:
 def build_profiles(plate_files: Iterable[str | os.PathLike] | None = None, *,
                    wells: pd.DataFrame | None = None, registry: pd.DataFrame | None = None,
                    aggregate: str = "median", normalize: str = "mad_robustize",
-                   feature_select: Sequence[str] = ("variance_threshold", "correlation_threshold",
-                                                    "drop_na_columns", "blocklist"),
+                   feature_select: Sequence[str] = DEFAULT_FEATURE_SELECT, outlier_cutoff: float = 500,
                    position_correction: bool | str = False, min_reference_wells: int = 3,
                    blocklist: list[str] | None = None) -> ProfileResult:
     """The ``profiles:`` config block end to end; give per-plate ``cells.parquet`` files or ``wells``
@@ -413,6 +434,7 @@ def build_profiles(plate_files: Iterable[str | os.PathLike] | None = None, *,
         info["position_correction"] = ref
     prof, used = normalize_plates(prof, method=normalize, min_reference_wells=min_reference_wells)
     info["normalization_reference"] = used
-    prof, record = select_features(prof, list(feature_select), blocklist=blocklist)
+    prof, record = select_features(prof, list(feature_select), outlier_cutoff=outlier_cutoff,
+                                   blocklist=blocklist)
     info["feature_selection"] = record
     return ProfileResult(wells=wells, profiles=prof, consensus=consensus(prof), info=info)
