@@ -130,6 +130,22 @@ def test_shipped_models_exist_with_sidecars():
         assert meta["pretrained_model"] is None and meta["versions"]["cellpose"] == "3.1.1.3"
 
 
+def test_shipped_recipe_rebuilds_the_recorded_training_screen():
+    """`pairedscreen train-segmentation` simulates the screen the sidecars record (presets may change)."""
+    import json
+
+    from pairedscreen.paint.train import SHIPPED_RECIPE
+    from pairedscreen.simulate import build_spec
+
+    r = SHIPPED_RECIPE
+    spec = build_spec(r["sim_preset"], r["sim_seed"], r["sim_overrides"]).to_dict()
+    for comp in ("nuclei", "cells"):
+        meta = json.loads((MODELS / f"pairedscreen_{comp}.json").read_text())
+        recorded = {k: v for k, v in meta["training_data"]["spec"].items() if k != "preset"}
+        assert spec == recorded
+        assert (meta["seed"], meta["n_epochs"], meta["bsize"]) == (r["seed"], r["n_epochs"], r["bsize"][comp])
+
+
 def test_segmentation_accuracy_on_simulated_sites(sim, tmp_path):
     idx = build_image_index("P1", sim / "raw" / "images" / "P1", "{well}_s{site}_w{channel}.tif",
                             SIM_CHANNELS)

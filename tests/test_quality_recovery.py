@@ -284,12 +284,39 @@ def test_concordance_not_significant_without_shared_programs(tmp_path):
     assert res["mantel_p"] > 0.05 and res["cka_p"] > 0.05
 
 
-def test_truth_recovery_into_datasheet(tmp_path, screen, rna_activity, paint_activity):
+def _truth_dir(tmp_path, s: Screen):
+    tdir = tmp_path / "truth"
+    tdir.mkdir(exist_ok=True)
+    s.truth.to_csv(tdir / "perturbations.tsv", sep="\t", index=False)
+    s.paint_wells.to_csv(tdir / "paint_wells.tsv", sep="\t", index=False)
+    return tdir
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_concordance_recovery_on_planted_shared_programs(tmp_path, shared):
+    """Restricted to the planted `both` perturbations (4 programs of 3), the datasheet's truth block finds
+    the shared programs when planted and stays quiet when each perturbation has a private program."""
+    s = make_screen(0 if shared else 1, shared=shared)
+    prof = P.build_profiles(wells=P.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)))
+    rna, paint, ctrl = _arm_matrices(s, prof)
+    rec = truth.concordance_recovery(_truth_dir(tmp_path, s), s.registry.perturbation_id.tolist(), rna, paint,
+                                     ctrl, n_permutations=NPERM)
+    both = s.truth.loc[s.truth.effect_class == "both", "perturbation_id"].tolist()
+    assert rec["perturbations"] == both and rec["n_perturbations"] == CLASSES["both"]
+    assert rec["significant"] is shared and (rec["mantel_p"] < 0.05) is shared
+    if shared:
+        assert rec["n_programs"] == CLASSES["both"] // 3 and rec["cka_p"] < 0.05
+
+
+def test_truth_recovery_into_datasheet(tmp_path, screen, rna_activity, paint_activity, paint_profiles):
     tdir = tmp_path / "truth"
     tdir.mkdir()
     screen.truth.to_csv(tdir / "perturbations.tsv", sep="\t", index=False)
     screen.paint_wells.to_csv(tdir / "paint_wells.tsv", sep="\t", index=False)
     rec = truth.truth_recovery(tdir, {"rna": rna_activity[2], "paint": paint_activity}, edge_detected=True)
+    rna, paint, ctrl = _arm_matrices(screen, paint_profiles)
+    ids = screen.registry.perturbation_id.tolist()
+    rec["concordance"] = truth.concordance_recovery(tdir, ids, rna, paint, ctrl, n_permutations=NPERM)
     for arm in ("rna", "paint"):
         assert rec[arm]["precision"] >= 0.9 and rec[arm]["recall"] >= 0.9
     assert rec["edge"]["correct"]

@@ -128,6 +128,14 @@ def test_datasheet_truth_recovery(finished_run):
     assert sheet["truth_recovery"]["rna"]["controls_called"] == 0
     assert sheet["truth_recovery"]["paint"]["controls_called"] == 0
     assert sheet["truth_recovery"]["edge"]["detected"] is True
+    # concordance is scored over exactly the planted shared-program (`both`) perturbations; the tiny
+    # preset plants one pair, too few for a permutation test (statistics None, not significant)
+    truth = pd.read_csv(wd / "truth" / "perturbations.tsv", sep="\t")
+    conc = sheet["truth_recovery"]["concordance"]
+    assert conc["perturbations"] == truth.loc[truth.effect_class == "both", "perturbation_id"].tolist()
+    assert conc["n_perturbations"] == 2 and conc["mantel_p"] is None and conc["significant"] is False
+    assert sheet["metrics"]["concordance"]["active_in_both"]["n_perturbations"] == len(
+        sheet["metrics"]["concordance"]["active_in_both"]["perturbations"])
 
 
 def test_snakemake_report(finished_run, tmp_path):

@@ -50,9 +50,8 @@ def build_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mappin
     reg = read_registry(registry)
     res = prof.build_profiles(wells=_read_wells(wells, reg), registry=reg,
                               normalize=params.get("normalize", "mad_robustize"),
-                              feature_select=params.get("feature_select",
-                                                        ["variance_threshold", "correlation_threshold",
-                                                         "drop_na_columns", "blocklist"]),
+                              feature_select=params.get("feature_select", prof.DEFAULT_FEATURE_SELECT),
+                              outlier_cutoff=float(params.get("outlier_cutoff", 500)),
                               position_correction=params.get("position_correction", False),
                               blocklist=params.get("blocklist"))
     log.info("profiles: %s", json.dumps(res.info, default=str))
@@ -225,8 +224,20 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
     # both ----------------------------------------------------------------------------------------
     rna_mod = join.rna_modality(ad.read_h5ad(pseudobulk), reg)
     paint_mod = join.paint_modality(pd.read_parquet(consensus), reg)
-    metrics["concordance"] = concordance.concordance(rna_mod.X, paint_mod.X, reg["is_control"].to_numpy(bool),
-                                                     n_permutations=nperm, seed=seed)
+    is_ctrl = reg["is_control"].to_numpy(bool)
+    metrics["concordance"] = {
+        **concordance.concordance(rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed),
+        "subset": "non-control perturbations in both arms",
+    }
+    # the same statistic over the perturbations this run calls active (q < alpha) in both arms
+    active = {arm: set(t.loc[t["q_value"] < alpha, "perturbation"].astype(str))
+              for arm, t in (("rna", act_rna), ("paint", act_paint))}
+    both_active = np.array([i in active["rna"] and i in active["paint"] for i in ids])
+    metrics["concordance"]["active_in_both"] = {
+        **concordance.concordance(rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed,
+                                  subset=both_active),
+        "perturbations": [i for i, k in zip(ids, both_active, strict=True) if k],
+    }
     table = pd.DataFrame(index=pd.Index(ids, name="perturbation_id"))
     for t in tables:
         table = table.join(t, how="left")
@@ -240,6 +251,8 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
         metrics["truth_recovery"] = truth.truth_recovery(
             truth_dir, {"rna": act_rna, "paint": act_paint},
             edge_detected=metrics["position"]["before"]["edge_detected"], alpha=alpha)
+        metrics["truth_recovery"]["concordance"] = truth.concordance_recovery(
+            truth_dir, ids, rna_mod.X, paint_mod.X, is_ctrl, alpha=alpha, n_permutations=nperm, seed=seed)
     write_tsv(table.reset_index(), table_out)
     write_json(ds._jsonable(metrics), metrics_out)
     return metrics

@@ -3,6 +3,11 @@
 - hits: a perturbation is called active in an arm when its q-value < ``alpha``; precision and recall
   against ``truth/perturbations.tsv`` ``rna_active`` / ``paint_active`` over every perturbation the arm
   scored (controls included: a control called active is a false positive);
+- concordance: RNA-paint concordance (:func:`pairedscreen.quality.concordance.concordance`, the same
+  statistic the datasheet reports for the whole screen) over the planted shared-program perturbations only
+  (truth ``effect_class == "both"``: a knockdown with an RNA program and a morphology shift, programs shared
+  by groups of perturbations); ``significant`` = Mantel p < ``alpha`` (Mantel is the primary statistic,
+  CKA is reported beside it);
 - edge: whether an edge effect was planted (``truth/paint_wells.tsv``: edge wells with a multiplier != 1)
   and whether ours was detected; plus agreement of our edge-well definition with ``is_edge``.
 """
@@ -73,6 +78,30 @@ def edge_recovery(paint_wells: pd.DataFrame, detected: bool,
         ours[pw.index.get_indexer(idx)] = edge_mask(wells, plate_shape or PLATE_SHAPE)
     return {"planted": planted, "detected": bool(detected), "correct": planted == bool(detected),
             "edge_definition_agreement": float((ours == is_edge).mean()) if len(pw) else None}
+
+
+SHARED_PROGRAM_CLASS = "both"
+
+
+def concordance_recovery(truth_dir: str | os.PathLike, ids: list[str], rna: np.ndarray, paint: np.ndarray,
+                         is_control: np.ndarray, *, alpha: float = 0.05, n_permutations: int = 1000,
+                         seed: int = 0) -> dict:
+    """Concordance over the planted shared-program perturbations of ``ids`` (rows of ``rna``/``paint``, in
+    that order): ``{n_perturbations, n_programs, perturbations, mantel_r, mantel_p, cka, cka_p,
+    significant, alpha}``; statistics are None when fewer than 4 such perturbations are in both arms."""
+    from pairedscreen.quality.concordance import concordance
+
+    t = read_truth(truth_dir)["perturbations"]
+    t = t.set_index(t["perturbation_id"].astype(str)).reindex([str(i) for i in ids])
+    shared = (t["effect_class"].astype(str) == SHARED_PROGRAM_CLASS).to_numpy()
+    res = concordance(rna, paint, is_control, n_permutations=n_permutations, seed=seed, subset=shared)
+    in_both = shared & np.isfinite(np.asarray(rna, float)).all(axis=1) & \
+        np.isfinite(np.asarray(paint, float)).all(axis=1)
+    programs = pd.to_numeric(t.loc[in_both, "program"], errors="coerce") if "program" in t else pd.Series()
+    p = res["mantel_p"]
+    return {**res, "perturbations": [str(i) for i, k in zip(ids, in_both, strict=True) if k],
+            "n_programs": int(programs.nunique()), "alpha": alpha,
+            "significant": bool(p is not None and p < alpha)}
 
 
 def truth_recovery(truth_dir: str | os.PathLike, arm_calls: dict[str, pd.DataFrame], *,

@@ -74,9 +74,11 @@ class ScreenSpec:
 PRESETS: dict[str, ScreenSpec] = {
     # the whole workflow in about two minutes on 2 cores: tests that need a full run use this
     "tiny": ScreenSpec(),
-    # the README demo: 2 RNA libraries (2 batches), 2 plates with replicate wells and 2 sites per well
+    # the README demo: 2 RNA libraries (2 batches), 2 plates with replicate wells and 2 sites per well;
+    # 4 shared programs (8 `both` perturbations) so cross-modal concordance has the power to be tested
     "demo": ScreenSpec(
         n_genes=300,
+        classes={"both": 8, "rna": 2, "paint": 2, "neither": 2},
         rna=RnaSpec(n_libraries=2, cells_per_library=600, empty_droplets_per_library=3000),
         paint=PaintSpec(n_plates=2, wells_per_perturbation=2, extra_control_wells=4, sites_per_well=2,
                         image_size=256, cells_per_site=30),
