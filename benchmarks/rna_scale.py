@@ -148,11 +148,15 @@ def main(argv: list[str] | None = None) -> dict:
             report[f"{name}_peak_over_matrix"] = round((pk.peak - base) / matrix_bytes, 2)
         a.obs["pass_qc"] = True  # pseudobulk/knockdown over all (planted data has no failures)
         t = time.perf_counter()
-        pb = pseudobulk(a)
+        with PeakRSS() as pk:
+            pb = pseudobulk(a)
         report["pseudobulk_s"] = round(time.perf_counter() - t, 2)
+        report["pseudobulk_peak_over_matrix"] = round((pk.peak - base) / matrix_bytes, 2)
         t = time.perf_counter()
-        kd = knockdown_table(a, registry)
+        with PeakRSS() as pk:
+            kd = knockdown_table(a, registry)
         report["knockdown_s"] = round(time.perf_counter() - t, 2)
+        report["knockdown_peak_over_matrix"] = round((pk.peak - base) / matrix_bytes, 2)
     report["peak_over_matrix"] = round((peak_all.peak - base) / matrix_bytes, 2)
     report["peak_rss_mb"] = round(peak_all.peak / 2**20, 1)
     half = kd["perturbation_id"].isin([f"P{k:04d}" for k in range(args.perturbations // 2)])

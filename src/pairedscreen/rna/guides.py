@@ -143,8 +143,7 @@ def assign_guides(
         raise ValueError(f"{len(missing)} cells have no guide-count row, e.g. {list(missing[:3])}")
     g = guide_counts[cells.obs_names]
     counts = sp.csr_matrix(g.X).astype(np.int64)
-    out = cells.copy()
-    groups = out.obs[batch_key].astype(str).to_numpy() if batch_key and batch_key in out.obs else None
+    groups = cells.obs[batch_key].astype(str).to_numpy() if batch_key and batch_key in cells.obs else None
     calls, thr = call_guides(
         counts, method=method, min_umis=min_umis, threshold=threshold, max_fraction=max_fraction,
         groups=groups,
@@ -156,6 +155,8 @@ def assign_guides(
         raise ValueError(f"guides not in the guides sheet: {sorted(unknown)[:5]}")
     pert_of = sheet["perturbation_id"].astype(str).reindex(names).to_numpy()
     ids, perts = _labels(calls, counts, names, pert_of)
+    # Memory: copy the cells (their whole count matrix) only once the calling temporaries are gone.
+    out = cells.copy()
     out.obsm["guide_counts"] = counts
     out.uns["guide_names"] = names
     out.obs["guide_ids"] = ids

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from pairedscreen.rna.pseudobulk import log1p_cp10k, usable_cells
+from pairedscreen.rna.pseudobulk import cp10k_scale, row_totals, usable_cells
 
 COLUMNS = ["perturbation_id", "target_gene", "log2fc", "pvalue", "padj", "remaining_fraction", "n_cells",
            "n_control_cells", "mean_cp10k", "control_mean_cp10k"]
@@ -46,29 +46,37 @@ def knockdown_table(
     if test not in ("welch", "mannwhitney"):
         raise ValueError(f"test {test!r} not in ('welch', 'mannwhitney')")
     keep = usable_cells(adata)
-    sub = adata[keep]
-    pert = sub.obs["perturbation"].astype(str).to_numpy()
-    is_ctrl = sub.obs["is_control"].to_numpy(dtype=bool)
-    x = sp.csr_matrix(sub.X)
-    tot = np.asarray(x.sum(axis=1)).ravel()
-    lognorm = log1p_cp10k(x).tocsc()
+    pert = adata.obs["perturbation"].astype(str).to_numpy()[keep]
+    is_ctrl = adata.obs["is_control"].to_numpy(dtype=bool)[keep]
     flag = registry["is_control"]
     if flag.dtype != bool:
         flag = flag.astype(str).str.lower().isin(["true", "1", "yes"])
     targeting = registry[~flag.to_numpy() & registry["target_gene"].notna()]
     targeting = targeting[targeting["target_gene"].astype(str).str.len() > 0]
+    pairs = list(zip(targeting["perturbation_id"].astype(str), targeting["target_gene"].astype(str),
+                     strict=True))
+    genes = {gene: _gene_column(adata, gene) for _, gene in pairs}
+    cols = sorted({j for j in genes.values() if j >= 0})
+    # Memory: only the target genes' columns of the usable cells are copied (csc), never the whole
+    # matrix; per-cell totals/scale come from the full rows a block at a time, so each target value
+    # log1p(scale * count) is bit for bit what log1p_cp10k(x)[:, j] held.
+    x = sp.csr_matrix(adata.X)  # no copy when X is already CSR
+    targets = sp.csc_matrix(x[:, cols][keep])
+    pos = {j: k for k, j in enumerate(cols)}
+    tot = row_totals(x)[keep]
+    scale = cp10k_scale(row_totals(x, np.float64)[keep])
+    del x
     rows = []
-    for pid, gene in zip(targeting["perturbation_id"].astype(str), targeting["target_gene"].astype(str),
-                         strict=True):
+    for pid, gene in pairs:
         m = pert == pid
         row = {"perturbation_id": pid, "target_gene": gene, "n_cells": int(m.sum()),
                "n_control_cells": int(is_ctrl.sum())}
-        j = _gene_column(sub, gene)
+        j = genes[gene]
         if j < 0 or m.sum() < min_cells or is_ctrl.sum() < min_cells:
             rows.append(row)
             continue
-        col = np.asarray(lognorm[:, j].todense()).ravel()
-        raw = np.asarray(x[:, j].todense()).ravel()
+        raw = targets[:, pos[j]].toarray().ravel()
+        col = np.log1p(scale * raw)
         cp10k = np.divide(raw * 1e4, tot, out=np.zeros_like(tot, dtype=float), where=tot > 0)
         a, b = col[m], col[is_ctrl]
         if test == "welch":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import anndata as ad
 import numpy as np
@@ -15,11 +15,39 @@ from pairedscreen.rna.guides import MULTIPLE, UNASSIGNED
 def log1p_cp10k(counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     """log1p of counts per 10,000 (per cell), sparse."""
     x = sp.csr_matrix(counts, dtype=np.float64)
-    tot = np.asarray(x.sum(axis=1)).ravel()
-    scale = np.divide(1e4, tot, out=np.zeros_like(tot), where=tot > 0)
+    scale = cp10k_scale(np.asarray(x.sum(axis=1)).ravel())
     x = sp.csr_matrix(sp.diags(scale) @ x)
     x.data = np.log1p(x.data)
     return x
+
+
+# Stored values per row block for float64 temporaries (8 MB), so they stay a sliver of the matrix.
+BLOCK_NNZ = 1 << 20
+
+
+def _row_blocks(indptr: np.ndarray, max_nnz: int = BLOCK_NNZ) -> Iterator[tuple[int, int]]:
+    """(start, stop) row ranges of at most ``max_nnz`` stored values (or a single longer row)."""
+    n, s = len(indptr) - 1, 0
+    while s < n:
+        e = int(np.searchsorted(indptr, indptr[s] + max_nnz, side="right")) - 1
+        e = min(n, max(e, s + 1))
+        yield s, e
+        s = e
+
+
+def row_totals(x: sp.csr_matrix, dtype: type[np.generic] | None = None) -> np.ndarray:
+    """``x.sum(axis=1)`` (of ``x`` as ``dtype`` when given, e.g. float64 as :func:`log1p_cp10k`
+    sums), one row block at a time: neither a float copy nor the sum's integer upcast (int32 ->
+    int64, a cast copy of all stored values) then spans the whole matrix. Same values per row."""
+    parts = [
+        np.asarray(sp.csr_matrix(x[s:e], dtype=dtype).sum(axis=1)).ravel() for s, e in _row_blocks(x.indptr)
+    ]
+    return np.concatenate(parts) if parts else np.asarray(sp.csr_matrix(x, dtype=dtype).sum(axis=1)).ravel()
+
+
+def cp10k_scale(tot: np.ndarray) -> np.ndarray:
+    """Per-cell factor 1e4 / total (0 for empty cells), as in :func:`log1p_cp10k`."""
+    return np.divide(1e4, tot, out=np.zeros_like(tot), where=tot > 0)
 
 
 def usable_cells(adata: ad.AnnData) -> np.ndarray:
@@ -43,8 +71,7 @@ def pseudobulk(
     cells are left out. obs['is_control'] from ``controls`` or the cells' is_control column.
     """
     keep = usable_cells(adata)
-    sub = adata[keep]
-    pert = sub.obs["perturbation"].astype(str).to_numpy()
+    pert = adata.obs["perturbation"].astype(str).to_numpy()[keep]
     present = list(pd.unique(pert))
     if order is not None:
         rank = {p: i for i, p in enumerate(order)}
@@ -53,12 +80,26 @@ def pseudobulk(
     onehot = sp.csr_matrix(
         (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(present), len(codes))
     )
-    counts = sp.csr_matrix(sub.X, dtype=np.float64)
-    summed = onehot @ counts
+    x = sp.csr_matrix(adata.X)  # no copy when X is already CSR
+    if not keep.all():
+        x = x[keep]
+    # Memory: one float64 copy of the stored values (sharing x's index arrays) holds the counts for
+    # the sums, then becomes log1p CP10k in place: log1p_cp10k's values (scale * count, then log1p)
+    # without its separate float counts / scaled / log copies of the matrix.
+    xf = sp.csr_matrix((x.data.astype(np.float64), x.indices, x.indptr), shape=x.shape)
+    del x
+    summed = onehot @ xf
     n_cells = np.asarray(onehot.sum(axis=1)).ravel()
-    mean_norm = sp.diags(1.0 / np.maximum(n_cells, 1)) @ (onehot @ log1p_cp10k(counts))
+    scale = cp10k_scale(np.asarray(xf.sum(axis=1)).ravel())
+    for s, e in _row_blocks(xf.indptr):
+        lo, hi = xf.indptr[s], xf.indptr[e]
+        xf.data[lo:hi] *= np.repeat(scale[s:e], np.diff(xf.indptr[s : e + 1]))
+    np.log1p(xf.data, out=xf.data)
+    mean_norm = sp.diags(1.0 / np.maximum(n_cells, 1)) @ (onehot @ xf)
+    del xf
     if controls is None:
-        controls = set(pert[sub.obs["is_control"].to_numpy(dtype=bool)]) if "is_control" in sub.obs else set()
+        flags = adata.obs["is_control"].to_numpy(dtype=bool)[keep] if "is_control" in adata.obs else None
+        controls = set(pert[flags]) if flags is not None else set()
     obs = pd.DataFrame(
         {"n_cells": n_cells.astype(np.int64), "is_control": [p in controls for p in present]},
         index=pd.Index(present, name="perturbation_id"),

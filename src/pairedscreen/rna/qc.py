@@ -114,15 +114,19 @@ def flag_doublets(
     X must hold raw counts. The number of principal components is capped for small panels/libraries
     (scrublet's default 30 needs more genes and cells than a tiny screen has).
     """
-    out = adata.copy()
-    key = batch_key if batch_key and batch_key in out.obs else None
-    groups = out.obs[key].astype(str).to_numpy() if key else np.full(out.n_obs, "all")
-    scores = np.full(out.n_obs, np.nan)
-    called = np.zeros(out.n_obs, bool)
+    key = batch_key if batch_key and batch_key in adata.obs else None
+    groups = adata.obs[key].astype(str).to_numpy() if key else np.full(adata.n_obs, "all")
+    scores = np.full(adata.n_obs, np.nan)
+    called = np.zeros(adata.n_obs, bool)
     thresholds: dict[str, float] = {}
+    x = sp.csr_matrix(adata.X)  # no copy when X is already CSR
     for g in pd.unique(groups):
         m = groups == g
-        sub = ad.AnnData(X=sp.csr_matrix(out.X[m]).astype(np.float32), var=pd.DataFrame(index=out.var_names))
+        # Memory: scrublet copies its input before touching it, so a single group's float32 counts
+        # share X's index arrays instead of copying the whole matrix (twice: row subset, astype).
+        part = x if m.all() else x[m]
+        counts = sp.csr_matrix((part.data.astype(np.float32), part.indices, part.indptr), shape=part.shape)
+        sub = ad.AnnData(X=counts, var=pd.DataFrame(index=adata.var_names))
         n_pcs = int(max(2, min(30, sub.n_obs // 10, sub.n_vars // 5)))
         # exact kNN up to 50k cells: pynndescent's numba compilation costs minutes per fresh process
         sc.pp.scrublet(
@@ -133,6 +137,8 @@ def flag_doublets(
         called[m] = sub.obs["predicted_doublet"].fillna(False).to_numpy(dtype=bool)
         thr = sub.uns.get("scrublet", {}).get("threshold")
         thresholds[str(g)] = float(thr) if thr is not None else float("nan")
+        del sub, counts, part
+    out = adata.copy()  # only now: the copy never coexists with scrublet's working copies
     out.obs["doublet_score"] = scores
     out.obs["predicted_doublet"] = called
     out.uns["doublets"] = {
