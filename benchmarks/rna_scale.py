@@ -2,8 +2,13 @@
 matrix built directly in memory (no FASTQs), reporting wall time per step and peak memory as a
 multiple of the count matrix size.
 
-    .venv/bin/python benchmarks/rna_scale.py --cells 200000            # the target size
-    .venv/bin/python benchmarks/rna_scale.py --cells 20000 --no-doublets
+    .venv/bin/python benchmarks/rna_scale.py --cells 200000 --no-doublets   # QC + assignment + pseudobulk
+    .venv/bin/python benchmarks/rna_scale.py --cells 50000                  # with scrublet
+
+Scrublet is measured apart: the workflow runs it per library (10x libraries hold ~5-50k cells), and its
+peak is scanpy's own dense z-scored matrix of observed + simulated doublets over the highly variable
+genes (~14x the sparse counts at 50k cells), not ours; above 50k cells per library scanpy switches to
+pynndescent, which had not finished after 70 minutes at 200k cells on 2 cores.
 
 Peak memory is sampled by a background thread (RSS, /proc/self/statm) above the baseline taken after
 the matrix is built; "matrix size" = bytes of the CSR count matrix (data + indices + indptr).
