@@ -50,6 +50,7 @@ ALIASES = {
 # by orders of magnitude and one such feature then dominates every distance)
 DEFAULT_FEATURE_SELECT = ("variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist",
                           "drop_outliers")
+OUTLIER_CUTOFF = 500.0   # drop_outliers' cutoff, pycytominer's default
 FEATURE_SELECT_ORDER = ("drop_na_columns", "blocklist", "variance_threshold", "frequency_threshold",
                         "drop_outliers", "correlation_threshold")
 
@@ -275,7 +276,7 @@ def correlation_threshold(profiles: pd.DataFrame, features: Sequence[str], *, th
 # --------------------------------------------------------------------------------- feature selection
 def select_features(profiles: pd.DataFrame, operations: Sequence[str] = DEFAULT_FEATURE_SELECT, *,
                     samples: str = "all", na_cutoff: float = 0.05, corr_threshold: float = 0.9,
-                    outlier_cutoff: float = 500, blocklist: list[str] | None = None,
+                    outlier_cutoff: float = OUTLIER_CUTOFF, blocklist: list[str] | None = None,
                     drop_nonfinite: bool = True) -> tuple[pd.DataFrame, dict]:
     """``pycytominer.feature_select`` with the operations run in a fixed order (cheap filters first,
     ``correlation_threshold`` last, with our vectorised copy of pycytominer's rule); then columns still
@@ -407,7 +408,8 @@ class ProfileResult:
 def build_profiles(plate_files: Iterable[str | os.PathLike] | None = None, *,
                    wells: pd.DataFrame | None = None, registry: pd.DataFrame | None = None,
                    aggregate: str = "median", normalize: str = "mad_robustize",
-                   feature_select: Sequence[str] = DEFAULT_FEATURE_SELECT, outlier_cutoff: float = 500,
+                   feature_select: Sequence[str] = DEFAULT_FEATURE_SELECT,
+                   outlier_cutoff: float = OUTLIER_CUTOFF,
                    position_correction: bool | str = False, min_reference_wells: int = 3,
                    blocklist: list[str] | None = None) -> ProfileResult:
     """The ``profiles:`` config block end to end; give per-plate ``cells.parquet`` files or ``wells``

@@ -51,7 +51,7 @@ def build_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mappin
     res = prof.build_profiles(wells=_read_wells(wells, reg), registry=reg,
                               normalize=params.get("normalize", "mad_robustize"),
                               feature_select=params.get("feature_select", prof.DEFAULT_FEATURE_SELECT),
-                              outlier_cutoff=float(params.get("outlier_cutoff", 500)),
+                              outlier_cutoff=float(params.get("outlier_cutoff", prof.OUTLIER_CUTOFF)),
                               position_correction=params.get("position_correction", False),
                               blocklist=params.get("blocklist"))
     log.info("profiles: %s", json.dumps(res.info, default=str))
@@ -233,11 +233,8 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
     active = {arm: set(t.loc[t["q_value"] < alpha, "perturbation"].astype(str))
               for arm, t in (("rna", act_rna), ("paint", act_paint))}
     both_active = np.array([i in active["rna"] and i in active["paint"] for i in ids])
-    metrics["concordance"]["active_in_both"] = {
-        **concordance.concordance(rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed,
-                                  subset=both_active),
-        "perturbations": [i for i, k in zip(ids, both_active, strict=True) if k],
-    }
+    metrics["concordance"]["active_in_both"] = concordance.concordance(
+        rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed, subset=both_active, labels=ids)
     table = pd.DataFrame(index=pd.Index(ids, name="perturbation_id"))
     for t in tables:
         table = table.join(t, how="left")

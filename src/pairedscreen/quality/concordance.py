@@ -13,6 +13,8 @@ Permutation p = (1 + #perm >= observed) / (1 + n_permutations).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -94,11 +96,12 @@ def cka_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int = 1000,
 
 def concordance(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, *, include_controls: bool = False,
                 n_permutations: int = 1000, seed: int = 0, method: str = "pearson",
-                subset: np.ndarray | None = None) -> dict:
+                subset: np.ndarray | None = None, labels: Sequence[str] | None = None) -> dict:
     """RNA vs paint agreement over the rows given (same perturbations, same order; rows with any NaN in
     either arm are dropped). ``subset``: optional boolean mask of rows to compare (e.g. perturbations
     active in both arms); centring still uses every control. Returns {"n_perturbations", "mantel_r",
-    "mantel_p", "cka", "cka_p", "method"}."""
+    "mantel_p", "cka", "cka_p", "method"}, plus "perturbations" (the compared rows' ``labels``) when
+    ``labels`` are given."""
     rna = np.asarray(rna, dtype=np.float64)
     paint = np.asarray(paint, dtype=np.float64)
     ctrl = np.asarray(is_control, bool)
@@ -111,6 +114,8 @@ def concordance(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, *, i
     a, b = rna_c[keep], paint_c[keep]
     res = {"n_perturbations": int(keep.sum()), "mantel_r": None, "mantel_p": None, "cka": None, "cka_p": None,
            "method": method}
+    if labels is not None:
+        res["perturbations"] = [str(v) for v in np.asarray(labels)[both][keep]]
     if keep.sum() < 4 or a.shape[1] == 0 or b.shape[1] == 0:
         return res
     r, p = mantel(cosine_similarity(a), cosine_similarity(b), n_permutations=n_permutations, seed=seed,

@@ -94,13 +94,12 @@ def concordance_recovery(truth_dir: str | os.PathLike, ids: list[str], rna: np.n
     t = read_truth(truth_dir)["perturbations"]
     t = t.set_index(t["perturbation_id"].astype(str)).reindex([str(i) for i in ids])
     shared = (t["effect_class"].astype(str) == SHARED_PROGRAM_CLASS).to_numpy()
-    res = concordance(rna, paint, is_control, n_permutations=n_permutations, seed=seed, subset=shared)
-    in_both = shared & np.isfinite(np.asarray(rna, float)).all(axis=1) & \
-        np.isfinite(np.asarray(paint, float)).all(axis=1)
-    programs = pd.to_numeric(t.loc[in_both, "program"], errors="coerce") if "program" in t else pd.Series()
+    res = concordance(rna, paint, is_control, n_permutations=n_permutations, seed=seed, subset=shared,
+                      labels=ids)
+    programs = pd.to_numeric(t.loc[res["perturbations"], "program"], errors="coerce") if "program" in t \
+        else pd.Series()
     p = res["mantel_p"]
-    return {**res, "perturbations": [str(i) for i, k in zip(ids, in_both, strict=True) if k],
-            "n_programs": int(programs.nunique()), "alpha": alpha,
+    return {**res, "n_programs": int(programs.nunique()), "alpha": alpha,
             "significant": bool(p is not None and p < alpha)}
 
 
