@@ -5,4 +5,5 @@ from pairedscreen.rna.stages import process_library
 with snakemake_log(snakemake):
     process_library(raw=snakemake.input.raw, guides=snakemake.input.guides, guide_sheet=snakemake.input.guide_sheet,
                     registry=snakemake.input.registry, expected_cells=snakemake.params.expected_cells,
-                    params=snakemake.params.rna, cells_out=snakemake.output.cells, ranks_out=snakemake.output.ranks)
+                    params=snakemake.params.rna, cells_out=snakemake.output.cells, ranks_out=snakemake.output.ranks,
+                    threads=snakemake.threads)

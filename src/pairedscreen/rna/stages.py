@@ -125,10 +125,12 @@ def process_library(
     cells_out: PathLike,
     ranks_out: PathLike,
     seed: int = 0,
+    threads: int | None = None,
 ) -> None:
     """Cell calling -> QC flags -> doublets -> guide assignment of one library.
 
-    ``params`` is config['rna'] (cell_calling, qc, doublets, guides sections)."""
+    ``params`` is config['rna'] (cell_calling, qc, doublets, guides sections); ``threads`` caps the
+    doublet kNN's numba threads (the rule's threads; None: numba's default, all cores)."""
     adata = ad.read_h5ad(raw)
     guide_counts = ad.read_h5ad(guides)
     cc, q, dbl, gd = (params.get(k, {}) for k in ("cell_calling", "qc", "doublets", "guides"))
@@ -145,7 +147,10 @@ def process_library(
     )
     if dbl.get("method", "scrublet") != "scrublet":
         raise ValueError(f"doublet method {dbl.get('method')!r} not supported (scrublet)")
-    cells = qc.flag_doublets(cells, expected_rate=float(dbl.get("expected_rate", 0.06)), seed=seed)
+    cells = qc.flag_doublets(
+        cells, expected_rate=float(dbl.get("expected_rate", 0.06)), seed=seed, knn=dbl.get("knn", "exact"),
+        threads=threads,
+    )
     cells = guide_calls.assign_guides(
         cells, guide_counts, _read_sheet(guide_sheet), registry=_registry(registry),
         method=gd.get("method", "mixture"), min_umis=int(gd.get("min_umis", 3)),
