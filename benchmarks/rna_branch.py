@@ -18,76 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import shutil
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from rna_scale import PeakRSS
 
 from pairedscreen.io import write_tsv
 from pairedscreen.rna import count, stages
 from pairedscreen.simulate import build_spec, make_registry
 from pairedscreen.simulate.rna import simulate_rna
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * PAGE
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-        return 0
-
-
-def _descendants(root: int) -> list[int]:
-    parent: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        parent.setdefault(ppid, []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        kids = parent.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
-
-
-class Peak:
-    """Peak RSS of this process and peak summed RSS of its descendants while the block runs."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.self_mb = self.children_mb = 0.0
-        self._interval, self._stop = interval, threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        me = os.getpid()
-        self.self_mb = max(self.self_mb, _rss(me) / 2**20)
-        self.children_mb = max(self.children_mb, sum(_rss(p) for p in _descendants(me)) / 2**20)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            time.sleep(self._interval)
-
-    def __enter__(self) -> Peak:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self._sample()
 
 
 def simulate_library(out: Path, cells: int, empties: int, seed: int, umis: float | None = None) -> Path:
@@ -154,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     # bare kb count (what a user would run by hand)
     guides = pd.read_csv(wd / "config" / "guides.tsv", sep="\t")
     t = time.perf_counter()
-    bare_peak = Peak().__enter__()
+    bare_peak = PeakRSS(children=True).__enter__()
     count.kb_count(
         res / "ref" / "index.idx",
         res / "ref" / "t2g.txt",
@@ -184,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     # the branch as the workflow runs it
     lib = res / "rna" / "L1"
     t0 = time.perf_counter()
-    kb_peak = Peak().__enter__()
+    kb_peak = PeakRSS(children=True).__enter__()
     for kind, idx, feats in (
         ("gex", res / "ref", None),
         ("guide", res / "gref", res / "gref" / "features.tsv"),
@@ -203,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     kb_peak.__exit__()
     timings["branch_kb_count_s"] = time.perf_counter() - t0
-    py_peak = Peak().__enter__()
+    py_peak = PeakRSS(children=True).__enter__()
     t = time.perf_counter()
     stages.load_library(
         lib / "kb_gex",
@@ -254,9 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
         "python_stages_pct_of_bare_kb": round(100 * python_s / timings["bare_kb_count_s"], 1),
         # peak memory: the branch's kb count (kb + kallisto + bustools processes, summed) and its
         # Python stages (this process); the bare run's kb processes for comparison
-        "peak_rss_branch_kb_mb": round(kb_peak.children_mb, 1),
-        "peak_rss_branch_python_mb": round(py_peak.self_mb, 1),
-        "peak_rss_bare_kb_mb": round(bare_peak.children_mb, 1),
+        "peak_rss_branch_kb_mb": round(kb_peak.children_peak / 2**20, 1),
+        "peak_rss_branch_python_mb": round(py_peak.peak / 2**20, 1),
+        "peak_rss_bare_kb_mb": round(bare_peak.children_peak / 2**20, 1),
     }
     print(json.dumps(report, indent=2))
     return report

@@ -35,19 +35,51 @@ from pairedscreen.rna.qc import compute_qc, flag_doublets
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
+def _rss(pid: int | str = "self") -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):  # a child that just ended
+        return 0
+
+
+def _descendants(root: int) -> list[int]:
+    parent: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        parent.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        kids = parent.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
 
 
 class PeakRSS:
-    def __init__(self, interval: float = 0.05) -> None:
-        self.peak, self.interval, self._stop = _rss(), interval, threading.Event()
+    """Peak RSS (bytes) of this process while the block runs; with ``children``, also the peak summed
+    RSS of its descendant processes (``children_peak``)."""
+
+    def __init__(self, interval: float = 0.05, children: bool = False) -> None:
+        self.peak, self.children_peak = _rss(), 0
+        self.interval, self.children, self._stop = interval, children, threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, _rss())
+        if self.children:
+            kids = sum(_rss(p) for p in _descendants(os.getpid()))
+            self.children_peak = max(self.children_peak, kids)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
+            self._sample()
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakRSS:
@@ -57,7 +89,7 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, _rss())
+        self._sample()
 
 
 def build(n_cells: int, n_genes: int, n_perts: int, guides_per: int, umis: int, seed: int):
