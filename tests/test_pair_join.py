@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pairedscreen.columns import N_CELLS, N_WELLS, PERT
 from pairedscreen.pair import join
-from pairedscreen.pair.profiles import N_CELLS, N_WELLS, PERT
 from pairedscreen.pair.pseudobulk import pseudobulk, replicate_pseudobulks
 
 REG = pd.DataFrame({

@@ -9,7 +9,7 @@ import pytest
 
 from pairedscreen.pair import profiles as P
 from pairedscreen.pair.cellprofiler import read_cellprofiler_csvs
-from pairedscreen.pair.plate import edge_mask, infer_plate_shape, parse_well
+from pairedscreen.plate import edge_mask, infer_plate_shape, parse_well
 
 JUMP = "cellprofiler_features_jump_cpg0043_BR00116991_A01"
 

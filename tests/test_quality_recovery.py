@@ -23,8 +23,8 @@ import scipy.sparse as sp
 
 from pairedscreen.pair import profiles as P
 from pairedscreen.pair.datasheet import build_datasheet, summarize_hits, validate_datasheet
-from pairedscreen.pair.plate import edge_mask
 from pairedscreen.pair.pseudobulk import pseudobulk, replicate_pseudobulks
+from pairedscreen.plate import edge_mask
 from pairedscreen.quality import batch, concordance, effect, position, replicate, truth
 
 NPERM = 200

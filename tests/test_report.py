@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 import pairedscreen.report as report_pkg
+from pairedscreen.plate import is_edge_well
 from pairedscreen.report import collect_report_data
-from pairedscreen.report.collect import ReportInputError, is_edge_well
+from pairedscreen.report.collect import ReportInputError
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = ["DNA", "ER", "RNA", "AGP", "Mito"]

@@ -7,15 +7,15 @@ references between sheets, files that must exist. Every error names the sheet, t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from pairedscreen.plate import WELL_RE, normalise_well  # noqa: F401  (re-exported for the rules)
+
 TRUE = {"true", "t", "yes", "y", "1"}
 FALSE = {"false", "f", "no", "n", "0"}
-WELL_RE = re.compile(r"^([A-Pa-p])0?([1-9]|1[0-9]|2[0-4])$")
 
 
 class SheetError(ValueError):
@@ -30,12 +30,6 @@ class SheetError(ValueError):
 def line_of(df: pd.DataFrame, pos: int) -> int:
     """1-based line in the TSV of the row at position ``pos`` (line 1 is the header)."""
     return pos + 2
-
-
-def normalise_well(well: str) -> str:
-    """``A1``/``a01``/``A01`` -> ``A01``; returns the input unchanged when it is not a 384-well name."""
-    m = WELL_RE.match(str(well).strip())
-    return f"{m.group(1).upper()}{int(m.group(2)):02d}" if m else str(well).strip()
 
 
 def read_sheet(

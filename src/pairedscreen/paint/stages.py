@@ -19,7 +19,8 @@ from pairedscreen.paint.aggregate import aggregate_wells, assemble_cells
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
 from pairedscreen.paint.ingest import build_image_index, load_site
-from pairedscreen.sheets import normalise_well, read_sheet
+from pairedscreen.plate import normalise_well
+from pairedscreen.sheets import read_sheet
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike

@@ -17,8 +17,8 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
+from pairedscreen.columns import IS_CONTROL, N_CELLS, N_WELLS, PERT, feature_columns
 from pairedscreen.io import atomic_output
-from pairedscreen.pair.profiles import IS_CONTROL, N_CELLS, N_WELLS, PERT, feature_columns
 
 REGISTRY_COLUMNS = ["perturbation_type", "target_gene", "is_control", "control_type"]
 

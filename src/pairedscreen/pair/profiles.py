@@ -35,16 +35,21 @@ import pyarrow.parquet as pq
 import pyarrow.types as pa_types
 from pycytominer import feature_select as _pcm_feature_select
 
-from pairedscreen.pair.plate import PLATE_SHAPE, edge_mask, well_positions
+from pairedscreen.columns import (  # noqa: F401  (names re-exported for callers of this module)
+    ALIASES,
+    BATCH,
+    COMPARTMENTS,
+    IS_CONTROL,
+    N_CELLS,
+    N_WELLS,
+    PERT,
+    PLATE,
+    SITE,
+    WELL,
+    feature_columns,
+)
+from pairedscreen.plate import PLATE_SHAPE, edge_mask, well_positions
 
-COMPARTMENTS = ("Cells", "Nuclei", "Cytoplasm")
-PLATE, WELL, PERT = "Metadata_Plate", "Metadata_Well", "Metadata_Perturbation"
-IS_CONTROL, BATCH, SITE = "Metadata_IsControl", "Metadata_Batch", "Metadata_Site"
-N_CELLS, N_WELLS = "n_cells", "n_wells"
-ALIASES = {
-    "plate": PLATE, "well": WELL, "site": SITE, "perturbation_id": PERT, "perturbation": PERT,
-    "is_control": IS_CONTROL, "batch": BATCH, "replicate": "Metadata_Replicate",
-}
 # pycytominer's operations; drop_outliers (any |normalised value| > outlier_cutoff) removes features whose
 # control wells are nearly constant (quantised or degenerate features: a tiny MAD blows every other well up
 # by orders of magnitude and one such feature then dominates every distance)
@@ -53,14 +58,6 @@ DEFAULT_FEATURE_SELECT = ("variance_threshold", "correlation_threshold", "drop_n
 OUTLIER_CUTOFF = 500.0   # drop_outliers' cutoff, pycytominer's default
 FEATURE_SELECT_ORDER = ("drop_na_columns", "blocklist", "variance_threshold", "frequency_threshold",
                         "drop_outliers", "correlation_threshold")
-
-
-def feature_columns(df: pd.DataFrame, compartments: Sequence[str] = COMPARTMENTS) -> list[str]:
-    """Numeric columns named ``{Compartment}_...`` (pycytominer's ``infer_cp_features`` rule)."""
-    prefixes = tuple(f"{c}_" for c in compartments)
-    dtypes = df.dtypes
-    return [c for c, dt in zip(df.columns, dtypes, strict=True)
-            if isinstance(c, str) and c.startswith(prefixes) and pd.api.types.is_numeric_dtype(dt)]
 
 
 def meta_columns(df: pd.DataFrame, features: Sequence[str] | None = None) -> list[str]:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from pairedscreen import columns as C
 from pairedscreen.io import write_json, write_parquet, write_tsv
 from pairedscreen.pair import datasheet as ds
 from pairedscreen.pair import join
@@ -69,15 +70,15 @@ def _paint_replicates(profiles: pd.DataFrame, feats: list[str], paint_cells: Seq
     Caveat, reported in the metrics (``replicate_unit``): sub-wells of one well share its well effect, so
     with one well per perturbation a well artefact cannot be told from a perturbation effect; activity
     calls are then within-well reproducibility, not replicate agreement."""
-    trt = profiles[~profiles[prof.IS_CONTROL]]
-    wells_per = trt.groupby(prof.PERT).size()
+    trt = profiles[~profiles[C.IS_CONTROL]]
+    wells_per = trt.groupby(C.PERT).size()
     if (len(wells_per) and wells_per.median() >= 2) or not paint_cells:
         return profiles, "wells"
     parts = []
     for p in paint_cells:
         cells = prof.harmonize_metadata(pd.read_parquet(p), reg)
         cells = prof.assign_splits(cells, n_splits, seed=seed)
-        parts.append(prof.aggregate_wells(cells, strata=(prof.PLATE, prof.WELL, "Metadata_Split"),
+        parts.append(prof.aggregate_wells(cells, strata=(C.PLATE, C.WELL, "Metadata_Split"),
                                           features=[f for f in feats if f in cells.columns]))
         del cells
     sub = pd.concat(parts, ignore_index=True)
@@ -151,11 +152,11 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
 
     # paint ---------------------------------------------------------------------------------------
     pr = prof.harmonize_metadata(pd.read_parquet(profiles), reg)
-    feats = prof.feature_columns(pr)
+    feats = C.feature_columns(pr)
     rep, unit = _paint_replicates(pr, feats, paint_cells, reg, seed)
-    meta = pd.DataFrame({"perturbation": rep[prof.PERT].astype(str).to_numpy(),
-                         "is_control": rep[prof.IS_CONTROL].to_numpy(bool),
-                         "plate": rep[prof.PLATE].astype(str).to_numpy()})
+    meta = pd.DataFrame({"perturbation": rep[C.PERT].astype(str).to_numpy(),
+                         "is_control": rep[C.IS_CONTROL].to_numpy(bool),
+                         "plate": rep[C.PLATE].astype(str).to_numpy()})
     pca = params.get("paint_pca_variance", 0.9)
     rep_feats = [f for f in feats if f in rep.columns]   # sub-well replicates may drop undefined features
     x = replicate.paint_features(rep, rep_feats, pca_variance=None if pca in (None, 0, 1) else float(pca))
@@ -173,23 +174,23 @@ def compute_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike
     tables.append(_table(eff_paint, "paint", "effect"))
 
     raw = _read_wells(wells, reg)
-    raw = raw[raw[feats].notna().any(axis=1) & (raw.get(prof.N_CELLS, 1) > 0)].reset_index(drop=True)
+    raw = raw[raw[feats].notna().any(axis=1) & (raw.get(C.N_CELLS, 1) > 0)].reset_index(drop=True)
     raw_norm, _ = prof.normalize_plates(raw, features=feats)
     keep_feats = [f for f in feats if raw_norm[f].notna().all()]
     before = position.position_effects(raw_norm, keep_feats, n_permutations=nperm, seed=seed)
     after = position.position_effects(pr, feats, n_permutations=nperm, seed=seed)
     metrics["position"] = {"before": position.summarize(before, alpha=alpha),
                            "after": position.summarize(after, alpha=alpha)}
-    ctrl_raw = raw[raw[prof.IS_CONTROL]]
+    ctrl_raw = raw[raw[C.IS_CONTROL]]
     cf = [f for f in keep_feats if ctrl_raw[f].notna().all()]
     metrics["batch"]["paint_plate_raw"] = batch.batch_predictability(
-        ctrl_raw[cf].to_numpy(), ctrl_raw[prof.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
-    ctrl = pr[pr[prof.IS_CONTROL]]
+        ctrl_raw[cf].to_numpy(), ctrl_raw[C.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
+    ctrl = pr[pr[C.IS_CONTROL]]
     metrics["batch"]["paint_plate_normalized"] = batch.batch_predictability(
-        ctrl[feats].to_numpy(), ctrl[prof.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
-    if prof.BATCH in ctrl and ctrl[prof.BATCH].nunique() > 1:
+        ctrl[feats].to_numpy(), ctrl[C.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
+    if C.BATCH in ctrl and ctrl[C.BATCH].nunique() > 1:
         metrics["batch"]["paint_batch_normalized"] = batch.batch_predictability(
-            ctrl[feats].to_numpy(), ctrl[prof.BATCH].to_numpy(), n_permutations=nperm, seed=seed)
+            ctrl[feats].to_numpy(), ctrl[C.BATCH].to_numpy(), n_permutations=nperm, seed=seed)
 
     # rna -----------------------------------------------------------------------------------------
     cells = ad.read_h5ad(rna_cells)
@@ -287,12 +288,12 @@ def pair_arms(pseudobulk: PathLike, consensus: PathLike, quality_table: PathLike
         m = _paint_cell_meta(p)
         paint_idx.append(pd.DataFrame({
             "modality": "paint",
-            "cell_id": (m[prof.PLATE].astype(str) + "_" + m[prof.WELL].astype(str) + "_s"
-                        + m[prof.SITE].astype(str) + "_" + m["Metadata_ObjectNumber"].astype(str)).to_numpy(),
-            "perturbation": m[prof.PERT].astype(str).to_numpy(),
-            "plate": m[prof.PLATE].astype(str).to_numpy(),
-            "well": m[prof.WELL].astype(str).to_numpy(), "site": m[prof.SITE].to_numpy(),
-            "batch": m[prof.BATCH].astype(str).to_numpy() if prof.BATCH in m else "", "used": True}))
+            "cell_id": (m[C.PLATE].astype(str) + "_" + m[C.WELL].astype(str) + "_s"
+                        + m[C.SITE].astype(str) + "_" + m["Metadata_ObjectNumber"].astype(str)).to_numpy(),
+            "perturbation": m[C.PERT].astype(str).to_numpy(),
+            "plate": m[C.PLATE].astype(str).to_numpy(),
+            "well": m[C.WELL].astype(str).to_numpy(), "site": m[C.SITE].to_numpy(),
+            "batch": m[C.BATCH].astype(str).to_numpy() if C.BATCH in m else "", "used": True}))
     index = pd.concat([rna_idx, *paint_idx], ignore_index=True, sort=False)
     ctrl = set(reg.loc[reg["is_control"], "perturbation_id"].astype(str))
     index.insert(3, "is_control", index["perturbation"].isin(ctrl))
@@ -300,7 +301,7 @@ def pair_arms(pseudobulk: PathLike, consensus: PathLike, quality_table: PathLike
     if cells_out is not None:
         tables = [prof.harmonize_metadata(pd.read_parquet(p), reg) for p in paint_cells]
         painted = join.paint_cells_anndata(pd.concat(tables, ignore_index=True, sort=False).rename(columns={
-            prof.PLATE: "plate", prof.WELL: "well", prof.SITE: "site", "Metadata_ObjectNumber": "object_id"}))
+            C.PLATE: "plate", C.WELL: "well", C.SITE: "site", "Metadata_ObjectNumber": "object_id"}))
         join.write_cells(join.build_cells(cells, painted), cells_out)
 
 
@@ -335,9 +336,9 @@ def write_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike 
             prehashed.append({"role": f"image:{r.plate}", "path": str(r.path), "sha256": r.sha256})
     n_cells, wells = 0, set()
     for p in _get(inputs, "paint_cells"):
-        m = pq.read_table(p, columns=[prof.PLATE, prof.WELL]).to_pandas()
+        m = pq.read_table(p, columns=[C.PLATE, C.WELL]).to_pandas()
         n_cells += len(m)
-        wells |= set(zip(m[prof.PLATE], m[prof.WELL], strict=True))
+        wells |= set(zip(m[C.PLATE], m[C.WELL], strict=True))
     paint_counts = ds.paint_stage_counts(image_index, objects=n_cells, cells_profiled=n_cells,
                                          wells_profiled=len(wells)) if len(image_index) else \
         {"images": 0, "sites": 0, "sites_flagged": 0}

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
-from pairedscreen.pair.plate import PLATE_SHAPE, edge_mask, well_positions
-from pairedscreen.pair.profiles import IS_CONTROL, PLATE, WELL, feature_columns
+from pairedscreen.columns import IS_CONTROL, PLATE, WELL, feature_columns
+from pairedscreen.plate import PLATE_SHAPE, edge_mask, well_positions
 
 
 def feature_groups(features: Sequence[str]) -> dict[str, list[str]]:

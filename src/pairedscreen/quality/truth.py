@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pairedscreen.pair.plate import PLATE_SHAPE, edge_mask
+from pairedscreen.plate import PLATE_SHAPE, edge_mask
 
 
 def _bool(s: pd.Series) -> pd.Series:

@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-N_ROWS, N_COLS = 16, 24
-ROWS = "ABCDEFGHIJKLMNOP"
+from pairedscreen.plate import N_COLS, N_ROWS, edge_grid, is_edge_well, well_rc
+
 DEFAULT_HEATMAP_FEATURE = "Cells_Intensity_MeanIntensity_AGP"
 MAX_KNEE_POINTS = 600
 MAX_ILLUM_SIDE = 96
@@ -36,7 +36,6 @@ MAX_CONCORDANCE = 1500
 
 _QC_FLAG = {"total_counts": "counts", "n_genes_by_counts": "genes", "pct_counts_mt": "mt"}
 _CALL_KEYS = ("knee", "threshold", "inflection", "min_umis", "cutoff")
-_WELL_RE = re.compile(r"^([A-Pa-p])0*([0-9]{1,2})$")
 
 
 class ReportInputError(FileNotFoundError):
@@ -87,26 +86,11 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def well_to_rc(well: str) -> tuple[int, int] | None:
-    m = _WELL_RE.match(str(well).strip())
-    if not m:
-        return None
-    r, c = ROWS.index(m.group(1).upper()), int(m.group(2)) - 1
-    if not 0 <= c < N_COLS:
-        return None
-    return r, c
-
-
-def is_edge_well(well: str) -> bool:
-    rc = well_to_rc(well)
-    return rc is not None and (rc[0] in (0, N_ROWS - 1) or rc[1] in (0, N_COLS - 1))
-
-
 def plate_grid(wells: Iterable[str], values: Iterable[float]) -> np.ndarray:
     """A 16x24 float grid (NaN where no well) from well names and values."""
     grid = np.full((N_ROWS, N_COLS), np.nan)
     for w, v in zip(wells, values, strict=True):
-        rc = well_to_rc(w)
+        rc = well_rc(w)
         if rc is not None:
             grid[rc] = float(v) if v is not None and pd.notna(v) else np.nan
     return grid
@@ -114,9 +98,7 @@ def plate_grid(wells: Iterable[str], values: Iterable[float]) -> np.ndarray:
 
 def edge_summary(grid: np.ndarray) -> dict[str, float]:
     """Mean of edge vs interior wells of a 16x24 grid and their ratio."""
-    edge = np.zeros(grid.shape, bool)
-    edge[[0, -1], :] = True
-    edge[:, [0, -1]] = True
+    edge = edge_grid(grid.shape)
     e, i = grid[edge & ~np.isnan(grid)], grid[~edge & ~np.isnan(grid)]
     em = float(e.mean()) if e.size else float("nan")
     im = float(i.mean()) if i.size else float("nan")

@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from pairedscreen.report.collect import as_bool, well_to_rc  # noqa: E402
+from pairedscreen.plate import N_COLS, N_ROWS, ROWS, well_rc  # noqa: E402
+from pairedscreen.report.collect import as_bool  # noqa: E402
 
 DPI = 90
 MAX_SCATTER = 5000
@@ -211,7 +212,6 @@ def plate_heatmaps(heatmaps: Mapping[str, np.ndarray], edge: Mapping[str, Mappin
     ncol = 2 if n > 1 else 1
     nrow = int(np.ceil(n / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.3 * nrow), squeeze=False)
-    rows = "ABCDEFGHIJKLMNOP"
     for ax, (name, grid) in zip(axes.ravel(), heatmaps.items(), strict=False):
         g = np.ma.masked_invalid(grid)
         finite = grid[np.isfinite(grid)]
@@ -221,12 +221,12 @@ def plate_heatmaps(heatmaps: Mapping[str, np.ndarray], edge: Mapping[str, Mappin
             vmin, vmax = vmin - pad, vmax + pad
         cmap = plt.get_cmap("viridis").with_extremes(bad="#edf2f7")
         im = ax.imshow(g, cmap=cmap, vmin=vmin, vmax=vmax, aspect="equal", interpolation="nearest")
-        rc = [x for x in (well_to_rc(w) for w in flagged_wells) if x is not None]
+        rc = [x for x in (well_rc(w) for w in flagged_wells) if x is not None]
         if rc:
             ax.scatter([c for _, c in rc], [r for r, _ in rc], marker="x", s=14, color=C_BAD, lw=1)
-        ax.set_xticks(range(0, 24, 2), [str(c + 1) for c in range(0, 24, 2)], fontsize=6)
-        ax.set_yticks(range(0, 16, 2), [rows[r] for r in range(0, 16, 2)], fontsize=6)
-        ax.add_patch(plt.Rectangle((0.5, 0.5), 22, 14, fill=False, ec="w", lw=0.8, ls="--"))
+        ax.set_xticks(range(0, N_COLS, 2), [str(c + 1) for c in range(0, N_COLS, 2)], fontsize=6)
+        ax.set_yticks(range(0, N_ROWS, 2), [ROWS[r] for r in range(0, N_ROWS, 2)], fontsize=6)
+        ax.add_patch(plt.Rectangle((0.5, 0.5), N_COLS - 2, N_ROWS - 2, fill=False, ec="w", lw=0.8, ls="--"))
         for s in ax.spines.values():
             s.set_visible(False)
         e = edge.get(name, {})

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pairedscreen.columns import MULTIPLE, UNASSIGNED
+
 METHODS = ("mixture", "threshold", "max")
-UNASSIGNED, MULTIPLE = "unassigned", "multiple"
 
 
 def _normal_logpdf(x: np.ndarray, mu: float, var: float) -> np.ndarray:

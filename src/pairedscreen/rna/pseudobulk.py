@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pairedscreen.rna.guides import MULTIPLE, UNASSIGNED
+from pairedscreen.columns import MULTIPLE, UNASSIGNED
 
 
 def log1p_cp10k(counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:

@@ -36,12 +36,11 @@ from skimage.measure import label as cc_label
 from skimage.segmentation import find_boundaries
 
 from pairedscreen.io import atomic_output, write_parquet, write_tsv
+from pairedscreen.plate import N_COLS, N_ROWS, ROWS, is_edge, well_name
 from pairedscreen.simulate.registry import Registry
 from pairedscreen.simulate.spec import PaintSpec, ScreenSpec
 
 CHANNELS: tuple[str, ...] = ("DNA", "ER", "RNA", "AGP", "Mito")   # channel index = position + 1
-ROWS = "ABCDEFGHIJKLMNOP"
-N_ROWS, N_COLS = 16, 24
 PAINT_ACTIVE_CLASSES = ("both", "paint")
 
 # Planted morphology effects. A perturbation's effect is a vector of log multipliers
@@ -70,15 +69,6 @@ _EDGE_CELL_FACTOR = 0.85         # edge wells have ~15% fewer cells
 
 # ----------------------------------------------------------------------------------------------- layout
 
-def well_name(row: int, col: int) -> str:
-    """0-based row/col -> ``A01``."""
-    return f"{ROWS[row]}{col + 1:02d}"
-
-
-def is_edge_well(row: int, col: int) -> bool:
-    return row in (0, N_ROWS - 1) or col in (0, N_COLS - 1)
-
-
 def plate_id(plate_index: int) -> str:
     return f"P{plate_index + 1}"
 
@@ -100,8 +90,8 @@ def plate_layout(registry: Registry, spec: ScreenSpec, plate_index: int) -> pd.D
     if controls:
         entries += [controls[j % len(controls)] for j in range(ps.extra_control_wells)]
     n = len(entries)
-    edge = [(r, c) for r in range(N_ROWS) for c in range(N_COLS) if is_edge_well(r, c)]
-    interior = [(r, c) for r in range(N_ROWS) for c in range(N_COLS) if not is_edge_well(r, c)]
+    edge = [(r, c) for r in range(N_ROWS) for c in range(N_COLS) if is_edge(r, c)]
+    interior = [(r, c) for r in range(N_ROWS) for c in range(N_COLS) if not is_edge(r, c)]
     if n > len(edge) + len(interior):
         raise ValueError(f"{n} wells do not fit on a 384-well plate")
     n_edge = 0 if n < 2 else max(1, int(round(0.3 * n)))
@@ -125,7 +115,7 @@ def plate_layout(registry: Registry, spec: ScreenSpec, plate_index: int) -> pd.D
                     is_ctrl[src], is_ctrl[d] = is_ctrl[d], is_ctrl[src]
     rows = []
     for (r, c), pid in zip(positions, assigned, strict=True):
-        e = is_edge_well(r, c)
+        e = is_edge(r, c)
         rows.append({"plate": plate_id(plate_index), "well": well_name(r, c), "row": ROWS[r], "col": c + 1,
                      "is_edge": e, "perturbation_id": pid,
                      "edge_multiplier": 1.0 + ps.edge_effect if e else 1.0, "_r": r, "_c": c})
