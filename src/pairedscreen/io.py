@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,12 +20,48 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+_MKDTEMP_TAIL = r"[a-z0-9_]{8}"  # tempfile.mkdtemp's random part
+
+
+def clean_stale_temps(parent: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove ``parent/{prefix}XXXXXXXX`` folders (``tempfile.mkdtemp`` names) left by a killed job.
+
+    A step writing an output owns its temp siblings (Snakemake never runs two jobs for one output and
+    locks the working directory), so any that exist when it starts are leftovers of an interrupted run.
+    Returns what was removed."""
+    parent = Path(parent)
+    pattern = re.compile(re.escape(prefix) + _MKDTEMP_TAIL)
+    removed = []
+    if parent.is_dir():
+        for p in parent.iterdir():
+            if p.is_dir() and not p.is_symlink() and pattern.fullmatch(p.name):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str | os.PathLike, prefix: str) -> Iterator[Path]:
+    """A temporary work folder ``parent/{prefix}XXXXXXXX``, removed afterwards; leftovers of a killed
+    earlier attempt with the same prefix are removed first."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(parent, prefix)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds."""
+    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
+
+    The sibling is ``.{name}.XXXXXXXX/partial``; such siblings left by a killed earlier attempt are
+    removed first (:func:`clean_stale_temps`), so an interrupted run leaves nothing behind once rerun."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path.parent, f".{path.name}.")
     suffix = "".join(path.suffixes) if not is_dir else ""
     tmp_root = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
     tmp = Path(tmp_root) / f"partial{suffix}"

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from pairedscreen.io import atomic_output, sha256sum, write_json, write_parquet, write_tsv
+from pairedscreen.io import atomic_output, scratch_dir, sha256sum, write_json, write_parquet, write_tsv
 from pairedscreen.rna import calling, count, knockdown, pseudobulk, qc
 from pairedscreen.rna import guides as guide_calls
 
@@ -44,8 +43,7 @@ def _write_h5ad(adata: ad.AnnData, path: PathLike) -> None:
 
 def build_reference(fasta: PathLike, gtf: PathLike, index: PathLike, t2g: PathLike, threads: int = 1) -> None:
     """kb ref (standard workflow) -> ``index`` + ``t2g``."""
-    Path(index).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(index).parent, prefix=".kb_ref.") as work:
+    with scratch_dir(Path(index).parent, ".kb_ref.") as work:
         out = count.kb_ref(fasta, gtf or None, work, threads)
         log.info("kb ref log:\n%s", (Path(work) / "kb_ref.log").read_text())
         with atomic_output(t2g) as tmp:
@@ -58,8 +56,7 @@ def build_guide_reference(guides: PathLike, index: PathLike, t2g: PathLike, feat
     """kb ref --workflow kite from the guides sheet -> ``index``, ``t2g``; ``features`` = the sheet's
     id/name/read/pattern/sequence (with header), read back by :func:`count_library` for the layout."""
     sheet = _read_sheet(guides)
-    Path(index).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(index).parent, prefix=".kite.") as work:
+    with scratch_dir(Path(index).parent, ".kite.") as work:
         out = count.kb_ref_guides(sheet, work)
         log.info("kb ref (kite) log:\n%s", (Path(work) / "kb_ref.log").read_text())
         with atomic_output(t2g) as tmp:
@@ -104,14 +101,16 @@ def load_library(
     inputs: PathLike,
 ) -> None:
     """kb outputs -> ``raw.h5ad`` and ``guides_raw.h5ad`` (same obs) + ``inputs.json`` (FASTQ sha256, kb
-    run_info of both counts)."""
+    ``run_info.json`` of both counts as ``kb_gex`` / ``kb_guide`` and bustools' ``inspect.json`` of the
+    output BUS file as ``kb_gex_inspect`` / ``kb_guide_inspect``: the read counts of the ledger)."""
     gex, gd = count.load_library(gex_dir, guide_dir, library, batch)
     _write_h5ad(gex, raw)
     _write_h5ad(gd, guides)
     info: dict[str, Any] = {"library": library, "fastqs": {str(f): sha256sum(f) for f in fastqs}}
     for name, d in (("kb_gex", gex_dir), ("kb_guide", guide_dir)):
-        ri = Path(d) / "run_info.json"
-        info[name] = json.loads(ri.read_text()) if ri.exists() else {}
+        for key, fname in ((name, "run_info.json"), (f"{name}_inspect", "inspect.json")):
+            f = Path(d) / fname
+            info[key] = json.loads(f.read_text()) if f.exists() else {}
     write_json(info, inputs)
 
 
