@@ -1,4 +1,5 @@
-"""Command line: `pairedscreen simulate`, `pairedscreen train-segmentation`, `pairedscreen validate`."""
+"""Command line: `pairedscreen simulate`, `pairedscreen train-segmentation`, `pairedscreen provenance`,
+`pairedscreen validate`."""
 
 from __future__ import annotations
 
@@ -35,6 +36,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_provenance(args: argparse.Namespace) -> int:
+    from pairedscreen import provenance
+
+    lib = provenance.library_provenance()
+    rows = provenance.stale_outputs(args.directory) if args.stale else provenance.output_table(args.directory)
+    if args.paths:
+        for r in rows:
+            print(r["path"])
+        return 0
+    if not args.stale:
+        print(f"# library {lib['version']} source {lib['source_sha256'][:12]} "
+              f"commit {lib['git_commit'] or '-'}")
+    for r in rows:
+        print(f"{r['path']}\t{r['rule']}\t{r['version']}\t{(r['source_sha256'] or '')[:12]}\t"
+              f"{(r['git_commit'] or '-')[:12]}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pairedscreen", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -56,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--work-dir", type=Path, default=None,
                    help="where the training screen is simulated (default: OUT/.training_screen)")
     t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("provenance", help="which library version made each output of a run "
+                       "(--stale: only those made by another version than this one)")
+    v.add_argument("directory", type=Path, nargs="?", default=Path("."), help="the run's working directory")
+    v.add_argument("--stale", action="store_true",
+                   help="only outputs whose library source digest differs from the installed library's")
+    v.add_argument("--paths", action="store_true",
+                   help="print paths only, e.g. for "
+                   "`snakemake --forcerun $(pairedscreen provenance --stale --paths DIR)`")
+    v.set_defaults(func=cmd_provenance)
 
     args = p.parse_args(argv)
     return int(args.func(args) or 0)

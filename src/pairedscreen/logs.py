@@ -14,12 +14,29 @@ from typing import Any
 
 @contextlib.contextmanager
 def snakemake_log(snakemake: Any) -> Iterator[logging.Logger]:
-    """Use as ``with snakemake_log(snakemake) as log:`` in a workflow script."""
+    """Use as ``with snakemake_log(snakemake) as log:`` in a workflow script.
+
+    Before the step runs it checks that ``pairedscreen`` is the workflow's own library
+    (:func:`pairedscreen.provenance.check_workflow_library`); after it succeeds it writes the job's
+    provenance record (``results/provenance/{rule}/{name}.json``, :func:`pairedscreen.provenance.record_job`).
+    """
+    from pairedscreen import provenance
+
+    if getattr(snakemake, "scriptdir", None):
+        provenance.check_workflow_library(snakemake.scriptdir)
     log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
-    name = f"pairedscreen.{getattr(snakemake, 'rule', 'step')}"
+    rule = getattr(snakemake, "rule", "step")
+    name = f"pairedscreen.{rule}"
     logger = logging.getLogger(name)
+    job = log_path.stem if log_path is not None else \
+        "_".join(str(v) for v in dict(snakemake.wildcards).values()) or "all"
+
+    def record() -> None:
+        provenance.record_job(Path.cwd(), rule, job, list(snakemake.output), dict(snakemake.wildcards))
+
     if log_path is None:
         yield logger
+        record()
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", buffering=1) as fh:
@@ -35,6 +52,7 @@ def snakemake_log(snakemake: Any) -> Iterator[logging.Logger]:
         try:
             logger.info("rule %s: wildcards %s", getattr(snakemake, "rule", "?"), dict(snakemake.wildcards))
             yield logger
+            record()
             logger.info("done in %.1f s", time.perf_counter() - start)
         except BaseException:
             fh.write(traceback.format_exc())

@@ -7,6 +7,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also when not pip-installed
+from pairedscreen.provenance import use_workflow_library
+
+# jobs (script: subprocesses, cluster jobs re-reading this file) import this workflow's library first,
+# never another installed copy; each script checks it (pairedscreen.provenance.check_workflow_library)
+use_workflow_library(workflow.basedir)
 
 from pairedscreen.config import estimated_cells, resolve_model
 from pairedscreen.paths import chunk_wells, path
@@ -143,6 +148,16 @@ def chunk_masks(wc):
 
 def chunk_features(wc):
     return chunk_paths("features", wc.plate)
+
+
+def digested_outputs():
+    """The final outputs whose content digests the datasheet records (pairedscreen.digest)."""
+    keys = ["paired_h5mu", "paired_rna", "paired_paint", "cell_index", "quality_metrics", "quality_table",
+            "profiles", "consensus", "rna_cells", "rna_pseudobulk", "rna_knockdown"]
+    out = [path(k) for k in keys] + per_library("rna_cells_lib") + per_plate("paint_cells") + per_plate("paint_wells")
+    if WRITE_CELLS_H5MU:
+        out.append(path("paired_cells"))
+    return out
 
 
 def per_library(key):
