@@ -1,11 +1,22 @@
-"""End to end: the whole workflow on the tiny simulated screen, then a plate lands and only its work runs."""
+"""End to end: the whole workflow on the tiny simulated screen, then a plate lands and only its work runs;
+its ledger balances; a copy of the screen killed mid-job (segmentation, kb count) and rerun as the README
+says gives the same outputs (content digests) and leaves no temp files; faults injected into it
+(quarantined images, a stricter QC) are accounted for in its ledger."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from workdir import planned_jobs, snakemake
+import yaml
+from workdir import planned_jobs, snakemake, start_snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -23,6 +34,7 @@ def finished_run(tmp_path_factory):
     plates.iloc[:1].to_csv(wd / "config" / "plates.tsv", sep="\t", index=False)
     res = snakemake(wd, "--cores", "2")
     assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    shutil.copy(wd / "results" / "datasheet.json", wd.parent / "datasheet_first_run.json")  # before P2 lands
     return wd, plates
 
 
@@ -146,3 +158,196 @@ def test_snakemake_report(finished_run, tmp_path):
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     html = out.read_text(errors="replace")
     assert "perturbations.h5mu" in html and "knockdown.tsv" in html
+
+
+# ------------------------------------------------------------------------------------------- ledger
+def _first_sheet(finished_run) -> dict:
+    wd, _ = finished_run
+    return json.loads((wd.parent / "datasheet_first_run.json").read_text())
+
+
+def _assert_balanced(sheet: dict) -> dict:
+    from pairedscreen.pair import ledger
+
+    led = sheet["ledger"]
+    checks = ledger.check_ledger(led)   # re-evaluated from the terms, not the recorded flags
+    assert len(checks) >= 20, checks
+    assert all(checks.values()), [led_eq for led_eq, ok in checks.items() if not ok]
+    assert led["balanced"] is True and led["unbalanced"] == []
+    assert all(eq["balanced"] for _, eq in ledger.equations(led))
+    return led
+
+
+def test_ledger_balances_on_the_e2e_run(finished_run):
+    """Every equation balances, and its counts agree with what is on disk and with the planted truth."""
+    import anndata as ad
+
+    wd, _ = finished_run
+    led = _assert_balanced(_first_sheet(finished_run))
+    spec = json.loads((wd / "truth" / "spec.json").read_text())["paint"]
+    pm = pd.read_csv(wd / "config" / "plate_maps" / "P1.tsv", sep="\t")
+    p1 = led["paint"]["P1"]["counts"]
+    assert p1["images_in"] == len(list((wd / "raw" / "images" / "P1").glob("*.tif")))
+    assert p1["sites"] == len(pm) * spec["sites_per_well"]
+    truth_objects = pd.read_parquet(wd / "truth" / "paint_objects.parquet")
+    assert p1["objects_segmented"] == int((truth_objects["plate"] == "P1").sum())   # simulated: perfect
+    cells = pd.read_parquet(wd / "results" / "paint" / "P1" / "cells.parquet", columns=["Metadata_Well"])
+    assert p1["cells_in_plate_table"] == len(cells)
+    l1 = led["rna"]["L1"]["counts"]
+    barcodes = pd.read_csv(wd / "truth" / "rna_barcodes.tsv", sep="\t")
+    assert l1["barcodes"] == int((barcodes["library_id"] == "L1").sum())
+    assert l1["cells_called"] == ad.read_h5ad(wd / "results" / "rna" / "L1" / "cells.h5ad", backed="r").n_obs
+    info = json.loads((wd / "results" / "rna" / "L1" / "inputs.json").read_text())
+    assert l1["gex_reads_in"] == info["kb_gex"]["n_processed"]
+    assert l1["gex_reads_in_bus"] == info["kb_gex_inspect"]["numReads"]   # bustools' own count
+    losses = led["rna"]["L1"]["losses"]
+    assert set(losses) == {"no_umis", "not_a_cell", "qc_fail", "doublet", "no_guide", "multiple_guides"}
+    assert losses["not_a_cell"] > 0 and losses["qc_fail"] > 0 and losses["doublet"] > 0   # planted
+
+
+# ----------------------------------------------------------------------------- kill, rerun, digests
+def _kill_when(proc, root: Path, pattern: str, log: Path, timeout: float = 900) -> list[Path]:
+    """SIGKILL the run's whole process group once ``root.glob(pattern)`` finds a job's temp folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hits = list(root.glob(pattern))
+        if hits:
+            time.sleep(1.0)                       # the job is writing into it
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return hits
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before {pattern} appeared:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"{pattern} did not appear within {timeout} s")
+
+
+def _leftovers(results: Path) -> list[str]:
+    return sorted(str(p.relative_to(results)) for p in results.rglob("*")
+                  if p.name.startswith(".") or p.name == "partial")
+
+
+@pytest.fixture(scope="module")
+def recovered_run(finished_run, tmp_path_factory):
+    """The e2e screen (P1 only) in a fresh folder with ``on_bad_image: quarantine`` (no image is bad, so the
+    outputs must not change), killed during segmentation, then during kb count, then rerun to the end."""
+    wd, plates = finished_run
+    k = tmp_path_factory.mktemp("killed") / "screen"
+    shutil.copytree(wd / "config", k / "config")
+    plates.iloc[:1].to_csv(k / "config" / "plates.tsv", sep="\t", index=False)
+    cfg = yaml.safe_load((k / "config" / "config.yaml").read_text())
+    cfg["paint"]["on_bad_image"] = "quarantine"
+    (k / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for sub in ("fastq", "reference", "images/P1"):
+        shutil.copytree(wd / "raw" / sub, k / "raw" / sub)
+    (k / "truth").symlink_to(wd / "truth")
+    logs = k.parent
+    seen: dict[str, list[str]] = {}
+
+    # 1. killed while Cellpose writes the first chunk's masks
+    log = logs / "run1.log"
+    proc = start_snakemake(k, "--cores", "2", "--prioritize", "results/paint/P1/masks/c000", log=log)
+    _kill_when(proc, k / "results" / "paint" / "P1" / "masks", ".c000.*", log)
+    seen["segmentation"] = _leftovers(k / "results")
+    # the stale lock is refused with the README's fix
+    res = snakemake(k, "--cores", "2")
+    assert res.returncode != 0 and "--unlock" in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
+    assert snakemake(k, "--unlock").returncode == 0
+
+    # 2. killed while kb count writes the GEX counts
+    log = logs / "run2.log"
+    proc = start_snakemake(k, "--cores", "2", "--prioritize", "results/rna/L1/kb_gex", log=log)
+    _kill_when(proc, k / "results" / "rna" / "L1", ".kb_gex.*", log)
+    seen["kb count"] = _leftovers(k / "results")
+
+    # 3. the README's recovery: unlock, then the same command again
+    assert snakemake(k, "--unlock").returncode == 0
+    res = snakemake(k, "--cores", "2")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    return k, seen
+
+
+def test_killed_runs_left_temp_folders_and_the_rerun_removed_them(recovered_run):
+    k, seen = recovered_run
+    assert any(s.startswith("paint/P1/masks/.c000.") for s in seen["segmentation"]), seen
+    assert any(s.startswith("rna/L1/.kb_gex.") for s in seen["kb count"]), seen
+    assert _leftovers(k / "results") == []
+    incomplete = k / ".snakemake" / "incomplete"
+    assert not incomplete.exists() or not any(p.is_file() for p in incomplete.rglob("*"))
+
+
+def test_rerun_after_kills_equals_the_uninterrupted_run(finished_run, recovered_run):
+    """Two clean runs (the e2e run; the killed-and-rerun copy in another folder) agree output by output."""
+    from pairedscreen import digest
+
+    k, _ = recovered_run
+    first = _first_sheet(finished_run)
+    again = json.loads((k / "results" / "datasheet.json").read_text())
+    paths = [r["path"] for r in first["outputs"]]
+    assert len(paths) >= 15 and "results/paired/perturbations.h5mu" in paths, paths
+    assert digest.compare(first["outputs"], again["outputs"]) == {}
+    _assert_balanced(again)
+    # the datasheet's digest is the file's: recomputed here from the file, in another folder
+    h5mu = next(r for r in again["outputs"] if r["path"] == "results/paired/perturbations.h5mu")
+    assert digest.content_digest(k / h5mu["path"], root=k) == h5mu["digest"]
+
+
+def test_provenance_of_the_run(recovered_run):
+    """The datasheet names the library that made it (this checkout's src/) and, per output, which one made
+    it; nothing is stale right after a run."""
+    from pairedscreen import provenance
+
+    k, _ = recovered_run
+    sheet = json.loads((k / "results" / "datasheet.json").read_text())
+    lib = sheet["provenance"]["library"]
+    here = provenance.library_provenance()
+    assert lib["source_sha256"] == here["source_sha256"] and lib["version"] == here["version"]
+    made = {r["path"]: r for r in sheet["provenance"]["outputs"]}
+    for r in sheet["outputs"]:
+        assert made[r["path"]]["source_sha256"] == here["source_sha256"], r["path"]
+    assert provenance.stale_outputs(k) == []
+
+
+def test_ledger_accounts_for_injected_faults(finished_run, recovered_run):
+    """Plate P2 lands with one site's image truncated and one site's image missing (quarantined), and a
+    stricter mitochondrial QC fails more cells: every loss is counted with its reason and still balances."""
+    wd, plates = finished_run
+    k, _ = recovered_run
+    before = json.loads((k / "results" / "datasheet.json").read_text())["ledger"]
+    pm = pd.read_csv(wd / "config" / "plate_maps" / "P2.tsv", sep="\t", dtype=str)
+    ctrl = set(pd.read_csv(wd / "config" / "perturbations.tsv", sep="\t", dtype=str)
+               .query("is_control.str.lower() == 'true'", engine="python")["perturbation_id"])
+    sub = pd.concat([pm[pm.perturbation_id.isin(ctrl)].head(3), pm[~pm.perturbation_id.isin(ctrl)].head(3)])
+    sub.to_csv(k / "config" / "plate_maps" / "P2.tsv", sep="\t", index=False)
+    plates.to_csv(k / "config" / "plates.tsv", sep="\t", index=False)
+    images = k / "raw" / "images" / "P2"
+    images.mkdir(parents=True)
+    for w in sub.well:
+        for f in (wd / "raw" / "images" / "P2").glob(f"{w}_s*"):
+            shutil.copy(f, images / f.name)
+    broken_well, missing_well = sub.well.iloc[-1], sub.well.iloc[0]
+    broken = sorted(images.glob(f"{broken_well}_s1_w2.tif"))[0]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 3])     # truncated TIFF
+    sorted(images.glob(f"{missing_well}_s1_w5.tif"))[0].unlink()              # a missing channel
+    cfg = yaml.safe_load((k / "config" / "config.yaml").read_text())
+    cfg["rna"]["qc"]["max_pct_mt"] = 8.0
+    (k / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    res = snakemake(k, "--cores", "2")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    led = _assert_balanced(json.loads((k / "results" / "datasheet.json").read_text()))
+    p2 = led["paint"]["P2"]
+    sites = len(sub) * json.loads((wd / "truth" / "spec.json").read_text())["paint"]["sites_per_well"]
+    assert p2["counts"]["sites"] == sites and p2["counts"]["images_in"] == 5 * sites
+    assert p2["counts"]["sites_quarantined"] == 2 and p2["counts"]["images_quarantined"] == 10
+    assert p2["losses"]["quarantined_images"] == 10
+    assert any("missing" in r for r in p2["quarantine_reasons"]), p2["quarantine_reasons"]
+    if sites == len(sub):      # one site per well: the two wells have no cells and are not profiled
+        assert p2["counts"]["wells_not_profiled_no_cells"] == 2
+    assert p2["counts"]["images_used"] + p2["counts"]["images_qc_flagged"] == 5 * sites - 10
+    l1, l1_before = led["rna"]["L1"], before["rna"]["L1"]
+    assert l1["qc_fail_by_flag"]["mt"] > l1_before["qc_fail_by_flag"]["mt"]
+    assert l1["counts"]["cells_qc_fail"] > l1_before["counts"]["cells_qc_fail"]
+    assert l1["counts"]["cells_called"] == l1_before["counts"]["cells_called"]
+    assert _leftovers(k / "results") == []

@@ -86,3 +86,12 @@ def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def start_snakemake(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
+    """Start the workflow in its own process group (so a test can SIGKILL snakemake and every job)."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    with open(log, "w") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                start_new_session=True)

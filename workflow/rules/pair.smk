@@ -90,6 +90,16 @@ rule datasheet:
         paint_cells=per_plate("paint_cells"),
         sheets=[SHEETS[k] for k in ("perturbations", "guides", "rna_libraries", "plates")],
         plate_maps=[plate_maps[p].attrs["source"] for p in PLATES],
+        # the ledger's counts, each stored by the stage that made it
+        barcode_ranks=per_library("rna_barcode_ranks"),
+        rna_merged=path("rna_cells"),
+        pseudobulk=path("rna_pseudobulk"),
+        masks=[m for p in PLATES for m in chunk_paths("masks", p)],
+        features=[f for p in PLATES for f in chunk_paths("features", p)],
+        paint_wells=per_plate("paint_wells"),
+        profiles=path("profiles"),
+        consensus=path("consensus"),
+        outputs=digested_outputs(),  # content digests
     output:
         report(path("datasheet"), caption="../report/datasheet.rst", category="Paired dataset"),
     params:
@@ -97,6 +107,8 @@ rule datasheet:
         truth_dir=TRUTH_DIR,
         libraries=LIBRARIES,
         plates=PLATES,
+        chunks={p: list(CHUNKS[p]) for p in PLATES},
+        gex_r1={r.library_id: [f.strip() for f in r.gex_fastq_r1.split(";")] for r in SCREEN.libraries.itertuples()},
     log:
         log("datasheet", "all"),
     benchmark:

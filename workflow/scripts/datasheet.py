@@ -5,4 +5,5 @@ from pairedscreen.pair.stages import write_datasheet
 with snakemake_log(snakemake):
     write_datasheet(inputs=snakemake.input, config=dict(snakemake.params.config),
                     truth_dir=snakemake.params.truth_dir or None, libraries=list(snakemake.params.libraries),
-                    plates=list(snakemake.params.plates), out=snakemake.output[0])
+                    plates=list(snakemake.params.plates), chunks=dict(snakemake.params.chunks),
+                    gex_r1=dict(snakemake.params.gex_r1), out=snakemake.output[0])

@@ -116,7 +116,8 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
                     truth_recovery: Mapping[str, Any] | None = None, outputs: Mapping[str, Any] | None = None,
                     prehashed: Sequence[Mapping[str, Any]] | None = None,
                     generated_at: str | None = None,
-                    software: Mapping[str, str | None] | None = None) -> dict:
+                    software: Mapping[str, str | None] | None = None,
+                    root: str | os.PathLike | None = None) -> dict:
     """Assemble the datasheet dict (JSON-ready: numpy scalars/NaN converted).
 
     ``inputs``: {role: path | [paths]} hashed here; ``counts``: {"rna": rna_stage_counts(...),
@@ -124,7 +125,8 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
     "position": ..., "batch": ..., "concordance": ...}; ``truth_recovery``: from
     ``quality.truth.truth_recovery`` - required whenever ``config['truth_dir']`` is set; ``prehashed``:
     input records ({role, path, sha256[, bytes]}) whose checksums an arm already computed (FASTQs,
-    images), appended to ``inputs`` as they are.
+    images), appended to ``inputs`` as they are; ``outputs``: {role: path | [paths]} recorded with their
+    content digests (:func:`pairedscreen.digest.content_digest`, ``root`` = the working directory).
     """
     if str(config.get("truth_dir") or "").strip() and not truth_recovery:
         raise ValueError("config truth_dir is set: truth_recovery must be given")
@@ -140,7 +142,9 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
     if truth_recovery:
         sheet["truth_recovery"] = dict(truth_recovery)
     if outputs:
-        sheet["outputs"] = describe_inputs(outputs)
+        from pairedscreen.digest import describe_outputs
+
+        sheet["outputs"] = describe_outputs(outputs, root=root)
     if generated_at:
         sheet["generated_at"] = generated_at
     return _jsonable(sheet)

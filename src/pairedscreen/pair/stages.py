@@ -313,11 +313,67 @@ def _get(inputs: Any, name: str) -> list[str]:
     return [str(v)] if isinstance(v, str | os.PathLike) else [str(x) for x in v]
 
 
+def _h5_obs_sum(path: PathLike, column: str, mod: str | None = None) -> int:
+    """Sum of an integer obs column of an h5ad (or of modality ``mod`` of an h5mu), read with h5py."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        grp = f[f"mod/{mod}/obs" if mod else "obs"]
+        return int(np.nansum(np.asarray(grp[column][()], dtype=np.float64))) if column in grp else 0
+
+
+def _ledger(inputs: Any, libraries: Sequence[str], plates: Sequence[str],
+            chunks: Mapping[str, Sequence[str]] | None, gex_r1: Mapping[str, Sequence[str]] | None,
+            rna_obs: Sequence[pd.DataFrame]) -> dict | None:
+    from pairedscreen.pair import ledger
+    from pairedscreen.paths import path
+
+    rna_in, raws, ranks = _get(inputs, "rna_inputs"), _get(inputs, "raw"), _get(inputs, "barcode_ranks")
+    if not ranks or not chunks:
+        return None
+    rna = {lib: ledger.rna_library_ledger(rna_in[i], raws[i], ranks[i], rna_obs[i],
+                                          fastq_r1=(gex_r1 or {}).get(lib))
+           for i, lib in enumerate(libraries)}
+    profiled: dict[str, set[str]] = {}
+    prof_path = _get(inputs, "profiles")
+    if prof_path:
+        pw = pq.read_table(prof_path[0], columns=[prof.PLATE, prof.WELL]).to_pandas()
+        for plate, grp in pw.groupby(prof.PLATE):
+            profiled[str(plate)] = set(grp[prof.WELL].astype(str))
+    paint = {}
+    for i, plate in enumerate(plates):
+        cs = list(chunks[plate])
+        paint[plate] = ledger.paint_plate_ledger(
+            plate, _get(inputs, "image_index")[i], [path("masks", plate=plate, chunk=c) for c in cs],
+            [path("features", plate=plate, chunk=c) for c in cs], _get(inputs, "paint_cells")[i],
+            _get(inputs, "paint_wells")[i], profiled.get(plate, set()) if prof_path else None)
+    h5mu = _get(inputs, "h5mu")
+    cons = _get(inputs, "consensus")
+    return ledger.build_ledger(
+        rna, paint,
+        pseudobulk_cells=_h5_obs_sum(_get(inputs, "pseudobulk")[0], "n_cells") if _get(inputs, "pseudobulk")
+        else None,
+        merged_cells=ledger._n_obs(_get(inputs, "rna_merged")[0]) if _get(inputs, "rna_merged") else None,
+        paired_rna_cells=_h5_obs_sum(h5mu[0], "n_cells", "rna") if h5mu else None,
+        paired_paint_cells=_h5_obs_sum(h5mu[0], "n_cells", "paint") if h5mu else None,
+        consensus_cells=int(pd.read_parquet(cons[0], columns=[prof.N_CELLS])[prof.N_CELLS].fillna(0).sum())
+        if cons and prof.N_CELLS in pq.read_schema(cons[0]).names else None)
+
+
 def write_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | None,
-                    libraries: Sequence[str], plates: Sequence[str], out: PathLike) -> dict:
+                    libraries: Sequence[str], plates: Sequence[str], out: PathLike,
+                    chunks: Mapping[str, Sequence[str]] | None = None,
+                    gex_r1: Mapping[str, Sequence[str]] | None = None,
+                    workdir: PathLike | None = None) -> dict:
     """``results/datasheet.json`` from the workflow outputs named in ``inputs`` (h5mu, metrics, rna_inputs,
-    rna_cells, raw, image_index, paint_cells, sheets, plate_maps). FASTQ and image checksums are the ones
-    the arms recorded (inputs.json, image_index.parquet), not recomputed."""
+    rna_cells, raw, image_index, paint_cells, sheets, plate_maps; for the ledger also barcode_ranks,
+    paint_wells, profiles, consensus, pseudobulk, rna_merged and the masks/features of ``chunks``
+    {plate: [chunk]}; ``outputs``: the final outputs whose content digests it records). FASTQ and image
+    checksums are the ones the arms recorded (inputs.json, image_index.parquet), not recomputed.
+    ``gex_r1``: {library: GEX R1 paths as in the sheet}, to match FASTQ record counts to kb's reads in."""
+    from pairedscreen import provenance
+
+    wd = Path(workdir) if workdir is not None else Path.cwd()
     prehashed: list[dict] = []
     reads = 0
     for p in _get(inputs, "rna_inputs"):
@@ -342,6 +398,7 @@ def write_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike 
     paint_counts = ds.paint_stage_counts(image_index, objects=n_cells, cells_profiled=n_cells,
                                          wells_profiled=len(wells)) if len(image_index) else \
         {"images": 0, "sites": 0, "sites_flagged": 0}
+    ledger = _ledger(inputs, libraries, plates, chunks, gex_r1, obs)
     metrics = json.loads(Path(_get(inputs, "metrics")[0]).read_text())
     truth_rec = metrics.pop("truth_recovery", None) if truth_dir else None
     metrics.pop("truth_recovery", None)
@@ -352,7 +409,11 @@ def write_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike 
         counts={"rna": rna_counts, "paint": paint_counts,
                 "pair": {"libraries": list(libraries), "plates": list(plates)}},
         metrics=metrics, truth_recovery=truth_rec,
-        outputs={"perturbations_h5mu": _get(inputs, "h5mu")})
+        outputs={"output": _get(inputs, "outputs") or _get(inputs, "h5mu")}, root=wd)
+    if ledger is not None:
+        sheet["ledger"] = ds._jsonable(ledger)
+    sheet["provenance"] = ds._jsonable({"library": provenance.library_provenance(),
+                                        "outputs": provenance.output_table(wd)})
     ds.validate_datasheet(sheet)
     write_json(sheet, out)
     return sheet
