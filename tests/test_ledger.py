@@ -204,3 +204,21 @@ def test_cli_provenance_prints(tmp_path, capsys):
     assert main(["provenance", "--stale", "--paths", str(tmp_path)]) == 0
     assert capsys.readouterr().out == ""
     assert os.path.isdir(tmp_path / "results" / "provenance")
+
+
+def test_the_snakefile_points_jobs_at_its_own_library(tmp_path, monkeypatch, repo):
+    """With another copy first on PYTHONPATH, a job started after the Snakefile's
+    ``use_workflow_library`` still imports the workflow's src/pairedscreen."""
+    import shutil
+    import subprocess
+    import sys
+
+    other = tmp_path / "other" / "src"
+    shutil.copytree(provenance.package_dir(), other / "pairedscreen",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("PYTHONPATH", str(other))
+    value = provenance.use_workflow_library(repo)
+    assert value.split(os.pathsep) == [str(repo.resolve() / "src"), str(other)]
+    out = subprocess.run([sys.executable, "-c", "import pairedscreen; print(pairedscreen.__file__)"],
+                         capture_output=True, text=True, check=True, env=dict(os.environ), cwd=tmp_path)
+    assert Path(out.stdout.strip()).resolve().parent == (repo / "src" / "pairedscreen").resolve()
