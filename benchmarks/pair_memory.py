@@ -81,7 +81,8 @@ def child(paths: list[str], out: str) -> None:
     """Run aggregation + normalisation + selection + join on the given plates; print JSON stats."""
     import anndata as ad
 
-    from pairedscreen.pair import join, profiles
+    from pairedscreen.paint import profiles
+    from pairedscreen.pair import join
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

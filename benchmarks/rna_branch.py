@@ -5,8 +5,8 @@ library, and its overhead over a bare ``kb count`` of the same FASTQs.
     .venv/bin/python benchmarks/rna_branch.py --cells 1000                          # a quick look
 
 Steps timed: simulate (not counted), kb ref x2 (once per screen; reported apart), bare kb count of
-GEX + guides, then the branch as the workflow runs it (stages.count_library x2, load_library with the
-sha256 of the four FASTQs, process_library, merge_libraries). Peak memory is sampled every 50 ms from
+GEX + guides, then the branch as the workflow runs it (stages.run_kb_count x2, run_rna_load with the
+sha256 of the four FASTQs, run_rna_cells, run_rna_merge). Peak memory is sampled every 50 ms from
 /proc while each step runs: RSS of this process during the Python stages, and the summed RSS of its
 child processes (kb, kallisto, bustools) during kb count. The simulation runs in a separate process
 so that its memory is not counted (getrusage's max RSS cannot be reset, and children forked later would
@@ -78,14 +78,14 @@ def main(argv: list[str] | None = None) -> dict:
     timings: dict[str, float] = {"simulate_s": sim_s}
 
     t = time.perf_counter()
-    stages.build_reference(
+    stages.run_kb_ref(
         ref / "transcriptome.fa",
         ref / "genes.gtf",
         res / "ref" / "index.idx",
         res / "ref" / "t2g.txt",
         args.threads,
     )
-    stages.build_guide_reference(
+    stages.run_kb_ref_guides(
         wd / "config" / "guides.tsv",
         res / "gref" / "index.idx",
         res / "gref" / "t2g.txt",
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("gex", res / "ref", None),
         ("guide", res / "gref", res / "gref" / "features.tsv"),
     ):
-        stages.count_library(
+        stages.run_kb_count(
             [fq / f"L1_{kind}_R1.fastq.gz"],
             [fq / f"L1_{kind}_R2.fastq.gz"],
             idx / "index.idx",
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     timings["branch_kb_count_s"] = time.perf_counter() - t0
     py_peak = PeakRSS(children=True).__enter__()
     t = time.perf_counter()
-    stages.load_library(
+    stages.run_rna_load(
         lib / "kb_gex",
         lib / "kb_guide",
         [fq / f"L1_{kind}_{r}.fastq.gz" for kind in ("gex", "guide") for r in ("R1", "R2")],  # sha256'd
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     timings["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    stages.process_library(
+    stages.run_rna_cells(
         lib / "raw.h5ad",
         lib / "guides_raw.h5ad",
         wd / "config" / "guides.tsv",
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     timings["process_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    stages.merge_libraries(
+    stages.run_rna_merge(
         [lib / "cells.h5ad"],
         wd / "config" / "perturbations.tsv",
         0.05,

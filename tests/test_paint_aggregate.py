@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairedscreen.paint.aggregate import aggregate_wells, assemble_cells
+from pairedscreen.paint.aggregate import assemble_cells, plate_wells
 
 
 @pytest.fixture()
@@ -36,7 +36,7 @@ def test_assemble_attaches_plate_map(tables):
 def test_aggregate_median_and_empty_wells_kept(tables):
     pm, chunks = tables
     cells = assemble_cells(chunks, pm, "P1", "B1")
-    wells = aggregate_wells(cells, pm, "P1", "B1").set_index("Metadata_Well")
+    wells = plate_wells(cells, pm, "P1", "B1").set_index("Metadata_Well")
     a01 = chunks[0]["Cells_AreaShape_Area"].to_numpy()
     assert wells.loc["A01", "Cells_AreaShape_Area"] == np.median(a01)
     assert wells.loc["A01", "Metadata_Count_Cells"] == 7
@@ -55,6 +55,6 @@ def test_plate_without_any_object_keeps_every_well(tables):
     pm, chunks = tables
     empty = [c.iloc[:0] for c in chunks]
     cells = assemble_cells(empty, pm, "P1", "B1")
-    wells = aggregate_wells(cells, pm, "P1", "B1")
+    wells = plate_wells(cells, pm, "P1", "B1")
     assert len(cells) == 0 and list(wells.Metadata_Well) == ["A01", "B02", "C03"]
     assert (wells.Metadata_Count_Cells == 0).all()

@@ -9,8 +9,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pairedscreen.columns import N_CELLS, N_WELLS, PERT
+from pairedscreen.modalities import rna_modality
 from pairedscreen.pair import join
-from pairedscreen.pair.pseudobulk import pseudobulk, replicate_pseudobulks
+from pairedscreen.quality.units import replicate_pseudobulks
+from pairedscreen.rna.pseudobulk import pseudobulk
 
 REG = pd.DataFrame({
     "perturbation_id": ["TGT02", "TGT01", "TGT03", "TGT04", "NTC_1", "NTC_2"],   # not sorted on purpose
@@ -48,7 +50,7 @@ def _consensus() -> pd.DataFrame:
 def test_pseudobulk_counts_and_means():
     rng = np.random.default_rng(0)
     cells = _rna_cells(rng)
-    pb = pseudobulk(cells, REG.perturbation_id.tolist())
+    pb = rna_modality(pseudobulk(cells, order=REG.perturbation_id.tolist()), REG)
     assert pb.obs_names.tolist() == REG.perturbation_id.tolist()
     ok = cells.obs.pass_qc & ~cells.obs.perturbation.isin(["multiple", "unassigned"])
     expected = cells.obs[ok].perturbation.value_counts()
@@ -84,7 +86,7 @@ def test_replicate_pseudobulks_partition_cells():
 def test_perturbations_h5mu_contract(tmp_path):
     rng = np.random.default_rng(2)
     cells = _rna_cells(rng)
-    pb = pseudobulk(cells, REG.perturbation_id.tolist())
+    pb = pseudobulk(cells, order=REG.perturbation_id.tolist())
     kd = pd.DataFrame({"perturbation_id": ["TGT01", "TGT02"], "target_gene": ["TGT01", "TGT02"],
                        "log2fc": [-2.0, -1.5], "pvalue": [1e-5, 1e-3], "padj": [1e-4, 2e-3],
                        "remaining_fraction": [0.2, 0.3], "n_cells": [50, 60]})

@@ -7,7 +7,9 @@ import pandas as pd
 import pycytominer
 import pytest
 
-from pairedscreen.pair import profiles as P
+from pairedscreen import columns as C
+from pairedscreen.paint import aggregate as A
+from pairedscreen.paint import profiles as P
 from pairedscreen.pair.cellprofiler import read_cellprofiler_csvs
 from pairedscreen.plate import edge_mask, infer_plate_shape, parse_well
 
@@ -47,19 +49,19 @@ def test_plate_geometry():
 def test_aggregate_matches_pycytominer_and_counts():
     rng = np.random.default_rng(0)
     cells = P.harmonize_metadata(_cells(rng), REGISTRY)
-    feats = P.feature_columns(cells)
-    ours = P.aggregate_wells(cells, chunk_bytes=len(cells) * 4 * 5)   # forces 3 feature chunks
-    ref = pycytominer.aggregate(cells, strata=[P.PLATE, P.WELL], features=feats, output_file=None)
-    ours = ours.sort_values([P.PLATE, P.WELL]).reset_index(drop=True)
-    ref = ref.sort_values([P.PLATE, P.WELL]).reset_index(drop=True)
-    assert (ours[[P.PLATE, P.WELL]].to_numpy() == ref[[P.PLATE, P.WELL]].to_numpy()).all()
+    feats = C.feature_columns(cells)
+    ours = A.aggregate_wells(cells, chunk_bytes=len(cells) * 4 * 5)   # forces 3 feature chunks
+    ref = pycytominer.aggregate(cells, strata=[C.PLATE, C.WELL], features=feats, output_file=None)
+    ours = ours.sort_values([C.PLATE, C.WELL]).reset_index(drop=True)
+    ref = ref.sort_values([C.PLATE, C.WELL]).reset_index(drop=True)
+    assert (ours[[C.PLATE, C.WELL]].to_numpy() == ref[[C.PLATE, C.WELL]].to_numpy()).all()
     np.testing.assert_allclose(ours[feats].to_numpy(), ref[feats].to_numpy(), rtol=1e-5, atol=1e-6)
-    sizes = cells.groupby([P.PLATE, P.WELL]).size().to_numpy()
-    assert ours[P.N_CELLS].tolist() == sizes.tolist()
+    sizes = cells.groupby([C.PLATE, C.WELL]).size().to_numpy()
+    assert ours[C.N_CELLS].tolist() == sizes.tolist()
     # constant per-well metadata is carried, per-cell metadata dropped
-    assert {P.PERT, P.IS_CONTROL, P.BATCH}.issubset(ours.columns)
-    assert P.SITE not in ours.columns and "object_id" not in ours.columns
-    ctrl = ours.set_index(P.WELL)[P.IS_CONTROL]
+    assert {C.PERT, C.IS_CONTROL, C.BATCH}.issubset(ours.columns)
+    assert C.SITE not in ours.columns and "object_id" not in ours.columns
+    ctrl = ours.set_index(C.WELL)[C.IS_CONTROL]
     assert ctrl.loc["A01"].all() and not ctrl.loc["B05"].any()
 
 
@@ -69,10 +71,10 @@ def test_aggregate_plate_file_equals_in_memory(tmp_path):
     path = tmp_path / "cells.parquet"
     cells.to_parquet(path, index=False)
     from_file = P.aggregate_plate_file(path, registry=REGISTRY, chunk_bytes=len(cells) * 4 * 2)
-    in_mem = P.aggregate_wells(P.harmonize_metadata(cells, REGISTRY))
-    feats = P.feature_columns(in_mem)
+    in_mem = A.aggregate_wells(P.harmonize_metadata(cells, REGISTRY))
+    feats = C.feature_columns(in_mem)
     np.testing.assert_array_equal(from_file[feats].to_numpy(), in_mem[feats].to_numpy())
-    assert from_file[P.N_CELLS].sum() == len(cells)
+    assert from_file[C.N_CELLS].sum() == len(cells)
     both = P.aggregate_plates([path, path], registry=REGISTRY)
     assert len(both) == 2 * len(in_mem)
 
@@ -83,29 +85,29 @@ def test_normalize_matches_pycytominer_per_plate(method):
     n = 40
     df = pd.DataFrame(rng.normal(size=(n, 6)) * [1, 2, 3, 4, 5, 6] + 10,
                       columns=[f"Nuclei_AreaShape_F{i}" for i in range(6)])
-    df[P.PLATE] = np.repeat(["P1", "P2"], n // 2)
-    df[P.WELL] = [f"A{i % 20 + 1:02d}" for i in range(n)]
-    df[P.IS_CONTROL] = np.tile([True] * 8 + [False] * 12, 2)
-    df.loc[df[P.PLATE] == "P2", P.feature_columns(df)] += 7.0      # planted plate offset
+    df[C.PLATE] = np.repeat(["P1", "P2"], n // 2)
+    df[C.WELL] = [f"A{i % 20 + 1:02d}" for i in range(n)]
+    df[C.IS_CONTROL] = np.tile([True] * 8 + [False] * 12, 2)
+    df.loc[df[C.PLATE] == "P2", C.feature_columns(df)] += 7.0      # planted plate offset
     ours, used = P.normalize_plates(df, method=method)
     assert used == {"P1": "controls", "P2": "controls"}
-    feats = P.feature_columns(df)
+    feats = C.feature_columns(df)
     for plate in ("P1", "P2"):
-        sub = df[df[P.PLATE] == plate].reset_index(drop=True)
-        ref = pycytominer.normalize(sub, features=feats, meta_features=[P.PLATE, P.WELL, P.IS_CONTROL],
-                                    samples=f"{P.IS_CONTROL} == True", method=method, output_file=None)
-        got = ours[ours[P.PLATE] == plate][feats].to_numpy()
+        sub = df[df[C.PLATE] == plate].reset_index(drop=True)
+        ref = pycytominer.normalize(sub, features=feats, meta_features=[C.PLATE, C.WELL, C.IS_CONTROL],
+                                    samples=f"{C.IS_CONTROL} == True", method=method, output_file=None)
+        got = ours[ours[C.PLATE] == plate][feats].to_numpy()
         np.testing.assert_allclose(got, ref[feats].to_numpy(), rtol=1e-4, atol=1e-4)
     # the planted offset is gone: control medians are 0 on both plates
-    ctrl = ours[ours[P.IS_CONTROL]]
-    med = ctrl.groupby(P.PLATE)[feats].median().to_numpy()
+    ctrl = ours[ours[C.IS_CONTROL]]
+    med = ctrl.groupby(C.PLATE)[feats].median().to_numpy()
     assert np.abs(med).max() < (0.5 if method == "standardize" else 1e-5)
 
 
 def test_normalize_falls_back_to_all_wells_and_nans_zero_scale():
     df = pd.DataFrame({"Cells_A_x": [1.0, 2.0, 3.0, 4.0], "Cells_A_const": [5.0, 5.0, 5.0, 5.0],
-                       P.PLATE: "P1", P.WELL: ["A01", "A02", "A03", "A04"],
-                       P.IS_CONTROL: [True, False, False, False]})
+                       C.PLATE: "P1", C.WELL: ["A01", "A02", "A03", "A04"],
+                       C.IS_CONTROL: [True, False, False, False]})
     out, used = P.normalize_plates(df)
     assert used == {"P1": "all"}
     assert out["Cells_A_const"].isna().all() and out["Cells_A_x"].notna().all()
@@ -136,25 +138,25 @@ def test_select_features_removes_planted_bad_columns():
     df["Nuclei_Correlation_Manders_AGP_DNA"] = rng.normal(size=n)     # in pycytominer's default blocklist
     # a quantised feature: controls almost constant, so one well sits 10^4 MADs out after normalisation
     df["Cells_RadialDistribution_MeanFrac_RNA_3of4"] = np.where(np.arange(n) == 7, 2e4, rng.normal(size=n))
-    df[P.PLATE] = "P1"
+    df[C.PLATE] = "P1"
     out, rec = P.select_features(df)
-    kept = set(P.feature_columns(out))
+    kept = set(C.feature_columns(out))
     assert kept.issuperset({f"Cells_Intensity_G{i}" for i in range(1, 5)})
     assert not kept & {"Cells_Intensity_const", "Cells_Intensity_nan", "Nuclei_Correlation_Manders_AGP_DNA",
                        "Cells_RadialDistribution_MeanFrac_RNA_3of4"}
     assert len(kept & {"Cells_Intensity_G0", "Cells_Intensity_dup"}) == 1
     assert rec["n_features_in"] == 10 and rec["n_features_out"] == len(kept)
     assert rec["removed"]["drop_outliers"] == 1
-    assert P.PLATE in out.columns
+    assert C.PLATE in out.columns
     # the same call to pycytominer drops the same outlier feature
-    ref = pycytominer.feature_select(df, features=P.feature_columns(df), operation="drop_outliers",
+    ref = pycytominer.feature_select(df, features=C.feature_columns(df), operation="drop_outliers",
                                      outlier_cutoff=500)
     assert "Cells_RadialDistribution_MeanFrac_RNA_3of4" not in ref.columns
 
 
 def _plate(perts: dict[str, str], effect: dict[str, float]) -> pd.DataFrame:
     """One plate, one feature: well -> perturbation; a well's value is its perturbation's effect."""
-    rows = [{P.PLATE: "P1", P.WELL: w, P.PERT: p, P.IS_CONTROL: p.startswith("NTC"),
+    rows = [{C.PLATE: "P1", C.WELL: w, C.PERT: p, C.IS_CONTROL: p.startswith("NTC"),
              "Cells_Intensity_X": effect.get(p, 0.0)} for w, p in perts.items()]
     return pd.DataFrame(rows)
 
@@ -166,33 +168,33 @@ def test_position_correction_keeps_a_perturbation_that_dominates_its_row():
              "F03": "NTC", "F07": "B", "F11": "C", "H05": "NTC", "H09": "NTC", "H13": "NTC"}
     df = _plate(wells, {"HIT": 5.0})
     out = P.correct_position(df, reference="all", edge_term=False)
-    hit = out.loc[out[P.PERT] == "HIT", "Cells_Intensity_X"].to_numpy()
+    hit = out.loc[out[C.PERT] == "HIT", "Cells_Intensity_X"].to_numpy()
     assert np.allclose(hit, 5.0)
     # without the guard (a row of 3 distinct perturbations) the same wells would be polished towards 0
     df2 = _plate({**wells, "B11": "OTHER"}, {"HIT": 5.0})
-    df2.loc[df2[P.WELL] == "B07", P.PERT] = "HIT2"
+    df2.loc[df2[C.WELL] == "B07", C.PERT] = "HIT2"
     out2 = P.correct_position(df2, reference="all", edge_term=False)
-    assert abs(float(out2.loc[out2[P.WELL] == "B03", "Cells_Intensity_X"].iloc[0])) < 5.0
+    assert abs(float(out2.loc[out2[C.WELL] == "B03", "Cells_Intensity_X"].iloc[0])) < 5.0
 
 
 def test_consensus_median_and_counts():
-    df = pd.DataFrame({P.PERT: ["a", "a", "a", "b"], P.PLATE: ["p1", "p1", "p2", "p1"],
-                       P.IS_CONTROL: False, P.N_CELLS: [10, 20, 30, 5],
+    df = pd.DataFrame({C.PERT: ["a", "a", "a", "b"], C.PLATE: ["p1", "p1", "p2", "p1"],
+                       C.IS_CONTROL: False, C.N_CELLS: [10, 20, 30, 5],
                        "Cells_X_1": [1.0, 5.0, 2.0, 7.0], "Cells_X_2": [0.0, 0.0, 9.0, 1.0]})
-    c = P.consensus(df).set_index(P.PERT)
+    c = P.consensus(df).set_index(C.PERT)
     assert c.loc["a", "Cells_X_1"] == 2.0 and c.loc["a", "Cells_X_2"] == 0.0
-    assert c.loc["a", P.N_WELLS] == 3 and c.loc["a", P.N_CELLS] == 60 and c.loc["a", "n_plates"] == 2
-    assert c.loc["b", P.N_WELLS] == 1 and c.loc["b", "Cells_X_1"] == 7.0
+    assert c.loc["a", C.N_WELLS] == 3 and c.loc["a", C.N_CELLS] == 60 and c.loc["a", "n_plates"] == 2
+    assert c.loc["b", C.N_WELLS] == 1 and c.loc["b", "Cells_X_1"] == 7.0
 
 
 def test_assign_splits_balanced():
     rng = np.random.default_rng(5)
     cells = P.harmonize_metadata(_cells(rng, n=600, plates=("P1",)), REGISTRY)
     split = P.assign_splits(cells, 3, seed=0)
-    counts = split.groupby([P.WELL, "Metadata_Split"]).size().unstack()
+    counts = split.groupby([C.WELL, "Metadata_Split"]).size().unstack()
     assert counts.shape[1] == 3 and (counts.max(axis=1) - counts.min(axis=1)).max() <= 1
-    sub = P.aggregate_wells(split, strata=(P.PLATE, P.WELL, "Metadata_Split"))
-    assert len(sub) == 3 * cells[P.WELL].nunique() and sub[P.N_CELLS].sum() == len(cells)
+    sub = A.aggregate_wells(split, strata=(C.PLATE, C.WELL, "Metadata_Split"))
+    assert len(sub) == 3 * cells[C.WELL].nunique() and sub[C.N_CELLS].sum() == len(cells)
 
 
 def test_build_profiles_end_to_end(tmp_path):
@@ -205,11 +207,11 @@ def test_build_profiles_end_to_end(tmp_path):
         df.to_parquet(paths[-1], index=False)
     res = P.build_profiles(paths, registry=REGISTRY, feature_select=["drop_na_columns", "variance_threshold"])
     assert res.info["n_plates"] == 2 and len(res.wells) == 12
-    cons = res.consensus.set_index(P.PERT)
+    cons = res.consensus.set_index(C.PERT)
     others = cons.drop(index="G1")["Cells_Intensity_F0_DNA"]
     assert cons.loc["G1", "Cells_Intensity_F0_DNA"] > 3 * np.abs(others).max()
-    assert cons[P.N_CELLS].sum() == 3000 and cons.loc["NTC_1", P.N_WELLS] == 4
-    assert np.isfinite(res.profiles[P.feature_columns(res.profiles)].to_numpy()).all()
+    assert cons[C.N_CELLS].sum() == 3000 and cons.loc["NTC_1", C.N_WELLS] == 4
+    assert np.isfinite(res.profiles[C.feature_columns(res.profiles)].to_numpy()).all()
 
 
 @pytest.mark.realdata
@@ -223,19 +225,19 @@ def test_real_jump_tables_go_through_unchanged(shared_data):
 
     cells = read_cellprofiler_csvs(shared_data(JUMP))
     assert len(cells) == 109
-    feats = P.feature_columns(cells)
+    feats = C.feature_columns(cells)
     assert sorted(feats) == sorted(infer_cp_features(cells))     # same feature naming rule as pycytominer
     assert len(feats) > 5000 and {"Cells_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_DNA"} <= set(feats)
     rng = np.random.default_rng(0)
     wells = [f"{r}{c:02d}" for r in "BCDE" for c in (2, 3, 4)]
     cells = cells.assign(Metadata_Well=rng.choice(wells, len(cells)))
-    cells[P.PERT] = np.where(cells[P.WELL].str[0].isin(["B"]), "NTC", "X" + cells[P.WELL])
-    cells[P.IS_CONTROL] = cells[P.PERT] == "NTC"
-    res = P.build_profiles(wells=P.aggregate_wells(cells))
-    kept = P.feature_columns(res.profiles)
+    cells[C.PERT] = np.where(cells[C.WELL].str[0].isin(["B"]), "NTC", "X" + cells[C.WELL])
+    cells[C.IS_CONTROL] = cells[C.PERT] == "NTC"
+    res = P.build_profiles(wells=A.aggregate_wells(cells))
+    kept = C.feature_columns(res.profiles)
     assert res.info["normalization_reference"] == {"BR00116991": "controls"}
     assert 0 < len(kept) < len(feats) and set(kept) <= set(feats)
     rec = res.info["feature_selection"]["removed"]
     assert rec["blocklist"] > 0 and rec["drop_na_columns"] > 0
     assert np.isfinite(res.profiles[kept].to_numpy()).all()
-    assert res.consensus[P.N_CELLS].sum() == 109
+    assert res.consensus[C.N_CELLS].sum() == 109

@@ -12,9 +12,12 @@ import pandas as pd
 import pytest
 from test_quality_recovery import make_screen
 
-from pairedscreen.pair import profiles as P
+from pairedscreen import columns as C
+from pairedscreen.paint import aggregate as A
+from pairedscreen.paint.stages import run_profiles
 from pairedscreen.pair import stages
-from pairedscreen.pair.pseudobulk import pseudobulk
+from pairedscreen.quality.stage import run_quality
+from pairedscreen.rna.pseudobulk import pseudobulk
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def workdir(tmp_path_factory):
                                    "site": "Metadata_Site", "object_id": "Metadata_ObjectNumber",
                                    "perturbation_id": "Metadata_Perturbation", "batch": "Metadata_Batch"})
         cells.to_parquet(d / "cells.parquet", index=False)
-        wells = P.aggregate_wells(cells).rename(columns={P.N_CELLS: "Metadata_Count_Cells"})
+        wells = A.aggregate_wells(cells).rename(columns={C.N_CELLS: "Metadata_Count_Cells"})
         wells.to_parquet(d / "wells.parquet", index=False)
         idx = pd.DataFrame({"plate": plate, "well": sorted(cells.Metadata_Well.unique()), "site": 1})
         idx = idx.merge(pd.DataFrame({"channel": ["DNA", "ER", "RNA", "AGP", "Mito"]}), how="cross")
@@ -48,7 +51,7 @@ def workdir(tmp_path_factory):
     (res / "rna" / "L1" / "inputs.json").write_text(json.dumps(
         {"library": "L1", "fastqs": {"raw/fastq/L1_gex_R1.fastq.gz": "a" * 64},
          "kb_gex": {"n_processed": 5000}}))
-    pb = pseudobulk(s.rna_cells, s.registry.perturbation_id.tolist())
+    pb = pseudobulk(s.rna_cells, order=s.registry.perturbation_id.tolist())
     pb.write_h5ad(res / "rna" / "pseudobulk.h5ad")
     active = s.truth.rna_active.to_numpy()
     kd = pd.DataFrame({"perturbation_id": s.truth.perturbation_id, "log2fc": np.where(active, -2.0, 0.0),
@@ -68,9 +71,9 @@ def test_stages_end_to_end(workdir):
     params = {"aggregate": "median", "normalize": "mad_robustize", "position_correction": True,
               "feature_select": ["variance_threshold", "correlation_threshold", "drop_na_columns",
                                  "blocklist"]}
-    stages.build_profiles(wells, workdir["registry"], params, res / "paint" / "profiles.parquet",
+    run_profiles(wells, workdir["registry"], params, res / "paint" / "profiles.parquet",
                           res / "paint" / "consensus.parquet")
-    metrics = stages.compute_quality(
+    metrics = run_quality(
         res / "paint" / "profiles.parquet", res / "paint" / "consensus.parquet",
         res / "rna" / "cells.h5ad", res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", wells,
         workdir["registry"],
@@ -90,7 +93,7 @@ def test_stages_end_to_end(workdir):
             "rna_knockdown_log2fc"} <= set(table.columns)
 
     paired = res / "paired"
-    stages.pair_arms(res / "rna" / "pseudobulk.h5ad", res / "paint" / "consensus.parquet",
+    stages.run_pair(res / "rna" / "pseudobulk.h5ad", res / "paint" / "consensus.parquet",
                      res / "quality" / "perturbations.tsv", workdir["registry"], res / "rna" / "cells.h5ad",
                      cells, paired / "perturbations.h5mu", paired / "rna.h5ad", paired / "paint.h5ad",
                      paired / "cell_index.tsv", paired / "cells.h5mu")
@@ -118,7 +121,7 @@ def test_stages_end_to_end(workdir):
               "raw": [str(res / "rna" / "L1" / "raw.h5ad")],
               "image_index": [str(res / "paint" / p / "image_index.parquet") for p in plates],
               "paint_cells": [str(c) for c in cells], "sheets": [str(workdir["registry"])], "plate_maps": []}
-    sheet = stages.write_datasheet(inputs, config, workdir["truth"], ["L1"], plates, res / "datasheet.json")
+    sheet = stages.run_datasheet(inputs, config, workdir["truth"], ["L1"], plates, res / "datasheet.json")
     on_disk = json.loads((res / "datasheet.json").read_text())
     assert on_disk == sheet
     assert sheet["counts"]["rna"]["reads"] == 5000
@@ -136,12 +139,12 @@ def test_single_well_screen_uses_sub_well_replicates(workdir, tmp_path):
     ctrl = cells["Metadata_Perturbation"].str.startswith("NTC")
     cells = cells[ctrl | (cells["Metadata_Well"] == first)]
     cells.to_parquet(tmp_path / "cells.parquet", index=False)
-    wells = P.aggregate_wells(cells).rename(columns={P.N_CELLS: "Metadata_Count_Cells"})
+    wells = A.aggregate_wells(cells).rename(columns={C.N_CELLS: "Metadata_Count_Cells"})
     wells.to_parquet(tmp_path / "wells.parquet", index=False)
-    stages.build_profiles([tmp_path / "wells.parquet"], workdir["registry"], {},
+    run_profiles([tmp_path / "wells.parquet"], workdir["registry"], {},
                           tmp_path / "profiles.parquet", tmp_path / "consensus.parquet")
     res = workdir["res"]
-    metrics = stages.compute_quality(
+    metrics = run_quality(
         tmp_path / "profiles.parquet", tmp_path / "consensus.parquet", res / "rna" / "cells.h5ad",
         res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", [tmp_path / "wells.parquet"],
         workdir["registry"], {"permutations": 50, "max_cells": 40, "n_top_genes": 100}, None,

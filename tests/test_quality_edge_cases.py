@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pairedscreen.pair import profiles as prof
-from pairedscreen.pair.stages import _paint_replicates
+from pairedscreen.paint import aggregate as A
+from pairedscreen.paint import profiles as prof
 from pairedscreen.quality.replicate import phenotypic_activity
+from pairedscreen.quality.stage import _paint_replicates
 
 
 def test_single_replicate_perturbations_are_nan_not_an_error():
@@ -34,7 +35,7 @@ def test_sub_well_replicates_drop_undefined_features_not_wells(tmp_path):
     path = tmp_path / "cells.parquet"
     cells.to_parquet(path)
     reg = pd.DataFrame({"perturbation_id": ["TGT01", "TGT02", "NTC_1"], "is_control": [False, False, True]})
-    wells_df = prof.aggregate_wells(prof.harmonize_metadata(cells, reg))
+    wells_df = A.aggregate_wells(prof.harmonize_metadata(cells, reg))
     feats = ["Cells_AreaShape_Area", "Cells_Intensity_MeanIntensity_DNA"]
     rep, unit = _paint_replicates(prof.harmonize_metadata(wells_df, reg), feats, [path], reg, seed=0)
     assert unit.startswith("sub-wells")

@@ -21,11 +21,17 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from pairedscreen.pair import profiles as P
-from pairedscreen.pair.datasheet import build_datasheet, summarize_hits, validate_datasheet
-from pairedscreen.pair.pseudobulk import pseudobulk, replicate_pseudobulks
+from pairedscreen import columns as C
+from pairedscreen.expression import log1p_cp10k
+from pairedscreen.modalities import rna_modality
+from pairedscreen.paint import aggregate as A
+from pairedscreen.paint import profiles as P
+from pairedscreen.pair.datasheet import build_datasheet, validate_datasheet
 from pairedscreen.plate import edge_mask
 from pairedscreen.quality import batch, concordance, effect, position, replicate, truth
+from pairedscreen.quality.summary import summarize_hits
+from pairedscreen.quality.units import replicate_pseudobulks
+from pairedscreen.rna.pseudobulk import pseudobulk
 
 NPERM = 200
 CLASSES = {"both": 12, "rna": 4, "paint": 4, "neither": 6}
@@ -175,9 +181,9 @@ def rna_activity(screen):
 @pytest.fixture(scope="module")
 def paint_activity(paint_profiles):
     prof = paint_profiles.profiles
-    feats = P.feature_columns(prof)
-    meta = pd.DataFrame({"perturbation": prof[P.PERT].astype(str), "is_control": prof[P.IS_CONTROL],
-                         "plate": prof[P.PLATE]})
+    feats = C.feature_columns(prof)
+    meta = pd.DataFrame({"perturbation": prof[C.PERT].astype(str), "is_control": prof[C.IS_CONTROL],
+                         "plate": prof[C.PLATE]})
     return replicate.phenotypic_activity(replicate.paint_features(prof, feats), meta, null_size=NPERM, seed=0)
 
 
@@ -209,7 +215,7 @@ def test_guide_consistency_rna(screen, rna_activity):
 
 def test_edistance_recovers_hits_rna_cells(screen):
     rna = screen.rna_cells
-    x = effect.log_normalize(rna.X)
+    x = log1p_cp10k(rna.X).toarray()
     emb = effect.pca_embedding(x, rna.obs.is_control.to_numpy(), n_comps=20)
     rna_e = effect.edistance_table(emb, rna.obs.perturbation.to_numpy(), rna.obs.is_control.to_numpy(),
                                    n_permutations=NPERM, max_cells=120)
@@ -219,9 +225,9 @@ def test_edistance_recovers_hits_paint_wells(screen, paint_profiles):
     # paint: wells are the experimental unit (cells of a well share its well-level noise; testing cells
     # would be pseudo-replication and calls every perturbation, controls included)
     prof = paint_profiles.profiles
-    feats = P.feature_columns(prof)
-    paint_e = effect.edistance_table(prof[feats].to_numpy(), prof[P.PERT].to_numpy(),
-                                     prof[P.IS_CONTROL].to_numpy(), n_permutations=NPERM, min_cells=3)
+    feats = C.feature_columns(prof)
+    paint_e = effect.edistance_table(prof[feats].to_numpy(), prof[C.PERT].to_numpy(),
+                                     prof[C.IS_CONTROL].to_numpy(), n_permutations=NPERM, min_cells=3)
     _check_recovery(paint_e, screen.truth, "paint")
 
 
@@ -245,18 +251,18 @@ def test_edge_effect_detected_and_reduced(screen, paint_profiles):
 
 def test_batch_predictability(screen, paint_profiles):
     wells = paint_profiles.wells
-    ctrl = wells[wells[P.IS_CONTROL]]
-    raw = batch.batch_predictability(ctrl[PAINT_FEATURES].to_numpy(), ctrl[P.PLATE].to_numpy(),
+    ctrl = wells[wells[C.IS_CONTROL]]
+    raw = batch.batch_predictability(ctrl[PAINT_FEATURES].to_numpy(), ctrl[C.PLATE].to_numpy(),
                                      n_permutations=NPERM)
     assert raw["accuracy"] > 0.9 and raw["p_value"] < 0.05 and raw["chance"] < 0.7
     prof = paint_profiles.profiles
-    pc = prof[prof[P.IS_CONTROL]]
-    normed = batch.batch_predictability(pc[P.feature_columns(prof)].to_numpy(), pc[P.PLATE].to_numpy(),
+    pc = prof[prof[C.IS_CONTROL]]
+    normed = batch.batch_predictability(pc[C.feature_columns(prof)].to_numpy(), pc[C.PLATE].to_numpy(),
                                         n_permutations=NPERM)
     assert normed["p_value"] > 0.05
     rna = screen.rna_cells
     rc = rna[rna.obs.is_control.to_numpy()]
-    x = effect.log_normalize(rc.X)
+    x = log1p_cp10k(rc.X).toarray()
     top = np.argsort(x.mean(axis=0))[::-1][:100]                  # the 100 most expressed genes
     lib = batch.batch_predictability(x[:, top], rc.obs.library.to_numpy(), n_permutations=NPERM)
     assert lib["p_value"] < 0.05 and lib["accuracy"] > lib["chance"]
@@ -264,9 +270,9 @@ def test_batch_predictability(screen, paint_profiles):
 
 def _arm_matrices(s: Screen, prof: P.ProfileResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids = s.registry.perturbation_id.tolist()
-    pb = pseudobulk(s.rna_cells, ids)
-    cons = prof.consensus.set_index(P.PERT).reindex(ids)
-    return pb.X, cons[P.feature_columns(prof.consensus)].to_numpy(), s.registry.is_control.to_numpy()
+    pb = rna_modality(pseudobulk(s.rna_cells, order=ids), s.registry)
+    cons = prof.consensus.set_index(C.PERT).reindex(ids)
+    return pb.X, cons[C.feature_columns(prof.consensus)].to_numpy(), s.registry.is_control.to_numpy()
 
 
 def test_concordance_significant_with_shared_programs(screen, paint_profiles):
@@ -278,7 +284,7 @@ def test_concordance_significant_with_shared_programs(screen, paint_profiles):
 
 def test_concordance_not_significant_without_shared_programs(tmp_path):
     s = make_screen(1, shared=False)
-    prof = P.build_profiles(wells=P.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)))
+    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)))
     rna, paint, ctrl = _arm_matrices(s, prof)
     res = concordance.concordance(rna, paint, ctrl, n_permutations=NPERM)
     assert res["mantel_p"] > 0.05 and res["cka_p"] > 0.05
@@ -297,7 +303,7 @@ def test_concordance_recovery_on_planted_shared_programs(tmp_path, shared):
     """Restricted to the planted `both` perturbations (4 programs of 3), the datasheet's truth block finds
     the shared programs when planted and stays quiet when each perturbation has a private program."""
     s = make_screen(0 if shared else 1, shared=shared)
-    prof = P.build_profiles(wells=P.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)))
+    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)))
     rna, paint, ctrl = _arm_matrices(s, prof)
     rec = truth.concordance_recovery(_truth_dir(tmp_path, s), s.registry.perturbation_id.tolist(), rna, paint,
                                      ctrl, n_permutations=NPERM)

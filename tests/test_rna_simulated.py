@@ -22,28 +22,28 @@ def run(tmp_path_factory) -> dict:
     libs = pd.read_csv(wd / "config" / "rna_libraries.tsv", sep="\t")
     res = wd / "results"
     ref, gref = res / "reference" / "kb", res / "reference" / "guides"
-    stages.build_reference(wd / cfg["reference"]["fasta"], wd / cfg["reference"]["gtf"], ref / "index.idx",
-                           ref / "t2g.txt", threads=2)
-    stages.build_guide_reference(wd / "config" / "guides.tsv", gref / "index.idx", gref / "t2g.txt",
-                                 gref / "features.tsv")
+    stages.run_kb_ref(wd / cfg["reference"]["fasta"], wd / cfg["reference"]["gtf"], ref / "index.idx",
+                      ref / "t2g.txt", threads=2)
+    stages.run_kb_ref_guides(wd / "config" / "guides.tsv", gref / "index.idx", gref / "t2g.txt",
+                             gref / "features.tsv")
     cells = []
     for row in libs.itertuples():
         lib = res / "rna" / row.library_id
         for kind, idx, feats in (("gex", ref, None), ("guide", gref, gref / "features.tsv")):
             r1 = [wd / p for p in getattr(row, f"{kind}_fastq_r1").split(";")]
             r2 = [wd / p for p in getattr(row, f"{kind}_fastq_r2").split(";")]
-            stages.count_library(r1, r2, idx / "index.idx", idx / "t2g.txt", row.chemistry,
-                                 wd / cfg["rna"]["whitelist"], lib / f"kb_{kind}", threads=2, memory="512M",
-                                 guide_features=feats)
-        stages.load_library(lib / "kb_gex", lib / "kb_guide", [], row.library_id, row.batch, lib / "raw.h5ad",
+            stages.run_kb_count(r1, r2, idx / "index.idx", idx / "t2g.txt", row.chemistry,
+                                wd / cfg["rna"]["whitelist"], lib / f"kb_{kind}", threads=2, memory="512M",
+                                guide_features=feats)
+        stages.run_rna_load(lib / "kb_gex", lib / "kb_guide", [], row.library_id, row.batch, lib / "raw.h5ad",
                             lib / "guides_raw.h5ad", lib / "inputs.json")
-        stages.process_library(lib / "raw.h5ad", lib / "guides_raw.h5ad", wd / "config" / "guides.tsv",
-                               wd / "config" / "perturbations.tsv", int(row.expected_cells), cfg["rna"],
-                               lib / "cells.h5ad", lib / "barcode_ranks.parquet")
+        stages.run_rna_cells(lib / "raw.h5ad", lib / "guides_raw.h5ad", wd / "config" / "guides.tsv",
+                             wd / "config" / "perturbations.tsv", int(row.expected_cells), cfg["rna"],
+                             lib / "cells.h5ad", lib / "barcode_ranks.parquet")
         cells.append(lib / "cells.h5ad")
     out = res / "rna"
-    stages.merge_libraries(cells, wd / "config" / "perturbations.tsv", cfg["rna"]["knockdown"]["alpha"],
-                           out / "cells.h5ad", out / "pseudobulk.h5ad", out / "knockdown.tsv")
+    stages.run_rna_merge(cells, wd / "config" / "perturbations.tsv", cfg["rna"]["knockdown"]["alpha"],
+                         out / "cells.h5ad", out / "pseudobulk.h5ad", out / "knockdown.tsv")
     truth = pd.read_csv(wd / "truth" / "rna_barcodes.tsv", sep="\t", keep_default_na=False)
     truth.index = truth["library_id"] + "_" + truth["barcode"]
     return {"wd": Path(wd), "cfg": cfg, "truth": truth, "cells": ad.read_h5ad(res / "rna" / "cells.h5ad"),

@@ -28,9 +28,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pairedscreen.paint.train import train_shipped
+    from pairedscreen.paint.train import SHIPPED_RECIPE, train_shipped
+    from pairedscreen.simulate import simulate
 
     work = args.work_dir or Path(args.out) / ".training_screen"
+    if not (Path(work) / "truth").exists():   # the training screen of the shipped recipe
+        r = SHIPPED_RECIPE
+        simulate(work, preset=r["sim_preset"], seed=r["sim_seed"], overrides=r["sim_overrides"])
     for path in train_shipped(args.out, work, tuple(args.compartment), n_epochs=args.epochs, seed=args.seed):
         print(path)
     return 0

@@ -109,6 +109,19 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)!r}")
 
 
+def jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so the dict holds only JSON types (NaN -> None)."""
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not np.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+    return clean(json.loads(json.dumps(obj, default=_json_default)))
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")

@@ -52,6 +52,11 @@ def read_sheet(
     return df
 
 
+def read_registry(path: str | Path) -> pd.DataFrame:
+    """The perturbation registry with ``is_control`` as booleans."""
+    return read_sheet(path, bool_cols=("is_control",))
+
+
 def _to_bool(value: str, path: Path, pos: int, col: str) -> bool:
     v = str(value).lower()
     if v in TRUE:

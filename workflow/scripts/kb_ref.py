@@ -1,7 +1,7 @@
 """kb ref: transcriptome FASTA + GTF -> kallisto index + transcript-to-gene map."""
 from pairedscreen.logs import snakemake_log
-from pairedscreen.rna.stages import build_reference
+from pairedscreen.rna.stages import run_kb_ref
 
 with snakemake_log(snakemake):
-    build_reference(fasta=snakemake.input.fasta, gtf=snakemake.input.gtf, index=snakemake.output.index,
-                    t2g=snakemake.output.t2g, threads=snakemake.threads)
+    run_kb_ref(fasta=snakemake.input.fasta, gtf=snakemake.input.gtf, index=snakemake.output.index,
+               t2g=snakemake.output.t2g, threads=snakemake.threads)

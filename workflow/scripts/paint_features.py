@@ -1,7 +1,7 @@
 """One chunk of wells: per-object CellProfiler-named features for Nuclei, Cells, Cytoplasm."""
 from pairedscreen.logs import snakemake_log
-from pairedscreen.paint.stages import features_chunk
+from pairedscreen.paint.stages import run_paint_features
 
 with snakemake_log(snakemake):
-    features_chunk(index=snakemake.input.index, illum_dir=snakemake.input.illum, masks_dir=snakemake.input.masks,
-                   plate=snakemake.params.plate, params=dict(snakemake.params.features), out=snakemake.output[0])
+    run_paint_features(index=snakemake.input.index, illum_dir=snakemake.input.illum, masks_dir=snakemake.input.masks,
+                       plate=snakemake.params.plate, params=dict(snakemake.params.features), out=snakemake.output[0])

@@ -1,6 +1,6 @@
 """One plate: illumination function per channel (streaming robust mean, smoothed, mean 1)."""
 from pairedscreen.logs import snakemake_log
-from pairedscreen.paint.stages import illumination
+from pairedscreen.paint.stages import run_paint_illum
 
 with snakemake_log(snakemake):
-    illumination(index=snakemake.input.index, out_dir=snakemake.output[0], params=dict(snakemake.params.illumination))
+    run_paint_illum(index=snakemake.input.index, out_dir=snakemake.output[0], params=dict(snakemake.params.illumination))

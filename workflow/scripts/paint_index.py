@@ -1,9 +1,9 @@
 """One plate: image index (every file, shape, dtype, checksum, quarantine) + per-site image QC."""
 from pairedscreen.logs import snakemake_log
-from pairedscreen.paint.stages import index_plate
+from pairedscreen.paint.stages import run_paint_index
 
 with snakemake_log(snakemake):
-    index_plate(plate=snakemake.params.plate, image_dir=snakemake.params.image_dir,
-                plate_map=snakemake.input.plate_map, pattern=snakemake.params.pattern,
-                channels=dict(snakemake.params.channels), on_bad_image=snakemake.params.on_bad_image,
-                qc=dict(snakemake.params.qc), out=snakemake.output[0])
+    run_paint_index(plate=snakemake.params.plate, image_dir=snakemake.params.image_dir,
+                    plate_map=snakemake.input.plate_map, pattern=snakemake.params.pattern,
+                    channels=dict(snakemake.params.channels), on_bad_image=snakemake.params.on_bad_image,
+                    qc=dict(snakemake.params.qc), out=snakemake.output[0])

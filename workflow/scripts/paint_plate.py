@@ -1,9 +1,9 @@
 """One plate: per-cell table with plate-map metadata + per-well aggregates."""
 from pairedscreen.logs import snakemake_log
-from pairedscreen.paint.stages import assemble_plate
+from pairedscreen.paint.stages import run_paint_plate
 
 with snakemake_log(snakemake):
-    assemble_plate(features=list(snakemake.input.features), masks=list(snakemake.input.masks),
-                   index=snakemake.input.index, plate_map=snakemake.input.plate_map, plate=snakemake.params.plate,
-                   batch=snakemake.params.batch, aggregate=snakemake.params.aggregate,
-                   cells_out=snakemake.output.cells, wells_out=snakemake.output.wells)
+    run_paint_plate(features=list(snakemake.input.features), masks=list(snakemake.input.masks),
+                    index=snakemake.input.index, plate_map=snakemake.input.plate_map, plate=snakemake.params.plate,
+                    batch=snakemake.params.batch, aggregate=snakemake.params.aggregate,
+                    cells_out=snakemake.output.cells, wells_out=snakemake.output.wells)

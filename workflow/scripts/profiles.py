@@ -1,8 +1,8 @@
 """All plates: well profiles normalised to the plate's controls, feature selection, consensus."""
 from pairedscreen.logs import snakemake_log
-from pairedscreen.pair.stages import build_profiles
+from pairedscreen.paint.stages import run_profiles
 
 with snakemake_log(snakemake):
-    build_profiles(wells=list(snakemake.input.wells), registry=snakemake.input.registry,
-                   params=dict(snakemake.params.profiles), profiles_out=snakemake.output.profiles,
-                   consensus_out=snakemake.output.consensus)
+    run_profiles(wells=list(snakemake.input.wells), registry=snakemake.input.registry,
+                 params=dict(snakemake.params.profiles), profiles_out=snakemake.output.profiles,
+                 consensus_out=snakemake.output.consensus)

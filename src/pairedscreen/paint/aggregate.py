@@ -1,32 +1,46 @@
-"""Per-plate assembly: per-cell feature tables + plate map -> one cell table and per-well aggregates.
+"""Per-plate assembly and the one well aggregator: per-cell feature tables + plate map -> one cell table and
+per-well aggregates (:func:`plate_wells`), all reduced by :func:`aggregate_wells`.
 
-Column conventions follow CellProfiler/pycytominer: ``Metadata_*`` columns describe the object, every other
-column is a feature named ``{Compartment}_{Family}_{Feature}[_{Channel}[_{Scale}]]``.
+Column conventions follow CellProfiler/pycytominer (:mod:`pairedscreen.columns`): ``Metadata_*`` columns
+describe the object, features are numeric ``{Compartment}_{Family}_{Feature}[_{Channel}[_{Scale}]]`` columns.
+
+Aggregation is our own code, not ``pycytominer.aggregate``: that needs the whole per-cell table in memory
+and copies it twice (``astype(float)`` to float64, then a concat) before a pandas groupby, about 2x the
+float32 table over the input at peak. Ours reduces each well's rows with numpy, a chunk of feature columns
+at a time: same medians (pandas semantics, NaN skipped), memory independent of the number of features and
+cells, and faster. Per-well metadata that is constant within a well (perturbation, control flag, batch) is
+carried through, which pycytominer drops.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import pandas as pd
 
-KEY = ["Metadata_Plate", "Metadata_Well"]
-CORE_META = ["Metadata_Plate", "Metadata_Batch", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber",
-             "Metadata_Perturbation", "Metadata_Replicate"]
+from pairedscreen.columns import (
+    BATCH,
+    COUNT_CELLS,
+    N_CELLS,
+    OBJECT_NUMBER,
+    PERT,
+    PLATE,
+    REPLICATE,
+    SITE,
+    WELL,
+    feature_columns,
+    metadata_columns,
+)
 
-
-def metadata_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c.startswith("Metadata_")]
-
-
-def feature_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if not c.startswith("Metadata_")]
+KEY = [PLATE, WELL]
+CORE_META = [PLATE, BATCH, WELL, SITE, OBJECT_NUMBER, PERT, REPLICATE]
 
 
 def plate_map_metadata(plate_map: pd.DataFrame) -> pd.DataFrame:
     """Plate map -> ``Metadata_Well``, ``Metadata_Perturbation``, ``Metadata_Replicate`` + extra columns."""
     pm = plate_map.copy()
-    rename = {"well": "Metadata_Well", "perturbation_id": "Metadata_Perturbation",
-              "replicate": "Metadata_Replicate"}
+    rename = {"well": WELL, "perturbation_id": PERT, "replicate": REPLICATE}
     for col in pm.columns:
         if col not in rename:
             rename[col] = "Metadata_" + "".join(w.capitalize() for w in col.split("_"))
@@ -40,38 +54,118 @@ def assemble_cells(feature_tables: list[pd.DataFrame], plate_map: pd.DataFrame, 
     if non_empty:
         cells = pd.concat(non_empty, ignore_index=True)
     else:  # no object anywhere on the plate: an empty table; every well is still reported with 0 cells
-        cells = pd.DataFrame({"Metadata_Well": pd.Series(dtype=object),
-                              "Metadata_Site": pd.Series(dtype="int64"),
-                              "Metadata_ObjectNumber": pd.Series(dtype="int64")})
-    cells = cells.drop(columns=[c for c in ("Metadata_Plate", "Metadata_Batch") if c in cells])
+        cells = pd.DataFrame({WELL: pd.Series(dtype=object), SITE: pd.Series(dtype="int64"),
+                              OBJECT_NUMBER: pd.Series(dtype="int64")})
+    cells = cells.drop(columns=[c for c in (PLATE, BATCH) if c in cells])
     meta = plate_map_metadata(plate_map)
-    unknown = sorted(set(cells["Metadata_Well"]) - set(meta["Metadata_Well"]))
+    unknown = sorted(set(cells[WELL]) - set(meta[WELL]))
     if unknown:
         raise ValueError(f"plate {plate}: objects in wells {unknown} that the plate map does not list")
-    out = cells.merge(meta, on="Metadata_Well", how="left", validate="many_to_one")
-    out.insert(0, "Metadata_Plate", plate)
-    out.insert(1, "Metadata_Batch", batch)
+    out = cells.merge(meta, on=WELL, how="left", validate="many_to_one")
+    out.insert(0, PLATE, plate)
+    out.insert(1, BATCH, batch)
     meta_cols = [c for c in CORE_META if c in out] + [c for c in metadata_columns(out) if c not in CORE_META]
-    return out[meta_cols + feature_columns(out)].sort_values(
-        ["Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"], kind="stable", ignore_index=True)
+    feats = feature_columns(out)
+    other = [c for c in out.columns if c not in set(meta_cols) | set(feats)]   # kept, never dropped
+    return out[meta_cols + feats + other].sort_values(
+        [WELL, SITE, OBJECT_NUMBER], kind="stable", ignore_index=True)
 
 
-def aggregate_wells(cells: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch: str,
-                    how: str = "median") -> pd.DataFrame:
-    """One row per plate-map well: the ``how`` (median|mean) of every feature over its cells, plus
-    ``Metadata_Count_Cells``. Wells without any cell are kept (count 0, features NaN) — never dropped."""
+def plate_wells(cells: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch: str,
+                how: str = "median") -> pd.DataFrame:
+    """One row per plate-map well (plate-map order): the ``how`` (median|mean) of every feature over its
+    cells (float64, by :func:`aggregate_wells`), plus ``Metadata_Count_Cells``. Wells without any cell are
+    kept (count 0, features NaN) — never dropped."""
     if how not in ("median", "mean"):
         raise ValueError(f"aggregate must be 'median' or 'mean', got {how!r}")
     feats = feature_columns(cells)
-    numeric = [c for c in feats if np.issubdtype(cells[c].dtype, np.number)]
-    grouped = cells.groupby("Metadata_Well", sort=False)[numeric]
-    agg = grouped.median() if how == "median" else grouped.mean()
-    agg.insert(0, "Metadata_Count_Cells", cells.groupby("Metadata_Well", sort=False).size())
-    meta = plate_map_metadata(plate_map).set_index("Metadata_Well")
+    agg = aggregate_wells(cells[[WELL, *feats]], operation=how, strata=(WELL,), features=feats,
+                          dtype=np.float64)
+    agg = agg.set_index(WELL).rename(columns={N_CELLS: COUNT_CELLS})[[COUNT_CELLS, *feats]]
+    meta = plate_map_metadata(plate_map).set_index(WELL)
     wells = meta.join(agg, how="left")
-    wells["Metadata_Count_Cells"] = wells["Metadata_Count_Cells"].fillna(0).astype(np.int64)
+    wells[COUNT_CELLS] = wells[COUNT_CELLS].fillna(0).astype(np.int64)
     wells = wells.reset_index()
-    wells.insert(0, "Metadata_Plate", plate)
-    wells.insert(1, "Metadata_Batch", batch)
+    wells.insert(0, PLATE, plate)
+    wells.insert(1, BATCH, batch)
     meta_cols = metadata_columns(wells)
     return wells[meta_cols + [c for c in wells.columns if c not in meta_cols]]
+
+
+# ------------------------------------------------------------------------------------ the reducer
+def _group_index(keys: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Unique key rows (sorted), a stable order putting each group's rows together, group boundaries."""
+    if not len(keys):   # no rows (e.g. a plate without any object): no group
+        return keys.iloc[:0].reset_index(drop=True), np.zeros(0, np.int64), np.zeros(1, np.int64)
+    codes, uniques = pd.MultiIndex.from_frame(keys).factorize(sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    uniq = uniques.to_frame(index=False)
+    uniq.columns = list(keys.columns)
+    return uniq, order, bounds
+
+
+def _reduce_groups(x: np.ndarray, order: np.ndarray, bounds: np.ndarray, operation: str,
+                   dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """Median/mean of ``x`` rows per group (NaN skipped, like pandas), ``dtype`` out."""
+    out = np.empty((len(bounds) - 1, x.shape[1]), dtype)
+    for g in range(len(bounds) - 1):
+        block = x[order[bounds[g]:bounds[g + 1]]]
+        has_nan = np.isnan(block).any()
+        if operation == "median":
+            red = np.nanmedian(block, axis=0) if has_nan else np.median(block, axis=0)
+        else:
+            red = np.nanmean(block, axis=0) if has_nan else block.mean(axis=0, dtype=np.float64)
+        out[g] = red
+    return out
+
+
+def _well_metadata(meta: pd.DataFrame, order: np.ndarray, bounds: np.ndarray) -> pd.DataFrame:
+    """Columns constant within every group (first value per group); others are dropped."""
+    keep = {}
+    starts = order[bounds[:-1]]
+    for c in meta.columns:
+        vals = meta[c].to_numpy()[order]
+        codes = pd.factorize(vals, use_na_sentinel=False)[0]
+        seg_min = np.minimum.reduceat(codes, bounds[:-1]) if len(codes) else codes
+        seg_max = np.maximum.reduceat(codes, bounds[:-1]) if len(codes) else codes
+        if np.array_equal(seg_min, seg_max):
+            keep[c] = meta[c].to_numpy()[starts]
+    return pd.DataFrame(keep)
+
+
+def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median",
+                    strata: Sequence[str] = (PLATE, WELL),
+                    features: Sequence[str] | None = None, chunk_bytes: int = 64 << 20,
+                    dtype: type[np.floating] = np.float32) -> pd.DataFrame:
+    """One row per well (per ``strata`` group): ``operation`` (median|mean) of each feature, ``n_cells``,
+    constant metadata. The one well aggregator: the paint arm's ``wells.parquet`` (:func:`plate_wells`),
+    profiles from per-cell tables and sub-well replicates all reduce through it.
+
+    Metadata columns that take a single value within every well (perturbation, control flag, batch,
+    replicate...) are carried; per-cell ones (site, object id) are dropped. Features are reduced in
+    column chunks of about ``chunk_bytes`` so the extra memory is bounded whatever the table width;
+    ``dtype`` is the precision they are reduced in (float32 halves the memory of wide screens).
+    """
+    feats = list(features) if features is not None else feature_columns(cells)
+    meta = [c for c in cells.columns if c not in set(feats) and c not in strata and c != N_CELLS]
+    return aggregate_table(cells[list(strata)], cells[meta], lambda cols: cells[cols].to_numpy(dtype), feats,
+                           operation, chunk_bytes, dtype)
+
+
+def aggregate_table(keys: pd.DataFrame, meta: pd.DataFrame, load: Callable[[list[str]], np.ndarray],
+                    feats: list[str], operation: str, chunk_bytes: int,
+                    dtype: type[np.floating] = np.float32) -> pd.DataFrame:
+    """:func:`aggregate_wells` on a table given as group ``keys``, per-row ``meta`` and a ``load(columns)``
+    returning feature columns as a (rows x columns) array (e.g. read from a parquet file in chunks)."""
+    if operation not in ("median", "mean"):
+        raise ValueError(f"operation must be median or mean, not {operation!r}")
+    uniq, order, bounds = _group_index(keys)
+    step = max(1, int(chunk_bytes // max(1, np.dtype(dtype).itemsize * len(keys))))
+    blocks = [_reduce_groups(load(feats[i:i + step]), order, bounds, operation, dtype)
+              for i in range(0, len(feats), step)]
+    x = np.concatenate(blocks, axis=1) if blocks else np.empty((len(uniq), 0), dtype)
+    parts = [uniq, _well_metadata(meta, order, bounds),
+             pd.DataFrame({N_CELLS: np.diff(bounds).astype(np.int64)}),
+             pd.DataFrame(x, columns=feats)]
+    return pd.concat(parts, axis=1)

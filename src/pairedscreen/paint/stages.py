@@ -1,13 +1,15 @@
 """Paint-arm workflow steps: each is one Snakemake rule's work, files in and files out.
 
-The rules' scripts (``workflow/scripts/paint_*.py``) only unpack ``snakemake`` and call these.
+The rules' scripts (``workflow/scripts/paint_*.py``, ``profiles.py``) only unpack ``snakemake`` and call
+these.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,19 @@ import numpy as np
 import pandas as pd
 
 from pairedscreen.io import atomic_output, write_parquet
-from pairedscreen.paint.aggregate import aggregate_wells, assemble_cells
+from pairedscreen.paint.aggregate import assemble_cells, plate_wells
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
 from pairedscreen.paint.ingest import build_image_index, load_site
+from pairedscreen.paint.profiles import (
+    DEFAULT_FEATURE_SELECT,
+    OUTLIER_CUTOFF,
+    ProfileResult,
+    build_profiles,
+    read_wells,
+)
 from pairedscreen.plate import normalise_well
-from pairedscreen.sheets import read_sheet
+from pairedscreen.sheets import read_registry, read_sheet
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
@@ -37,9 +46,9 @@ def channel_order(index: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(index.sort_values("channel_index")["channel"]))
 
 
-def index_plate(plate: str, image_dir: PathLike, plate_map: PathLike, pattern: str,
-                channels: Mapping[str, Any], on_bad_image: str, qc: Mapping[str, Any],
-                out: PathLike) -> pd.DataFrame:
+def run_paint_index(plate: str, image_dir: PathLike, plate_map: PathLike, pattern: str,
+                    channels: Mapping[str, Any], on_bad_image: str, qc: Mapping[str, Any],
+                    out: PathLike) -> pd.DataFrame:
     """Image index of one plate (every file, shape, dtype, checksum; quarantines) with per-image QC."""
     wells = list(_plate_map(plate_map)["well"])
     index = build_image_index(plate, image_dir, pattern, channels, wells=wells,
@@ -51,7 +60,7 @@ def index_plate(plate: str, image_dir: PathLike, plate_map: PathLike, pattern: s
     return index
 
 
-def illumination(index: PathLike, out_dir: PathLike, params: Mapping[str, Any]) -> None:
+def run_paint_illum(index: PathLike, out_dir: PathLike, params: Mapping[str, Any]) -> None:
     """Illumination function per channel of one plate, streamed over its sites; saved as .npy + PNG."""
     idx = pd.read_parquet(index)
     sigma = float(params.get("smoothing_sigma", 0.0) or 0.0)
@@ -60,8 +69,8 @@ def illumination(index: PathLike, out_dir: PathLike, params: Mapping[str, Any]) 
         save_illumination(funcs, tmp, png=Path(tmp) / "illum.png")
 
 
-def segment_chunk(index: PathLike, illum_dir: PathLike, wells: list[str], segmentation: Mapping[str, Any],
-                  models: Mapping[str, str], out_dir: PathLike, threads: int = 1) -> pd.DataFrame:
+def run_paint_segment(index: PathLike, illum_dir: PathLike, wells: list[str], segmentation: Mapping[str, Any],
+                      models: Mapping[str, str], out_dir: PathLike, threads: int = 1) -> pd.DataFrame:
     """Cellpose nuclei + cells for the usable sites of ``wells`` (batched); masks, ``objects.parquet`` and
     ``summary.tsv`` (per site, quarantined sites included) in ``out_dir``. Models are the resolved paths or
     names from the config."""
@@ -93,8 +102,8 @@ def corrected_site(idx: pd.DataFrame, well: str, site: int, channels: list[str],
     return (raw.astype(np.float32) / np.float32(scale)) / illum
 
 
-def features_chunk(index: PathLike, illum_dir: PathLike, masks_dir: PathLike, plate: str,
-                   params: Mapping[str, Any], out: PathLike) -> pd.DataFrame:
+def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike, plate: str,
+                       params: Mapping[str, Any], out: PathLike) -> pd.DataFrame:
     """Per-object features of every segmented site in a chunk: one row per cell (object id shared by the
     Nuclei, Cells and Cytoplasm compartments)."""
     from pairedscreen.paint.features import measure_site
@@ -123,13 +132,13 @@ def features_chunk(index: PathLike, illum_dir: PathLike, masks_dir: PathLike, pl
     return table
 
 
-def assemble_plate(features: list[PathLike], masks: list[PathLike], index: PathLike, plate_map: PathLike,
-                   plate: str, batch: str, aggregate: str, cells_out: PathLike, wells_out: PathLike) -> None:
+def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: PathLike, plate_map: PathLike,
+                    plate: str, batch: str, aggregate: str, cells_out: PathLike, wells_out: PathLike) -> None:
     """Per-plate cell table (plate-map metadata attached) and per-well aggregates; every plate-map well is
     kept, with its site and object counts, so nothing disappears silently."""
     pm = _plate_map(plate_map)
     cells = assemble_cells([pd.read_parquet(f) for f in features], pm, plate, batch)
-    wells = aggregate_wells(cells, pm, plate, batch, how=aggregate)
+    wells = plate_wells(cells, pm, plate, batch, how=aggregate)
     idx = pd.read_parquet(index)
     site_status = idx.groupby(["well", "site"])["status"].agg(lambda s: bool((s == "ok").all()))
     qc = idx.groupby(["well", "site"])["qc_flag"].any()
@@ -148,3 +157,23 @@ def assemble_plate(features: list[PathLike], masks: list[PathLike], index: PathL
     wells = wells[meta + [c for c in wells.columns if c not in meta]]
     write_parquet(cells, cells_out)
     write_parquet(wells, wells_out)
+
+
+# ------------------------------------------------------------------------------------------- profiles
+def run_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mapping[str, Any],
+                 profiles_out: PathLike, consensus_out: PathLike) -> ProfileResult:
+    """Per-plate ``wells.parquet`` -> ``profiles.parquet`` (normalised, selected well profiles) and
+    ``consensus.parquet`` (per perturbation), per the ``profiles:`` config block (``aggregate`` was
+    applied by the paint arm when it wrote wells.parquet; from per-cell tables use
+    :func:`pairedscreen.paint.profiles.build_profiles` with ``plate_files``)."""
+    reg = read_registry(registry)
+    res = build_profiles(wells=read_wells(wells, reg), registry=reg,
+                         normalize=params.get("normalize", "mad_robustize"),
+                         feature_select=params.get("feature_select", DEFAULT_FEATURE_SELECT),
+                         outlier_cutoff=float(params.get("outlier_cutoff", OUTLIER_CUTOFF)),
+                         position_correction=params.get("position_correction", False),
+                         blocklist=params.get("blocklist"))
+    log.info("profiles: %s", json.dumps(res.info, default=str))
+    write_parquet(res.profiles, profiles_out)
+    write_parquet(res.consensus, consensus_out)
+    return res

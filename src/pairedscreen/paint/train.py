@@ -236,14 +236,17 @@ SHIPPED_RECIPE: dict[str, Any] = {"sim_preset": "demo", "sim_seed": 101, "seed":
 def train_shipped(out_dir: str | os.PathLike, work_dir: str | os.PathLike,
                   compartments: tuple[str, ...] = ("nuclei", "cells"), n_epochs: int | None = None,
                   seed: int | None = None) -> list[Path]:
-    """Re-create the shipped demo models: simulate the training screen into ``work_dir`` (if absent) and
-    train each compartment from scratch with :data:`SHIPPED_RECIPE` (overridable epochs/seed)."""
-    from pairedscreen.simulate import simulate
-
+    """Re-create the shipped demo models: train each compartment from scratch with :data:`SHIPPED_RECIPE`
+    (overridable epochs/seed) on the training screen in ``work_dir``, simulated with the recipe's
+    ``sim_*`` settings (``pairedscreen train-segmentation`` does that first; the paint arm never imports
+    the simulator)."""
     r = SHIPPED_RECIPE
     sim = Path(work_dir)
     if not (sim / "truth").exists():
-        simulate(sim, preset=r["sim_preset"], seed=r["sim_seed"], overrides=r["sim_overrides"])
+        raise FileNotFoundError(
+            f"{sim}: no simulated training screen (truth/ missing). Fix: run `pairedscreen "
+            f"train-segmentation --work-dir {sim}`, which simulates it, or simulate preset "
+            f"{r['sim_preset']!r} with seed {r['sim_seed']} and overrides {r['sim_overrides']} into it")
     return [train_segmentation(sim, out_dir, comp, n_epochs=n_epochs or r["n_epochs"],
                                seed=r["seed"] if seed is None else seed, bsize=r["bsize"][comp],
                                threads=r["threads"])

@@ -16,10 +16,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from pairedscreen.io import _json_default, repo_root, sha256sum
+from pairedscreen.io import _json_default, jsonable, repo_root, sha256sum
 
 SCHEMA_VERSION = "1.0"
 SOFTWARE = ("pairedscreen", "snakemake", "scanpy", "anndata", "mudata", "cellpose", "kb-python", "numpy",
@@ -147,36 +146,7 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
         sheet["outputs"] = describe_outputs(outputs, root=root)
     if generated_at:
         sheet["generated_at"] = generated_at
-    return _jsonable(sheet)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Round-trip through JSON so the dict holds only JSON types (NaN -> None)."""
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and not np.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        return o
-    return clean(json.loads(json.dumps(obj, default=_json_default)))
-
-
-def summarize_hits(table: pd.DataFrame, *, alpha: float = 0.05, q_col: str = "q_value",
-                   keep: Sequence[str] = ("perturbation", "is_control", "mean_average_precision", "edistance",
-                                          "p_value", "q_value")) -> dict:
-    """Per-arm block for ``metrics.replicate`` / ``metrics.effect`` from a per-perturbation table
-    (``replicate.phenotypic_activity`` or ``effect.edistance_table``)."""
-    q = pd.to_numeric(table[q_col], errors="coerce")
-    scored = q.notna()
-    hit = q < alpha
-    ctrl = table["is_control"].astype(bool) if "is_control" in table else pd.Series(False, index=table.index)
-    n_trt = int((scored & ~ctrl).sum())
-    return {"n_scored": int(scored.sum()), "n_hits": int(hit.sum()),
-            "n_controls_called": int((hit & ctrl).sum()),
-            "fraction_active": float((hit & ~ctrl).sum() / n_trt) if n_trt else None, "alpha": alpha,
-            "per_perturbation": table[[c for c in keep if c in table.columns]].to_dict(orient="records")}
+    return jsonable(sheet)
 
 
 def schema_path() -> Path:

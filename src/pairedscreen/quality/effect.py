@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 from statsmodels.stats.multitest import multipletests
 
@@ -102,11 +101,3 @@ def pca_embedding(x: np.ndarray, is_control: np.ndarray | None = None, *, n_comp
     z = np.nan_to_num((x[:, keep] - mu[keep]) / sd[keep])
     k = int(max(1, min(n_comps, z.shape[0] - 1, z.shape[1])))
     return PCA(n_components=k, random_state=seed).fit_transform(z)
-
-
-def log_normalize(counts: np.ndarray | sp.spmatrix, target_sum: float = 1e4) -> np.ndarray:
-    """log1p(CP10k) of a (cells x genes) count matrix (dense or sparse) as a dense float64 array (subset
-    genes/cells first on large data)."""
-    c = counts.toarray() if sp.issparse(counts) else np.asarray(counts, dtype=np.float64)
-    tot = c.sum(axis=1, keepdims=True)
-    return np.log1p(np.divide(c * target_sum, tot, out=np.zeros_like(c, dtype=np.float64), where=tot > 0))

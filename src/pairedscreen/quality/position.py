@@ -5,7 +5,7 @@ For each feature, the variance explained by a factor is the adjusted R^2 of a on
 or edge vs interior); a feature group reports the median over its features. The edge test statistic is
 the mean edge R^2 over the group's features; its null permutes which wells are edge wells (the wells and
 profiles stay as they are), so p-values hold whatever the feature correlation. Run it on the profiles
-before and after :func:`pairedscreen.pair.profiles.correct_position` to show the correction worked.
+before and after :func:`pairedscreen.paint.profiles.correct_position` to show the correction worked.
 Feature groups: ``all`` and each ``{Compartment}_{Family}`` (e.g. ``Cells_Intensity``).
 """
 

@@ -4,9 +4,9 @@ wells or plates), with copairs' rank-permutation p-values and Benjamini-Hochberg
 Replicate units (documented choice):
 - paint: normalised well profiles (``results/paint/profiles.parquet``). When a screen has one well per
   perturbation, use sub-well replicates: cells split at random within each well
-  (:func:`pairedscreen.pair.profiles.assign_splits`) and aggregated per (well, split).
+  (:func:`pairedscreen.paint.profiles.assign_splits`) and aggregated per (well, split).
 - rna: replicate pseudobulks = random disjoint cell subsets within each perturbation x guide x library
-  (:func:`pairedscreen.pair.pseudobulk.replicate_pseudobulks`), featurised by :func:`rna_features`.
+  (:func:`pairedscreen.quality.units.replicate_pseudobulks`), featurised by :func:`rna_features`.
   Guides stay apart so consistency can require positives from different guides.
 
 Activity: a perturbation's replicates must retrieve each other ahead of the control replicates

@@ -9,7 +9,8 @@ import scipy.sparse as sp
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from pairedscreen.rna.pseudobulk import cp10k_scale, row_totals, usable_cells
+from pairedscreen.expression import cp10k_scale, usable_cells
+from pairedscreen.rna.pseudobulk import row_totals
 
 COLUMNS = ["perturbation_id", "target_gene", "log2fc", "pvalue", "padj", "remaining_fraction", "n_cells",
            "n_control_cells", "mean_cp10k", "control_mean_cp10k"]
@@ -34,7 +35,7 @@ def knockdown_table(
 ) -> pd.DataFrame:
     """One row per targeting perturbation (registry rows with a target_gene and not is_control).
 
-    Cells: :func:`~pairedscreen.rna.pseudobulk.usable_cells` of the perturbation vs those of all
+    Cells: :func:`~pairedscreen.expression.usable_cells` of the perturbation vs those of all
     control perturbations. Test on log1p CP10k of the target gene, BH-adjusted over the perturbations
     tested: ``mannwhitney`` (default; two-sided, tie-corrected: calibrated on sparse targets) or
     ``welch`` t-test (more power, but anti-conservative when a sparse target is all zeros in the

@@ -9,17 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pairedscreen.columns import MULTIPLE, UNASSIGNED
-
-
-def log1p_cp10k(counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
-    """log1p of counts per 10,000 (per cell), sparse."""
-    x = sp.csr_matrix(counts, dtype=np.float64)
-    scale = cp10k_scale(np.asarray(x.sum(axis=1)).ravel())
-    x = sp.csr_matrix(sp.diags(scale) @ x)
-    x.data = np.log1p(x.data)
-    return x
-
+from pairedscreen.expression import cp10k_scale, usable_cells
 
 # Stored values per row block for float64 temporaries (8 MB), so they stay a sliver of the matrix.
 BLOCK_NNZ = 1 << 20
@@ -36,30 +26,14 @@ def _row_blocks(indptr: np.ndarray, max_nnz: int = BLOCK_NNZ) -> Iterator[tuple[
 
 
 def row_totals(x: sp.csr_matrix, dtype: type[np.generic] | None = None) -> np.ndarray:
-    """``x.sum(axis=1)`` (of ``x`` as ``dtype`` when given, e.g. float64 as :func:`log1p_cp10k`
-    sums), one row block at a time: neither a float copy nor the sum's integer upcast (int32 ->
-    int64, a cast copy of all stored values) then spans the whole matrix. Same values per row."""
+    """``x.sum(axis=1)`` (of ``x`` as ``dtype`` when given, e.g. float64 as
+    :func:`pairedscreen.expression.log1p_cp10k` sums), one row block at a time: neither a float copy nor
+    the sum's integer upcast (int32 -> int64, a cast copy of all stored values) then spans the whole
+    matrix. Same values per row."""
     parts = [
         np.asarray(sp.csr_matrix(x[s:e], dtype=dtype).sum(axis=1)).ravel() for s, e in _row_blocks(x.indptr)
     ]
     return np.concatenate(parts) if parts else np.asarray(sp.csr_matrix(x, dtype=dtype).sum(axis=1)).ravel()
-
-
-def cp10k_scale(tot: np.ndarray) -> np.ndarray:
-    """Per-cell factor 1e4 / total (0 for empty cells), as in :func:`log1p_cp10k`."""
-    return np.divide(1e4, tot, out=np.zeros_like(tot), where=tot > 0)
-
-
-def usable_cells(adata: ad.AnnData) -> np.ndarray:
-    """Mask of cells for perturbation-level summaries: pass_qc, not a predicted doublet, one perturbation."""
-    obs = adata.obs
-    ok = np.ones(adata.n_obs, bool)
-    if "pass_qc" in obs:
-        ok &= obs["pass_qc"].to_numpy(dtype=bool)
-    if "predicted_doublet" in obs:
-        ok &= ~obs["predicted_doublet"].to_numpy(dtype=bool)
-    pert = obs["perturbation"].astype(str).to_numpy()
-    return ok & (pert != MULTIPLE) & (pert != UNASSIGNED)
 
 
 def pseudobulk(
@@ -67,8 +41,9 @@ def pseudobulk(
 ) -> ad.AnnData:
     """Perturbations x genes: layers['counts'] summed counts, X mean log1p CP10k, obs['n_cells'].
 
-    Only :func:`usable_cells`. ``order`` (registry order) sorts the rows; perturbations without
-    cells are left out. obs['is_control'] from ``controls`` or the cells' is_control column.
+    Only :func:`pairedscreen.expression.usable_cells`. ``order`` (registry order) sorts the rows;
+    perturbations without cells are left out. obs['is_control'] from ``controls`` or the cells'
+    is_control column.
     """
     keep = usable_cells(adata)
     pert = adata.obs["perturbation"].astype(str).to_numpy()[keep]

@@ -41,7 +41,7 @@ def _write_h5ad(adata: ad.AnnData, path: PathLike) -> None:
         adata.write_h5ad(tmp, compression="gzip")
 
 
-def build_reference(fasta: PathLike, gtf: PathLike, index: PathLike, t2g: PathLike, threads: int = 1) -> None:
+def run_kb_ref(fasta: PathLike, gtf: PathLike, index: PathLike, t2g: PathLike, threads: int = 1) -> None:
     """kb ref (standard workflow) -> ``index`` + ``t2g``."""
     with scratch_dir(Path(index).parent, ".kb_ref.") as work:
         out = count.kb_ref(fasta, gtf or None, work, threads)
@@ -52,9 +52,9 @@ def build_reference(fasta: PathLike, gtf: PathLike, index: PathLike, t2g: PathLi
             shutil.move(out["index"], tmp)
 
 
-def build_guide_reference(guides: PathLike, index: PathLike, t2g: PathLike, features: PathLike) -> None:
+def run_kb_ref_guides(guides: PathLike, index: PathLike, t2g: PathLike, features: PathLike) -> None:
     """kb ref --workflow kite from the guides sheet -> ``index``, ``t2g``; ``features`` = the sheet's
-    id/name/read/pattern/sequence (with header), read back by :func:`count_library` for the layout."""
+    id/name/read/pattern/sequence (with header), read back by :func:`run_kb_count` for the layout."""
     sheet = _read_sheet(guides)
     with scratch_dir(Path(index).parent, ".kite.") as work:
         out = count.kb_ref_guides(sheet, work)
@@ -66,7 +66,7 @@ def build_guide_reference(guides: PathLike, index: PathLike, t2g: PathLike, feat
     write_tsv(sheet[["id", "name", "read", "pattern", "sequence"]], features)
 
 
-def count_library(
+def run_kb_count(
     r1: Sequence[PathLike],
     r2: Sequence[PathLike],
     index: PathLike,
@@ -90,7 +90,7 @@ def count_library(
         log.info("kb log:\n%s", (tmp / "kb_count.log").read_text())
 
 
-def load_library(
+def run_rna_load(
     gex_dir: PathLike,
     guide_dir: PathLike,
     fastqs: Sequence[PathLike],
@@ -114,7 +114,7 @@ def load_library(
     write_json(info, inputs)
 
 
-def process_library(
+def run_rna_cells(
     raw: PathLike,
     guides: PathLike,
     guide_sheet: PathLike,
@@ -159,7 +159,7 @@ def process_library(
     write_parquet(ranks, ranks_out)
 
 
-def merge_libraries(
+def run_rna_merge(
     cells: Sequence[PathLike],
     registry: PathLike,
     alpha: float,

@@ -1,9 +1,7 @@
-"""RNA pseudobulks from called cells: one per perturbation (the ``rna`` modality) and replicate pseudobulks
-(disjoint random cell subsets within each guide x library, for replicate mAP).
+"""Replicate units for replicate mAP (:mod:`pairedscreen.quality.replicate`): RNA replicate pseudobulks.
 
-Input: ``results/rna/cells.h5ad`` (X = counts; obs ``perturbation``, ``pass_qc``, ``guide_ids``, ``library``).
-Cells used: ``pass_qc`` and not ``predicted_doublet`` (when present), ``perturbation`` a registry id
-(``multiple``/``unassigned`` never count).
+Input: ``results/rna/cells.h5ad`` (X = counts; obs ``perturbation``, ``pass_qc``, ``guide_ids``, ``library``);
+cells used: :func:`pairedscreen.expression.usable_cells`.
 """
 
 from __future__ import annotations
@@ -15,22 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pairedscreen.rna import pseudobulk as rna_pb
-
-TARGET_SUM = 1e4
-
-
-def usable_cells(cells: ad.AnnData, *, key: str = "perturbation",
-                 categories: Sequence[str] | None = None) -> np.ndarray:
-    """The RNA arm's rule (:func:`pairedscreen.rna.pseudobulk.usable_cells`: pass QC, not a predicted
-    doublet, one perturbation), optionally restricted to registry ``categories``."""
-    view = cells if key == "perturbation" else ad.AnnData(obs=cells.obs.assign(perturbation=cells.obs[key]))
-    mask = rna_pb.usable_cells(view)
-    pert = cells.obs[key].astype(str).to_numpy()
-    mask &= ~np.isin(pert, ["nan", "None", ""])
-    if categories is not None:
-        mask &= np.isin(pert, np.asarray(categories, dtype=str))
-    return mask
+from pairedscreen.expression import log1p_cp10k, usable_cells
 
 
 def _indicator(labels: np.ndarray, levels: Sequence[str]) -> sp.csr_matrix:
@@ -41,43 +24,9 @@ def _indicator(labels: np.ndarray, levels: Sequence[str]) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(cols)), (pos[keep], cols)), shape=(len(levels), len(labels)))
 
 
-def _log_norm(counts: sp.spmatrix | np.ndarray, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
-    if target_sum == 1e4:
-        return rna_pb.log1p_cp10k(counts)
-    x = sp.csr_matrix(counts, dtype=np.float64)
-    tot = np.asarray(x.sum(axis=1)).ravel()
-    x = sp.csr_matrix(sp.diags(np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)) @ x)
-    x.data = np.log1p(x.data)
-    return x
-
-
-def pseudobulk(cells: ad.AnnData, categories: Sequence[str], *, key: str = "perturbation") -> ad.AnnData:
-    """The RNA arm's pseudobulk (:func:`pairedscreen.rna.pseudobulk.pseudobulk`) with one row per
-    ``categories`` entry in that order: categories without cells get NaN rows and ``n_cells`` 0."""
-    keep = usable_cells(cells, key=key, categories=categories)
-    sub = cells[keep]
-    if key != "perturbation":
-        sub = sub.copy()
-        sub.obs["perturbation"] = sub.obs[key]
-    pb = rna_pb.pseudobulk(sub, order=list(categories), controls=set())
-    ids = pd.Index(list(categories))
-    x = np.full((len(ids), cells.n_vars), np.nan, np.float32)
-    counts = np.full((len(ids), cells.n_vars), np.nan)
-    pos = ids.get_indexer(pb.obs_names)
-    x[pos] = np.asarray(pb.X, np.float32)
-    counts[pos] = np.asarray(pb.layers["counts"], np.float64)
-    n = np.zeros(len(ids), np.int64)
-    n[pos] = pb.obs["n_cells"].to_numpy()
-    out = ad.AnnData(X=x, obs=pd.DataFrame({"n_cells": n}, index=ids), var=cells.var.copy(),
-                     layers={"counts": counts})
-    out.uns["normalization"] = "mean over cells of log1p(counts / total * 10000)"
-    return out
-
-
 def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide_key: str = "guide_ids",
                           library_key: str | None = "library", min_cells: int = 5, max_splits: int = 4,
-                          seed: int = 0, categories: Sequence[str] | None = None,
-                          target_sum: float = TARGET_SUM) -> ad.AnnData:
+                          seed: int = 0, categories: Sequence[str] | None = None) -> ad.AnnData:
     """Replicate pseudobulks for replicate mAP: each (perturbation, guide, library) unit's cells are split
     at random into ``min(max_splits, n // min_cells)`` disjoint subsets (at least one when the unit has
     ``min_cells``; smaller units are dropped). X = log1p(CP10k) of each subset's summed counts.
@@ -107,7 +56,7 @@ def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide
     levels = sorted(set(labels[keep]))
     g = _indicator(labels.astype(str), levels)
     counts = g @ sp.csr_matrix(sub.X, dtype=np.float64)
-    x = np.asarray(_log_norm(counts, target_sum).todense(), dtype=np.float32)
+    x = np.asarray(log1p_cp10k(counts).todense(), dtype=np.float32)
     parts = pd.DataFrame([lv.split("|") for lv in levels],
                          columns=["perturbation", "guide", "library", "split"])
     rep_obs = parts.drop(columns="split")

@@ -10,12 +10,8 @@ Order of work (:func:`build_profiles`): aggregate each plate's cells to wells (o
 time), optional position correction, normalise each plate to its negative-control wells, select features
 over all plates, then a median consensus per perturbation.
 
-Aggregation is our own code, not ``pycytominer.aggregate``: that needs the whole per-cell table in memory
-and copies it twice (``astype(float)`` to float64, then a concat) before a pandas groupby, about 2x the
-float32 table over the input at peak. Ours reads a plate's ``cells.parquet`` metadata, then the feature
-columns in chunks of ~64 MB, and reduces each well's rows with numpy: same medians (pandas semantics,
-NaN skipped), memory independent of the number of features and cells, and faster. Per-well metadata that
-is constant within a well (perturbation, control flag, batch) is carried through, which pycytominer drops.
+Aggregation is :func:`pairedscreen.paint.aggregate.aggregate_wells` (the one well aggregator); from plate
+files it reads a plate's ``cells.parquet`` metadata, then the feature columns in chunks of ~64 MB.
 Normalisation (mad_robustize/standardize) and the correlation filter are vectorised re-implementations
 with pycytominer's exact numbers (tested against it); its per-column pandas code costs ~10 s per plate and
 minutes per correlation filter at JUMP width. The other feature-selection steps call pycytominer.
@@ -35,19 +31,18 @@ import pyarrow.parquet as pq
 import pyarrow.types as pa_types
 from pycytominer import feature_select as _pcm_feature_select
 
-from pairedscreen.columns import (  # noqa: F401  (names re-exported for callers of this module)
+from pairedscreen.columns import (
     ALIASES,
-    BATCH,
     COMPARTMENTS,
     IS_CONTROL,
     N_CELLS,
     N_WELLS,
     PERT,
     PLATE,
-    SITE,
     WELL,
     feature_columns,
 )
+from pairedscreen.paint.aggregate import aggregate_table
 from pairedscreen.plate import PLATE_SHAPE, edge_mask, well_positions
 
 # pycytominer's operations; drop_outliers (any |normalised value| > outlier_cutoff) removes features whose
@@ -87,6 +82,13 @@ def harmonize_metadata(df: pd.DataFrame, registry: pd.DataFrame | None = None) -
     return out
 
 
+def read_wells(paths: Iterable[str | os.PathLike], registry: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paint arm's per-plate ``wells.parquet`` files as one table with canonical metadata
+    (:func:`harmonize_metadata`)."""
+    return pd.concat([harmonize_metadata(pd.read_parquet(p), registry) for p in paths],
+                     ignore_index=True, sort=False)
+
+
 def _as_bool(v: Any) -> bool:
     if isinstance(v, str):
         return v.strip().lower() in ("true", "1", "yes", "t")
@@ -94,74 +96,6 @@ def _as_bool(v: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------- aggregation
-def _group_index(keys: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Unique key rows (sorted), a stable order putting each group's rows together, group boundaries."""
-    codes, uniques = pd.MultiIndex.from_frame(keys).factorize(sort=True)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-    uniq = uniques.to_frame(index=False)
-    uniq.columns = list(keys.columns)
-    return uniq, order, bounds
-
-
-def _reduce_groups(x: np.ndarray, order: np.ndarray, bounds: np.ndarray, operation: str) -> np.ndarray:
-    """Median/mean of ``x`` rows per group (NaN skipped, like pandas), float32 out."""
-    out = np.empty((len(bounds) - 1, x.shape[1]), np.float32)
-    for g in range(len(bounds) - 1):
-        block = x[order[bounds[g]:bounds[g + 1]]]
-        has_nan = np.isnan(block).any()
-        if operation == "median":
-            red = np.nanmedian(block, axis=0) if has_nan else np.median(block, axis=0)
-        else:
-            red = np.nanmean(block, axis=0) if has_nan else block.mean(axis=0, dtype=np.float64)
-        out[g] = red
-    return out
-
-
-def _well_metadata(meta: pd.DataFrame, order: np.ndarray, bounds: np.ndarray) -> pd.DataFrame:
-    """Columns constant within every group (first value per group); others are dropped."""
-    keep = {}
-    starts = order[bounds[:-1]]
-    for c in meta.columns:
-        vals = meta[c].to_numpy()[order]
-        codes = pd.factorize(vals, use_na_sentinel=False)[0]
-        seg_min = np.minimum.reduceat(codes, bounds[:-1]) if len(codes) else codes
-        seg_max = np.maximum.reduceat(codes, bounds[:-1]) if len(codes) else codes
-        if np.array_equal(seg_min, seg_max):
-            keep[c] = meta[c].to_numpy()[starts]
-    return pd.DataFrame(keep)
-
-
-def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median",
-                    strata: Sequence[str] = (PLATE, WELL),
-                    features: Sequence[str] | None = None, chunk_bytes: int = 64 << 20) -> pd.DataFrame:
-    """One row per well: ``operation`` (median|mean) of each feature, ``n_cells``, constant metadata.
-
-    Metadata columns that take a single value within every well (perturbation, control flag, batch,
-    replicate...) are carried; per-cell ones (site, object id) are dropped. Features are reduced in
-    column chunks of about ``chunk_bytes`` so the extra memory is bounded whatever the table width.
-    """
-    feats = list(features) if features is not None else feature_columns(cells)
-    meta = [c for c in meta_columns(cells, feats) if c not in strata and c != N_CELLS]
-    return _aggregate(cells[list(strata)], cells[meta],
-                      lambda cols: cells[cols].to_numpy(np.float32), feats, operation, chunk_bytes)
-
-
-def _aggregate(keys: pd.DataFrame, meta: pd.DataFrame, load, feats: list[str], operation: str,
-               chunk_bytes: int) -> pd.DataFrame:
-    if operation not in ("median", "mean"):
-        raise ValueError(f"operation must be median or mean, not {operation!r}")
-    uniq, order, bounds = _group_index(keys)
-    step = max(1, int(chunk_bytes // max(1, 4 * len(keys))))
-    blocks = [_reduce_groups(load(feats[i:i + step]), order, bounds, operation)
-              for i in range(0, len(feats), step)]
-    x = np.concatenate(blocks, axis=1) if blocks else np.empty((len(uniq), 0), np.float32)
-    parts = [uniq, _well_metadata(meta, order, bounds),
-             pd.DataFrame({N_CELLS: np.diff(bounds).astype(np.int64)}),
-             pd.DataFrame(x, columns=feats)]
-    return pd.concat(parts, axis=1)
-
-
 def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
                          registry: pd.DataFrame | None = None, chunk_bytes: int = 64 << 20) -> pd.DataFrame:
     """Aggregate one plate's ``cells.parquet`` to wells, reading feature columns in chunks.
@@ -183,7 +117,7 @@ def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
         tbl = pq.read_table(path, columns=cols)
         return np.column_stack([tbl.column(c).to_numpy().astype(np.float32, copy=False) for c in cols])
 
-    return _aggregate(keys, rest, load, feats, operation, chunk_bytes)
+    return aggregate_table(keys, rest, load, feats, operation, chunk_bytes)
 
 
 def assign_splits(cells: pd.DataFrame, n_splits: int, *, seed: int = 0, by: Sequence[str] = (PLATE, WELL),

@@ -1,0 +1,51 @@
+"""Expression statistics shared by the RNA arm, quality and pair, the one definition: log1p CP10k and the
+rule for which called cells count in perturbation-level summaries.
+
+A low-level module (imports nothing else of pairedscreen but :mod:`pairedscreen.columns`), so quality and
+pair use the RNA arm's normalisation without importing the arm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from pairedscreen.columns import MULTIPLE, OBS_PERTURBATION, UNASSIGNED
+
+TARGET_SUM = 1e4   # counts per 10,000
+
+
+def cp10k_scale(tot: np.ndarray) -> np.ndarray:
+    """Per-cell factor 1e4 / total (0 for empty cells), as in :func:`log1p_cp10k`."""
+    return np.divide(TARGET_SUM, tot, out=np.zeros_like(tot), where=tot > 0)
+
+
+def log1p_cp10k(counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+    """log1p of counts per 10,000 (per row = cell), sparse float64; empty rows stay 0."""
+    x = sp.csr_matrix(counts, dtype=np.float64)
+    scale = cp10k_scale(np.asarray(x.sum(axis=1)).ravel())
+    x = sp.csr_matrix(sp.diags(scale) @ x)
+    x.data = np.log1p(x.data)
+    return x
+
+
+def usable_cells(cells: ad.AnnData, *, key: str = OBS_PERTURBATION,
+                 categories: Sequence[str] | None = None) -> np.ndarray:
+    """Mask of cells behind perturbation-level summaries (pseudobulk, knockdown, replicates, effect sizes):
+    ``pass_qc`` (when present), not ``predicted_doublet`` (when present), exactly one perturbation in
+    ``obs[key]`` (not ``multiple``/``unassigned``/empty/NaN), and, when ``categories`` is given, one of
+    them (registry ids)."""
+    obs = cells.obs
+    ok = np.ones(cells.n_obs, bool)
+    if "pass_qc" in obs:
+        ok &= obs["pass_qc"].to_numpy(dtype=bool)
+    if "predicted_doublet" in obs:
+        ok &= ~obs["predicted_doublet"].to_numpy(dtype=bool)
+    pert = obs[key].astype(str).to_numpy()
+    ok &= ~np.isin(pert, [MULTIPLE, UNASSIGNED, "nan", "None", ""])
+    if categories is not None:
+        ok &= np.isin(pert, np.asarray(categories, dtype=str))
+    return ok

@@ -1,0 +1,224 @@
+"""The quality stage (workflow/scripts/quality.py): read both arms' outputs, call the quality functions,
+write ``results/quality/metrics.json`` and ``results/quality/perturbations.tsv`` through ``atomic_output``.
+
+Reads files only; imports the arms' libraries (profile normalisation, the one log1p CP10k) and the
+low-level modules, never :mod:`pairedscreen.pair`, :mod:`pairedscreen.report` or
+:mod:`pairedscreen.simulate` (import-linter contract in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from pairedscreen import columns as C
+from pairedscreen.expression import log1p_cp10k, usable_cells
+from pairedscreen.io import jsonable, write_json, write_tsv
+from pairedscreen.modalities import paint_modality, rna_modality
+from pairedscreen.paint.aggregate import aggregate_wells
+from pairedscreen.paint.profiles import assign_splits, harmonize_metadata, normalize_plates, read_wells
+from pairedscreen.quality import batch, concordance, effect, position, replicate, truth
+from pairedscreen.quality.summary import summarize_hits
+from pairedscreen.quality.units import replicate_pseudobulks
+from pairedscreen.sheets import read_registry
+
+log = logging.getLogger("pairedscreen.quality")
+PathLike = str | os.PathLike
+
+
+def _paint_replicates(profiles: pd.DataFrame, feats: list[str], paint_cells: Sequence[PathLike] | None,
+                      reg: pd.DataFrame, seed: int, n_splits: int = 3) -> tuple[pd.DataFrame, str]:
+    """Wells as replicates; sub-well replicates (cells split at random within wells, aggregated and
+    normalised like the wells) when most perturbations have a single well and cells are given.
+
+    Caveat, reported in the metrics (``replicate_unit``): sub-wells of one well share its well effect, so
+    with one well per perturbation a well artefact cannot be told from a perturbation effect; activity
+    calls are then within-well reproducibility, not replicate agreement."""
+    trt = profiles[~profiles[C.IS_CONTROL]]
+    wells_per = trt.groupby(C.PERT).size()
+    if (len(wells_per) and wells_per.median() >= 2) or not paint_cells:
+        return profiles, "wells"
+    parts = []
+    for p in paint_cells:
+        cells = harmonize_metadata(pd.read_parquet(p), reg)
+        cells = assign_splits(cells, n_splits, seed=seed)
+        parts.append(aggregate_wells(cells, strata=(C.PLATE, C.WELL, C.SPLIT),
+                                     features=[f for f in feats if f in cells.columns]))
+        del cells
+    sub = pd.concat(parts, ignore_index=True)
+    sub, _ = normalize_plates(sub, features=feats)
+    # a feature without spread among the few control splits is undefined after normalisation: drop the
+    # feature (not the replicates, which a row-wise dropna would remove wholesale)
+    undefined = [f for f in feats if sub[f].isna().any()]
+    sub = sub.drop(columns=undefined)
+    if undefined:
+        log.info("sub-well replicates: %d of %d features undefined after normalisation, not used",
+                 len(undefined), len(feats))
+    return sub, f"sub-wells ({n_splits} random cell splits per well)"
+
+
+def _rna_embedding(cells: ad.AnnData, reg_ids: list[str], *, max_cells: int, n_top: int, n_comps: int,
+                   seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """PCA of log1p-CP10k (top ``n_top`` variable genes) of usable cells, at most ``max_cells`` per
+    perturbation."""
+    rng = np.random.default_rng(seed)
+    mask = usable_cells(cells, categories=reg_ids)
+    idx = np.flatnonzero(mask)
+    pert = cells.obs["perturbation"].astype(str).to_numpy()[idx]
+    keep = np.concatenate([rng.permutation(idx[pert == p])[:max_cells] for p in pd.unique(pert)]) \
+        if len(idx) else idx
+    keep.sort()
+    x = log1p_cp10k(cells.X[keep])
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    var = np.asarray(x.multiply(x).mean(axis=0)).ravel() - mean ** 2
+    genes = np.argsort(var)[::-1][:n_top]
+    dense = x[:, genes].toarray()
+    obs = cells.obs.iloc[keep]
+    emb = effect.pca_embedding(dense, obs["is_control"].to_numpy(bool) if "is_control" in obs else None,
+                               n_comps=n_comps, seed=seed)
+    return emb, obs
+
+
+def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
+    cols = {"mean_average_precision": f"{arm}_map", "p_value": f"{arm}_{kind}_p",
+            "q_value": f"{arm}_{kind}_q", "edistance": f"{arm}_edistance",
+            "n_replicates": f"{arm}_n_replicates"}
+    if kind == "map":
+        cols.update(p_value=f"{arm}_p_value", q_value=f"{arm}_q_value")
+    out = df.set_index("perturbation")[[c for c in cols if c in df.columns]].rename(columns=cols)
+    if kind == "map":
+        out[f"{arm}_active"] = out[f"{arm}_q_value"] < 0.05
+    return out
+
+
+def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, pseudobulk: PathLike,
+                knockdown: PathLike, wells: Sequence[PathLike], registry: PathLike,
+                params: Mapping[str, Any], truth_dir: PathLike | None, metrics_out: PathLike,
+                table_out: PathLike, paint_cells: Sequence[PathLike] | None = None) -> dict:
+    """All quality metrics -> ``results/quality/metrics.json`` (datasheet ``metrics`` block, plus
+    ``truth_recovery`` when ``truth_dir``) and ``results/quality/perturbations.tsv`` (one row per registry
+    perturbation: ``{arm}_map``, ``{arm}_q_value``, ``{arm}_active``, ``{arm}_edistance``, ``{arm}_effect_q``,
+    consistency q-values, knockdown columns). ``params`` = the ``quality:`` block (permutations, seed, and
+    optionally alpha, max_cells, n_top_genes, n_pcs). ``paint_cells`` (per-plate cells.parquet) enables
+    sub-well replicates when the screen has one well per perturbation.
+    """
+    nperm = int(params.get("permutations", 1000))
+    seed = int(params.get("seed", 0))
+    alpha = float(params.get("alpha", 0.05))
+    max_cells = int(params.get("max_cells", 200))
+    reg = read_registry(registry)
+    ids = reg["perturbation_id"].astype(str).tolist()
+    metrics: dict[str, Any] = {"replicate": {}, "consistency": {}, "effect": {}, "batch": {}}
+    tables = []
+
+    # paint ---------------------------------------------------------------------------------------
+    pr = harmonize_metadata(pd.read_parquet(profiles), reg)
+    feats = C.feature_columns(pr)
+    rep, unit = _paint_replicates(pr, feats, paint_cells, reg, seed)
+    meta = pd.DataFrame({"perturbation": rep[C.PERT].astype(str).to_numpy(),
+                         "is_control": rep[C.IS_CONTROL].to_numpy(bool),
+                         "plate": rep[C.PLATE].astype(str).to_numpy()})
+    pca = params.get("paint_pca_variance", 0.9)
+    rep_feats = [f for f in feats if f in rep.columns]   # sub-well replicates may drop undefined features
+    x = replicate.paint_features(rep, rep_feats, pca_variance=None if pca in (None, 0, 1) else float(pca))
+    act_paint = replicate.phenotypic_activity(x, meta, null_size=nperm, seed=seed)
+    metrics["replicate"]["paint"] = {**summarize_hits(act_paint, alpha=alpha), "replicate_unit": unit}
+    tables.append(_table(act_paint, "paint", "map"))
+    if meta["plate"].nunique() > 1:
+        cons_paint = replicate.consistency(x, meta, diff_col="plate", null_size=nperm, seed=seed)
+        metrics["consistency"]["paint_across_plates"] = summarize_hits(cons_paint, alpha=alpha)
+        tables.append(_table(cons_paint, "paint", "plate_consistency")[["paint_plate_consistency_q"]])
+    eff_paint = effect.edistance_table(rep[rep_feats].to_numpy(), meta["perturbation"].to_numpy(),
+                                       meta["is_control"].to_numpy(), n_permutations=nperm, seed=seed,
+                                       min_cells=2)
+    metrics["effect"]["paint"] = {**summarize_hits(eff_paint, alpha=alpha), "unit": unit}
+    tables.append(_table(eff_paint, "paint", "effect"))
+
+    raw = read_wells(wells, reg)
+    raw = raw[raw[feats].notna().any(axis=1) & (raw.get(C.N_CELLS, 1) > 0)].reset_index(drop=True)
+    raw_norm, _ = normalize_plates(raw, features=feats)
+    keep_feats = [f for f in feats if raw_norm[f].notna().all()]
+    before = position.position_effects(raw_norm, keep_feats, n_permutations=nperm, seed=seed)
+    after = position.position_effects(pr, feats, n_permutations=nperm, seed=seed)
+    metrics["position"] = {"before": position.summarize(before, alpha=alpha),
+                           "after": position.summarize(after, alpha=alpha)}
+    ctrl_raw = raw[raw[C.IS_CONTROL]]
+    cf = [f for f in keep_feats if ctrl_raw[f].notna().all()]
+    metrics["batch"]["paint_plate_raw"] = batch.batch_predictability(
+        ctrl_raw[cf].to_numpy(), ctrl_raw[C.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
+    ctrl = pr[pr[C.IS_CONTROL]]
+    metrics["batch"]["paint_plate_normalized"] = batch.batch_predictability(
+        ctrl[feats].to_numpy(), ctrl[C.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
+    if C.BATCH in ctrl and ctrl[C.BATCH].nunique() > 1:
+        metrics["batch"]["paint_batch_normalized"] = batch.batch_predictability(
+            ctrl[feats].to_numpy(), ctrl[C.BATCH].to_numpy(), n_permutations=nperm, seed=seed)
+
+    # rna -----------------------------------------------------------------------------------------
+    cells = ad.read_h5ad(rna_cells)
+    if "is_control" not in cells.obs:
+        ctrl_ids = set(reg.loc[reg["is_control"], "perturbation_id"])
+        cells.obs["is_control"] = cells.obs["perturbation"].astype(str).isin(ctrl_ids).to_numpy()
+    rrep = replicate_pseudobulks(cells, categories=ids, seed=seed)
+    rx = replicate.rna_features(rrep.X, rrep.obs["is_control"].to_numpy(bool),
+                                n_top=int(params.get("n_top_genes", 2000)))
+    rmeta = rrep.obs[["perturbation", "guide", "library", "is_control"]].reset_index(drop=True)
+    act_rna = replicate.phenotypic_activity(rx, rmeta, null_size=nperm, seed=seed)
+    metrics["replicate"]["rna"] = {**summarize_hits(act_rna, alpha=alpha),
+                                   "replicate_unit": rrep.uns["replicate_unit"]}
+    tables.append(_table(act_rna, "rna", "map"))
+    if rmeta.groupby("perturbation")["guide"].nunique().max() > 1:
+        cons_rna = replicate.consistency(rx, rmeta, diff_col="guide", null_size=nperm, seed=seed)
+        metrics["consistency"]["rna_across_guides"] = summarize_hits(cons_rna, alpha=alpha)
+        tables.append(_table(cons_rna, "rna", "guide_consistency")[["rna_guide_consistency_q"]])
+    emb, eobs = _rna_embedding(cells, ids, max_cells=max_cells, n_top=int(params.get("n_top_genes", 2000)),
+                               n_comps=int(params.get("n_pcs", 20)), seed=seed)
+    eff_rna = effect.edistance_table(emb, eobs["perturbation"].astype(str).to_numpy(),
+                                     eobs["is_control"].to_numpy(bool), n_permutations=nperm, seed=seed,
+                                     max_cells=max_cells)
+    metrics["effect"]["rna"] = {**summarize_hits(eff_rna, alpha=alpha), "unit": "cells"}
+    tables.append(_table(eff_rna, "rna", "effect"))
+    cmask = eobs["is_control"].to_numpy(bool)
+    for key in ("library", "batch"):
+        if key in eobs and eobs.loc[cmask, key].nunique() > 1:
+            metrics["batch"][f"rna_{key}"] = batch.batch_predictability(
+                emb[cmask], eobs.loc[cmask, key].astype(str).to_numpy(), n_permutations=nperm, seed=seed)
+
+    # both ----------------------------------------------------------------------------------------
+    rna_mod = rna_modality(ad.read_h5ad(pseudobulk), reg)
+    paint_mod = paint_modality(pd.read_parquet(consensus), reg)
+    is_ctrl = reg["is_control"].to_numpy(bool)
+    metrics["concordance"] = {
+        **concordance.concordance(rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed),
+        "subset": "non-control perturbations in both arms",
+    }
+    # the same statistic over the perturbations this run calls active (q < alpha) in both arms
+    active = {arm: set(t.loc[t["q_value"] < alpha, "perturbation"].astype(str))
+              for arm, t in (("rna", act_rna), ("paint", act_paint))}
+    both_active = np.array([i in active["rna"] and i in active["paint"] for i in ids])
+    metrics["concordance"]["active_in_both"] = concordance.concordance(
+        rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed, subset=both_active, labels=ids)
+    table = pd.DataFrame(index=pd.Index(ids, name="perturbation_id"))
+    for t in tables:
+        table = table.join(t, how="left")
+    kd_path = Path(knockdown)
+    if kd_path.exists() and kd_path.stat().st_size:
+        kd = pd.read_csv(kd_path, sep="\t").set_index("perturbation_id")
+        for c in ("log2fc", "padj", "remaining_fraction", "significant"):
+            if c in kd:
+                table[f"rna_knockdown_{c}"] = kd[c].reindex(table.index).to_numpy()
+    if truth_dir:
+        metrics["truth_recovery"] = truth.truth_recovery(
+            truth_dir, {"rna": act_rna, "paint": act_paint},
+            edge_detected=metrics["position"]["before"]["edge_detected"], alpha=alpha)
+        metrics["truth_recovery"]["concordance"] = truth.concordance_recovery(
+            truth_dir, ids, rna_mod.X, paint_mod.X, is_ctrl, alpha=alpha, n_permutations=nperm, seed=seed)
+    write_tsv(table.reset_index(), table_out)
+    write_json(jsonable(metrics), metrics_out)
+    return metrics
