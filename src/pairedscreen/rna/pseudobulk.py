@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pairedscreen.expression import cp10k_scale, usable_cells
-
-# Stored values per row block for float64 temporaries (8 MB), so they stay a sliver of the matrix.
-BLOCK_NNZ = 1 << 20
-
-
-def _row_blocks(indptr: np.ndarray, max_nnz: int = BLOCK_NNZ) -> Iterator[tuple[int, int]]:
-    """(start, stop) row ranges of at most ``max_nnz`` stored values (or a single longer row)."""
-    n, s = len(indptr) - 1, 0
-    while s < n:
-        e = int(np.searchsorted(indptr, indptr[s] + max_nnz, side="right")) - 1
-        e = min(n, max(e, s + 1))
-        yield s, e
-        s = e
+from pairedscreen.expression import log1p_cp10k, row_blocks, usable_cells
 
 
 def row_totals(x: sp.csr_matrix, dtype: type[np.generic] | None = None) -> np.ndarray:
@@ -31,7 +18,7 @@ def row_totals(x: sp.csr_matrix, dtype: type[np.generic] | None = None) -> np.nd
     the sum's integer upcast (int32 -> int64, a cast copy of all stored values) then spans the whole
     matrix. Same values per row."""
     parts = [
-        np.asarray(sp.csr_matrix(x[s:e], dtype=dtype).sum(axis=1)).ravel() for s, e in _row_blocks(x.indptr)
+        np.asarray(sp.csr_matrix(x[s:e], dtype=dtype).sum(axis=1)).ravel() for s, e in row_blocks(x.indptr)
     ]
     return np.concatenate(parts) if parts else np.asarray(sp.csr_matrix(x, dtype=dtype).sum(axis=1)).ravel()
 
@@ -59,17 +46,13 @@ def pseudobulk(
     if not keep.all():
         x = x[keep]
     # Memory: one float64 copy of the stored values (sharing x's index arrays) holds the counts for
-    # the sums, then becomes log1p CP10k in place: log1p_cp10k's values (scale * count, then log1p)
-    # without its separate float counts / scaled / log copies of the matrix.
+    # the sums, then becomes log1p CP10k in place (log1p_cp10k's values without its separate float
+    # counts / scaled / log copies of the matrix).
     xf = sp.csr_matrix((x.data.astype(np.float64), x.indices, x.indptr), shape=x.shape)
     del x
     summed = onehot @ xf
     n_cells = np.asarray(onehot.sum(axis=1)).ravel()
-    scale = cp10k_scale(np.asarray(xf.sum(axis=1)).ravel())
-    for s, e in _row_blocks(xf.indptr):
-        lo, hi = xf.indptr[s], xf.indptr[e]
-        xf.data[lo:hi] *= np.repeat(scale[s:e], np.diff(xf.indptr[s : e + 1]))
-    np.log1p(xf.data, out=xf.data)
+    log1p_cp10k(xf, inplace=True)
     mean_norm = sp.diags(1.0 / np.maximum(n_cells, 1)) @ (onehot @ xf)
     del xf
     if controls is None:
