@@ -34,11 +34,13 @@ from pycytominer import feature_select as _pcm_feature_select
 from pairedscreen.columns import (
     ALIASES,
     COMPARTMENTS,
+    COUNT_CELLS,
     IS_CONTROL,
     N_CELLS,
     N_WELLS,
     PERT,
     PLATE,
+    SPLIT,
     WELL,
     feature_columns,
 )
@@ -77,8 +79,8 @@ def harmonize_metadata(df: pd.DataFrame, registry: pd.DataFrame | None = None) -
         out[IS_CONTROL] = out[PERT].astype(str).map(ctrl).fillna(False).astype(bool)
     if IS_CONTROL in out.columns:
         out[IS_CONTROL] = out[IS_CONTROL].map(_as_bool).astype(bool)
-    if N_CELLS not in out.columns and "Metadata_Count_Cells" in out.columns:    # paint arm's wells.parquet
-        out[N_CELLS] = out["Metadata_Count_Cells"].fillna(0).astype(np.int64)
+    if N_CELLS not in out.columns and COUNT_CELLS in out.columns:    # paint arm's wells.parquet
+        out[N_CELLS] = out[COUNT_CELLS].fillna(0).astype(np.int64)
     return out
 
 
@@ -121,7 +123,7 @@ def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
 
 
 def assign_splits(cells: pd.DataFrame, n_splits: int, *, seed: int = 0, by: Sequence[str] = (PLATE, WELL),
-                  column: str = "Metadata_Split") -> pd.DataFrame:
+                  column: str = SPLIT) -> pd.DataFrame:
     """Add ``column``: a random, balanced split label 0..n_splits-1 within each well (sub-well replicates for
     replicate mAP when a screen has one well per perturbation); aggregate with
     ``strata=(PLATE, WELL, column)``."""

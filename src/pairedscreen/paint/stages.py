@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairedscreen import columns as C
 from pairedscreen.io import atomic_output, write_parquet
 from pairedscreen.paint.aggregate import assemble_cells, plate_wells
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
@@ -121,13 +122,13 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
             continue
         images = corrected_site(idx, well, int(site), channels, illum)
         df = measure_site(images, channels, nuclei, cells, cytoplasm, params)
-        df = df.rename(columns={"object_id": "Metadata_ObjectNumber"})
-        df.insert(0, "Metadata_Well", well)
-        df.insert(1, "Metadata_Site", int(site))
+        df = df.rename(columns={"object_id": C.OBJECT_NUMBER})
+        df.insert(0, C.WELL, well)
+        df.insert(1, C.SITE, int(site))
         tables.append(df)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
-        columns=["Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"])
-    table.insert(0, "Metadata_Plate", plate)
+        columns=[C.WELL, C.SITE, C.OBJECT_NUMBER])
+    table.insert(0, C.PLATE, plate)
     write_parquet(table, out)
     return table
 
@@ -150,7 +151,7 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
         columns={"n_nuclei_dropped": "Metadata_Count_NucleiUnmatched",
                  "n_cells_without_nucleus": "Metadata_Count_CellsWithoutNucleus"})
     extra = per_well.join(seg_well, how="left").fillna(0).astype(np.int64)
-    wells = wells.merge(extra, left_on="Metadata_Well", right_index=True, how="left")
+    wells = wells.merge(extra, left_on=C.WELL, right_index=True, how="left")
     for col in extra.columns:
         wells[col] = wells[col].fillna(0).astype(np.int64)
     meta = [c for c in wells.columns if c.startswith("Metadata_")]

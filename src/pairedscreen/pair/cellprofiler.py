@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pairedscreen import columns as C
+
 _KEYS = ("ImageNumber", "ObjectNumber")
 _LINKS = ("Parent_", "Children_", "Number_Object_Number")
 
@@ -25,15 +27,14 @@ def _prefixed(df: pd.DataFrame, compartment: str, extra: dict[str, pd.Series]) -
 
 
 def read_cellprofiler_csvs(folder: str | os.PathLike,
-                           image_metadata: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well",
-                                                              "Metadata_Site")) -> pd.DataFrame:
+                           image_metadata: tuple[str, ...] = (C.PLATE, C.WELL, C.SITE)) -> pd.DataFrame:
     """One row per Cytoplasm object with its Cells and Nuclei measurements and image metadata."""
     d = Path(folder)
     cyto = pd.read_csv(d / "Cytoplasm.csv")
     cells = pd.read_csv(d / "Cells.csv")
     nuclei = pd.read_csv(d / "Nuclei.csv")
     image = pd.read_csv(d / "Image.csv", usecols=lambda c: c == "ImageNumber" or c in image_metadata)
-    out = _prefixed(cyto, "Cytoplasm", {"Metadata_ObjectNumber": cyto["ObjectNumber"],
+    out = _prefixed(cyto, "Cytoplasm", {C.OBJECT_NUMBER: cyto["ObjectNumber"],
                                         "_cells": cyto["Parent_Cells"], "_nuclei": cyto["Parent_Nuclei"]})
     c = _prefixed(cells, "Cells", {"_cells": cells["ObjectNumber"]})
     n = _prefixed(nuclei, "Nuclei", {"_nuclei": nuclei["ObjectNumber"]})

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairedscreen import columns as C
+
 PathLike = str | os.PathLike
 UNASSIGNED = ("unassigned", "multiple", "", "nan", "None")
 
@@ -221,15 +223,15 @@ def paint_plate_ledger(plate: str, index: PathLike, masks: Sequence[PathLike], f
         equation("objects_measured = cells_in_plate_table", **{
             k: counts[k] for k in ("objects_measured", "cells_in_plate_table")}),
     ]
-    w = pd.read_parquet(wells, columns=["Metadata_Well", "Metadata_Count_Cells"])
-    n = w["Metadata_Count_Cells"].fillna(0).astype(np.int64)
+    w = pd.read_parquet(wells, columns=[C.WELL, C.COUNT_CELLS])
+    n = w[C.COUNT_CELLS].fillna(0).astype(np.int64)
     counts.update(wells=len(w), cells_in_wells=int(n.sum()))
     eqs.append(equation("cells_in_plate_table = cells_in_wells", **{
         k: counts[k] for k in ("cells_in_plate_table", "cells_in_wells")}))
     losses: dict[str, int] = {"quarantined_images": counts["images_quarantined"],
                               "nuclei_without_cell": counts["nuclei_unmatched"]}
     if profiled_wells is not None:
-        prof = w["Metadata_Well"].astype(str).isin(profiled_wells).to_numpy()
+        prof = w[C.WELL].astype(str).isin(profiled_wells).to_numpy()
         empty = (n == 0).to_numpy()
         counts.update(wells_profiled=int(prof.sum()), wells_not_profiled_no_cells=int((~prof & empty).sum()),
                       wells_not_profiled_no_features=int((~prof & ~empty).sum()),

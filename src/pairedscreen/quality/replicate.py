@@ -24,6 +24,8 @@ import pandas as pd
 from copairs.map import average_precision, mean_average_precision
 from statsmodels.stats.multitest import multipletests
 
+from pairedscreen import columns as C
+
 logging.getLogger("copairs").setLevel(logging.WARNING)
 
 _COLS = ["perturbation", "is_control", "n_replicates", "mean_average_precision", "p_value", "q_value"]
@@ -134,7 +136,7 @@ def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int = 2000, mi
 
 
 def paint_features(profiles: pd.DataFrame, features: list[str], *, eps: float = 1e-6,
-                   plate_col: str | None = "Metadata_Plate", pca_variance: float | None = 0.9) -> np.ndarray:
+                   plate_col: str | None = C.PLATE, pca_variance: float | None = 0.9) -> np.ndarray:
     """Normalised well profiles -> features for mAP, columns of zero spread dropped, re-centred per plate on
     the mean of all its wells: normalisation to the plate's control wells leaves every non-control well with
     the same error of the control median, which would inflate inert perturbations' mAP (see
