@@ -78,7 +78,23 @@ def test_stages_end_to_end(workdir):
         res / "rna" / "cells.h5ad", res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", wells,
         workdir["registry"],
         {"permutations": 100, "seed": 0, "max_cells": 60, "n_top_genes": 200}, workdir["truth"],
-        res / "quality" / "metrics.json", res / "quality" / "perturbations.tsv")
+        res / "quality" / "metrics.json", res / "quality" / "perturbations.tsv",
+        similarity_out=res / "quality" / "similarity.parquet",
+        position_out=res / "quality" / "position.parquet")
+    # the stored tables behind the report's figures are the ones behind the metrics
+    sim = pd.read_parquet(res / "quality" / "similarity.parquet")
+    off = sim[sim.perturbation_a != sim.perturbation_b]
+    ids = sorted(set(sim.perturbation_a))
+    assert len(ids) == metrics["concordance"]["n_perturbations"]
+    assert len(off) == len(ids) * (len(ids) - 1) // 2
+    assert not set(ids) & set(s.registry.loc[s.registry.is_control, "perturbation_id"])
+    assert np.isclose(np.corrcoef(off.rna_similarity, off.paint_similarity)[0, 1],
+                      metrics["concordance"]["mantel_r"], rtol=1e-9)
+    r2 = pd.read_parquet(res / "quality" / "position.parquet")
+    for stage in ("before", "after"):
+        for plate, v in metrics["position"][stage]["plates"].items():
+            feat = r2[(r2.profiles == stage) & (r2.plate == plate)]
+            assert len(feat) and np.nanmedian(feat.r2_edge) == v["r2_edge"], (stage, plate)
     for arm in ("rna", "paint"):
         rec = metrics["truth_recovery"][arm]
         assert rec["precision"] >= 0.9 and rec["recall"] >= 0.9, rec

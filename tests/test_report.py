@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import warnings
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ import pytest
 import yaml
 
 import pairedscreen.report as report_pkg
-from pairedscreen.plate import is_edge_well
+from pairedscreen.plate import is_edge_well, parse_well
 from pairedscreen.report import collect_report_data
 from pairedscreen.report.collect import ReportInputError
 
 REPO = Path(__file__).resolve().parents[1]
+REPORT_SRC = REPO / "src" / "pairedscreen" / "report"
 CHANNELS = ["DNA", "ER", "RNA", "AGP", "Mito"]
 EDGE_FACTOR = 1.30
 KD_REMAINING = 0.15
@@ -74,10 +76,10 @@ def _rna_library(results: Path, lib: str, batch: str, reg: pd.DataFrame, rng: np
     obs_names = [f"{lib}_{b}" for b in barcodes]
     raw = ad.AnnData(sp.csr_matrix(x), obs=pd.DataFrame(index=obs_names),
                      var=pd.DataFrame({"gene_id": [f"G{i}" for i in range(n_genes)]}, index=genes))
-    _write_h5ad(raw, results / "rna" / lib / "raw.h5ad")
-    (results / "rna" / lib / "kb_gex").mkdir(parents=True, exist_ok=True)
-    (results / "rna" / lib / "kb_gex" / "run_info.json").write_text(
-        json.dumps({"n_processed": int(totals.sum() * 1.6), "n_pseudoaligned": int(totals.sum() * 1.2)}))
+    (results / "rna" / lib).mkdir(parents=True, exist_ok=True)
+    (results / "rna" / lib / "inputs.json").write_text(json.dumps(
+        {"library": lib, "fastqs": {}, "kb_guide": {},
+         "kb_gex": {"n_processed": int(totals.sum() * 1.6), "n_pseudoaligned": int(totals.sum() * 1.2)}}))
 
     cx = x[:n_cells]
     total = cx.sum(1).astype(float)
@@ -98,31 +100,36 @@ def _rna_library(results: Path, lib: str, batch: str, reg: pd.DataFrame, rng: np
     n_guides[5:10] = 2
     dbl = rng.beta(2, 12, n_cells)
     dbl[10:25] = rng.uniform(0.4, 0.8, 15)
+    # stored bounds deliberately unlike a MAD recomputation: the report must print these, not its own
+    bounds = {"total_counts": {"lower": 300.0, "upper": 6000.0},
+              "n_genes_by_counts": {"lower": 20.5, "upper": 60.5}, "pct_counts_mt": {"upper": 12.0}}
     obs = pd.DataFrame({
         "library": lib, "batch": batch, "barcode": barcodes[:n_cells], "total_counts": total,
         "n_genes_by_counts": n_genes_by, "pct_counts_mt": pct_mt, "pct_counts_ribo": pct_ribo,
-        "qc_fail_counts": total < 300, "doublet_score": dbl, "predicted_doublet": dbl >= 0.4,
+        "qc_fail_counts": (total < 300) | (total > 6000),
+        "qc_fail_genes": (n_genes_by < 20.5) | (n_genes_by > 60.5), "qc_fail_mt": pct_mt > 12.0,
+        "doublet_score": dbl, "predicted_doublet": dbl >= 0.4,
         "guide_ids": ["" for _ in range(n_cells)], "n_guides": n_guides, "perturbation": pert,
         "is_control": [str(p).startswith("NTC") for p in pert],
     }, index=obs_names[:n_cells])
-    obs["pass_qc"] = ~obs.qc_fail_counts & ~obs.predicted_doublet
+    obs["pass_qc"] = ~obs.qc_fail_counts & ~obs.qc_fail_genes & ~obs.qc_fail_mt
     cells = ad.AnnData(sp.csr_matrix(cx), obs=obs, var=raw.var.copy())
     cells.obsm["guide_counts"] = gcounts
     cells.uns["cell_calling"] = {"knee": 1200.0, "inflection": 400.0, "threshold": 200.0, "fdr": 0.01}
     cells.uns["guide_thresholds"] = pd.DataFrame([[float(rng.integers(4, 9)) for _ in guides]],
                                                  index=pd.Index([lib], name="group"), columns=guides)
     cells.uns["guide_assignment"] = {"method": "mixture", "min_umis": 3}
-    cells.uns["qc_thresholds"] = {"total_counts": {"lower": 300.0, "upper": 6000.0},
-                                  "pct_counts_mt": {"upper": 12.0}}
+    cells.uns["qc_thresholds"] = {**bounds, "nmads_counts": 5.0, "nmads_genes": 5.0, "nmads_mt": 3.0,
+                                  "max_pct_mt": 12.0}
     cells.uns["doublets"] = {"method": "scrublet", "expected_rate": 0.06, "threshold": 0.4}
     _write_h5ad(cells, results / "rna" / lib / "cells.h5ad")
-    if lib == "L1":  # the cell-calling rank table (the other library exercises the raw.h5ad fallback)
-        nz = totals > 0
-        rk = pd.DataFrame({"obs_name": np.array(obs_names)[nz], "barcode": np.array(barcodes)[nz],
-                           "total": x.sum(1)[nz], "is_cell": (np.arange(len(totals)) < n_cells)[nz]})
-        rk = rk.sort_values("total", ascending=False, kind="stable").reset_index(drop=True)
-        rk.insert(3, "rank", np.arange(1, len(rk) + 1))
-        rk.to_parquet(results / "rna" / lib / "barcode_ranks.parquet", index=False)
+    # the cell-calling rank table
+    nz = totals > 0
+    rk = pd.DataFrame({"obs_name": np.array(obs_names)[nz], "barcode": np.array(barcodes)[nz],
+                       "total": x.sum(1)[nz], "is_cell": (np.arange(len(totals)) < n_cells)[nz]})
+    rk = rk.sort_values("total", ascending=False, kind="stable").reset_index(drop=True)
+    rk.insert(3, "rank", np.arange(1, len(rk) + 1))
+    rk.to_parquet(results / "rna" / lib / "barcode_ranks.parquet", index=False)
 
 
 def _paint_plate(work: Path, plate: str, reg: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -145,8 +152,8 @@ def _paint_plate(work: Path, plate: str, reg: pd.DataFrame, rng: np.random.Gener
     for k in range(6):
         feats[f"Cells_AreaShape_Shape{k}"] = rng.standard_normal(len(wells)) + 1.5 * shift
     wdf = pd.DataFrame({"Metadata_Plate": plate, "Metadata_Well": wells,
-                        "Metadata_perturbation_id": pmap.perturbation_id, **feats,
-                        "n_cells": rng.integers(20, 40, len(wells))})
+                        "Metadata_Perturbation": pmap.perturbation_id,
+                        "Metadata_Count_Cells": rng.integers(20, 40, len(wells)), **feats})
     base.mkdir(parents=True, exist_ok=True)
     wdf.to_parquet(base / "wells.parquet", index=False)
 
@@ -221,21 +228,21 @@ def make_synthetic_workdir(work: Path, seed: int = 0, plates: tuple[str, ...] = 
         rem = r.knockdown_remaining if np.isfinite(r.knockdown_remaining) else rng.uniform(0.9, 1.1)
         kd_rows.append({"perturbation_id": r.perturbation_id, "target_gene": r.target_gene,
                         "log2fc": float(np.log2(rem)), "pvalue": 1e-8 if rem < 0.5 else 0.6,
-                        "padj": 1e-7 if rem < 0.5 else 0.8, "remaining_fraction": float(rem), "n_cells": 40})
+                        "padj": 1e-7 if rem < 0.5 else 0.8, "remaining_fraction": float(rem), "n_cells": 40,
+                        "significant": bool(rem < 0.5)})
     (results / "rna").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(kd_rows).to_csv(results / "rna" / "knockdown.tsv", sep="\t", index=False)
 
     wells = {p: _paint_plate(work, p, reg, rng) for p in plates}
     wdf = pd.concat(wells.values(), ignore_index=True)
-    feats = [c for c in wdf if not c.startswith("Metadata_") and c != "n_cells"]
+    feats = [c for c in wdf if not c.startswith("Metadata_")]
     profs = []
     for prof in wells.values():  # per-plate robust normalisation: keeps the edge effect (no correction)
         prof = prof.copy()
         med = prof[feats].median()
         prof[feats] = (prof[feats] - med) / ((prof[feats] - med).abs().median() * 1.4826)
         profs.append(prof)
-    pd.concat(profs)[["Metadata_Plate", "Metadata_Well", "Metadata_perturbation_id"] + feats[:8]].to_parquet(
-        results / "paint" / "profiles.parquet", index=False)
+    profiles = pd.concat(profs, ignore_index=True)
 
     # paired perturbation-level modalities; `both` perturbations share a direction in both arms
     ids = reg.perturbation_id.tolist()
@@ -276,8 +283,22 @@ def make_synthetic_workdir(work: Path, seed: int = 0, plates: tuple[str, ...] = 
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["truth_dir"] = "truth"
-    position_plate = {"r2_row": 0.05, "r2_col": 0.04, "r2_edge": 0.6, "edge_shift": 0.3,
-                      "edge_p_value": 1e-6, "edge_q_value": 1e-6}
+    # the quality stage's stored results, made by its own functions on the synthetic profiles
+    from pairedscreen.quality import concordance, position
+
+    is_ctrl = reg.is_control.to_numpy(bool)
+    conc = concordance.concordance(xr, xp, is_ctrl, n_permutations=99, seed=0)
+    conc["active_in_both"] = concordance.concordance(xr, xp, is_ctrl, n_permutations=99, seed=0,
+                                                     subset=~reg.effect_class.isin(["neither"]).to_numpy(),
+                                                     labels=ids)
+    (results / "quality").mkdir(parents=True, exist_ok=True)
+    concordance.similarity_pairs(xr, xp, is_ctrl, ids).to_parquet(results / "quality" / "similarity.parquet")
+    pos = {}
+    r2 = []
+    for stage, frame in (("before", wdf), ("after", profiles)):
+        pos[stage] = position.summarize(position.position_effects(frame, feats, n_permutations=99, seed=0))
+        r2.append(position.feature_r2(frame, feats).assign(profiles=stage))
+    pd.concat(r2, ignore_index=True).to_parquet(results / "quality" / "position.parquet")
     datasheet = {
         "schema_version": "1.0",
         "software": {"python": "3.11.9", "pairedscreen": "0.1.0", "snakemake": "9.27.1",
@@ -295,19 +316,17 @@ def make_synthetic_workdir(work: Path, seed: int = 0, plates: tuple[str, ...] = 
                     "cells_kept_by_library": {"L1": 210, "L2": 210}},
             "paint": {"images": 1920, "images_quarantined": 1, "sites": 384, "sites_flagged": 2,
                       "objects": 5, "cells_profiled": 5, "wells_profiled": 384},
-            "pair": {"perturbations": len(reg), "perturbations_in_both_arms": len(reg)},
+            "pair": {"libraries": ["L1", "L2"], "plates": list(plates)},
         },
         "metrics": {
             "replicate": {"rna": _arm("rna_active", "replicate"), "paint": _arm("paint_active", "replicate")},
             "effect": {"rna": _arm("rna_active", "effect"), "paint": _arm("paint_active", "effect")},
-            "position": {stage: {"edge_detected": True, "median_r2_edge": 0.6,
-                                 "plates": {"P1": position_plate}} for stage in ("before", "after")},
+            "position": pos,
             "batch": {"rna": {"n_samples": 480, "n_classes": 2, "accuracy": 0.55, "chance": 0.5,
                               "majority_rate": 0.5, "p_value": 0.2},
                       "paint": {"n_samples": 384, "n_classes": 1, "accuracy": None, "chance": None,
                                 "majority_rate": None, "p_value": None}},
-            "concordance": {"n_perturbations": 8, "mantel_r": 0.41, "mantel_p": 0.003, "cka": 0.5,
-                            "cka_p": 0.01},
+            "concordance": conc,
         },
         "truth_recovery": {
             "rna": {"precision": 1.0, "recall": 1.0, "n_scored": 10, "n_called": 4, "n_true_active": 4,
@@ -324,13 +343,32 @@ def make_synthetic_workdir(work: Path, seed: int = 0, plates: tuple[str, ...] = 
     if validate_datasheet is not None:
         validate_datasheet(datasheet)
     (results / "datasheet.json").write_text(json.dumps(datasheet, indent=2))
+    (results / "quality" / "metrics.json").write_text(json.dumps(
+        {**datasheet["metrics"], "truth_recovery": datasheet["truth_recovery"]}, indent=2))
+    table = pd.DataFrame({"perturbation_id": ids})
+    for kind, block in (("map", "replicate"), ("effect", "effect")):
+        for arm in ("rna", "paint"):
+            t = pd.DataFrame(datasheet["metrics"][block][arm]["per_perturbation"])
+            if kind == "map":
+                t = t.rename(columns={"mean_average_precision": f"{arm}_map", "q_value": f"{arm}_q_value"})
+                t[f"{arm}_active"] = t[f"{arm}_q_value"] < 0.05
+                t = t[["perturbation", f"{arm}_map", f"{arm}_q_value", f"{arm}_active"]]
+            else:
+                t = t.rename(columns={"edistance": f"{arm}_edistance", "q_value": f"{arm}_effect_q"})
+                t = t[["perturbation", f"{arm}_edistance", f"{arm}_effect_q"]]
+            table = table.merge(t.rename(columns={"perturbation": "perturbation_id"}), on="perturbation_id",
+                                how="left")
+    kd = pd.DataFrame(kd_rows)[["perturbation_id", "log2fc", "padj", "remaining_fraction"]]
+    table = table.merge(kd.rename(columns={c: f"rna_knockdown_{c}" for c in kd.columns[1:]}),
+                        on="perturbation_id", how="left")
+    table.to_csv(results / "quality" / "perturbations.tsv", sep="\t", index=False)
 
     truth = work / "truth"
     truth.mkdir(parents=True, exist_ok=True)
     reg.to_csv(truth / "perturbations.tsv", sep="\t", index=False)
     pd.DataFrame({"plate": wdf.Metadata_Plate, "well": wdf.Metadata_Well,
                   "is_edge": [is_edge_well(w) for w in wdf.Metadata_Well],
-                  "perturbation_id": wdf.Metadata_perturbation_id,
+                  "perturbation_id": wdf.Metadata_Perturbation,
                   "edge_multiplier": [EDGE_FACTOR if is_edge_well(w) else 1.0 for w in wdf.Metadata_Well]}
                  ).to_csv(truth / "paint_wells.tsv", sep="\t", index=False)
     return work
@@ -393,10 +431,12 @@ def test_plate_heatmap_shows_planted_edge_effect(built: dict[str, Any], workdir:
         assert feat is not None and "Intensity" in feat
         grid = pdata["heatmaps"][feat]
         assert grid.shape == (16, 24)
-        summary = pdata["edge"][feat]
-        assert summary["n_edge"] > 0 and summary["n_interior"] > 0, plate
-        # the planted multiplicative edge effect survives into the heatmap data
-        assert summary["edge_over_interior"] > 1 + 0.5 * (planted - 1), (plate, summary, planted)
+        # the planted multiplicative edge effect survives into the heatmap data, at the truth's edge wells
+        rc = [parse_well(w) for w in t.well]
+        vals = np.array([grid[r, c] for r, c in rc])
+        edge, interior = vals[t.is_edge.to_numpy()], vals[~t.is_edge.to_numpy()]
+        ratio = np.nanmean(edge) / np.nanmean(interior)
+        assert ratio > 1 + 0.5 * (planted - 1), (plate, ratio, planted)
         assert {"cells per well"} <= set(pdata["heatmaps"])
         assert any(k.startswith("focus") for k in pdata["heatmaps"])
 
@@ -426,6 +466,7 @@ def test_collected_sections(built: dict[str, Any]) -> None:
     for lib, d in data["rna"]["libraries"].items():
         assert d["knee"]["n_called"] > 0, lib
         assert "total_counts" in d["qc"] and np.isfinite(d["qc"]["total_counts"]["upper"])
+        assert d["knee"] is not None, lib
         assert d["doublets"]["scores"].size == d["counts"]["cells_called"]
         assert d["moi"].n_cells.sum() == d["counts"]["cells_pass_qc"]
     for plate, p in data["paint"]["plates"].items():
@@ -439,6 +480,173 @@ def test_collected_sections(built: dict[str, Any]) -> None:
     assert paired["truth_recovery"] is not None and not paired["truth_recovery"].empty
 
 
+class _Tables(HTMLParser):
+    """Every ``<table id="tbl-...">`` of a page: id -> (header, rows of data-sort keys)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, tuple[list[str], list[list[str]]]] = {}
+        self._id: str | None = None
+        self._in_th = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table" and str(a.get("id", "")).startswith("tbl-"):
+            self._id = str(a["id"])[4:]
+            self.tables[self._id] = ([], [])
+        elif self._id is None:
+            return
+        elif tag == "th":
+            self._in_th = True
+            self.tables[self._id][0].append("")
+        elif tag == "tr" and self.tables[self._id][0]:
+            self.tables[self._id][1].append([])
+        elif tag == "td":
+            self.tables[self._id][1][-1].append(a.get("data-sort") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._id = None
+        elif tag == "th":
+            self._in_th = False
+
+    def handle_data(self, data: str) -> None:
+        if self._id is not None and self._in_th:
+            self.tables[self._id][0][-1] += data
+
+
+def html_tables(html: str) -> dict[str, pd.DataFrame]:
+    parser = _Tables()
+    parser.feed(html)
+    return {k: pd.DataFrame([r for r in rows if r], columns=head)
+            for k, (head, rows) in parser.tables.items()}
+
+
+def _printed(cell: str, value: Any) -> bool:
+    """Whether a table cell's machine-readable value is the stored ``value`` (to the 7 digits printed)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return cell == ""
+    if isinstance(value, bool):
+        return cell == ("1" if value else "0")
+    if isinstance(value, str):
+        return cell == value
+    return bool(np.isclose(float(cell), float(value), rtol=1e-6, atol=0))
+
+
+def _scalars(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out.update(_scalars(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_report_matches_stored(html: str, data: dict[str, Any], workdir: Path) -> int:
+    """Every concordance, QC-bound and plate-position figure the report prints equals the stored value
+    (metrics.json, cells.h5ad uns['qc_thresholds']), and the stored tables behind its plots agree with
+    metrics.json. Returns the number of figures compared."""
+    import anndata as ad
+
+    res = workdir / "results"
+    metrics = json.loads((res / "quality" / "metrics.json").read_text())
+    tables = html_tables(html)
+    n = 0
+    # concordance: the table prints metrics.json's block; the plotted matrices are the stored ones, whose
+    # off-diagonal Pearson correlation is the Mantel r of metrics.json
+    conc = tables["concordance"].set_index("item")["value"]
+    for key, v in _scalars(metrics["concordance"]).items():
+        assert _printed(conc[key], v), (key, conc[key], v)
+        n += 1
+    sim = pd.read_parquet(res / "quality" / "similarity.parquet")
+    off = sim[sim.perturbation_a != sim.perturbation_b]
+    plotted = data["paired"]["concordance"]
+    assert plotted["n_perturbations"] == metrics["concordance"]["n_perturbations"]
+    assert np.array_equal(np.sort(plotted["pairs_rna"]), np.sort(off.rna_similarity.to_numpy()))
+    assert plotted["mantel_r"] == metrics["concordance"]["mantel_r"]
+    if metrics["concordance"]["mantel_r"] is not None:
+        r = np.corrcoef(off.rna_similarity, off.paint_similarity)[0, 1]
+        assert np.isclose(r, metrics["concordance"]["mantel_r"], rtol=1e-9), (r, metrics["concordance"])
+    # QC bounds: printed per library = uns['qc_thresholds'] of the library's cells.h5ad (what rna.qc used)
+    for lib, d in data["rna"]["libraries"].items():
+        uns = ad.read_h5ad(res / "rna" / lib / "cells.h5ad", backed="r").uns["qc_thresholds"]
+        qc = tables[f"qc-{lib}"].set_index("metric")
+        for metric in ("total_counts", "n_genes_by_counts", "pct_counts_mt"):
+            for side in ("lower", "upper"):
+                stored = uns[metric].get(side) if metric in uns else None
+                stored = None if stored is None else float(stored)
+                assert d["qc"][metric][side] == stored, (lib, metric, side)
+                assert _printed(qc.loc[metric, side], stored), (lib, metric, side, qc.loc[metric, side])
+                n += 1
+    # plate position: printed per plate and in the paired table = metrics.position; the stored per-feature
+    # R^2 behind the plot have the metrics' per-plate medians
+    pos_all = tables["position"]
+    r2 = pd.read_parquet(res / "quality" / "position.parquet")
+    for stage in ("before", "after"):
+        block = metrics["position"][stage]
+        assert data["paired"]["position"][f"median_{stage}"] == block["median_r2_edge"]
+        for plate, vals in block["plates"].items():
+            row = pos_all[(pos_all.profiles == stage) & (pos_all.plate == plate)]
+            own = tables[f"position-{plate}"]
+            own = own[own.profiles == stage]
+            for key, v in vals.items():
+                assert _printed(row[key].iloc[0], v), (stage, plate, key)
+                assert _printed(own[key].iloc[0], v), (stage, plate, key)
+                n += 2
+            feat = r2[(r2.profiles == stage) & (r2.plate == plate)].r2_edge.to_numpy(float)
+            assert np.nanmedian(feat) == vals["r2_edge"], (stage, plate, np.nanmedian(feat), vals)
+    return n
+
+
+def test_report_prints_the_stored_numbers(built: dict[str, Any], workdir: Path) -> None:
+    n = check_report_matches_stored(Path(built["out_html"]).read_text(), built["data"], workdir)
+    assert n > 20
+
+
+def test_report_reads_only_stored_results(built: dict[str, Any], workdir: Path) -> None:
+    """Every file the report opened is a stored result named by paths.PATHS (or the truth folder)."""
+    from pairedscreen.paths import PATHS
+
+    patterns = [re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(v)) + "(/.*)?$")
+                for v in PATHS.values()]
+    read = built["data"]["inputs_read"]
+    assert read
+    for p in read:
+        rel = p.relative_to(workdir).as_posix()
+        assert rel.startswith("truth/") or any(pt.match(rel) for pt in patterns), rel
+
+
+def test_no_second_implementation_under_report() -> None:
+    """The report draws stored results: no statistic, no MAD bound, no plate geometry of its own."""
+    forbidden = {
+        "1.4826": "MAD scale factor (rna.qc owns the QC bounds)",
+        "np.median(np.abs": "a MAD",
+        "mantel(": "a Mantel test (quality.concordance)",
+        "spearmanr": "a rank correlation", "pearsonr": "a correlation", "corrcoef": "a correlation",
+        "triu_indices": "pairwise similarities (quality.concordance stores them)",
+        "np.linalg.norm": "cosine similarities (quality.concordance)",
+        "ABCDEFGHIJKLMNOP": "a row-letter table (plate geometry lives in one module)",
+        "16, 24": "a plate shape", "is_edge": "edge wells (plate geometry)",
+        "_find_col": "column-name guessing", "read_csv(p, sep=\"\\t\", dtype=str)[": "reading a sheet",
+        "raw.h5ad": "an undeclared input", "run_info.json": "an undeclared input",
+        "profiles.parquet": "an undeclared input", '"results/': "a hand-built path (use paths.path)",
+        " results/": "a hand-built path (use paths.path)", "(results/": "a hand-built path",
+    }
+    hits = []
+    for f in sorted(REPORT_SRC.rglob("*.py")):
+        text = f.read_text()
+        hits += [f"{f.relative_to(REPO)}: {pat!r} ({why})" for pat, why in forbidden.items() if pat in text]
+    assert not hits, "\n".join(hits)
+    imports = set()
+    for f in sorted(REPORT_SRC.rglob("*.py")):
+        imports |= set(re.findall(r"^\s*(?:from|import) (pairedscreen\.[\w.]+)", f.read_text(), re.M))
+    analysis = {i for i in imports if i.split(".")[1] in ("rna", "paint", "pair", "quality", "simulate")}
+    assert not analysis, analysis
+    sizes = {f.name: len(f.read_text().splitlines()) for f in REPORT_SRC.rglob("*.py")}
+    assert max(sizes.values()) <= 460, sizes
+
+
 def test_missing_optional_inputs_degrade(tmp_path: Path) -> None:
     work = make_synthetic_workdir(tmp_path / "w", seed=1)
     res = work / "results"
@@ -446,13 +654,13 @@ def test_missing_optional_inputs_degrade(tmp_path: Path) -> None:
     shutil.rmtree(res / "paint" / "P1" / "illum")
     shutil.rmtree(res / "paint" / "P1" / "masks")
     (res / "paired" / "perturbations.h5mu").unlink()
-    (res / "rna" / "L2" / "raw.h5ad").unlink()
+    (res / "rna" / "L2" / "barcode_ranks.parquet").unlink()
     out = tmp_path / "report.html"
     info = report_pkg.build_report(res, _config(work), out)
     html = out.read_text()
-    for f in ("results/rna/knockdown.tsv missing", "results/paint/P1/illum/{channel}.npy missing",
-              "results/paint/P1/masks missing", "results/paired/perturbations.h5mu missing",
-              "results/rna/L2/raw.h5ad missing (and results/rna/L2/barcode_ranks.parquet)"):
+    for f in ("results/rna/knockdown.tsv missing", "results/paint/P1/illum missing",
+              "no segmented object in results/paint/P1/masks/*", "results/paired/perturbations.h5mu missing",
+              "results/rna/L2/barcode_ranks.parquet missing"):
         assert f"not available: {f}" in html, f
     assert info["data"]["rna"]["knockdown"] is None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -127,6 +128,15 @@ def test_report_of_the_run(finished_run, tmp_path):
     built = {"data": collect_report_data(wd / "results", config, truth_dir=wd / "truth")}
     checks.test_plate_heatmap_shows_planted_edge_effect(built, wd)
     checks.test_knockdown_chart_shows_planted_knockdowns(built, wd)
+    # every concordance, QC-bound and plate-position figure printed is the stored one
+    assert checks.check_report_matches_stored(html.read_text(), built["data"], wd) > 20
+    # ... and every file the report opened is an input its rule declares
+    dry = snakemake(wd, "-n", "--forcerun", "report", "--", "results/report.html")
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-4000:]
+    block = dry.stdout[dry.stdout.index("rule report:"):]
+    declared = [wd / p.strip() for p in re.search(r"^\s*input: (.*)$", block, re.M).group(1).split(",")]
+    for p in built["data"]["inputs_read"]:
+        assert any(p == d or d in p.parents for d in declared), (p, declared)
 
 
 def test_datasheet_truth_recovery(finished_run):

@@ -36,6 +36,8 @@ PATHS: dict[str, str] = {
     # Pair and quality (aggregates)
     "quality_metrics": "results/quality/metrics.json",
     "quality_table": "results/quality/perturbations.tsv",
+    "quality_similarity": "results/quality/similarity.parquet",
+    "quality_position": "results/quality/position.parquet",
     "profiles": "results/paint/profiles.parquet",
     "consensus": "results/paint/consensus.parquet",
     "paired_h5mu": "results/paired/perturbations.h5mu",

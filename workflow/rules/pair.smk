@@ -36,6 +36,8 @@ rule quality:
     output:
         metrics=path("quality_metrics"),
         table=report(path("quality_table"), caption="../report/quality.rst", category="Paired quality"),
+        similarity=path("quality_similarity"),
+        position=path("quality_position"),
     params:
         quality=config.get("quality", {}),
         truth_dir=TRUTH_DIR,

@@ -7,13 +7,18 @@ rule report:
         h5mu=path("paired_h5mu"),
         quality=path("quality_metrics"),
         quality_table=path("quality_table"),
+        similarity=path("quality_similarity"),
+        position=path("quality_position"),
+        rna_inputs=per_library("rna_inputs"),
         rna_cells=per_library("rna_cells_lib"),
         barcode_ranks=per_library("rna_barcode_ranks"),
         knockdown=path("rna_knockdown"),
         image_index=per_plate("image_index"),
         illum=per_plate("illum"),
         paint_wells=per_plate("paint_wells"),
+        paint_cells=per_plate("paint_cells"),
         masks=[m for p in PLATES for m in chunk_paths("masks", p)],
+        truth=[f"{TRUTH_DIR}/perturbations.tsv"] if TRUTH_DIR else [],
     output:
         report(path("report"), caption="../report/report.rst", category="Report"),
     params:

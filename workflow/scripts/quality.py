@@ -9,4 +9,5 @@ with snakemake_log(snakemake):
                 registry=snakemake.input.registry, params=dict(snakemake.params.quality),
                 truth_dir=snakemake.params.truth_dir or None, metrics_out=snakemake.output.metrics,
                 table_out=snakemake.output.table,
-                paint_cells=list(snakemake.input.paint_cells))
+                paint_cells=list(snakemake.input.paint_cells),
+                similarity_out=snakemake.output.similarity, position_out=snakemake.output.position)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 
 
@@ -94,14 +95,10 @@ def cka_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int = 1000,
     return obs, (ge + 1) / (n_permutations + 1)
 
 
-def concordance(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, *, include_controls: bool = False,
-                n_permutations: int = 1000, seed: int = 0, method: str = "pearson",
-                subset: np.ndarray | None = None, labels: Sequence[str] | None = None) -> dict:
-    """RNA vs paint agreement over the rows given (same perturbations, same order; rows with any NaN in
-    either arm are dropped). ``subset``: optional boolean mask of rows to compare (e.g. perturbations
-    active in both arms); centring still uses every control. Returns {"n_perturbations", "mantel_r",
-    "mantel_p", "cka", "cka_p", "method"}, plus "perturbations" (the compared rows' ``labels``) when
-    ``labels`` are given."""
+def _compared(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, include_controls: bool,
+              subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The centred profiles of the compared rows of both arms and their row indices (see
+    :func:`concordance`)."""
     rna = np.asarray(rna, dtype=np.float64)
     paint = np.asarray(paint, dtype=np.float64)
     ctrl = np.asarray(is_control, bool)
@@ -111,15 +108,43 @@ def concordance(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, *, i
     keep = np.ones(int(both.sum()), bool) if include_controls else ~ctrl[both]
     if subset is not None:
         keep &= np.asarray(subset, bool)[both]
-    a, b = rna_c[keep], paint_c[keep]
-    res = {"n_perturbations": int(keep.sum()), "mantel_r": None, "mantel_p": None, "cka": None, "cka_p": None,
+    return rna_c[keep], paint_c[keep], np.flatnonzero(both)[keep]
+
+
+def concordance(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, *, include_controls: bool = False,
+                n_permutations: int = 1000, seed: int = 0, method: str = "pearson",
+                subset: np.ndarray | None = None, labels: Sequence[str] | None = None) -> dict:
+    """RNA vs paint agreement over the rows given (same perturbations, same order; rows with any NaN in
+    either arm are dropped). ``subset``: optional boolean mask of rows to compare (e.g. perturbations
+    active in both arms); centring still uses every control. Returns {"n_perturbations", "mantel_r",
+    "mantel_p", "cka", "cka_p", "method"}, plus "perturbations" (the compared rows' ``labels``) when
+    ``labels`` are given."""
+    a, b, rows = _compared(rna, paint, is_control, include_controls, subset)
+    res = {"n_perturbations": len(rows), "mantel_r": None, "mantel_p": None, "cka": None, "cka_p": None,
            "method": method}
     if labels is not None:
-        res["perturbations"] = [str(v) for v in np.asarray(labels)[both][keep]]
-    if keep.sum() < 4 or a.shape[1] == 0 or b.shape[1] == 0:
+        res["perturbations"] = [str(v) for v in np.asarray(labels)[rows]]
+    if len(rows) < 4 or a.shape[1] == 0 or b.shape[1] == 0:
         return res
     r, p = mantel(cosine_similarity(a), cosine_similarity(b), n_permutations=n_permutations, seed=seed,
                   method=method)
     c, cp = cka_test(a, b, n_permutations=n_permutations, seed=seed + 1)
     res.update(mantel_r=r, mantel_p=p, cka=c, cka_p=cp)
     return res
+
+
+def similarity_pairs(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, labels: Sequence[str], *,
+                     include_controls: bool = False, subset: np.ndarray | None = None) -> pd.DataFrame:
+    """The two cosine similarity matrices behind :func:`concordance` (same rows, same centring), as a long
+    table of the upper triangle with the diagonal: ``perturbation_a``, ``perturbation_b`` (labels, a <= b in
+    row order), ``rna_similarity``, ``paint_similarity``. The Mantel statistic is the Pearson correlation of
+    the two similarity columns over the off-diagonal rows."""
+    a, b, rows = _compared(rna, paint, is_control, include_controls, subset)
+    names = np.asarray([str(v) for v in np.asarray(labels)[rows]], dtype=object)
+    cols = ["perturbation_a", "perturbation_b", "rna_similarity", "paint_similarity"]
+    if len(rows) == 0 or a.shape[1] == 0 or b.shape[1] == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object if c.startswith("pert") else float) for c in cols})
+    i, j = np.triu_indices(len(rows))
+    sr, sp = cosine_similarity(a), cosine_similarity(b)
+    return pd.DataFrame({"perturbation_a": names[i], "perturbation_b": names[j],
+                         "rna_similarity": sr[i, j], "paint_similarity": sp[i, j]}, columns=cols)

@@ -116,6 +116,31 @@ def position_effects(profiles: pd.DataFrame, features: Sequence[str] | None = No
     return out
 
 
+def feature_r2(profiles: pd.DataFrame, features: Sequence[str] | None = None, *,
+               plate_shape: tuple[int, int] | None = None, min_wells: int = 6) -> pd.DataFrame:
+    """Per plate and feature, the adjusted R^2 that :func:`position_effects` summarises (same wells, same
+    features: finite with spread on the plate): long table ``plate``, ``feature``, ``r2_row``, ``r2_col``,
+    ``r2_edge``. The median over a plate's features is that plate's ``all``-group figure."""
+    feats = list(features) if features is not None else feature_columns(profiles)
+    cols = ["plate", "feature", "r2_row", "r2_col", "r2_edge"]
+    parts = []
+    for plate, df in profiles.groupby(PLATE, sort=True, observed=True):
+        wells = df[WELL].astype(str).tolist()
+        if len(wells) < min_wells:
+            continue
+        pos = well_positions(wells)
+        edge = edge_mask(wells, plate_shape or PLATE_SHAPE)
+        x = df[feats].to_numpy(np.float64)
+        ok = np.isfinite(x).all(axis=0) & (x.std(axis=0) > 0)
+        x = x[:, ok]
+        if x.shape[1] == 0:
+            continue
+        parts.append(pd.DataFrame({"plate": str(plate), "feature": np.asarray(feats, dtype=object)[ok],
+                                   "r2_row": _adj_r2(x, pos.row.to_numpy()),
+                                   "r2_col": _adj_r2(x, pos.col.to_numpy()), "r2_edge": _adj_r2(x, edge)}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
 def summarize(effects: pd.DataFrame, *, alpha: float = 0.05) -> dict:
     """Datasheet summary from the ``all`` feature group: per plate r2 figures, edge p, and whether an edge
     effect is detected on any plate (BH q < ``alpha`` over plates)."""

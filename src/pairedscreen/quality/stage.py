@@ -20,7 +20,7 @@ import pandas as pd
 
 from pairedscreen import columns as C
 from pairedscreen.expression import log1p_cp10k, usable_cells
-from pairedscreen.io import jsonable, write_json, write_tsv
+from pairedscreen.io import jsonable, write_json, write_parquet, write_tsv
 from pairedscreen.modalities import paint_modality, rna_modality
 from pairedscreen.paint.aggregate import aggregate_wells
 from pairedscreen.paint.profiles import assign_splits, harmonize_metadata, normalize_plates, read_wells
@@ -101,13 +101,17 @@ def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
 def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, pseudobulk: PathLike,
                 knockdown: PathLike, wells: Sequence[PathLike], registry: PathLike,
                 params: Mapping[str, Any], truth_dir: PathLike | None, metrics_out: PathLike,
-                table_out: PathLike, paint_cells: Sequence[PathLike] | None = None) -> dict:
+                table_out: PathLike, paint_cells: Sequence[PathLike] | None = None,
+                similarity_out: PathLike | None = None, position_out: PathLike | None = None) -> dict:
     """All quality metrics -> ``results/quality/metrics.json`` (datasheet ``metrics`` block, plus
     ``truth_recovery`` when ``truth_dir``) and ``results/quality/perturbations.tsv`` (one row per registry
     perturbation: ``{arm}_map``, ``{arm}_q_value``, ``{arm}_active``, ``{arm}_edistance``, ``{arm}_effect_q``,
     consistency q-values, knockdown columns). ``params`` = the ``quality:`` block (permutations, seed, and
     optionally alpha, max_cells, n_top_genes, n_pcs). ``paint_cells`` (per-plate cells.parquet) enables
-    sub-well replicates when the screen has one well per perturbation.
+    sub-well replicates when the screen has one well per perturbation. For the report, when given:
+    ``similarity_out`` (``results/quality/similarity.parquet``, the two similarity matrices behind
+    ``metrics.concordance``) and ``position_out`` (``results/quality/position.parquet``, per plate and
+    feature the R^2 behind ``metrics.position``, ``profiles`` = before|after).
     """
     nperm = int(params.get("permutations", 1000))
     seed = int(params.get("seed", 0))
@@ -149,6 +153,11 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
     after = position.position_effects(pr, feats, n_permutations=nperm, seed=seed)
     metrics["position"] = {"before": position.summarize(before, alpha=alpha),
                            "after": position.summarize(after, alpha=alpha)}
+    if position_out is not None:
+        r2 = [position.feature_r2(df, f).assign(profiles=stage)
+              for stage, df, f in (("before", raw_norm, keep_feats), ("after", pr, feats))]
+        r2 = pd.concat(r2, ignore_index=True)
+        write_parquet(r2[["profiles", *[c for c in r2.columns if c != "profiles"]]], position_out)
     ctrl_raw = raw[raw[C.IS_CONTROL]]
     cf = [f for f in keep_feats if ctrl_raw[f].notna().all()]
     metrics["batch"]["paint_plate_raw"] = batch.batch_predictability(
@@ -198,6 +207,8 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
         **concordance.concordance(rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed),
         "subset": "non-control perturbations in both arms",
     }
+    if similarity_out is not None:
+        write_parquet(concordance.similarity_pairs(rna_mod.X, paint_mod.X, is_ctrl, ids), similarity_out)
     # the same statistic over the perturbations this run calls active (q < alpha) in both arms
     active = {arm: set(t.loc[t["q_value"] < alpha, "perturbation"].astype(str))
               for arm, t in (("rna", act_rna), ("paint", act_paint))}

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import yaml
 
+from pairedscreen.paths import path
 from pairedscreen.report.render import build_report
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pairedscreen.report", description=__doc__)
-    ap.add_argument("results_dir", type=Path, help="the run's results/ folder")
+    ap.add_argument("results_dir", type=Path, help="the run's results folder")
     ap.add_argument("config", type=Path, help="the run's config.yaml")
-    ap.add_argument("out_html", type=Path, help="where to write the report (results/report.html)")
+    ap.add_argument("out_html", type=Path, help=f"where to write the report ({path('report')})")
     ap.add_argument("--truth-dir", type=Path, default=None, help="simulator truth/ folder, if any")
     args = ap.parse_args(argv)
     config = yaml.safe_load(args.config.read_text()) or {}

@@ -21,8 +21,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from pairedscreen.plate import N_COLS, N_ROWS, ROWS, well_rc  # noqa: E402
-from pairedscreen.report.collect import as_bool  # noqa: E402
+from pairedscreen.plate import N_COLS, N_ROWS, ROWS  # noqa: E402
+from pairedscreen.report.inputs import flag  # noqa: E402
 
 DPI = 90
 MAX_SCATTER = 5000
@@ -180,7 +180,7 @@ def knockdown_plot(kd: pd.DataFrame, alpha: float) -> str | None:
     if kd is None or kd.empty or "remaining_fraction" not in kd:
         return None
     d = kd.sort_values("remaining_fraction", kind="stable")
-    sig = as_bool(d["significant"]) if "significant" in d else pd.Series(False, d.index)
+    sig = flag(d["significant"]) if "significant" in d else pd.Series(False, d.index)
     labels = (d["target_gene"].astype(str) if "target_gene" in d else d["perturbation_id"].astype(str))
     if "perturbation_id" in d and "target_gene" in d:
         labels = np.where(d.perturbation_id.astype(str) == labels, labels,
@@ -204,8 +204,10 @@ def knockdown_plot(kd: pd.DataFrame, alpha: float) -> str | None:
 # --------------------------------------------------------------------------------------------- paint
 
 
-def plate_heatmaps(heatmaps: Mapping[str, np.ndarray], edge: Mapping[str, Mapping[str, float]],
-                   title: str, flagged_wells: Sequence[str] = ()) -> str | None:
+def plate_heatmaps(heatmaps: Mapping[str, np.ndarray], title: str,
+                   flagged: Sequence[tuple[int, int]] = (), subtitle: str = "") -> str | None:
+    """Per-well values on the plate (one grid per map); ``flagged``: (row, col) of wells with a flagged
+    site."""
     if not heatmaps:
         return None
     n = len(heatmaps)
@@ -221,27 +223,21 @@ def plate_heatmaps(heatmaps: Mapping[str, np.ndarray], edge: Mapping[str, Mappin
             vmin, vmax = vmin - pad, vmax + pad
         cmap = plt.get_cmap("viridis").with_extremes(bad="#edf2f7")
         im = ax.imshow(g, cmap=cmap, vmin=vmin, vmax=vmax, aspect="equal", interpolation="nearest")
-        rc = [x for x in (well_rc(w) for w in flagged_wells) if x is not None]
-        if rc:
-            ax.scatter([c for _, c in rc], [r for r, _ in rc], marker="x", s=14, color=C_BAD, lw=1)
+        if flagged:
+            ax.scatter([c for _, c in flagged], [r for r, _ in flagged], marker="x", s=14, color=C_BAD, lw=1)
         ax.set_xticks(range(0, N_COLS, 2), [str(c + 1) for c in range(0, N_COLS, 2)], fontsize=6)
         ax.set_yticks(range(0, N_ROWS, 2), [ROWS[r] for r in range(0, N_ROWS, 2)], fontsize=6)
         ax.add_patch(plt.Rectangle((0.5, 0.5), N_COLS - 2, N_ROWS - 2, fill=False, ec="w", lw=0.8, ls="--"))
-        for s in ax.spines.values():
-            s.set_visible(False)
-        e = edge.get(name, {})
-        sub = ""
-        if e and np.isfinite(e.get("edge_minus_interior", np.nan)):
-            rel = (f"x{e['edge_over_interior']:.2f}" if np.isfinite(e.get("edge_over_interior", np.nan))
-                   else f"diff {e['edge_minus_interior']:+.3g}")
-            sub = f"\nedge {_fmt(e['edge_mean'])} vs interior {_fmt(e['interior_mean'])} ({rel})"
-        ax.set_title(f"{name}{sub}", fontsize=8)
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+        ax.set_title(name, fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    flag = "; red x: flagged site" if len(flagged_wells) else ""
-    fig.suptitle(f"{title}: plate maps (dashed box: interior wells; grey: no data{flag})", fontsize=9, y=0.97)
-    fig.subplots_adjust(wspace=0.05, hspace=0.45, top=0.88)
+    flag_txt = "; red x: flagged site" if len(flagged) else ""
+    fig.suptitle(f"{title}: plate maps (dashed box: interior wells; grey: no data{flag_txt})"
+                 + (f"\n{subtitle}" if subtitle else ""), fontsize=9, y=0.99 if subtitle else 0.97)
+    fig.subplots_adjust(wspace=0.05, hspace=0.45, top=0.86 if subtitle else 0.88)
     return to_uri(fig)
 
 
@@ -306,7 +302,7 @@ def map_plot(tab: pd.DataFrame) -> str | None:
     arms = [a for a in ("rna", "paint") if f"{a}_map" in tab]
     if not arms:
         return None
-    d = tab[~as_bool(tab["is_control"])] if "is_control" in tab else tab
+    d = tab[~flag(tab["is_control"])] if "is_control" in tab else tab
     d = d.assign(_order=d[[f"{a}_map" for a in arms]].astype(float).max(axis=1)).sort_values("_order")
     d = d.dropna(subset="_order")
     if d.empty:
@@ -316,7 +312,7 @@ def map_plot(tab: pd.DataFrame) -> str | None:
     y = np.arange(n)
     for a, off in zip(arms, (-0.15, 0.15), strict=False):
         m = d[f"{a}_map"].astype(float).to_numpy()
-        act = as_bool(d[f"{a}_active"]).to_numpy() if f"{a}_active" in d else np.ones(n, bool)
+        act = flag(d[f"{a}_active"]).to_numpy() if f"{a}_active" in d else np.ones(n, bool)
         ax.scatter(m[act], y[act] + off, s=14, color=ARM_COLORS[a], label=f"{a} (significant)")
         ax.scatter(m[~act], y[~act] + off, s=14, facecolors="none", edgecolors=ARM_COLORS[a],
                    label=f"{a} (not significant)")
@@ -330,13 +326,11 @@ def map_plot(tab: pd.DataFrame) -> str | None:
 
 
 def activity_scatter(tab: pd.DataFrame) -> tuple[str | None, str]:
-    """RNA vs paint activity; mAP when the quality stage gave it, else the distance to controls."""
-    if {"rna_map", "paint_map"} <= set(tab.columns) and tab[["rna_map", "paint_map"]].notna().any().all():
-        xcol, ycol, what = "rna_map", "paint_map", "replicate mAP"
-    elif {"rna_activity", "paint_activity"} <= set(tab.columns):
-        xcol, ycol, what = "rna_activity", "paint_activity", "distance to controls (x control spread)"
-    else:
+    """RNA vs paint replicate mAP (the quality stage's) per perturbation."""
+    cols = ["rna_map", "paint_map"]
+    if not (set(cols) <= set(tab.columns) and tab[cols].notna().any().all()):
         return None, ""
+    xcol, ycol, what = "rna_map", "paint_map", "replicate mAP"
     d = tab.dropna(subset=[xcol, ycol])
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     cls = d["truth_effect_class"].astype(str) if "truth_effect_class" in d else None
@@ -347,7 +341,7 @@ def activity_scatter(tab: pd.DataFrame) -> tuple[str | None, str]:
                        label=f"truth: {c}")
         ax.legend(loc="best")
     else:
-        ctrl = as_bool(d["is_control"]) if "is_control" in d else pd.Series(False, d.index)
+        ctrl = flag(d["is_control"]) if "is_control" in d else pd.Series(False, d.index)
         ax.scatter(d.loc[~ctrl, xcol], d.loc[~ctrl, ycol], s=18, color=C_MAIN, label="perturbations")
         ax.scatter(d.loc[ctrl, xcol], d.loc[ctrl, ycol], s=18, color="k", marker="x", label="controls")
         ax.legend(loc="best")
@@ -383,8 +377,10 @@ def concordance_plot(conc: Mapping[str, Any]) -> str:
     ax.scatter(a, b, s=4 if len(a) > 2000 else 10, color=C_MAIN, alpha=0.6)
     ax.axhline(0, color="k", lw=0.4)
     ax.axvline(0, color="k", lw=0.4)
+    r = conc.get("mantel_r")
+    stat = f"Mantel r {r:.2f} (p = {conc['mantel_p']:.3g})" if r is not None else "Mantel r: n/a (too few)"
     ax.set(xlabel="RNA similarity", ylabel="Paint similarity",
-           title=f"pairs: Spearman {conc['spearman']:.2f}, Pearson {conc['pearson']:.2f}")
+           title=f"{len(conc['pairs_rna'])} pairs: {stat}")
     return to_uri(fig)
 
 
@@ -436,15 +432,17 @@ def position_plot(pos: Mapping[str, Any]) -> str:
     data, labels, colors = [], [], []
     for p in plates:
         for frame, lab, c in ((b, "before", C_MUTED), (a, "after", C_MAIN)):
-            data.append(frame.loc[frame.plate == p, "r2"].to_numpy())
+            v = frame.loc[frame.plate == p, "r2"].to_numpy(float)
+            data.append(v[np.isfinite(v)])
             labels.append(f"{p}\n{lab}")
             colors.append(c)
     bp = ax.boxplot(data, patch_artist=True, widths=0.6, showfliers=True, flierprops={"markersize": 2})
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=6)
     for patch, c in zip(bp["boxes"], colors, strict=True):
         patch.set_facecolor(c)
-    ax.set(ylabel="R² of edge vs interior wells\n(per feature)",
-           title=f"Plate-position effect: median R² {pos['median_before']:.3f} -> {pos['median_after']:.3f}"
+    med = " -> ".join("n/a" if v is None else f"{v:.3f}" for v in (pos["median_before"], pos["median_after"]))
+    ax.set(ylabel="adjusted R² of edge vs interior wells\n(per feature)",
+           title=f"Plate-position effect: median R² {med}"
                  f"\n({pos['n_features']} features; position correction "
                  f"{'on' if pos['corrected'] else 'off'})")
     return to_uri(fig)

@@ -20,8 +20,10 @@ import pandas as pd
 
 from pairedscreen import __version__
 from pairedscreen.io import atomic_output
+from pairedscreen.paths import path
 from pairedscreen.report import plots
-from pairedscreen.report.collect import as_bool, collect_report_data
+from pairedscreen.report.collect import collect_report_data
+from pairedscreen.report.inputs import flag
 
 ASSETS = files("pairedscreen.report") / "assets"
 
@@ -136,7 +138,7 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
         cards.append(("perturbations", f"{len(tab):,}"))
         for arm in ("rna", "paint"):
             if f"{arm}_active" in tab:
-                act = as_bool(tab[f"{arm}_active"])
+                act = flag(tab[f"{arm}_active"])
                 label = "RNA" if arm == "rna" else "Cell Painting"
                 cards.append((f"active in {label} (mAP)", f"{int(act.sum())}"))
     conc_m = dict(paired["concordance_metrics"])
@@ -176,7 +178,12 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
             uri = _safe(fn, d[key], title, notes=notes, what=key.replace("_", " "))
             if uri:
                 figs.append({"uri": uri, "caption": caption})
+        qc = pd.DataFrame([{"metric": m, "lower": q["lower"], "upper": q["upper"], "nmads": q["nmads"],
+                            "cells failing": q["n_fail"]} for m, q in (d.get("qc") or {}).items()
+                           if q["lower"] is not None or q["upper"] is not None])
         libs.append({"name": lib, "id": f"rna-{slug(lib)}", "notes": notes, "figures": figs,
+                     "qc": table(qc, f"qc-{lib}", "QC thresholds the RNA stage flagged cells with "
+                                 "(cells.h5ad uns['qc_thresholds'])", filterable=False),
                      "counts": kv_table(d["counts"], f"rna-{lib}-counts")})
     ctx["rna_libraries"] = libs
     ctx["rna_notes"] = list(rna["notes"])
@@ -189,14 +196,17 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
     for plate, d in paint["plates"].items():
         notes = list(d["notes"])
         title = f"plate {plate}"
-        fl = d.get("flagged_sites")
-        flagged_wells = sorted(set(fl["well"].astype(str))) if fl is not None and not fl.empty else []
+        pos = d.get("position")
+        sub = ""
+        if pos is not None and not pos.empty:
+            sub = "edge R² (quality stage): " + ", ".join(
+                f"{r.profiles} {fmt_value(r.r2_edge)[0]}" for r in pos.itertuples() if r.r2_edge is not None)
         plates.append({
             "name": plate, "id": f"plate-{slug(plate)}", "notes": notes,
-            "heatmap": _safe(plots.plate_heatmaps, d["heatmaps"], d["edge"], title, flagged_wells,
+            "heatmap": _safe(plots.plate_heatmaps, d["heatmaps"], title, d.get("flagged_rc", []), sub,
                              notes=notes, what="plate maps"),
-            "edge": table(pd.DataFrame([{"metric": k, **v} for k, v in d["edge"].items()]),
-                          f"edge-{plate}", "Edge vs interior wells", filterable=False) if d["edge"] else None,
+            "edge": table(pos, f"position-{plate}", f"Plate-position effect on {plate} (quality stage, "
+                          f"{path('quality_metrics')})", filterable=False),
             "illum": _safe(plots.illum_plot, d["illum"], title, notes=notes, what="illumination")
             if d.get("illum") else None,
             "overlay": _safe(plots.overlay_plot, d["overlay"], title, notes=notes, what="segmentation")
@@ -213,19 +223,13 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
     ctx["paired_notes"] = pn
     ctx["map_fig"] = _safe(plots.map_plot, tab, notes=pn, what="replicate mAP") if tab is not None else None
     if tab is not None and not any(f"{a}_map" in tab for a in ("rna", "paint")):
-        pn.append("not available: replicate mAP per perturbation missing from results/datasheet.json "
-                  "(quality.replicate_map) and results/paired/perturbations.h5mu obs")
+        pn.append(f"not available: replicate mAP per perturbation missing from {path('quality_table')}")
     act = _safe(plots.activity_scatter, tab, notes=pn, what="activity") if tab is not None else None
     ctx["activity_fig"], ctx["activity_what"] = act if act else (None, "")
     conc = paired.get("concordance")
     ctx["concordance_fig"] = (_safe(plots.concordance_plot, conc, notes=pn, what="concordance")
                               if conc else None)
-    ctx["concordance_table"] = kv_table(
-        [(f"quality stage: {k}", v) for k, v in paired["concordance_metrics"]]
-        + ([("report: Spearman of pairwise cosine similarities", conc["spearman"]),
-            ("report: Pearson of pairwise cosine similarities", conc["pearson"]),
-            ("report: perturbations compared", conc["n_perturbations"])] if conc else []),
-        "concordance")
+    ctx["concordance_table"] = kv_table(paired["concordance_metrics"], "concordance")
     ctx["arm_summary"] = table(paired["arm_summary"], "arm-summary",
                                "Active perturbations per arm (quality stage)", filterable=False)
     bt = paired["batch"]
@@ -244,7 +248,7 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
 
     # Tables
     ctx["per_perturbation"] = table(tab, "per-perturbation", "Per-perturbation summary (both arms)")
-    ctx["knockdown_table"] = table(kd, "knockdown", "Knockdown per target (results/rna/knockdown.tsv)")
+    ctx["knockdown_table"] = table(kd, "knockdown", f"Knockdown per target ({path('rna_knockdown')})")
     flagged = [d["flagged_sites"] for d in paint["plates"].values()
                if d.get("flagged_sites") is not None and not d["flagged_sites"].empty]
     ctx["flagged_table"] = table(pd.concat(flagged, ignore_index=True) if flagged else None,

@@ -1,0 +1,1 @@
+"""The report sections: each gathers its part of the report from stored results."""
