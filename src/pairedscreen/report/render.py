@@ -159,7 +159,7 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
         ("knee", plots.knee_plot, "Barcodes ranked by UMI count; called cells in blue. The knee separates "
          "cell-containing droplets from ambient ones; lines mark the cell-calling thresholds."),
         ("qc", plots.qc_plot, "Per-cell QC metrics of the called cells with the MAD-based outlier thresholds "
-         "(dashed) computed per library."),
+         "(dashed) the RNA stage flagged them with (cells.h5ad uns['qc_thresholds'], table below)."),
         ("doublets", plots.doublet_plot, "Scrublet doublet scores; cells above the threshold are removed."),
         ("guides", plots.guide_plot, "Guide UMI counts per cell and guide, with the per-guide assignment "
          "thresholds: a clean screen shows a low background mode well separated from the assigned mode."),
