@@ -607,16 +607,19 @@ def test_report_prints_the_stored_numbers(built: dict[str, Any], workdir: Path) 
 
 
 def test_report_reads_only_stored_results(built: dict[str, Any], workdir: Path) -> None:
-    """Every file the report opened is a stored result named by paths.PATHS (or the truth folder)."""
+    """Every file the report opened is a stored result named by paths.PATHS, the truth folder, or a raw
+    image its plate's image index names (the segmentation overlay)."""
     from pairedscreen.paths import PATHS
 
     patterns = [re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(v)) + "(/.*)?$")
                 for v in PATHS.values()]
     read = built["data"]["inputs_read"]
     assert read
+    indexed = {x for f in (workdir / "results" / "paint").glob("*/image_index.parquet")
+               for x in pd.read_parquet(f, columns=["path"])["path"]}
     for p in read:
         rel = p.relative_to(workdir).as_posix()
-        assert rel.startswith("truth/") or any(pt.match(rel) for pt in patterns), rel
+        assert rel.startswith("truth/") or any(pt.match(rel) for pt in patterns) or rel in indexed, rel
 
 
 def test_no_second_implementation_under_report() -> None:

@@ -102,7 +102,8 @@ def _overlay(inputs: Inputs, plate: str, index: pd.DataFrame | None, config: Map
             continue
         p = Path(str(sel["path"].iloc[0]))
         p = p if p.is_absolute() else inputs.workdir / p
-        if p.exists():
+        if p.exists():  # a raw input image, named (and checksummed) by the declared image index
+            inputs.read.append(p)
             chans[ch] = tifffile.imread(p).astype(np.float32)
     if not chans:
         return None, f"not available: raw images of {plate} {well} s{site} missing"
