@@ -88,7 +88,8 @@ def child(paths: list[str], out: str) -> None:
     t0 = time.perf_counter()
     reg = registry()
     res = profiles.build_profiles(paths, registry=reg,
-                                  feature_select=["drop_na_columns", "variance_threshold", "blocklist"])
+                                  feature_select=["drop_na_columns", "variance_threshold", "blocklist"],
+                                  position_correction=False)
     rng = np.random.default_rng(0)
     n_genes = 2000
     pb = ad.AnnData(X=rng.random((len(reg), n_genes)).astype(np.float32),

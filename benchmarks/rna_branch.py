@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from rna_scale import PeakRSS
 
+from pairedscreen.config import resolve_section
 from pairedscreen.io import write_tsv
 from pairedscreen.rna import count, stages
 from pairedscreen.simulate import build_spec, make_registry
@@ -69,12 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
     sim_s = time.perf_counter() - t
     fq, ref = wd / "raw" / "fastq", wd / "raw" / "reference"
     res = wd / "results"
-    rna_cfg = {
+    rna_cfg = resolve_section("rna", {
         "cell_calling": {"fdr": 0.01, "ambient_max_umis": 100, "min_umis": 200, "n_iter": 10000},
         "qc": {"max_pct_mt": 20.0},
         "doublets": {"expected_rate": 0.06},
         "guides": {"method": "mixture", "min_umis": 3},
-    }
+    })
     timings: dict[str, float] = {"simulate_s": sim_s}
 
     t = time.perf_counter()

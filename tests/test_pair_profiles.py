@@ -205,7 +205,8 @@ def test_build_profiles_end_to_end(tmp_path):
         df.loc[df.well == "B05", "Cells_Intensity_F0_DNA"] += 3.0      # G1 active on feature 0
         paths.append(tmp_path / f"{plate}.parquet")
         df.to_parquet(paths[-1], index=False)
-    res = P.build_profiles(paths, registry=REGISTRY, feature_select=["drop_na_columns", "variance_threshold"])
+    res = P.build_profiles(paths, registry=REGISTRY, feature_select=["drop_na_columns", "variance_threshold"],
+                           position_correction=False)
     assert res.info["n_plates"] == 2 and len(res.wells) == 12
     cons = res.consensus.set_index(C.PERT)
     others = cons.drop(index="G1")["Cells_Intensity_F0_DNA"]
@@ -233,7 +234,7 @@ def test_real_jump_tables_go_through_unchanged(shared_data):
     cells = cells.assign(Metadata_Well=rng.choice(wells, len(cells)))
     cells[C.PERT] = np.where(cells[C.WELL].str[0].isin(["B"]), "NTC", "X" + cells[C.WELL])
     cells[C.IS_CONTROL] = cells[C.PERT] == "NTC"
-    res = P.build_profiles(wells=A.aggregate_wells(cells))
+    res = P.build_profiles(wells=A.aggregate_wells(cells), position_correction=False)
     kept = C.feature_columns(res.profiles)
     assert res.info["normalization_reference"] == {"BR00116991": "controls"}
     assert 0 < len(kept) < len(feats) and set(kept) <= set(feats)

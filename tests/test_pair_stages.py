@@ -13,6 +13,7 @@ import pytest
 from test_quality_recovery import make_screen
 
 from pairedscreen import columns as C
+from pairedscreen.config import resolve_section
 from pairedscreen.paint import aggregate as A
 from pairedscreen.paint.stages import run_profiles
 from pairedscreen.pair import stages
@@ -68,16 +69,17 @@ def test_stages_end_to_end(workdir):
     res, plates, s = workdir["res"], workdir["plates"], workdir["screen"]
     wells = [res / "paint" / p / "wells.parquet" for p in plates]
     cells = [res / "paint" / p / "cells.parquet" for p in plates]
-    params = {"aggregate": "median", "normalize": "mad_robustize", "position_correction": True,
-              "feature_select": ["variance_threshold", "correlation_threshold", "drop_na_columns",
-                                 "blocklist"]}
+    params = resolve_section("profiles", {
+        "aggregate": "median", "normalize": "mad_robustize", "position_correction": True,
+        "feature_select": ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"]})
     run_profiles(wells, workdir["registry"], params, res / "paint" / "profiles.parquet",
-                          res / "paint" / "consensus.parquet")
+                 res / "paint" / "consensus.parquet")
     metrics = run_quality(
         res / "paint" / "profiles.parquet", res / "paint" / "consensus.parquet",
         res / "rna" / "cells.h5ad", res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", wells,
         workdir["registry"],
-        {"permutations": 100, "seed": 0, "max_cells": 60, "n_top_genes": 200}, workdir["truth"],
+        resolve_section("quality", {"permutations": 100, "seed": 0, "max_cells": 60, "n_top_genes": 200}),
+        workdir["truth"],
         res / "quality" / "metrics.json", res / "quality" / "perturbations.tsv",
         similarity_out=res / "quality" / "similarity.parquet",
         position_out=res / "quality" / "position.parquet")
@@ -157,13 +159,14 @@ def test_single_well_screen_uses_sub_well_replicates(workdir, tmp_path):
     cells.to_parquet(tmp_path / "cells.parquet", index=False)
     wells = A.aggregate_wells(cells).rename(columns={C.N_CELLS: "Metadata_Count_Cells"})
     wells.to_parquet(tmp_path / "wells.parquet", index=False)
-    run_profiles([tmp_path / "wells.parquet"], workdir["registry"], {},
-                          tmp_path / "profiles.parquet", tmp_path / "consensus.parquet")
+    run_profiles([tmp_path / "wells.parquet"], workdir["registry"], resolve_section("profiles"),
+                 tmp_path / "profiles.parquet", tmp_path / "consensus.parquet")
     res = workdir["res"]
     metrics = run_quality(
         tmp_path / "profiles.parquet", tmp_path / "consensus.parquet", res / "rna" / "cells.h5ad",
         res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", [tmp_path / "wells.parquet"],
-        workdir["registry"], {"permutations": 50, "max_cells": 40, "n_top_genes": 100}, None,
+        workdir["registry"],
+        resolve_section("quality", {"permutations": 50, "max_cells": 40, "n_top_genes": 100}), None,
         tmp_path / "metrics.json", tmp_path / "perturbations.tsv", paint_cells=[tmp_path / "cells.parquet"])
     rep = metrics["replicate"]["paint"]
     assert rep["replicate_unit"].startswith("sub-wells") and rep["n_scored"] == len(s.registry)

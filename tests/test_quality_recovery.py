@@ -284,7 +284,8 @@ def test_concordance_significant_with_shared_programs(screen, paint_profiles):
 
 def test_concordance_not_significant_without_shared_programs(tmp_path):
     s = make_screen(1, shared=False)
-    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)))
+    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)),
+                            position_correction=False)
     rna, paint, ctrl = _arm_matrices(s, prof)
     res = concordance.concordance(rna, paint, ctrl, n_permutations=NPERM)
     assert res["mantel_p"] > 0.05 and res["cka_p"] > 0.05
@@ -303,7 +304,8 @@ def test_concordance_recovery_on_planted_shared_programs(tmp_path, shared):
     """Restricted to the planted `both` perturbations (4 programs of 3), the datasheet's truth block finds
     the shared programs when planted and stays quiet when each perturbation has a private program."""
     s = make_screen(0 if shared else 1, shared=shared)
-    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)))
+    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)),
+                            position_correction=False)
     rna, paint, ctrl = _arm_matrices(s, prof)
     rec = truth.concordance_recovery(_truth_dir(tmp_path, s), s.registry.perturbation_id.tolist(), rna, paint,
                                      ctrl, n_permutations=NPERM)

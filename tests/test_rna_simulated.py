@@ -8,9 +8,9 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 import pytest
-import yaml
 from sklearn.metrics import roc_auc_score
 
+from pairedscreen.config import load_config
 from pairedscreen.rna import stages
 from pairedscreen.simulate import simulate
 
@@ -18,7 +18,7 @@ from pairedscreen.simulate import simulate
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict:
     wd = simulate(tmp_path_factory.mktemp("tiny_rna"), preset="tiny")
-    cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    cfg = load_config(wd / "config" / "config.yaml")
     libs = pd.read_csv(wd / "config" / "rna_libraries.tsv", sep="\t")
     res = wd / "results"
     ref, gref = res / "reference" / "kb", res / "reference" / "guides"

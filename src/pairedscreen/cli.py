@@ -58,6 +58,28 @@ def cmd_provenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """The checks the workflow makes before planning any job (config + every sheet + cross-checks +
+    segmentation models), without Snakemake: exit 0 with a one-line summary, or 1 with every problem."""
+    from pairedscreen.config import ConfigError, load_config, resolve_model
+    from pairedscreen.io import repo_root
+    from pairedscreen.sheets import SheetError, load_screen
+
+    workdir = args.directory.resolve()
+    config_path = args.config if args.config.is_absolute() else workdir / args.config
+    try:
+        config = load_config(config_path, source=str(args.config))
+        screen = load_screen(config, workdir)
+        seg = config["paint"]["segmentation"]
+        for comp in ("nuclei", "cells"):
+            resolve_model(seg[comp]["model"], workdir, repo_root())
+    except (ConfigError, SheetError, FileNotFoundError) as err:
+        print(f"pairedscreen validate: {workdir}: invalid\n{err}", file=sys.stderr)
+        return 1
+    print(f"pairedscreen validate: {workdir}: ok: {screen.summary()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pairedscreen", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -89,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="print paths only, e.g. for "
                    "`snakemake --forcerun $(pairedscreen provenance --stale --paths DIR)`")
     v.set_defaults(func=cmd_provenance)
+
+    v = sub.add_parser("validate", help="check the config and every sheet as the workflow does, without "
+                                         "running anything")
+    v.add_argument("directory", type=Path, nargs="?", default=Path("."),
+                   help="the run's working directory (holds config/; default: the current directory)")
+    v.add_argument("--config", type=Path, default=Path("config/config.yaml"),
+                   help="config file, relative to the working directory (default: config/config.yaml)")
+    v.set_defaults(func=cmd_validate)
 
     args = p.parse_args(argv)
     return int(args.func(args) or 0)

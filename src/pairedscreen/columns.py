@@ -10,6 +10,7 @@ metadata columns start with ``Metadata_``. A low-level module: it imports nothin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -47,3 +48,29 @@ def feature_columns(df: pd.DataFrame, compartments: Sequence[str] = COMPARTMENTS
 def metadata_columns(df: pd.DataFrame) -> list[str]:
     """Columns named ``Metadata_*``, in table order."""
     return [c for c in df.columns if isinstance(c, str) and c.startswith("Metadata_")]
+
+
+# -------------------------------------------------------------------------------- boolean columns
+TRUE = frozenset({"true", "t", "yes", "y", "1"})
+FALSE = frozenset({"false", "f", "no", "n", "0"})
+
+
+def parse_bool(value: Any) -> bool | None:
+    """The one boolean coercion of the sheets: true/t/yes/y/1 and false/f/no/n/0 (any case), real
+    booleans and 0/1 numbers; None for anything else (empty, NaN, 'maybe')."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return bool(value) if value in (0, 1) else None
+    v = str(value).strip().lower() if value is not None else ""
+    return True if v in TRUE else False if v in FALSE else None
+
+
+def bool_column(values: Any) -> pd.Series:
+    """A boolean column (e.g. a registry's ``is_control``) with :func:`parse_bool`'s rules; values that
+    are not booleans count as False (sheets are validated on reading, so that only happens for tables
+    made in code)."""
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
+    if s.dtype == bool:
+        return s
+    return s.map(lambda v: bool(parse_bool(v))).astype(bool)

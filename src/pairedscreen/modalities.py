@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from pairedscreen.columns import N_CELLS, N_WELLS, PERT, feature_columns
+from pairedscreen.columns import N_CELLS, N_WELLS, PERT, bool_column, feature_columns
 
 REGISTRY_COLUMNS = ["perturbation_type", "target_gene", "is_control", "control_type"]
 
@@ -24,8 +24,7 @@ def registry_obs(registry: pd.DataFrame) -> pd.DataFrame:
     obs = registry.set_index(ids)[[c for c in REGISTRY_COLUMNS if c in registry.columns]].copy()
     obs.index.name = None
     if "is_control" in obs:
-        obs["is_control"] = obs["is_control"].map(
-            lambda v: str(v).strip().lower() in ("true", "1", "yes", "t")).astype(bool)
+        obs["is_control"] = bool_column(obs["is_control"])
     for c in ("perturbation_type", "target_gene", "control_type"):
         if c in obs:
             obs[c] = obs[c].fillna("").astype(str)

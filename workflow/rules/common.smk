@@ -1,10 +1,6 @@
 # Configuration and sample sheets: validated once, before any job is planned.
-import re
 import sys
 from pathlib import Path
-
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also when not pip-installed
 from pairedscreen.provenance import use_workflow_library
@@ -13,64 +9,29 @@ from pairedscreen.provenance import use_workflow_library
 # never another installed copy; each script checks it (pairedscreen.provenance.check_workflow_library)
 use_workflow_library(workflow.basedir)
 
-from pairedscreen.config import estimated_cells, resolve_model
+from pairedscreen.config import estimated_cells, load_config, resolve_model
 from pairedscreen.paths import chunk_wells, path
-from pairedscreen.sheets import SheetError, check_screen, normalise_well, read_sheet
+from pairedscreen.sheets import load_screen
 
 REPO = Path(workflow.basedir)
 CONDA_ENV = "../../envs/pairedscreen.yaml"  # relative to the rule files
 WORKDIR = Path.cwd()
 
-validate(config, "../schemas/config.schema.yaml")
-
-
-def validate_rows(df, schema, sheet_path, fix):
-    """Check each row against its schema (snakemake.utils.validate); errors name the sheet, line and fix."""
-    try:
-        validate(df, schema)
-    except WorkflowError as e:
-        m = re.search(r"row (\d+)", str(e))
-        row = int(m.group(1)) if m else None
-        cause = e.args[1] if len(e.args) > 1 else e
-        detail = getattr(cause, "message", str(cause).splitlines()[0])
-        record = f" in {df.iloc[row].to_dict()}" if row is not None else ""
-        raise SheetError(sheet_path, None if row is None else row + 2, f"{detail}{record}", fix) from None
-    return df
-
-
-def validated_sheet(sheet_path, schema, **coerce):
-    fix = f"correct the row to match workflow/schemas/{Path(schema).name}"
-    return validate_rows(read_sheet(sheet_path, **coerce), schema, sheet_path, fix)
-
-
+# the one config loader: unknown keys refused ("did you mean"), schema checked, schema defaults filled
+config.update(load_config(config, source="config/config.yaml"))
+# the one sheet reader: every sheet and plate map read, schema-checked and cross-checked, all problems at once
+SCREEN = load_screen(config, WORKDIR)
 SHEETS = config["sheets"]
-perturbations = validated_sheet(SHEETS["perturbations"], "../schemas/perturbations.schema.yaml",
-                                bool_cols=("is_control",))
-guides = validated_sheet(SHEETS["guides"], "../schemas/guides.schema.yaml")
-libraries = validated_sheet(SHEETS["rna_libraries"], "../schemas/rna_libraries.schema.yaml",
-                            int_cols=("expected_cells",))
-plates = validated_sheet(SHEETS["plates"], "../schemas/plates.schema.yaml")
-plate_maps = {}
-for _pos, _row in enumerate(plates.itertuples()):
-    if not Path(_row.plate_map).exists():
-        raise SheetError(SHEETS["plates"], _pos + 2, f"plate map {_row.plate_map!r} does not exist",
-                         "correct the plate_map path (relative paths are read from the working directory)")
-    _pm = read_sheet(_row.plate_map, int_cols=("replicate",))
-    if "well" in _pm:
-        _pm["well"] = _pm["well"].map(normalise_well)
-    plate_maps[_row.plate_id] = validate_rows(
-        _pm, "../schemas/plate_map.schema.yaml", _row.plate_map,
-        "wells are A01..P24 on a 384-well plate; replicate is a positive integer")
-SCREEN = check_screen(perturbations, guides, libraries, plates, plate_maps, WORKDIR)
+plate_maps = SCREEN.plate_maps
 
 LIBRARIES = SCREEN.library_ids
 PLATES = SCREEN.plate_ids
-WELLS_PER_JOB = config["paint"].get("wells_per_job", 16)
+WELLS_PER_JOB = config["paint"]["wells_per_job"]
 CHUNKS = {p: chunk_wells(list(plate_maps[p]["well"]), WELLS_PER_JOB) for p in PLATES}
 SEG = config["paint"]["segmentation"]
 MODELS = {c: resolve_model(SEG[c]["model"], WORKDIR, REPO) for c in ("nuclei", "cells")}
-TRUTH_DIR = config.get("truth_dir") or ""
-_cells_h5mu = config.get("pair", {}).get("cells_h5mu", "auto")
+TRUTH_DIR = config["truth_dir"]
+_cells_h5mu = config["pair"]["cells_h5mu"]
 WRITE_CELLS_H5MU = (
     _cells_h5mu is True
     or (_cells_h5mu == "auto"
@@ -119,11 +80,11 @@ def all_outputs():
 
 
 REF = config["reference"]
-PREBUILT_INDEX = bool(REF.get("index")) and bool(REF.get("t2g"))
+PREBUILT_INDEX = bool(REF["index"]) and bool(REF["t2g"])
 KB_INDEX = REF["index"] if PREBUILT_INDEX else path("kb_index")
 KB_T2G = REF["t2g"] if PREBUILT_INDEX else path("kb_t2g")
-WHITELIST = config["rna"].get("whitelist") or ""
-SORT_MEMORY = config["rna"].get("sort_memory", "2G")
+WHITELIST = config["rna"]["whitelist"]
+SORT_MEMORY = config["rna"]["sort_memory"]
 
 
 def memory_mb(spec, overhead_mb=1024):

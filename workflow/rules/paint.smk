@@ -12,8 +12,8 @@ rule paint_index:
         image_dir=lambda wc: plate_row(wc)["image_dir"],
         pattern=lambda wc: config["paint"]["image_pattern"],  # braces are the pattern, not wildcards
         channels=config["paint"]["channels"],
-        on_bad_image=config["paint"].get("on_bad_image", "error"),
-        qc=config["paint"].get("qc", {}),
+        on_bad_image=config["paint"]["on_bad_image"],
+        qc=config["paint"]["qc"],
     log:
         log("paint_index", "{plate}"),
     benchmark:
@@ -33,7 +33,7 @@ rule paint_illum:
     output:
         directory(path("illum")),
     params:
-        illumination=config["paint"].get("illumination", {}),
+        illumination=config["paint"]["illumination"],
     log:
         log("paint_illum", "{plate}"),
     benchmark:
@@ -65,7 +65,7 @@ rule paint_segment:
     threads: 2
     resources:
         mem_mb=8192,
-        gpu=1 if str(SEG.get("gpu", "auto")).lower() != "false" else 0,
+        gpu=1 if str(SEG["gpu"]).lower() != "false" else 0,
     conda:
         CONDA_ENV
     script:
@@ -81,7 +81,7 @@ rule paint_features:
         path("features"),
     params:
         plate=lambda wc: wc.plate,
-        features=config["paint"].get("features", {}),
+        features=config["paint"]["features"],
     log:
         log("paint_features", "{plate}_{chunk}"),
     benchmark:
@@ -107,7 +107,7 @@ rule paint_plate:
     params:
         plate=lambda wc: wc.plate,
         batch=lambda wc: plate_row(wc)["batch"],
-        aggregate=config.get("profiles", {}).get("aggregate", "median"),
+        aggregate=config["profiles"]["aggregate"],
     log:
         log("paint_plate", "{plate}"),
     benchmark:

@@ -9,7 +9,7 @@ rule profiles:
         profiles=path("profiles"),
         consensus=path("consensus"),
     params:
-        profiles=config.get("profiles", {}),
+        profiles=config["profiles"],
     log:
         log("profiles", "all"),
     benchmark:
@@ -39,7 +39,7 @@ rule quality:
         similarity=path("quality_similarity"),
         position=path("quality_position"),
     params:
-        quality=config.get("quality", {}),
+        quality=config["quality"],
         truth_dir=TRUTH_DIR,
     log:
         log("quality", "all"),

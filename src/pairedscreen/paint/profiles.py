@@ -43,6 +43,7 @@ from pairedscreen.columns import (
     SPLIT,
     WELL,
     feature_columns,
+    parse_bool,
 )
 from pairedscreen.paint.aggregate import aggregate_table
 from pairedscreen.plate import PLATE_SHAPE, edge_mask, well_positions
@@ -92,9 +93,7 @@ def read_wells(paths: Iterable[str | os.PathLike], registry: pd.DataFrame | None
 
 
 def _as_bool(v: Any) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes", "t")
-    return bool(v) if v is not None and not (isinstance(v, float) and np.isnan(v)) else False
+    return bool(parse_bool(v))
 
 
 # --------------------------------------------------------------------------------------- aggregation
@@ -343,7 +342,7 @@ def build_profiles(plate_files: Iterable[str | os.PathLike] | None = None, *,
                    aggregate: str = "median", normalize: str = "mad_robustize",
                    feature_select: Sequence[str] = DEFAULT_FEATURE_SELECT,
                    outlier_cutoff: float = OUTLIER_CUTOFF,
-                   position_correction: bool | str = False, min_reference_wells: int = 3,
+                   position_correction: bool | str, min_reference_wells: int = 3,
                    blocklist: list[str] | None = None) -> ProfileResult:
     """The ``profiles:`` config block end to end; give per-plate ``cells.parquet`` files or ``wells``
     (e.g. the paint arm's per-plate ``wells.parquet`` concatenated). Wells without cells are dropped.

@@ -229,9 +229,17 @@ def match_compartments(nuclei: np.ndarray, cells: np.ndarray, min_nucleus_overla
 
 # ------------------------------------------------------------------------------------- segmentation
 
-def _cfg_get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
-    v = cfg.get(key, default)
-    return default if v is None else v
+#: Fallbacks for callers passing a partial ``paint.segmentation`` section (tests, benchmarks); the
+#: workflow passes the resolved config, whose defaults come from the config schema: a test checks these
+#: equal the schema's.
+SEGMENTATION_DEFAULTS: dict[str, Any] = {"gpu": "auto", "batch_size": 8, "min_size": 15,
+                                         "min_nucleus_overlap": 0.5, "flow_threshold": 0.4,
+                                         "cellprob_threshold": 0.0}
+
+
+def _cfg_get(cfg: Mapping[str, Any], key: str) -> Any:
+    v = cfg.get(key)
+    return SEGMENTATION_DEFAULTS[key] if v is None else v
 
 
 def _prepare(images: Sequence[np.ndarray], channel_names: Sequence[str], illum: np.ndarray | None,
@@ -320,8 +328,8 @@ def segment_compartment(
     main = ccfg.get("channel", "DNA" if nuclear else "AGP")
     second = None if nuclear else ccfg.get("nuclear_channel")
     xs = _prepare(images, channel_names, illum, main, second)
-    return _run_model(model, xs, ccfg.get("diameter"), float(_cfg_get(ccfg, "flow_threshold", 0.4)),
-                      float(_cfg_get(ccfg, "cellprob_threshold", 0.0)), batch_size, tile_batch_size, min_size,
+    return _run_model(model, xs, ccfg.get("diameter"), float(_cfg_get(ccfg, "flow_threshold")),
+                      float(_cfg_get(ccfg, "cellprob_threshold")), batch_size, tile_batch_size, min_size,
                       ccfg.get("normalize_percentiles"))
 
 
@@ -345,12 +353,12 @@ def segment_sites(
     """
     if len(images) == 0:
         return []
-    gpu = _cfg_get(cfg, "gpu", "auto")
-    batch_size = int(_cfg_get(cfg, "batch_size", 8))
+    gpu = _cfg_get(cfg, "gpu")
+    batch_size = int(_cfg_get(cfg, "batch_size"))
     if batch_size < 1:
         raise ValueError(f"paint.segmentation.batch_size must be >= 1, got {batch_size}")
     tile_bs = cfg.get("tile_batch_size")
-    min_size = int(_cfg_get(cfg, "min_size", 15))
+    min_size = int(_cfg_get(cfg, "min_size"))
     ncfg, ccfg = cfg["nuclei"], cfg["cells"]
     if illum is not None:
         illum = np.asarray(illum, np.float32)
@@ -363,7 +371,7 @@ def segment_sites(
                                  nuclear=True, tile_batch_size=tile_bs, min_size=min_size)
     cells = segment_compartment(images, channel_names, ccfg, gpu=gpu, batch_size=batch_size, illum=illum,
                                 nuclear=False, tile_batch_size=tile_bs, min_size=min_size)
-    min_ov = float(_cfg_get(cfg, "min_nucleus_overlap", 0.5))
+    min_ov = float(_cfg_get(cfg, "min_nucleus_overlap"))
     return [match_compartments(n, c, min_ov) for n, c in zip(nuclei, cells, strict=True)]
 
 
@@ -434,7 +442,7 @@ def segment_chunk(
     illum = load_illumination(illum_dir, channel_names) if illum_dir is not None else None
     site_status = sel.groupby(["well", "site"], sort=False)["status"].agg(lambda s: bool((s == "ok").all()))
     good = [(w, int(s)) for (w, s), ok in site_status.items() if ok]
-    batch = max(1, int(_cfg_get(cfg, "batch_size", 8)))
+    batch = max(1, int(_cfg_get(cfg, "batch_size")))
     objects: list[pd.DataFrame] = []
     summary: list[dict[str, Any]] = []
     with atomic_output(out_dir, is_dir=True) as tmp:

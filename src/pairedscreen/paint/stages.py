@@ -23,23 +23,14 @@ from pairedscreen.paint.illumination import compute_plate_illumination, load_ill
 from pairedscreen.paint.image_qc import add_image_qc
 from pairedscreen.paint.ingest import build_image_index, load_site
 from pairedscreen.paint.profiles import (
-    DEFAULT_FEATURE_SELECT,
-    OUTLIER_CUTOFF,
     ProfileResult,
     build_profiles,
     read_wells,
 )
-from pairedscreen.plate import normalise_well
-from pairedscreen.sheets import read_registry, read_sheet
+from pairedscreen.sheets import read_plate_map, read_registry
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
-
-
-def _plate_map(path: PathLike) -> pd.DataFrame:
-    pm = read_sheet(path, int_cols=("replicate",))
-    pm["well"] = pm["well"].map(normalise_well)
-    return pm
 
 
 def channel_order(index: pd.DataFrame) -> list[str]:
@@ -51,7 +42,7 @@ def run_paint_index(plate: str, image_dir: PathLike, plate_map: PathLike, patter
                     channels: Mapping[str, Any], on_bad_image: str, qc: Mapping[str, Any],
                     out: PathLike) -> pd.DataFrame:
     """Image index of one plate (every file, shape, dtype, checksum; quarantines) with per-image QC."""
-    wells = list(_plate_map(plate_map)["well"])
+    wells = list(read_plate_map(plate_map)["well"])
     index = build_image_index(plate, image_dir, pattern, channels, wells=wells,
                               on_bad_image=on_bad_image)  # type: ignore[arg-type]
     index = add_image_qc(index, **{k: v for k, v in qc.items() if v is not None})
@@ -64,7 +55,7 @@ def run_paint_index(plate: str, image_dir: PathLike, plate_map: PathLike, patter
 def run_paint_illum(index: PathLike, out_dir: PathLike, params: Mapping[str, Any]) -> None:
     """Illumination function per channel of one plate, streamed over its sites; saved as .npy + PNG."""
     idx = pd.read_parquet(index)
-    sigma = float(params.get("smoothing_sigma", 0.0) or 0.0)
+    sigma = float(params["smoothing_sigma"])
     funcs = compute_plate_illumination(idx, smoothing_sigma=sigma, channels=channel_order(idx))
     with atomic_output(out_dir, is_dir=True) as tmp:
         save_illumination(funcs, tmp, png=Path(tmp) / "illum.png")
@@ -137,7 +128,7 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
                     plate: str, batch: str, aggregate: str, cells_out: PathLike, wells_out: PathLike) -> None:
     """Per-plate cell table (plate-map metadata attached) and per-well aggregates; every plate-map well is
     kept, with its site and object counts, so nothing disappears silently."""
-    pm = _plate_map(plate_map)
+    pm = read_plate_map(plate_map)
     cells = assemble_cells([pd.read_parquet(f) for f in features], pm, plate, batch)
     wells = plate_wells(cells, pm, plate, batch, how=aggregate)
     idx = pd.read_parquet(index)
@@ -166,14 +157,15 @@ def run_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mapping[
     """Per-plate ``wells.parquet`` -> ``profiles.parquet`` (normalised, selected well profiles) and
     ``consensus.parquet`` (per perturbation), per the ``profiles:`` config block (``aggregate`` was
     applied by the paint arm when it wrote wells.parquet; from per-cell tables use
-    :func:`pairedscreen.paint.profiles.build_profiles` with ``plate_files``)."""
+    :func:`pairedscreen.paint.profiles.build_profiles` with ``plate_files``). ``params`` is the resolved
+    ``profiles:`` block (:func:`pairedscreen.config.load_config`), every key present."""
     reg = read_registry(registry)
     res = build_profiles(wells=read_wells(wells, reg), registry=reg,
-                         normalize=params.get("normalize", "mad_robustize"),
-                         feature_select=params.get("feature_select", DEFAULT_FEATURE_SELECT),
-                         outlier_cutoff=float(params.get("outlier_cutoff", OUTLIER_CUTOFF)),
-                         position_correction=params.get("position_correction", False),
-                         blocklist=params.get("blocklist"))
+                         normalize=params["normalize"],
+                         feature_select=list(params["feature_select"]),
+                         outlier_cutoff=float(params["outlier_cutoff"]),
+                         position_correction=bool(params["position_correction"]),
+                         blocklist=params["blocklist"])
     log.info("profiles: %s", json.dumps(res.info, default=str))
     write_parquet(res.profiles, profiles_out)
     write_parquet(res.consensus, consensus_out)

@@ -106,17 +106,19 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
     """All quality metrics -> ``results/quality/metrics.json`` (datasheet ``metrics`` block, plus
     ``truth_recovery`` when ``truth_dir``) and ``results/quality/perturbations.tsv`` (one row per registry
     perturbation: ``{arm}_map``, ``{arm}_q_value``, ``{arm}_active``, ``{arm}_edistance``, ``{arm}_effect_q``,
-    consistency q-values, knockdown columns). ``params`` = the ``quality:`` block (permutations, seed, and
-    optionally alpha, max_cells, n_top_genes, n_pcs). ``paint_cells`` (per-plate cells.parquet) enables
+    consistency q-values, knockdown columns). ``params`` = the resolved ``quality:`` block
+    (permutations, seed, alpha, max_cells, n_top_genes, n_pcs, paint_pca_variance; from
+    :func:`pairedscreen.config.load_config`). ``paint_cells`` (per-plate cells.parquet) enables
     sub-well replicates when the screen has one well per perturbation. For the report, when given:
     ``similarity_out`` (``results/quality/similarity.parquet``, the two similarity matrices behind
     ``metrics.concordance``) and ``position_out`` (``results/quality/position.parquet``, per plate and
     feature the R^2 behind ``metrics.position``, ``profiles`` = before|after).
     """
-    nperm = int(params.get("permutations", 1000))
-    seed = int(params.get("seed", 0))
-    alpha = float(params.get("alpha", 0.05))
-    max_cells = int(params.get("max_cells", 200))
+    nperm = int(params["permutations"])
+    seed = int(params["seed"])
+    alpha = float(params["alpha"])
+    max_cells = int(params["max_cells"])
+    n_top, n_pcs = int(params["n_top_genes"]), int(params["n_pcs"])
     reg = read_registry(registry)
     ids = reg["perturbation_id"].astype(str).tolist()
     metrics: dict[str, Any] = {"replicate": {}, "consistency": {}, "effect": {}, "batch": {}}
@@ -129,7 +131,7 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
     meta = pd.DataFrame({"perturbation": rep[C.PERT].astype(str).to_numpy(),
                          "is_control": rep[C.IS_CONTROL].to_numpy(bool),
                          "plate": rep[C.PLATE].astype(str).to_numpy()})
-    pca = params.get("paint_pca_variance", 0.9)
+    pca = params["paint_pca_variance"]
     rep_feats = [f for f in feats if f in rep.columns]   # sub-well replicates may drop undefined features
     x = replicate.paint_features(rep, rep_feats, pca_variance=None if pca in (None, 0, 1) else float(pca))
     act_paint = replicate.phenotypic_activity(x, meta, null_size=nperm, seed=seed)
@@ -176,7 +178,7 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
         cells.obs["is_control"] = cells.obs["perturbation"].astype(str).isin(ctrl_ids).to_numpy()
     rrep = replicate_pseudobulks(cells, categories=ids, seed=seed)
     rx = replicate.rna_features(rrep.X, rrep.obs["is_control"].to_numpy(bool),
-                                n_top=int(params.get("n_top_genes", 2000)))
+                                n_top=n_top)
     rmeta = rrep.obs[["perturbation", "guide", "library", "is_control"]].reset_index(drop=True)
     act_rna = replicate.phenotypic_activity(rx, rmeta, null_size=nperm, seed=seed)
     metrics["replicate"]["rna"] = {**summarize_hits(act_rna, alpha=alpha),
@@ -186,8 +188,7 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
         cons_rna = replicate.consistency(rx, rmeta, diff_col="guide", null_size=nperm, seed=seed)
         metrics["consistency"]["rna_across_guides"] = summarize_hits(cons_rna, alpha=alpha)
         tables.append(_table(cons_rna, "rna", "guide_consistency")[["rna_guide_consistency_q"]])
-    emb, eobs = _rna_embedding(cells, ids, max_cells=max_cells, n_top=int(params.get("n_top_genes", 2000)),
-                               n_comps=int(params.get("n_pcs", 20)), seed=seed)
+    emb, eobs = _rna_embedding(cells, ids, max_cells=max_cells, n_top=n_top, n_comps=n_pcs, seed=seed)
     eff_rna = effect.edistance_table(emb, eobs["perturbation"].astype(str).to_numpy(),
                                      eobs["is_control"].to_numpy(bool), n_permutations=nperm, seed=seed,
                                      max_cells=max_cells)

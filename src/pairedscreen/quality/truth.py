@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pairedscreen.columns import bool_column
 from pairedscreen.plate import PLATE_SHAPE, edge_mask
 
 
 def _bool(s: pd.Series) -> pd.Series:
-    return s.map(lambda v: str(v).strip().lower() in ("true", "1", "yes", "t")).astype(bool)
+    return bool_column(s)
 
 
 def read_truth(truth_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pairedscreen import sheets
 from pairedscreen.columns import MULTIPLE, UNASSIGNED
 
 METHODS = ("mixture", "threshold", "max")
@@ -198,10 +199,7 @@ def _labels(
 def control_ids(registry: pd.DataFrame | None, guide_sheet: pd.DataFrame | None = None) -> set[str]:
     """Perturbation ids that are controls: registry ``is_control`` when given, else by name."""
     if registry is not None and "is_control" in registry:
-        flag = registry["is_control"]
-        if flag.dtype != bool:
-            flag = flag.astype(str).str.lower().isin(["true", "1", "yes"])
-        return set(registry.loc[flag.to_numpy(), "perturbation_id"].astype(str))
+        return sheets.control_ids(registry)
     if guide_sheet is None:
         return set()
     text = guide_sheet.get("target_gene_name", guide_sheet["perturbation_id"]).astype(str).str.lower()

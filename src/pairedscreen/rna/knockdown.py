@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from pairedscreen.columns import bool_column
 from pairedscreen.expression import cp10k_scale, usable_cells
 from pairedscreen.rna.pseudobulk import row_totals
 
@@ -49,9 +50,7 @@ def knockdown_table(
     keep = usable_cells(adata)
     pert = adata.obs["perturbation"].astype(str).to_numpy()[keep]
     is_ctrl = adata.obs["is_control"].to_numpy(dtype=bool)[keep]
-    flag = registry["is_control"]
-    if flag.dtype != bool:
-        flag = flag.astype(str).str.lower().isin(["true", "1", "yes"])
+    flag = bool_column(registry["is_control"])
     targeting = registry[~flag.to_numpy() & registry["target_gene"].notna()]
     targeting = targeting[targeting["target_gene"].astype(str).str.len() > 0]
     pairs = list(zip(targeting["perturbation_id"].astype(str), targeting["target_gene"].astype(str),

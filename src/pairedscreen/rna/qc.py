@@ -56,7 +56,7 @@ def compute_qc(
     nmads_counts: float = 5.0,
     nmads_genes: float = 5.0,
     nmads_mt: float = 3.0,
-    max_pct_mt: float = 100.0,
+    max_pct_mt: float = 20.0,
     batch_key: str | None = "library",
 ) -> ad.AnnData:
     """A copy of ``adata`` (X = counts) with scanpy QC metrics and outlier flags.

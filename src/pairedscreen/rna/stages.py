@@ -15,25 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
-import pandas as pd
 
 from pairedscreen.io import atomic_output, scratch_dir, sha256sum, write_json, write_parquet, write_tsv
 from pairedscreen.rna import calling, count, knockdown, pseudobulk, qc
 from pairedscreen.rna import guides as guide_calls
+from pairedscreen.sheets import read_guides, read_registry, read_sheet
 
 PathLike = str | os.PathLike
 log = logging.getLogger("pairedscreen.rna")
-
-
-def _read_sheet(path: PathLike) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-
-
-def _registry(path: PathLike) -> pd.DataFrame:
-    reg = _read_sheet(path)
-    reg["is_control"] = reg["is_control"].str.lower().isin(["true", "1", "yes"])
-    reg["target_gene"] = reg["target_gene"].where(reg["target_gene"].str.len() > 0)
-    return reg
 
 
 def _write_h5ad(adata: ad.AnnData, path: PathLike) -> None:
@@ -55,7 +44,7 @@ def run_kb_ref(fasta: PathLike, gtf: PathLike, index: PathLike, t2g: PathLike, t
 def run_kb_ref_guides(guides: PathLike, index: PathLike, t2g: PathLike, features: PathLike) -> None:
     """kb ref --workflow kite from the guides sheet -> ``index``, ``t2g``; ``features`` = the sheet's
     id/name/read/pattern/sequence (with header), read back by :func:`run_kb_count` for the layout."""
-    sheet = _read_sheet(guides)
+    sheet = read_guides(guides)
     with scratch_dir(Path(index).parent, ".kite.") as work:
         out = count.kb_ref_guides(sheet, work)
         log.info("kb ref (kite) log:\n%s", (Path(work) / "kb_ref.log").read_text())
@@ -82,7 +71,7 @@ def run_kb_count(
     technology string comes from the chemistry + the guides' read/pattern."""
     technology, kite = chemistry, False
     if guide_features:
-        technology, kite = count.guide_technology(chemistry, _read_sheet(guide_features)), True
+        technology, kite = count.guide_technology(chemistry, read_sheet(guide_features)), True
     log.info("kb count: technology %s, kite=%s, %d lane(s)", technology, kite, len(r1))
     with atomic_output(out_dir, is_dir=True) as tmp:
         count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads, memory, kite=kite)
@@ -128,32 +117,31 @@ def run_rna_cells(
 ) -> None:
     """Cell calling -> QC flags -> doublets -> guide assignment of one library.
 
-    ``params`` is config['rna'] (cell_calling, qc, doublets, guides sections); ``threads`` caps the
-    doublet kNN's numba threads (the rule's threads; None: numba's default, all cores)."""
+    ``params`` is the resolved config['rna'] (:func:`pairedscreen.config.load_config`: cell_calling, qc,
+    doublets, guides sections, every key present); ``threads`` caps the doublet kNN's numba threads (the
+    rule's threads; None: numba's default, all cores)."""
     adata = ad.read_h5ad(raw)
     guide_counts = ad.read_h5ad(guides)
-    cc, q, dbl, gd = (params.get(k, {}) for k in ("cell_calling", "qc", "doublets", "guides"))
+    cc, q, dbl, gd = (params[k] for k in ("cell_calling", "qc", "doublets", "guides"))
     cells, ranks = calling.call_cells(
-        adata, fdr=float(cc.get("fdr", 0.01)), ambient_max_umis=int(cc.get("ambient_max_umis", 100)),
-        min_umis=int(cc.get("min_umis", 200)), n_iter=int(cc.get("n_iter", 10000)),
-        expected_cells=expected_cells, seed=seed,
+        adata, fdr=float(cc["fdr"]), ambient_max_umis=int(cc["ambient_max_umis"]),
+        min_umis=int(cc["min_umis"]), n_iter=int(cc["n_iter"]), expected_cells=expected_cells, seed=seed,
     )
     log.info("cell calling: %s", cells.uns["cell_calling"])
     cells = qc.compute_qc(
-        cells, mt_prefix=q.get("mt_prefix", "MT-"), ribo_prefixes=q.get("ribo_prefixes", ["RPL", "RPS"]),
-        nmads_counts=float(q.get("nmads_counts", 5)), nmads_genes=float(q.get("nmads_genes", 5)),
-        nmads_mt=float(q.get("nmads_mt", 3)), max_pct_mt=float(q.get("max_pct_mt", 100.0)),
+        cells, mt_prefix=q["mt_prefix"], ribo_prefixes=list(q["ribo_prefixes"]),
+        nmads_counts=float(q["nmads_counts"]), nmads_genes=float(q["nmads_genes"]),
+        nmads_mt=float(q["nmads_mt"]), max_pct_mt=float(q["max_pct_mt"]),
     )
-    if dbl.get("method", "scrublet") != "scrublet":
-        raise ValueError(f"doublet method {dbl.get('method')!r} not supported (scrublet)")
+    if dbl["method"] != "scrublet":
+        raise ValueError(f"doublet method {dbl['method']!r} not supported (scrublet)")
     cells = qc.flag_doublets(
-        cells, expected_rate=float(dbl.get("expected_rate", 0.06)), seed=seed, knn=dbl.get("knn", "exact"),
-        threads=threads,
+        cells, expected_rate=float(dbl["expected_rate"]), seed=seed, knn=dbl["knn"], threads=threads,
     )
     cells = guide_calls.assign_guides(
-        cells, guide_counts, _read_sheet(guide_sheet), registry=_registry(registry),
-        method=gd.get("method", "mixture"), min_umis=int(gd.get("min_umis", 3)),
-        threshold=int(gd.get("threshold", 5)), max_fraction=float(gd.get("max_fraction", 0.5)),
+        cells, guide_counts, read_guides(guide_sheet), registry=read_registry(registry),
+        method=gd["method"], min_umis=int(gd["min_umis"]), threshold=int(gd["threshold"]),
+        max_fraction=float(gd["max_fraction"]),
     )
     _write_h5ad(cells, cells_out)
     write_parquet(ranks, ranks_out)
@@ -168,7 +156,7 @@ def run_rna_merge(
     knockdown_out: PathLike,
 ) -> None:
     """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``."""
-    reg = _registry(registry)
+    reg = read_registry(registry)
     merged = pseudobulk.merge_libraries([ad.read_h5ad(p) for p in cells])
     _write_h5ad(merged, cells_out)
     controls = set(reg.loc[reg["is_control"], "perturbation_id"])
