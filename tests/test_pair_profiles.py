@@ -10,7 +10,7 @@ import pytest
 from pairedscreen import columns as C
 from pairedscreen.paint import aggregate as A
 from pairedscreen.paint import profiles as P
-from pairedscreen.pair.cellprofiler import read_cellprofiler_csvs
+from pairedscreen.paint.cellprofiler import read_cellprofiler_csvs
 from pairedscreen.plate import edge_mask, infer_plate_shape, parse_well
 
 JUMP = "cellprofiler_features_jump_cpg0043_BR00116991_A01"
