@@ -523,7 +523,7 @@ def html_tables(html: str) -> dict[str, pd.DataFrame]:
 
 def _printed(cell: str, value: Any) -> bool:
     """Whether a table cell's machine-readable value is the stored ``value`` (to the 7 digits printed)."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         return cell == ""
     if isinstance(value, bool):
         return cell == ("1" if value else "0")
