@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from pairedscreen.config import load_config
 from pairedscreen.paths import path
 from pairedscreen.report.render import build_report
 
@@ -21,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_html", type=Path, help=f"where to write the report ({path('report')})")
     ap.add_argument("--truth-dir", type=Path, default=None, help="simulator truth/ folder, if any")
     args = ap.parse_args(argv)
-    config = yaml.safe_load(args.config.read_text()) or {}
+    config = load_config(args.config)
     info = build_report(args.results_dir, config, args.out_html, truth_dir=args.truth_dir)
     t = info["timing"]
     print(f"wrote {args.out_html}: {info['size_bytes'] / 1e6:.2f} MB in {t['total_s']:.1f} s "
