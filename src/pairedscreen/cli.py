@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairedscreen.errors import PairedscreenError, format_known_error
+
 
 def _overrides(args: argparse.Namespace) -> dict:
     pairs = {
@@ -121,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     v.set_defaults(func=cmd_validate)
 
     args = p.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except PairedscreenError as exc:  # bad input: the message names the file and the fix; no traceback
+        print(format_known_error(exc), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

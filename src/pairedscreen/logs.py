@@ -1,4 +1,10 @@
-"""Route a workflow step's Python logging, warnings and stdout/stderr into the rule's log file."""
+"""Route a workflow step's Python logging, warnings and stdout/stderr into the rule's log file.
+
+Every ``workflow/scripts/*.py`` runs its work inside :func:`snakemake_log`. A known error (a
+:class:`~pairedscreen.errors.PairedscreenError`: bad input, with the file and the fix in its message) is
+written to the log and to stderr as that message plus the log path, and the step exits with status 1,
+without a Python traceback; any other exception is a bug and keeps its full traceback in the log.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from pairedscreen.errors import PairedscreenError, format_known_error
 
 
 @contextlib.contextmanager
@@ -35,10 +43,14 @@ def snakemake_log(snakemake: Any) -> Iterator[logging.Logger]:
         provenance.record_job(Path.cwd(), rule, job, list(snakemake.output), dict(snakemake.wildcards))
 
     if log_path is None:
-        yield logger
-        record()
+        try:
+            yield logger
+            record()
+        except PairedscreenError as exc:
+            _exit_known(exc, None)
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    known: PairedscreenError | None = None
     with open(log_path, "w", buffering=1) as fh:
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -54,9 +66,19 @@ def snakemake_log(snakemake: Any) -> Iterator[logging.Logger]:
             yield logger
             record()
             logger.info("done in %.1f s", time.perf_counter() - start)
+        except PairedscreenError as exc:
+            fh.write(format_known_error(exc) + "\n")
+            known = exc
         except BaseException:
             fh.write(traceback.format_exc())
             raise
         finally:
             sys.stdout, sys.stderr = old_out, old_err
             root.removeHandler(handler)
+    if known is not None:
+        _exit_known(known, str(log_path))
+
+
+def _exit_known(exc: PairedscreenError, log_path: str | None) -> None:
+    print(format_known_error(exc, log_path), file=sys.stderr, flush=True)
+    raise SystemExit(1) from None

@@ -15,6 +15,7 @@ PATHS: dict[str, str] = {
     "guide_t2g": "results/reference/guides/t2g.txt",
     "guide_features": "results/reference/guides/features.tsv",
     # RNA arm, per library
+    "rna_fastq_check": "results/rna/{library}/fastq_check.json",
     "kb_gex": "results/rna/{library}/kb_gex",
     "kb_guide": "results/rna/{library}/kb_guide",
     "rna_inputs": "results/rna/{library}/inputs.json",

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from pairedscreen.columns import FALSE, TRUE, bool_column, parse_bool  # noqa: F401  (the one coercion)
+from pairedscreen.errors import PairedscreenError
 from pairedscreen.plate import WELL_RE, normalise_well  # noqa: F401  (re-exported for the rules)
 
 PathLike = str | os.PathLike
@@ -46,7 +47,7 @@ _PATTERN_HINTS = {
 }
 
 
-class SheetError(ValueError):
+class SheetError(PairedscreenError, ValueError):
     """Problems in the sample sheets; the message names the sheet, the line and the fix of each.
 
     ``problems`` lists every problem found (each a :class:`SheetError` with ``sheet``, ``line``,

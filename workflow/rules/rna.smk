@@ -43,8 +43,34 @@ rule kb_ref_guides:
         "../scripts/kb_ref_guides.py"
 
 
+rule rna_fastq_check:
+    input:
+        gex_r1=fastqs("gex", "r1"),
+        gex_r2=fastqs("gex", "r2"),
+        guide_r1=fastqs("guide", "r1"),
+        guide_r2=fastqs("guide", "r2"),
+        guide_sheet=SHEETS["guides"],
+    output:
+        path("rna_fastq_check"),
+    params:
+        chemistry=lambda wc: library_row(wc)["chemistry"],
+    log:
+        log("rna_fastq_check"),
+    benchmark:
+        bench("rna_fastq_check", "{library}")
+    priority: 10
+    threads: 2
+    resources:
+        mem_mb=1024,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/rna_fastq_check.py"
+
+
 rule kb_count_gex:
     input:
+        checked=path("rna_fastq_check"),
         r1=fastqs("gex", "r1"),
         r2=fastqs("gex", "r2"),
         index=KB_INDEX,
@@ -70,6 +96,7 @@ rule kb_count_gex:
 
 rule kb_count_guide:
     input:
+        checked=path("rna_fastq_check"),
         r1=fastqs("guide", "r1"),
         r2=fastqs("guide", "r2"),
         index=path("guide_index"),
@@ -98,7 +125,7 @@ rule rna_load:
     input:
         gex=path("kb_gex"),
         guide=path("kb_guide"),
-        fastqs=lambda wc: sum((fastqs(k, m)(wc) for k in ("gex", "guide") for m in ("r1", "r2")), []),
+        fastq_check=path("rna_fastq_check"),
     output:
         raw=path("rna_raw"),
         guides=path("rna_guides_raw"),

@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from pairedscreen.errors import PairedscreenError
+
 FIELDS = ("well", "row", "col", "site", "channel", "plane")
 _FIELD_RE = {
     "well": r"[A-Za-z]{1,2}\d{1,3}",
@@ -53,7 +55,7 @@ INDEX_COLUMNS = [
 ]
 
 
-class ImageIngestError(ValueError):
+class ImageIngestError(PairedscreenError, ValueError):
     """An image (or a missing one) that the workflow cannot use; the message names the file and the fix."""
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 import tifffile
 from scipy.sparse import coo_matrix
 
+from pairedscreen.errors import PairedscreenError
 from pairedscreen.io import atomic_output, repo_root, write_parquet
 
 COMPARTMENTS = ("nuclei", "cells", "cytoplasm")
@@ -48,7 +49,7 @@ _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 log = logging.getLogger(__name__)
 
 
-class ModelNotAvailableError(RuntimeError):
+class ModelNotAvailableError(PairedscreenError, RuntimeError):
     """A Cellpose model name whose weights are not available (offline, not copied)."""
 
 

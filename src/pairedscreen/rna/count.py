@@ -23,6 +23,8 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
+from pairedscreen.errors import PairedscreenError
+
 PathLike = str | os.PathLike
 
 # (barcode length, UMI length) on R1 for the named 10x chemistries kb knows.
@@ -30,10 +32,13 @@ CHEMISTRY_R1 = {"10xv2": (16, 10), "10xv3": (16, 12)}
 _TECH_RE = re.compile(r"^-?\d+,-?\d+,-?\d+(?:,-?\d+,-?\d+)*$")
 _FIXED_PATTERN = re.compile(r"^\^(N*)\(BC\)$")
 _ANY_PATTERN = re.compile(r"^\^?[ACGTN]*\(BC\)[ACGTN]*$")
+# the alphabet of a guide's protospacer: the same pattern as `sequence` in workflow/schemas/guides.schema.yaml
+# (tests/test_bad_inputs_reads_images.py checks they agree), so the sheet check refuses what counting would
+GUIDE_SEQUENCE = re.compile(r"^[ACGT]+$")
 _KB_ERROR = re.compile(r"^\[[^\]]*\]\s+ERROR\b|Traceback \(most recent call last\)", re.MULTILINE)
 
 
-class KbError(RuntimeError):
+class KbError(PairedscreenError, RuntimeError):
     """kb exited non-zero; the message holds the command and the tail of kb's log."""
 
 
@@ -139,10 +144,11 @@ def kb_ref_guides(guides: pd.DataFrame, out_dir: PathLike) -> dict[str, Path]:
     missing = {"id", "sequence"} - set(guides.columns)
     if missing:
         raise ValueError(f"guides sheet lacks columns {sorted(missing)}")
-    seqs = guides["sequence"].astype(str).str.upper()
-    bad = ~seqs.str.fullmatch(r"[ACGT]+")
+    seqs = guides["sequence"].astype(str)
+    bad = ~seqs.map(lambda v: bool(GUIDE_SEQUENCE.fullmatch(v)))
     if bad.any():
-        raise ValueError(f"guide sequences must be ACGT only: {list(guides['id'][bad][:5])}")
+        raise ValueError(f"guide sequences must be A, C, G, T only (pattern {GUIDE_SEQUENCE.pattern}): "
+                         f"{list(guides['id'][bad][:5])}")
     dup = seqs.duplicated(keep=False)
     if dup.any():
         raise ValueError(f"guides share a sequence: {sorted(guides['id'][dup])[:6]}")

@@ -16,8 +16,8 @@ from typing import Any
 
 import anndata as ad
 
-from pairedscreen.io import atomic_output, scratch_dir, sha256sum, write_json, write_parquet, write_tsv
-from pairedscreen.rna import calling, count, knockdown, pseudobulk, qc
+from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parquet, write_tsv
+from pairedscreen.rna import calling, count, fastq, knockdown, pseudobulk, qc
 from pairedscreen.rna import guides as guide_calls
 from pairedscreen.sheets import read_guides, read_registry, read_sheet
 
@@ -79,23 +79,59 @@ def run_kb_count(
         log.info("kb log:\n%s", (tmp / "kb_count.log").read_text())
 
 
+def run_fastq_check(
+    library: str,
+    chemistry: str,
+    gex_r1: Sequence[PathLike],
+    gex_r2: Sequence[PathLike],
+    guide_r1: Sequence[PathLike],
+    guide_r2: Sequence[PathLike],
+    guide_sheet: PathLike,
+    out: PathLike,
+    threads: int = 1,
+) -> dict:
+    """Every FASTQ of a library checked in one pass each before ``kb count`` (:mod:`pairedscreen.rna.fastq`):
+    sha256, gzip integrity, records, R1/R2 equal, read lengths for the chemistry (GEX) and for the guide
+    layout (guides). Writes ``fastq_check.json``; raises :class:`~pairedscreen.rna.fastq.FastqError`
+    listing every problem (nothing written then)."""
+    gex_tech = f"{count.r1_layout(chemistry)}:1,0,0"
+    guide_tech = count.guide_technology(chemistry, _read_sheet(guide_sheet))
+    if len(gex_r1) != len(gex_r2) or len(guide_r1) != len(guide_r2):
+        raise fastq.FastqError(
+            f"library {library}: {len(gex_r1)} GEX R1 vs {len(gex_r2)} R2 and {len(guide_r1)} guide R1 vs "
+            f"{len(guide_r2)} R2 lanes. Fix: list one R2 per R1 (';'-separated, same order) in "
+            "rna_libraries.tsv")
+    lanes = [fastq.Lane("gex", str(a), str(b), gex_tech) for a, b in zip(gex_r1, gex_r2, strict=True)]
+    lanes += [fastq.Lane("guide", str(a), str(b), guide_tech)
+              for a, b in zip(guide_r1, guide_r2, strict=True)]
+    report = fastq.check_library(library, lanes, threads=threads)
+    for f in report["files"]:
+        log.info("%s %s lane %d: %s, %d reads, length %s-%s, sha256 %s", f["kind"], f["mate"], f["lane"],
+                 f["path"], f["records"], f["min_length"], f["max_length"], f["sha256"][:12])
+    write_json(report, out)
+    return report
+
+
 def run_rna_load(
     gex_dir: PathLike,
     guide_dir: PathLike,
-    fastqs: Sequence[PathLike],
+    fastq_check: PathLike | None,
     library: str,
     batch: str,
     raw: PathLike,
     guides: PathLike,
     inputs: PathLike,
 ) -> None:
-    """kb outputs -> ``raw.h5ad`` and ``guides_raw.h5ad`` (same obs) + ``inputs.json`` (FASTQ sha256, kb
-    ``run_info.json`` of both counts as ``kb_gex`` / ``kb_guide`` and bustools' ``inspect.json`` of the
-    output BUS file as ``kb_gex_inspect`` / ``kb_guide_inspect``: the read counts of the ledger)."""
+    """kb outputs -> ``raw.h5ad`` and ``guides_raw.h5ad`` (same obs) + ``inputs.json`` (FASTQ sha256 and
+    read counts from :func:`run_fastq_check`'s ``fastq_check.json``, not recomputed; kb ``run_info.json``
+    of both counts as ``kb_gex`` / ``kb_guide`` and bustools' ``inspect.json`` of the output BUS file as
+    ``kb_gex_inspect`` / ``kb_guide_inspect``: the read counts of the ledger)."""
     gex, gd = count.load_library(gex_dir, guide_dir, library, batch)
     _write_h5ad(gex, raw)
     _write_h5ad(gd, guides)
-    info: dict[str, Any] = {"library": library, "fastqs": {str(f): sha256sum(f) for f in fastqs}}
+    files = json.loads(Path(fastq_check).read_text())["files"] if fastq_check else []
+    info: dict[str, Any] = {"library": library, "fastqs": {f["path"]: f["sha256"] for f in files},
+                            "reads": {f["path"]: f["records"] for f in files}}
     for name, d in (("kb_gex", gex_dir), ("kb_guide", guide_dir)):
         for key, fname in ((name, "run_info.json"), (f"{name}_inspect", "inspect.json")):
             f = Path(d) / fname

@@ -1,0 +1,19 @@
+"""The common base of the errors pairedscreen raises for bad input.
+
+A :class:`PairedscreenError` is a *known* problem: its message already names the file (sheet, line,
+well, site...) and the fix, so it is shown to the user as that message plus the log path, without a
+Python traceback (:func:`pairedscreen.logs.snakemake_log` in workflow scripts, ``common.smk`` at
+planning time and the ``pairedscreen`` command line). Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PairedscreenError(Exception):
+    """A problem with the user's input or setup; the message names where it is and how to fix it."""
+
+
+def format_known_error(exc: BaseException, log_path: str | None = None) -> str:
+    """``ErrorType: message`` (+ ``(log: PATH)``), the one-paragraph form a user sees."""
+    text = f"{type(exc).__name__}: {exc}"
+    return f"{text}\n(log: {log_path})" if log_path else text
