@@ -13,6 +13,8 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from workdir import REPO, minimal_workdir, snakemake
@@ -106,7 +108,11 @@ def test_reads_too_short_for_chemistry(reads, tmp_path):
 
 def test_stage_writes_nothing_on_failure(reads, tmp_path):
     guides = tmp_path / "guides.tsv"
-    guides.write_text("id\tname\tread\tpattern\tsequence\nG1\tG1\tR2\t^NNNNNNNNNN(BC)\tACGTACGTACGTACGTACGT\n")
+    cols = ["id", "name", "read", "pattern", "sequence", "feature_type", "target_gene_id", "target_gene_name",
+            "perturbation_id"]
+    row = ["G1", "G1", "R2", "^NNNNNNNNNN(BC)", "ACGTACGTACGTACGTACGT", "CRISPR Guide Capture", "SYNG1",
+           "T1", "T1"]
+    guides.write_text("\t".join(cols) + "\n" + "\t".join(row) + "\n")
     cut = tmp_path / "R1_cut.fastq.gz"
     cut.write_bytes(reads["R1"].read_bytes()[:5000])
     out = tmp_path / "res" / "fastq_check.json"
@@ -177,7 +183,7 @@ def test_guide_with_n_refused_at_validation(tmp_path):
     assert res.returncode != 0
     assert "config/guides.tsv" in out and "line 3" in out and "sequence" in out and "Fix:" in out, out[-2000:]
     assert "TTTTACGTACNTACGTAAAA" in out
-    assert "Traceback" not in out
+    assert "Traceback" not in out and 'File "' not in out, out[-2000:]  # no Python or Snakemake traceback
     assert not (wd / "results").exists()
 
 
@@ -202,3 +208,184 @@ def test_cli_prints_known_errors_without_traceback(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "config/plates.tsv, line 3: plate map 'x.tsv' does not exist. Fix: correct the path" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- images
+SIM_CHANNELS = {"DNA": 1, "ER": 2, "RNA": 3, "AGP": 4, "Mito": 5}
+PATTERN = "{well}_s{site}_w{channel}.tif"
+
+
+def _qc_thresholds() -> dict:
+    """The shipped image-QC thresholds (config/config.yaml, as the workflow passes them)."""
+    conf = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return dict(conf["paint"]["qc"])
+
+
+@pytest.fixture(scope="module")
+def tiny_plate(tmp_path_factory) -> Path:
+    """The tiny preset's simulated plate P1 (images + truth only)."""
+    from pairedscreen.simulate import build_spec, make_registry
+    from pairedscreen.simulate.paint import simulate_paint
+
+    out = tmp_path_factory.mktemp("tiny_paint")
+    spec = build_spec("tiny", None, {})
+    simulate_paint(make_registry(spec), spec, out)
+    return out
+
+
+def _copy_plate(tiny_plate: Path, dst: Path) -> Path:
+    images = dst / "images" / "P1"
+    shutil.copytree(tiny_plate / "raw" / "images" / "P1", images)
+    wells = sorted({p.name.split("_")[0] for p in images.iterdir()})
+    pm = dst / "P1.tsv"
+    pm.write_text("well\tperturbation_id\treplicate\n" + "".join(f"{w}\tX\t1\n" for w in wells))
+    return images
+
+
+def _index(images: Path, out: Path):
+    from pairedscreen.paint.stages import run_paint_index
+
+    return run_paint_index("P1", images, images.parent.parent / "P1.tsv", PATTERN, SIM_CHANNELS, "error",
+                       _qc_thresholds(), out)
+
+
+def _sites(images: Path) -> list[tuple[str, int]]:
+    return sorted({(p.name.split("_")[0], int(p.name.split("_")[1][1:])) for p in images.iterdir()})
+
+
+def test_true_tiny_sites_are_not_flagged(tiny_plate, tmp_path):
+    images = _copy_plate(tiny_plate, tmp_path)
+    idx = _index(images, tmp_path / "image_index.parquet")
+    assert len(idx) == 5 * len(_sites(images)) and (idx["status"] == "ok").all()
+    assert not idx["qc_flag"].any(), idx.loc[idx["qc_flag"], ["well", "site", "channel", "qc_reason"]]
+    thr = _qc_thresholds()
+    assert (idx["signal_to_noise"] > 2 * thr["min_signal_to_noise"]).all()  # a margin, not a knife edge
+    assert idx["focus_plls"].between(thr["min_focus_plls"] + 1, thr["max_focus_plls"] - 0.3).all()
+
+
+@pytest.fixture(scope="module")
+def bad_sites(tiny_plate, tmp_path_factory):
+    """A copy of the tiny plate with one blank, one noise-only and one defocused site (all channels)."""
+    import tifffile
+    from scipy import ndimage
+
+    from pairedscreen.paint.image_qc import noise_sd
+
+    root = tmp_path_factory.mktemp("bad_sites")
+    images = _copy_plate(tiny_plate, root)
+    sites = _sites(images)
+    blank, noise, blur = sites[0], sites[1], sites[2]
+    rng = np.random.default_rng(7)
+    for name, token in SIM_CHANNELS.items():
+        illum = np.load(tiny_plate / "truth" / "illumination" / f"P1_{name}.npy")
+        for (well, site), kind in ((blank, "blank"), (noise, "noise"), (blur, "blur")):
+            f = images / f"{well}_s{site}_w{token}.tif"
+            img = tifffile.imread(f).astype(np.float64)
+            sd = noise_sd(img)
+            if kind == "blank":  # the site's own background level, vignetting and pixel noise, no cells
+                new = np.percentile(img, 10) * illum + rng.normal(0, sd, img.shape)
+            elif kind == "noise":  # the site's own pixels in random places: same histogram, no structure
+                new = rng.permutation(img.ravel()).reshape(img.shape)
+            else:  # out of focus: the optics blur the field, the camera adds its noise
+                new = ndimage.gaussian_filter(img, 4) + rng.normal(0, sd, img.shape)
+            tifffile.imwrite(f, np.clip(np.round(new), 0, 65535).astype(np.uint16))
+    out = root / "results" / "image_index.parquet"
+    _index(images, out)
+    return {"index": pd.read_parquet(out), "blank": blank, "noise": noise, "blur": blur, "sites": sites}
+
+
+def _site_rows(idx, site):
+    return idx[(idx["well"] == site[0]) & (idx["site"] == site[1])]
+
+
+@pytest.mark.parametrize("kind,reason", [("blank", "blank: signal-to-noise"),
+                                         ("noise", "noise-only: PowerLogLogSlope"),
+                                         ("blur", "defocused (blur): PowerLogLogSlope")])
+def test_bad_site_flagged_with_its_reason(bad_sites, kind, reason):
+    """Recorded in image_index.parquet with the reason: blank and noise-only on every channel; defocus on
+    the channels sharp enough to lose their fine structure (the DNA always; a site counts as flagged when
+    any channel is)."""
+    rows = _site_rows(bad_sites["index"], bad_sites[kind]).set_index("channel")
+    assert len(rows) == 5 and (rows["status"] == "ok").all()  # flagged, not quarantined: the files are fine
+    hit = rows["qc_reason"].str.contains(reason, regex=False)
+    if kind == "blur":
+        assert hit["DNA"] and hit.sum() >= 3, rows["qc_reason"].tolist()
+        assert rows.loc[hit, "qc_flag"].all()
+    else:
+        assert rows["qc_flag"].all() and hit.all(), rows["qc_reason"].tolist()
+
+
+def test_only_the_bad_sites_are_flagged(bad_sites):
+    idx = bad_sites["index"]
+    flagged = set(map(tuple, idx.loc[idx["qc_flag"], ["well", "site"]].drop_duplicates().to_numpy()))
+    assert flagged == {bad_sites["blank"], bad_sites["noise"], bad_sites["blur"]}
+
+
+def test_flagged_sites_kept_out_of_illumination_and_segmentation(bad_sites, tmp_path, monkeypatch):
+    from pairedscreen.paint import segment
+    from pairedscreen.paint.illumination import compute_plate_illumination
+    from pairedscreen.paint.ingest import usable_sites
+
+    idx = bad_sites["index"]
+    bad = {bad_sites["blank"], bad_sites["noise"], bad_sites["blur"]}
+    good = [s for s in bad_sites["sites"] if s not in bad]
+    assert usable_sites(idx) == good
+    # the illumination function of the plate is the one of its good sites alone
+    keep = [(w, s) not in bad for w, s in zip(idx["well"], idx["site"], strict=True)]
+    with_bad = compute_plate_illumination(idx)
+    without = compute_plate_illumination(idx[keep].drop(columns=["qc_flag", "qc_reason"]))
+    for name in SIM_CHANNELS:
+        np.testing.assert_array_equal(with_bad[name], without[name])
+    # segmentation sees only the good sites; the flagged ones are in the summary as qc_flagged
+    seen: list[int] = []
+
+    def fake_segment(imgs, *a, **k):
+        seen.extend([1] * len(imgs))
+        z = np.zeros(imgs[0].shape[-2:], np.uint16)
+        return [segment.SiteMasks(z, z, z) for _ in imgs]
+
+    monkeypatch.setattr(segment, "segment_sites", fake_segment)
+    _, summary = segment.segment_chunk(idx, tmp_path / "masks", {"batch_size": 4})
+    assert len(seen) == len(good)
+    status = {(w, int(s)): st for w, s, st in zip(summary["well"], summary["site"], summary["status"],
+                                                  strict=True)}
+    assert {s for s, st in status.items() if st == "qc_flagged"} == bad
+    assert {s for s, st in status.items() if st == "ok"} == set(good)
+
+
+def test_all_black_plate(tiny_plate, tmp_path):
+    """Every image zero: image QC flags every site; illumination stops naming plate, channel and fix."""
+    import tifffile
+
+    from pairedscreen.paint.ingest import ImageIngestError
+    from pairedscreen.paint.stages import run_paint_illum
+
+    images = _copy_plate(tiny_plate, tmp_path)
+    for f in images.iterdir():
+        tifffile.imwrite(f, np.zeros_like(tifffile.imread(f)))
+    idx = _index(images, tmp_path / "image_index.parquet")
+    assert idx["qc_flag"].all() and idx["qc_reason"].str.startswith("blank: flat image").all()
+    illum_dir = tmp_path / "illum"
+    with pytest.raises(ImageIngestError) as e:
+        run_paint_illum(tmp_path / "image_index.parquet", illum_dir, {"smoothing_sigma": 0.0})
+    msg = _expect(e, "plate P1", "channel DNA", f"all {len(_sites(images))} sites", "blank")
+    assert "non-positive mean" not in msg
+    assert not illum_dir.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".illum")]
+
+
+def test_several_missing_channels_reported_at_once(tiny_plate, tmp_path):
+    from pairedscreen.paint.ingest import ImageIngestError
+
+    images = _copy_plate(tiny_plate, tmp_path)
+    (w1, s1), (w2, s2) = _sites(images)[:2]
+    gone = [images / f"{w1}_s{s1}_w2.tif", images / f"{w2}_s{s2}_w4.tif", images / f"{w2}_s{s2}_w5.tif"]
+    for f in gone:
+        f.unlink()
+    out = tmp_path / "results" / "image_index.parquet"
+    with pytest.raises(ImageIngestError) as e:
+        _index(images, out)
+    msg = _expect(e, "2 image problems", f"well {w1} site {s1}", f"well {w2} site {s2}", "channel ER",
+                  "channels AGP (file channel 4), Mito (file channel 5)", "on_bad_image: quarantine")
+    for f in gone:
+        assert str(f) in msg
+    assert not out.parent.exists() or not any(out.parent.iterdir())

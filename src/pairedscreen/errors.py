@@ -8,6 +8,8 @@ planning time and the ``pairedscreen`` command line). Anything else is a bug and
 
 from __future__ import annotations
 
+import sys
+
 
 class PairedscreenError(Exception):
     """A problem with the user's input or setup; the message names where it is and how to fix it."""
@@ -17,3 +19,11 @@ def format_known_error(exc: BaseException, log_path: str | None = None) -> str:
     """``ErrorType: message`` (+ ``(log: PATH)``), the one-paragraph form a user sees."""
     text = f"{type(exc).__name__}: {exc}"
     return f"{text}\n(log: {log_path})" if log_path else text
+
+
+def exit_if_known(exc: BaseException, log_path: str | None = None) -> None:
+    """For a :class:`PairedscreenError`: print its message (and log path) to stderr and exit with status 1,
+    without a traceback. Any other exception returns, for the caller to re-raise."""
+    if isinstance(exc, PairedscreenError):
+        print(format_known_error(exc, log_path), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

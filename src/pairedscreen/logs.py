@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pairedscreen.errors import PairedscreenError, format_known_error
+from pairedscreen.errors import PairedscreenError, exit_if_known, format_known_error
 
 
 @contextlib.contextmanager
@@ -47,7 +47,7 @@ def snakemake_log(snakemake: Any) -> Iterator[logging.Logger]:
             yield logger
             record()
         except PairedscreenError as exc:
-            _exit_known(exc, None)
+            exit_if_known(exc, None)
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
     known: PairedscreenError | None = None
@@ -76,9 +76,4 @@ def snakemake_log(snakemake: Any) -> Iterator[logging.Logger]:
             sys.stdout, sys.stderr = old_out, old_err
             root.removeHandler(handler)
     if known is not None:
-        _exit_known(known, str(log_path))
-
-
-def _exit_known(exc: PairedscreenError, log_path: str | None) -> None:
-    print(format_known_error(exc, log_path), file=sys.stderr, flush=True)
-    raise SystemExit(1) from None
+        exit_if_known(known, str(log_path))

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import ndimage
 
 from pairedscreen.io import atomic_output
-from pairedscreen.paint.ingest import read_image
+from pairedscreen.paint.ingest import ImageIngestError, read_image, site_usable
 
 ImageSource = str | os.PathLike | np.ndarray
 Method = Literal["background", "mean"]
@@ -162,8 +162,14 @@ def compute_plate_illumination(
     method: Method = "background",
     **kwargs: float | int | tuple[float, float],
 ) -> dict[str, np.ndarray]:
-    """One function per channel from an image index's ``status == "ok"`` rows (all sites of the plate)."""
-    ok = index[index["status"] == "ok"]
+    """One function per channel from the plate's usable sites (:func:`~pairedscreen.paint.ingest.site_usable`:
+    not quarantined, not QC-flagged: a blank or black site would pull the function towards zero).
+
+    A channel left without a usable image raises :class:`~pairedscreen.paint.ingest.ImageIngestError`
+    naming the plate, the channel, why its sites are out and the fix."""
+    usable = site_usable(index)
+    keep = usable.reindex(pd.MultiIndex.from_arrays([index["well"], index["site"]])).to_numpy(dtype=bool)
+    ok = index[keep]
     if channels is None:
         channels = list(dict.fromkeys(index.sort_values("channel_index")["channel"]))
     names = channels
@@ -171,9 +177,28 @@ def compute_plate_illumination(
     for name in names:
         paths = ok.loc[ok["channel"] == name, "path"].tolist()
         if not paths:
-            raise ValueError(f"no usable images for channel {name}: cannot compute its illumination function")
+            raise ImageIngestError(_no_usable_images(index, name))
         out[name] = compute_illumination(iter(paths), smoothing_sigma, method, **kwargs)  # type: ignore[arg-type]
     return out
+
+
+def _no_usable_images(index: pd.DataFrame, channel: str) -> str:
+    plate = str(index["plate"].iloc[0]) if "plate" in index and len(index) else "?"
+    rows = index[index["channel"] == channel]
+    why: dict[str, int] = {}
+    reasons, qcs = rows.get("reason", ""), rows.get("qc_reason", "")
+    for status, reason, qc in zip(rows["status"], reasons, qcs, strict=False):
+        text = str(reason) if status != "ok" else str(qc)
+        for part in [p for p in text.split(";") if p.strip()] or ["flagged on another channel"]:
+            key = "quarantined: " + part.strip() if status != "ok" else part.strip().split(":")[0]
+            why[key] = why.get(key, 0) + 1
+    summary = ", ".join(f"{k} x{n}" for k, n in sorted(why.items(), key=lambda kv: -kv[1]))
+    n_sites = rows.groupby(["well", "site"]).ngroups
+    return (f"plate {plate}: no usable image for channel {channel} to compute its illumination function: "
+            f"all {n_sites} sites are quarantined or QC-flagged ({summary}). Fix: check the plate's "
+            f"{channel} images (all black or empty? wrong image_dir, channel map or exposure?) and "
+            "re-acquire or re-export them; if the flags are wrong for these images, adjust paint.qc; or "
+            "remove the plate from config/plates.tsv")
 
 
 def save_illumination(

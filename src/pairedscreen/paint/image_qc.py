@@ -10,8 +10,20 @@
   A clipped (saturated) image has many pixels at its maximum, which is then usually the top of the
   dtype range; an unclipped image has a handful (~0%). Flat images give 100%.
 - ``p01``, ``p50``, ``p99``: intensity percentiles (raw units).
+- ``noise_sd``: the pixel noise, robustly from neighbouring-pixel differences (1.4826 x MAD of the
+  horizontal and vertical differences / sqrt 2): microscope images are smooth at the pixel scale, so the
+  differences hold the noise and hardly any of the structure.
+- ``signal_to_noise``: (p99 - p50) / noise_sd, the foreground (99th percentile) above the background
+  (median) in units of pixel noise. A site without cells (blank well, no stain, shutter closed) or pure
+  noise has ~2-4 whatever its brightness or vignetting; stained cells give tens to hundreds.
 
-Sites are flagged (``qc_flag``, ``qc_reason``), never dropped.
+Flags (``qc_flag``, ``qc_reason``; thresholds in the config schema, ``paint.qc``): ``saturation``;
+``defocused (blur)``: PowerLogLogSlope below ``min_focus_plls`` (blur removes high frequencies);
+``noise-only``: PowerLogLogSlope above ``max_focus_plls`` (white noise has a flat power spectrum, slope ~ +1;
+real sites are below ~ -0.4); ``blank``: signal_to_noise below ``min_signal_to_noise``, or a flat image.
+Images are flagged, never dropped: a site with any flagged channel is recorded in the image index and kept
+out of the plate's illumination function and of segmentation (:func:`pairedscreen.paint.ingest.usable_sites`),
+hence of every cell, well and control statistic.
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ from scipy import ndimage
 
 from pairedscreen.paint.ingest import read_image
 
-QC_COLUMNS = ["focus_plls", "saturation_pct", "p01", "p50", "p99", "qc_flag", "qc_reason"]
+QC_COLUMNS = ["focus_plls", "saturation_pct", "p01", "p50", "p99", "noise_sd", "signal_to_noise", "qc_flag",
+              "qc_reason"]
 
 
 def radial_power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,49 +92,73 @@ def percent_maximal(image: np.ndarray) -> float:
     return float(100.0 * np.count_nonzero(img == img.max()) / img.size)
 
 
+def noise_sd(image: np.ndarray) -> float:
+    """Robust pixel-noise standard deviation from neighbouring-pixel differences (0 for flat images)."""
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or min(img.shape) < 2:
+        return 0.0
+    d = np.concatenate([np.diff(img, axis=0).ravel(), np.diff(img, axis=1).ravel()])
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
 def image_metrics(image: np.ndarray) -> dict[str, float]:
-    """focus_plls, saturation_pct, p01, p50, p99 of one image."""
+    """focus_plls, saturation_pct, p01, p50, p99, noise_sd, signal_to_noise of one image."""
     img = np.asarray(image)
     p01, p50, p99 = np.percentile(img, [1, 50, 99])
+    noise = noise_sd(img)
+    # integer images cannot resolve noise below their quantisation step
+    floor = 0.5 if img.dtype.kind in "ui" else 1e-12
     return {
         "focus_plls": power_log_log_slope(img),
         "saturation_pct": percent_maximal(img),
         "p01": float(p01),
         "p50": float(p50),
         "p99": float(p99),
+        "noise_sd": noise,
+        "signal_to_noise": float((p99 - p50) / max(noise, floor)),
     }
 
 
-def flag(metrics: Mapping[str, float], max_saturation_pct: float, min_focus_plls: float) -> tuple[bool, str]:
-    """(qc_flag, qc_reason) for one image's metrics."""
+def flag(metrics: Mapping[str, float], max_saturation_pct: float, min_focus_plls: float,
+         max_focus_plls: float | None = None, min_signal_to_noise: float | None = None) -> tuple[bool, str]:
+    """(qc_flag, qc_reason) for one image's metrics; a threshold of None is not checked."""
     reasons = []
-    if metrics["saturation_pct"] > max_saturation_pct:
-        reasons.append(f"saturation {metrics['saturation_pct']:.2f}% > {max_saturation_pct}%")
-    if metrics["focus_plls"] < min_focus_plls:
-        reasons.append(f"blur: PowerLogLogSlope {metrics['focus_plls']:.2f} < {min_focus_plls}")
-    if metrics["p99"] <= metrics["p01"]:
-        reasons.append("empty: flat image (p99 == p01)")
+    plls, snr = metrics["focus_plls"], metrics.get("signal_to_noise", np.nan)
+    if metrics["p99"] <= metrics["p01"]:  # one value nearly everywhere (all black, or clipped white)
+        reasons.append(f"blank: flat image (p99 == p01 == {metrics['p50']:g})")
+    else:
+        if metrics["saturation_pct"] > max_saturation_pct:
+            reasons.append(f"saturation {metrics['saturation_pct']:.2f}% > {max_saturation_pct}%")
+        if plls < min_focus_plls:
+            reasons.append(f"defocused (blur): PowerLogLogSlope {plls:.2f} < {min_focus_plls}")
+        if max_focus_plls is not None and plls > max_focus_plls:
+            reasons.append(f"noise-only: PowerLogLogSlope {plls:.2f} > {max_focus_plls} (no structure)")
+        if min_signal_to_noise is not None and snr < min_signal_to_noise:
+            reasons.append(f"blank: signal-to-noise {snr:.1f} < {min_signal_to_noise} (no stained objects)")
     return bool(reasons), "; ".join(reasons)
 
 
 def add_image_qc(
-    index: pd.DataFrame, max_saturation_pct: float = 1.0, min_focus_plls: float = -3.0
+    index: pd.DataFrame, max_saturation_pct: float = 1.0, min_focus_plls: float = -3.0,
+    max_focus_plls: float | None = 0.0, min_signal_to_noise: float | None = 10.0,
 ) -> pd.DataFrame:
     """Return ``index`` (from :func:`~pairedscreen.paint.ingest.build_image_index`) plus the QC columns.
 
     Rows with ``status != "ok"`` get NaN metrics, ``qc_flag=True`` and ``qc_reason="quarantined"``.
     The site-level flag (any channel flagged) is left to the reader:
-    ``index.groupby(["well", "site"]).qc_flag.any()``.
+    ``index.groupby(["well", "site"]).qc_flag.any()``; :func:`~pairedscreen.paint.ingest.usable_sites` keeps
+    the sites that are neither quarantined nor flagged. ``max_focus_plls`` / ``min_signal_to_noise`` None:
+    that check is off (defaults: the config schema's).
     """
     out = index.copy()
     records: list[dict[str, Any]] = []
     for _, row in out.iterrows():
         if row["status"] != "ok":
-            records.append({"focus_plls": np.nan, "saturation_pct": np.nan, "p01": np.nan, "p50": np.nan,
-                            "p99": np.nan, "qc_flag": True, "qc_reason": "quarantined"})
+            nan = {c: np.nan for c in QC_COLUMNS[:-2]}
+            records.append({**nan, "qc_flag": True, "qc_reason": "quarantined"})
             continue
         m = image_metrics(read_image(row["path"]))
-        is_flagged, reason = flag(m, max_saturation_pct, min_focus_plls)
+        is_flagged, reason = flag(m, max_saturation_pct, min_focus_plls, max_focus_plls, min_signal_to_noise)
         records.append({**m, "qc_flag": is_flagged, "qc_reason": reason})
     qc = pd.DataFrame(records, index=out.index, columns=QC_COLUMNS)
     for col in QC_COLUMNS:

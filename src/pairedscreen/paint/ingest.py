@@ -259,9 +259,7 @@ def build_image_index(
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
 
-    def bad(msg: str) -> None:
-        if on_bad_image == "error":
-            raise ImageIngestError(msg)
+    def bad(msg: str) -> None:  # every problem is collected; under "error" they are raised together
         problems.append(msg)
 
     well_order = wanted if wanted is not None else sorted(sites_per_well)
@@ -278,15 +276,12 @@ def build_image_index(
                                  "no images for this well"))
             continue
         for site in sorted(sites_per_well[well]):
+            absent: list[tuple[str, Path]] = []
             for ci, name in enumerate(chan_names):
                 hits = found.get((well, site, name), [])
                 if not hits:
                     missing = image_dir / expected_name(pattern, well, site, channels[name])
-                    bad(
-                        f"plate {plate_id}: channel {name} (file channel {channels[name]}) is missing for "
-                        f"well {well} site {site}: expected a file like {missing}; add the file, fix "
-                        "paint.channels / image_pattern, or set paint.on_bad_image: quarantine"
-                    )
+                    absent.append((name, missing))
                     rows.append(_row(plate_id, well, site, name, ci, channels[name], None, str(missing),
                                      "quarantined", "missing file"))
                 elif len(hits) > 1:
@@ -303,6 +298,14 @@ def build_image_index(
                     rel, plane = hits[0]
                     rows.append(_row(plate_id, well, site, name, ci, channels[name], plane,
                                      str((image_dir / rel).resolve()), "ok", ""))
+            if absent:
+                names = ", ".join(f"{n} (file channel {channels[n]})" for n, _ in absent)
+                files = ", ".join(str(f) for _, f in absent)
+                bad(
+                    f"plate {plate_id}: channel{'s' if len(absent) > 1 else ''} {names} missing for well "
+                    f"{well} site {site}: expected {files}. Fix: add the files, correct paint.channels / "
+                    "image_pattern, or set paint.on_bad_image: quarantine"
+                )
 
     df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     # read every file once: decodability, shape, dtype, checksum
@@ -349,6 +352,8 @@ def build_image_index(
             f"plate {plate_id}: no file in {image_dir} matches {pattern!r} with channels "
             f"{dict(channels)}; fix image_pattern or paint.channels"
         )
+    if problems and on_bad_image == "error":
+        raise ImageIngestError(problems[0] if len(problems) == 1 else _all_problems(plate_id, problems))
     df["site"] = df["site"].astype("int64")
     df["channel_index"] = df["channel_index"].astype("int64")
     df["plane"] = df["plane"].astype("Int64")
@@ -357,6 +362,14 @@ def build_image_index(
     df["file_channel"] = df["file_channel"].astype(str)
     df.attrs["problems"] = problems
     return df.reset_index(drop=True)
+
+
+def _all_problems(plate_id: str, problems: list[str], limit: int = 50) -> str:
+    shown = problems[:limit]
+    more = f"\n- ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return (f"plate {plate_id}: {len(problems)} image problems, all listed. Fix: correct them together, or "
+            "set paint.on_bad_image: quarantine to record the sites and go on:\n- "
+            + "\n- ".join(shown) + more)
 
 
 def _row(plate: str, well: str, site: int, channel: str, ci: int, token: str | int, plane: int | None,
@@ -368,10 +381,18 @@ def _row(plate: str, well: str, site: int, channel: str, ci: int, token: str | i
     }
 
 
+def site_usable(index: pd.DataFrame) -> pd.Series:
+    """Per (well, site), in index order: every channel ``ok`` and, when the index has image QC
+    (``qc_flag``), none flagged. The one rule for which sites feed illumination and segmentation."""
+    good = index["status"] == "ok"
+    if "qc_flag" in index:
+        good &= ~index["qc_flag"].astype(bool)
+    return good.groupby([index["well"], index["site"]], sort=False).all()
+
+
 def usable_sites(index: pd.DataFrame) -> list[tuple[str, int]]:
-    """(well, site) pairs whose every channel is ``ok``, in index order."""
-    ok = index.groupby(["well", "site"], sort=False)["status"].agg(lambda s: bool((s == "ok").all()))
-    return [(w, int(s)) for (w, s), good in ok.items() if good]
+    """(well, site) pairs neither quarantined nor QC-flagged (:func:`site_usable`), in index order."""
+    return [(w, int(s)) for (w, s), good in site_usable(index).items() if good]
 
 
 def load_site(index: pd.DataFrame, well: str, site: int, channels: list[str] | None = None) -> np.ndarray:

@@ -431,9 +431,10 @@ def segment_chunk(
     """Segment every usable site of ``wells`` (default: all in ``index``) and write the chunk folder.
 
     Writes ``out_dir/`` atomically: the label TIFFs, ``objects.parquet`` and ``summary.tsv`` (per site:
-    n_cells, n_nuclei_detected, n_nuclei_dropped, n_cells_without_nucleus). Quarantined sites are skipped
-    (they appear in the summary with ``n_cells`` 0 and ``status`` quarantined). Sites are loaded
-    ``batch_size`` at a time, so memory stays at one batch. Returns (objects, summary).
+    n_cells, n_nuclei_detected, n_nuclei_dropped, n_cells_without_nucleus). Quarantined and QC-flagged
+    sites are skipped (they appear in the summary with ``n_cells`` 0 and ``status`` quarantined /
+    qc_flagged). Sites are loaded ``batch_size`` at a time, so memory stays at one batch. Returns
+    (objects, summary).
     """
     from pairedscreen.paint.illumination import load_illumination
     from pairedscreen.paint.ingest import load_site
@@ -441,8 +442,11 @@ def segment_chunk(
     channel_names = list(dict.fromkeys(index.sort_values("channel_index")["channel"]))
     sel = index if wells is None else index[index["well"].isin(list(wells))]
     illum = load_illumination(illum_dir, channel_names) if illum_dir is not None else None
+    from pairedscreen.paint.ingest import site_usable
+
     site_status = sel.groupby(["well", "site"], sort=False)["status"].agg(lambda s: bool((s == "ok").all()))
-    good = [(w, int(s)) for (w, s), ok in site_status.items() if ok]
+    usable = site_usable(sel)  # not quarantined and not QC-flagged (blank, noise-only, defocused...)
+    good = [(w, int(s)) for (w, s), ok in usable.items() if ok]
     batch = max(1, int(_cfg_get(cfg, "batch_size")))
     objects: list[pd.DataFrame] = []
     summary: list[dict[str, Any]] = []
@@ -454,10 +458,11 @@ def segment_chunk(
                 write_site_masks(tmp, w, s, m)
                 objects.append(objects_table(w, s, m))
                 summary.append({**summary_row(w, s, m), "status": "ok"})
-        for (w, s), ok in site_status.items():
+        for (w, s), ok in usable.items():
             if not ok:
                 summary.append({"well": w, "site": int(s), "n_cells": 0, "n_nuclei_detected": 0,
-                                "n_nuclei_dropped": 0, "n_cells_without_nucleus": 0, "status": "quarantined"})
+                                "n_nuclei_dropped": 0, "n_cells_without_nucleus": 0,
+                                "status": "quarantined" if not site_status[(w, s)] else "qc_flagged"})
         obj = pd.concat(objects, ignore_index=True) if objects else objects_table("", 0, _empty_masks())
         summ = pd.DataFrame(summary)
         write_parquet(obj, tmp / "objects.parquet")

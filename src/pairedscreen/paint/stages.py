@@ -21,7 +21,7 @@ from pairedscreen.io import atomic_output, write_parquet
 from pairedscreen.paint.aggregate import assemble_cells, plate_wells
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
-from pairedscreen.paint.ingest import build_image_index, load_site
+from pairedscreen.paint.ingest import build_image_index, load_site, site_usable
 from pairedscreen.paint.profiles import (
     ProfileResult,
     build_profiles,
@@ -132,7 +132,7 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
     cells = assemble_cells([pd.read_parquet(f) for f in features], pm, plate, batch)
     wells = plate_wells(cells, pm, plate, batch, how=aggregate)
     idx = pd.read_parquet(index)
-    site_status = idx.groupby(["well", "site"])["status"].agg(lambda s: bool((s == "ok").all()))
+    site_status = site_usable(idx).sort_index()  # segmented: neither quarantined nor QC-flagged
     qc = idx.groupby(["well", "site"])["qc_flag"].any()
     per_well = pd.DataFrame({"usable": site_status, "qc_flag": qc}).reset_index().groupby("well").agg(
         Metadata_Count_Sites=("site", "size"), Metadata_Count_SitesUsable=("usable", "sum"),

@@ -95,7 +95,7 @@ def run_fastq_check(
     layout (guides). Writes ``fastq_check.json``; raises :class:`~pairedscreen.rna.fastq.FastqError`
     listing every problem (nothing written then)."""
     gex_tech = f"{count.r1_layout(chemistry)}:1,0,0"
-    guide_tech = count.guide_technology(chemistry, _read_sheet(guide_sheet))
+    guide_tech = count.guide_technology(chemistry, read_guides(guide_sheet))
     if len(gex_r1) != len(gex_r2) or len(guide_r1) != len(guide_r2):
         raise fastq.FastqError(
             f"library {library}: {len(gex_r1)} GEX R1 vs {len(gex_r2)} R2 and {len(guide_r1)} guide R1 vs "
