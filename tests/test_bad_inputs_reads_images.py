@@ -371,6 +371,12 @@ def test_all_black_plate(tiny_plate, tmp_path):
     msg = _expect(e, "plate P1", "channel DNA", f"all {len(_sites(images))} sites", "blank")
     assert "non-positive mean" not in msg
     assert not illum_dir.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".illum")]
+    # without image QC the black images reach the estimator: still the plate, the channel and a fix
+    from pairedscreen.paint.illumination import compute_plate_illumination
+
+    with pytest.raises(ImageIngestError) as e:
+        compute_plate_illumination(idx.drop(columns=["qc_flag", "qc_reason"]))
+    _expect(e, "plate P1, channel DNA", "non-positive mean")
 
 
 def test_several_missing_channels_reported_at_once(tiny_plate, tmp_path):

@@ -178,7 +178,14 @@ def compute_plate_illumination(
         paths = ok.loc[ok["channel"] == name, "path"].tolist()
         if not paths:
             raise ImageIngestError(_no_usable_images(index, name))
-        out[name] = compute_illumination(iter(paths), smoothing_sigma, method, **kwargs)  # type: ignore[arg-type]
+        try:
+            out[name] = compute_illumination(iter(paths), smoothing_sigma, method, **kwargs)  # type: ignore[arg-type]
+        except ValueError as exc:  # e.g. every usable image black although image QC let it through
+            plate = str(index["plate"].iloc[0]) if "plate" in index else "?"
+            raise ImageIngestError(
+                f"plate {plate}, channel {name}: {exc}, from {len(paths)} images. Fix: check the plate's "
+                f"{name} images (all black? wrong channel map?); image QC (paint.qc) flags such sites when "
+                "its thresholds are set") from exc
     return out
 
 
