@@ -187,11 +187,28 @@ def test_guide_with_n_refused_at_validation(tmp_path):
     assert not (wd / "results").exists()
 
 
+def test_config_typo_refused_at_planning_without_traceback(tmp_path):
+    wd = minimal_workdir(tmp_path / "screen")
+    cfg = wd / "config" / "config.yaml"
+    conf = yaml.safe_load(cfg.read_text())
+    conf["qualty"] = {"seed": 1}
+    cfg.write_text(yaml.safe_dump(conf, sort_keys=False))
+    res = snakemake(wd, "-n")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "qualty" in out and "quality" in out, out[-2000:]
+    assert "Traceback" not in out and 'File "' not in out, out[-2000:]
+
+
 def test_errors_share_the_known_base():
+    from pairedscreen.config import ConfigError
     from pairedscreen.paint.ingest import ImageIngestError
+    from pairedscreen.paint.segment import ModelNotAvailableError
+    from pairedscreen.provenance import WrongLibraryError
+    from pairedscreen.report.inputs import ReportInputError
     from pairedscreen.sheets import SheetError
 
-    for cls in (SheetError, ImageIngestError, FastqError, count.KbError):
+    for cls in (SheetError, ImageIngestError, FastqError, count.KbError, ConfigError, ModelNotAvailableError,
+                WrongLibraryError, ReportInputError):
         assert issubclass(cls, PairedscreenError)
     assert issubclass(SheetError, ValueError)  # callers catching ValueError keep working
 

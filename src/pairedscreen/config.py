@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pairedscreen.errors import PairedscreenError
+
 CELLPOSE_MODEL_NAMES = {"cyto", "cyto2", "cyto3", "nuclei", "tissuenet_cp3", "livecell_cp3", "yeast_PhC_cp3",
                         "yeast_BF_cp3", "bact_phase_cp3", "bact_fluor_cp3", "deepbacs_cp3", "cyto2_cp3"}
 
@@ -42,7 +44,7 @@ def estimated_cells(expected_cells: int, n_wells: int, cells_per_well: int = 500
 
 
 # ------------------------------------------------------------------------------------ configuration
-class ConfigError(ValueError):
+class ConfigError(PairedscreenError, ValueError):
     """Problems in the configuration; the message lists each (key path, value, what is allowed, fix)."""
 
     def __init__(self, source: str, problems: list[str]):

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pairedscreen.errors import PairedscreenError
+
 PathLike = str | os.PathLike
 RECORD_DIR = "results/provenance"
 
@@ -83,7 +85,7 @@ def use_workflow_library(basedir: PathLike) -> str:
     return os.environ["PYTHONPATH"]
 
 
-class WrongLibraryError(RuntimeError):
+class WrongLibraryError(PairedscreenError, RuntimeError):
     """A workflow job imported ``pairedscreen`` from outside its workflow's ``src/``."""
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import h5py
 import pandas as pd
 
+from pairedscreen.errors import PairedscreenError
 from pairedscreen.paths import path
 
 
-class ReportInputError(FileNotFoundError):
+class ReportInputError(PairedscreenError, FileNotFoundError):
     """A required input of the report (the datasheet) is missing or unreadable."""
 
 
