@@ -106,13 +106,18 @@ def test_reads_too_short_for_chemistry(reads, tmp_path):
     _expect(e, str(reads["R1"]), "shorter than the 28 bases", "reads are 26-26 bases", "10xv2")
 
 
-def test_stage_writes_nothing_on_failure(reads, tmp_path):
-    guides = tmp_path / "guides.tsv"
+def _guide_sheet(path: Path) -> Path:
     cols = ["id", "name", "read", "pattern", "sequence", "feature_type", "target_gene_id", "target_gene_name",
             "perturbation_id"]
     row = ["G1", "G1", "R2", "^NNNNNNNNNN(BC)", "ACGTACGTACGTACGTACGT", "CRISPR Guide Capture", "SYNG1",
            "T1", "T1"]
-    guides.write_text("\t".join(cols) + "\n" + "\t".join(row) + "\n")
+    path.write_text("\t".join(cols) + "\n" + "\t".join(row) + "\n")
+    return path
+
+
+def test_stage_writes_nothing_on_failure(reads, tmp_path):
+    guides = tmp_path / "guides.tsv"
+    _guide_sheet(guides)
     cut = tmp_path / "R1_cut.fastq.gz"
     cut.write_bytes(reads["R1"].read_bytes()[:5000])
     out = tmp_path / "res" / "fastq_check.json"
@@ -412,3 +417,19 @@ def test_several_missing_channels_reported_at_once(tiny_plate, tmp_path):
     for f in gone:
         assert str(f) in msg
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_checks_are_deterministic(reads, tiny_plate, tmp_path):
+    """The new outputs (fastq_check.json, the image index with its QC columns) are byte-identical on rerun."""
+    guides = _guide_sheet(tmp_path / "guides.tsv")
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"run{k}" / "fastq_check.json"
+        r1, r2 = [reads["R1"]], [reads["R2"]]
+        run_fastq_check("L1", "10xv2", r1, r2, r1, r2, guides, out, threads=2 - k)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    images = _copy_plate(tiny_plate, tmp_path / "plate")
+    idx = [(_index(images, tmp_path / f"idx{k}.parquet"), (tmp_path / f"idx{k}.parquet").read_bytes())[1]
+           for k in range(2)]
+    assert idx[0] == idx[1]

@@ -44,6 +44,8 @@ _PATTERN_HINTS = {
     "^[A-P](0[1-9]|1[0-9]|2[0-4])$": "a 384-well name A01..P24 (A1 and a01 are accepted too)",
     "^(10xv2|10xv3|[0-9,:-]+)$": "10xv2, 10xv3 or a kb technology string such as 0,0,16:0,16,28:1,0,0",
     "\\(BC\\)": "a 10x feature pattern containing (BC), e.g. ^NNNNNNNNNN(BC)",
+    "^[ACGT]+$": "the exact protospacer in A, C, G, T only (no N or other ambiguity code: kallisto cannot "
+                 "count it)",
 }
 
 
