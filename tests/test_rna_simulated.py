@@ -35,8 +35,8 @@ def run(tmp_path_factory) -> dict:
             stages.run_kb_count(r1, r2, idx / "index.idx", idx / "t2g.txt", row.chemistry,
                                 wd / cfg["rna"]["whitelist"], lib / f"kb_{kind}", threads=2, memory="512M",
                                 guide_features=feats)
-        stages.run_rna_load(lib / "kb_gex", lib / "kb_guide", [], row.library_id, row.batch, lib / "raw.h5ad",
-                            lib / "guides_raw.h5ad", lib / "inputs.json")
+        stages.run_rna_load(lib / "kb_gex", lib / "kb_guide", None, row.library_id, row.batch,
+                            lib / "raw.h5ad", lib / "guides_raw.h5ad", lib / "inputs.json")
         stages.run_rna_cells(lib / "raw.h5ad", lib / "guides_raw.h5ad", wd / "config" / "guides.tsv",
                              wd / "config" / "perturbations.tsv", int(row.expected_cells), cfg["rna"],
                              lib / "cells.h5ad", lib / "barcode_ranks.parquet")
