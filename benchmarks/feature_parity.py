@@ -399,13 +399,12 @@ def pipeline_site(seed: int = 3) -> tuple[np.ndarray, tuple[str, ...], dict]:
     and segmented by the shipped Cellpose models with the default config (nuclei, cells, cytoplasm)."""
     import tempfile
 
-    import yaml
-
+    from pairedscreen.config import load_config
     from pairedscreen.paint.ingest import build_image_index, load_site, usable_sites
     from pairedscreen.paint.segment import segment_sites
     from pairedscreen.simulate import simulate
 
-    paint = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["paint"]
+    paint = load_config(REPO / "config" / "config.yaml")["paint"]
     seg = paint["segmentation"]
     for comp in ("nuclei", "cells"):
         seg[comp]["model"] = str(REPO / seg[comp]["model"])

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from pairedscreen.config import load_config
 from pairedscreen.io import repo_root
 
 
@@ -38,7 +38,7 @@ def _sites(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[str], n
     simulate(tmp, preset="tiny", seed=seed,
              overrides={"paint.image_size": size, "paint.cells_per_site": cells, "rna.cells_per_library": 50,
                         "rna.empty_droplets_per_library": 50})
-    cfg = yaml.safe_load((tmp / "config" / "config.yaml").read_text())
+    cfg = load_config(tmp / "config" / "config.yaml")
     channels = cfg["paint"]["channels"]
     idx = build_image_index("P1", tmp / "raw" / "images" / "P1", cfg["paint"]["image_pattern"], channels)
     illum = np.stack(list(compute_plate_illumination(idx).values()))
@@ -72,7 +72,7 @@ def main() -> None:
         args.size = 540
     batch = min(args.batch_size, n)
     os.chdir(repo_root())  # model paths in config/config.yaml are relative to the checkout
-    seg_cfg = yaml.safe_load((repo_root() / "config" / "config.yaml").read_text())["paint"]["segmentation"]
+    seg_cfg = load_config(repo_root() / "config" / "config.yaml")["paint"]["segmentation"]
     sites, names, illum = _sites(n, args.size, seed=5)
     print(f"{len(sites)} sites of {sites[0].shape} ({sites[0].dtype}); "
           f"torch threads {torch.get_num_threads()}")

@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import yaml
 from test_quality_recovery import make_screen
 from workdir import minimal_workdir, write_tsv
 
 from pairedscreen import columns as C
-from pairedscreen.config import resolve_section
+from pairedscreen.config import load_config, resolve_section
 from pairedscreen.paint import aggregate as A
 from pairedscreen.paint.stages import run_profiles
 from pairedscreen.pair.stages import run_pair
@@ -142,7 +141,7 @@ def test_load_screen_and_stage_readers_agree(tmp_path):
               [["g1", "g1", "R2", "^NNNNNNNNNN(BC)", "ACGTACGTACGTACGTACGT", "CRISPR Guide Capture", "P0"]])
     write_tsv(wd / "config" / "plate_maps" / "P1.tsv", ["well", "perturbation_id", "replicate"],
               [["A1", "P0", 1], ["b2", "P4", 1]])
-    cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    cfg = load_config(wd / "config" / "config.yaml")
     screen = load_screen(cfg, wd)
     flags = list(screen.perturbations["is_control"])
     assert flags == [True] * 4 + [False] * 4
