@@ -83,9 +83,26 @@ def _library_defaults():
     from pairedscreen.paint import illumination, image_qc
     from pairedscreen.paint import profiles as prof
     from pairedscreen.paint.aggregate import aggregate_wells, plate_wells
+    from pairedscreen.quality import batch, concordance, effect, position, replicate, summary, truth
     from pairedscreen.rna import calling, guides, qc
 
-    return [
+    quality = [(f, "n_permutations", "quality.permutations") for f in (
+        effect.edistance_test, effect.edistance_table, concordance.mantel, concordance.cka_test,
+        concordance.concordance, batch.batch_predictability, truth.concordance_recovery,
+        position.position_effects)]
+    quality += [(f, "null_size", "quality.permutations") for f in (replicate.phenotypic_activity,
+                                                                   replicate.consistency)]
+    quality += [(f, "seed", "quality.seed") for f in (
+        effect.edistance_table, concordance.mantel, concordance.concordance, batch.batch_predictability,
+        replicate.phenotypic_activity, replicate.consistency, position.position_effects)]
+    quality += [(f, "alpha", "quality.alpha") for f in (
+        truth.hit_recovery, truth.concordance_recovery, truth.truth_recovery, summary.summarize_hits,
+        position.summarize)]
+    return quality + [
+        (guides.call_guides, "method", "rna.guides.method"),
+        (guides.call_guides, "min_umis", "rna.guides.min_umis"),
+        (guides.call_guides, "threshold", "rna.guides.threshold"),
+        (guides.call_guides, "max_fraction", "rna.guides.max_fraction"),
         (calling.call_cells, "fdr", "rna.cell_calling.fdr"),
         (calling.call_cells, "ambient_max_umis", "rna.cell_calling.ambient_max_umis"),
         (calling.call_cells, "min_umis", "rna.cell_calling.min_umis"),
