@@ -188,6 +188,7 @@ class Lane:
     r1: str
     r2: str
     technology: str
+    chemistry: str = ""  # the sheet's name for it (10xv3...), for messages
 
 
 def check_library(library: str, lanes: Sequence[Lane], threads: int = 1) -> dict:
@@ -244,10 +245,11 @@ def _file_problems(library: str, lane: Lane, mate: str, st: FastqStats) -> list[
         out.append(f"{where}: no reads in the file ({st.bytes} bytes, 0 FASTQ records). Fix: point the sheet "
                    "at the FASTQ holding the reads, or re-copy it")
     if st.n_short:
-        chem = lane.technology
+        chem = f"{lane.chemistry} ({lane.technology})" if lane.chemistry else repr(lane.technology)
         out.append(
             f"{where}: {st.n_short} of {st.records} reads are shorter than the {st.required_length} bases "
-            f"that technology {chem!r} reads from {mate} (reads are {st.min_length}-{st.max_length} bases). "
+            f"that {lane.kind} technology {chem} reads from {mate} (reads are "
+            f"{st.min_length}-{st.max_length} bases). "
             "Fix: set the library's chemistry to the kit it was made with (10xv2: 16+10 bases on R1, 10xv3: "
             "16+12), correct the guide pattern/sequence length, or check that R1 and R2 are not swapped")
     return out

@@ -101,8 +101,9 @@ def run_fastq_check(
             f"library {library}: {len(gex_r1)} GEX R1 vs {len(gex_r2)} R2 and {len(guide_r1)} guide R1 vs "
             f"{len(guide_r2)} R2 lanes. Fix: list one R2 per R1 (';'-separated, same order) in "
             "rna_libraries.tsv")
-    lanes = [fastq.Lane("gex", str(a), str(b), gex_tech) for a, b in zip(gex_r1, gex_r2, strict=True)]
-    lanes += [fastq.Lane("guide", str(a), str(b), guide_tech)
+    lanes = [fastq.Lane("gex", str(a), str(b), gex_tech, chemistry)
+             for a, b in zip(gex_r1, gex_r2, strict=True)]
+    lanes += [fastq.Lane("guide", str(a), str(b), guide_tech, f"{chemistry} + guide pattern")
               for a, b in zip(guide_r1, guide_r2, strict=True)]
     report = fastq.check_library(library, lanes, threads=threads)
     for f in report["files"]:
