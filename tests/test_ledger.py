@@ -222,3 +222,49 @@ def test_the_snakefile_points_jobs_at_its_own_library(tmp_path, monkeypatch, rep
     out = subprocess.run([sys.executable, "-c", "import pairedscreen; print(pairedscreen.__file__)"],
                          capture_output=True, text=True, check=True, env=dict(os.environ), cwd=tmp_path)
     assert Path(out.stdout.strip()).resolve().parent == (repo / "src" / "pairedscreen").resolve()
+
+
+def test_paint_plate_ledger_partitions_images_and_sites(tmp_path):
+    """Three sites: usable, QC-flagged (one channel blurred: the site is not segmented), quarantined (one
+    file missing: its siblings quarantined too); two wells, one profiled."""
+    ch = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    rows = []
+    for well, site, kind in (("A01", 1, "ok"), ("A01", 2, "flag"), ("B01", 1, "quarantine")):
+        for i, c in enumerate(ch):
+            rows.append({"well": well, "site": site, "channel": c,
+                         "status": "quarantined" if kind == "quarantine" else "ok",
+                         "reason": ("missing file" if i == 0 else "site incomplete") if kind == "quarantine"
+                         else "", "qc_flag": kind == "flag" and i == 1,
+                         "qc_reason": "defocused" if kind == "flag" and i == 1 else ""})
+    pd.DataFrame(rows).to_parquet(tmp_path / "index.parquet")
+    m = tmp_path / "c000"
+    m.mkdir()
+    pd.DataFrame({"well": ["A01", "A01", "B01"], "site": [1, 2, 1], "n_cells": [3, 0, 0],
+                  "n_nuclei_detected": [4, 0, 0], "n_nuclei_dropped": [1, 0, 0],
+                  "n_cells_without_nucleus": [0, 0, 0], "status": ["ok", "qc_flagged", "quarantined"]}
+                 ).to_csv(m / "summary.tsv", sep="\t", index=False)
+    pd.DataFrame({"well": ["A01"] * 3, "has_nucleus": [True] * 3}).to_parquet(m / "objects.parquet")
+    pd.DataFrame({"Metadata_Well": ["A01"] * 3}).to_parquet(tmp_path / "f.parquet")
+    pd.DataFrame({"Metadata_Well": ["A01"] * 3}).to_parquet(tmp_path / "cells.parquet")
+    pd.DataFrame({"Metadata_Well": ["A01", "B01"], "Metadata_Count_Cells": [3, 0]}).to_parquet(
+        tmp_path / "wells.parquet")
+    led = L.paint_plate_ledger("P1", tmp_path / "index.parquet", [m], [tmp_path / "f.parquet"],
+                               tmp_path / "cells.parquet", tmp_path / "wells.parquet", {"A01"})
+    c = led["counts"]
+    assert c["images_in"] == 15
+    assert (c["images_used"], c["images_qc_flagged"], c["images_quarantined"]) == (5, 5, 5)
+    assert (c["sites"], c["sites_segmented"], c["sites_qc_flagged"], c["sites_quarantined"]) == (3, 1, 1, 1)
+    assert (c["objects_segmented"], c["nuclei_segmented"], c["nuclei_unmatched"]) == (3, 4, 1)
+    assert (c["wells_profiled"], c["wells_not_profiled_no_cells"], c["cells_in_profiles"]) == (1, 1, 3)
+    assert led["quarantine_reasons"] == {"site incomplete": 4, "missing file": 1}
+    assert led["qc_flag_reasons"] == {"defocused": 1}
+    assert all(e["balanced"] for e in led["equations"]), [e for e in led["equations"] if not e["balanced"]]
+    # the segmentation summary missing a quarantined site is caught
+    pd.DataFrame({"well": ["A01", "A01"], "site": [1, 2], "n_cells": [3, 0], "n_nuclei_detected": [4, 0],
+                  "n_nuclei_dropped": [1, 0], "n_cells_without_nucleus": [0, 0],
+                  "status": ["ok", "qc_flagged"]}).to_csv(m / "summary.tsv", sep="\t", index=False)
+    led = L.paint_plate_ledger("P1", tmp_path / "index.parquet", [m], [tmp_path / "f.parquet"],
+                               tmp_path / "cells.parquet", tmp_path / "wells.parquet", {"A01"})
+    assert sorted(e["equation"] for e in led["equations"] if not e["balanced"]) == [
+        "sites = sites_segmented + sites_qc_flagged + sites_quarantined",
+        "sites_quarantined = sites_quarantined_in_index"]

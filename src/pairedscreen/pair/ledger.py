@@ -181,26 +181,46 @@ def paint_plate_ledger(plate: str, index: PathLike, masks: Sequence[PathLike], f
                        cells: PathLike, wells: PathLike, profiled_wells: set[str] | None) -> dict[str, Any]:
     """Images -> sites -> objects segmented -> matched -> measured -> in profiles, for one plate.
     ``profiled_wells``: the plate's wells present in ``profiles.parquet`` (None: not known)."""
-    idx = pd.read_parquet(index, columns=["well", "site", "status", "qc_flag", "reason"])
+    import pyarrow.parquet as pq
+
+    cols = ["well", "site", "status", "qc_flag", "reason"]
+    cols += [c for c in ("qc_reason",) if c in pq.read_schema(index).names]
+    idx = pd.read_parquet(index, columns=cols)
     ok = idx["status"].astype(str) == "ok"
     flag = idx["qc_flag"].fillna(False).astype(bool)
-    counts: dict[str, Any] = {"images_in": len(idx), "images_used": int((ok & ~flag).sum()),
-                              "images_qc_flagged": int((ok & flag).sum()),
+    keys = [idx["well"], idx["site"]]
+    site_ok = ok.groupby(keys).transform("all")            # no channel quarantined
+    site_flagged = flag.groupby(keys).transform("any")     # a channel flagged by image QC: site not used
+    used = site_ok & ~site_flagged
+    counts: dict[str, Any] = {"images_in": len(idx), "images_used": int(used.sum()),
+                              "images_qc_flagged": int((ok & ~used).sum()),
                               "images_quarantined": int((~ok).sum())}
     eqs = [equation("images_in = images_used + images_qc_flagged + images_quarantined", **counts)]
     quarantine_reasons = idx.loc[~ok, "reason"].fillna("").astype(str).value_counts()
+    qc_reasons = idx.loc[ok & flag, "qc_reason"].fillna("").astype(str).value_counts() \
+        if "qc_reason" in idx else pd.Series(dtype=int)
 
     summ = pd.concat([pd.read_csv(Path(m) / "summary.tsv", sep="\t", dtype={"well": str}) for m in masks],
                      ignore_index=True) if masks else pd.DataFrame(columns=["status"])
     objs = pd.concat([pd.read_parquet(Path(m) / "objects.parquet", columns=["well", "has_nucleus"])
                       for m in masks], ignore_index=True) if masks else pd.DataFrame(columns=["has_nucleus"])
     objs = objs[objs["well"].astype(str) != ""]   # an empty chunk's placeholder table
-    seg_ok = summ["status"].astype(str) == "ok"
-    site_flag = idx.groupby(["well", "site"])["qc_flag"].any()
-    counts.update(sites=int(idx.groupby(["well", "site"]).ngroups), sites_segmented=int(seg_ok.sum()),
-                  sites_quarantined=int((~seg_ok).sum()), sites_qc_flagged=int(site_flag.sum()))
-    eqs.append(equation("sites = sites_segmented + sites_quarantined", **{
-        k: counts[k] for k in ("sites", "sites_segmented", "sites_quarantined")}))
+    status = summ["status"].astype(str)
+    per_site = pd.DataFrame({"ok": site_ok, "flagged": site_flagged, "well": idx["well"], "site": idx["site"]}
+                            ).drop_duplicates(["well", "site"])
+    counts.update(sites=len(per_site), sites_segmented=int((status == "ok").sum()),
+                  sites_qc_flagged=int((status == "qc_flagged").sum()),
+                  sites_quarantined=int((~status.isin(["ok", "qc_flagged"])).sum()),
+                  sites_qc_flagged_in_index=int((per_site["ok"] & per_site["flagged"]).sum()),
+                  sites_quarantined_in_index=int((~per_site["ok"]).sum()))
+    eqs += [
+        equation("sites = sites_segmented + sites_qc_flagged + sites_quarantined", **{
+            k: counts[k] for k in ("sites", "sites_segmented", "sites_qc_flagged", "sites_quarantined")}),
+        equation("sites_qc_flagged = sites_qc_flagged_in_index", **{
+            k: counts[k] for k in ("sites_qc_flagged", "sites_qc_flagged_in_index")}),
+        equation("sites_quarantined = sites_quarantined_in_index", **{
+            k: counts[k] for k in ("sites_quarantined", "sites_quarantined_in_index")}),
+    ]
 
     def total(col: str) -> int:
         return int(pd.to_numeric(summ.get(col, pd.Series(dtype=float))).fillna(0).sum())
@@ -229,6 +249,7 @@ def paint_plate_ledger(plate: str, index: PathLike, masks: Sequence[PathLike], f
     eqs.append(equation("cells_in_plate_table = cells_in_wells", **{
         k: counts[k] for k in ("cells_in_plate_table", "cells_in_wells")}))
     losses: dict[str, int] = {"quarantined_images": counts["images_quarantined"],
+                              "qc_flagged_images": counts["images_qc_flagged"],
                               "nuclei_without_cell": counts["nuclei_unmatched"]}
     if profiled_wells is not None:
         prof = w[C.WELL].astype(str).isin(profiled_wells).to_numpy()
@@ -246,6 +267,7 @@ def paint_plate_ledger(plate: str, index: PathLike, masks: Sequence[PathLike], f
         losses["cells_in_wells_not_profiled"] = counts["cells_not_in_profiles"]
     return {"counts": counts, "losses": losses,
             "quarantine_reasons": {str(k): int(v) for k, v in quarantine_reasons.items()},
+            "qc_flag_reasons": {str(k): int(v) for k, v in qc_reasons.items()},
             "equations": eqs}
 
 
