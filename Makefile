@@ -4,11 +4,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# cell-eval's own environment (pdex needs numpy>=2.4.2, Cellpose caps numpy<2.1): the eval rule runs in it
+EVAL_VENV := .venv-eval
+EVAL_STAMP := $(EVAL_VENV)/.installed
 CORES ?= 2
 
 .PHONY: env demo test lint clean-demo
 
-env: $(STAMP)
+env: $(STAMP) $(EVAL_STAMP)
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +19,13 @@ $(STAMP): pyproject.toml envs/requirements.lock
 	$(BIN)/python -m pip install -q torch==2.13.0            # first, alone: an unpinned torch pulls CUDA wheels
 	$(BIN)/python -m pip install -q -c envs/requirements.lock -e ".[test]"
 	$(BIN)/python -m pip check
+	@touch $@
+
+$(EVAL_STAMP): envs/celleval.lock
+	@test -x $(EVAL_VENV)/bin/python || $(PYTHON) -m venv $(EVAL_VENV)
+	$(EVAL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EVAL_VENV)/bin/python -m pip install -q -c envs/celleval.lock cell-eval==0.8.2
+	$(EVAL_VENV)/bin/python -m pip check
 	@touch $@
 
 # Simulate the demo screen (if absent) and run the whole workflow on it: demo/results/paired/perturbations.h5mu

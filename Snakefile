@@ -17,6 +17,7 @@ include: "workflow/rules/rna.smk"
 include: "workflow/rules/paint.smk"
 include: "workflow/rules/pair.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workdir import planned_jobs, snakemake, start_snakemake
+from workdir import REPO, planned_jobs, snakemake, start_snakemake
 
 pytestmark = pytest.mark.e2e
 
-AGGREGATE_RULES = {"profiles", "quality", "pair", "datasheet", "report", "all"}
+AGGREGATE_RULES = {"profiles", "quality", "pair", "datasheet", "report", "all", "train_batch_holdout",
+                   "train_rna", "train_celleval", "train_evals", "train_croissant"}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_new_plate_runs_only_its_own_and_aggregate_jobs(finished_run):
     other = {r for r, w in jobs if "plate" not in w}
     assert per_plate and all(w["plate"] == "P2" for _, w in per_plate), per_plate
     assert {r for r, _ in per_plate} >= {"paint_index", "paint_illum", "paint_segment", "paint_features",
-                                           "paint_plate"}
+                                           "paint_plate", "train_crops"}
     assert other <= AGGREGATE_RULES, other
     assert not any("library" in w for _, w in jobs)
 
@@ -364,3 +365,169 @@ def test_ledger_accounts_for_injected_faults(finished_run, recovered_run):
     assert l1["counts"]["cells_qc_fail"] > l1_before["counts"]["cells_qc_fail"]
     assert l1["counts"]["cells_called"] == l1_before["counts"]["cells_called"]
     assert _leftovers(k / "results") == []
+
+
+# ------------------------------------------------------------------------------ training export (train)
+def _train_params(wd):
+    import yaml
+    from snakemake.utils import validate
+
+    conf = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    validate(conf, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))   # applies the defaults
+    return conf["train"]
+
+
+def test_cell_load_reads_the_export_and_holds_out_the_test_perturbations(finished_run):
+    """cell-load's PerturbationDataModule built from the exported TOML (embed key X_hvg, consecutive
+    loading): a train batch and a test batch; the test batch's perturbations are the split's test ones."""
+    import anndata as ad
+    import torch
+    from cell_load.data_modules import PerturbationDataModule
+
+    wd, _ = finished_run
+    params = _train_params(wd)
+    train = wd / "results" / "train"
+    splits = pd.read_csv(train / "splits.tsv", sep="\t", keep_default_na=False)
+    h5ad = ad.read_h5ad(train / "rna" / f"{params['cell_type']}.h5ad")
+    label = dict(zip(h5ad.obs["perturbation_id"].astype(str), h5ad.obs["perturbation"].astype(str),
+                     strict=False))
+    expected_test = {label[p] for p in splits.loc[splits["split"] == "test", "perturbation_id"] if p in label}
+    assert expected_test
+    assert np.issubdtype(h5ad.X.dtype, np.integer)
+    torch.manual_seed(0)
+    dm = PerturbationDataModule(toml_config_path=str(train / "cell_load.toml"), embed_key="X_hvg",
+                                num_workers=0, batch_col="gem_group", pert_col="perturbation",
+                                cell_type_key="cell_type", control_pert=params["control_label"],
+                                use_consecutive_loading=True, batch_size=4, cell_sentence_len=8,
+                                output_space="gene")
+    dm.setup()
+    train_batch = next(iter(dm.train_dataloader()))
+    assert train_batch["pert_cell_emb"].shape[1] == h5ad.obsm["X_hvg"].shape[1]
+    assert not set(train_batch["pert_name"]) & expected_test
+    seen = set()
+    for batch in dm.test_dataloader():
+        seen |= set(batch["pert_name"])
+    assert seen - {params["control_label"]} == expected_test, (seen, expected_test)
+
+
+def test_croissant_validates_and_reads_back_the_source_tables(finished_run):
+    import json
+
+    import mlcroissant as mlc
+
+    from pairedscreen.io import sha256sum
+
+    wd, _ = finished_run
+    train = wd / "results" / "train"
+    doc = json.loads((train / "croissant.json").read_text())
+    ds = mlc.Dataset(jsonld=str(train / "croissant.json"))   # raises on validation errors
+    files = {d["contentUrl"]: d["sha256"] for d in doc["distribution"]}
+    on_disk = sorted(p.relative_to(train).as_posix() for p in train.rglob("*")   # not Snakemake's dotfiles
+                     if p.is_file() and p.name != "croissant.json" and not p.name.startswith("."))
+    assert sorted(files) == on_disk
+    for rel, digest in files.items():
+        assert sha256sum(train / rel) == digest, rel
+    params = _train_params(wd)
+    source = pd.read_parquet(train / "rna" / f"{params['cell_type']}.obs.parquet")
+    rows = pd.DataFrame(list(ds.records(record_set="rna_cells")))
+    rows.columns = [c.split("/", 1)[1] for c in rows.columns]
+    rows = rows.map(lambda v: v.decode() if isinstance(v, bytes) else v)
+    assert len(rows) == len(source)
+    for col in source.columns:
+        assert rows[col].astype(str).tolist() == source[col].astype(str).tolist(), col
+    assert {r["@id"] for r in doc["recordSet"]} >= {"rna_cells", "perturbations", "painted_cells_P1",
+                                                     "quality_summary"}
+
+
+def test_crops_are_the_corrected_image_around_each_centroid(finished_run):
+    """A crop equals the illumination-corrected image (raw / 65535 / illumination, read independently here)
+    around the object's centroid, and its mask channel equals the object's own mask."""
+    import tifffile
+    import zarr
+
+    wd, _ = finished_run
+    plate = wd / "results" / "train" / "paint" / "P1"
+    obs = pd.read_parquet(plate / "obs.parquet")
+    group = zarr.open_group(str(plate / "crops.zarr"), mode="r")
+    arr = group["crops"]
+    channels = group.attrs["channels"]
+    assert arr.shape[0] == len(obs) and channels[-1] == "mask"
+    size = arr.shape[-1]
+    cells = pd.read_parquet(wd / "results" / "paint" / "P1" / "cells.parquet",
+                            columns=["Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"])
+    assert len(cells) == len(obs)
+    index = pd.read_parquet(wd / "results" / "paint" / "P1" / "image_index.parquet")
+    masks = sorted((wd / "results" / "paint" / "P1" / "masks").glob("c*"))
+    for i in [0, len(obs) // 2, len(obs) - 1]:
+        r = obs.iloc[i]
+        crop = arr[i]
+        rows = index[(index["well"] == r.well) & (index["site"] == r.site)].set_index("channel")
+        y0 = int(np.round(r.centroid_y)) - size // 2
+        x0 = int(np.round(r.centroid_x)) - size // 2
+        for k, ch in enumerate(channels[:-1]):
+            img = tifffile.imread(rows.loc[ch, "path"] if Path(rows.loc[ch, "path"]).is_absolute()
+                                  else wd / rows.loc[ch, "path"]).astype(np.float64) / 65535.0
+            img = img / np.load(wd / "results" / "paint" / "P1" / "illum" / f"{ch}.npy")
+            pad = np.pad(img, size)
+            expected = pad[y0 + size:y0 + 2 * size, x0 + size:x0 + 2 * size]
+            np.testing.assert_allclose(crop[k], expected, rtol=1e-5, atol=1e-6)
+        label = next(tifffile.imread(m / f"{r.well}_s{r.site}_cells.tif") for m in masks
+                     if (m / f"{r.well}_s{r.site}_cells.tif").exists())
+        own = np.pad(label == r.object_id, size)[y0 + size:y0 + 2 * size, x0 + size:x0 + 2 * size]
+        assert np.array_equal(crop[-1] > 0.5, own)
+    assert obs["split"].isin(["train", "val", "test"]).all()
+
+
+def test_splits_are_shared_by_every_export(finished_run):
+    import json
+
+    import anndata as ad
+    import mudata
+
+    wd, _ = finished_run
+    train = wd / "results" / "train"
+    splits = pd.read_csv(train / "splits.tsv", sep="\t", keep_default_na=False).set_index("perturbation_id")
+    mdata = mudata.read_h5mu(wd / "results" / "paired" / "perturbations.h5mu")
+    assert mdata.obs["split"].astype(str).tolist() == splits["split"].reindex(mdata.obs_names).tolist()
+    trt = splits[splits["split"] != "all"]
+    h5ad = ad.read_h5ad(train / "rna" / f"{_train_params(wd)['cell_type']}.h5ad", backed="r")
+    crops_obs = pd.read_parquet(train / "paint" / "P1" / "obs.parquet")
+    for name, obs, key in (("rna", h5ad.obs, "perturbation_id"), ("paint", crops_obs, "perturbation")):
+        pid = obs[key].astype(str)
+        is_trt = pid.isin(trt.index)
+        got = obs.loc[is_trt, "split"].astype(str).to_numpy()
+        assert (got == trt["split"].reindex(pid[is_trt]).to_numpy()).all(), name
+        assert set(obs.loc[~is_trt, "split"].astype(str)) <= {"train", "val", "test"}, name
+    # contiguous (cell type, perturbation) blocks for cell-load's consecutive loading
+    keys = (h5ad.obs["cell_type"].astype(str) + "|" + h5ad.obs["perturbation"].astype(str)).to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    assert len(starts) == len(set(keys))
+    sheet = json.loads((wd / "results" / "datasheet.json").read_text())
+    assert sheet["train"]["splits"]["perturbations"]["test"] == trt.index[trt["split"] == "test"].tolist()
+
+
+def test_evals_recorded_in_datasheet_with_n_and_the_cell_eval_floor(finished_run):
+    """The run's held-out evals: both directions with n and bootstrap intervals; the tiny screen holds out
+    too few perturbations for power (n is recorded, beats_baseline needs >= 2); cell-eval ran in its own env
+    (required under CI, where `make env` builds .venv-eval)."""
+    import json
+    import os
+
+    wd, _ = finished_run
+    ev = json.loads((wd / "results" / "quality" / "evals.json").read_text())
+    sheet = json.loads((wd / "results" / "datasheet.json").read_text())
+    n_test = ev["splits"]["n"]["test"]
+    assert n_test >= 1
+    for d in ("rna_to_paint", "paint_to_rna"):
+        o = ev[d]["overall"]
+        assert o["n"] == ev[d]["n_test"] <= n_test
+        assert len(o["correlation"]["difference_ci"]) == 2
+        assert sheet["train"]["evals"][d]["overall"] == o
+        assert set(ev[d]["by_class"]) <= {"both", "rna", "paint", "neither"}
+    have_env = (REPO / ".venv-eval" / "bin" / "python").exists()
+    if have_env or os.environ.get("CI", "").lower() == "true":
+        ce = ev["celleval"]
+        assert ce["status"] == "ok", ce
+        assert set(ce["predictors"]) == {"mean_of_train", "control"}
+        assert "pearson_delta" in ce["predictors"]["mean_of_train"]
+    assert sheet["train"]["evals"]["celleval"]["status"] == ev["celleval"]["status"]

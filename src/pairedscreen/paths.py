@@ -47,6 +47,18 @@ PATHS: dict[str, str] = {
     "paired_cells": "results/paired/cells.h5mu",
     "cell_index": "results/paired/cell_index.tsv",
     "datasheet": "results/datasheet.json",
+    # training export (results/train/) and held-out evals
+    "train_splits": "results/train/splits.tsv",
+    "train_batch_holdout": "results/train/batch_holdout.tsv",
+    "train_rna": "results/train/rna/{cell_type}.h5ad",
+    "train_rna_obs": "results/train/rna/{cell_type}.obs.parquet",
+    "train_cell_load": "results/train/cell_load.toml",
+    "train_crop_size": "results/train/paint/crop_size.json",
+    "train_crops": "results/train/paint/{plate}/crops.zarr",
+    "train_crops_obs": "results/train/paint/{plate}/obs.parquet",
+    "train_croissant": "results/train/croissant.json",
+    "quality_celleval": "results/quality/celleval.json",
+    "quality_evals": "results/quality/evals.json",
     "report": "results/report.html",
     # logs and benchmarks
     "log": "logs/{rule}/{name}.log",

@@ -76,7 +76,13 @@ def all_outputs():
     out = [path("paired_h5mu"), path("paired_rna"), path("paired_paint"), path("datasheet"), path("report")]
     if WRITE_CELLS_H5MU:
         out.append(path("paired_cells"))
-    return out
+    return out + train_outputs()
+
+
+def train_outputs():
+    """results/train/ (see workflow/rules/train.smk)."""
+    return [path("train_splits"), path("train_rna", cell_type=config["train"]["cell_type"]),
+            path("train_cell_load"), *per_plate("train_crops"), path("quality_evals"), path("train_croissant")]
 
 
 REF = config["reference"]

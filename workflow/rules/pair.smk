@@ -62,6 +62,8 @@ rule pair:
         registry=SHEETS["perturbations"],
         rna_cells=path("rna_cells"),
         paint_cells=per_plate("paint_cells"),
+        splits=path("train_splits"),
+        holdout=path("train_batch_holdout"),
     output:
         h5mu=report(path("paired_h5mu"), caption="../report/paired.rst", category="Paired dataset"),
         rna=path("paired_rna"),
@@ -102,6 +104,7 @@ rule datasheet:
         profiles=path("profiles"),
         consensus=path("consensus"),
         outputs=digested_outputs(),  # content digests
+        evals=path("quality_evals"),
     output:
         report(path("datasheet"), caption="../report/datasheet.rst", category="Paired dataset"),
     params:

@@ -7,5 +7,6 @@ with snakemake_log(snakemake):
              quality_table=snakemake.input.quality_table, registry=snakemake.input.registry,
              rna_cells=snakemake.input.rna_cells, paint_cells=list(snakemake.input.paint_cells),
              h5mu_out=snakemake.output.h5mu, rna_out=snakemake.output.rna, paint_out=snakemake.output.paint,
-             cell_index_out=snakemake.output.cell_index,
+             cell_index_out=snakemake.output.cell_index, splits=snakemake.input.splits,
+             holdout=snakemake.input.holdout,
              cells_out=snakemake.output.cells[0] if snakemake.output.cells else None)

@@ -40,15 +40,24 @@ def _paint_cell_meta(path: PathLike) -> pd.DataFrame:
 
 def run_pair(pseudobulk: PathLike, consensus: PathLike, quality_table: PathLike, registry: PathLike,
               rna_cells: PathLike, paint_cells: Sequence[PathLike], h5mu_out: PathLike, rna_out: PathLike,
-              paint_out: PathLike, cell_index_out: PathLike, cells_out: PathLike | None = None) -> None:
+              paint_out: PathLike, cell_index_out: PathLike, cells_out: PathLike | None = None,
+              splits: PathLike | None = None, holdout: PathLike | None = None) -> None:
     """``perturbations.h5mu`` + ``rna.h5ad`` + ``paint.h5ad`` (registry order; quality table columns in
     global obs), ``cell_index.tsv`` (every cell of both arms: modality, cell_id, perturbation, is_control,
     library/plate/well/site, used = behind the pseudobulk or a profiled well) and, when asked,
-    ``cells.h5mu``."""
+    ``cells.h5mu``. ``splits`` (results/train/splits.tsv) adds the training split as global obs
+    ``split``; ``holdout`` (batch_holdout.tsv) goes to ``uns['batch_holdout']`` (batch_split is per cell)."""
     reg = read_registry(registry)
     qc = pd.read_csv(quality_table, sep="\t").set_index("perturbation_id")
+    uns = {}
+    if splits is not None:
+        qc = qc.join(pd.read_csv(splits, sep="\t", dtype={"perturbation_id": str, "split": str})
+                     .set_index("perturbation_id")[["split"]], how="left")
+    if holdout is not None:
+        hold = pd.read_csv(holdout, sep="\t", dtype=str, keep_default_na=False)
+        uns["batch_holdout"] = {c: hold[c].to_numpy(dtype=str) for c in hold.columns}
     mdata = join.build_perturbations(reg, rna=ad.read_h5ad(pseudobulk), paint=pd.read_parquet(consensus),
-                                     qc=qc)
+                                     qc=qc, uns=uns)
     join.write_paired(mdata, h5mu_out, rna_out, paint_out)
 
     cells = ad.read_h5ad(rna_cells, backed="r" if cells_out is None else None)
@@ -190,6 +199,12 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         sheet["ledger"] = jsonable(ledger)
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),
                                         "outputs": provenance.output_table(wd)})
+    evals = _get(inputs, "evals")
+    if evals:   # the training export's splits and held-out evals (results/quality/evals.json)
+        ev = json.loads(Path(evals[0]).read_text())
+        sheet["train"] = {"splits": ev.get("splits"), "evals": {
+            k: ({kk: vv for kk, vv in v.items() if kk != "per_perturbation"} if isinstance(v, dict) else v)
+            for k, v in ev.items() if k != "splits"}}
     ds.validate_datasheet(sheet)
     write_json(sheet, out)
     return sheet

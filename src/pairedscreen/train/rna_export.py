@@ -1,0 +1,175 @@
+"""RNA for Arc Institute's cell-load: ``results/train/rna/{cell_type}.h5ad`` + ``cell_load.toml``.
+
+The h5ad holds the cells behind the pseudobulk (QC-passing singlets with one assigned registry perturbation,
+controls included: :func:`pairedscreen.expression.usable_cells`):
+
+- ``X``: raw integer counts (CSR, as counted); ``var``: the genes (``gene_id``, ``highly_variable``);
+- ``obsm['X_hvg']``: log1p CP10k (:func:`pairedscreen.expression.log1p_cp10k`) of the ``train.n_hvg``
+  genes with the highest variance of log1p CP10k over the exported cells (float32, dense);
+- ``obs``: ``perturbation`` (target gene symbol for CRISPR targets, ``train.control_label`` for controls),
+  ``perturbation_id`` (registry id), ``guide_id``, ``gem_group`` (= library), ``library``, ``batch``,
+  ``cell_type``, ``is_control``, ``split``, ``batch_split``, ``barcode`` (categoricals, as cell-load
+  reads them);
+- rows sorted by (cell_type, perturbation) so each pair is contiguous (cell-load's consecutive loading).
+
+The TOML names the export folder (absolute path: cell-load resolves dataset paths from its working
+directory), trains on the dataset and lists the held-out perturbations (``val``/``test`` of splits.tsv) under
+``[fewshot."pairedscreen.{cell_type}"]``.
+
+Memory: the count rows are read once from the (backed) merged cells file in the exported order, the
+log-normalised HVG block is built one row block at a time; peak ~ counts + X_hvg (see
+``benchmarks/train_export.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pairedscreen.io import atomic_output
+from pairedscreen.expression import log1p_cp10k, usable_cells
+from pairedscreen.rna.pseudobulk import _row_blocks
+from pairedscreen.train.splits import CONTROL_SPLIT, cell_splits
+
+PathLike = str | os.PathLike
+DATASET = "pairedscreen"
+OBS_COLUMNS = ("perturbation", "perturbation_id", "guide_id", "gem_group", "library", "batch", "cell_type",
+               "is_control", "split", "batch_split", "barcode")
+
+
+def perturbation_labels(registry: pd.DataFrame, control_label: str) -> dict[str, str]:
+    """Registry id -> the label cell-load sees: the target gene symbol (the id when it has none), the
+    control label for controls."""
+    out = {}
+    for r in registry.itertuples():
+        gene = str(getattr(r, "target_gene", "") or "")
+        pid = str(r.perturbation_id)
+        out[pid] = control_label if bool(r.is_control) else (gene or pid)
+    return out
+
+
+def hvg_variance(x: sp.csr_matrix, n_top: int) -> np.ndarray:
+    """Indices (sorted) of the ``n_top`` genes with the highest variance of log1p CP10k, computed one row
+    block at a time (ties: lower gene index first)."""
+    n, g = x.shape
+    s1, s2 = np.zeros(g), np.zeros(g)
+    for a, b in _row_blocks(x.indptr):
+        blk = log1p_cp10k(x[a:b])
+        s1 += np.asarray(blk.sum(axis=0)).ravel()
+        s2 += np.asarray(blk.multiply(blk).sum(axis=0)).ravel()
+    mean = s1 / max(n, 1)
+    var = s2 / max(n, 1) - mean**2
+    order = np.lexsort((np.arange(g), -var))
+    return np.sort(order[: min(n_top, g)])
+
+
+def hvg_embedding(x: sp.csr_matrix, genes: np.ndarray) -> np.ndarray:
+    """Dense float32 log1p CP10k (normalised on all genes) of ``genes``, one row block at a time."""
+    out = np.empty((x.shape[0], len(genes)), np.float32)
+    for a, b in _row_blocks(x.indptr):
+        out[a:b] = log1p_cp10k(x[a:b])[:, genes].toarray()
+    return out
+
+
+def export_table(obs: pd.DataFrame, registry: pd.DataFrame, splits: pd.DataFrame, holdout: pd.DataFrame,
+                 params: Mapping[str, Any]) -> pd.DataFrame:
+    """The exported cells' obs (usable cells only, in export order), with ``row`` = position in ``obs``."""
+    labels = perturbation_labels(registry, str(params["control_label"]))
+    pid = obs["perturbation"].astype(str)
+    lib = obs["library"].astype(str) if "library" in obs else pd.Series("", index=obs.index)
+    sp_ = cell_splits(pid.to_numpy(), obs.index.astype(str), lib.to_numpy(), splits, holdout, "rna",
+                      val_fraction=float(params["val_fraction"]),
+                      test_fraction=float(params["test_fraction"]))
+    ctrl_ids = set(splits.loc[splits["split"] == CONTROL_SPLIT, "perturbation_id"].astype(str))
+    table = pd.DataFrame({
+        "row": np.arange(len(obs)),
+        "perturbation": pid.map(labels).to_numpy(),
+        "perturbation_id": pid.to_numpy(),
+        "guide_id": obs["guide_ids"].astype(str).to_numpy() if "guide_ids" in obs else "",
+        "gem_group": lib.to_numpy(),
+        "library": lib.to_numpy(),
+        "batch": obs["batch"].astype(str).to_numpy() if "batch" in obs else "",
+        "cell_type": str(params["cell_type"]),
+        "is_control": pid.isin(ctrl_ids).to_numpy(),
+        "split": sp_["split"].to_numpy(),
+        "batch_split": sp_["batch_split"].to_numpy(),
+        "barcode": obs["barcode"].astype(str).to_numpy() if "barcode" in obs else obs.index.astype(str),
+    }, index=obs.index.astype(str))
+    return table.sort_values(["cell_type", "perturbation", "perturbation_id", "row"], kind="stable")
+
+
+def export_rna(rna_cells: PathLike, registry: pd.DataFrame, splits: pd.DataFrame, holdout: pd.DataFrame,
+               params: Mapping[str, Any], out: PathLike, obs_out: PathLike | None = None) -> ad.AnnData:
+    """Write ``results/train/rna/{cell_type}.h5ad`` (see the module docstring) and, with ``obs_out``, its obs
+    as ``{cell_type}.obs.parquet`` (``cell_id`` + the obs columns, same rows: the Croissant record set);
+    returns the AnnData."""
+    src = ad.read_h5ad(rna_cells, backed="r")
+    ids = registry["perturbation_id"].astype(str).tolist()
+    keep = np.flatnonzero(usable_cells(src, categories=ids))
+    table = export_table(src.obs.iloc[keep], registry, splits, holdout, params)
+    rows = keep[table.pop("row").to_numpy()]
+    var = src.var.copy()
+    # the backed matrix, read once in export order (sorted read, then one in-memory permutation)
+    order = np.argsort(rows, kind="stable")
+    x = src.X[np.sort(rows)] if len(rows) else sp.csr_matrix((0, src.n_vars), dtype=np.int32)
+    x = sp.csr_matrix(x)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    x = x[inv]
+    src.file.close()
+    if x.dtype.kind == "f" and x.nnz and not np.all(np.mod(x.data, 1) == 0):
+        raise ValueError(f"{rna_cells}: X is not integer counts; the cell-load export needs raw counts")
+    genes = hvg_variance(x, int(params["n_hvg"]))
+    var["highly_variable"] = np.isin(np.arange(len(var)), genes)
+    obs = table.copy()
+    for c in obs.columns:
+        if c != "is_control":
+            obs[c] = pd.Categorical(obs[c].astype(str))
+    adata = ad.AnnData(X=x, obs=obs, var=var)
+    adata.obsm["X_hvg"] = hvg_embedding(x, genes)
+    adata.uns["log1p"] = {"base": None}   # obsm X_hvg is natural-log log1p (as scanpy records it)
+    adata.uns["X_hvg_genes"] = np.asarray(var.index[genes], dtype=str)
+    adata.uns["pairedscreen"] = {"control_label": str(params["control_label"]),
+                                 "cell_type": str(params["cell_type"]),
+                                 "normalization": "obsm['X_hvg'] = log1p(counts / total * 1e4), HVG columns"}
+    with atomic_output(out) as tmp:
+        adata.write_h5ad(tmp)
+    if obs_out is not None:
+        with atomic_output(obs_out) as tmp:
+            table.reset_index(names="cell_id").to_parquet(tmp, index=False)
+    return adata
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "]"
+
+
+def cell_load_toml(rna_dir: PathLike, splits: pd.DataFrame, registry: pd.DataFrame,
+                   params: Mapping[str, Any]) -> str:
+    """The cell-load experiment TOML: the export folder as dataset ``pairedscreen``, trained on, with the
+    held-out perturbations (labels as in the h5ad's ``perturbation``) as fewshot val/test lists."""
+    labels = perturbation_labels(registry, str(params["control_label"]))
+    trt = splits[~splits["is_control"].astype(bool)]
+    lists = {s: sorted({labels[p] for p in trt.loc[trt["split"] == s, "perturbation_id"].astype(str)})
+             for s in ("val", "test")}
+    key = f"{DATASET}.{params['cell_type']}"
+    return "\n".join([
+        "# cell-load experiment config written by pairedscreen (results/train/cell_load.toml)",
+        "[datasets]", f'{DATASET} = "{Path(rna_dir).resolve()}"', "",
+        "[training]", f'{DATASET} = "train"', "",
+        "[zeroshot]", "",
+        "[fewshot]", f'[fewshot."{key}"]', f"val = {_toml_list(lists['val'])}",
+        f"test = {_toml_list(lists['test'])}", ""])
+
+
+def write_cell_load_toml(rna_dir: PathLike, splits: pd.DataFrame, registry: pd.DataFrame,
+                         params: Mapping[str, Any], out: PathLike) -> None:
+    with atomic_output(out) as tmp:
+        Path(tmp).write_text(cell_load_toml(rna_dir, splits, registry, params))

@@ -1,0 +1,153 @@
+"""File-level stages of the train rules (called by ``workflow/scripts/train_*.py``): read the arms' outputs,
+call the pure functions, write through ``atomic_output``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from pairedscreen.io import write_tsv
+from pairedscreen.sheets import read_sheet
+from pairedscreen.train import splits as spl
+
+log = logging.getLogger("pairedscreen.train")
+PathLike = str | os.PathLike
+
+
+def _registry(path: PathLike) -> pd.DataFrame:
+    return read_sheet(path, bool_cols=("is_control",))
+
+
+def read_splits(path: PathLike) -> pd.DataFrame:
+    df = pd.read_csv(path, sep="\t", dtype={"perturbation_id": str, "target_gene": str, "split": str},
+                     keep_default_na=False)
+    df["is_control"] = df["is_control"].astype(str).str.lower().eq("true")
+    return df
+
+
+def read_holdout(path: PathLike) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def run_splits(registry: PathLike, params: Mapping[str, Any], out: PathLike) -> pd.DataFrame:
+    """``splits.tsv`` from the registry (nothing else: a plate or library landing never changes it)."""
+    table = spl.assign_splits(_registry(registry), seed=int(params["seed"]),
+                              val_fraction=float(params["val_fraction"]),
+                              test_fraction=float(params["test_fraction"]))
+    log.info("splits: %s", table["split"].value_counts().to_dict())
+    write_tsv(table, out)
+    return table
+
+
+def run_batch_holdout(libraries: PathLike, plates: PathLike, params: Mapping[str, Any],
+                      out: PathLike) -> pd.DataFrame:
+    """``batch_holdout.tsv`` from the library and plate sheets."""
+    hold = spl.batch_holdout(read_sheet(libraries), read_sheet(plates), str(params["batch_holdout"]))
+    log.info("batch held out: %s", sorted(set(hold.loc[hold["batch_split"] == "test", "batch"])) or "none")
+    write_tsv(hold, out)
+    return hold
+
+
+def run_rna_export(rna_cells: PathLike, registry: PathLike, splits: PathLike, holdout: PathLike,
+                   params: Mapping[str, Any], h5ad_out: PathLike, toml_out: PathLike,
+                   obs_out: PathLike | None = None) -> None:
+    """``results/train/rna/{cell_type}.h5ad`` and ``results/train/cell_load.toml``."""
+    from pathlib import Path
+
+    from pairedscreen.train import rna_export
+
+    reg, table = _registry(registry), read_splits(splits)
+    adata = rna_export.export_rna(rna_cells, reg, table, read_holdout(holdout), params, h5ad_out,
+                                     obs_out)
+    log.info("cell-load export: %d cells x %d genes, X_hvg %s", adata.n_obs, adata.n_vars,
+             adata.obsm["X_hvg"].shape)
+    rna_export.write_cell_load_toml(Path(h5ad_out).parent, table, reg, params, toml_out)
+
+
+def run_crop_size(reference_cells: PathLike, params: Mapping[str, Any], out: PathLike) -> int:
+    from pairedscreen.train.crops import write_crop_size
+
+    size = write_crop_size(reference_cells, params, out)
+    log.info("crop size %d", size)
+    return size
+
+
+def run_crops(cells: PathLike, index: PathLike, illum: PathLike, masks: Sequence[PathLike], splits: PathLike,
+              batch_split: str, crop_size: PathLike, plate: str, params: Mapping[str, Any],
+              zarr_out: PathLike, obs_out: PathLike) -> None:
+    """One plate's crops; ``batch_split`` = the plate's row of batch_holdout.tsv (planned by the workflow
+    with :func:`pairedscreen.train.splits.batch_holdout`)."""
+    import json
+    from pathlib import Path
+
+    from pairedscreen.train.crops import export_crops
+
+    size = int(json.loads(Path(crop_size).read_text())["size"])
+    crop_params = {**params["crops"], "val_fraction": params["val_fraction"],
+                   "test_fraction": params["test_fraction"]}
+    holdout = pd.DataFrame({"arm": ["paint"], "unit": [plate], "batch": [""], "batch_split": [batch_split]})
+    obs = export_crops(cells, index, illum, list(masks), read_splits(splits), holdout, plate, size,
+                       crop_params, zarr_out, obs_out)
+    log.info("plate %s: %d crops of %d px, %d padded, %d touching the border", plate, len(obs), size,
+             int(obs["crop_padded"].sum()), int(obs["touches_border"].sum()))
+
+
+def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdout: PathLike,
+              registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
+              celleval: PathLike | None, out: PathLike) -> dict:
+    """``results/quality/evals.json``: the splits' summary (seed, fractions, lists, batch holdout: the
+    datasheet's ``train.splits``), cross-modal ridge on the test perturbations (by planted class when a
+    truth folder is configured) and the cell-eval baselines (``celleval.json``, written in the eval env)."""
+    import json
+    from pathlib import Path
+
+    import anndata as ad
+    import numpy as np
+
+    from pairedscreen.io import write_json
+    from pairedscreen.modalities import paint_modality, rna_modality
+    from pairedscreen.train.evals import evaluate
+
+    reg = _registry(registry)
+    table = read_splits(splits).set_index("perturbation_id").reindex(reg["perturbation_id"].astype(str))
+    rna = rna_modality(ad.read_h5ad(pseudobulk), reg)
+    paint = paint_modality(pd.read_parquet(consensus), reg)
+    classes = None
+    if truth_dir:
+        truth = pd.read_csv(Path(truth_dir) / "perturbations.tsv", sep="\t", dtype={"perturbation_id": str})
+        classes = truth.set_index("perturbation_id")["effect_class"].reindex(table.index).fillna("unknown")
+        classes = classes.astype(str).to_numpy()
+    ev = params["evals"]
+    res = evaluate(np.asarray(rna.X, float), np.asarray(paint.X, float), table["split"].to_numpy(),
+                   reg["is_control"].to_numpy(bool), ev, labels=table.index.to_numpy(), classes=classes,
+                   seed=int(params["seed"]))
+    res["splits"] = spl.summarize(read_splits(splits), read_holdout(holdout), params)
+    if celleval:
+        res["celleval"] = json.loads(Path(celleval).read_text())
+    else:
+        res["celleval"] = {"status": "not run", "reason": "train.evals.celleval is false"}
+    for d in ("rna_to_paint", "paint_to_rna"):
+        if d in res:
+            o = res[d]["overall"]
+            log.info("%s: n_test=%d beats_baseline=%s", d, o["n"], o["beats_baseline"])
+    write_json(res, out)
+    return res
+
+
+def run_croissant(splits: PathLike, rna_obs: PathLike, crops_obs: Sequence[PathLike], plates: Sequence[str],
+                  datasheet: PathLike, params: Mapping[str, Any], out: PathLike) -> dict:
+    """``results/train/croissant.json`` over every file under ``results/train/``."""
+    import json
+    from pathlib import Path
+
+    from pairedscreen.train.croissant import build_croissant
+
+    doc = build_croissant(Path(out).parent, json.loads(Path(datasheet).read_text()), params, rna_obs,
+                          dict(zip(plates, crops_obs, strict=True)), splits, out)
+    log.info("croissant: %d files, %d record sets", len(doc.get("distribution", [])),
+             len(doc.get("recordSet", [])))
+    return doc

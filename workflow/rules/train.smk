@@ -1,0 +1,216 @@
+# Training export (results/train/) and held-out evals (results/quality/evals.json): see pairedscreen.train.
+from pairedscreen.train.splits import batch_holdout
+
+TRAIN = config["train"]
+CELL_TYPE = TRAIN["cell_type"]
+# planned here with the library function the batch-holdout rule uses: a plate's crops depend on its own
+# batch_split only (a param), so a plate landing never reruns another plate's crops unless its split flips
+BATCH_SPLIT = batch_holdout(SCREEN.libraries, SCREEN.plates, TRAIN["batch_holdout"]).query(
+    "arm == 'paint'").set_index("unit")["batch_split"].to_dict()
+
+
+rule train_splits:
+    input:
+        registry=SHEETS["perturbations"],
+    output:
+        splits=path("train_splits"),
+    params:
+        train=TRAIN,
+    log:
+        log("train_splits", "all"),
+    benchmark:
+        bench("train_splits", "all")
+    threads: 1
+    resources:
+        mem_mb=1024,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_splits.py"
+
+
+rule train_batch_holdout:
+    input:
+        libraries=SHEETS["rna_libraries"],
+        plates=SHEETS["plates"],
+    output:
+        path("train_batch_holdout"),
+    params:
+        train=TRAIN,
+    log:
+        log("train_batch_holdout", "all"),
+    benchmark:
+        bench("train_batch_holdout", "all")
+    threads: 1
+    resources:
+        mem_mb=1024,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_batch_holdout.py"
+
+
+rule train_rna:
+    input:
+        rna_cells=path("rna_cells"),
+        registry=SHEETS["perturbations"],
+        splits=path("train_splits"),
+        holdout=path("train_batch_holdout"),
+    output:
+        h5ad=path("train_rna", cell_type=CELL_TYPE),
+        obs=path("train_rna_obs", cell_type=CELL_TYPE),
+        toml=path("train_cell_load"),
+    params:
+        train=TRAIN,
+    log:
+        log("train_rna", "all"),
+    benchmark:
+        bench("train_rna", "all")
+    threads: 1
+    resources:
+        mem_mb=8192,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_rna.py"
+
+
+rule train_crop_size:
+    input:
+        cells=path("paint_cells", plate=PLATES[0]) if PLATES else [],
+    output:
+        path("train_crop_size"),
+    params:
+        crops=TRAIN["crops"],
+    log:
+        log("train_crop_size", "all"),
+    benchmark:
+        bench("train_crop_size", "all")
+    threads: 1
+    resources:
+        mem_mb=2048,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_crop_size.py"
+
+
+rule train_crops:
+    input:
+        cells=path("paint_cells"),
+        index=path("image_index"),
+        illum=path("illum"),
+        masks=chunk_masks,
+        splits=path("train_splits"),
+        crop_size=path("train_crop_size"),
+    output:
+        zarr=directory(path("train_crops")),
+        obs=path("train_crops_obs"),
+    params:
+        train=TRAIN,
+        batch_split=lambda wc: BATCH_SPLIT[wc.plate],
+    log:
+        log("train_crops", "{plate}"),
+    benchmark:
+        bench("train_crops", "{plate}")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_crops.py"
+
+
+# cell-eval runs in its own environment (its pdex needs numpy>=2.4.2; Cellpose caps numpy<2.1): the venv
+# `.venv-eval` made by `make env`, or envs/celleval.yaml under --sdm conda. Without either, celleval.json
+# records "not run" with the fix, and the datasheet and report say so.
+from snakemake.settings.types import DeploymentMethod
+
+_EVAL_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+_eval_py = Path(TRAIN["evals"]["eval_python"])
+EVAL_PYTHON = "python" if _EVAL_CONDA else str(_eval_py if _eval_py.is_absolute() else REPO / _eval_py)
+
+
+rule train_celleval:
+    input:
+        h5ad=path("train_rna", cell_type=CELL_TYPE),
+        splits=path("train_splits"),
+    output:
+        path("quality_celleval"),
+    params:
+        python=EVAL_PYTHON,
+        src=str(REPO / "src"),
+        control=TRAIN["control_label"],
+        profile=TRAIN["evals"]["celleval_profile"],
+    log:
+        log("train_celleval", "all"),
+    benchmark:
+        bench("train_celleval", "all")
+    threads: 1
+    resources:
+        mem_mb=8192,
+    conda:
+        "../../envs/celleval.yaml"
+    shell:
+        "if command -v {params.python:q} >/dev/null 2>&1; then"
+        " PYTHONPATH={params.src:q} {params.python:q} -m pairedscreen.train.celleval_run"
+        " --h5ad {input.h5ad:q} --splits {input.splits:q} --control {params.control:q}"
+        " --profile {params.profile} --out {output:q};"
+        " else PYTHONPATH={params.src:q} python -m pairedscreen.train.celleval_run --out {output:q}"
+        " --unavailable {params.python:q}; fi > {log:q} 2>&1"
+
+
+rule train_evals:
+    input:
+        pseudobulk=path("rna_pseudobulk"),
+        consensus=path("consensus"),
+        splits=path("train_splits"),
+        holdout=path("train_batch_holdout"),
+        registry=SHEETS["perturbations"],
+        celleval=[path("quality_celleval")] if TRAIN["evals"]["celleval"] else [],
+    output:
+        path("quality_evals"),
+    params:
+        train=TRAIN,
+        truth_dir=TRUTH_DIR,
+    log:
+        log("train_evals", "all"),
+    benchmark:
+        bench("train_evals", "all")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_evals.py"
+
+
+rule train_croissant:
+    input:
+        splits=path("train_splits"),
+        holdout=path("train_batch_holdout"),
+        rna=path("train_rna", cell_type=CELL_TYPE),
+        rna_obs=path("train_rna_obs", cell_type=CELL_TYPE),
+        toml=path("train_cell_load"),
+        crop_size=path("train_crop_size") if PLATES else [],
+        crops=per_plate("train_crops"),
+        crops_obs=per_plate("train_crops_obs"),
+        datasheet=path("datasheet"),
+    output:
+        path("train_croissant"),
+    params:
+        croissant=TRAIN["croissant"],
+        plates=PLATES,
+    log:
+        log("train_croissant", "all"),
+    benchmark:
+        bench("train_croissant", "all")
+    threads: 1
+    resources:
+        mem_mb=2048,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_croissant.py"
