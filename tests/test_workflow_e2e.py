@@ -531,3 +531,20 @@ def test_evals_recorded_in_datasheet_with_n_and_the_cell_eval_floor(finished_run
         assert set(ce["predictors"]) == {"mean_of_train", "control"}
         assert "pearson_delta" in ce["predictors"]["mean_of_train"]
     assert sheet["train"]["evals"]["celleval"]["status"] == ev["celleval"]["status"]
+
+
+def test_report_train_section_draws_the_stored_evals(finished_run):
+    import json
+
+    from pairedscreen.report.inputs import Inputs
+    from pairedscreen.report.sections.train import collect_train
+
+    wd, _ = finished_run
+    html = (wd / "results" / "report.html").read_text()
+    assert 'id="train"' in html and "tbl-train-cross-modal" in html
+    ev = json.loads((wd / "results" / "quality" / "evals.json").read_text())
+    rows = collect_train(Inputs(wd / "results"))["cross_modal"]
+    overall = rows[rows["test perturbations"] == "all"].set_index("direction")
+    assert overall.loc["RNA -> morphology", "n"] == ev["rna_to_paint"]["overall"]["n"]
+    fwd = ev["rna_to_paint"]["overall"]
+    assert overall.loc["RNA -> morphology", "r ridge"] == fwd["correlation"]["model"]

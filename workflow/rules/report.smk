@@ -19,6 +19,7 @@ rule report:
         paint_cells=per_plate("paint_cells"),
         masks=[m for p in PLATES for m in chunk_paths("masks", p)],
         truth=[f"{TRUTH_DIR}/perturbations.tsv"] if TRUTH_DIR else [],
+        evals=path("quality_evals"),
     output:
         report(path("report"), caption="../report/report.rst", category="Report"),
     params:

@@ -2,7 +2,7 @@
 a statistic: :mod:`pairedscreen.report.plots` draws, the stages computed and stored every number).
 
 Sections: :mod:`~pairedscreen.report.sections.provenance` (overview), :mod:`~.sections.rna`,
-:mod:`~.sections.paint`, :mod:`~.sections.quality`. They read only the stored results the report rule
+:mod:`~.sections.paint`, :mod:`~.sections.quality`, :mod:`~.sections.train`. They read only the stored results the report rule
 declares as input (``workflow/rules/report.smk``), found through :func:`pairedscreen.paths.path`; the
 libraries and plates are the ones the datasheet lists (``counts.pair``). Every optional input that is
 missing becomes a note ``"not available: <file> missing"``; only the datasheet is required.
@@ -19,6 +19,7 @@ from pairedscreen.report.sections.paint import collect_paint
 from pairedscreen.report.sections.provenance import collect_overview, read_datasheet
 from pairedscreen.report.sections.quality import collect_paired
 from pairedscreen.report.sections.rna import collect_rna
+from pairedscreen.report.sections.train import collect_train
 
 __all__ = ["ReportInputError", "collect_report_data"]
 
@@ -45,6 +46,7 @@ def collect_report_data(results_dir: Path, config: Mapping[str, Any], truth_dir:
     paint = collect_paint(inputs, plates, config, metrics)
     overview = collect_overview(inputs, ds, metrics, rna, paint)
     paired = collect_paired(inputs, config, ds, metrics, paired_notes)
-    return {"overview": overview, "rna": rna, "paint": paint, "paired": paired,
+    train = collect_train(inputs)
+    return {"overview": overview, "rna": rna, "paint": paint, "paired": paired, "train": train,
             "truth_dir": str(truth) if truth else None, "datasheet": ds, "metrics": metrics,
             "run_name": results_dir.resolve().parent.name, "inputs_read": list(dict.fromkeys(inputs.read))}

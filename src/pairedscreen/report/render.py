@@ -246,6 +246,10 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
         if tr is not None else None
     ctx["has_truth"] = data.get("truth_dir") is not None or tr is not None
 
+    from pairedscreen.report.sections.train import train_context
+
+    ctx.update(train_context(data.get("train"), table, kv_table))
+
     # Tables
     ctx["per_perturbation"] = table(tab, "per-perturbation", "Per-perturbation summary (both arms)")
     ctx["knockdown_table"] = table(kd, "knockdown", f"Knockdown per target ({path('rna_knockdown')})")

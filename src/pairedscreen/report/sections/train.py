@@ -1,0 +1,80 @@
+"""Report section "Training export and held-out evals": drawn from the stored ``results/quality/evals.json``
+(written by the ``train_evals`` rule; nothing is recomputed here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from pairedscreen.report.inputs import Inputs
+
+DIRECTIONS = {"rna_to_paint": "RNA -> morphology", "paint_to_rna": "morphology -> RNA"}
+
+
+def _ci(v: Any) -> str:
+    return f"[{v[0]:.3f}, {v[1]:.3f}]" if isinstance(v, list) and len(v) == 2 and None not in v else ""
+
+
+def _row(direction: str, subset: str, s: Mapping[str, Any]) -> dict[str, Any]:
+    c, d = s.get("correlation") or {}, s.get("discrimination") or {}
+    return {"direction": DIRECTIONS.get(direction, direction), "test perturbations": subset, "n": s.get("n"),
+            "r ridge": c.get("model"), "r mean-of-train": c.get("baseline"),
+            "r difference": c.get("difference"), "difference 95% CI": _ci(c.get("difference_ci")),
+            "beats baseline (r)": s.get("beats_baseline"),
+            "discrimination ridge": d.get("model"), "discrimination mean-of-train": d.get("baseline"),
+            "beats baseline (discrimination)": d.get("beats_baseline")}
+
+
+def collect_train(inputs: Inputs) -> dict[str, Any]:
+    """The section's data: cross-modal rows (overall + per planted class), the splits, the cell-eval floor."""
+    notes: list[str] = []
+    ev = inputs.json("quality_evals", notes)
+    if ev is None:
+        return {"notes": notes, "cross_modal": None, "splits": [], "celleval": None}
+    rows = []
+    for key in DIRECTIONS:
+        res = ev.get(key)
+        if not isinstance(res, Mapping):
+            continue
+        rows.append(_row(key, "all", res.get("overall") or {}))
+        for cls, s in (res.get("by_class") or {}).items():
+            rows.append(_row(key, f"planted class: {cls}", s))
+    if ev.get("note"):
+        notes.append(str(ev["note"]))
+    sp = ev.get("splits") or {}
+    splits = [("seed", sp.get("seed")), ("val / test fraction", f"{sp.get('val_fraction')} / "
+                                                              f"{sp.get('test_fraction')}")]
+    for s, ids in (sp.get("perturbations") or {}).items():
+        splits.append((f"{s} perturbations ({len(ids)})", ", ".join(ids)))
+    bh = sp.get("batch_holdout") or {}
+    splits.append(("held-out batches", ", ".join(bh.get("held_out_batches") or []) or "none"))
+    ce = ev.get("celleval") or {}
+    celleval = None
+    if ce.get("status") == "ok":
+        celleval = pd.DataFrame([
+            {"predictor": name, "metric": metric, "mean": stats.get("mean"), "n": stats.get("count")}
+            for name, metrics in (ce.get("predictors") or {}).items() for metric, stats in metrics.items()])
+    else:
+        notes.append(f"cell-eval baselines not run: {ce.get('reason', 'no result')}")
+    n_test = (sp.get("n") or {}).get("test")
+    if n_test is not None and n_test < 8:
+        notes.append(f"only {n_test} test perturbations: the intervals are wide and per-class figures have "
+                     "little or no power (beats_baseline needs n >= 2 and an interval above 0)")
+    return {"notes": notes, "cross_modal": pd.DataFrame(rows) if rows else None, "splits": splits,
+            "celleval": celleval}
+
+
+def train_context(data: Mapping[str, Any] | None, table: Callable[..., Any],
+                  kv_table: Callable[..., Any]) -> dict[str, Any]:
+    """Template variables of the section (``table``/``kv_table``: the renderer's table builders)."""
+    data = data or {"notes": ["not available: evals not collected"], "cross_modal": None, "splits": [],
+                    "celleval": None}
+    return {"train_notes": list(data["notes"]),
+            "train_cross_modal": table(data["cross_modal"], "train-cross-modal",
+                                       "Cross-modal prediction on the test perturbations (ridge vs "
+                                       "mean-of-train)", filterable=False),
+            "train_splits": kv_table(data["splits"], "train-splits") if data["splits"] else None,
+            "train_celleval": table(data["celleval"], "train-celleval",
+                                    "cell-eval on the test perturbations: the RNA floor", filterable=False)}
