@@ -1,9 +1,9 @@
 """Training-export benchmark (a benchmark, not a test): two ratios measured in the same run.
 
 1. Crops: ``pairedscreen.train.crops.export_crops`` time per site as a ratio of the features stage's time
-   per site (``pairedscreen.paint.stages.features_chunk``) on the same simulated plate: images from the
-   simulator, masks = the simulator's true label images (so no Cellpose run is needed), the same image
-   index and illumination functions. Aim <= 0.2.
+   per site (``pairedscreen.paint.stages.features_chunk``, numba kernels compiled in a warm-up call first) on
+   the same simulated plate: images from the simulator, masks = the simulator's true label images (so no
+   Cellpose run is needed), the same image index and illumination functions. Aim <= 0.2.
 2. RNA export memory: ``pairedscreen.train.rna_export.export_rna`` on a ``--cells`` x ``--genes`` count matrix
    (``benchmarks/rna_scale.py``'s generator, written to an h5ad first): peak RSS above the baseline before
    the call, as a ratio of the CSR count matrix (data + indices + indptr). Aim <= 2.
@@ -85,6 +85,9 @@ def crop_ratio(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         fx = plate_fixture(Path(tmp), args.sites, args.image_size, args.cells_per_site, args.seed)
         res = fx["res"]
+        # warm: numba compiles the feature kernels on first use (a workflow job pays it once per chunk)
+        features_chunk(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
+                       res / "warm.parquet")
         t = time.perf_counter()
         feats = features_chunk(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
                                res / "features.parquet")

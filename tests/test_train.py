@@ -136,3 +136,19 @@ def test_discrimination_of_a_perfect_and_of_a_constant_prediction():
     assert np.allclose(score, 1.0) and np.allclose(top1, 1.0)
     score, _ = evals.discrimination(np.repeat(true.mean(axis=0, keepdims=True), 6, axis=0), true)
     assert np.isclose(score.mean(), 0.5)
+
+
+def test_streamed_row_read_equals_fancy_indexing(tmp_path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from pairedscreen.train.rna_export import read_rows
+
+    rng = np.random.default_rng(2)
+    x = sp.random(500, 40, density=0.2, format="csr", random_state=3, dtype=np.float64)
+    x.data = np.ceil(x.data * 9).astype(np.int32)
+    x = sp.csr_matrix(x, dtype=np.int32)
+    ad.AnnData(X=x).write_h5ad(tmp_path / "c.h5ad")
+    rows = rng.permutation(500)[:321]
+    got = read_rows(tmp_path / "c.h5ad", rows, 40, block_nnz=97)   # many small blocks
+    assert (got != x[rows]).nnz == 0 and got.dtype == np.int32

@@ -16,9 +16,9 @@ The TOML names the export folder (absolute path: cell-load resolves dataset path
 directory), trains on the dataset and lists the held-out perturbations (``val``/``test`` of splits.tsv) under
 ``[fewshot."pairedscreen.{cell_type}"]``.
 
-Memory: the count rows are read once from the (backed) merged cells file in the exported order, the
-log-normalised HVG block is built one row block at a time; peak ~ counts + X_hvg (see
-``benchmarks/train_export.py``).
+Memory: the exported count rows are streamed from the merged cells file straight into their export
+order (:func:`read_rows`), the log-normalised HVG block is built one row block at a time; peak ~ counts +
+X_hvg (see ``benchmarks/train_export.py``).
 """
 
 from __future__ import annotations
@@ -78,6 +78,46 @@ def hvg_embedding(x: sp.csr_matrix, genes: np.ndarray) -> np.ndarray:
     return out
 
 
+def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 << 23) -> sp.csr_matrix:
+    """Rows ``rows`` (in that order) of the h5ad's CSR ``X``, streamed from the file one block of source rows
+    at a time into the output arrays: peak ~ the output matrix + one block (no sorted copy, then a permuted
+    copy). Files whose X is not CSR are read through anndata."""
+    import h5py
+
+    rows = np.asarray(rows, dtype=np.int64)
+    with h5py.File(h5ad, "r") as f:
+        g = f["X"]
+        if not isinstance(g, h5py.Group) or g.attrs.get("encoding-type") != "csr_matrix":
+            a = ad.read_h5ad(h5ad, backed="r")
+            return sp.csr_matrix(a.X[rows]) if len(rows) else sp.csr_matrix((0, n_vars), dtype=np.int32)
+        indptr = g["indptr"][:].astype(np.int64)
+        lens = np.diff(indptr)
+        out_ptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lens[rows], out=out_ptr[1:])
+        data = np.empty(int(out_ptr[-1]), dtype=g["data"].dtype)
+        indices = np.empty(int(out_ptr[-1]), dtype=g["indices"].dtype)
+        dest = np.full(len(lens), -1, np.int64)
+        dest[rows] = np.arange(len(rows))
+        for a, b in _row_blocks(indptr, block_nnz):
+            sel = np.flatnonzero(dest[a:b] >= 0) + a
+            if not sel.size:
+                continue
+            base = int(indptr[a])
+            blk_data = g["data"][base:int(indptr[b])]
+            blk_ind = g["indices"][base:int(indptr[b])]
+            seg = lens[sel]
+            total = int(seg.sum())
+            if not total:
+                continue
+            within = np.arange(total) - np.repeat(np.cumsum(seg) - seg, seg)
+            src_pos = np.repeat(indptr[sel] - base, seg) + within
+            dst_pos = np.repeat(out_ptr[dest[sel]], seg) + within
+            data[dst_pos] = blk_data[src_pos]
+            indices[dst_pos] = blk_ind[src_pos]
+            del blk_data, blk_ind, src_pos, dst_pos, within
+    return sp.csr_matrix((data, indices, out_ptr), shape=(len(rows), n_vars))
+
+
 def export_table(obs: pd.DataFrame, registry: pd.DataFrame, splits: pd.DataFrame, holdout: pd.DataFrame,
                  params: Mapping[str, Any]) -> pd.DataFrame:
     """The exported cells' obs (usable cells only, in export order), with ``row`` = position in ``obs``."""
@@ -116,14 +156,9 @@ def export_rna(rna_cells: PathLike, registry: pd.DataFrame, splits: pd.DataFrame
     table = export_table(src.obs.iloc[keep], registry, splits, holdout, params)
     rows = keep[table.pop("row").to_numpy()]
     var = src.var.copy()
-    # the backed matrix, read once in export order (sorted read, then one in-memory permutation)
-    order = np.argsort(rows, kind="stable")
-    x = src.X[np.sort(rows)] if len(rows) else sp.csr_matrix((0, src.n_vars), dtype=np.int32)
-    x = sp.csr_matrix(x)
-    inv = np.empty_like(order)
-    inv[order] = np.arange(len(order))
-    x = x[inv]
+    n_vars = src.n_vars
     src.file.close()
+    x = read_rows(rna_cells, rows, n_vars)
     if x.dtype.kind == "f" and x.nnz and not np.all(np.mod(x.data, 1) == 0):
         raise ValueError(f"{rna_cells}: X is not integer counts; the cell-load export needs raw counts")
     genes = hvg_variance(x, int(params["n_hvg"]))
