@@ -152,3 +152,43 @@ def test_streamed_row_read_equals_fancy_indexing(tmp_path):
     rows = rng.permutation(500)[:321]
     got = read_rows(tmp_path / "c.h5ad", rows, 40, block_nnz=97)   # many small blocks
     assert (got != x[rows]).nnz == 0 and got.dtype == np.int32
+
+
+def test_rna_export_rows_counts_and_embedding(tmp_path):
+    """Invariants of the cell-load h5ad against its source: the usable cells only, X = their source rows
+    (by cell id), obsm['X_hvg'] = log1p CP10k of the flagged genes, (cell type, perturbation) contiguous."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from pairedscreen.expression import log1p_cp10k
+    from pairedscreen.train.rna_export import export_rna
+
+    rng = np.random.default_rng(5)
+    n, g = 400, 60
+    x = sp.csr_matrix(rng.poisson(rng.gamma(0.5, 2.0, g), (n, g)).astype(np.int32))
+    reg = _registry(5)
+    pert = rng.choice([*reg["perturbation_id"], "multiple", "unassigned"], n)
+    obs = pd.DataFrame({"perturbation": pert, "guide_ids": [f"{p}-g1" for p in pert], "library": "L1",
+                        "batch": "B1", "pass_qc": rng.random(n) > 0.1,
+                        "predicted_doublet": rng.random(n) < 0.05,
+                        "barcode": [f"BC{i}" for i in range(n)]}, index=[f"L1_{i}" for i in range(n)])
+    src = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(g)]))
+    src.write_h5ad(tmp_path / "cells.h5ad")
+    splits_ = splits.assign_splits(reg, seed=0, val_fraction=0.2, test_fraction=0.2)
+    hold = pd.DataFrame({"arm": ["rna"], "unit": ["L1"], "batch": ["B1"], "batch_split": ["train"]})
+    params = {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "cell_type": "K562",
+              "control_label": "non-targeting", "n_hvg": 20}
+    export_rna(tmp_path / "cells.h5ad", reg, splits_, hold, params, tmp_path / "K562.h5ad")
+    out = ad.read_h5ad(tmp_path / "K562.h5ad")
+    usable = obs["pass_qc"] & ~obs["predicted_doublet"] & obs["perturbation"].isin(reg["perturbation_id"])
+    assert sorted(out.obs_names) == sorted(obs.index[usable])
+    assert (out.X != src[out.obs_names].X).nnz == 0 and out.X.dtype == np.int32
+    genes = np.flatnonzero(out.var["highly_variable"].to_numpy())
+    assert len(genes) == 20
+    np.testing.assert_allclose(out.obsm["X_hvg"], log1p_cp10k(out.X)[:, genes].toarray(), rtol=1e-6)
+    ctrl = out.obs["is_control"].to_numpy(bool)
+    assert set(out.obs.loc[ctrl, "perturbation"]) == {"non-targeting"}
+    trt = out.obs.loc[~ctrl]
+    assert (trt["perturbation"].astype(str) == trt["perturbation_id"].astype(str)).all()   # symbol = id here
+    keys = (out.obs["cell_type"].astype(str) + "|" + out.obs["perturbation"].astype(str)).to_numpy()
+    assert len(np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])) == len(set(keys))

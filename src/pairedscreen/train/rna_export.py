@@ -17,8 +17,8 @@ directory), trains on the dataset and lists the held-out perturbations (``val``/
 ``[fewshot."pairedscreen.{cell_type}"]``.
 
 Memory: the exported count rows are streamed from the merged cells file straight into their export
-order (:func:`read_rows`), the log-normalised HVG block is built one row block at a time; peak ~ counts +
-X_hvg (see ``benchmarks/train_export.py``).
+order (:func:`read_rows`), the log-normalised HVG block is written into the file one row block at a time;
+peak ~ the exported counts + one block (see ``benchmarks/train_export.py``).
 """
 
 from __future__ import annotations
@@ -70,15 +70,17 @@ def hvg_variance(x: sp.csr_matrix, n_top: int) -> np.ndarray:
     return np.sort(order[: min(n_top, g)])
 
 
-def hvg_embedding(x: sp.csr_matrix, genes: np.ndarray) -> np.ndarray:
-    """Dense float32 log1p CP10k (normalised on all genes) of ``genes``, one row block at a time."""
-    out = np.empty((x.shape[0], len(genes)), np.float32)
+def hvg_embedding(x: sp.csr_matrix, genes: np.ndarray, out: Any = None) -> Any:
+    """Dense float32 log1p CP10k (normalised on all genes) of ``genes``, one row block at a time, into
+    ``out`` (an array or an h5py dataset of shape cells x genes; a new array when None)."""
+    if out is None:
+        out = np.empty((x.shape[0], len(genes)), np.float32)
     for a, b in _row_blocks(x.indptr):
         out[a:b] = log1p_cp10k(x[a:b])[:, genes].toarray()
     return out
 
 
-def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 << 23) -> sp.csr_matrix:
+def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 << 20) -> sp.csr_matrix:
     """Rows ``rows`` (in that order) of the h5ad's CSR ``X``, streamed from the file one block of source rows
     at a time into the output arrays: peak ~ the output matrix + one block (no sorted copy, then a permuted
     copy). Files whose X is not CSR are read through anndata."""
@@ -149,7 +151,7 @@ def export_rna(rna_cells: PathLike, registry: pd.DataFrame, splits: pd.DataFrame
                params: Mapping[str, Any], out: PathLike, obs_out: PathLike | None = None) -> ad.AnnData:
     """Write ``results/train/rna/{cell_type}.h5ad`` (see the module docstring) and, with ``obs_out``, its obs
     as ``{cell_type}.obs.parquet`` (``cell_id`` + the obs columns, same rows: the Croissant record set);
-    returns the AnnData."""
+    returns the AnnData as written, without ``obsm['X_hvg']`` (streamed to the file only)."""
     src = ad.read_h5ad(rna_cells, backed="r")
     ids = registry["perturbation_id"].astype(str).tolist()
     keep = np.flatnonzero(usable_cells(src, categories=ids))
@@ -168,7 +170,6 @@ def export_rna(rna_cells: PathLike, registry: pd.DataFrame, splits: pd.DataFrame
         if c != "is_control":
             obs[c] = pd.Categorical(obs[c].astype(str))
     adata = ad.AnnData(X=x, obs=obs, var=var)
-    adata.obsm["X_hvg"] = hvg_embedding(x, genes)
     adata.uns["log1p"] = {"base": None}   # obsm X_hvg is natural-log log1p (as scanpy records it)
     adata.uns["X_hvg_genes"] = np.asarray(var.index[genes], dtype=str)
     adata.uns["pairedscreen"] = {"control_label": str(params["control_label"]),
@@ -176,6 +177,16 @@ def export_rna(rna_cells: PathLike, registry: pd.DataFrame, splits: pd.DataFrame
                                  "normalization": "obsm['X_hvg'] = log1p(counts / total * 1e4), HVG columns"}
     with atomic_output(out) as tmp:
         adata.write_h5ad(tmp)
+        # obsm['X_hvg'] streamed into the file one row block at a time (never the whole block in memory),
+        # stored as anndata stores a dense obsm array
+        import h5py
+
+        with h5py.File(tmp, "a") as f:
+            ds = f["obsm"].create_dataset("X_hvg", shape=(x.shape[0], len(genes)), dtype="float32",
+                                          chunks=(max(1, min(x.shape[0], 4096)), max(1, len(genes))))
+            ds.attrs["encoding-type"] = "array"
+            ds.attrs["encoding-version"] = "0.2.0"
+            hvg_embedding(x, genes, out=ds)
     if obs_out is not None:
         with atomic_output(obs_out) as tmp:
             table.reset_index(names="cell_id").to_parquet(tmp, index=False)
