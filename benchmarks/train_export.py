@@ -1,8 +1,8 @@
 """Training-export benchmark (a benchmark, not a test): two ratios measured in the same run.
 
 1. Crops: ``pairedscreen.train.crops.export_crops`` time per site as a ratio of the features stage's time
-   per site (``pairedscreen.paint.stages.features_chunk``, numba kernels compiled in a warm-up call first) on
-   the same simulated plate: images from the simulator, masks = the simulator's true label images (so no
+   per site (``pairedscreen.paint.stages.run_paint_features``, numba kernels compiled in a warm-up call
+   first) on the same simulated plate: images from the simulator, masks = the simulator's true label images (so no
    Cellpose run is needed), the same image index and illumination functions. Aim <= 0.2.
 2. RNA export memory: ``pairedscreen.train.rna_export.export_rna`` on a ``--cells`` x ``--genes`` count matrix
    (``benchmarks/rna_scale.py``'s generator, written to an h5ad first): peak RSS above the baseline before
@@ -43,7 +43,7 @@ CROPS = {"mask": True, "chunk_cells": 256, "val_fraction": 0.2, "test_fraction":
 def plate_fixture(root: Path, sites: int, image_size: int, cells_per_site: int, seed: int) -> dict:
     """A simulated plate with true masks written where the segmentation stage writes its masks."""
     from pairedscreen.paint import segment
-    from pairedscreen.paint.stages import illumination, index_plate
+    from pairedscreen.paint.stages import run_paint_illum, run_paint_index
     from pairedscreen.simulate import build_spec
     from pairedscreen.simulate.paint import plate_layout, simulate_paint
     from pairedscreen.simulate.registry import make_registry
@@ -57,9 +57,9 @@ def plate_fixture(root: Path, sites: int, image_size: int, cells_per_site: int, 
     pm = root / "plate_map.tsv"
     layout[layout["well"].isin(wells)].to_csv(pm, sep="\t", index=False)
     res = root / "results"
-    index_plate("P1", root / "raw" / "images" / "P1", pm, PATTERN, CHANNELS, "error", {},
+    run_paint_index("P1", root / "raw" / "images" / "P1", pm, PATTERN, CHANNELS, "error", {},
                 res / "index.parquet")
-    illumination(res / "index.parquet", res / "illum", {"smoothing_sigma": 0})
+    run_paint_illum(res / "index.parquet", res / "illum", {"smoothing_sigma": 0})
     masks = res / "masks" / "c000"
     masks.mkdir(parents=True)
     import tifffile
@@ -78,7 +78,7 @@ def plate_fixture(root: Path, sites: int, image_size: int, cells_per_site: int, 
 
 def crop_ratio(args) -> dict:
     from pairedscreen.paint.features import DEFAULT_PARAMS
-    from pairedscreen.paint.stages import features_chunk
+    from pairedscreen.paint.stages import run_paint_features
     from pairedscreen.train.crops import export_crops, fit_crop_size
     from pairedscreen.train.splits import assign_splits
 
@@ -86,10 +86,10 @@ def crop_ratio(args) -> dict:
         fx = plate_fixture(Path(tmp), args.sites, args.image_size, args.cells_per_site, args.seed)
         res = fx["res"]
         # warm: numba compiles the feature kernels on first use (a workflow job pays it once per chunk)
-        features_chunk(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
+        run_paint_features(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
                        res / "warm.parquet")
         t = time.perf_counter()
-        feats = features_chunk(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
+        feats = run_paint_features(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
                                res / "features.parquet")
         t_feat = time.perf_counter() - t
         lay = fx["layout"].set_index("well")
