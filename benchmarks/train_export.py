@@ -2,8 +2,8 @@
 
 1. Crops: ``pairedscreen.train.crops.export_crops`` time per site as a ratio of the features stage's time
    per site (``pairedscreen.paint.stages.run_paint_features``, numba kernels compiled in a warm-up call
-   first) on the same simulated plate: images from the simulator, masks = the simulator's true label images (so no
-   Cellpose run is needed), the same image index and illumination functions. Aim <= 0.2.
+   first) on the same simulated plate: images from the simulator, masks = the simulator's true label
+   images (so no Cellpose run is needed), the same image index and illumination functions. Aim <= 0.2.
 2. RNA export memory: ``pairedscreen.train.rna_export.export_rna`` on a ``--cells`` x ``--genes`` count matrix
    (``benchmarks/rna_scale.py``'s generator, written to an h5ad first): peak RSS above the baseline before
    the call, as a ratio of the CSR count matrix (data + indices + indptr). Aim <= 2.
