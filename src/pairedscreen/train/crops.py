@@ -90,11 +90,12 @@ def export_crops(cells: PathLike, index: PathLike, illum_dir: PathLike, masks: S
                  splits: pd.DataFrame, holdout: pd.DataFrame, plate: str, size: int,
                  params: Mapping[str, Any], zarr_out: PathLike, obs_out: PathLike) -> pd.DataFrame:
     """Write one plate's ``crops.zarr`` and ``obs.parquet`` (module docstring); returns the obs table."""
+    import tifffile
     import zarr
     from zarr.codecs import BloscCodec
 
     from pairedscreen.paint.illumination import load_illumination
-    from pairedscreen.paint.segment import read_site_masks
+    from pairedscreen.paint.segment import mask_path
     from pairedscreen.paint.stages import channel_order, corrected_site
 
     table = read_cell_table(cells).sort_values(
@@ -137,31 +138,31 @@ def export_crops(cells: PathLike, index: PathLike, illum_dir: PathLike, masks: S
                            "padding": "zeros outside the image (obs crop_padded)",
                            "intensity": "raw / dtype max / illumination function (as the features stage)"})
         buf = np.zeros((max(1, min(block, n)), len(names), size, size), np.float32)
+        oid, cy, cx = (obs[c].to_numpy() for c in ("object_id", "centroid_y", "centroid_x"))
+        padded, border, qc = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+        bbox = table[list(BBOX)].to_numpy(float) if all(c in table for c in BBOX) else None
         start = filled = 0
-        for (well, site), rows in obs.groupby(["well", "site"], sort=False).groups.items():
+        for (well, site), rows in obs.groupby(["well", "site"], sort=False).indices.items():
             images = corrected_site(idx, well, int(site), channels, illum)
-            _, cmask, _ = read_site_masks(dirs[well], well, int(site))
+            cmask = tifffile.imread(mask_path(dirs[well], well, int(site), "cells"))
             h, w = cmask.shape
-            if all(c in table for c in BBOX):   # half-open box: maximum == size means the last pixel
-                border = ((table[BBOX[0]] <= 0) | (table[BBOX[1]] <= 0) | (table[BBOX[2]] >= w)
-                          | (table[BBOX[3]] >= h)).to_numpy()
-            else:
-                border = None
+            if bbox is not None:   # half-open box: maximum == size means the last pixel
+                b = bbox[rows]
+                border[rows] = (b[:, 0] <= 0) | (b[:, 1] <= 0) | (b[:, 2] >= w) | (b[:, 3] >= h)
             if site_flag is not None:
-                obs.loc[rows, "site_qc_flag"] = bool(site_flag.get((well, int(site)), False))
+                qc[rows] = bool(site_flag.get((well, int(site)), False))
             for r in rows:
-                oid = int(obs.at[r, "object_id"])
-                cy, cx = obs.at[r, "centroid_y"], obs.at[r, "centroid_x"]
-                crop, padded = crop_window(images, cy, cx, size)
+                if r != start + filled:
+                    raise AssertionError("crops must be written in obs row order")
+                crop, padded[r] = crop_window(images, cy[r], cx[r], size)
                 buf[filled, :len(channels)] = crop
                 if with_mask:
-                    buf[filled, -1] = crop_window(cmask, cy, cx, size)[0] == oid
-                obs.at[r, "crop_padded"] = padded
-                obs.at[r, "touches_border"] = bool(border[r] if border is not None else False)
+                    buf[filled, -1] = crop_window(cmask, cy[r], cx[r], size)[0] == oid[r]
                 filled += 1
                 if filled == len(buf):
                     arr[start:start + filled] = buf[:filled]
                     start, filled = start + filled, 0
+        obs["crop_padded"], obs["touches_border"], obs["site_qc_flag"] = padded, border, qc
         if filled:
             arr[start:start + filled] = buf[:filled]
         with atomic_output(obs_out) as otmp:
