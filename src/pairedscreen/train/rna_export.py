@@ -60,7 +60,7 @@ def hvg_variance(x: sp.csr_matrix, n_top: int) -> np.ndarray:
     block at a time (ties: lower gene index first)."""
     n, g = x.shape
     s1, s2 = np.zeros(g), np.zeros(g)
-    for a, b in _row_blocks(x.indptr):
+    for a, b in row_blocks(x.indptr):
         blk = log1p_cp10k(x[a:b])
         s1 += np.asarray(blk.sum(axis=0)).ravel()
         s2 += np.asarray(blk.multiply(blk).sum(axis=0)).ravel()
@@ -75,7 +75,7 @@ def hvg_embedding(x: sp.csr_matrix, genes: np.ndarray, out: Any = None) -> Any:
     ``out`` (an array or an h5py dataset of shape cells x genes; a new array when None)."""
     if out is None:
         out = np.empty((x.shape[0], len(genes)), np.float32)
-    for a, b in _row_blocks(x.indptr):
+    for a, b in row_blocks(x.indptr):
         out[a:b] = log1p_cp10k(x[a:b])[:, genes].toarray()
     return out
 
@@ -100,7 +100,7 @@ def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 
         indices = np.empty(int(out_ptr[-1]), dtype=g["indices"].dtype)
         dest = np.full(len(lens), -1, np.int64)
         dest[rows] = np.arange(len(rows))
-        for a, b in _row_blocks(indptr, block_nnz):
+        for a, b in row_blocks(indptr, block_nnz):
             sel = np.flatnonzero(dest[a:b] >= 0) + a
             if not sel.size:
                 continue
