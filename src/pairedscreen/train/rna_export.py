@@ -33,9 +33,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pairedscreen.expression import log1p_cp10k, usable_cells
+from pairedscreen.expression import log1p_cp10k, row_blocks, usable_cells
 from pairedscreen.io import atomic_output
-from pairedscreen.rna.pseudobulk import _row_blocks
 from pairedscreen.train.splits import CONTROL_SPLIT, cell_splits
 
 PathLike = str | os.PathLike
