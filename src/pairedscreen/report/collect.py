@@ -5,7 +5,8 @@ Sections: :mod:`~pairedscreen.report.sections.provenance` (overview), :mod:`~.se
 :mod:`~.sections.paint`, :mod:`~.sections.quality`, :mod:`~.sections.train`. They read only the stored
 results the report rule declares as input (``workflow/rules/report.smk``), found through
 :func:`pairedscreen.paths.path`; the libraries and plates are the ones the datasheet lists
-(``counts.pair``). Every optional input that is missing becomes a note ``"not available: <file> missing"``; only the datasheet is required.
+(``counts.pair``). Every optional input that is missing becomes a note ``"not available: <file>
+missing"``; only the datasheet is required.
 """
 
 from __future__ import annotations
