@@ -123,8 +123,6 @@ def _library_defaults():
         (image_qc.add_image_qc, "min_focus_plls", "paint.qc.min_focus_plls"),
         (image_qc.add_image_qc, "max_focus_plls", "paint.qc.max_focus_plls"),
         (image_qc.add_image_qc, "min_signal_to_noise", "paint.qc.min_signal_to_noise"),
-        (image_qc.add_image_qc, "max_focus_plls", "paint.qc.max_focus_plls"),
-        (image_qc.add_image_qc, "min_signal_to_noise", "paint.qc.min_signal_to_noise"),
         (illumination.compute_plate_illumination, "smoothing_sigma", "paint.illumination.smoothing_sigma"),
         (aggregate_wells, "operation", "profiles.aggregate"),
         (plate_wells, "how", "profiles.aggregate"),
