@@ -98,6 +98,7 @@ def _library_defaults():
     quality += [(f, "alpha", "quality.alpha") for f in (
         truth.hit_recovery, truth.concordance_recovery, truth.truth_recovery, summary.summarize_hits,
         position.summarize)]
+    quality += [(effect.edistance_table, "max_cells", "quality.max_cells")]
     return quality + [
         (guides.call_guides, "method", "rna.guides.method"),
         (guides.call_guides, "min_umis", "rna.guides.min_umis"),

@@ -53,7 +53,7 @@ def edistance_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int = 1000,
 
 
 def edistance_table(x: np.ndarray, perturbation: np.ndarray, is_control: np.ndarray, *,
-                    n_permutations: int = 1000, seed: int = 0, max_cells: int = 300,
+                    n_permutations: int = 1000, seed: int = 0, max_cells: int = 200,
                     min_cells: int = 5) -> pd.DataFrame:
     """One row per perturbation: perturbation, is_control, n_cells, edistance, p_value, q_value.
 

@@ -143,7 +143,7 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
         tables.append(_table(cons_paint, "paint", "plate_consistency")[["paint_plate_consistency_q"]])
     eff_paint = effect.edistance_table(rep[rep_feats].to_numpy(), meta["perturbation"].to_numpy(),
                                        meta["is_control"].to_numpy(), n_permutations=nperm, seed=seed,
-                                       min_cells=2)
+                                       min_cells=2, max_cells=max_cells)
     metrics["effect"]["paint"] = {**summarize_hits(eff_paint, alpha=alpha), "unit": unit}
     tables.append(_table(eff_paint, "paint", "effect"))
 
