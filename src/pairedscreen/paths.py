@@ -27,6 +27,7 @@ PATHS: dict[str, str] = {
     "rna_cells": "results/rna/cells.h5ad",
     "rna_pseudobulk": "results/rna/pseudobulk.h5ad",
     "rna_knockdown": "results/rna/knockdown.tsv",
+    "rna_quarantine": "results/rna/quarantine.tsv",
     # Paint arm, per plate / chunk of wells
     "image_index": "results/paint/{plate}/image_index.parquet",
     "illum": "results/paint/{plate}/illum",
@@ -41,6 +42,7 @@ PATHS: dict[str, str] = {
     "quality_position": "results/quality/position.parquet",
     "profiles": "results/paint/profiles.parquet",
     "consensus": "results/paint/consensus.parquet",
+    "paint_quarantine": "results/paint/quarantine.tsv",
     "paired_h5mu": "results/paired/perturbations.h5mu",
     "paired_rna": "results/paired/rna.h5ad",
     "paired_paint": "results/paired/paint.h5ad",

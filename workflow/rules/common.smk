@@ -11,7 +11,7 @@ use_workflow_library(workflow.basedir)
 
 from pairedscreen.config import estimated_cells, load_config, resolve_model
 from pairedscreen.paths import chunk_wells, path
-from pairedscreen.sheets import load_screen
+from pairedscreen.sheets import SheetError, load_screen
 
 REPO = Path(workflow.basedir)
 CONDA_ENV = "../../envs/pairedscreen.yaml"  # relative to the rule files
@@ -26,13 +26,21 @@ plate_maps = SCREEN.plate_maps
 
 LIBRARIES = SCREEN.library_ids
 PLATES = SCREEN.plate_ids
+# Arms land weeks apart: an arm whose sheet has no rows yet is missing; the target set, and the inputs of
+# the aggregate rules, are what the present arms make (pair/quality/datasheet/report say which is missing).
+HAS_RNA = bool(LIBRARIES)
+HAS_PAINT = bool(PLATES)
+if not (HAS_RNA or HAS_PAINT):
+    raise SheetError(SHEETS["rna_libraries"], None, f"neither this sheet nor {SHEETS['plates']} has rows: "
+                     "nothing to run", "add the sequencing libraries and/or the plates of the screen")
+ON_EMPTY = config["on_empty"]
 WELLS_PER_JOB = config["paint"]["wells_per_job"]
 CHUNKS = {p: chunk_wells(list(plate_maps[p]["well"]), WELLS_PER_JOB) for p in PLATES}
 SEG = config["paint"]["segmentation"]
 MODELS = {c: resolve_model(SEG[c]["model"], WORKDIR, REPO) for c in ("nuclei", "cells")}
 TRUTH_DIR = config["truth_dir"]
 _cells_h5mu = config["pair"]["cells_h5mu"]
-WRITE_CELLS_H5MU = (
+WRITE_CELLS_H5MU = HAS_RNA and HAS_PAINT and (
     _cells_h5mu is True
     or (_cells_h5mu == "auto"
         and estimated_cells(SCREEN.libraries["expected_cells"].sum(),
@@ -73,16 +81,51 @@ def bench(rule, name):
 
 
 def all_outputs():
-    out = [path("paired_h5mu"), path("paired_rna"), path("paired_paint"), path("datasheet"), path("report")]
+    """The run's targets: each present arm's finished outputs, the pair built from what exists, the
+    datasheet and the report."""
+    out = [path("paired_h5mu"), path("cell_index"), path("datasheet"), path("report")]
+    if HAS_RNA:
+        out += [path("rna_cells"), path("rna_pseudobulk"), path("rna_knockdown"), path("paired_rna")]
+    if HAS_PAINT:
+        out += [path("profiles"), path("consensus"), path("paired_paint")]
     if WRITE_CELLS_H5MU:
         out.append(path("paired_cells"))
-    return out + train_outputs()
+    return out + (train_outputs() if HAS_RNA and HAS_PAINT else [])   # the export pairs both arms
 
 
 def train_outputs():
     """results/train/ (see workflow/rules/train.smk)."""
     return [path("train_splits"), path("train_rna", cell_type=config["train"]["cell_type"]),
             path("train_cell_load"), *per_plate("train_crops"), path("quality_evals"), path("train_croissant")]
+
+
+def if_rna(*keys):
+    """Inputs and outputs of the aggregate rules from the RNA arm (nothing while the arm is missing)."""
+    return [path(k) for k in keys] if HAS_RNA else []
+
+
+def if_paint(*keys):
+    return [path(k) for k in keys] if HAS_PAINT else []
+
+
+def if_both(*keys):
+    return [path(k) for k in keys] if HAS_RNA and HAS_PAINT else []
+
+
+onstart:
+    # no output of an earlier run survives that this run would not write (see pairedscreen.stale)
+    # (the sweep of undeclared aggregate files only when the run builds the whole screen, rule all)
+    if workflow.is_main_process and not workflow.touch:
+        from pairedscreen.stale import AGGREGATE_FOLDERS, clear_before_run
+
+        _jobs = list(workflow.dag.jobs)
+        _removed = clear_before_run(
+            rerun_outputs=[str(f) for job in workflow.dag.needrun_jobs() for f in job.output],
+            declared=[str(f) for job in _jobs for f in job.output],
+            folders=AGGREGATE_FOLDERS if any(job.rule.name == "all" for job in _jobs) else ())
+        if _removed:
+            print(f"pairedscreen: removed {len(_removed)} output(s) of an earlier run that this run rewrites "
+                  "or no longer writes", file=sys.stderr)
 
 
 REF = config["reference"]
@@ -119,9 +162,10 @@ def chunk_features(wc):
 
 def digested_outputs():
     """The final outputs whose content digests the datasheet records (pairedscreen.digest)."""
-    keys = ["paired_h5mu", "paired_rna", "paired_paint", "cell_index", "quality_metrics", "quality_table",
-            "profiles", "consensus", "rna_cells", "rna_pseudobulk", "rna_knockdown"]
-    out = [path(k) for k in keys] + per_library("rna_cells_lib") + per_plate("paint_cells") + per_plate("paint_wells")
+    keys = ["paired_h5mu", "cell_index", "quality_metrics", "quality_table"]
+    out = ([path(k) for k in keys] + if_rna("paired_rna", "rna_cells", "rna_pseudobulk", "rna_knockdown")
+           + if_paint("paired_paint", "profiles", "consensus")
+           + per_library("rna_cells_lib") + per_plate("paint_cells") + per_plate("paint_wells"))
     if WRITE_CELLS_H5MU:
         out.append(path("paired_cells"))
     return out

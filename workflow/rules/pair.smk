@@ -8,8 +8,10 @@ rule profiles:
     output:
         profiles=path("profiles"),
         consensus=path("consensus"),
+        quarantine=path("paint_quarantine"),
     params:
         profiles=config["profiles"],
+        on_empty=ON_EMPTY,
     log:
         log("profiles", "all"),
     benchmark:
@@ -25,19 +27,20 @@ rule profiles:
 
 rule quality:
     input:
-        profiles=path("profiles"),
-        consensus=path("consensus"),
-        rna_cells=path("rna_cells"),
-        pseudobulk=path("rna_pseudobulk"),
-        knockdown=path("rna_knockdown"),
+        profiles=if_paint("profiles"),
+        consensus=if_paint("consensus"),
+        paint_quarantine=if_paint("paint_quarantine"),
+        rna_cells=if_rna("rna_cells"),
+        pseudobulk=if_rna("rna_pseudobulk"),
+        knockdown=if_rna("rna_knockdown"),
         wells=per_plate("paint_wells"),
         paint_cells=per_plate("paint_cells"),
         registry=SHEETS["perturbations"],
     output:
         metrics=path("quality_metrics"),
         table=report(path("quality_table"), caption="../report/quality.rst", category="Paired quality"),
-        similarity=path("quality_similarity"),
-        position=path("quality_position"),
+        similarity=if_both("quality_similarity"),
+        position=if_paint("quality_position"),
     params:
         quality=config["quality"],
         truth_dir=TRUTH_DIR,
@@ -56,18 +59,19 @@ rule quality:
 
 rule pair:
     input:
-        pseudobulk=path("rna_pseudobulk"),
-        consensus=path("consensus"),
+        pseudobulk=if_rna("rna_pseudobulk"),
+        consensus=if_paint("consensus"),
         quality_table=path("quality_table"),
         registry=SHEETS["perturbations"],
-        rna_cells=path("rna_cells"),
+        rna_cells=if_rna("rna_cells"),
         paint_cells=per_plate("paint_cells"),
         splits=path("train_splits"),
         holdout=path("train_batch_holdout"),
+        paint_quarantine=if_paint("paint_quarantine"),
     output:
         h5mu=report(path("paired_h5mu"), caption="../report/paired.rst", category="Paired dataset"),
-        rna=path("paired_rna"),
-        paint=path("paired_paint"),
+        rna=if_rna("paired_rna"),
+        paint=if_paint("paired_paint"),
         cell_index=path("cell_index"),
         cells=[path("paired_cells")] if WRITE_CELLS_H5MU else [],
     log:
@@ -90,21 +94,23 @@ rule datasheet:
         rna_inputs=per_library("rna_inputs"),
         rna_cells=per_library("rna_cells_lib"),
         raw=per_library("rna_raw"),
+        rna_quarantine=if_rna("rna_quarantine"),
+        paint_quarantine=if_paint("paint_quarantine"),
         image_index=per_plate("image_index"),
         paint_cells=per_plate("paint_cells"),
         sheets=[SHEETS[k] for k in ("perturbations", "guides", "rna_libraries", "plates")],
         plate_maps=[plate_maps[p].attrs["source"] for p in PLATES],
         # the ledger's counts, each stored by the stage that made it
         barcode_ranks=per_library("rna_barcode_ranks"),
-        rna_merged=path("rna_cells"),
-        pseudobulk=path("rna_pseudobulk"),
+        rna_merged=if_rna("rna_cells"),
+        pseudobulk=if_rna("rna_pseudobulk"),
         masks=[m for p in PLATES for m in chunk_paths("masks", p)],
         features=[f for p in PLATES for f in chunk_paths("features", p)],
         paint_wells=per_plate("paint_wells"),
-        profiles=path("profiles"),
-        consensus=path("consensus"),
+        profiles=if_paint("profiles"),
+        consensus=if_paint("consensus"),
         outputs=digested_outputs(),  # content digests
-        evals=path("quality_evals"),
+        evals=if_both("quality_evals"),
     output:
         report(path("datasheet"), caption="../report/datasheet.rst", category="Paired dataset"),
     params:

@@ -179,8 +179,10 @@ rule rna_merge:
         cells=path("rna_cells"),
         pseudobulk=path("rna_pseudobulk"),
         knockdown=report(path("rna_knockdown"), caption="../report/knockdown.rst", category="RNA arm"),
+        quarantine=path("rna_quarantine"),
     params:
         alpha=config["rna"]["knockdown"]["alpha"],
+        on_empty=ON_EMPTY,
     log:
         log("rna_merge", "all"),
     benchmark:

@@ -236,8 +236,13 @@ def select_features(profiles: pd.DataFrame, operations: Sequence[str] = DEFAULT_
             kw["blocklist"] = blocklist
         if op == "drop_outliers":
             kw["outlier_cutoff"] = outlier_cutoff
-        sel = _pcm_feature_select(out, features=cur, samples=samples, operation=op, na_cutoff=na_cutoff,
-                                  corr_threshold=corr_threshold, output_file=None, **kw)
+        try:
+            sel = _pcm_feature_select(out, features=cur, samples=samples, operation=op, na_cutoff=na_cutoff,
+                                      corr_threshold=corr_threshold, output_file=None, **kw)
+        except ValueError as e:     # sklearn's VarianceThreshold refuses to keep nothing: every one goes
+            if "No feature in X meets the variance threshold" not in str(e):
+                raise
+            sel = out.drop(columns=cur)
         record["removed"][op] = len(cur) - len(feature_columns(sel))
         out = sel
     if drop_nonfinite:

@@ -441,12 +441,13 @@ def segment_chunk(
 
     channel_names = list(dict.fromkeys(index.sort_values("channel_index")["channel"]))
     sel = index if wells is None else index[index["well"].isin(list(wells))]
-    illum = load_illumination(illum_dir, channel_names) if illum_dir is not None else None
     from pairedscreen.paint.ingest import site_usable
 
     site_status = sel.groupby(["well", "site"], sort=False)["status"].agg(lambda s: bool((s == "ok").all()))
     usable = site_usable(sel)  # not quarantined and not QC-flagged (blank, noise-only, defocused...)
     good = [(w, int(s)) for (w, s), ok in usable.items() if ok]
+    # a plate with every site quarantined has no illumination function (and needs none)
+    illum = load_illumination(illum_dir, channel_names) if illum_dir is not None and good else None
     batch = max(1, int(_cfg_get(cfg, "batch_size")))
     objects: list[pd.DataFrame] = []
     summary: list[dict[str, Any]] = []

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from pairedscreen import columns as C
-from pairedscreen.io import atomic_output, write_parquet
+from pairedscreen import quarantine
+from pairedscreen.io import atomic_output, write_json, write_parquet, write_tsv
 from pairedscreen.paint.aggregate import assemble_cells, plate_wells
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
@@ -55,6 +56,17 @@ def run_paint_index(plate: str, image_dir: PathLike, plate_map: PathLike, patter
 def run_paint_illum(index: PathLike, out_dir: PathLike, params: Mapping[str, Any]) -> None:
     """Illumination function per channel of one plate, streamed over its sites; saved as .npy + PNG."""
     idx = pd.read_parquet(index)
+    if not (idx["status"] == "ok").any():
+        # every site quarantined (reachable only with paint.on_bad_image: quarantine; a plate whose sites
+        # are merely QC-flagged still stops in compute_plate_illumination, naming the flags and the fix):
+        # the folder holds only status.json, segmentation and features find no usable site, and the
+        # profiles step applies on_empty to the plate
+        plate = str(idx["plate"].iloc[0]) if len(idx) else ""
+        log.warning("plate %s: every site is quarantined; no illumination function", plate)
+        with atomic_output(out_dir, is_dir=True) as tmp:
+            write_json({"plate": plate, "status": "no usable site", "sites": int(
+                idx.groupby(["well", "site"]).ngroups) if len(idx) else 0}, tmp / "status.json")
+        return
     sigma = float(params["smoothing_sigma"])
     funcs = compute_plate_illumination(idx, smoothing_sigma=sigma, channels=channel_order(idx))
     with atomic_output(out_dir, is_dir=True) as tmp:
@@ -103,9 +115,9 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
 
     idx = pd.read_parquet(index)
     channels = channel_order(idx)
-    illum = load_illumination(illum_dir, channels)
     sites = site_summary(masks_dir)
     sites = sites[sites["status"] == "ok"]
+    illum = load_illumination(illum_dir, channels) if len(sites) else None
     tables = []
     for well, site in zip(sites["well"], sites["site"], strict=True):
         nuclei, cells, cytoplasm = read_site_masks(masks_dir, well, int(site))
@@ -152,21 +164,58 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
 
 
 # ------------------------------------------------------------------------------------------- profiles
+def usable_plates(wells: Sequence[PathLike], registry: pd.DataFrame,
+                  on_empty: str = "error") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-plate ``wells.parquet`` -> (wells of the usable plates, quarantine table). A plate with every
+    site quarantined, no cell, or every feature NA is an :class:`~pairedscreen.quarantine.EmptyDataError`
+    under ``on_empty: error`` and left out (recorded) under ``quarantine``."""
+    if not wells:
+        raise quarantine.EmptyDataError("no plates to profile: config/plates.tsv has no rows")
+    tables, records = [], []
+    for p in wells:
+        w = read_wells([p], registry)
+        plate = str(w[C.PLATE].iloc[0]) if len(w) else Path(p).parent.name
+        problem = quarantine.plate_problem(w, plate, C.feature_columns(w))
+        if problem:
+            records.append(problem)
+        else:
+            tables.append(w)
+    held = quarantine.decide(records, [Path(p).parent.name for p in wells], on_empty, arm="paint",
+                             unit="plate")
+    for r in records:
+        log.warning("plate %s quarantined: %s", r["id"], r["reason"])
+    return pd.concat(tables, ignore_index=True, sort=False), held
+
+
 def run_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mapping[str, Any],
-                 profiles_out: PathLike, consensus_out: PathLike) -> ProfileResult:
+                 profiles_out: PathLike, consensus_out: PathLike, quarantine_out: PathLike | None = None,
+                 on_empty: str = "error") -> ProfileResult:
     """Per-plate ``wells.parquet`` -> ``profiles.parquet`` (normalised, selected well profiles) and
     ``consensus.parquet`` (per perturbation), per the ``profiles:`` config block (``aggregate`` was
     applied by the paint arm when it wrote wells.parquet; from per-cell tables use
     :func:`pairedscreen.paint.profiles.build_profiles` with ``plate_files``). ``params`` is the resolved
-    ``profiles:`` block (:func:`pairedscreen.config.load_config`), every key present."""
+    ``profiles:`` block (:func:`pairedscreen.config.load_config`), every key present. Unusable plates are
+    handled by :func:`usable_plates` (``quarantine_out``: ``results/paint/quarantine.tsv``); feature
+    selection that removes every feature is an error naming what removed them."""
     reg = read_registry(registry)
-    res = build_profiles(wells=read_wells(wells, reg), registry=reg,
+    table, held = usable_plates(wells, reg, on_empty)
+    res = build_profiles(wells=table, registry=reg,
                          normalize=params["normalize"],
                          feature_select=list(params["feature_select"]),
                          outlier_cutoff=float(params["outlier_cutoff"]),
                          position_correction=bool(params["position_correction"]),
                          blocklist=params["blocklist"])
     log.info("profiles: %s", json.dumps(res.info, default=str))
+    if not C.feature_columns(res.profiles):
+        sel = res.info.get("feature_selection", {})
+        removed = ", ".join(f"{op}: {n}" for op, n in (sel.get("removed") or {}).items() if n)
+        raise quarantine.EmptyDataError(
+            f"feature selection removed every one of the {res.info.get('n_features_measured')} measured "
+            f"features of plates {sorted(set(table[C.PLATE].astype(str)))} ({removed or 'none kept'}). "
+            "Fix: check results/paint/{plate}/wells.parquet for NA or constant features, and relax "
+            "profiles.feature_select (e.g. drop drop_na_columns or variance_threshold)")
     write_parquet(res.profiles, profiles_out)
     write_parquet(res.consensus, consensus_out)
+    if quarantine_out is not None:
+        write_tsv(held, quarantine_out)
     return res

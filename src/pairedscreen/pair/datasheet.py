@@ -116,7 +116,9 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
                     prehashed: Sequence[Mapping[str, Any]] | None = None,
                     generated_at: str | None = None,
                     software: Mapping[str, str | None] | None = None,
-                    root: str | os.PathLike | None = None) -> dict:
+                    root: str | os.PathLike | None = None,
+                    arms: Mapping[str, Any] | None = None,
+                    quarantine: Sequence[Mapping[str, Any]] | None = None) -> dict:
     """Assemble the datasheet dict (JSON-ready: numpy scalars/NaN converted).
 
     ``inputs``: {role: path | [paths]} hashed here; ``counts``: {"rna": rna_stage_counts(...),
@@ -125,7 +127,9 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
     ``quality.truth.truth_recovery`` - required whenever ``config['truth_dir']`` is set; ``prehashed``:
     input records ({role, path, sha256[, bytes]}) whose checksums an arm already computed (FASTQs,
     images), appended to ``inputs`` as they are; ``outputs``: {role: path | [paths]} recorded with their
-    content digests (:func:`pairedscreen.digest.content_digest`, ``root`` = the working directory).
+    content digests (:func:`pairedscreen.digest.content_digest`, ``root`` = the working directory);
+    ``arms``: per arm {status present|missing, units, used}; ``quarantine``: records of
+    :mod:`pairedscreen.quarantine` (plates, libraries, perturbations).
     """
     if str(config.get("truth_dir") or "").strip() and not truth_recovery:
         raise ValueError("config truth_dir is set: truth_recovery must be given")
@@ -135,8 +139,11 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
         "inputs": describe_inputs(inputs or {}) + [dict(r) for r in (prehashed or [])],
         "config": dict(config),
         "config_sha256": config_digest(config),
+        "arms": dict(arms) if arms is not None else {
+            a: {"status": "present", "units": []} for a in ("rna", "paint")},
         "counts": dict(counts or {}),
         "metrics": dict(metrics or {}),
+        "quarantine": [dict(r) for r in (quarantine or [])],
     }
     if truth_recovery:
         sheet["truth_recovery"] = dict(truth_recovery)

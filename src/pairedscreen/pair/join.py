@@ -101,6 +101,8 @@ def write_paired(mdata: md.MuData, h5mu: str | os.PathLike, rna_h5ad: str | os.P
             if c not in mod.obs.columns and ":" not in c:
                 mod.obs[c] = mdata.obs[c].array
         mod.uns["missing"] = mdata.uns["missing"][name]
+        if "arms" in mdata.uns:
+            mod.uns["arms"] = dict(mdata.uns["arms"])
         with atomic_output(path) as tmp:
             mod.write_h5ad(tmp)
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pairedscreen import columns as C
+from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
 from pairedscreen.io import jsonable, write_json, write_tsv
 from pairedscreen.paint.profiles import harmonize_metadata
@@ -38,52 +39,75 @@ def _paint_cell_meta(path: PathLike) -> pd.DataFrame:
     return pq.read_table(path, columns=names).to_pandas()
 
 
-def run_pair(pseudobulk: PathLike, consensus: PathLike, quality_table: PathLike, registry: PathLike,
-              rna_cells: PathLike, paint_cells: Sequence[PathLike], h5mu_out: PathLike, rna_out: PathLike,
-              paint_out: PathLike, cell_index_out: PathLike, cells_out: PathLike | None = None,
-              splits: PathLike | None = None, holdout: PathLike | None = None) -> None:
+def _rna_cell_index(rna_cells: PathLike, reg: pd.DataFrame, backed: bool) -> tuple[pd.DataFrame, ad.AnnData]:
+    cells = ad.read_h5ad(rna_cells, backed="r" if backed else None)
+    used = usable_cells(cells, categories=reg["perturbation_id"].astype(str).tolist())
+    obs = cells.obs
+    return pd.DataFrame({"modality": "rna", "cell_id": obs.index.astype(str),
+                         "perturbation": obs["perturbation"].astype(str).to_numpy(),
+                         "library": obs["library"].astype(str).to_numpy() if "library" in obs else "",
+                         "batch": obs["batch"].astype(str).to_numpy() if "batch" in obs else "",
+                         "used": used}), cells
+
+
+def _paint_cell_index(path: PathLike) -> pd.DataFrame:
+    m = _paint_cell_meta(path)
+    return pd.DataFrame({
+        "modality": "paint",
+        "cell_id": (m[C.PLATE].astype(str) + "_" + m[C.WELL].astype(str) + "_s"
+                    + m[C.SITE].astype(str) + "_" + m[C.OBJECT_NUMBER].astype(str)).to_numpy(),
+        "perturbation": m[C.PERT].astype(str).to_numpy(),
+        "plate": m[C.PLATE].astype(str).to_numpy(),
+        "well": m[C.WELL].astype(str).to_numpy(), "site": m[C.SITE].to_numpy(),
+        "batch": m[C.BATCH].astype(str).to_numpy() if C.BATCH in m else "", "used": True})
+
+
+def run_pair(pseudobulk: PathLike | None, consensus: PathLike | None, quality_table: PathLike,
+             registry: PathLike, rna_cells: PathLike | None, paint_cells: Sequence[PathLike],
+             h5mu_out: PathLike, rna_out: PathLike | None, paint_out: PathLike | None,
+             cell_index_out: PathLike, cells_out: PathLike | None = None,
+             paint_quarantine: PathLike | None = None, splits: PathLike | None = None,
+             holdout: PathLike | None = None) -> None:
     """``perturbations.h5mu`` + ``rna.h5ad`` + ``paint.h5ad`` (registry order; quality table columns in
     global obs), ``cell_index.tsv`` (every cell of both arms: modality, cell_id, perturbation, is_control,
     library/plate/well/site, used = behind the pseudobulk or a profiled well) and, when asked,
     ``cells.h5mu``. ``splits`` (results/train/splits.tsv) adds the training split as global obs
-    ``split``; ``holdout`` (batch_holdout.tsv) goes to ``uns['batch_holdout']`` (batch_split is per cell)."""
+    ``split``; ``holdout`` (batch_holdout.tsv) goes to ``uns['batch_holdout']`` (batch_split is per cell).
+
+    An arm given as None (no libraries / no plates in the sheets yet) is an empty modality (every
+    perturbation NaN, no variables) and ``uns['arms']`` says it is missing; its ``{arm}.h5ad`` is not
+    written. Plates quarantined in ``paint_quarantine`` are left out of the cell tables."""
     reg = read_registry(registry)
+    paint_cells = quarantine.usable_files(paint_cells, quarantine.read_table(paint_quarantine))
+    arms = {"rna": "present" if pseudobulk is not None else "missing",
+            "paint": "present" if consensus is not None else "missing"}
     qc = pd.read_csv(quality_table, sep="\t").set_index("perturbation_id")
-    uns = {}
+    uns: dict[str, Any] = {"arms": arms}
     if splits is not None:
         qc = qc.join(pd.read_csv(splits, sep="\t", dtype={"perturbation_id": str, "split": str})
                      .set_index("perturbation_id")[["split"]], how="left")
     if holdout is not None:
         hold = pd.read_csv(holdout, sep="\t", dtype=str, keep_default_na=False)
         uns["batch_holdout"] = {c: hold[c].to_numpy(dtype=str) for c in hold.columns}
-    mdata = join.build_perturbations(reg, rna=ad.read_h5ad(pseudobulk), paint=pd.read_parquet(consensus),
+    mdata = join.build_perturbations(reg, rna=ad.read_h5ad(pseudobulk) if pseudobulk is not None else None,
+                                     paint=pd.read_parquet(consensus) if consensus is not None else None,
                                      qc=qc, uns=uns)
-    join.write_paired(mdata, h5mu_out, rna_out, paint_out)
+    join.write_paired(mdata, h5mu_out, rna_out if arms["rna"] == "present" else None,
+                      paint_out if arms["paint"] == "present" else None)
 
-    cells = ad.read_h5ad(rna_cells, backed="r" if cells_out is None else None)
-    used = usable_cells(cells, categories=reg["perturbation_id"].astype(str).tolist())
-    obs = cells.obs
-    rna_idx = pd.DataFrame({"modality": "rna", "cell_id": obs.index.astype(str),
-                            "perturbation": obs["perturbation"].astype(str).to_numpy(),
-                            "library": obs["library"].astype(str).to_numpy() if "library" in obs else "",
-                            "batch": obs["batch"].astype(str).to_numpy() if "batch" in obs else "",
-                            "used": used})
-    paint_idx = []
-    for p in paint_cells:
-        m = _paint_cell_meta(p)
-        paint_idx.append(pd.DataFrame({
-            "modality": "paint",
-            "cell_id": (m[C.PLATE].astype(str) + "_" + m[C.WELL].astype(str) + "_s"
-                        + m[C.SITE].astype(str) + "_" + m[C.OBJECT_NUMBER].astype(str)).to_numpy(),
-            "perturbation": m[C.PERT].astype(str).to_numpy(),
-            "plate": m[C.PLATE].astype(str).to_numpy(),
-            "well": m[C.WELL].astype(str).to_numpy(), "site": m[C.SITE].to_numpy(),
-            "batch": m[C.BATCH].astype(str).to_numpy() if C.BATCH in m else "", "used": True}))
-    index = pd.concat([rna_idx, *paint_idx], ignore_index=True, sort=False)
+    parts, cells = [], None
+    if rna_cells is not None:
+        rna_idx, cells = _rna_cell_index(rna_cells, reg, backed=cells_out is None)
+        parts.append(rna_idx)
+    parts += [_paint_cell_index(p) for p in paint_cells]
+    index = pd.concat(parts, ignore_index=True, sort=False) if parts else pd.DataFrame(
+        columns=["modality", "cell_id", "perturbation", "used"])
     ctrl = set(reg.loc[reg["is_control"], "perturbation_id"].astype(str))
     index.insert(3, "is_control", index["perturbation"].isin(ctrl))
     write_tsv(index, cell_index_out)
     if cells_out is not None:
+        if cells is None or not paint_cells:
+            raise ValueError("cells.h5mu needs both arms (the workflow asks for it only then)")
         tables = [harmonize_metadata(pd.read_parquet(p), reg) for p in paint_cells]
         painted = join.paint_cells_anndata(pd.concat(tables, ignore_index=True, sort=False).rename(columns={
             C.PLATE: "plate", C.WELL: "well", C.SITE: "site", C.OBJECT_NUMBER: "object_id"}))
@@ -145,6 +169,32 @@ def _ledger(inputs: Any, libraries: Sequence[str], plates: Sequence[str],
         if cons and C.N_CELLS in pq.read_schema(cons[0]).names else None)
 
 
+def arm_status(libraries: Sequence[str], plates: Sequence[str], held: pd.DataFrame) -> dict[str, dict]:
+    """Datasheet ``arms``: per arm present/missing, its units in the sheets and those used (not
+    quarantined)."""
+    out = {}
+    for arm, units, sheet in (("rna", libraries, "rna_libraries.tsv"), ("paint", plates, "plates.tsv")):
+        bad = set(held.loc[held["arm"] == arm, "id"].astype(str))
+        entry: dict[str, Any] = {"status": "present" if units else "missing",
+                                 "units": [str(u) for u in units],
+                                 "used": [str(u) for u in units if str(u) not in bad]}
+        if not units:
+            entry["reason"] = f"the sheet {sheet} has no rows yet: add them and rerun to build the pair"
+        out[arm] = entry
+    return out
+
+
+def _paired_missing(h5mu: PathLike) -> dict[str, list[str]]:
+    """``uns['missing']`` of ``perturbations.h5mu``: perturbation ids without data, per modality."""
+    import h5py
+
+    with h5py.File(h5mu, "r") as f:
+        grp = f["uns"].get("missing") if "uns" in f else None
+        if grp is None:
+            return {}
+        return {k: [v.decode() if isinstance(v, bytes) else str(v) for v in grp[k][()]] for k in grp}
+
+
 def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | None,
                   libraries: Sequence[str], plates: Sequence[str], out: PathLike,
                   chunks: Mapping[str, Sequence[str]] | None = None,
@@ -187,6 +237,13 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     metrics = json.loads(Path(_get(inputs, "metrics")[0]).read_text())
     truth_rec = metrics.pop("truth_recovery", None) if truth_dir else None
     metrics.pop("truth_recovery", None)
+    metrics.pop("arms", None)
+    held = pd.concat([quarantine.read_table(p) for p in _get(inputs, "rna_quarantine")
+                      + _get(inputs, "paint_quarantine")] or [quarantine.table([])], ignore_index=True)
+    arms = arm_status(libraries, plates, held)
+    measured = [a for a, v in arms.items() if v["status"] == "present"]
+    missing = _paired_missing(_get(inputs, "h5mu")[0])
+    records = held.to_dict(orient="records") + quarantine.perturbations_without_cells(missing, measured)
     sheet = ds.build_datasheet(
         config=config,
         inputs={"sheets": _get(inputs, "sheets"), "plate_maps": _get(inputs, "plate_maps")},
@@ -194,7 +251,8 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         counts={"rna": rna_counts, "paint": paint_counts,
                 "pair": {"libraries": list(libraries), "plates": list(plates)}},
         metrics=metrics, truth_recovery=truth_rec,
-        outputs={"output": _get(inputs, "outputs") or _get(inputs, "h5mu")}, root=wd)
+        outputs={"output": _get(inputs, "outputs") or _get(inputs, "h5mu")}, root=wd, arms=arms,
+        quarantine=records)
     if ledger is not None:
         sheet["ledger"] = jsonable(ledger)
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pairedscreen import columns as C
+from pairedscreen import quarantine
 from pairedscreen.expression import log1p_cp10k, usable_cells
 from pairedscreen.io import jsonable, write_json, write_parquet, write_tsv
 from pairedscreen.modalities import paint_modality, rna_modality
@@ -98,40 +99,15 @@ def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
     return out
 
 
-def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, pseudobulk: PathLike,
-                knockdown: PathLike, wells: Sequence[PathLike], registry: PathLike,
-                params: Mapping[str, Any], truth_dir: PathLike | None, metrics_out: PathLike,
-                table_out: PathLike, paint_cells: Sequence[PathLike] | None = None,
-                similarity_out: PathLike | None = None, position_out: PathLike | None = None) -> dict:
-    """All quality metrics -> ``results/quality/metrics.json`` (datasheet ``metrics`` block, plus
-    ``truth_recovery`` when ``truth_dir``) and ``results/quality/perturbations.tsv`` (one row per registry
-    perturbation: ``{arm}_map``, ``{arm}_q_value``, ``{arm}_active``, ``{arm}_edistance``, ``{arm}_effect_q``,
-    consistency q-values, knockdown columns). ``params`` = the resolved ``quality:`` block
-    (permutations, seed, alpha, max_cells, n_top_genes, n_pcs, paint_pca_variance; from
-    :func:`pairedscreen.config.load_config`). ``paint_cells`` (per-plate cells.parquet) enables
-    sub-well replicates when the screen has one well per perturbation. For the report, when given:
-    ``similarity_out`` (``results/quality/similarity.parquet``, the two similarity matrices behind
-    ``metrics.concordance``) and ``position_out`` (``results/quality/position.parquet``, per plate and
-    feature the R^2 behind ``metrics.position``, ``profiles`` = before|after).
-    """
-    nperm = int(params["permutations"])
-    seed = int(params["seed"])
-    alpha = float(params["alpha"])
-    max_cells = int(params["max_cells"])
-    n_top, n_pcs = int(params["n_top_genes"]), int(params["n_pcs"])
-    reg = read_registry(registry)
-    ids = reg["perturbation_id"].astype(str).tolist()
-    metrics: dict[str, Any] = {"replicate": {}, "consistency": {}, "effect": {}, "batch": {}}
-    tables = []
-
-    # paint ---------------------------------------------------------------------------------------
+def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: Sequence[PathLike] | None,
+                   reg: pd.DataFrame, metrics: dict, tables: list, *, nperm: int, seed: int, alpha: float,
+                   pca: Any, position_out: PathLike | None) -> pd.DataFrame:
     pr = harmonize_metadata(pd.read_parquet(profiles), reg)
     feats = C.feature_columns(pr)
     rep, unit = _paint_replicates(pr, feats, paint_cells, reg, seed)
     meta = pd.DataFrame({"perturbation": rep[C.PERT].astype(str).to_numpy(),
                          "is_control": rep[C.IS_CONTROL].to_numpy(bool),
                          "plate": rep[C.PLATE].astype(str).to_numpy()})
-    pca = params["paint_pca_variance"]
     rep_feats = [f for f in feats if f in rep.columns]   # sub-well replicates may drop undefined features
     x = replicate.paint_features(rep, rep_feats, pca_variance=None if pca in (None, 0, 1) else float(pca))
     act_paint = replicate.phenotypic_activity(x, meta, null_size=nperm, seed=seed)
@@ -170,15 +146,19 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
     if C.BATCH in ctrl and ctrl[C.BATCH].nunique() > 1:
         metrics["batch"]["paint_batch_normalized"] = batch.batch_predictability(
             ctrl[feats].to_numpy(), ctrl[C.BATCH].to_numpy(), n_permutations=nperm, seed=seed)
+    return act_paint
 
-    # rna -----------------------------------------------------------------------------------------
+
+def _rna_quality(rna_cells: PathLike, reg: pd.DataFrame, ids: list[str], metrics: dict, tables: list,
+                 params: Mapping[str, Any], *, nperm: int, seed: int, alpha: float,
+                 max_cells: int) -> pd.DataFrame:
     cells = ad.read_h5ad(rna_cells)
     if "is_control" not in cells.obs:
         ctrl_ids = set(reg.loc[reg["is_control"], "perturbation_id"])
         cells.obs["is_control"] = cells.obs["perturbation"].astype(str).isin(ctrl_ids).to_numpy()
     rrep = replicate_pseudobulks(cells, categories=ids, seed=seed)
     rx = replicate.rna_features(rrep.X, rrep.obs["is_control"].to_numpy(bool),
-                                n_top=n_top)
+                                n_top=int(params["n_top_genes"]))
     rmeta = rrep.obs[["perturbation", "guide", "library", "is_control"]].reset_index(drop=True)
     act_rna = replicate.phenotypic_activity(rx, rmeta, null_size=nperm, seed=seed)
     metrics["replicate"]["rna"] = {**summarize_hits(act_rna, alpha=alpha),
@@ -188,7 +168,8 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
         cons_rna = replicate.consistency(rx, rmeta, diff_col="guide", null_size=nperm, seed=seed)
         metrics["consistency"]["rna_across_guides"] = summarize_hits(cons_rna, alpha=alpha)
         tables.append(_table(cons_rna, "rna", "guide_consistency")[["rna_guide_consistency_q"]])
-    emb, eobs = _rna_embedding(cells, ids, max_cells=max_cells, n_top=n_top, n_comps=n_pcs, seed=seed)
+    emb, eobs = _rna_embedding(cells, ids, max_cells=max_cells, n_top=int(params["n_top_genes"]),
+                               n_comps=int(params["n_pcs"]), seed=seed)
     eff_rna = effect.edistance_table(emb, eobs["perturbation"].astype(str).to_numpy(),
                                      eobs["is_control"].to_numpy(bool), n_permutations=nperm, seed=seed,
                                      max_cells=max_cells)
@@ -199,38 +180,83 @@ def run_quality(profiles: PathLike, consensus: PathLike, rna_cells: PathLike, ps
         if key in eobs and eobs.loc[cmask, key].nunique() > 1:
             metrics["batch"][f"rna_{key}"] = batch.batch_predictability(
                 emb[cmask], eobs.loc[cmask, key].astype(str).to_numpy(), n_permutations=nperm, seed=seed)
+    return act_rna
 
-    # both ----------------------------------------------------------------------------------------
-    rna_mod = rna_modality(ad.read_h5ad(pseudobulk), reg)
-    paint_mod = paint_modality(pd.read_parquet(consensus), reg)
+
+def run_quality(profiles: PathLike | None, consensus: PathLike | None, rna_cells: PathLike | None,
+                pseudobulk: PathLike | None, knockdown: PathLike | None, wells: Sequence[PathLike],
+                registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
+                metrics_out: PathLike, table_out: PathLike, paint_cells: Sequence[PathLike] | None = None,
+                similarity_out: PathLike | None = None, position_out: PathLike | None = None,
+                paint_quarantine: PathLike | None = None) -> dict:
+    """All quality metrics -> ``results/quality/metrics.json`` (datasheet ``metrics`` block, plus
+    ``truth_recovery`` when ``truth_dir``) and ``results/quality/perturbations.tsv`` (one row per registry
+    perturbation: ``{arm}_map``, ``{arm}_q_value``, ``{arm}_active``, ``{arm}_edistance``, ``{arm}_effect_q``,
+    consistency q-values, knockdown columns). ``params`` = the resolved ``quality:`` block
+    (permutations, seed, alpha, max_cells, n_top_genes, n_pcs, paint_pca_variance; from
+    :func:`pairedscreen.config.load_config`). ``paint_cells`` (per-plate cells.parquet) enables
+    sub-well replicates when the screen has one well per perturbation. For the report, when given:
+    ``similarity_out`` (``results/quality/similarity.parquet``, the two similarity matrices behind
+    ``metrics.concordance``) and ``position_out`` (``results/quality/position.parquet``, per plate and
+    feature the R^2 behind ``metrics.position``, ``profiles`` = before|after).
+
+    An arm whose inputs are None (no plates / no libraries in the sheets yet) is recorded as missing
+    (``metrics['arms']``); its metrics, the concordance and ``similarity_out`` (both arms) and
+    ``position_out`` (paint) are not made. Plates quarantined in ``paint_quarantine``
+    (``results/paint/quarantine.tsv``) are left out of the per-plate inputs.
+    """
+    nperm = int(params["permutations"])
+    seed = int(params["seed"])
+    alpha = float(params["alpha"])
+    max_cells = int(params["max_cells"])
+    reg = read_registry(registry)
+    ids = reg["perturbation_id"].astype(str).tolist()
+    has = {"rna": rna_cells is not None and pseudobulk is not None,
+           "paint": profiles is not None and consensus is not None}
+    metrics: dict[str, Any] = {"arms": {a: "present" if v else "missing" for a, v in has.items()},
+                               "replicate": {}, "consistency": {}, "effect": {}, "batch": {}}
+    tables: list[pd.DataFrame] = []
+    held = quarantine.read_table(paint_quarantine)
+    calls: dict[str, pd.DataFrame] = {}
+    if has["paint"]:
+        calls["paint"] = _paint_quality(profiles, quarantine.usable_files(wells, held),
+                                        quarantine.usable_files(paint_cells, held), reg, metrics, tables,
+                                        nperm=nperm, seed=seed, alpha=alpha,
+                                        pca=params["paint_pca_variance"], position_out=position_out)
+    if has["rna"]:
+        calls["rna"] = _rna_quality(rna_cells, reg, ids, metrics, tables, params, nperm=nperm, seed=seed,
+                                    alpha=alpha, max_cells=max_cells)
     is_ctrl = reg["is_control"].to_numpy(bool)
-    metrics["concordance"] = {
-        **concordance.concordance(rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed),
-        "subset": "non-control perturbations in both arms",
-    }
-    if similarity_out is not None:
-        write_parquet(concordance.similarity_pairs(rna_mod.X, paint_mod.X, is_ctrl, ids), similarity_out)
-    # the same statistic over the perturbations this run calls active (q < alpha) in both arms
-    active = {arm: set(t.loc[t["q_value"] < alpha, "perturbation"].astype(str))
-              for arm, t in (("rna", act_rna), ("paint", act_paint))}
-    both_active = np.array([i in active["rna"] and i in active["paint"] for i in ids])
-    metrics["concordance"]["active_in_both"] = concordance.concordance(
-        rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed, subset=both_active, labels=ids)
+    if has["rna"] and has["paint"]:
+        rna_mod = rna_modality(ad.read_h5ad(pseudobulk), reg)
+        paint_mod = paint_modality(pd.read_parquet(consensus), reg)
+        metrics["concordance"] = {
+            **concordance.concordance(rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed),
+            "subset": "non-control perturbations in both arms",
+        }
+        if similarity_out is not None:
+            write_parquet(concordance.similarity_pairs(rna_mod.X, paint_mod.X, is_ctrl, ids), similarity_out)
+        # the same statistic over the perturbations this run calls active (q < alpha) in both arms
+        active = {arm: set(t.loc[t["q_value"] < alpha, "perturbation"].astype(str))
+                  for arm, t in calls.items()}
+        both_active = np.array([i in active["rna"] and i in active["paint"] for i in ids])
+        metrics["concordance"]["active_in_both"] = concordance.concordance(
+            rna_mod.X, paint_mod.X, is_ctrl, n_permutations=nperm, seed=seed, subset=both_active, labels=ids)
     table = pd.DataFrame(index=pd.Index(ids, name="perturbation_id"))
     for t in tables:
         table = table.join(t, how="left")
-    kd_path = Path(knockdown)
-    if kd_path.exists() and kd_path.stat().st_size:
+    kd_path = Path(knockdown) if knockdown else None
+    if kd_path is not None and kd_path.exists() and kd_path.stat().st_size:
         kd = pd.read_csv(kd_path, sep="\t").set_index("perturbation_id")
         for c in ("log2fc", "padj", "remaining_fraction", "significant"):
             if c in kd:
                 table[f"rna_knockdown_{c}"] = kd[c].reindex(table.index).to_numpy()
     if truth_dir:
-        metrics["truth_recovery"] = truth.truth_recovery(
-            truth_dir, {"rna": act_rna, "paint": act_paint},
-            edge_detected=metrics["position"]["before"]["edge_detected"], alpha=alpha)
-        metrics["truth_recovery"]["concordance"] = truth.concordance_recovery(
-            truth_dir, ids, rna_mod.X, paint_mod.X, is_ctrl, alpha=alpha, n_permutations=nperm, seed=seed)
+        edge = metrics["position"]["before"]["edge_detected"] if has["paint"] else None
+        metrics["truth_recovery"] = truth.truth_recovery(truth_dir, calls, edge_detected=edge, alpha=alpha)
+        if has["rna"] and has["paint"]:
+            metrics["truth_recovery"]["concordance"] = truth.concordance_recovery(
+                truth_dir, ids, rna_mod.X, paint_mod.X, is_ctrl, alpha=alpha, n_permutations=nperm, seed=seed)
     write_tsv(table.reset_index(), table_out)
     write_json(jsonable(metrics), metrics_out)
     return metrics

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import pandas as pd
 
+from pairedscreen import quarantine
+from pairedscreen.expression import usable_cells
 from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parquet, write_tsv
 from pairedscreen.rna import calling, count, fastq, knockdown, pseudobulk, qc
 from pairedscreen.rna import guides as guide_calls
@@ -191,10 +194,31 @@ def run_rna_merge(
     cells_out: PathLike,
     pseudobulk_out: PathLike,
     knockdown_out: PathLike,
-) -> None:
-    """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``."""
+    quarantine_out: PathLike | None = None,
+    on_empty: str = "error",
+) -> pd.DataFrame:
+    """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``.
+
+    A library with no usable cell (QC-passing singlet with one guide) is an :class:`EmptyDataError` under
+    ``on_empty: error``; under ``quarantine`` it is recorded in ``quarantine_out``
+    (``results/rna/quarantine.tsv``; see :mod:`pairedscreen.quarantine`) and its cells stay in the merge,
+    flagged as they are (none of them is behind the pseudobulk). Returns the quarantine table."""
+    if not cells:
+        raise quarantine.EmptyDataError("no libraries to merge: config/rna_libraries.tsv has no rows")
     reg = read_registry(registry)
-    merged = pseudobulk.merge_libraries([ad.read_h5ad(p) for p in cells])
+    libraries, records = [], []
+    for p in cells:
+        lib = ad.read_h5ad(p)
+        name = str(lib.obs["library"].iloc[0]) if lib.n_obs and "library" in lib.obs else Path(p).parent.name
+        problem = quarantine.library_problem(lib.obs, name, usable_cells(lib))
+        if problem:
+            records.append(problem)
+        libraries.append(lib)
+    names = [Path(p).parent.name for p in cells]
+    held = quarantine.decide(records, names, on_empty, arm="rna", unit="library")
+    for r in records:
+        log.warning("library %s quarantined: %s", r["id"], r["reason"])
+    merged = pseudobulk.merge_libraries(libraries)
     _write_h5ad(merged, cells_out)
     controls = set(reg.loc[reg["is_control"], "perturbation_id"])
     pb = pseudobulk.pseudobulk(merged, order=list(reg["perturbation_id"]), controls=controls)
@@ -202,3 +226,6 @@ def run_rna_merge(
     kd = knockdown.knockdown_table(merged, reg)
     kd["significant"] = (kd["padj"] < alpha) & (kd["log2fc"] < 0)
     write_tsv(kd, knockdown_out)
+    if quarantine_out is not None:
+        write_tsv(held, quarantine_out)
+    return held

@@ -57,10 +57,21 @@ def funnel(counts: Mapping[str, Any], stages: list[tuple[str, str, str]]) -> pd.
     return pd.DataFrame(rows)
 
 
+ARM_NAMES = {"rna": "RNA", "paint": "Cell Painting"}
+
+
 def derive_warnings(ds: Mapping[str, Any], metrics: Mapping[str, Any], paint_counts: pd.DataFrame
                     ) -> list[str]:
     """Things a reader of the quality certificate must not miss, from the datasheet and the metrics."""
     out: list[str] = []
+    for arm, entry in (ds.get("arms") or {}).items():
+        if isinstance(entry, Mapping) and entry.get("status") == "missing":
+            why = entry.get("reason", "no units in the sheets")
+            out.append(f"{ARM_NAMES.get(arm, arm)} arm missing: {why}")
+    for r in ds.get("quarantine") or []:
+        if isinstance(r, Mapping) and r.get("what") in ("plate", "library"):
+            out.append(f"{r['what']} {r['id']} quarantined ({ARM_NAMES.get(r['arm'], r['arm'])} arm): "
+                       f"{r['reason']}; left out of the pair, see Quarantines")
     pc = dig(ds, "counts", "paint") or {}
     if pc.get("images_quarantined"):
         out.append(f"{pc['images_quarantined']} image(s) quarantined (unreadable or invalid); "
@@ -134,7 +145,10 @@ def collect_overview(inputs: Inputs, ds: Mapping[str, Any], metrics: Mapping[str
     warnings += derive_warnings(ds, metrics, paint_counts)
     per_plate = [d["quarantined"] for d in paint.get("plates", {}).values()
                  if isinstance(d.get("quarantined"), pd.DataFrame) and not d["quarantined"].empty]
-    quarantines = pd.concat(per_plate, ignore_index=True) if per_plate else pd.DataFrame()
+    # the datasheet's quarantine records (plates, libraries, perturbations), then the quarantined images
+    records = [pd.DataFrame([r for r in (ds.get("quarantine") or []) if isinstance(r, Mapping)])]
+    parts = [p for p in records + per_plate if not p.empty]
+    quarantines = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return {"provenance": prov, "software": dict(software), "config": dict(cfg), "inputs": inputs_tab,
             "inputs_summary": inputs_summary, "rna_counts": rna_counts, "paint_counts": paint_counts,
             "rna_funnel": funnel(ds_rna, RNA_STAGES), "paint_funnel": funnel(ds_paint, PAINT_STAGES),
