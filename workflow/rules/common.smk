@@ -112,22 +112,6 @@ def if_both(*keys):
     return [path(k) for k in keys] if HAS_RNA and HAS_PAINT else []
 
 
-onstart:
-    # no output of an earlier run survives that this run would not write (see pairedscreen.stale)
-    # (the sweep of undeclared aggregate files only when the run builds the whole screen, rule all)
-    if workflow.is_main_process and not workflow.touch:
-        from pairedscreen.stale import AGGREGATE_FOLDERS, clear_before_run
-
-        _jobs = list(workflow.dag.jobs)
-        _removed = clear_before_run(
-            rerun_outputs=[str(f) for job in workflow.dag.needrun_jobs() for f in job.output],
-            declared=[str(f) for job in _jobs for f in job.output],
-            folders=AGGREGATE_FOLDERS if any(job.rule.name == "all" for job in _jobs) else ())
-        if _removed:
-            print(f"pairedscreen: removed {len(_removed)} output(s) of an earlier run that this run rewrites "
-                  "or no longer writes", file=sys.stderr)
-
-
 REF = config["reference"]
 PREBUILT_INDEX = bool(REF["index"]) and bool(REF["t2g"])
 KB_INDEX = REF["index"] if PREBUILT_INDEX else path("kb_index")
