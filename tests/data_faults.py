@@ -11,18 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
-
-
-def blank_plate(wd: Path, plate: str, level: int = 400) -> int:
-    """Replace every image of ``plate`` by an empty field (flat background, same shape and dtype): no
-    cells. (Camera noise alone is not used: Cellpose's percentile normalisation turns it into a few
-    spurious cells, a different fault, image QC's.)"""
-    files = sorted((wd / "raw" / "images" / plate).glob("*.tif"))
-    for f in files:
-        img = tifffile.imread(f)
-        tifffile.imwrite(f, np.full(img.shape, level, dtype=img.dtype))
-    return len(files)
 
 
 def corrupt_plate(wd: Path, plate: str) -> int:

@@ -1,22 +1,25 @@
 """Empty and unusable data: never a crash downstream, either an error naming the unit and the fix or (with
 ``on_empty: quarantine``) a recorded quarantine, with the remaining plates/libraries still paired.
 
-One tiny simulated screen (3 plates, 2 libraries) carries every fault at once and runs once:
-P2's images hold no cells (flat background), P3's images are all unreadable (``on_bad_image: quarantine``
-quarantines every site), L2's cells are all mitochondrial (every cell fails ``max_pct_mt``), and TGT99 is
-registered but carried by no read and no well. The last test flips ``on_empty`` to ``error`` on the same
-working directory. All-NA features and feature selection are checked on the stage functions.
+One tiny simulated screen (2 plates, 2 libraries) carries every fault at once and runs once: P2's images
+are all unreadable (``on_bad_image: quarantine`` quarantines every site), L2's cells are all mitochondrial
+(every cell fails ``max_pct_mt``), and TGT99 is registered but carried by no read and no well. The last
+test flips ``on_empty`` to ``error`` on the same working directory. A plate whose usable sites hold no
+cell, all-NA features and feature selection are checked on the stage functions. (A plate of blank images
+no longer reaches segmentation: image QC flags its sites and illumination stops with the flags and the
+fix, tests/test_paint_qc_illum.py.)
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from data_faults import add_unused_perturbation, blank_plate, corrupt_plate, mito_library
+from data_faults import add_unused_perturbation, corrupt_plate, mito_library
 from workdir import snakemake
 
 from pairedscreen import quarantine
@@ -42,8 +45,8 @@ def faulted_run(tmp_path_factory):
     from pairedscreen.simulate import simulate
 
     wd = simulate(tmp_path_factory.mktemp("faults") / "screen", preset="tiny",
-                  overrides={"paint.n_plates": 3, "rna.n_libraries": 2})
-    assert blank_plate(wd, "P2") and corrupt_plate(wd, "P3")
+                  overrides={"paint.n_plates": 2, "rna.n_libraries": 2})
+    assert corrupt_plate(wd, "P2")
     assert mito_library(wd, "L2") > 0
     add_unused_perturbation(wd, "TGT99")
     _set_config(wd, **{"paint.on_bad_image": "quarantine", "on_empty": "quarantine"})
@@ -61,24 +64,17 @@ def _report(wd) -> str:
     return (wd / "results" / "report.html").read_text()
 
 
-def test_plate_without_cells_is_quarantined(faulted_run):
-    wd, sheet = faulted_run
-    rec = _records(sheet, "plate")["P2"]
-    assert rec["arm"] == "paint" and rec["reason"].startswith("no cell segmented in")
-    assert "segmentation" in rec["fix"]
-    wells = pd.read_parquet(wd / "results" / "paint" / "P2" / "wells.parquet")
-    assert wells["Metadata_Count_SitesUsable"].sum() > 0 and wells["Metadata_Count_Cells"].sum() == 0
-    assert "plate P2 quarantined" in _report(wd)
-
-
 def test_plate_with_every_site_quarantined_is_quarantined(faulted_run):
     wd, sheet = faulted_run
-    rec = _records(sheet, "plate")["P3"]
-    assert rec["reason"].startswith("every site is quarantined")
-    index = pd.read_parquet(wd / "results" / "paint" / "P3" / "image_index.parquet")
+    rec = _records(sheet, "plate")["P2"]
+    assert rec["arm"] == "paint" and rec["reason"].startswith("every site is quarantined")
+    assert "image_index.parquet" in rec["fix"]
+    index = pd.read_parquet(wd / "results" / "paint" / "P2" / "image_index.parquet")
     assert (index["status"] == "quarantined").all()
-    assert not list((wd / "results" / "paint" / "P3" / "illum").glob("*.npy"))
-    assert "plate P3 quarantined" in _report(wd)
+    assert not list((wd / "results" / "paint" / "P2" / "illum").glob("*.npy"))
+    wells = pd.read_parquet(wd / "results" / "paint" / "P2" / "wells.parquet")
+    assert wells["Metadata_Count_Cells"].sum() == 0
+    assert "plate P2 quarantined" in _report(wd)
 
 
 def test_library_without_cells_after_qc_is_quarantined(faulted_run):
@@ -128,11 +124,11 @@ def test_remaining_plate_and_library_still_paired(faulted_run):
     assert set(merged["library"].astype(str)) == {"L1", "L2"}
     assert not merged.loc[merged["library"].astype(str) == "L2", "pass_qc"].astype(bool).any()
     held = pd.read_csv(wd / "results" / "paint" / "quarantine.tsv", sep="\t")
-    assert set(held["id"]) == {"P2", "P3"}
+    assert set(held["id"]) == {"P2"}
 
 
 def test_on_empty_error_names_each_unit_and_leaves_no_stale_output(faulted_run):
-    """Same screen, ``on_empty: error``: the aggregate steps stop naming P2, P3 and L2 with their fixes,
+    """Same screen, ``on_empty: error``: the aggregate steps stop naming P2 and L2 with their fixes,
     and no output of the earlier (successful) run survives downstream of them."""
     wd, _ = faulted_run
     per_plate = {p: p.read_bytes() for p in (wd / "results" / "paint" / "P1").rglob("*") if p.is_file()}
@@ -140,8 +136,7 @@ def test_on_empty_error_names_each_unit_and_leaves_no_stale_output(faulted_run):
     res = snakemake(wd, "--cores", "2", "--keep-going")
     assert res.returncode != 0
     logs = "".join((wd / "logs" / rule / "all.log").read_text() for rule in ("profiles", "rna_merge"))
-    for unit, fix in (("plate P2: no cell segmented", "paint.segmentation"),
-                      ("plate P3: every site is quarantined", "image_index.parquet"),
+    for unit, fix in (("plate P2: every site is quarantined", "image_index.parquet"),
                       ("library L2: no usable cell", "rna.qc")):
         assert unit in logs and fix in logs, (unit, logs[-3000:])
     assert "on_empty: quarantine" in logs
@@ -167,12 +162,39 @@ def _wells(plate: str, n: int, rng, na: bool = False, cells: int = 10) -> pd.Dat
     return df
 
 
+def _profile_params(**over):
+    """The resolved ``profiles:`` block: the schema's defaults (pairedscreen.config) with ``over``."""
+    from pairedscreen.config import load_config
+
+    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    return {**load_config(conf)["profiles"], **over}
+
+
 @pytest.fixture
 def registry(tmp_path):
     p = tmp_path / "perturbations.tsv"
     p.write_text("perturbation_id\tperturbation_type\ttarget_gene\tis_control\tcontrol_type\n"
                  "TGT01\tCRISPRi\tTGT01\tfalse\t\nNTC_1\tcontrol\t\ttrue\tnon-targeting\n")
     return p
+
+
+def test_plate_without_cells(tmp_path, registry):
+    """Usable sites but no cell segmented (e.g. wrong segmentation model): named with the fix, or left out."""
+    from pairedscreen.paint.stages import usable_plates
+    from pairedscreen.sheets import read_registry
+
+    rng = np.random.default_rng(2)
+    files = []
+    for plate, cells in (("P1", 10), ("P7", 0)):
+        (tmp_path / plate).mkdir()
+        w = _wells(plate, 12, rng, na=cells == 0, cells=cells)    # no cell -> features NaN, as aggregated
+        w.to_parquet(tmp_path / plate / "wells.parquet")
+        files.append(tmp_path / plate / "wells.parquet")
+    msg = r"plate P7: no cell segmented in 12 usable site\(s\). Fix: .*paint.segmentation"
+    with pytest.raises(quarantine.EmptyDataError, match=msg):
+        usable_plates(files, read_registry(registry), on_empty="error")
+    table, held = usable_plates(files, read_registry(registry), on_empty="quarantine")
+    assert set(table["Metadata_Plate"]) == {"P1"} and held["id"].tolist() == ["P7"]
 
 
 def test_plate_with_all_features_na(tmp_path, registry):
@@ -191,7 +213,7 @@ def test_plate_with_all_features_na(tmp_path, registry):
     assert "plate P9: every feature is NA in all 12 well(s) with cells" in msg and "Fix:" in msg
     assert "P1" not in msg.replace("P9", "") and "on_empty: quarantine" in msg
     out = tmp_path / "out"
-    res = run_profiles(files, registry, {"feature_select": ["drop_na_columns"]},
+    res = run_profiles(files, registry, _profile_params(feature_select=["drop_na_columns"]),
                        out / "profiles.parquet", out / "consensus.parquet", out / "quarantine.tsv",
                        on_empty="quarantine")
     assert set(res.profiles["Metadata_Plate"]) == {"P1"} and len(res.info["feature_selection"]) > 0
@@ -211,7 +233,7 @@ def test_feature_selection_removing_every_feature_is_an_error(tmp_path, registry
     out = tmp_path / "out"
     with pytest.raises(quarantine.EmptyDataError, match="removed every one of the 3 measured features"):
         run_profiles([tmp_path / "P1" / "wells.parquet"], registry,
-                     {"feature_select": ["variance_threshold"], "normalize": "standardize"},
+                     _profile_params(feature_select=["variance_threshold"], normalize="standardize"),
                      out / "profiles.parquet", out / "consensus.parquet", out / "quarantine.tsv")
     assert not out.exists() or not any(out.iterdir())
 
