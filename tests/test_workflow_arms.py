@@ -125,14 +125,16 @@ def test_libraries_only_aggregates_on_the_run_outputs(plates_first, tmp_path):
     """The libraries-only quality, pair and datasheet (stage functions) on this run's RNA outputs."""
     import mudata
 
+    from pairedscreen.config import load_config
     from pairedscreen.pair.stages import run_pair
     from pairedscreen.quality.stage import run_quality
 
     wd, _, _ = plates_first
     r, cfg = wd / "results", wd / "config"
+    params = {**load_config(cfg / "config.yaml")["quality"], "permutations": 50}
     metrics = run_quality(None, None, r / "rna" / "cells.h5ad", r / "rna" / "pseudobulk.h5ad",
                           r / "rna" / "knockdown.tsv", [], cfg / "perturbations.tsv",
-                          {"permutations": 50}, None, tmp_path / "metrics.json", tmp_path / "q.tsv")
+                          params, None, tmp_path / "metrics.json", tmp_path / "q.tsv")
     assert metrics["arms"] == {"rna": "present", "paint": "missing"} and "paint" not in metrics["replicate"]
     assert "paint_map" not in pd.read_csv(tmp_path / "q.tsv", sep="\t").columns
     run_pair(r / "rna" / "pseudobulk.h5ad", None, tmp_path / "q.tsv", cfg / "perturbations.tsv",
