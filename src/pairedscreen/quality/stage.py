@@ -101,7 +101,7 @@ def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
 
 def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: Sequence[PathLike] | None,
                    reg: pd.DataFrame, metrics: dict, tables: list, *, nperm: int, seed: int, alpha: float,
-                   pca: Any, position_out: PathLike | None) -> pd.DataFrame:
+                   pca: Any, position_out: PathLike | None, max_cells: int) -> pd.DataFrame:
     pr = harmonize_metadata(pd.read_parquet(profiles), reg)
     feats = C.feature_columns(pr)
     rep, unit = _paint_replicates(pr, feats, paint_cells, reg, seed)
@@ -222,7 +222,8 @@ def run_quality(profiles: PathLike | None, consensus: PathLike | None, rna_cells
         calls["paint"] = _paint_quality(profiles, quarantine.usable_files(wells, held),
                                         quarantine.usable_files(paint_cells, held), reg, metrics, tables,
                                         nperm=nperm, seed=seed, alpha=alpha,
-                                        pca=params["paint_pca_variance"], position_out=position_out)
+                                        pca=params["paint_pca_variance"], position_out=position_out,
+                                        max_cells=max_cells)
     if has["rna"]:
         calls["rna"] = _rna_quality(rna_cells, reg, ids, metrics, tables, params, nperm=nperm, seed=seed,
                                     alpha=alpha, max_cells=max_cells)
