@@ -1,5 +1,5 @@
-"""Command line: `pairedscreen simulate`, `pairedscreen train-segmentation`, `pairedscreen provenance`,
-`pairedscreen validate`."""
+"""Command line: `pairedscreen simulate`, `train-segmentation`, `provenance`, `discover`, `slurm-check`,
+`validate`."""
 
 from __future__ import annotations
 
@@ -82,6 +82,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    from pairedscreen.discover import discover
+
+    found = discover(args.landing, args.directory, batch=args.batch, dry_run=args.dry_run)
+    verb = "would add" if args.dry_run else "added"
+    for row in found.plates:
+        print(f"{verb} plate {row['plate_id']}: batch {row['batch']}, images {row['image_dir']}, "
+              f"plate map {row['plate_map']}")
+    for row in found.libraries:
+        lanes = len(row["gex_fastq_r1"].split(";"))
+        print(f"{verb} library {row['library_id']}: batch {row['batch']}, {lanes} GEX lane(s), "
+              f"{len(row['guide_fastq_r1'].split(';'))} guide lane(s)")
+    if found.known:
+        print(f"already in the sheets: {', '.join(found.known)}")
+    if not (found.plates or found.libraries):
+        print("nothing new to add")
+    for problem in found.problems:
+        print(f"not added: {problem}", file=sys.stderr)
+    return 1 if found.problems else 0
+
+
+def cmd_slurm_check(args: argparse.Namespace) -> int:
+    from pairedscreen.slurm import SlurmSetupError, check, env_targets
+
+    targets = env_targets(args.account, args.partition, args.gpu_partition)
+    try:
+        check(targets, check_account=not args.no_account)
+    except SlurmSetupError as e:
+        print(e, file=sys.stderr)
+        return 1
+    accounts = "no account" if args.no_account else "account " + ", ".join(targets.accounts)
+    print(f"SLURM ok: {accounts}; partitions " + ", ".join(
+        f"{p} ({', '.join(r)})" for p, r in targets.partitions.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pairedscreen", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -121,6 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--config", type=Path, default=Path("config/config.yaml"),
                    help="config file, relative to the working directory (default: config/config.yaml)")
     v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("discover", help="append new plates / runs of a landing folder to the sheets")
+    d.add_argument("landing", type=Path, help="folder to scan (relative to --directory, or absolute)")
+    d.add_argument("--directory", "-d", type=Path, default=Path("."), help="the screen's working directory")
+    d.add_argument("--batch", default=None, help="batch of the new rows (default: the landing folder's name)")
+    d.add_argument("--dry-run", "-n", action="store_true", help="print what would be added, change nothing")
+    d.set_defaults(func=cmd_discover)
+
+    c = sub.add_parser("slurm-check", help="check the SLURM account and partitions profiles/slurm submits to")
+    c.add_argument("--account", default=None, help="default: $PAIREDSCREEN_SLURM_ACCOUNT")
+    c.add_argument("--partition", default=None, help="CPU jobs; default: $PAIREDSCREEN_SLURM_PARTITION")
+    c.add_argument("--gpu-partition", default=None,
+                   help="segmentation jobs; default: $PAIREDSCREEN_SLURM_GPU_PARTITION")
+    c.add_argument("--no-account", action="store_true",
+                   help="a cluster without accounts (--slurm-no-account)")
+    c.set_defaults(func=cmd_slurm_check)
 
     args = p.parse_args(argv)
     try:

@@ -29,6 +29,7 @@ PATHS: dict[str, str] = {
     "rna_knockdown": "results/rna/knockdown.tsv",
     "rna_quarantine": "results/rna/quarantine.tsv",
     # Paint arm, per plate / chunk of wells
+    "image_manifest": "results/paint/{plate}/image_manifest.tsv",
     "image_index": "results/paint/{plate}/image_index.parquet",
     "illum": "results/paint/{plate}/illum",
     "masks": "results/paint/{plate}/masks/{chunk}",

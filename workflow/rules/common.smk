@@ -2,6 +2,8 @@
 import sys
 from pathlib import Path
 
+from snakemake_interface_executor_plugins.settings import ExecMode
+
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also when not pip-installed
 from pairedscreen.provenance import use_workflow_library
 
@@ -10,6 +12,7 @@ from pairedscreen.provenance import use_workflow_library
 use_workflow_library(workflow.basedir)
 
 from pairedscreen.config import estimated_cells, load_config, resolve_model
+from pairedscreen.paint.manifest import update_manifest
 from pairedscreen.paths import chunk_wells, path
 from pairedscreen.sheets import SheetError, load_screen
 
@@ -126,10 +129,15 @@ def memory_mb(spec, overhead_mb=1024):
     return int(float(spec[:-1]) * unit) + overhead_mb
 
 
-def plate_images(wc):
-    """Every file in the plate's image folder: new or changed images rerun that plate only."""
-    d = Path(plate_row(wc).image_dir)
-    return sorted(str(p) for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+def plate_manifest(wc):
+    """The plate's image manifest (pairedscreen.paint.manifest), standing for its image files: a new or changed
+    image rewrites it at planning time and reruns that plate only."""
+    return path("image_manifest", plate=wc.plate)
+
+
+if workflow.exec_mode == ExecMode.DEFAULT:  # the planning process, not the jobs it starts
+    for _row in SCREEN.plates.itertuples():
+        update_manifest(_row.image_dir, path("image_manifest", plate=_row.plate_id))
 
 
 def chunk_paths(key, plate):
@@ -161,3 +169,10 @@ def per_library(key):
 
 def per_plate(key):
     return expand(path(key), plate=PLATES)
+
+
+onstart:
+    # SLURM runs: the account and partitions exist for this user, checked before the first sbatch
+    from pairedscreen.slurm import check_workflow
+
+    check_workflow(workflow)

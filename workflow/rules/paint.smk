@@ -4,7 +4,7 @@
 rule paint_index:
     input:
         plate_map=lambda wc: plate_row(wc)["plate_map"],
-        images=plate_images,
+        manifest=plate_manifest,  # image names, sizes, mtimes (not every file: planning scales)
     output:
         path("image_index"),
     params:
