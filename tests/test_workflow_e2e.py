@@ -26,18 +26,9 @@ AGGREGATE_RULES = {"profiles", "quality", "pair", "datasheet", "report", "all", 
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """Tiny screen simulated with 2 plates; the run first knows only plate P1."""
-    from pairedscreen.simulate import simulate
-
-    wd = simulate(tmp_path_factory.mktemp("e2e") / "screen", preset="tiny", overrides={"paint.n_plates": 2})
-    plates = pd.read_csv(wd / "config" / "plates.tsv", sep="\t", dtype=str)
-    assert list(plates.plate_id) == ["P1", "P2"]
-    plates.iloc[:1].to_csv(wd / "config" / "plates.tsv", sep="\t", index=False)
-    res = snakemake(wd, "--cores", "2")
-    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
-    shutil.copy(wd / "results" / "datasheet.json", wd.parent / "datasheet_first_run.json")  # before P2 lands
-    return wd, plates
+def finished_run(tiny_run):
+    """The session's tiny run (2 simulated plates, the run first knows only P1): conftest.tiny_run."""
+    return tiny_run.workdir, tiny_run.plates
 
 
 def test_paired_modalities_share_registry_order(finished_run):
@@ -83,10 +74,26 @@ def test_rna_n_cells_equals_cell_level_counts(finished_run):
         assert int(np.nan_to_num(n[pert])) == int(counts.get(pert, 0)), pert
 
 
-def test_new_plate_runs_only_its_own_and_aggregate_jobs(finished_run):
+def test_new_plate_runs_only_its_own_and_aggregate_jobs(finished_run, capsys):
+    """P2 lands in a landing folder; `pairedscreen discover` appends it; only its jobs + aggregates run."""
+    from pairedscreen.cli import main
+
     wd, plates = finished_run
     before = {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*") if p.is_file()}
-    plates.to_csv(wd / "config" / "plates.tsv", sep="\t", index=False)   # plate P2 lands
+    sheet_before = (wd / "config" / "plates.tsv").read_bytes()
+    batch = plates.set_index("plate_id").loc["P2", "batch"]
+    landing = wd / "landing" / batch                 # a delivery folder named after its batch
+    landing.mkdir(parents=True)
+    shutil.copytree(wd / "raw" / "images" / "P2", landing / "P2")   # (raw/ stays whole for later copies)
+    assert main(["discover", str(landing), "--directory", str(wd)]) == 0
+    assert "added plate P2" in capsys.readouterr().out
+    sheet = (wd / "config" / "plates.tsv").read_bytes()
+    assert sheet.startswith(sheet_before)            # the P1 row is not rewritten
+    row = pd.read_csv(wd / "config" / "plates.tsv", sep="\t", dtype=str).set_index("plate_id").loc["P2"]
+    assert (row.batch, row.image_dir) == (batch, f"landing/{batch}/P2")
+    assert row.plate_map == "config/plate_maps/P2.tsv"
+    assert main(["discover", str(landing), "--directory", str(wd)]) == 0   # again: nothing new
+    assert (wd / "config" / "plates.tsv").read_bytes() == sheet
 
     dry = snakemake(wd, "-n")
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-4000:]
@@ -548,3 +555,18 @@ def test_report_train_section_draws_the_stored_evals(finished_run):
     assert overall.loc["RNA -> morphology", "n"] == ev["rna_to_paint"]["overall"]["n"]
     fwd = ev["rna_to_paint"]["overall"]
     assert overall.loc["RNA -> morphology", "r ridge"] == fwd["correlation"]["model"]
+def test_changed_image_reruns_only_its_plate_index(finished_run):
+    """Images are tracked through the per-plate manifest: one image's new bytes replan exactly its plate."""
+    wd, _ = finished_run
+    image = sorted((wd / "raw" / "images" / "P1").glob("*.tif"))[0]
+    data = bytearray(image.read_bytes())
+    data[-1] ^= 0xFF                                   # same size, other bytes (a re-exported image)
+    image.write_bytes(bytes(data))
+    dry = snakemake(wd, "-n")
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-4000:]
+    jobs = planned_jobs(dry.stdout)
+    assert [w["plate"] for r, w in jobs if r == "paint_index"] == ["P1"], jobs
+    assert {w["plate"] for _, w in jobs if "plate" in w} == {"P1"}, jobs
+    assert not any("library" in w for _, w in jobs)
+    manifest = (wd / "results" / "paint" / "P1" / "image_manifest.tsv").read_text()
+    assert f"{image.name}\t{len(data)}\t{image.stat().st_mtime_ns}\n" in manifest
