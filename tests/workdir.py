@@ -59,12 +59,21 @@ def minimal_workdir(root: Path) -> Path:
     return root
 
 
+def _command(workdir: Path, args: tuple[str, ...]) -> list[str]:
+    """snakemake on ``workdir``, with profiles/workstation unless the arguments name a profile (there is no
+    implicit profiles/default: see README "Run on a workstation")."""
+    profile = [] if any(a.startswith("--profile") for a in args) else [
+        "--profile", str(REPO / "profiles" / "workstation")]
+    snakefile = str(REPO / "Snakefile")
+    return [str(BIN / "snakemake"), "-s", snakefile, "--directory", str(workdir), *profile, *args]
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 1800,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the repository's workflow on ``workdir`` with the test environment's snakemake (``env``: extra
     environment variables)."""
     env = dict(os.environ, **(env or {}), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = _command(workdir, args)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
 
 
@@ -93,7 +102,7 @@ def copy_tree(src: Path, dst: Path) -> Path:
 def start_snakemake(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
     """Start the workflow in its own process group (so a test can SIGKILL snakemake and every job)."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = _command(workdir, args)
     with open(log, "w") as fh:
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                 start_new_session=True)
