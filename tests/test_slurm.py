@@ -85,6 +85,35 @@ def declared_threads() -> dict[str, int]:
     return threads
 
 
+def check_jobs(acct: pd.DataFrame, planned: list[tuple[str, dict[str, str]]], gpu_rules: set[str]) -> None:
+    """Every planned job went through sbatch with its rule's threads, GPU and partition."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    grouped = profile.get("groups", {})                        # rule -> group (one rule per group here)
+    per_group = profile.get("group-components", {})
+    acct["rule"] = acct.Comment.str.extract(r"^rule_(.+?)(?:_wildcards_.*)?$")[0]
+    acct["group"] = None
+    for rule, group in grouped.items():                        # group jobs: comment rule_{group}_{group}
+        hit = acct.Comment.str.match(rf"^rule_{re.escape(group)}(_|$)")
+        acct.loc[hit, ["rule", "group"]] = [rule, group]
+    assert acct.rule.notna().all(), acct.Comment.tolist()
+    planned_rules = [r for r, _ in planned]
+    # one sbatch per planned job, except grouped rules: up to group-components jobs per sbatch
+    assert sorted(acct.rule[acct.group.isna()]) == sorted(r for r in planned_rules if r not in grouped)
+    threads = declared_threads()
+    for rule, group in grouped.items():
+        jobs = acct[acct.group == group]
+        components = [int(c) // threads[rule] for c in jobs.AllocCPUS]   # threads add up within a group
+        assert sum(components) == planned_rules.count(rule), (rule, components)
+        assert all(1 <= c <= int(per_group.get(group, 1)) for c in components), components
+    for job in acct.itertuples():
+        if job.group is None:
+            assert int(job.AllocCPUS) == threads[job.rule], (job.rule, job.AllocCPUS, threads[job.rule])
+        gpus = re.search(r"gres/gpu=(\d+)", job.AllocTRES)
+        n_gpus = int(gpus.group(1)) if gpus else 0
+        assert n_gpus == (1 if job.rule in gpu_rules else 0), job
+        assert job.Partition == ("gpu" if job.rule in gpu_rules else "cpu"), job
+
+
 def _tiny_p1(root):
     from pairedscreen.simulate import simulate
 
@@ -112,31 +141,7 @@ def test_tiny_screen_through_slurm_matches_local_run(slurm_cluster, tiny_run, tm
     acct = _sacct(env, since)
     print("\nsacct listing:\n" + acct.drop(columns="JobName").to_string(index=False))
     assert (acct.State == "COMPLETED").all(), acct
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    grouped = profile.get("groups", {})                        # rule -> group (one rule per group here)
-    per_group = profile.get("group-components", {})
-    acct["rule"] = acct.Comment.str.extract(r"^rule_(.+?)(?:_wildcards_.*)?$")[0]
-    acct["group"] = None
-    for rule, group in grouped.items():                        # group jobs: comment rule_{group}_{group}
-        hit = acct.Comment.str.match(rf"^rule_{re.escape(group)}(_|$)")
-        acct.loc[hit, ["rule", "group"]] = [rule, group]
-    assert acct.rule.notna().all(), acct.Comment.tolist()
-    planned_rules = [r for r, _ in planned]
-    # one sbatch per planned job, except grouped rules: up to group-components jobs per sbatch
-    assert sorted(acct.rule[acct.group.isna()]) == sorted(r for r in planned_rules if r not in grouped)
-    threads = declared_threads()
-    for rule, group in grouped.items():
-        jobs = acct[acct.group == group]
-        components = [int(c) // threads[rule] for c in jobs.AllocCPUS]   # threads add up within a group
-        assert sum(components) == planned_rules.count(rule), (rule, components)
-        assert all(1 <= c <= int(per_group.get(group, 1)) for c in components), components
-    for job in acct.itertuples():
-        if job.group is None:
-            assert int(job.AllocCPUS) == threads[job.rule], (job.rule, job.AllocCPUS, threads[job.rule])
-        gpus = re.search(r"gres/gpu=(\d+)", job.AllocTRES)
-        n_gpus = int(gpus.group(1)) if gpus else 0
-        assert n_gpus == (1 if job.rule in gpu_rules else 0), job
-        assert job.Partition == ("gpu" if job.rule in gpu_rules else "cpu"), job
+    check_jobs(acct, planned, gpu_rules)
 
     # the same outputs as the local run, by content digest (pairedscreen.digest, recorded in the datasheets)
     from pairedscreen import digest

@@ -80,7 +80,8 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1800,
 def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job a `snakemake -n` would run, parsed from its output."""
     jobs: list[tuple[str, dict[str, str]]] = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
+    # jobs of a group job are printed indented under "Group job ...": split at indented rules too
+    for block in re.split(r"\n(?=[ \t]*(?:local)?rule \w+:)", dry_run_output):
         m = re.match(r"(?:local)?rule (\w+):", block.strip())
         if not m:
             continue
