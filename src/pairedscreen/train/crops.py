@@ -1,8 +1,8 @@
 """Per-cell crops for image models: ``results/train/paint/{plate}/crops.zarr`` + ``obs.parquet``.
 
 ``crops.zarr`` (zarr v3 group) holds one array ``crops``: cells x channels x S x S float32, chunked by blocks
-of ``train.crops.chunk_cells`` cells (all channels and pixels of a cell in one chunk; uncompressed: float32 crops of noisy images barely
-compress, and compressing cost more than the rest of the export).
+of ``train.crops.chunk_cells`` cells (all channels and pixels of a cell in one chunk; uncompressed:
+float32 crops of noisy images barely compress, and compressing cost more than the rest of the export).
 The channels are the
 illumination-corrected images exactly as the features stage measures them
 (:func:`pairedscreen.paint.stages.corrected_site`: intensities scaled to [0, 1] by the dtype's range, divided
