@@ -1,8 +1,7 @@
 """Per-cell crops for image models: ``results/train/paint/{plate}/crops.zarr`` + ``obs.parquet``.
 
 ``crops.zarr`` (zarr v3 group) holds one array ``crops``: cells x channels x S x S float32, chunked by blocks
-of ``train.crops.chunk_cells`` cells (all channels and pixels of a cell in one chunk; uncompressed:
-float32 crops of noisy images barely compress, and compressing cost more than the rest of the export).
+of ``train.crops.chunk_cells`` cells (all channels and pixels of a cell in one chunk; Blosc lz4 + shuffle).
 The channels are the
 illumination-corrected images exactly as the features stage measures them
 (:func:`pairedscreen.paint.stages.corrected_site`: intensities scaled to [0, 1] by the dtype's range, divided
@@ -93,6 +92,7 @@ def export_crops(cells: PathLike, index: PathLike, illum_dir: PathLike, masks: S
     """Write one plate's ``crops.zarr`` and ``obs.parquet`` (module docstring); returns the obs table."""
     import tifffile
     import zarr
+    from zarr.codecs import BloscCodec
 
     from pairedscreen.paint.illumination import load_illumination
     from pairedscreen.paint.segment import mask_path
@@ -132,7 +132,7 @@ def export_crops(cells: PathLike, index: PathLike, illum_dir: PathLike, masks: S
         root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
         arr = root.create_array("crops", shape=(n, len(names), size, size), dtype="float32",
                                 chunks=(max(1, min(block, n)), len(names), size, size), fill_value=0.0,
-                                compressors=None)
+                                compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"))
         root.attrs.update({"channels": names, "size": int(size), "plate": plate, "mask_channel": with_mask,
                            "row_order": "obs.parquet", "centre": "pixel (S//2, S//2) = rounded centroid",
                            "padding": "zeros outside the image (obs crop_padded)",
