@@ -515,7 +515,7 @@ def test_splits_are_shared_by_every_export(finished_run):
 
 def test_evals_recorded_in_datasheet_with_n_and_the_cell_eval_floor(finished_run):
     """The run's held-out evals: both directions with n and bootstrap intervals; the tiny screen holds out
-    too few perturbations for power (n is recorded, beats_baseline needs >= 2); cell-eval ran in its own env
+    too few perturbations for power (n is recorded, beats_baseline needs >= 5); cell-eval ran in its own env
     (required under CI, where `make env` builds .venv-eval)."""
     import json
     import os
@@ -529,6 +529,8 @@ def test_evals_recorded_in_datasheet_with_n_and_the_cell_eval_floor(finished_run
         o = ev[d]["overall"]
         assert o["n"] == ev[d]["n_test"] <= n_test
         assert len(o["correlation"]["difference_ci"]) == 2
+        if o["n"] < 5:   # too few test perturbations to call anything better than the baseline
+            assert o["beats_baseline"] is False and o["discrimination"]["beats_baseline"] is False
         assert sheet["train"]["evals"][d]["overall"] == o
         assert set(ev[d]["by_class"]) <= {"both", "rna", "paint", "neither"}
     have_env = (REPO / ".venv-eval" / "bin" / "python").exists()

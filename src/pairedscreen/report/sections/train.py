@@ -61,7 +61,7 @@ def collect_train(inputs: Inputs) -> dict[str, Any]:
     n_test = (sp.get("n") or {}).get("test")
     if n_test is not None and n_test < 8:
         notes.append(f"only {n_test} test perturbations: the intervals are wide and per-class figures have "
-                     "little or no power (beats_baseline needs n >= 2 and an interval above 0)")
+                     "little or no power (beats_baseline needs n >= 5 and an interval above 0)")
     return {"notes": notes, "cross_modal": pd.DataFrame(rows) if rows else None, "splits": splits,
             "celleval": celleval}
 
