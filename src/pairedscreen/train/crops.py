@@ -102,7 +102,8 @@ def export_crops(cells: PathLike, index: PathLike, illum_dir: PathLike, masks: S
         ["Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"], kind="stable", ignore_index=True)
     idx = pd.read_parquet(index)
     channels = channel_order(idx)
-    illum = load_illumination(illum_dir, channels)
+    # a plate with no cell (e.g. every site quarantined) has no illumination function and needs none
+    illum = load_illumination(illum_dir, channels) if len(table) else None
     with_mask = bool(params["mask"])
     names = [*channels, "mask"] if with_mask else list(channels)
     block = int(params["chunk_cells"])
