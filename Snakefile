@@ -21,6 +21,11 @@ include: "workflow/rules/train.smk"
 
 
 onstart:
+    # SLURM runs: the account and partitions exist for this user, checked before the first sbatch
+    # (one onstart per workflow: a second one in an included file is silently replaced by this one)
+    from pairedscreen.slurm import check_workflow
+
+    check_workflow(workflow)
     # no output of an earlier run survives that this run would not write (see pairedscreen.stale)
     # (the sweep of undeclared aggregate files only when the run builds the whole screen, rule all)
     if workflow.is_main_process and not workflow.touch:

@@ -170,9 +170,3 @@ def per_library(key):
 def per_plate(key):
     return expand(path(key), plate=PLATES)
 
-
-onstart:
-    # SLURM runs: the account and partitions exist for this user, checked before the first sbatch
-    from pairedscreen.slurm import check_workflow
-
-    check_workflow(workflow)
