@@ -309,6 +309,9 @@ def make_synthetic_workdir(work: Path, seed: int = 0, plates: tuple[str, ...] = 
                     "sha256": "ef" * 32}],
         "config": config,
         "config_sha256": "ab" * 32,
+        "arms": {"rna": {"status": "present", "units": ["L1", "L2"], "used": ["L1", "L2"]},
+                 "paint": {"status": "present", "units": list(plates), "used": list(plates)}},
+        "quarantine": [],
         "counts": {
             "rna": {"reads": 700_000, "barcodes": 3480, "cells_called": 480, "cells_kept": 420,
                     "cells_removed": {"counts": 16, "genes": 0, "mt": 2, "doublet": 30,
