@@ -61,7 +61,14 @@ def read_cell_table(path: PathLike) -> pd.DataFrame:
     """The columns of a plate's ``cells.parquet`` the crops need."""
     names = set(pq.read_schema(path).names)
     cols = [c for c in (*META, CX, CY, *BBOX) if c in names]
-    return pq.read_table(path, columns=cols).to_pandas()
+    table = pq.read_table(path, columns=cols).to_pandas()
+    missing = [c for c in (CX, CY, *BBOX) if c not in table]
+    if missing and len(table):
+        raise ValueError(f"{path}: cell table lacks {', '.join(missing)}; it was not written by the "
+                         "features stage. Fix: rerun the plate's paint_features and paint_plate jobs")
+    for c in missing:  # a plate without cells has no feature columns at all: an empty crop set
+        table[c] = pd.Series(dtype=float)
+    return table
 
 
 def crop_window(image: np.ndarray, cy: float, cx: float, size: int) -> tuple[np.ndarray, bool]:
