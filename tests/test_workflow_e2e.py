@@ -557,18 +557,56 @@ def test_report_train_section_draws_the_stored_evals(finished_run):
     assert overall.loc["RNA -> morphology", "n"] == ev["rna_to_paint"]["overall"]["n"]
     fwd = ev["rna_to_paint"]["overall"]
     assert overall.loc["RNA -> morphology", "r ridge"] == fwd["correlation"]["model"]
+def _change_one_image(wd: Path, plate: str) -> tuple[Path, bytes, int]:
+    """Flip the last byte of the plate's first image (same size, other bytes: a re-exported image), in the
+    plate's image_dir as the plate sheet now says (P2 landed in landing/{batch}/P2)."""
+    sheet = pd.read_csv(wd / "config" / "plates.tsv", sep="\t", dtype=str).set_index("plate_id")
+    image = sorted((wd / sheet.loc[plate, "image_dir"]).glob("*.tif"))[0]
+    old, mtime = image.read_bytes(), image.stat().st_mtime_ns
+    image.write_bytes(old[:-1] + bytes([old[-1] ^ 0xFF]))
+    return image, old, mtime
+
+
+def _restore(wd: Path, image: Path, old: bytes, mtime: int) -> None:
+    """Put the image back as it was and mark the run up to date again (the planner rewrote the manifest
+    when the image changed and rewrites it once more now, so without --touch its plate index would rerun)."""
+    image.write_bytes(old)
+    os.utime(image, ns=(mtime, mtime))
+    assert snakemake(wd, "-n").returncode == 0                       # the planner rewrites the manifest
+    res = snakemake(wd, "--touch", "--cores", "1")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    dry = snakemake(wd, "-n")
+    assert dry.returncode == 0 and not planned_jobs(dry.stdout), dry.stdout[-3000:]
+
+
 def test_changed_image_reruns_only_its_plate_index(finished_run):
-    """Images are tracked through the per-plate manifest: one image's new bytes replan exactly its plate."""
-    wd, _ = finished_run
-    image = sorted((wd / "raw" / "images" / "P1").glob("*.tif"))[0]
-    data = bytearray(image.read_bytes())
-    data[-1] ^= 0xFF                                   # same size, other bytes (a re-exported image)
-    image.write_bytes(bytes(data))
+    """Images are tracked through the per-plate manifest: one image's new bytes replan exactly its plate,
+    plus the aggregates. The one cross-plate dependency is the fitted crop size (`train_crop_size`, from
+    the first plate's cells): a changed image on that plate also replans every plate's crops, and nothing
+    else of theirs."""
+    wd, plates = finished_run
+    others = [p for p in plates.plate_id if p != "P1"]
+    assert others == ["P2"]                          # the landing test has added P2 to the run
+
+    image, old, mtime = _change_one_image(wd, "P2")
+    dry = snakemake(wd, "-n")
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-4000:]
+    jobs = planned_jobs(dry.stdout)
+    assert [w["plate"] for r, w in jobs if r == "paint_index"] == ["P2"], jobs
+    assert {w["plate"] for _, w in jobs if "plate" in w} == {"P2"}, jobs
+    assert not any("library" in w for _, w in jobs)
+    assert "train_crop_size" not in {r for r, _ in jobs}
+    manifest = (wd / "results" / "paint" / "P2" / "image_manifest.tsv").read_text()
+    assert f"{image.name}\t{len(old)}\t{image.stat().st_mtime_ns}\n" in manifest
+    _restore(wd, image, old, mtime)
+
+    image, old, mtime = _change_one_image(wd, "P1")
     dry = snakemake(wd, "-n")
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-4000:]
     jobs = planned_jobs(dry.stdout)
     assert [w["plate"] for r, w in jobs if r == "paint_index"] == ["P1"], jobs
-    assert {w["plate"] for _, w in jobs if "plate" in w} == {"P1"}, jobs
+    assert "train_crop_size" in {r for r, _ in jobs}
+    assert sorted((r, w["plate"]) for r, w in jobs if w.get("plate", "P1") != "P1") == \
+        [("train_crops", p) for p in others], jobs
     assert not any("library" in w for _, w in jobs)
-    manifest = (wd / "results" / "paint" / "P1" / "image_manifest.tsv").read_text()
-    assert f"{image.name}\t{len(data)}\t{image.stat().st_mtime_ns}\n" in manifest
+    _restore(wd, image, old, mtime)
