@@ -58,6 +58,20 @@ def several_sheets(wd: Path) -> None:
     (wd / "raw" / "fastq" / "L1_gex_R2.fastq.gz").unlink()
 
 
+def library_id_path_traversal(wd: Path) -> None:
+    _replace(wd / "config" / "rna_libraries.tsv", "L1\t", "../../evil\t")
+
+
+def plate_id_shell_metacharacters(wd: Path) -> None:
+    _replace(wd / "config" / "plates.tsv", "P1\t", "P1;touch pwned\t")
+
+
+def perturbation_id_command_substitution(wd: Path) -> None:
+    for sheet in ("perturbations.tsv", "guides.tsv", "plate_maps/P1.tsv"):
+        p = wd / "config" / sheet
+        p.write_text(p.read_text().replace("TGT01", "TGT$(id)"))
+
+
 def config_typo_nested(wd: Path) -> None:
     _edit_config(wd, lambda c: c["rna"]["qc"].update(max_pct_mito=c["rna"]["qc"].pop("max_pct_mt")))
 
@@ -99,6 +113,15 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         "config/guides.tsv, line 2: column 'read' has 'R3'",
         "config/rna_libraries.tsv, line 2: FASTQ 'raw/fastq/L1_gex_R2.fastq.gz' (column gex_fastq_r2) "
         "does not exist. Fix: correct the path"]),
+    # ids become paths and shell words: refused before anything uses them (no traversal, no injection)
+    "library id with a path traversal": (library_id_path_traversal, [
+        "config/rna_libraries.tsv, line 2: column 'library_id' has '../../evil', not letters, digits and "
+        "_ . - (starting with a letter or digit)", "Fix: write letters, digits and _ . -"]),
+    "plate id with shell metacharacters": (plate_id_shell_metacharacters, [
+        "config/plates.tsv, line 2: column 'plate_id' has 'P1;touch pwned', not letters, digits and _ . -"]),
+    "perturbation id with a command substitution": (perturbation_id_command_substitution, [
+        "config/perturbations.tsv, line 2: column 'perturbation_id' has 'TGT$(id)', not letters, digits "
+        "and _ . : + -", "config/guides.tsv, line 2: column 'id' has 'TGT$(id)-g1'"]),
     "config key typo, nested": (config_typo_nested, [
         "config/config.yaml: 1 problem", "unknown key `rna.qc.max_pct_mito`: did you mean `max_pct_mt`?"]),
     "config key typo, top level": (config_typo_top, ["unknown key `qualty`: did you mean `quality`?"]),
@@ -126,6 +149,7 @@ def test_bad_input_is_refused_before_any_job(case, tmp_path, capsys):
         assert f in out, f"{f!r} not in:\n{out[-4000:]}"
     assert "Job stats" not in out and "rule " not in res.stdout   # nothing was planned
     assert not (wd / "results").exists()
+    assert not [q for q in tmp_path.parent.rglob("*") if q.name in ("pwned", "evil")]   # nothing injected
 
 
 def test_validate_ok_prints_a_one_line_summary(tmp_path, capsys):
