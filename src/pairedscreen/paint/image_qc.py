@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import ndimage
 
 from pairedscreen.paint.ingest import read_image
+from pairedscreen.robust import median_mad
 
 QC_COLUMNS = ["focus_plls", "saturation_pct", "p01", "p50", "p99", "noise_sd", "signal_to_noise", "qc_flag",
               "qc_reason"]
@@ -98,7 +99,7 @@ def noise_sd(image: np.ndarray) -> float:
     if img.ndim != 2 or min(img.shape) < 2:
         return 0.0
     d = np.concatenate([np.diff(img, axis=0).ravel(), np.diff(img, axis=1).ravel()])
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    return float(median_mad(d)[1] / np.sqrt(2.0))
 
 
 def image_metrics(image: np.ndarray) -> dict[str, float]:

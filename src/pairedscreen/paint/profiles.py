@@ -47,6 +47,7 @@ from pairedscreen.columns import (
 )
 from pairedscreen.paint.aggregate import aggregate_table
 from pairedscreen.plate import PLATE_SHAPE, edge_mask, well_positions
+from pairedscreen.robust import median_mad
 
 # pycytominer's operations; drop_outliers (any |normalised value| > outlier_cutoff) removes features whose
 # control wells are nearly constant (quantised or degenerate features: a tiny MAD blows every other well up
@@ -177,8 +178,7 @@ def normalize_plates(wells: pd.DataFrame, *, method: str = "mad_robustize", refe
                 center, scale = np.nanmean(r, axis=0), np.nanstd(r, axis=0)
                 y = (x - center) / np.where(scale > 0, scale, 1.0)
             else:
-                center = np.nanmedian(r, axis=0)
-                scale = np.nanmedian(np.abs(r - center), axis=0) * 1.4826
+                center, scale = median_mad(r, axis=0, skipna=True)
                 y = (x - center) / (scale + epsilon)
         y[:, ~(scale > 0)] = np.nan
         parts.append(pd.concat([df[meta], pd.DataFrame(y.astype(np.float32), columns=feats)], axis=1))

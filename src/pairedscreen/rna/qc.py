@@ -18,6 +18,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from pairedscreen.rna.knn import scanpy_exact_knn
+from pairedscreen.robust import median_mad
 
 
 def gene_sets(var_names: pd.Index, mt_prefix: str, ribo_prefixes: Sequence[str]) -> pd.DataFrame:
@@ -31,8 +32,7 @@ def gene_sets(var_names: pd.Index, mt_prefix: str, ribo_prefixes: Sequence[str])
 
 
 def _mad_bounds(values: np.ndarray, nmads: float) -> tuple[float, float]:
-    med = float(np.median(values))
-    mad = float(np.median(np.abs(values - med))) * 1.4826
+    med, mad = (float(v) for v in median_mad(values))
     return med - nmads * mad, med + nmads * mad
 
 
