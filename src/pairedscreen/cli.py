@@ -84,6 +84,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from pairedscreen.discover import discover
+    from pairedscreen.sheets import fastq_lanes
 
     found = discover(args.landing, args.directory, batch=args.batch, dry_run=args.dry_run)
     verb = "would add" if args.dry_run else "added"
@@ -91,9 +92,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
         print(f"{verb} plate {row['plate_id']}: batch {row['batch']}, images {row['image_dir']}, "
               f"plate map {row['plate_map']}")
     for row in found.libraries:
-        lanes = len(row["gex_fastq_r1"].split(";"))
-        print(f"{verb} library {row['library_id']}: batch {row['batch']}, {lanes} GEX lane(s), "
-              f"{len(row['guide_fastq_r1'].split(';'))} guide lane(s)")
+        print(f"{verb} library {row['library_id']}: batch {row['batch']}, "
+              f"{len(fastq_lanes(row['gex_fastq_r1']))} GEX lane(s), "
+              f"{len(fastq_lanes(row['guide_fastq_r1']))} guide lane(s)")
     if found.known:
         print(f"already in the sheets: {', '.join(found.known)}")
     if not (found.plates or found.libraries):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pairedscreen.sheets import SheetError, load_screen, read_sheet
+from pairedscreen.sheets import SheetError, fastq_lanes, load_screen, read_sheet
 
 FASTQ_RE = re.compile(r"^(?P<sample>.+)_S(?P<n>\d+)_L(?P<lane>\d{3})_(?P<read>[RI][12])_001\.f(ast)?q\.gz$")
 PLATE_COLUMNS = ["plate_id", "batch", "image_dir", "plate_map"]
@@ -132,8 +132,8 @@ def find_libraries(landing: Path, workdir: Path, config: dict, batch: str, exist
         found[lib][kind].setdefault(m.group("lane"), {})[m.group("read")] = _rel(f, workdir)
 
     known_ids = set(existing["library_id"]) if "library_id" in existing else set()
-    known_fastqs = {p.strip() for col in LIBRARY_COLUMNS if "fastq" in col and col in existing
-                    for cell in existing[col] for p in str(cell).split(";")}
+    known_fastqs = {p for col in LIBRARY_COLUMNS if "fastq" in col and col in existing
+                    for cell in existing[col] for p in fastq_lanes(cell)}
     for lib in sorted(found):
         parts = found[lib]
         paths = [p for kind in parts.values() for lane in kind.values() for p in lane.values()]

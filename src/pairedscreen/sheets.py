@@ -322,6 +322,11 @@ def _known(df: pd.DataFrame, col: str, known: set[str], registry: str, problems:
                          f"add {value!r} to the perturbation registry ({registry}) or correct the id")
 
 
+def fastq_lanes(cell: object) -> list[str]:
+    """The lanes of one FASTQ cell of the library sheet: ``a.fastq.gz;b.fastq.gz`` -> [a, b] (stripped)."""
+    return [p.strip() for p in str(cell).split(";")]
+
+
 def _resolve(workdir: Path, value: str) -> Path:
     p = Path(value.strip())
     return p if p.is_absolute() else workdir / p
@@ -331,10 +336,10 @@ def _exists(df: pd.DataFrame, col: str, workdir: Path, what: str, problems: _Pro
     if col not in df:
         return
     for pos, value in enumerate(df[col]):
-        for part in str(value).split(";"):
+        for part in fastq_lanes(value):
             if not _resolve(workdir, part).exists():
                 problems.add(df.attrs.get("source", "sheet"), line_of(df, pos),
-                             f"{what} {part.strip()!r} (column {col}) does not exist",
+                             f"{what} {part!r} (column {col}) does not exist",
                              "correct the path (relative paths are read from the working directory)")
 
 

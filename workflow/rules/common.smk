@@ -14,7 +14,7 @@ use_workflow_library(workflow.basedir)
 from pairedscreen.config import estimated_cells, load_config, resolve_model
 from pairedscreen.paint.manifest import update_manifest
 from pairedscreen.paths import chunk_wells, path
-from pairedscreen.sheets import SheetError, load_screen
+from pairedscreen.sheets import SheetError, fastq_lanes, load_screen
 
 REPO = Path(workflow.basedir)
 CONDA_ENV = "../../envs/pairedscreen.yaml"  # relative to the rule files
@@ -64,7 +64,7 @@ def library_row(wc):
 def fastqs(kind, mate):
     """Input function: the ';'-separated lanes of one FASTQ column, as a list."""
     col = f"{kind}_fastq_{mate}"
-    return lambda wc: [p.strip() for p in library_row(wc)[col].split(";")]
+    return lambda wc: fastq_lanes(library_row(wc)[col])
 
 
 def plate_row(wc):

@@ -119,7 +119,7 @@ rule datasheet:
         libraries=LIBRARIES,
         plates=PLATES,
         chunks={p: list(CHUNKS[p]) for p in PLATES},
-        gex_r1={r.library_id: [f.strip() for f in r.gex_fastq_r1.split(";")] for r in SCREEN.libraries.itertuples()},
+        gex_r1={r.library_id: fastq_lanes(r.gex_fastq_r1) for r in SCREEN.libraries.itertuples()},
     log:
         log("datasheet", "all"),
     benchmark:
