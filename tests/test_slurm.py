@@ -45,10 +45,10 @@ def slurm_cluster(tmp_path_factory):
     if inst.returncode != 0:
         _unavailable(f"tests/slurm/install.sh failed: {(inst.stdout + inst.stderr)[-2000:]}")
     state = tmp_path_factory.mktemp("slurm")
-    start = subprocess.run([str(SCRIPTS / "start.sh"), str(state)], capture_output=True, text=True,
-                           timeout=600)
-    assert start.returncode == 0, (start.stdout + start.stderr)[-4000:]
-    try:
+    try:   # a start that fails half-way still has its daemons stopped (by the pids it wrote)
+        start = subprocess.run([str(SCRIPTS / "start.sh"), str(state)], capture_output=True, text=True,
+                               timeout=600)
+        assert start.returncode == 0, (start.stdout + start.stderr)[-4000:]
         yield {"SLURM_CONF": str(state / "slurm.conf")}
     finally:
         pids = {p.name: int(p.read_text()) for p in (state / "pids").glob("*.pid")}
