@@ -1,9 +1,17 @@
 """Training-export benchmark (a benchmark, not a test): two ratios measured in the same run.
 
 1. Crops: ``pairedscreen.train.crops.export_crops`` time per site as a ratio of the features stage's time
-   per site (``pairedscreen.paint.stages.run_paint_features``, numba kernels compiled in a warm-up call
-   first) on the same simulated plate: images from the simulator, masks = the simulator's true label
+   per site (``pairedscreen.paint.stages.run_paint_features``), both warm (a first call of each pays the
+   imports and numba's compilation; ``crops_first_call_s`` reports the crops' first call), one thread
+   each, the medians of ``--repeats`` alternating runs, with the config schema's crop defaults (dtype,
+   chunking), on the same simulated plate: images from the simulator, masks = the simulator's true label
    images (so no Cellpose run is needed), the same image index and illumination functions. Aim <= 0.2.
+   ``crop_over_features_cpu`` is the same ratio of process CPU time (all threads). The crops write
+   ~1.5x a site's raw bytes, so their wall time also follows how fast the machine takes new writes:
+   ``write_floor_over_features`` is the time to write files of the crops' sizes (plain bytes) in the
+   same run, each after a features run as the crops are, over the features' time. (On the VM this was
+   measured on, memory freed for a few seconds goes back to the host and costs ~5-10 s/GB at the next
+   touch, so writing 113 MB of new files took ~0.5-1 s there, against 0.05 s into just-freed pages.)
 2. RNA export memory: ``pairedscreen.train.rna_export.export_rna`` on a ``--cells`` x ``--genes`` count matrix
    (``benchmarks/rna_scale.py``'s generator, written to an h5ad first): peak RSS above the baseline before
    the call, as a ratio of the CSR count matrix (data + indices + indptr). Aim <= 2.
@@ -21,6 +29,7 @@ for _v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -37,7 +46,6 @@ CHANNELS = {"DNA": 1, "ER": 2, "RNA": 3, "AGP": 4, "Mito": 5}
 PATTERN = "{well}_s{site}_w{channel}.tif"
 TRAIN = {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "batch_holdout": "auto", "cell_type": "cell",
          "control_label": "non-targeting", "n_hvg": 2000}
-CROPS = {"mask": True, "chunk_cells": 256, "val_fraction": 0.2, "test_fraction": 0.2}
 
 
 def plate_fixture(root: Path, sites: int, image_size: int, cells_per_site: int, seed: int) -> dict:
@@ -48,12 +56,18 @@ def plate_fixture(root: Path, sites: int, image_size: int, cells_per_site: int, 
     from pairedscreen.simulate.paint import plate_layout, simulate_paint
     from pairedscreen.simulate.registry import make_registry
 
-    spec = build_spec("tiny", seed, {"paint.sites_per_well": 1, "paint.image_size": image_size,
-                                     "paint.cells_per_site": cells_per_site})
+    def spec_with(per_well: int):
+        return build_spec("tiny", seed, {"paint.sites_per_well": per_well, "paint.image_size": image_size,
+                                         "paint.cells_per_site": cells_per_site})
+
+    one = spec_with(1)   # the tiny plate has few wells: more sites per well to reach `sites`
+    per_well = -(-sites // len(plate_layout(make_registry(one), one, 0)))
+    spec = spec_with(per_well)
     registry = make_registry(spec)
     simulate_paint(registry, spec, root)
     layout = plate_layout(registry, spec, 0)
-    wells = list(layout["well"])[:sites]
+    pairs = [(w, s) for w in layout["well"] for s in range(1, per_well + 1)][:sites]
+    wells = sorted({w for w, _ in pairs})
     pm = root / "plate_map.tsv"
     layout[layout["well"].isin(wells)].to_csv(pm, sep="\t", index=False)
     res = root / "results"
@@ -65,18 +79,34 @@ def plate_fixture(root: Path, sites: int, image_size: int, cells_per_site: int, 
     import tifffile
 
     rows = []
-    for w in wells:
-        nuc = tifffile.imread(root / "truth" / "paint" / "P1" / f"{w}_s1_nuclei.tif").astype(np.uint32)
-        cel = tifffile.imread(root / "truth" / "paint" / "P1" / f"{w}_s1_cells.tif").astype(np.uint32)
+    truth = root / "truth" / "paint" / "P1"
+    for w, s in pairs:
+        nuc = tifffile.imread(truth / f"{w}_s{s}_nuclei.tif").astype(np.uint32)
+        cel = tifffile.imread(truth / f"{w}_s{s}_cells.tif").astype(np.uint32)
         nuc = np.where(cel > 0, nuc, 0).astype(np.uint32)
-        segment.write_site_masks(masks, w, 1, segment.SiteMasks(nuc, cel, np.where(nuc > 0, 0, cel)))
-        rows.append({"well": w, "site": 1, "n_cells": int(cel.max()), "status": "ok"})
+        segment.write_site_masks(masks, w, s, segment.SiteMasks(nuc, cel, np.where(nuc > 0, 0, cel)))
+        rows.append({"well": w, "site": s, "n_cells": int(cel.max()), "status": "ok"})
     pd.DataFrame(rows).to_csv(masks / "summary.tsv", sep="\t", index=False)
     reg = registry.perturbations
-    return {"res": res, "masks": masks, "wells": wells, "layout": layout, "registry": reg}
+    return {"res": res, "masks": masks, "wells": wells, "sites": len(pairs), "layout": layout,
+            "registry": reg}
+
+
+def write_floor(folder: Path, sizes: list[int]) -> float:
+    """Seconds to write files of these sizes (random bytes, so nothing is shared) into a new folder: the
+    machine's floor for writing the crops' bytes, measured next to them."""
+    data = np.random.default_rng(0).integers(0, 256, max(sizes), dtype=np.uint8).tobytes()
+    folder.mkdir()
+    t = time.perf_counter()
+    for i, n in enumerate(sizes):
+        (folder / str(i)).write_bytes(data[:n])
+    dt = time.perf_counter() - t
+    shutil.rmtree(folder)
+    return dt
 
 
 def crop_ratio(args) -> dict:
+    from pairedscreen.config import resolve_section
     from pairedscreen.paint.features import DEFAULT_PARAMS
     from pairedscreen.paint.stages import run_paint_features
     from pairedscreen.train.crops import export_crops, fit_crop_size
@@ -85,13 +115,14 @@ def crop_ratio(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         fx = plate_fixture(Path(tmp), args.sites, args.image_size, args.cells_per_site, args.seed)
         res = fx["res"]
+        def features(name: str) -> tuple[pd.DataFrame, float, float]:
+            t, c = time.perf_counter(), time.process_time()
+            out = run_paint_features(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
+                                     res / f"{name}.parquet")
+            return out, time.perf_counter() - t, time.process_time() - c
+
         # warm: numba compiles the feature kernels on first use (a workflow job pays it once per chunk)
-        run_paint_features(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
-                       res / "warm.parquet")
-        t = time.perf_counter()
-        feats = run_paint_features(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
-                               res / "features.parquet")
-        t_feat = time.perf_counter() - t
+        feats, _, _ = features("features_warm")
         lay = fx["layout"].set_index("well")
         reg = fx["registry"].set_index("perturbation_id")
         feats["Metadata_Perturbation"] = lay.loc[feats["Metadata_Well"], "perturbation_id"].to_numpy()
@@ -101,14 +132,50 @@ def crop_ratio(args) -> dict:
         size = fit_crop_size(feats)
         splits = assign_splits(fx["registry"], seed=0, val_fraction=0.2, test_fraction=0.2)
         hold = pd.DataFrame({"arm": ["paint"], "unit": ["P1"], "batch": ["B1"], "batch_split": ["train"]})
-        t = time.perf_counter()
-        obs = export_crops(res / "cells.parquet", res / "index.parquet", res / "illum", [fx["masks"]], splits,
-                           hold, "P1", size, CROPS, res / "crops.zarr", res / "obs.parquet")
-        t_crop = time.perf_counter() - t
-    n = len(fx["wells"])
+        chosen = {k: v for k, v in (("dtype", args.crop_dtype), ("chunk_cells", args.chunk_cells)) if v}
+        params = {**resolve_section("train.crops", chosen), "val_fraction": 0.2, "test_fraction": 0.2}
+
+        def crops(name: str) -> tuple[pd.DataFrame, float, float]:
+            t, c = time.perf_counter(), time.process_time()
+            obs = export_crops(res / "cells.parquet", res / "index.parquet", res / "illum", [fx["masks"]],
+                               splits, hold, "P1", size, params, res / f"{name}.zarr",
+                               res / f"{name}.parquet")
+            return obs, time.perf_counter() - t, time.process_time() - c
+
+        # warm, as the features: the first call pays the imports (zarr, the paint stages), once per job;
+        # then both timed `repeats` times, alternating, and the medians compared (the crops are bound by
+        # writing to disk, whose speed varies from second to second on a shared machine)
+        _, t_cold, _ = crops("crops_warm")
+        runs: dict[str, list[float]] = {"features": [], "crops": [], "features_cpu": [], "crops_cpu": [],
+                                        "write_floor": []}
+        for r in range(args.repeats):
+            # features, crops, features, the write floor: the crops and the floor each come after a
+            # features run, so both write into memory in the same state (see the module docstring)
+            _, t, c = features(f"features_{r}")
+            runs["features"].append(t)
+            runs["features_cpu"].append(c)
+            obs, t, c = crops(f"crops_{r}")
+            runs["crops"].append(t)
+            runs["crops_cpu"].append(c)
+            sizes = [f.stat().st_size for f in (res / f"crops_{r}.zarr").rglob("*") if f.is_file()]
+            stored = sum(sizes)
+            shutil.rmtree(res / f"crops_{r}.zarr")
+            _, t, c = features(f"features_{r}b")
+            runs["features"].append(t)
+            runs["features_cpu"].append(c)
+            runs["write_floor"].append(write_floor(res / f"floor_{r}", sizes))
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+    n = fx["sites"]
     return {"sites": n, "image_size": args.image_size, "cells": int(len(obs)), "crop_size": size,
-            "features_s_per_site": round(t_feat / n, 4), "crops_s_per_site": round(t_crop / n, 4),
-            "crop_over_features": round(t_crop / t_feat, 3)}
+            "dtype": params["dtype"], "chunk_cells": params["chunk_cells"],
+            "crops_stored_mb": round(stored / 2**20, 1),
+            "features_s_per_site": round(med["features"] / n, 4),
+            "crops_s_per_site": round(med["crops"] / n, 4),
+            "crop_over_features": round(med["crops"] / med["features"], 3),
+            "crop_over_features_cpu": round(med["crops_cpu"] / med["features_cpu"], 3),
+            "write_floor_over_features": round(med["write_floor"] / med["features"], 3),
+            "crops_first_call_s": round(t_cold, 3),
+            **{f"{k}_s": [round(t, 3) for t in v] for k, v in runs.items()}}
 
 
 def rna_memory(args) -> dict:
@@ -156,6 +223,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--perturbations", type=int, default=200)
     ap.add_argument("--umis", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop-dtype", choices=["float16", "float32"], default=None,
+                    help="the crops' dtype (default: the config schema's train.crops.dtype)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each stage (medians compared)")
+    ap.add_argument("--chunk-cells", type=int, default=None,
+                    help="cells per zarr chunk (default: the config schema's train.crops.chunk_cells)")
     ap.add_argument("--skip", choices=["crops", "rna"], action="append", default=[])
     args = ap.parse_args(argv)
     report: dict = {}

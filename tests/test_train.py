@@ -62,15 +62,17 @@ def test_batch_holdout_holds_out_whole_units_of_one_batch():
         splits.batch_holdout(libs, plates, "B9")
 
 
-def test_crop_window_is_the_image_region_around_the_centroid_zero_padded():
+def test_crop_windows_are_the_image_region_around_the_centroid_zero_padded():
     rng = np.random.default_rng(0)
     img = rng.random((2, 40, 50)).astype(np.float32)
-    c, padded = crops.crop_window(img, cy=20.4, cx=25.6, size=16)
-    assert not padded and np.array_equal(c, img[:, 12:28, 18:34])
-    c, padded = crops.crop_window(img, cy=2.0, cx=48.0, size=16)   # top-right corner: padded with zeros
-    assert padded
-    assert np.array_equal(c[:, 6:, :10], img[:, 0:10, 40:50])
-    assert not c[:, :6].any() and not c[:, :, 10:].any()
+    (c, corner, inside), padded = crops.crop_windows(img, np.array([20.4, 2.0, 8.0]),
+                                                      np.array([25.6, 48.0, 8.0]), size=16)
+    assert not padded[0] and np.array_equal(c, img[:, 12:28, 18:34])
+    assert padded[1]   # top-right corner: padded with zeros
+    assert np.array_equal(corner[:, 6:, :10], img[:, 0:10, 40:50])
+    assert not corner[:, :6].any() and not corner[:, :, 10:].any()
+    # a window flush with the top-left corner (rows/cols 0..15) is not padded
+    assert not padded[2] and np.array_equal(inside, img[:, 0:16, 0:16])
 
 
 def test_fitted_crop_size_is_twice_the_95th_percentile_extent():

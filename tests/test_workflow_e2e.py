@@ -448,7 +448,8 @@ def test_croissant_validates_and_reads_back_the_source_tables(finished_run):
 
 def test_crops_are_the_corrected_image_around_each_centroid(finished_run):
     """A crop equals the illumination-corrected image (raw / 65535 / illumination, read independently here)
-    around the object's centroid, and its mask channel equals the object's own mask."""
+    around the object's centroid, rounded to the crops' dtype (the schema's default, float16: within half a
+    float16 step), and its mask channel equals the object's own mask."""
     import tifffile
     import zarr
 
@@ -460,6 +461,10 @@ def test_crops_are_the_corrected_image_around_each_centroid(finished_run):
     channels = group.attrs["channels"]
     assert arr.shape[0] == len(obs) and channels[-1] == "mask"
     size = arr.shape[-1]
+    dtype = np.dtype(_train_params(wd)["crops"]["dtype"])   # the schema default unless configured
+    assert arr.dtype == dtype and group.attrs["dtype"] == dtype.name
+    # float64 -> float32 -> dtype: within one step of the dtype (relative), or its smallest step near zero
+    rtol, atol = float(np.finfo(dtype).eps), float(np.finfo(dtype).smallest_subnormal)
     cells = pd.read_parquet(wd / "results" / "paint" / "P1" / "cells.parquet",
                             columns=["Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"])
     assert len(cells) == len(obs)
@@ -477,7 +482,7 @@ def test_crops_are_the_corrected_image_around_each_centroid(finished_run):
             img = img / np.load(wd / "results" / "paint" / "P1" / "illum" / f"{ch}.npy")
             pad = np.pad(img, size)
             expected = pad[y0 + size:y0 + 2 * size, x0 + size:x0 + 2 * size]
-            np.testing.assert_allclose(crop[k], expected, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(crop[k].astype(np.float64), expected, rtol=rtol, atol=atol)
         label = next(tifffile.imread(m / f"{r.well}_s{r.site}_cells.tif") for m in masks
                      if (m / f"{r.well}_s{r.site}_cells.tif").exists())
         own = np.pad(label == r.object_id, size)[y0 + size:y0 + 2 * size, x0 + size:x0 + 2 * size]
