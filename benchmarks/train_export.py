@@ -6,7 +6,8 @@
    each, the medians of ``--repeats`` alternating runs, with the config schema's crop defaults (dtype,
    chunking), on the same simulated plate: images from the simulator, masks = the simulator's true label
    images (so no Cellpose run is needed), the same image index and illumination functions. Aim <= 0.2.
-   ``crop_over_features_cpu`` is the same ratio of process CPU time (all threads). The crops write
+   ``crop_over_features_cpu`` is the same ratio of process CPU time (all threads; ``_user``: user time
+   only, without the kernel's work of taking new pages). The crops write
    ~1.5x a site's raw bytes, so their wall time also follows how fast the machine takes new writes:
    ``write_floor_over_features`` is the time to write files of the crops' sizes (plain bytes) in the
    same run, each after a features run as the crops are, over the features' time. (On the VM this was
@@ -115,14 +116,15 @@ def crop_ratio(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         fx = plate_fixture(Path(tmp), args.sites, args.image_size, args.cells_per_site, args.seed)
         res = fx["res"]
-        def features(name: str) -> tuple[pd.DataFrame, float, float]:
-            t, c = time.perf_counter(), time.process_time()
+        def features(name: str) -> tuple[pd.DataFrame, float, float, float]:
+            t, c = time.perf_counter(), os.times()
             out = run_paint_features(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
                                      res / f"{name}.parquet")
-            return out, time.perf_counter() - t, time.process_time() - c
+            e = os.times()
+            return out, time.perf_counter() - t, e.user + e.system - c.user - c.system, e.user - c.user
 
         # warm: numba compiles the feature kernels on first use (a workflow job pays it once per chunk)
-        feats, _, _ = features("features_warm")
+        feats, *_ = features("features_warm")
         lay = fx["layout"].set_index("well")
         reg = fx["registry"].set_index("perturbation_id")
         feats["Metadata_Perturbation"] = lay.loc[feats["Metadata_Well"], "perturbation_id"].to_numpy()
@@ -135,34 +137,33 @@ def crop_ratio(args) -> dict:
         chosen = {k: v for k, v in (("dtype", args.crop_dtype), ("chunk_cells", args.chunk_cells)) if v}
         params = {**resolve_section("train.crops", chosen), "val_fraction": 0.2, "test_fraction": 0.2}
 
-        def crops(name: str) -> tuple[pd.DataFrame, float, float]:
-            t, c = time.perf_counter(), time.process_time()
+        def crops(name: str) -> tuple[pd.DataFrame, float, float, float]:
+            t, c = time.perf_counter(), os.times()
             obs = export_crops(res / "cells.parquet", res / "index.parquet", res / "illum", [fx["masks"]],
                                splits, hold, "P1", size, params, res / f"{name}.zarr",
                                res / f"{name}.parquet")
-            return obs, time.perf_counter() - t, time.process_time() - c
+            e = os.times()
+            return obs, time.perf_counter() - t, e.user + e.system - c.user - c.system, e.user - c.user
 
         # warm, as the features: the first call pays the imports (zarr, the paint stages), once per job;
         # then both timed `repeats` times, alternating, and the medians compared (the crops are bound by
         # writing to disk, whose speed varies from second to second on a shared machine)
-        _, t_cold, _ = crops("crops_warm")
-        runs: dict[str, list[float]] = {"features": [], "crops": [], "features_cpu": [], "crops_cpu": [],
-                                        "write_floor": []}
+        _, t_cold, *_ = crops("crops_warm")
+        runs: dict[str, list[float]] = {k: [] for k in ("features", "crops", "features_cpu", "crops_cpu",
+                                                        "features_user", "crops_user", "write_floor")}
         for r in range(args.repeats):
             # features, crops, features, the write floor: the crops and the floor each come after a
             # features run, so both write into memory in the same state (see the module docstring)
-            _, t, c = features(f"features_{r}")
-            runs["features"].append(t)
-            runs["features_cpu"].append(c)
-            obs, t, c = crops(f"crops_{r}")
-            runs["crops"].append(t)
-            runs["crops_cpu"].append(c)
+            for kind, v in zip(("", "_cpu", "_user"), features(f"features_{r}")[1:], strict=True):
+                runs["features" + kind].append(v)
+            obs, *times = crops(f"crops_{r}")
+            for kind, v in zip(("", "_cpu", "_user"), times, strict=True):
+                runs["crops" + kind].append(v)
             sizes = [f.stat().st_size for f in (res / f"crops_{r}.zarr").rglob("*") if f.is_file()]
             stored = sum(sizes)
             shutil.rmtree(res / f"crops_{r}.zarr")
-            _, t, c = features(f"features_{r}b")
-            runs["features"].append(t)
-            runs["features_cpu"].append(c)
+            for kind, v in zip(("", "_cpu", "_user"), features(f"features_{r}b")[1:], strict=True):
+                runs["features" + kind].append(v)
             runs["write_floor"].append(write_floor(res / f"floor_{r}", sizes))
         med = {k: float(np.median(v)) for k, v in runs.items()}
     n = fx["sites"]
@@ -173,6 +174,7 @@ def crop_ratio(args) -> dict:
             "crops_s_per_site": round(med["crops"] / n, 4),
             "crop_over_features": round(med["crops"] / med["features"], 3),
             "crop_over_features_cpu": round(med["crops_cpu"] / med["features_cpu"], 3),
+            "crop_over_features_user": round(med["crops_user"] / med["features_user"], 3),
             "write_floor_over_features": round(med["write_floor"] / med["features"], 3),
             "crops_first_call_s": round(t_cold, 3),
             **{f"{k}_s": [round(t, 3) for t in v] for k, v in runs.items()}}
