@@ -116,15 +116,29 @@ def crop_ratio(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         fx = plate_fixture(Path(tmp), args.sites, args.image_size, args.cells_per_site, args.seed)
         res = fx["res"]
-        def features(name: str) -> tuple[pd.DataFrame, float, float, float]:
+        runs: dict[str, list[float]] = {k: [] for k in ("features", "crops", "features_cpu", "crops_cpu",
+                                                        "features_user", "crops_user", "write_floor")}
+
+        def timed(stage: str, call, record: bool = True):
+            """``call()``'s result and wall seconds; with ``record`` (not a warm-up) its wall, CPU (user +
+            system, all threads) and user seconds are appended to ``runs`` under ``stage``."""
             t, c = time.perf_counter(), os.times()
-            out = run_paint_features(res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
-                                     res / f"{name}.parquet")
+            out = call()
             e = os.times()
-            return out, time.perf_counter() - t, e.user + e.system - c.user - c.system, e.user - c.user
+            wall = time.perf_counter() - t
+            if record:
+                for kind, v in (("", wall), ("_cpu", e.user + e.system - c.user - c.system),
+                                ("_user", e.user - c.user)):
+                    runs[stage + kind].append(v)
+            return out, wall
+
+        def features(name: str, record: bool = True):
+            return timed("features", lambda: run_paint_features(
+                res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
+                res / f"{name}.parquet"), record)
 
         # warm: numba compiles the feature kernels on first use (a workflow job pays it once per chunk)
-        feats, *_ = features("features_warm")
+        feats, _ = features("features_warm", record=False)
         lay = fx["layout"].set_index("well")
         reg = fx["registry"].set_index("perturbation_id")
         feats["Metadata_Perturbation"] = lay.loc[feats["Metadata_Well"], "perturbation_id"].to_numpy()
@@ -137,33 +151,24 @@ def crop_ratio(args) -> dict:
         chosen = {k: v for k, v in (("dtype", args.crop_dtype), ("chunk_cells", args.chunk_cells)) if v}
         params = {**resolve_section("train.crops", chosen), "val_fraction": 0.2, "test_fraction": 0.2}
 
-        def crops(name: str) -> tuple[pd.DataFrame, float, float, float]:
-            t, c = time.perf_counter(), os.times()
-            obs = export_crops(res / "cells.parquet", res / "index.parquet", res / "illum", [fx["masks"]],
-                               splits, hold, "P1", size, params, res / f"{name}.zarr",
-                               res / f"{name}.parquet")
-            e = os.times()
-            return obs, time.perf_counter() - t, e.user + e.system - c.user - c.system, e.user - c.user
+        def crops(name: str, record: bool = True):
+            return timed("crops", lambda: export_crops(
+                res / "cells.parquet", res / "index.parquet", res / "illum", [fx["masks"]], splits, hold,
+                "P1", size, params, res / f"{name}.zarr", res / f"{name}.parquet"), record)
 
         # warm, as the features: the first call pays the imports (zarr, the paint stages), once per job;
         # then both timed `repeats` times, alternating, and the medians compared (the crops are bound by
-        # writing to disk, whose speed varies from second to second on a shared machine)
-        _, t_cold, *_ = crops("crops_warm")
-        runs: dict[str, list[float]] = {k: [] for k in ("features", "crops", "features_cpu", "crops_cpu",
-                                                        "features_user", "crops_user", "write_floor")}
+        # writing their bytes, whose speed varies from second to second on a shared machine)
+        _, t_cold = crops("crops_warm", record=False)
         for r in range(args.repeats):
             # features, crops, features, the write floor: the crops and the floor each come after a
             # features run, so both write into memory in the same state (see the module docstring)
-            for kind, v in zip(("", "_cpu", "_user"), features(f"features_{r}")[1:], strict=True):
-                runs["features" + kind].append(v)
-            obs, *times = crops(f"crops_{r}")
-            for kind, v in zip(("", "_cpu", "_user"), times, strict=True):
-                runs["crops" + kind].append(v)
+            features(f"features_{r}")
+            obs, _ = crops(f"crops_{r}")
             sizes = [f.stat().st_size for f in (res / f"crops_{r}.zarr").rglob("*") if f.is_file()]
             stored = sum(sizes)
             shutil.rmtree(res / f"crops_{r}.zarr")
-            for kind, v in zip(("", "_cpu", "_user"), features(f"features_{r}b")[1:], strict=True):
-                runs["features" + kind].append(v)
+            features(f"features_{r}b")
             runs["write_floor"].append(write_floor(res / f"floor_{r}", sizes))
         med = {k: float(np.median(v)) for k, v in runs.items()}
     n = fx["sites"]

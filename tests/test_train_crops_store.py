@@ -39,8 +39,7 @@ def _array(tmp_path, dtype, shape=(10, 3, 8, 8), chunk=4):
 
     root = zarr.open_group(store=str(tmp_path / "c.zarr"), mode="w", zarr_format=3)
     return root.create_array("crops", shape=shape, dtype=dtype, chunks=(chunk, *shape[1:]), fill_value=0.0,
-                             compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
-                             config={"write_empty_chunks": True})
+                             compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])

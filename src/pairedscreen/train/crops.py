@@ -102,8 +102,8 @@ class _ChunkWriter:
     array's chunk key. zarr 3.1's ``arr[a:b] = block`` spent about twice the compression itself in its
     async machinery per chunk; here each chunk is one Blosc call (single-threaded, as in zarr's own workers)
     and one file write, handed to one I/O thread so the next chunk is cut while the last is written (at most
-    two in flight). :meth:`close` waits for the writes and reads the first chunk back through zarr, so a
-    zarr whose format differs fails the job instead of leaving an unreadable store."""
+    two in flight). Leaving the ``with`` block waits for the writes and reads the first rows back through
+    zarr, so a zarr whose format differs fails the job instead of leaving an unreadable store."""
 
     def __init__(self, arr: Any) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -170,10 +170,12 @@ class _ChunkWriter:
         finally:
             self.pool.shutdown(wait=True)
         if kind is None and self.first is not None:
+            import zarr
+
             back = np.asarray(self.arr[: len(self.first)])
             if not np.array_equal(back.view(np.uint8), self.first.view(np.uint8)):
                 raise RuntimeError(f"{self.dir}: chunks written directly do not read back through zarr "
-                                   f"{__import__('zarr').__version__}; this zarr's format differs")
+                                   f"{zarr.__version__}; this zarr's format differs")
 
 
 def _mask_dirs(masks: Sequence[PathLike]) -> dict[str, Path]:
@@ -232,11 +234,9 @@ def export_crops(cells: PathLike, index: PathLike, illum_dir: PathLike, masks: S
 
     with atomic_output(zarr_out, is_dir=True) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
-        # every chunk holds cells: skip zarr's check of each chunk against the fill value
         arr = root.create_array("crops", shape=(n, len(names), size, size), dtype=dtype,
                                 chunks=(max(1, min(block, n)), len(names), size, size), fill_value=0.0,
-                                compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
-                                config={"write_empty_chunks": True})
+                                compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"))
         root.attrs.update({"channels": names, "size": int(size), "plate": plate, "mask_channel": with_mask,
                            "dtype": dtype.name,
                            "row_order": "obs.parquet", "centre": "pixel (S//2, S//2) = rounded centroid",
