@@ -9,10 +9,13 @@
    ``crop_over_features_cpu`` is the same ratio of process CPU time (all threads; ``_user``: user time
    only, without the kernel's work of taking new pages). The crops write
    ~1.5x a site's raw bytes, so their wall time also follows how fast the machine takes new writes:
-   ``write_floor_over_features`` is the time to write files of the crops' sizes (plain bytes) in the
-   same run, each after a features run as the crops are, over the features' time. (On the VM this was
-   measured on, memory freed for a few seconds goes back to the host and costs ~5-10 s/GB at the next
-   touch, so writing 113 MB of new files took ~0.5-1 s there, against 0.05 s into just-freed pages.)
+   ``write_floor_over_features`` is the time to write files of the crops' sizes (random bytes) as the
+   crops write them (``pairedscreen.train.crops.write_through``: flushed and dropped from the page cache)
+   in the same run, each after a features run as the crops are, over the features' time;
+   ``buffered_floor_over_features`` the same with plain buffered writes. (On the VM this was measured on,
+   memory freed for a few seconds goes back to the host and costs ~5-10 s/GB at the next touch, so
+   buffered writes of 113 MB of new files took ~0.5-1 s there, against 0.05 s into just-freed pages;
+   written through, each chunk's page-cache memory is freed and reused by the next.)
 2. RNA export memory: ``pairedscreen.train.rna_export.export_rna`` on a ``--cells`` x ``--genes`` count matrix
    (``benchmarks/rna_scale.py``'s generator, written to an h5ad first): peak RSS above the baseline before
    the call, as a ratio of the CSR count matrix (data + indices + indptr). Aim <= 2.
@@ -93,14 +96,20 @@ def plate_fixture(root: Path, sites: int, image_size: int, cells_per_site: int, 
             "registry": reg}
 
 
-def write_floor(folder: Path, sizes: list[int]) -> float:
-    """Seconds to write files of these sizes (random bytes, so nothing is shared) into a new folder: the
-    machine's floor for writing the crops' bytes, measured next to them."""
+def write_floor(folder: Path, sizes: list[int], through: bool) -> float:
+    """Seconds to write files of these sizes (random bytes, so nothing is shared) into a new folder, written
+    through as the crops write them or (``through=False``) buffered: the machine's floor for writing the
+    crops' bytes, measured next to them."""
+    from pairedscreen.train.crops import write_through
+
     data = np.random.default_rng(0).integers(0, 256, max(sizes), dtype=np.uint8).tobytes()
     folder.mkdir()
     t = time.perf_counter()
     for i, n in enumerate(sizes):
-        (folder / str(i)).write_bytes(data[:n])
+        if through:
+            write_through(folder / str(i), data[:n])
+        else:
+            (folder / str(i)).write_bytes(data[:n])
     dt = time.perf_counter() - t
     shutil.rmtree(folder)
     return dt
@@ -117,7 +126,8 @@ def crop_ratio(args) -> dict:
         fx = plate_fixture(Path(tmp), args.sites, args.image_size, args.cells_per_site, args.seed)
         res = fx["res"]
         runs: dict[str, list[float]] = {k: [] for k in ("features", "crops", "features_cpu", "crops_cpu",
-                                                        "features_user", "crops_user", "write_floor")}
+                                                        "features_user", "crops_user", "write_floor",
+                                                        "buffered_floor")}
 
         def timed(stage: str, call, record: bool = True):
             """``call()``'s result and wall seconds; with ``record`` (not a warm-up) its wall, CPU (user +
@@ -169,7 +179,9 @@ def crop_ratio(args) -> dict:
             stored = sum(sizes)
             shutil.rmtree(res / f"crops_{r}.zarr")
             features(f"features_{r}b")
-            runs["write_floor"].append(write_floor(res / f"floor_{r}", sizes))
+            runs["write_floor"].append(write_floor(res / f"floor_{r}", sizes, through=True))
+            features(f"features_{r}c", record=False)
+            runs["buffered_floor"].append(write_floor(res / f"floor_{r}", sizes, through=False))
         med = {k: float(np.median(v)) for k, v in runs.items()}
     n = fx["sites"]
     return {"sites": n, "image_size": args.image_size, "cells": int(len(obs)), "crop_size": size,
@@ -181,6 +193,7 @@ def crop_ratio(args) -> dict:
             "crop_over_features_cpu": round(med["crops_cpu"] / med["features_cpu"], 3),
             "crop_over_features_user": round(med["crops_user"] / med["features_user"], 3),
             "write_floor_over_features": round(med["write_floor"] / med["features"], 3),
+            "buffered_floor_over_features": round(med["buffered_floor"] / med["features"], 3),
             "crops_first_call_s": round(t_cold, 3),
             **{f"{k}_s": [round(t, 3) for t in v] for k, v in runs.items()}}
 

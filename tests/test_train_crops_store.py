@@ -88,3 +88,35 @@ def test_unsupported_stores_are_refused(tmp_path):
     arr = root.create_array("x", shape=(4, 4), dtype="float32", chunks=(2, 4), compressors=None)
     with pytest.raises(TypeError, match="one Blosc codec"):
         crops._ChunkWriter(arr)
+
+
+def test_chunks_are_written_through_whole_even_when_the_os_writes_short(tmp_path, monkeypatch):
+    """``write_through`` loops until every byte is written (``os.write`` may write fewer than asked), and each
+    chunk file is flushed (``fdatasync``) and released from the page cache before the writer's block ends;
+    the flushed file descriptors are exactly the chunk files'."""
+    import os
+
+    import zarr
+
+    real_write, flushed, advised = os.write, [], []
+    monkeypatch.setattr(crops.os, "write", lambda fd, b: real_write(fd, bytes(b[:100])))   # short writes
+    sync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
+    monkeypatch.setattr(crops.os, "fdatasync" if hasattr(os, "fdatasync") else "fsync",
+                        lambda fd: (flushed.append(os.readlink(f"/proc/self/fd/{fd}")), sync(fd))[1])
+    if hasattr(os, "posix_fadvise"):
+        real_advise = os.posix_fadvise
+        monkeypatch.setattr(crops.os, "posix_fadvise",
+                            lambda fd, o, n, a: (advised.append(a), real_advise(fd, o, n, a))[1])
+    rng = np.random.default_rng(2)
+    data = rng.random((10, 3, 8, 8)).astype("float32")
+    arr = _array(tmp_path, "float32")
+    with crops._ChunkWriter(arr) as writer:
+        for i, start in enumerate(range(0, 10, 4)):
+            writer.write(i, data[start:start + 4])
+    back = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")["crops"]
+    assert np.array_equal(back[:], data)
+    chunk_dir = tmp_path / "c.zarr" / "crops" / "c"
+    chunk_files = sorted(os.path.realpath(p) for p in chunk_dir.rglob("*") if p.is_file())
+    assert len(chunk_files) == 3 and sorted(flushed) == chunk_files
+    if hasattr(os, "posix_fadvise"):
+        assert advised == [os.POSIX_FADV_DONTNEED] * 3
