@@ -10,7 +10,7 @@
    only, without the kernel's work of taking new pages). The crops write
    ~1.5x a site's raw bytes, so their wall time also follows how fast the machine takes new writes:
    ``write_floor_over_features`` is the time to write files of the crops' sizes (random bytes) as the
-   crops write them (``pairedscreen.train.crops.write_through``: flushed and dropped from the page cache)
+   crops write them (``pairedscreen.io.write_through``: flushed and dropped from the page cache)
    in the same run, each after a features run as the crops are, over the features' time;
    ``buffered_floor_over_features`` the same with plain buffered writes. (On the VM this was measured on,
    memory freed for a few seconds goes back to the host and costs ~5-10 s/GB at the next touch, so
@@ -100,7 +100,7 @@ def write_floor(folder: Path, sizes: list[int], through: bool) -> float:
     """Seconds to write files of these sizes (random bytes, so nothing is shared) into a new folder, written
     through as the crops write them or (``through=False``) buffered: the machine's floor for writing the
     crops' bytes, measured next to them."""
-    from pairedscreen.train.crops import write_through
+    from pairedscreen.io import write_through
 
     data = np.random.default_rng(0).integers(0, 256, max(sizes), dtype=np.uint8).tobytes()
     folder.mkdir()

@@ -99,13 +99,13 @@ def test_chunks_are_written_through_whole_even_when_the_os_writes_short(tmp_path
     import zarr
 
     real_write, flushed, advised = os.write, [], []
-    monkeypatch.setattr(crops.os, "write", lambda fd, b: real_write(fd, bytes(b[:100])))   # short writes
+    monkeypatch.setattr(os, "write", lambda fd, b: real_write(fd, bytes(b[:100])))   # short writes
     sync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
-    monkeypatch.setattr(crops.os, "fdatasync" if hasattr(os, "fdatasync") else "fsync",
+    monkeypatch.setattr(os, "fdatasync" if hasattr(os, "fdatasync") else "fsync",
                         lambda fd: (flushed.append(os.readlink(f"/proc/self/fd/{fd}")), sync(fd))[1])
     if hasattr(os, "posix_fadvise"):
         real_advise = os.posix_fadvise
-        monkeypatch.setattr(crops.os, "posix_fadvise",
+        monkeypatch.setattr(os, "posix_fadvise",
                             lambda fd, o, n, a: (advised.append(a), real_advise(fd, o, n, a))[1])
     rng = np.random.default_rng(2)
     data = rng.random((10, 3, 8, 8)).astype("float32")

@@ -85,6 +85,24 @@ def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def write_through(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a new file, flush it to the disk (``fdatasync``) and drop it from the page cache
+    (``POSIX_FADV_DONTNEED``, where the OS has it): for large outputs the job never reads again (a plate's
+    crops are many gigabytes), which then neither evict what other jobs on the node have cached nor wait
+    for the kernel to find new page-cache memory for each file, and are on disk before their folder is
+    moved into place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view, done = memoryview(data), 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_output(path) as tmp:
         df.to_parquet(tmp, index=False)

@@ -21,9 +21,9 @@ S: ``train.crops.size`` when set, else fitted to the cell size: ``size_factor`` 
 plate (the first plate of plates.tsv, so the size does not change when plates land), rounded up to a
 multiple of 8 (:func:`fit_crop_size`).
 
-Each chunk file is written through (:func:`write_through`: flushed to disk and dropped from the page cache
-as it is written), so a plate's many gigabytes of crops do not crowd the node's page cache, and every chunk is
-on disk before the store is moved into place.
+Each chunk file is written through (:func:`pairedscreen.io.write_through`: flushed to disk and dropped from
+the page cache as it is written), so a plate's many gigabytes of crops do not crowd the node's page cache,
+and every chunk is on disk before the store is moved into place.
 
 ``obs.parquet`` is in the crops' row order: cell_id, perturbation, is_control, plate, batch, well, site,
 object_id, centroid_x, centroid_y, site_qc_flag, touches_border, crop_padded, split, batch_split.
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pairedscreen.io import atomic_output
+from pairedscreen.io import atomic_output, write_through
 from pairedscreen.train.half import to_float16
 from pairedscreen.train.splits import cell_splits
 
@@ -100,24 +100,6 @@ def crop_windows(image: np.ndarray, cy: np.ndarray, cx: np.ndarray,
     return views, padded
 
 
-def write_through(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to a new file, flush it to the disk (``fdatasync``) and drop it from the page cache
-    (``POSIX_FADV_DONTNEED``, where the OS has it). A plate's crops are many gigabytes the job never reads
-    again: written through, they neither evict what other jobs on the node have cached nor wait for the
-    kernel to find new page-cache memory for each chunk, and a chunk is on disk before the store is moved
-    into place."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        view, done = memoryview(data), 0
-        while done < len(view):
-            done += os.write(fd, view[done:])
-        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 class _ChunkWriter:
     """Whole chunks of a new zarr v3 array (``bytes`` little-endian + one Blosc codec, as created in
     :func:`export_crops`) written as zarr writes them: the Blosc frame of the chunk's bytes under the
@@ -166,7 +148,7 @@ class _ChunkWriter:
         finally:
             numcodecs.blosc.use_threads = before
         if index == 0:
-            self.first = block[: min(len(block), 8)].copy()
+            self.first = block[:8].copy()
         key = self.dir / self.arr.metadata.encode_chunk_key((index,) + (0,) * (block.ndim - 1))
         while len(self.pending) >= 2:
             self.pending.pop(0).result()
