@@ -23,6 +23,7 @@ PATHS: dict[str, str] = {
     "rna_guides_raw": "results/rna/{library}/guides_raw.h5ad",
     "rna_cells_lib": "results/rna/{library}/cells.h5ad",
     "rna_barcode_ranks": "results/rna/{library}/barcode_ranks.parquet",
+    "rna_summary": "results/rna/{library}/summary.h5ad",
     # RNA arm, aggregate
     "rna_cells": "results/rna/cells.h5ad",
     "rna_pseudobulk": "results/rna/pseudobulk.h5ad",

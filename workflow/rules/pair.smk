@@ -30,7 +30,7 @@ rule quality:
         profiles=if_paint("profiles"),
         consensus=if_paint("consensus"),
         paint_quarantine=if_paint("paint_quarantine"),
-        rna_cells=if_rna("rna_cells"),
+        rna_cells=per_library("rna_cells_lib"),
         pseudobulk=if_rna("rna_pseudobulk"),
         knockdown=if_rna("rna_knockdown"),
         wells=per_plate("paint_wells"),

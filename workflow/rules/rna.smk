@@ -171,9 +171,29 @@ rule rna_cells:
         "../scripts/rna_cells.py"
 
 
+rule rna_summary:
+    input:
+        cells=path("rna_cells_lib"),
+        registry=SHEETS["perturbations"],
+    output:
+        path("rna_summary"),
+    log:
+        log("rna_summary"),
+    benchmark:
+        bench("rna_summary", "{library}")
+    threads: 1
+    resources:
+        mem_mb=8192,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/rna_summary.py"
+
+
 rule rna_merge:
     input:
         cells=per_library("rna_cells_lib"),
+        summaries=per_library("rna_summary"),
         registry=SHEETS["perturbations"],
     output:
         cells=path("rna_cells"),

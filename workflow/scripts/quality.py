@@ -12,7 +12,7 @@ def one(files):
 
 with snakemake_log(snakemake):
     run_quality(profiles=one(inp.profiles), consensus=one(inp.consensus),
-                rna_cells=one(inp.rna_cells), pseudobulk=one(inp.pseudobulk),
+                rna_cells=list(inp.rna_cells) or None, pseudobulk=one(inp.pseudobulk),
                 knockdown=one(inp.knockdown), wells=list(inp.wells), registry=inp.registry,
                 params=dict(snakemake.params.quality), truth_dir=snakemake.params.truth_dir or None,
                 metrics_out=snakemake.output.metrics, table_out=snakemake.output.table,

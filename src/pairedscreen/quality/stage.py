@@ -26,6 +26,7 @@ from pairedscreen.modalities import paint_modality, rna_modality
 from pairedscreen.paint.aggregate import aggregate_wells
 from pairedscreen.paint.profiles import assign_splits, harmonize_metadata, normalize_plates, read_wells
 from pairedscreen.quality import batch, concordance, effect, position, replicate, truth
+from pairedscreen.quality.subsample import bounded_cells
 from pairedscreen.quality.summary import summarize_hits
 from pairedscreen.quality.units import replicate_pseudobulks
 from pairedscreen.sheets import read_registry
@@ -149,14 +150,19 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
     return act_paint
 
 
-def _rna_quality(rna_cells: PathLike, reg: pd.DataFrame, ids: list[str], metrics: dict, tables: list,
-                 params: Mapping[str, Any], *, nperm: int, seed: int, alpha: float,
+def _rna_quality(rna_cells: PathLike | Sequence[PathLike], reg: pd.DataFrame, ids: list[str], metrics: dict,
+                 tables: list, params: Mapping[str, Any], *, nperm: int, seed: int, alpha: float,
                  max_cells: int) -> pd.DataFrame:
-    cells = ad.read_h5ad(rna_cells)
+    paths = [rna_cells] if isinstance(rna_cells, str | os.PathLike) else list(rna_cells)
+    cells, record = bounded_cells(paths, ids, max_cells=max_cells, seed=seed)
+    metrics["rna_subsample"] = record
+    log.info("RNA cells read for quality: %d of %d usable (at most %d per perturbation; %d capped)",
+             record["cells"], record["usable_cells"], max_cells, record["perturbations_capped"])
     if "is_control" not in cells.obs:
         ctrl_ids = set(reg.loc[reg["is_control"], "perturbation_id"])
         cells.obs["is_control"] = cells.obs["perturbation"].astype(str).isin(ctrl_ids).to_numpy()
-    rrep = replicate_pseudobulks(cells, categories=ids, seed=seed)
+    rrep = replicate_pseudobulks(cells, categories=ids, seed=seed,
+                                 max_replicates=int(params["max_replicates"]))
     rx = replicate.rna_features(rrep.X, rrep.obs["is_control"].to_numpy(bool),
                                 n_top=int(params["n_top_genes"]))
     rmeta = rrep.obs[["perturbation", "guide", "library", "is_control"]].reset_index(drop=True)
@@ -183,7 +189,8 @@ def _rna_quality(rna_cells: PathLike, reg: pd.DataFrame, ids: list[str], metrics
     return act_rna
 
 
-def run_quality(profiles: PathLike | None, consensus: PathLike | None, rna_cells: PathLike | None,
+def run_quality(profiles: PathLike | None, consensus: PathLike | None,
+                rna_cells: PathLike | Sequence[PathLike] | None,
                 pseudobulk: PathLike | None, knockdown: PathLike | None, wells: Sequence[PathLike],
                 registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
                 metrics_out: PathLike, table_out: PathLike, paint_cells: Sequence[PathLike] | None = None,
@@ -193,8 +200,11 @@ def run_quality(profiles: PathLike | None, consensus: PathLike | None, rna_cells
     ``truth_recovery`` when ``truth_dir``) and ``results/quality/perturbations.tsv`` (one row per registry
     perturbation: ``{arm}_map``, ``{arm}_q_value``, ``{arm}_active``, ``{arm}_edistance``, ``{arm}_effect_q``,
     consistency q-values, knockdown columns). ``params`` = the resolved ``quality:`` block
-    (permutations, seed, alpha, max_cells, n_top_genes, n_pcs, paint_pca_variance; from
-    :func:`pairedscreen.config.load_config`). ``paint_cells`` (per-plate cells.parquet) enables
+    (permutations, seed, alpha, max_cells, max_replicates, n_top_genes, n_pcs, paint_pca_variance; from
+    :func:`pairedscreen.config.load_config`). ``rna_cells``: the libraries' ``cells.h5ad`` (or one merged
+    file), of which at most ``max_cells`` usable cells per perturbation are read
+    (:mod:`pairedscreen.quality.subsample`; recorded as ``metrics['rna_subsample']``).
+    ``paint_cells`` (per-plate cells.parquet) enables
     sub-well replicates when the screen has one well per perturbation. For the report, when given:
     ``similarity_out`` (``results/quality/similarity.parquet``, the two similarity matrices behind
     ``metrics.concordance``) and ``position_out`` (``results/quality/position.parquet``, per plate and

@@ -26,7 +26,8 @@ def _indicator(labels: np.ndarray, levels: Sequence[str]) -> sp.csr_matrix:
 
 def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide_key: str = "guide_ids",
                           library_key: str | None = "library", min_cells: int = 5, max_splits: int = 4,
-                          seed: int = 0, categories: Sequence[str] | None = None) -> ad.AnnData:
+                          seed: int = 0, categories: Sequence[str] | None = None,
+                          max_replicates: int | None = None) -> ad.AnnData:
     """Replicate pseudobulks for replicate mAP: each (perturbation, guide, library) unit's cells are split
     at random into ``min(max_splits, n // min_cells)`` disjoint subsets (at least one when the unit has
     ``min_cells``; smaller units are dropped). X = log1p(CP10k) of each subset's summed counts.
@@ -34,6 +35,10 @@ def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide
     obs: ``perturbation``, ``guide``, ``library``, ``replicate`` (unit + split), ``n_cells``,
     ``is_control`` (when the cells carry it). Guides are kept apart so that guide consistency can be
     scored (positives required to come from different guides).
+
+    ``max_replicates`` caps the replicates of one perturbation (a seeded choice among its subsets, from a
+    generator of its own, so screens under the cap get the same subsets): replicate mAP's pairs grow with
+    the square of the replicates, which otherwise grow with the libraries of a screen.
     """
     mask = usable_cells(cells, key=key, categories=categories)
     sub = cells[mask]
@@ -52,6 +57,15 @@ def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide
         split = rng.permutation(len(idx)) % k
         for j in range(k):
             labels[idx[split == j]] = f"{pert}|{guide}|{lib}|{j}"
+    if max_replicates is not None:
+        capper = np.random.default_rng([seed, 1])
+        per: dict[str, list[str]] = {}
+        for lv in sorted(set(labels[labels != ""])):
+            per.setdefault(lv.split("|", 1)[0], []).append(lv)
+        dropped = {lv for lvs in per.values() if len(lvs) > max_replicates
+                   for lv in np.asarray(lvs)[capper.permutation(len(lvs))[max_replicates:]]}
+        if dropped:
+            labels[np.isin(labels, list(dropped))] = ""
     keep = labels != ""
     levels = sorted(set(labels[keep]))
     g = _indicator(labels.astype(str), levels)

@@ -1,4 +1,9 @@
-"""Knockdown of each targeting perturbation's own target gene vs non-targeting control cells."""
+"""Knockdown of each targeting perturbation's own target gene vs non-targeting control cells.
+
+One statistic, two ways in: :func:`knockdown_table` from a cells AnnData (one library or merged cells) and
+:func:`pairedscreen.rna.summary.combine_knockdown` from the libraries' summaries; both build each row
+with :func:`knockdown_row` and adjust with :func:`adjust`.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +20,64 @@ from pairedscreen.rna.pseudobulk import row_totals
 
 COLUMNS = ["perturbation_id", "target_gene", "log2fc", "pvalue", "padj", "remaining_fraction", "n_cells",
            "n_control_cells", "mean_cp10k", "control_mean_cp10k"]
+TESTS = ("welch", "mannwhitney")
 
 
-def _gene_column(adata: ad.AnnData, gene: str) -> int:
-    if gene in adata.var_names:
-        return int(adata.var_names.get_loc(gene))
-    if "gene_id" in adata.var:
-        hits = np.flatnonzero(adata.var["gene_id"].astype(str).to_numpy() == gene)
+def gene_column(var: pd.DataFrame | ad.AnnData, gene: str) -> int:
+    """Column of ``gene`` by var name, else by ``var['gene_id']``; -1 when absent."""
+    var = var.var if isinstance(var, ad.AnnData) else var
+    if gene in var.index:
+        return int(var.index.get_loc(gene))
+    if "gene_id" in var:
+        hits = np.flatnonzero(var["gene_id"].astype(str).to_numpy() == gene)
         if len(hits):
             return int(hits[0])
     return -1
+
+
+def targeting_pairs(registry: pd.DataFrame) -> list[tuple[str, str]]:
+    """(perturbation_id, target_gene) of the registry rows with a target gene that are not controls."""
+    flag = bool_column(registry["is_control"])
+    targeting = registry[~flag.to_numpy() & registry["target_gene"].notna()]
+    targeting = targeting[targeting["target_gene"].astype(str).str.len() > 0]
+    return list(zip(targeting["perturbation_id"].astype(str), targeting["target_gene"].astype(str),
+                    strict=True))
+
+
+def knockdown_row(pid: str, gene: str, a_raw: np.ndarray | None, a_tot: np.ndarray | None,
+                  b_raw: np.ndarray | None, b_tot: np.ndarray | None, *, n_cells: int, n_control: int,
+                  test: str, min_cells: int) -> dict:
+    """One knockdown row from the target's raw counts and the cells' total counts, perturbed (``a``) and
+    control (``b``) cells in cell order; ``a_raw`` None = target gene not measured (NaN statistics)."""
+    if test not in TESTS:
+        raise ValueError(f"test {test!r} not in {TESTS}")
+    row = {"perturbation_id": pid, "target_gene": gene, "n_cells": int(n_cells),
+           "n_control_cells": int(n_control)}
+    if a_raw is None or n_cells < min_cells or n_control < min_cells:
+        return row
+    raw = np.concatenate([a_raw, b_raw])
+    tot = np.concatenate([a_tot, b_tot])
+    col = np.log1p(cp10k_scale(tot.astype(np.float64)) * raw)
+    cp10k = np.divide(raw * 1e4, tot, out=np.zeros_like(tot, dtype=float), where=tot > 0)
+    na = len(a_raw)
+    a, b = col[:na], col[na:]
+    if test == "welch":
+        p = stats.ttest_ind(a, b, equal_var=False).pvalue
+    else:
+        p = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
+    mp, mc = float(cp10k[:na].mean()), float(cp10k[na:].mean())
+    row.update(pvalue=float(p) if np.isfinite(p) else 1.0, log2fc=float(np.log2((mp + 0.01) / (mc + 0.01))),
+               remaining_fraction=mp / mc if mc > 0 else np.nan, mean_cp10k=mp, control_mean_cp10k=mc)
+    return row
+
+
+def adjust(df: pd.DataFrame) -> pd.DataFrame:
+    """BH-adjusted ``padj`` over the perturbations tested (rows with a p-value)."""
+    tested = df["pvalue"].notna().to_numpy()
+    df["padj"] = np.nan
+    if tested.any():
+        df.loc[tested, "padj"] = multipletests(df.loc[tested, "pvalue"].to_numpy(), method="fdr_bh")[1]
+    return df
 
 
 def knockdown_table(
@@ -45,55 +98,31 @@ def knockdown_table(
     0.01) ratio. Target genes not in var, or fewer than ``min_cells`` cells on either side, give NaN
     statistics.
     """
-    if test not in ("welch", "mannwhitney"):
-        raise ValueError(f"test {test!r} not in ('welch', 'mannwhitney')")
+    if test not in TESTS:
+        raise ValueError(f"test {test!r} not in {TESTS}")
     keep = usable_cells(adata)
     pert = adata.obs["perturbation"].astype(str).to_numpy()[keep]
     is_ctrl = adata.obs["is_control"].to_numpy(dtype=bool)[keep]
-    flag = bool_column(registry["is_control"])
-    targeting = registry[~flag.to_numpy() & registry["target_gene"].notna()]
-    targeting = targeting[targeting["target_gene"].astype(str).str.len() > 0]
-    pairs = list(zip(targeting["perturbation_id"].astype(str), targeting["target_gene"].astype(str),
-                     strict=True))
-    genes = {gene: _gene_column(adata, gene) for _, gene in pairs}
+    pairs = targeting_pairs(registry)
+    genes = {gene: gene_column(adata, gene) for _, gene in pairs}
     cols = sorted({j for j in genes.values() if j >= 0})
     # Memory: only the target genes' columns of the usable cells are copied (csc), never the whole
-    # matrix; per-cell totals/scale come from the full rows a block at a time, so each target value
-    # log1p(scale * count) is bit for bit what log1p_cp10k(x)[:, j] held.
+    # matrix; per-cell totals come from the full rows a block at a time.
     x = sp.csr_matrix(adata.X)  # no copy when X is already CSR
     targets = sp.csc_matrix(x[:, cols][keep])
     pos = {j: k for k, j in enumerate(cols)}
     tot = row_totals(x)[keep]
-    scale = cp10k_scale(row_totals(x, np.float64)[keep])
     del x
     rows = []
+    b_tot = tot[is_ctrl]
     for pid, gene in pairs:
         m = pert == pid
-        row = {"perturbation_id": pid, "target_gene": gene, "n_cells": int(m.sum()),
-               "n_control_cells": int(is_ctrl.sum())}
         j = genes[gene]
-        if j < 0 or m.sum() < min_cells or is_ctrl.sum() < min_cells:
-            rows.append(row)
+        if j < 0:
+            rows.append(knockdown_row(pid, gene, None, None, None, None, n_cells=int(m.sum()),
+                                      n_control=int(is_ctrl.sum()), test=test, min_cells=min_cells))
             continue
         raw = targets[:, pos[j]].toarray().ravel()
-        col = np.log1p(scale * raw)
-        cp10k = np.divide(raw * 1e4, tot, out=np.zeros_like(tot, dtype=float), where=tot > 0)
-        a, b = col[m], col[is_ctrl]
-        if test == "welch":
-            p = stats.ttest_ind(a, b, equal_var=False).pvalue
-        else:
-            p = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
-        mp, mc = float(cp10k[m].mean()), float(cp10k[is_ctrl].mean())
-        row.update(
-            pvalue=float(p) if np.isfinite(p) else 1.0,
-            log2fc=float(np.log2((mp + 0.01) / (mc + 0.01))),
-            remaining_fraction=mp / mc if mc > 0 else np.nan,
-            mean_cp10k=mp, control_mean_cp10k=mc,
-        )
-        rows.append(row)
-    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    tested = df["pvalue"].notna().to_numpy()
-    df["padj"] = np.nan
-    if tested.any():
-        df.loc[tested, "padj"] = multipletests(df.loc[tested, "pvalue"].to_numpy(), method="fdr_bh")[1]
-    return df
+        rows.append(knockdown_row(pid, gene, raw[m], tot[m], raw[is_ctrl], b_tot, n_cells=int(m.sum()),
+                                  n_control=int(is_ctrl.sum()), test=test, min_cells=min_cells))
+    return adjust(pd.DataFrame(rows).reindex(columns=COLUMNS))

@@ -20,8 +20,10 @@ import pandas as pd
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
 from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parquet, write_tsv
-from pairedscreen.rna import calling, count, fastq, knockdown, pseudobulk, qc
+from pairedscreen.rna import calling, count, fastq, qc
 from pairedscreen.rna import guides as guide_calls
+from pairedscreen.rna import summary as rna_summary
+from pairedscreen.rna.merge import write_merged_cells
 from pairedscreen.sheets import read_guides, read_registry, read_sheet
 
 PathLike = str | os.PathLike
@@ -187,8 +189,18 @@ def run_rna_cells(
     write_parquet(ranks, ranks_out)
 
 
+def run_rna_summary(cells: PathLike, registry: PathLike, out: PathLike) -> None:
+    """One library's ``cells.h5ad`` -> ``summary.h5ad``: the sufficient statistics of the screen-wide
+    pseudobulk and knockdown (:mod:`pairedscreen.rna.summary`), so ``rna_merge`` never holds the screen."""
+    summary = rna_summary.library_summary(ad.read_h5ad(cells), read_registry(registry))
+    log.info("summary: %d perturbations, %d usable cells, %d knockdown values", summary.n_obs,
+             int(summary.obs["n_cells"].sum()), len(summary.uns["targets"]["count"]))
+    rna_summary.write_summary(summary, out)
+
+
 def run_rna_merge(
     cells: Sequence[PathLike],
+    summaries: Sequence[PathLike],
     registry: PathLike,
     alpha: float,
     cells_out: PathLike,
@@ -199,31 +211,38 @@ def run_rna_merge(
 ) -> pd.DataFrame:
     """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``.
 
+    A map-reduce: pseudobulk and knockdown combine the libraries' ``summary.h5ad``
+    (:func:`run_rna_summary`), the merged cells are streamed file to file
+    (:func:`pairedscreen.rna.merge.write_merged_cells`), and the quarantine check reads each library's obs
+    alone; memory is bounded by one library's obs and the perturbations x genes tables, never the screen.
+
     A library with no usable cell (QC-passing singlet with one guide) is an :class:`EmptyDataError` under
     ``on_empty: error``; under ``quarantine`` it is recorded in ``quarantine_out``
     (``results/rna/quarantine.tsv``; see :mod:`pairedscreen.quarantine`) and its cells stay in the merge,
     flagged as they are (none of them is behind the pseudobulk). Returns the quarantine table."""
     if not cells:
         raise quarantine.EmptyDataError("no libraries to merge: config/rna_libraries.tsv has no rows")
+    if len(summaries) != len(cells):
+        raise ValueError(f"{len(cells)} libraries' cells but {len(summaries)} summaries")
     reg = read_registry(registry)
-    libraries, records = [], []
+    records = []
     for p in cells:
-        lib = ad.read_h5ad(p)
+        lib = ad.read_h5ad(p, backed="r")
         name = str(lib.obs["library"].iloc[0]) if lib.n_obs and "library" in lib.obs else Path(p).parent.name
         problem = quarantine.library_problem(lib.obs, name, usable_cells(lib))
+        lib.file.close()
         if problem:
             records.append(problem)
-        libraries.append(lib)
     names = [Path(p).parent.name for p in cells]
     held = quarantine.decide(records, names, on_empty, arm="rna", unit="library")
     for r in records:
         log.warning("library %s quarantined: %s", r["id"], r["reason"])
-    merged = pseudobulk.merge_libraries(libraries)
-    _write_h5ad(merged, cells_out)
+    n = write_merged_cells(cells, cells_out)
+    log.info("merged cells: %d cells from %d libraries (streamed)", n, len(cells))
     controls = set(reg.loc[reg["is_control"], "perturbation_id"])
-    pb = pseudobulk.pseudobulk(merged, order=list(reg["perturbation_id"]), controls=controls)
+    pb = rna_summary.combine_pseudobulk(summaries, order=list(reg["perturbation_id"]), controls=controls)
     _write_h5ad(pb, pseudobulk_out)
-    kd = knockdown.knockdown_table(merged, reg)
+    kd = rna_summary.combine_knockdown(summaries, reg)
     kd["significant"] = (kd["padj"] < alpha) & (kd["log2fc"] < 0)
     write_tsv(kd, knockdown_out)
     if quarantine_out is not None:
