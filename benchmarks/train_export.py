@@ -19,9 +19,15 @@
 2. RNA export memory: ``pairedscreen.train.rna_export.export_rna`` on a ``--cells`` x ``--genes`` count matrix
    (``benchmarks/rna_scale.py``'s generator, written to an h5ad first): peak RSS above the baseline before
    the call, as a ratio of the CSR count matrix (data + indices + indptr). Aim <= 2.
+3. Per-library RNA export (``libraries``): the export streamed from ``--libraries`` counts of per-library
+   files of ``--lib-cells`` cells each, then the cell-eval subsample of it (``--eval-max-cells`` per
+   perturbation), each in a fresh process; prints ``step=train_rna cells=... libraries=... wall_s=...
+   peak_rss_mb=...`` (peak RSS with the imports; ``peak_over_base_mb`` above the RSS before the call) and
+   the ratio of the peaks above base (aim ~1: the peak follows one library, not the screen).
 
     .venv/bin/python benchmarks/train_export.py                          # 200k cells, 24 sites of 540 px
     .venv/bin/python benchmarks/train_export.py --cells 50000 --sites 8 --image-size 360   # a loaded machine
+    .venv/bin/python benchmarks/train_export.py --skip crops --skip rna   # per-library export only (~2 min)
 """
 
 from __future__ import annotations
@@ -232,6 +238,115 @@ def rna_memory(args) -> dict:
             "peak_over_matrix": round((pk.peak - base) / matrix_bytes, 2)}
 
 
+def _vm_hwm() -> int:
+    """This process's peak RSS (bytes): ``VmHWM`` of /proc/self/status. Not ``ru_maxrss``: that survives
+    the fork + exec that starts a spawned child, so it would report the parent's size."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _child_stage(conn, stage: str, kwargs: dict) -> None:
+    """Run one stage in a fresh process (spawned: no memory of the parent's) and send back its wall time,
+    the process's peak RSS (imports included) and its RSS before the call."""
+    import anndata.io  # noqa: F401  (imports paid before the baseline)
+    import h5py  # noqa: F401
+
+    from pairedscreen.train import stages  # noqa: F401
+    from pairedscreen.train.eval_cells import write_eval_cells
+    from pairedscreen.train.rna_export import export_rna
+
+    fn = {"train_rna": export_rna, "train_eval_cells": write_eval_cells}[stage]
+    base = _rss()
+    t = time.perf_counter()
+    fn(**kwargs)
+    wall = time.perf_counter() - t
+    conn.send({"wall_s": wall, "peak": _vm_hwm(), "base": base})
+    conn.close()
+
+
+def _run_child(stage: str, kwargs: dict) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child_stage, args=(child, stage, kwargs))
+    p.start()
+    out = parent.recv()
+    p.join()
+    if p.exitcode:
+        raise RuntimeError(f"{stage} child failed with exit code {p.exitcode}")
+    return out
+
+
+def _library_file(folder: Path, i: int, args) -> tuple[Path, int, int, pd.DataFrame]:
+    """Library ``L{i}`` as rna_cells writes it (gzip h5ad, counts CSR, guide/QC obs); returns its path, its
+    usable cells' stored values and count, and the registry."""
+    cells, _, sheet, registry = build(args.lib_cells, args.lib_genes, args.perturbations, 2, args.umis,
+                                      args.seed + i)
+    rng = np.random.default_rng(args.seed + 1000 + i)
+    pert = sheet["perturbation_id"].to_numpy()[rng.integers(0, len(sheet), cells.n_obs)]
+    lib = f"L{i}"
+    cells.obs_names = [f"{lib}_BC{k:08d}" for k in range(cells.n_obs)]
+    cells.obs = cells.obs.assign(library=lib, batch=f"B{i % 2}", barcode=[f"BC{k:08d}" for k in
+                                                                          range(cells.n_obs)],
+                                 perturbation=pert, guide_ids=[f"{p}-g0" for p in pert],
+                                 pass_qc=rng.random(cells.n_obs) > 0.1,
+                                 predicted_doublet=rng.random(cells.n_obs) < 0.05)
+    usable = (cells.obs["pass_qc"] & ~cells.obs["predicted_doublet"]).to_numpy()
+    x = cells.X[usable]
+    path = folder / lib / "cells.h5ad"
+    path.parent.mkdir(parents=True)
+    cells.write_h5ad(path, compression="gzip")
+    registry["target_gene"] = registry["target_gene"].fillna("")
+    return path, x.data.nbytes + x.indices.nbytes + x.indptr.nbytes, int(usable.sum()), registry
+
+
+def rna_libraries(args) -> list[dict]:
+    """The cell-load export streamed from per-library files at ``--libraries`` counts of libraries of
+    ``--lib-cells`` cells each (so the screen grows with the count): wall time and peak RSS of each export,
+    and of the cell-eval subsample of it, each stage in a fresh process. The peak should follow one
+    library's counts (``library_counts_mb``), not the screen's (``screen_counts_mb``, what an export holding
+    the whole matrix would hold)."""
+    from pairedscreen.train.splits import assign_splits, batch_holdout
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        libs = [_library_file(tmp / "src", i, args) for i in range(max(args.libraries))]
+        registry = libs[0][3]
+        splits = assign_splits(registry, seed=0, val_fraction=0.2, test_fraction=0.2)
+        for n_lib in args.libraries:
+            files = [p for p, *_ in libs[:n_lib]]
+            sheet = pd.DataFrame({"library_id": [f"L{i}" for i in range(n_lib)],
+                                  "batch": [f"B{i % 2}" for i in range(n_lib)]})
+            hold = batch_holdout(sheet, pd.DataFrame({"plate_id": [], "batch": []}), "auto")
+            h5ad = tmp / f"export_{n_lib}" / "cell.h5ad"
+            params = {**TRAIN, "n_hvg": args.n_hvg}
+            cells = sum(n for _, _, n, _ in libs[:n_lib])
+            screen_mb = sum(b for _, b, _, _ in libs[:n_lib]) / 2**20
+            lib_mb = max(b for _, b, _, _ in libs[:n_lib]) / 2**20
+            for stage, kwargs in (
+                    ("train_rna", {"rna_cells": files, "registry": registry, "splits": splits,
+                                   "holdout": hold, "params": params, "out": h5ad}),
+                    ("train_eval_cells", {"export": h5ad, "max_cells": args.eval_max_cells, "seed": 0,
+                                          "out": tmp / f"export_{n_lib}" / "eval_cells.h5ad"})):
+                r = _run_child(stage, kwargs)
+                row = {"step": stage, "cells": cells, "libraries": n_lib, "wall_s": round(r["wall_s"], 1),
+                       "peak_rss_mb": round(r["peak"] / 2**20), "peak_over_base_mb":
+                       round((r["peak"] - r["base"]) / 2**20), "screen_counts_mb": round(screen_mb),
+                       "library_counts_mb": round(lib_mb)}
+                print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+                out.append(row)
+    rna = [r for r in out if r["step"] == "train_rna"]
+    print(f"train_rna peak_over_base ratio ({rna[-1]['libraries']} vs {rna[0]['libraries']} libraries, "
+          f"{rna[-1]['cells'] / rna[0]['cells']:.1f}x the cells): "
+          f"{rna[-1]['peak_over_base_mb'] / max(rna[0]['peak_over_base_mb'], 1):.2f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=int, default=24)
@@ -248,7 +363,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each stage (medians compared)")
     ap.add_argument("--chunk-cells", type=int, default=None,
                     help="cells per zarr chunk (default: the config schema's train.crops.chunk_cells)")
-    ap.add_argument("--skip", choices=["crops", "rna"], action="append", default=[])
+    ap.add_argument("--libraries", type=int, nargs="+", default=[2, 6],
+                    help="libraries counts of the per-library RNA export measurement (libraries section)")
+    ap.add_argument("--lib-cells", type=int, default=10000, help="cells per library (libraries section)")
+    ap.add_argument("--lib-genes", type=int, default=6000, help="genes (libraries section)")
+    ap.add_argument("--eval-max-cells", type=int, default=40,
+                    help="cells per perturbation of the cell-eval subsample (libraries section; below the "
+                         "cells per perturbation of the smaller screen, so the bound binds at both sizes)")
+    ap.add_argument("--skip", choices=["crops", "rna", "libraries"], action="append", default=[])
     args = ap.parse_args(argv)
     report: dict = {}
     if "crops" not in args.skip:
@@ -257,6 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "rna" not in args.skip:
         report["rna_export"] = rna_memory(args)
         print(json.dumps({"rna_export": report["rna_export"]}), flush=True)
+    if "libraries" not in args.skip:
+        report["libraries"] = rna_libraries(args)
     return report
 
 

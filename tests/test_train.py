@@ -194,3 +194,167 @@ def test_rna_export_rows_counts_and_embedding(tmp_path):
     assert (trt["perturbation"].astype(str) == trt["perturbation_id"].astype(str)).all()   # symbol = id here
     keys = (out.obs["cell_type"].astype(str) + "|" + out.obs["perturbation"].astype(str)).to_numpy()
     assert len(np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])) == len(set(keys))
+
+
+def _library_cells(rng: np.random.Generator, lib: str, batch: str, n: int, reg: pd.DataFrame,
+                   mean: np.ndarray):
+    """One library's cells.h5ad as rna_cells writes it: counts CSR, obs with the QC/guide columns."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    g = len(mean)
+    x = sp.csr_matrix(rng.poisson(mean * rng.gamma(2.0, 0.5, (n, 1)), (n, g)).astype(np.int32))
+    pert = rng.choice([*reg["perturbation_id"], "multiple", "unassigned"], n)
+    obs = pd.DataFrame({"library": lib, "batch": batch, "barcode": [f"BC{i:05d}" for i in range(n)],
+                        "total_counts": np.asarray(x.sum(axis=1)).ravel().astype(float),
+                        "pass_qc": rng.random(n) > 0.1, "predicted_doublet": rng.random(n) < 0.05,
+                        "guide_ids": [f"{p}-g{rng.integers(1, 3)}" for p in pert], "perturbation": pert},
+                       index=[f"{lib}_BC{i:05d}" for i in range(n)])
+    var = pd.DataFrame({"gene_id": [f"ENSG{i:05d}" for i in range(g)]}, index=[f"G{i}" for i in range(g)])
+    return ad.AnnData(X=x, obs=obs, var=var)
+
+
+def _whole_matrix_export(merged, reg, splits_, hold, params):
+    """The reference: the export computed on the whole merged matrix in memory, its HVG variance and
+    embedding from scanpy's normalize_total (1e4) + log1p."""
+    import anndata as ad
+    import scanpy as sc
+
+    from pairedscreen.expression import usable_cells
+    from pairedscreen.train.rna_export import export_table
+
+    keep = np.flatnonzero(usable_cells(merged, categories=reg["perturbation_id"].astype(str).tolist()))
+    table = export_table(merged.obs.iloc[keep], reg, splits_, hold, params)
+    rows = keep[table.pop("row").to_numpy()]
+    x = merged.X[rows]
+    norm = ad.AnnData(X=x.astype(np.float64))
+    sc.pp.normalize_total(norm, target_sum=1e4)
+    sc.pp.log1p(norm)
+    dense = norm.X.toarray()
+    var = dense.var(axis=0)
+    genes = np.sort(np.lexsort((np.arange(len(var)), -var))[: int(params["n_hvg"])])
+    obs = table.copy()
+    for c in obs.columns:
+        if c != "is_control":
+            obs[c] = pd.Categorical(obs[c].astype(str))
+    out = ad.AnnData(X=x, obs=obs, var=merged.var.assign(highly_variable=np.isin(np.arange(len(var)), genes)))
+    out.obsm["X_hvg"] = dense[:, genes].astype(np.float32)
+    out.uns["X_hvg_genes"] = np.asarray(merged.var_names[genes], dtype=str)
+    return out
+
+
+def test_streamed_multi_library_export_equals_the_whole_matrix_export(tmp_path):
+    """The export streamed from 3 per-library files (small blocks: many blocks and runs per library) equals
+    the export computed on the whole merged matrix (merged as rna_merge merges): X, obs, var (HVG flags),
+    obsm['X_hvg'] (scanpy's log1p CP10k, float32 tolerance) and the obs table; streaming the one merged
+    file gives the same file content; the streamed HVG moments equal numpy's variance."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from pairedscreen.expression import log1p_cp10k
+    from pairedscreen.rna.pseudobulk import merge_libraries
+    from pairedscreen.train.rna_export import LogNormMoments, export_rna
+
+    rng = np.random.default_rng(11)
+    reg = _registry(9)
+    mean = rng.gamma(0.6, 3.0, 150)
+    mean[:5] = 0.0                                   # genes never seen: zero variance, never chosen
+    libs = [_library_cells(rng, f"L{i}", f"B{i % 2}", n, reg, mean) for i, n in enumerate((260, 90, 410))]
+    files = []
+    for lib in libs:
+        (tmp_path / lib.obs["library"].iloc[0]).mkdir()
+        files.append(tmp_path / lib.obs["library"].iloc[0] / "cells.h5ad")
+        lib.write_h5ad(files[-1], compression="gzip")
+    merged = merge_libraries([ad.read_h5ad(f) for f in files])
+    merged.write_h5ad(tmp_path / "merged.h5ad", compression="gzip")
+    splits_ = splits.assign_splits(reg, seed=0, val_fraction=0.2, test_fraction=0.2)
+    hold = splits.batch_holdout(pd.DataFrame({"library_id": ["L0", "L1", "L2"], "batch": ["B0", "B1", "B0"]}),
+                                pd.DataFrame({"plate_id": [], "batch": []}), "auto")
+    params = {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "cell_type": "K562",
+              "control_label": "non-targeting", "n_hvg": 40}
+    export_rna(files, reg, splits_, hold, params, tmp_path / "lib.h5ad", tmp_path / "lib.parquet",
+               block_nnz=500)
+    export_rna(tmp_path / "merged.h5ad", reg, splits_, hold, params, tmp_path / "one.h5ad",
+               tmp_path / "one.parquet")
+    ref = _whole_matrix_export(merged, reg, splits_, hold, params)
+    assert set(ref.obs["batch_split"]) == {"train", "test"}   # the holdout reaches the rows
+    for name in ("lib", "one"):
+        got = ad.read_h5ad(tmp_path / f"{name}.h5ad")
+        assert got.X.format == "csr" and got.X.dtype == ref.X.dtype == np.int32
+        for attr in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(got.X, attr), getattr(ref.X, attr))
+        pd.testing.assert_frame_equal(got.obs, ref.obs)
+        pd.testing.assert_frame_equal(got.var, ref.var)
+        np.testing.assert_array_equal(got.uns["X_hvg_genes"], ref.uns["X_hvg_genes"])
+        np.testing.assert_allclose(got.obsm["X_hvg"], ref.obsm["X_hvg"], rtol=1e-6)
+        genes = np.flatnonzero(got.var["highly_variable"])
+        np.testing.assert_array_equal(got.obsm["X_hvg"],
+                                      log1p_cp10k(got.X)[:, genes].toarray().astype(np.float32))
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"),
+                                      ref.obs.reset_index(names="cell_id").astype(
+                                          {c: str for c in ref.obs.columns if c != "is_control"}))
+    m = LogNormMoments(ref.n_vars)
+    for lo in range(0, ref.n_obs, 77):
+        m.add(sp.csr_matrix(ref.X[lo:lo + 77]))
+    np.testing.assert_allclose(m.variance(), log1p_cp10k(ref.X).toarray().var(axis=0), rtol=1e-9, atol=1e-12)
+
+
+def test_eval_subsample_is_bounded_per_perturbation_and_independent_of_the_libraries():
+    """At most N cells per perturbation (all of a smaller one), the same cells whatever the row order or the
+    split into libraries, nested in N, a new draw for another seed, and not tied to the control cells'
+    split assignment (the same seed hashes their ids for that)."""
+    from pairedscreen.train.eval_cells import subsample_rows
+
+    rng = np.random.default_rng(4)
+    sizes = {"TGT00": 1000, "TGT01": 30, "NTC_0": 1500, "NTC_1": 400}
+    groups = np.concatenate([[g] * n for g, n in sizes.items()])
+    libs = rng.choice(["L1", "L2", "L3"], len(groups))
+    names = np.array([f"{lib}_BC{i:06d}" for i, lib in enumerate(libs)])
+    kept = subsample_rows(names, groups, 400, seed=0)
+    per = pd.Series(groups[kept]).value_counts()
+    assert per.to_dict() == {g: min(n, 400) for g, n in sizes.items()}
+    assert np.all(np.diff(kept) > 0)
+    # another row order (libraries concatenated the other way round, shuffled): the same cells
+    perm = rng.permutation(len(names))
+    assert set(names[perm][subsample_rows(names[perm], groups[perm], 400, seed=0)]) == set(names[kept])
+    # nested in N: the cells kept under N are kept under N + 1
+    assert set(names[subsample_rows(names, groups, 401, seed=0)]) >= set(names[kept])
+    other = set(names[subsample_rows(names, groups, 400, seed=1)])
+    assert len(other & set(names[kept])) < 0.8 * len(kept)
+    # the kept control cells fall into the three cell splits as all control cells do
+    from pairedscreen.train.splits import seeded_uniform
+
+    ctrl = np.flatnonzero(groups == "NTC_0")
+    u_all = seeded_uniform(names[ctrl], 0)
+    u_kept = seeded_uniform(names[np.intersect1d(kept, ctrl)], 0)
+    for lo, hi in ((0, 0.2), (0.2, 0.4), (0.4, 1.0)):
+        a = np.mean((u_all >= lo) & (u_all < hi))
+        b = np.mean((u_kept >= lo) & (u_kept < hi))
+        assert abs(a - b) < 0.08, (lo, a, b)
+
+
+def test_eval_cells_file_holds_the_export_rows_of_the_subsample(tmp_path):
+    """eval_cells.h5ad = the export's rows (by cell id, X counts and obs) of the kept cells, in export
+    order, with the summary evals.json records."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from pairedscreen.train.eval_cells import read_summary, subsample_rows, write_eval_cells
+
+    rng = np.random.default_rng(9)
+    n, g = 700, 30
+    pid = np.sort(rng.choice(["A", "B", "C", "NTC"], n, p=[0.5, 0.1, 0.1, 0.3]))
+    x = sp.csr_matrix(rng.poisson(1.0, (n, g)).astype(np.int32))
+    obs = pd.DataFrame({"perturbation_id": pid, "perturbation": pid},
+                       index=[f"L{i % 3}_{i}" for i in range(n)])
+    var = pd.DataFrame(index=[f"G{i}" for i in range(g)])
+    ad.AnnData(X=x, obs=obs, var=var).write_h5ad(tmp_path / "e.h5ad")
+    summary = write_eval_cells(tmp_path / "e.h5ad", 60, 3, tmp_path / "sub.h5ad")
+    sub = ad.read_h5ad(tmp_path / "sub.h5ad")
+    keep = subsample_rows(obs.index, pid, 60, 3)
+    assert list(sub.obs_names) == list(obs.index[keep])
+    assert (sub.X != x[keep]).nnz == 0 and sub.X.dtype == np.int32
+    counts = pd.Series(pid).value_counts()
+    assert summary == read_summary(tmp_path / "sub.h5ad")
+    assert summary["n_cells"] == int(np.minimum(counts, 60).sum()) and summary["n_cells_exported"] == n
+    assert summary["n_perturbations_capped"] == int((counts > 60).sum()) and summary["seed"] == 3

@@ -22,7 +22,7 @@ from workdir import REPO, planned_jobs, snakemake, start_snakemake
 pytestmark = pytest.mark.e2e
 
 AGGREGATE_RULES = {"profiles", "quality", "pair", "datasheet", "report", "all", "train_batch_holdout",
-                   "train_rna", "train_celleval", "train_evals", "train_croissant"}
+                   "train_rna", "train_eval_cells", "train_celleval", "train_evals", "train_croissant"}
 
 
 @pytest.fixture(scope="module")
@@ -545,6 +545,18 @@ def test_evals_recorded_in_datasheet_with_n_and_the_cell_eval_floor(finished_run
         assert set(ce["predictors"]) == {"mean_of_train", "control"}
         assert "pearson_delta" in ce["predictors"]["mean_of_train"]
     assert sheet["train"]["evals"]["celleval"]["status"] == ev["celleval"]["status"]
+    # cell-eval's cells: the configured per-perturbation bound, recorded in evals.json and the datasheet
+    import anndata as ad
+
+    sub = ev["eval_cells"]
+    assert sub["max_cells_per_perturbation"] == _train_params(wd)["eval_max_cells_per_perturbation"]
+    assert sheet["train"]["evals"]["eval_cells"] == sub
+    cells = ad.read_h5ad(wd / "results" / "quality" / "eval_cells.h5ad", backed="r").obs
+    export = ad.read_h5ad(wd / "results" / "train" / "rna" / f"{_train_params(wd)['cell_type']}.h5ad",
+                          backed="r").obs
+    per = cells["perturbation_id"].astype(str).value_counts()
+    assert set(cells.index) <= set(export.index) and sub["n_cells"] == len(cells)
+    assert (per <= sub["max_cells_per_perturbation"]).all() and sub["n_cells_exported"] == len(export)
 
 
 def test_report_train_section_draws_the_stored_evals(finished_run):

@@ -61,6 +61,7 @@ PATHS: dict[str, str] = {
     "train_crops": "results/train/paint/{plate}/crops.zarr",
     "train_crops_obs": "results/train/paint/{plate}/obs.parquet",
     "train_croissant": "results/train/croissant.json",
+    "quality_eval_cells": "results/quality/eval_cells.h5ad",
     "quality_celleval": "results/quality/celleval.json",
     "quality_evals": "results/quality/evals.json",
     "report": "results/report.html",

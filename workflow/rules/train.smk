@@ -50,9 +50,10 @@ rule train_batch_holdout:
         "../scripts/train_batch_holdout.py"
 
 
+# streamed from the per-library cells files (never the merged results/rna/cells.h5ad): memory ~ one library
 rule train_rna:
     input:
-        rna_cells=path("rna_cells"),
+        rna_cells=per_library("rna_cells_lib"),
         registry=SHEETS["perturbations"],
         splits=path("train_splits"),
         holdout=path("train_batch_holdout"),
@@ -132,9 +133,30 @@ _eval_py = Path(TRAIN["evals"]["eval_python"])
 EVAL_PYTHON = "python" if _EVAL_CONDA else str(_eval_py if _eval_py.is_absolute() else REPO / _eval_py)
 
 
-rule train_celleval:
+# the cells cell-eval scores: at most train.eval_max_cells_per_perturbation per perturbation of the export
+rule train_eval_cells:
     input:
         h5ad=path("train_rna", cell_type=CELL_TYPE),
+    output:
+        path("quality_eval_cells"),
+    params:
+        train={k: TRAIN[k] for k in ("seed", "eval_max_cells_per_perturbation")},
+    log:
+        log("train_eval_cells", "all"),
+    benchmark:
+        bench("train_eval_cells", "all")
+    threads: 1
+    resources:
+        mem_mb=2048,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_eval_cells.py"
+
+
+rule train_celleval:
+    input:
+        h5ad=path("quality_eval_cells"),
         splits=path("train_splits"),
     output:
         path("quality_celleval"),
@@ -169,6 +191,7 @@ rule train_evals:
         holdout=path("train_batch_holdout"),
         registry=SHEETS["perturbations"],
         celleval=[path("quality_celleval")] if TRAIN["evals"]["celleval"] else [],
+        eval_cells=path("quality_eval_cells"),
     output:
         path("quality_evals"),
     params:

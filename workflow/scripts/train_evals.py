@@ -8,4 +8,4 @@ with snakemake_log(snakemake):
               registry=snakemake.input.registry, params=dict(snakemake.params.train),
               truth_dir=snakemake.params.truth_dir or None,
               celleval=snakemake.input.celleval[0] if snakemake.input.celleval else None,
-              out=snakemake.output[0])
+              out=snakemake.output[0], eval_cells=snakemake.input.eval_cells)

@@ -6,11 +6,13 @@ numpy < 2.1. So this module imports only numpy, pandas, polars, scanpy, anndata 
 of pairedscreen, numba-based code or Cellpose)::
 
     PYTHONPATH=src .venv-eval/bin/python -m pairedscreen.train.celleval_run \\
-        --h5ad results/train/rna/cell.h5ad --splits results/train/splits.tsv \\
+        --h5ad results/quality/eval_cells.h5ad --splits results/train/splits.tsv \\
         --out results/quality/celleval.json
 
-Cells: the cell-load export (``X`` counts), normalised once as log1p CP10k (scanpy ``normalize_total``
-(target 1e4) + ``log1p``, the same transform as the rest of the workflow); real = the test perturbations'
+Cells: ``results/quality/eval_cells.h5ad``, at most ``train.eval_max_cells_per_perturbation`` cells per
+perturbation of the cell-load export (:mod:`pairedscreen.train.eval_cells`; ``X`` counts), normalised once
+as log1p CP10k (scanpy ``normalize_total`` (target 1e4) + ``log1p``, the same transform as the rest of the
+workflow); real = the test perturbations'
 cells + all control cells; predictions (same cells per perturbation, controls as they are):
 
 - ``mean_of_train``: every test cell predicted as the mean of the train perturbations' cells

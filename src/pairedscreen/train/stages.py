@@ -52,20 +52,36 @@ def run_batch_holdout(libraries: PathLike, plates: PathLike, params: Mapping[str
     return hold
 
 
-def run_rna_export(rna_cells: PathLike, registry: PathLike, splits: PathLike, holdout: PathLike,
-                   params: Mapping[str, Any], h5ad_out: PathLike, toml_out: PathLike,
+def run_rna_export(rna_cells: PathLike | Sequence[PathLike], registry: PathLike, splits: PathLike,
+                   holdout: PathLike, params: Mapping[str, Any], h5ad_out: PathLike, toml_out: PathLike,
                    obs_out: PathLike | None = None) -> None:
-    """``results/train/rna/{cell_type}.h5ad`` and ``results/train/cell_load.toml``."""
+    """``results/train/rna/{cell_type}.h5ad`` and ``results/train/cell_load.toml`` from the per-library
+    cells files (``results/rna/{lib}/cells.h5ad``, sheet order), streamed one library at a time."""
     from pathlib import Path
 
     from pairedscreen.train import rna_export
 
     reg, table = _registry(registry), read_splits(splits)
     adata = rna_export.export_rna(rna_cells, reg, table, read_holdout(holdout), params, h5ad_out,
-                                     obs_out)
+                                  obs_out)
     log.info("cell-load export: %d cells x %d genes, X_hvg %d genes", adata.n_obs, adata.n_vars,
              int(adata.var["highly_variable"].sum()))
     rna_export.write_cell_load_toml(Path(h5ad_out).parent, table, reg, params, toml_out)
+
+
+def run_eval_cells(h5ad: PathLike, params: Mapping[str, Any], out: PathLike) -> dict:
+    """``results/quality/eval_cells.h5ad``: at most ``params['eval_max_cells_per_perturbation']`` cells per
+    perturbation of the cell-load export ``h5ad``, chosen by ``params['seed']``
+    (:mod:`pairedscreen.train.eval_cells`); the cells cell-eval scores. ``params`` = the config's ``train``
+    block. Returns the subsample's summary (recorded in ``evals.json``)."""
+    from pairedscreen.train.eval_cells import write_eval_cells
+
+    summary = write_eval_cells(h5ad, int(params["eval_max_cells_per_perturbation"]), int(params["seed"]),
+                               out)
+    log.info("eval cells: %d of %d cells, %d of %d perturbations capped at %d", summary["n_cells"],
+             summary["n_cells_exported"], summary["n_perturbations_capped"], summary["n_perturbations"],
+             summary["max_cells_per_perturbation"])
+    return summary
 
 
 def run_crop_size(reference_cells: PathLike, params: Mapping[str, Any], out: PathLike) -> int:
@@ -98,10 +114,13 @@ def run_crops(cells: PathLike, index: PathLike, illum: PathLike, masks: Sequence
 
 def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdout: PathLike,
               registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
-              celleval: PathLike | None, out: PathLike) -> dict:
+              celleval: PathLike | None, out: PathLike, eval_cells: PathLike | None = None) -> dict:
     """``results/quality/evals.json``: the splits' summary (seed, fractions, lists, batch holdout: the
     datasheet's ``train.splits``), cross-modal ridge on the test perturbations (by planted class when a
-    truth folder is configured) and the cell-eval baselines (``celleval.json``, written in the eval env)."""
+    truth folder is configured), the cell-eval baselines (``celleval.json``, written in the eval env) and
+    ``eval_cells``: the per-perturbation subsample cell-eval scores (``eval_cells.h5ad``'s summary: its
+    ``max_cells_per_perturbation``, seed and counts; only its uns is read). The pseudobulk is read without
+    its counts layer (the ridge uses the mean log1p CP10k only)."""
     import json
     from pathlib import Path
 
@@ -114,7 +133,9 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
 
     reg = _registry(registry)
     table = read_splits(splits).set_index("perturbation_id").reindex(reg["perturbation_id"].astype(str))
-    rna = rna_modality(ad.read_h5ad(pseudobulk), reg)
+    pb = ad.read_h5ad(pseudobulk, backed="r")
+    rna = rna_modality(ad.AnnData(X=pb.X[:], obs=pb.obs, var=pb.var), reg)
+    pb.file.close()
     paint = paint_modality(pd.read_parquet(consensus), reg)
     classes = None
     if truth_dir:
@@ -130,6 +151,10 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
         res["celleval"] = json.loads(Path(celleval).read_text())
     else:
         res["celleval"] = {"status": "not run", "reason": "train.evals.celleval is false"}
+    if eval_cells:
+        from pairedscreen.train.eval_cells import read_summary
+
+        res["eval_cells"] = read_summary(eval_cells)
     for d in ("rna_to_paint", "paint_to_rna"):
         if d in res:
             o = res[d]["overall"]
