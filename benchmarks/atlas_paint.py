@@ -21,7 +21,8 @@ stage function exactly as its ``workflow/scripts/*.py`` adapter does and reports
 
     .venv/bin/python benchmarks/atlas_paint.py                       # default: a few minutes on 2 cores
     .venv/bin/python benchmarks/atlas_paint.py --plate-cells-per-well 100 400 1000 --features 1900
-    .venv/bin/python benchmarks/atlas_paint.py --plates 10 40 100 --layout unique   # sub-well replicates
+    .venv/bin/python benchmarks/atlas_paint.py --plates 10 40 --quality              # + quality (slow)
+    .venv/bin/python benchmarks/atlas_paint.py --plates 10 --quality --layout unique  # sub-well replicates
 
 The lead's ``benchmarks/atlas_scale.py`` imports :func:`feature_names`, :func:`write_registry`,
 :func:`write_plate_inputs`, :func:`write_screen`, :func:`measure` and :func:`bench_paint_plate` /
@@ -292,17 +293,21 @@ def bench_paint_plate(work: Path, cells_per_well: Sequence[int], features: Seque
 
 def bench_aggregates(work: Path, plates: Sequence[int], features: Sequence[str], *, cells_per_well: int,
                      layout: str = "replicated", quality: dict[str, Any] | None = None,
-                     sites: int = 9) -> list[dict[str, Any]]:
-    """``profiles`` and the paint half of ``quality`` over screens of each number of ``plates``."""
+                     sites: int = 9, steps: Sequence[str] = ("profiles", "quality_paint"),
+                     wells_per_job: int = 384) -> list[dict[str, Any]]:
+    """``profiles`` and (when in ``steps``) the paint half of ``quality`` over screens of each number of
+    ``plates`` (their plates made with ``wells_per_job`` wells per features chunk: the aggregates read only
+    cells.parquet / wells.parquet, so one chunk per plate just makes the screen faster to write)."""
     rows = []
     for n in plates:
         root = work / f"screen_{n}"
         spec = write_screen(root, n, cells_per_well=cells_per_well, features=features, layout=layout,
-                            sites=sites)
+                            sites=sites, wells_per_job=wells_per_job)
         spec["quality"] = dict(quality or {})
         cells = n * cells_per_well * len(WELLS_384)
-        rows.append(measure("profiles", spec, plates=n, cells=cells))
-        rows.append(measure("quality_paint", spec, plates=n, cells=cells))
+        rows.append(measure("profiles", spec, plates=n, cells=cells))   # quality reads its outputs
+        if "quality_paint" in steps:
+            rows.append(measure("quality_paint", spec, plates=n, cells=cells))
         shutil.rmtree(root)
     return rows
 
@@ -324,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", type=int, default=600, help="feature columns (real names; default 600)")
     ap.add_argument("--texture-scales", type=int, nargs="+", default=[3])
-    ap.add_argument("--plate-cells-per-well", type=int, nargs="*", default=[50, 100, 200],
+    ap.add_argument("--plate-cells-per-well", type=int, nargs="*", default=[50, 200],
                     help="paint_plate: cells per well of the one plate, one run each")
     ap.add_argument("--plates", type=int, nargs="*", default=[10, 40, 100], help="aggregates: plates")
     ap.add_argument("--cells-per-well", type=int, default=3, help="aggregates: cells per well per plate")
@@ -332,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--layout", choices=("replicated", "unique"), default="replicated")
     ap.add_argument("--permutations", type=int, default=100, help="quality.permutations (config key)")
     ap.add_argument("--no-whole", action="store_true", help="skip the whole-plate paint_plate reference")
+    ap.add_argument("--quality", action="store_true",
+                    help="aggregates: also the paint half of quality (its mAP takes ~4 min at 10 plates)")
     ap.add_argument("--workdir", type=Path, default=None)
     a = ap.parse_args(argv)
     feats = feature_names(a.features, a.texture_scales)
@@ -346,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"ratio cells={cells} peak_rss whole/streamed="
                       f"{pair['paint_plate_whole']['peak_rss_mb'] / pair['paint_plate']['peak_rss_mb']:.2f}")
         rows = bench_aggregates(work, a.plates, feats, cells_per_well=a.cells_per_well, layout=a.layout,
-                                sites=a.sites, quality={"permutations": a.permutations})
+                                sites=a.sites, quality={"permutations": a.permutations},
+                                steps=("profiles", "quality_paint") if a.quality else ("profiles",))
         ratios(rows)
     finally:
         if a.workdir is None:
