@@ -79,6 +79,24 @@ def test_aggregate_plate_file_equals_in_memory(tmp_path):
     assert len(both) == 2 * len(in_mem)
 
 
+def test_aggregate_plate_file_sub_wells_equal_in_memory(tmp_path):
+    """Sub-well replicates of some features read from the file (metadata, then those columns in chunks,
+    as quality does) equal the whole table read, split and aggregated in memory."""
+    rng = np.random.default_rng(4)
+    cells = _cells(rng, plates=("P1",))
+    path = tmp_path / "cells.parquet"
+    cells.to_parquet(path, index=False)
+    feats = C.feature_columns(cells)[::-2] + ["Cells_Absent_Feature"]
+    from_file = P.aggregate_plate_file(path, registry=REGISTRY, features=feats, n_splits=3, seed=5,
+                                       chunk_bytes=len(cells) * 4 * 2)
+    whole = P.assign_splits(P.harmonize_metadata(pd.read_parquet(path), REGISTRY), 3, seed=5)
+    in_mem = A.aggregate_wells(whole, strata=(C.PLATE, C.WELL, C.SPLIT), features=feats[:-1])
+    assert list(from_file.columns[-len(feats) + 1:]) == feats[:-1]
+    keep = [c for c in in_mem.columns if c not in C.feature_columns(cells) or c in feats]
+    pd.testing.assert_frame_equal(from_file[keep], in_mem[keep], check_exact=True)
+    assert from_file[C.N_CELLS].sum() == len(cells) and set(from_file[C.SPLIT]) == {0, 1, 2}
+
+
 @pytest.mark.parametrize("method", ["mad_robustize", "standardize"])
 def test_normalize_matches_pycytominer_per_plate(method):
     rng = np.random.default_rng(2)

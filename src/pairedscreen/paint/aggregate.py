@@ -14,10 +14,14 @@ carried through, which pycytominer drops.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pairedscreen.columns import (
     BATCH,
@@ -32,6 +36,7 @@ from pairedscreen.columns import (
     feature_columns,
     metadata_columns,
 )
+from pairedscreen.io import atomic_output
 
 KEY = [PLATE, WELL]
 CORE_META = [PLATE, BATCH, WELL, SITE, OBJECT_NUMBER, PERT, REPLICATE]
@@ -47,6 +52,13 @@ def plate_map_metadata(plate_map: pd.DataFrame) -> pd.DataFrame:
     return pm.rename(columns=rename)
 
 
+def check_wells(wells: Iterable[str], meta: pd.DataFrame, plate: str) -> None:
+    """Every well holding objects must be on the plate map (``meta``: :func:`plate_map_metadata`)."""
+    unknown = sorted(set(wells) - set(meta[WELL]))
+    if unknown:
+        raise ValueError(f"plate {plate}: objects in wells {unknown} that the plate map does not list")
+
+
 def assemble_cells(feature_tables: list[pd.DataFrame], plate_map: pd.DataFrame, plate: str,
                    batch: str) -> pd.DataFrame:
     """Concatenate a plate's per-chunk feature tables and attach the plate map's metadata per well."""
@@ -58,9 +70,7 @@ def assemble_cells(feature_tables: list[pd.DataFrame], plate_map: pd.DataFrame, 
                               OBJECT_NUMBER: pd.Series(dtype="int64")})
     cells = cells.drop(columns=[c for c in (PLATE, BATCH) if c in cells])
     meta = plate_map_metadata(plate_map)
-    unknown = sorted(set(cells[WELL]) - set(meta[WELL]))
-    if unknown:
-        raise ValueError(f"plate {plate}: objects in wells {unknown} that the plate map does not list")
+    check_wells(cells[WELL], meta, plate)
     out = cells.merge(meta, on=WELL, how="left", validate="many_to_one")
     out.insert(0, PLATE, plate)
     out.insert(1, BATCH, batch)
@@ -71,17 +81,21 @@ def assemble_cells(feature_tables: list[pd.DataFrame], plate_map: pd.DataFrame, 
         [WELL, SITE, OBJECT_NUMBER], kind="stable", ignore_index=True)
 
 
-def plate_wells(cells: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch: str,
-                how: str = "median") -> pd.DataFrame:
-    """One row per plate-map well (plate-map order): the ``how`` (median|mean) of every feature over its
-    cells (float64, by :func:`aggregate_wells`), plus ``Metadata_Count_Cells``. Wells without any cell are
-    kept (count 0, features NaN) — never dropped."""
+def well_features(cells: pd.DataFrame, how: str = "median") -> pd.DataFrame:
+    """Per-well ``how`` (median|mean) of every feature of an assembled cell table (float64, by
+    :func:`aggregate_wells`) and ``Metadata_Count_Cells``, indexed by well (sorted); only wells with cells.
+    Wells are independent, so the rows of a table holding whole wells equal the rows of the plate's."""
     if how not in ("median", "mean"):
         raise ValueError(f"aggregate must be 'median' or 'mean', got {how!r}")
     feats = feature_columns(cells)
     agg = aggregate_wells(cells[[WELL, *feats]], operation=how, strata=(WELL,), features=feats,
                           dtype=np.float64)
-    agg = agg.set_index(WELL).rename(columns={N_CELLS: COUNT_CELLS})[[COUNT_CELLS, *feats]]
+    return agg.set_index(WELL).rename(columns={N_CELLS: COUNT_CELLS})[[COUNT_CELLS, *feats]]
+
+
+def wells_table(agg: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch: str) -> pd.DataFrame:
+    """One row per plate-map well (plate-map order): the plate-map metadata joined to the per-well
+    aggregates ``agg`` (:func:`well_features`); wells without any cell are kept (count 0, features NaN)."""
     meta = plate_map_metadata(plate_map).set_index(WELL)
     wells = meta.join(agg, how="left")
     wells[COUNT_CELLS] = wells[COUNT_CELLS].fillna(0).astype(np.int64)
@@ -90,6 +104,85 @@ def plate_wells(cells: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch:
     wells.insert(1, BATCH, batch)
     meta_cols = metadata_columns(wells)
     return wells[meta_cols + [c for c in wells.columns if c not in meta_cols]]
+
+
+def plate_wells(cells: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch: str,
+                how: str = "median") -> pd.DataFrame:
+    """One row per plate-map well (plate-map order): the ``how`` (median|mean) of every feature over its
+    cells (float64, by :func:`aggregate_wells`), plus ``Metadata_Count_Cells``. Wells without any cell are
+    kept (count 0, features NaN) — never dropped."""
+    return wells_table(well_features(cells, how), plate_map, plate, batch)
+
+
+# ---------------------------------------------------------------------------- streamed plate assembly
+def _file_wells(path: str | os.PathLike) -> list[str]:
+    """The distinct wells of a features file (only its well column is read)."""
+    pf = pq.ParquetFile(path)
+    if not pf.metadata.num_rows or WELL not in pf.schema_arrow.names:
+        return []
+    return pc.unique(pf.read(columns=[WELL]).column(0)).to_pylist()
+
+
+def _first_row(path: str | os.PathLike) -> pd.DataFrame:
+    """A features file's first row, with the dtypes ``pd.read_parquet`` gives the whole file."""
+    pf = pq.ParquetFile(path)
+    batch = next(pf.iter_batches(batch_size=1))
+    return pa.Table.from_batches([batch]).replace_schema_metadata(pf.schema_arrow.metadata).to_pandas()
+
+
+def plate_segments(file_wells: Sequence[Sequence[str]]) -> list[tuple[list[int], list[str]]]:
+    """Split a plate's wells (sorted, the cell table's row order) into runs read together: consecutive
+    wells held by the same features files. Returns (file indices, wells) per run. Chunks of a plate map in
+    well order give one run per chunk; any other layout gives more, smaller runs (never a larger one)."""
+    holders: dict[str, list[int]] = {}
+    for i, wells in enumerate(file_wells):
+        for w in wells:
+            holders.setdefault(w, []).append(i)
+    runs: list[tuple[list[int], list[str]]] = []
+    for w in sorted(holders):
+        if runs and runs[-1][0] == holders[w]:
+            runs[-1][1].append(w)
+        else:
+            runs.append((holders[w], [w]))
+    return runs
+
+
+def stream_plate(features: Sequence[str | os.PathLike], plate_map: pd.DataFrame, plate: str, batch: str,
+                 cells_out: str | os.PathLike, how: str = "median") -> pd.DataFrame:
+    """Write a plate's cell table (:func:`assemble_cells` of every features file) to ``cells_out`` run by
+    run of wells (:func:`plate_segments`) with one ``ParquetWriter``, and return its wells table
+    (:func:`plate_wells`), aggregated run by run: peak memory is one chunk's cells, not the plate's.
+
+    Same columns, dtypes, schema and row order as writing the whole-plate table at once: the schema comes
+    from :func:`assemble_cells` of one row per (file, well) (pandas' dtypes and Arrow's types follow the
+    column dtypes and, for text, which values occur: every well's plate-map values occur in it); each run is
+    assembled by the same function and cast to that schema. Only the row-group layout differs."""
+    meta = plate_map_metadata(plate_map)
+    file_wells = [_file_wells(f) for f in features]
+    check_wells({w for ws in file_wells for w in ws}, meta, plate)
+    samples = []
+    for f, wells in zip(features, file_wells, strict=True):
+        if wells:
+            row = _first_row(f)
+            samples.append(pd.concat([row] * len(wells), ignore_index=True).assign(**{WELL: wells}))
+    skeleton = assemble_cells(samples, plate_map, plate, batch)
+    schema = pa.Schema.from_pandas(skeleton, preserve_index=False)
+    columns = list(skeleton.columns)
+    aggs = []
+    with atomic_output(cells_out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for files, wells in plate_segments(file_wells):
+            tables = [pd.read_parquet(features[i], filters=None if len(wells) == len(file_wells[i])
+                                      else [(WELL, "in", wells)]) for i in files]
+            part = assemble_cells(tables, plate_map, plate, batch)
+            del tables
+            part = part if list(part.columns) == columns else part.reindex(columns=columns)
+            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+            aggs.append(well_features(part, how))
+            del part
+        if not aggs:   # no object on the plate: the empty table, every well kept with 0 cells
+            writer.write_table(pa.Table.from_pandas(skeleton, schema=schema, preserve_index=False))
+    agg = pd.concat(aggs) if aggs else well_features(skeleton.iloc[:0], how)
+    return wells_table(agg, plate_map, plate, batch)
 
 
 # ------------------------------------------------------------------------------------ the reducer

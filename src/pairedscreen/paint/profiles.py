@@ -99,21 +99,30 @@ def _as_bool(v: Any) -> bool:
 
 # --------------------------------------------------------------------------------------- aggregation
 def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
-                         registry: pd.DataFrame | None = None, chunk_bytes: int = 64 << 20) -> pd.DataFrame:
+                         registry: pd.DataFrame | None = None, chunk_bytes: int = 64 << 20,
+                         features: Sequence[str] | None = None, n_splits: int = 0,
+                         seed: int = 0) -> pd.DataFrame:
     """Aggregate one plate's ``cells.parquet`` to wells, reading feature columns in chunks.
 
     Peak memory is the metadata columns plus one chunk of about ``chunk_bytes`` of features (never the
-    whole per-cell table).
+    whole per-cell table). ``features``: aggregate only these (those the file has, in this order; default
+    every numeric compartment column). ``n_splits`` > 0: sub-well replicates, cells split at random within
+    wells by :func:`assign_splits` (``seed``) and aggregated per (plate, well, split).
     """
     schema = pq.read_schema(path)
     names = schema.names
     prefixes = tuple(f"{c}_" for c in COMPARTMENTS)
-    feats = [n for n in names if n.startswith(prefixes)
-             and (pa_types.is_floating(schema.field(n).type) or pa_types.is_integer(schema.field(n).type))]
-    meta_names = [n for n in names if n not in set(feats)]
+    measured = [n for n in names if n.startswith(prefixes)
+                and (pa_types.is_floating(schema.field(n).type) or pa_types.is_integer(schema.field(n).type))]
+    feats = measured if features is None else [f for f in features if f in set(names)]
+    meta_names = [n for n in names if n not in set(feats) | set(measured)]   # features never carried
     meta = harmonize_metadata(pq.read_table(path, columns=meta_names).to_pandas(), registry)
-    keys = meta[[PLATE, WELL]]
-    rest = meta.drop(columns=[PLATE, WELL, N_CELLS], errors="ignore")
+    strata = [PLATE, WELL]
+    if n_splits:
+        meta = assign_splits(meta, n_splits, seed=seed)
+        strata.append(SPLIT)
+    keys = meta[strata]
+    rest = meta.drop(columns=[*strata, N_CELLS], errors="ignore")
 
     def load(cols: list[str]) -> np.ndarray:
         tbl = pq.read_table(path, columns=cols)

@@ -19,7 +19,7 @@ import pandas as pd
 from pairedscreen import columns as C
 from pairedscreen import quarantine
 from pairedscreen.io import atomic_output, write_json, write_parquet, write_tsv
-from pairedscreen.paint.aggregate import assemble_cells, plate_wells
+from pairedscreen.paint.aggregate import stream_plate
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
 from pairedscreen.paint.ingest import build_image_index, load_site, site_usable
@@ -139,10 +139,10 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
 def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: PathLike, plate_map: PathLike,
                     plate: str, batch: str, aggregate: str, cells_out: PathLike, wells_out: PathLike) -> None:
     """Per-plate cell table (plate-map metadata attached) and per-well aggregates; every plate-map well is
-    kept, with its site and object counts, so nothing disappears silently."""
+    kept, with its site and object counts, so nothing disappears silently. The cell table is streamed
+    chunk by chunk (:func:`~pairedscreen.paint.aggregate.stream_plate`): memory is one chunk's cells."""
     pm = read_plate_map(plate_map)
-    cells = assemble_cells([pd.read_parquet(f) for f in features], pm, plate, batch)
-    wells = plate_wells(cells, pm, plate, batch, how=aggregate)
+    wells = stream_plate(features, pm, plate, batch, cells_out, how=aggregate)
     idx = pd.read_parquet(index)
     site_status = site_usable(idx).sort_index()  # segmented: neither quarantined nor QC-flagged
     qc = idx.groupby(["well", "site"])["qc_flag"].any()
@@ -159,7 +159,6 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
         wells[col] = wells[col].fillna(0).astype(np.int64)
     meta = [c for c in wells.columns if c.startswith("Metadata_")]
     wells = wells[meta + [c for c in wells.columns if c not in meta]]
-    write_parquet(cells, cells_out)
     write_parquet(wells, wells_out)
 
 

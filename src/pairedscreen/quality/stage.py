@@ -23,8 +23,7 @@ from pairedscreen import quarantine
 from pairedscreen.expression import log1p_cp10k, usable_cells
 from pairedscreen.io import jsonable, write_json, write_parquet, write_tsv
 from pairedscreen.modalities import paint_modality, rna_modality
-from pairedscreen.paint.aggregate import aggregate_wells
-from pairedscreen.paint.profiles import assign_splits, harmonize_metadata, normalize_plates, read_wells
+from pairedscreen.paint.profiles import aggregate_plate_file, harmonize_metadata, normalize_plates, read_wells
 from pairedscreen.quality import batch, concordance, effect, position, replicate, truth
 from pairedscreen.quality.subsample import bounded_cells
 from pairedscreen.quality.summary import summarize_hits
@@ -47,13 +46,9 @@ def _paint_replicates(profiles: pd.DataFrame, feats: list[str], paint_cells: Seq
     wells_per = trt.groupby(C.PERT).size()
     if (len(wells_per) and wells_per.median() >= 2) or not paint_cells:
         return profiles, "wells"
-    parts = []
-    for p in paint_cells:
-        cells = harmonize_metadata(pd.read_parquet(p), reg)
-        cells = assign_splits(cells, n_splits, seed=seed)
-        parts.append(aggregate_wells(cells, strata=(C.PLATE, C.WELL, C.SPLIT),
-                                     features=[f for f in feats if f in cells.columns]))
-        del cells
+    # one plate at a time, its metadata columns and then the profiled features in column chunks
+    parts = [aggregate_plate_file(p, registry=reg, features=feats, n_splits=n_splits, seed=seed)
+             for p in paint_cells]
     sub = pd.concat(parts, ignore_index=True)
     sub, _ = normalize_plates(sub, features=feats)
     # a feature without spread among the few control splits is undefined after normalisation: drop the
