@@ -147,3 +147,53 @@ def test_bounded_subsample_is_the_merged_cells_selection(screen, max_cells):
     else:
         capped = merged.obs["perturbation"].astype(str)[usable].value_counts() > 5
         assert record["perturbations_capped"] == int(capped.sum())
+
+
+def _cell_index_whole(rna_cells, paint_cells, reg) -> pd.DataFrame:
+    """cell_index.tsv as one table: every arm's rows concatenated (pandas' union of columns)."""
+    from pairedscreen.expression import usable_cells as used_by
+
+    parts = []
+    if rna_cells is not None:
+        a = ad.read_h5ad(rna_cells)
+        parts.append(pd.DataFrame({"modality": "rna", "cell_id": a.obs_names.astype(str),
+                                   "perturbation": a.obs["perturbation"].astype(str).to_numpy(),
+                                   "library": a.obs["library"].astype(str).to_numpy(),
+                                   "batch": a.obs["batch"].astype(str).to_numpy(),
+                                   "used": used_by(a, categories=list(reg["perturbation_id"]))}))
+    for p in paint_cells:
+        m = pd.read_parquet(p)
+        parts.append(pd.DataFrame({"modality": "paint", "cell_id": m["cell_id"], "perturbation": m["pert"],
+                                   "plate": m["plate"], "well": m["well"], "site": m["site"],
+                                   "batch": m["batch"], "used": True}))
+    index = pd.concat(parts, ignore_index=True, sort=False)
+    ctrl = set(reg.loc[reg["is_control"], "perturbation_id"])
+    index.insert(3, "is_control", index["perturbation"].isin(ctrl))
+    return index
+
+
+@pytest.mark.parametrize("arms", ["both", "rna", "paint"])
+def test_cell_index_written_in_blocks_is_the_whole_table(screen, tmp_path, monkeypatch, arms):
+    """The streamed cell_index.tsv (RNA cells a block at a time, then each plate) has the bytes of the one
+    concatenated table, whichever arms are present."""
+    from pairedscreen.pair import stages
+
+    monkeypatch.setattr(stages, "INDEX_BLOCK", 97)        # several blocks per library
+    monkeypatch.setattr(stages, "_paint_cell_index", lambda p: pd.read_parquet(p).rename(
+        columns={"pert": "perturbation"}).assign(modality="paint", used=True)[
+        ["modality", "cell_id", "perturbation", "plate", "well", "site", "batch", "used"]])
+    merged = screen["root"] / "merged_in_memory.h5ad"
+    plates = []
+    for k in range(2):
+        rng = np.random.default_rng(k)
+        n = 40 + 13 * k
+        plates.append(tmp_path / f"P{k}.parquet")
+        pd.DataFrame({"cell_id": [f"P{k}_c{i}" for i in range(n)], "pert": rng.choice(["P0", "NTC1"], n),
+                      "plate": f"P{k}", "well": "A01", "site": rng.integers(1, 4, n),
+                      "batch": "B1"}).to_parquet(plates[-1])
+    reg = REGISTRY.assign(is_control=REGISTRY["is_control"].astype(bool))
+    rna = merged if arms != "paint" else None
+    paint = plates if arms != "rna" else []
+    stages.write_cell_index(rna, paint, reg, tmp_path / "streamed.tsv")
+    _cell_index_whole(rna, paint, reg).to_csv(tmp_path / "whole.tsv", sep="\t", index=False)
+    assert (tmp_path / "streamed.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()

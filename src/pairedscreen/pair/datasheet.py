@@ -92,6 +92,24 @@ def rna_stage_counts(cells_obs: pd.DataFrame, *, reads: int | None = None, barco
     return out
 
 
+def add_stage_counts(parts: Sequence[dict], *, reads: int | None = None, barcodes: int | None = None) -> dict:
+    """The screen's :func:`rna_stage_counts` from each library's (computed on its own obs): the counts are
+    sums, ``cells_removed`` is summed per reason (in first-seen order), ``cells_kept_by_library`` joined."""
+    out: dict[str, Any] = {"reads": reads, "barcodes": barcodes,
+                           "cells_called": sum(int(p["cells_called"]) for p in parts),
+                           "cells_kept": sum(int(p["cells_kept"]) for p in parts), "cells_removed": {}}
+    for p in parts:
+        for k, v in p["cells_removed"].items():
+            out["cells_removed"][k] = out["cells_removed"].get(k, 0) + int(v)
+    if any("cells_kept_by_library" in p for p in parts):
+        out["cells_kept_by_library"] = {}
+        for p in parts:
+            for k, v in p.get("cells_kept_by_library", {}).items():
+                out["cells_kept_by_library"][k] = out["cells_kept_by_library"].get(k, 0) + int(v)
+        out["cells_kept_by_library"] = dict(sorted(out["cells_kept_by_library"].items()))  # as a groupby
+    return out
+
+
 def paint_stage_counts(image_index: pd.DataFrame, *, objects: int | None = None,
                        cells_profiled: int | None = None, wells_profiled: int | None = None) -> dict:
     """Counts from ``image_index.parquet`` (all plates): images, quarantined images, sites, flagged sites

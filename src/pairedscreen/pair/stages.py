@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pairedscreen import columns as C
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
-from pairedscreen.io import jsonable, write_json, write_tsv
+from pairedscreen.io import atomic_output, jsonable, write_json
 from pairedscreen.paint.profiles import harmonize_metadata
 from pairedscreen.pair import datasheet as ds
 from pairedscreen.pair import join
@@ -39,15 +39,80 @@ def _paint_cell_meta(path: PathLike) -> pd.DataFrame:
     return pq.read_table(path, columns=names).to_pandas()
 
 
-def _rna_cell_index(rna_cells: PathLike, reg: pd.DataFrame, backed: bool) -> tuple[pd.DataFrame, ad.AnnData]:
-    cells = ad.read_h5ad(rna_cells, backed="r" if backed else None)
-    used = usable_cells(cells, categories=reg["perturbation_id"].astype(str).tolist())
-    obs = cells.obs
-    return pd.DataFrame({"modality": "rna", "cell_id": obs.index.astype(str),
-                         "perturbation": obs["perturbation"].astype(str).to_numpy(),
-                         "library": obs["library"].astype(str).to_numpy() if "library" in obs else "",
-                         "batch": obs["batch"].astype(str).to_numpy() if "batch" in obs else "",
-                         "used": used}), cells
+RNA_INDEX_COLUMNS = ["modality", "cell_id", "perturbation", "library", "batch", "used"]
+PAINT_INDEX_COLUMNS = ["modality", "cell_id", "perturbation", "plate", "well", "site", "batch", "used"]
+INDEX_BLOCK = 1 << 17
+
+
+def _rna_cell_index(rna_cells: PathLike, reg: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """The RNA rows of ``cell_index.tsv``, a block of cells at a time (obs columns read with h5py: never
+    the whole screen's obs)."""
+    import h5py
+    from anndata.io import read_elem
+
+    ids = reg["perturbation_id"].astype(str).tolist()
+    with h5py.File(rna_cells, "r") as f:
+        obs = f["obs"]
+        names = obs[obs.attrs["_index"]]
+        n = names.shape[0]
+
+        def column(name: str, s: int, e: int) -> np.ndarray | None:
+            if name not in obs:
+                return None
+            g = obs[name]
+            if isinstance(g, h5py.Group) and g.attrs.get("encoding-type") == "categorical":
+                cats = np.asarray(read_elem(g["categories"]), dtype=object)
+                codes = g["codes"][s:e]
+                return np.where(codes >= 0, cats[np.maximum(codes, 0)], np.nan)
+            if isinstance(g, h5py.Group):
+                return np.asarray(read_elem(g))[s:e]
+            return g.asstr()[s:e] if h5py.check_string_dtype(g.dtype) else g[s:e]
+
+        for s in range(0, max(n, 1), INDEX_BLOCK):
+            e = min(n, s + INDEX_BLOCK)
+            cols = {c: column(c, s, e) for c in ("perturbation", "library", "batch", "pass_qc",
+                                                 "predicted_doublet")}
+            block = pd.DataFrame({c: v for c, v in cols.items() if v is not None},
+                                                  index=pd.Index(names.asstr()[s:e]))
+            used = usable_cells(ad.AnnData(obs=block), categories=ids)
+            yield pd.DataFrame({"modality": "rna", "cell_id": block.index.astype(str),
+                                "perturbation": block["perturbation"].astype(str).to_numpy(),
+                                **{c: block[c].astype(str).to_numpy() if c in block else ""
+                                   for c in ("library", "batch")},
+                                "used": used})
+            if n == 0:
+                break
+
+
+def write_cell_index(rna_cells: PathLike | None, paint_cells: Sequence[PathLike], reg: pd.DataFrame,
+                     out: PathLike) -> int:
+    """``cell_index.tsv`` written part by part (the RNA cells a block at a time, then each plate's cells):
+    the same bytes as one concatenated table, memory bounded by a block or a plate. Returns the rows."""
+    ctrl = set(reg.loc[reg["is_control"], "perturbation_id"].astype(str))
+    columns = (RNA_INDEX_COLUMNS if rna_cells is not None else []) + \
+        [c for c in (PAINT_INDEX_COLUMNS if paint_cells else []) if c not in (
+            RNA_INDEX_COLUMNS if rna_cells is not None else [])]
+    if not columns:
+        columns = ["modality", "cell_id", "perturbation", "used"]
+    columns.insert(3, "is_control")
+
+    def parts() -> Iterator[pd.DataFrame]:
+        if rna_cells is not None:
+            yield from _rna_cell_index(rna_cells, reg)
+        for p in paint_cells:
+            part = _paint_cell_index(p)
+            if rna_cells is not None:           # as concatenated with the RNA rows, which have no site
+                part["site"] = part["site"].astype(np.float64)
+            yield part
+
+    rows = 0
+    with atomic_output(out) as tmp, open(tmp, "w", newline="") as fh:
+        pd.DataFrame(columns=columns).to_csv(fh, sep="\t", index=False)
+        for part in parts():
+            part.insert(3, "is_control", part["perturbation"].isin(ctrl))
+            part.reindex(columns=columns).to_csv(fh, sep="\t", index=False, header=False)
+            rows += len(part)
+    return rows
 
 
 def _paint_cell_index(path: PathLike) -> pd.DataFrame:
@@ -95,17 +160,9 @@ def run_pair(pseudobulk: PathLike | None, consensus: PathLike | None, quality_ta
     join.write_paired(mdata, h5mu_out, rna_out if arms["rna"] == "present" else None,
                       paint_out if arms["paint"] == "present" else None)
 
-    parts, cells = [], None
-    if rna_cells is not None:
-        rna_idx, cells = _rna_cell_index(rna_cells, reg, backed=cells_out is None)
-        parts.append(rna_idx)
-    parts += [_paint_cell_index(p) for p in paint_cells]
-    index = pd.concat(parts, ignore_index=True, sort=False) if parts else pd.DataFrame(
-        columns=["modality", "cell_id", "perturbation", "used"])
-    ctrl = set(reg.loc[reg["is_control"], "perturbation_id"].astype(str))
-    index.insert(3, "is_control", index["perturbation"].isin(ctrl))
-    write_tsv(index, cell_index_out)
-    if cells_out is not None:
+    write_cell_index(rna_cells, paint_cells, reg, cell_index_out)
+    if cells_out is not None:   # only for screens under pair.cells_h5mu's size (the whole screen in memory)
+        cells = ad.read_h5ad(rna_cells) if rna_cells is not None else None
         if cells is None or not paint_cells:
             raise ValueError("cells.h5mu needs both arms (the workflow asks for it only then)")
         tables = [harmonize_metadata(pd.read_parquet(p), reg) for p in paint_cells]
@@ -132,17 +189,14 @@ def _h5_obs_sum(path: PathLike, column: str, mod: str | None = None) -> int:
 
 
 def _ledger(inputs: Any, libraries: Sequence[str], plates: Sequence[str],
-            chunks: Mapping[str, Sequence[str]] | None, gex_r1: Mapping[str, Sequence[str]] | None,
-            rna_obs: Sequence[pd.DataFrame]) -> dict | None:
+            chunks: Mapping[str, Sequence[str]] | None, rna_ledgers: Sequence[dict]) -> dict | None:
+    """The datasheet's ledger; ``rna_ledgers``: each library's, in ``libraries`` order."""
     from pairedscreen.pair import ledger
     from pairedscreen.paths import path
 
-    rna_in, raws, ranks = _get(inputs, "rna_inputs"), _get(inputs, "raw"), _get(inputs, "barcode_ranks")
-    if not ranks or not chunks:
+    if not _get(inputs, "barcode_ranks") or not chunks:
         return None
-    rna = {lib: ledger.rna_library_ledger(rna_in[i], raws[i], ranks[i], rna_obs[i],
-                                          fastq_r1=(gex_r1 or {}).get(lib))
-           for i, lib in enumerate(libraries)}
+    rna = dict(zip(libraries, rna_ledgers, strict=True))
     profiled: dict[str, set[str]] = {}
     prof_path = _get(inputs, "profiles")
     if prof_path:
@@ -216,10 +270,24 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         for f, h in (info.get("fastqs") or {}).items():
             prehashed.append({"role": f"fastq:{info.get('library', '')}", "path": f, "sha256": h})
         reads += int((info.get("kb_gex") or {}).get("n_processed", 0) or 0)
-    obs = [ad.read_h5ad(p, backed="r").obs.copy() for p in _get(inputs, "rna_cells")]
     barcodes = sum(ad.read_h5ad(p, backed="r").n_obs for p in _get(inputs, "raw"))
-    rna_counts = ds.rna_stage_counts(pd.concat(obs) if obs else pd.DataFrame({"perturbation": []}),
-                                     reads=reads or None, barcodes=barcodes or None)
+    # one library's obs at a time: its stage counts (added up) and its ledger, never the screen's obs
+    per_library, rna_ledgers = [], []
+    rna_in, raws, ranks = _get(inputs, "rna_inputs"), _get(inputs, "raw"), _get(inputs, "barcode_ranks")
+    for i, p in enumerate(_get(inputs, "rna_cells")):
+        lib = ad.read_h5ad(p, backed="r")
+        obs = lib.obs.copy()
+        lib.file.close()
+        per_library.append(ds.rna_stage_counts(obs))
+        if ranks and chunks:
+            from pairedscreen.pair import ledger as ledger_mod
+
+            rna_ledgers.append(ledger_mod.rna_library_ledger(rna_in[i], raws[i], ranks[i], obs,
+                                                             fastq_r1=(gex_r1 or {}).get(libraries[i])))
+        del obs
+    rna_counts = ds.add_stage_counts(per_library, reads=reads or None, barcodes=barcodes or None) \
+        if per_library else ds.rna_stage_counts(pd.DataFrame({"perturbation": []}), reads=reads or None,
+                                                barcodes=barcodes or None)
     idx = [pd.read_parquet(p) for p in _get(inputs, "image_index")]
     image_index = pd.concat(idx, ignore_index=True) if idx else pd.DataFrame()
     for r in image_index.itertuples() if "sha256" in image_index else []:
@@ -233,7 +301,7 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     paint_counts = ds.paint_stage_counts(image_index, objects=n_cells, cells_profiled=n_cells,
                                          wells_profiled=len(wells)) if len(image_index) else \
         {"images": 0, "sites": 0, "sites_flagged": 0}
-    ledger = _ledger(inputs, libraries, plates, chunks, gex_r1, obs)
+    ledger = _ledger(inputs, libraries, plates, chunks, rna_ledgers)
     metrics = json.loads(Path(_get(inputs, "metrics")[0]).read_text())
     truth_rec = metrics.pop("truth_recovery", None) if truth_dir else None
     metrics.pop("truth_recovery", None)
