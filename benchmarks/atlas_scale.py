@@ -128,7 +128,47 @@ run_quality(profiles=None, consensus=None, rna_cells=a["cells"], pseudobulk=a["o
             params=dict(resolve_section("quality", {"permutations": 100})), truth_dir=None,
             metrics_out=a["out"] + "/metrics.json", table_out=a["out"] + "/perturbations.tsv", paint_cells=[])
 """,
+    "pair": """
+from pairedscreen.pair.stages import run_pair
+run_pair(pseudobulk=a["out"] + "/pseudobulk.h5ad", consensus=None,
+         quality_table=a["out"] + "/perturbations.tsv", registry=a["registry"],
+         rna_cells=a["out"] + "/cells.h5ad", paint_cells=[],
+         h5mu_out=a["out"] + "/perturbations.h5mu", rna_out=a["out"] + "/rna.h5ad", paint_out=None,
+         cell_index_out=a["out"] + "/cell_index.tsv", cells_out=None, paint_quarantine=None,
+         splits=a["splits"], holdout=a["holdout"])
+""",
+    "train_rna": """
+from pairedscreen.config import resolve_section
+from pairedscreen.train.stages import run_rna_export
+run_rna_export(rna_cells=a["cells"], registry=a["registry"], splits=a["splits"], holdout=a["holdout"],
+               params=dict(resolve_section("train", {"n_hvg": a["n_hvg"]})),
+               h5ad_out=a["out"] + "/export.h5ad", toml_out=a["out"] + "/cell_load.toml",
+               obs_out=a["out"] + "/export.obs.parquet")
+""",
+    "train_eval_cells": """
+from pairedscreen.config import resolve_section
+from pairedscreen.train.stages import run_eval_cells
+run_eval_cells(a["out"] + "/export.h5ad", dict(resolve_section("train", {})), a["out"] + "/eval_cells.h5ad")
+""",
 }
+
+
+def write_train_tables(root: Path, registry: Path, libraries: list[str]) -> tuple[Path, Path]:
+    """splits.tsv and batch_holdout.tsv as the train_splits / train_batch_holdout rules write them."""
+    from pairedscreen.config import resolve_section
+    from pairedscreen.train.stages import run_batch_holdout, run_splits
+
+    params = dict(resolve_section("train", {}))
+    cfg = root / "config"
+    pd.DataFrame({"library_id": libraries, "batch": [f"B{k % 3}" for k in range(len(libraries))]}).to_csv(
+        cfg / "rna_libraries.tsv", sep="\t", index=False)
+    pd.DataFrame({"plate_id": pd.Series([], dtype=str), "batch": pd.Series([], dtype=str)}).to_csv(
+        cfg / "plates.tsv", sep="\t", index=False)
+    splits, holdout = root / "train" / "splits.tsv", root / "train" / "batch_holdout.tsv"
+    splits.parent.mkdir(parents=True, exist_ok=True)
+    run_splits(registry, params, splits)
+    run_batch_holdout(cfg / "rna_libraries.tsv", cfg / "plates.tsv", params, holdout)
+    return splits, holdout
 
 
 def run_step(step: str, args: dict) -> dict:
@@ -153,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cells-per-library", type=int, default=LIB_CELLS)
     ap.add_argument("--genes", type=int, default=25_000)
     ap.add_argument("--genes-per-cell", type=int, default=250)
-    ap.add_argument("--perturbations", type=int, default=500)
+    ap.add_argument("--perturbations", type=int, default=200)
+    ap.add_argument("--n-hvg", type=int, default=200, help="train.n_hvg of the export (X_hvg is dense)")
     ap.add_argument("--controls", type=int, default=10)
+    ap.add_argument("--features", type=int, default=600, help="paint feature columns (real names)")
     ap.add_argument("--skip", default="", help="comma list of: rna, paint")
     ap.add_argument("--workdir", default=None)
     opts = ap.parse_args(argv)
@@ -186,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"step": "rna_summary", "cells": n, "plates": 0, **r})
                     print(f"step=rna_summary cells={n} plates=0 wall_s={r['wall_s']:.1f} "
                           f"peak_rss_mb={r['peak_rss_mb']:.0f}", flush=True)
+        splits, holdout = write_train_tables(root, reg, [lib for lib, _ in libs])
         print(f"# wrote {len(libs)} libraries in {time.perf_counter() - t0:.0f} s "
               f"({opts.genes_per_cell} detected genes per cell, {opts.genes} genes)", flush=True)
         for size in sizes:
@@ -196,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             out = root / f"agg_{size}"
             out.mkdir(exist_ok=True)
             a = {"cells": cells, "summaries": [str(Path(c).parent / "summary.h5ad") for c in cells],
-                 "registry": str(reg), "out": str(out)}
+                 "registry": str(reg), "out": str(out), "splits": str(splits), "holdout": str(holdout),
+                 "n_hvg": opts.n_hvg}
             done = True
-            for step in ("rna_merge", "quality"):
+            for step in ("rna_merge", "quality", "pair", "train_rna", "train_eval_cells"):
                 try:
                     r = run_step(step, a)
                 except RuntimeError as e:
@@ -209,19 +253,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"step={step} cells={size} plates=0 wall_s={r['wall_s']:.1f} "
                       f"peak_rss_mb={r['peak_rss_mb']:.0f}", flush=True)
             ok[size] = done
-            (out / "cells.h5ad").unlink(missing_ok=True)    # the streamed merge: GBs at 2M cells
-    if "paint" not in skip and (HERE / "atlas_paint.py").exists():
+            for big in ("cells.h5ad", "export.h5ad", "cell_index.tsv"):   # GBs at 2M cells
+                (out / big).unlink(missing_ok=True)
+    if "paint" not in skip:
         sys.path.insert(0, str(HERE))
-        import atlas_paint  # noqa: PLC0415  (a sibling benchmark module)
+        import atlas_paint  # noqa: PLC0415  (the sibling benchmark module of the paint arm)
 
-        for r in atlas_paint.run([int(p) for p in opts.plates.split(",")], root / "paint"):
+        feats = atlas_paint.feature_names(opts.features)
+        paint_rows = atlas_paint.bench_paint_plate(root / "paint_plate", [50, 200], feats, whole=False)
+        plates = [int(p) for p in opts.plates.split(",")]
+        paint_rows += atlas_paint.bench_aggregates(root / "paint_screens", plates, feats, cells_per_well=3,
+                                                   steps=("profiles",))
+        for r in paint_rows:
             rows.append(r)
             print(f"step={r['step']} cells={r['cells']} plates={r['plates']} wall_s={r['wall_s']:.1f} "
                   f"peak_rss_mb={r['peak_rss_mb']:.0f}", flush=True)
     table = pd.DataFrame(rows)
     growth = []
     for step, grp in table.groupby("step"):
-        scale = grp["cells"] if grp["plates"].max() == 0 else grp["plates"]
+        scale = grp["plates"] if grp["plates"].nunique() > 1 else grp["cells"]
         if scale.nunique() > 1:
             g = grp.loc[scale.idxmax(), "peak_rss_mb"] / grp.loc[scale.idxmin(), "peak_rss_mb"]
             growth.append(g)
