@@ -17,8 +17,9 @@ float64), ~14x the sparse count matrix; its neighbour search above 50k cells is 
    normalised to 1e6; built chunk by chunk and never kept whole;
 5. z-scores with the observed cells' gene means / standard deviations (ddof 1), PCA fitted on the
    observed cells: scanpy's ARPACK ``svds`` converges (tol 0) to the top eigenvectors of the z-scored
-   matrix's Gram matrix, computed here exactly (``Z^T Z`` accumulated over dense row chunks, then
-   ``eigh``); the z-scored matrices themselves are never formed: ``Z @ V = N @ (V / sd) - (mu / sd) @ V``;
+   matrix's Gram matrix ``Z^T Z``, which is accumulated here over dense row chunks (n_hvg x n_hvg) and
+   handed to the same ARPACK call (``eigsh``, tol 0, sklearn's v0); the z-scored matrices themselves are
+   never formed: ``Z @ V = N @ (V / sd) - (mu / sd) @ V``;
 6. for every observed and simulated cell the ``k_adj - 1`` exact nearest other cells
    (:func:`pairedscreen.rna.knn.count_neighbors_excluding_self`, chunked over queries), the neighbourhood
    scanpy's exact path uses (see that function); the Bayesian score and the ``threshold_minimum`` of the
@@ -36,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import scipy.sparse as sp
+import scipy.sparse.linalg
 from sklearn.utils.random import sample_without_replacement
 
 from pairedscreen.rna.knn import count_neighbors_excluding_self
@@ -190,7 +191,7 @@ def _normalise_sim(s: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((s.data / np.repeat(f, np.diff(s.indptr)), s.indices, s.indptr), shape=s.shape)
 
 
-def _pca_basis(nmat: sp.csr_matrix, n_pcs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pca_basis(nmat: sp.csr_matrix, n_pcs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gene means, 1/sd, top ``n_pcs`` right singular vectors of the z-scored observed matrix)."""
     n, h = nmat.shape
     if not 0 < n_pcs < min(n, h):  # sklearn's PCA(svd_solver='arpack') refuses the same
@@ -210,8 +211,10 @@ def _pca_basis(nmat: sp.csr_matrix, n_pcs: int) -> tuple[np.ndarray, np.ndarray,
         z -= mu
         z *= inv
         gram += z.T @ z
-    _, vecs = scipy.linalg.eigh(gram, subset_by_index=[h - n_pcs, h - 1])
-    return mu, inv, vecs[:, ::-1]
+    # sklearn's PCA(svd_solver='arpack'): ARPACK (tol 0) on Z^T Z from v0 ~ U(-1, 1) of RandomState(seed)
+    v0 = np.random.RandomState(seed).uniform(-1, 1, h)
+    vals, vecs = scipy.sparse.linalg.eigsh(gram, k=n_pcs, tol=0, v0=v0)
+    return mu, inv, vecs[:, np.argsort(vals)[::-1]]
 
 
 def scrublet(
@@ -236,7 +239,7 @@ def scrublet(
     del x
     n = raw.shape[0]
     nmat = sp.csr_matrix((norm, raw.indices, raw.indptr), shape=raw.shape)
-    mu, inv, vecs = _pca_basis(nmat, n_pcs)
+    mu, inv, vecs = _pca_basis(nmat, n_pcs, seed)
     w = vecs * inv[:, None]
     off = (mu * inv) @ vecs
     n_sim = int(n * SIM_DOUBLET_RATIO)
