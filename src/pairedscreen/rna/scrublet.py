@@ -21,9 +21,17 @@ float64), ~14x the sparse count matrix; its neighbour search above 50k cells is 
    handed to the same ARPACK call (``eigsh``, tol 0, sklearn's v0); the z-scored matrices themselves are
    never formed: ``Z @ V = N @ (V / sd) - (mu / sd) @ V``;
 6. for every observed and simulated cell the ``k_adj - 1`` exact nearest other cells
-   (:func:`pairedscreen.rna.knn.count_neighbors_excluding_self`, chunked over queries), the neighbourhood
-   scanpy's exact path uses (see that function); the Bayesian score and the ``threshold_minimum`` of the
-   simulated scores are scanpy's (``scanpy/preprocessing/_scrublet/core.py``, BSD-3), line for line.
+   (:func:`pairedscreen.rna.knn.count_neighbors_excluding_self`, chunked over queries), with k_adj in
+   the score's denominator; the Bayesian score and the ``threshold_minimum`` of the simulated scores are
+   scanpy's (``scanpy/preprocessing/_scrublet/core.py``, BSD-3), line for line.
+
+The neighbourhood is the one scanpy 1.11's exact path uses on real data. That path asks sklearn for
+k_adj neighbours including the cell itself, drops the self column, and adds it back only if no row's
+first neighbour is the row itself (an ``.any()`` over rows). Duplicate points make that check fire: a
+cell with a lower-index twin finds the twin first. Simulated doublets nearly always contain duplicates
+(a pair drawn twice in either order; a cell paired with itself), so scanpy effectively never counts the
+cell itself; when no duplicate exists (a few hundred cells) it does, and its simulated scores (hence the
+threshold) differ from ours by that one neighbour. Observed cells' scores never differ.
 
 PCA signs/rotations within the subspace do not change distances, so the scores equal scanpy's up to
 neighbours tied to rounding. Peak memory: the input matrix, ``R``/``N`` (12 bytes per non-zero on the
