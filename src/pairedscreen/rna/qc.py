@@ -162,5 +162,5 @@ def _scanpy_scrublet(
     sc.pp.scrublet(sub, expected_doublet_rate=expected_rate, n_prin_comps=n_pcs, random_state=seed,
                    verbose=False, use_approx_neighbors=False)
     thr = sub.uns.get("scrublet", {}).get("threshold")
-    called = sub.obs["predicted_doublet"].fillna(False).to_numpy(dtype=bool)
+    called = sub.obs["predicted_doublet"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     return sub.obs["doublet_score"].to_numpy(), called, float(thr) if thr is not None else float("nan")
