@@ -1,18 +1,13 @@
-"""Exact kNN for scrublet: against a float64 brute-force reference, sklearn and scanpy's own scrublet path."""
+"""Exact kNN for scrublet: against a float64 brute-force reference and sklearn."""
 
 from __future__ import annotations
 
-import anndata as ad
 import numba
 import numpy as np
-import pandas as pd
 import pytest
-import scanpy as sc
-import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
-from pairedscreen.rna.knn import kneighbors, neighbors_excluding_self, scanpy_exact_knn
-from pairedscreen.rna.qc import flag_doublets
+from pairedscreen.rna.knn import count_neighbors_excluding_self, kneighbors, neighbors_excluding_self
 
 
 def _reference(q: np.ndarray, p: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,63 +81,15 @@ def test_neighbors_excluding_self_equals_sklearn():
     np.testing.assert_array_equal(nb[:, 0], np.r_[np.arange(50, 100), np.arange(50)])
 
 
-def _library(seed: int, n: int = 1500, g: int = 300) -> sp.csr_matrix:
-    rng = np.random.default_rng(seed)
-    types = rng.dirichlet(np.full(g, 0.3), size=5)
-    kind = rng.integers(0, 5, n)
-    x = np.vstack([rng.multinomial(s, types[t]) for s, t in zip(rng.poisson(1500, n), kind, strict=True)])
-    dbl = rng.choice(n, 90, replace=False)
-    x[dbl] += x[rng.integers(0, n, 90)]
-    return sp.csr_matrix(x.astype(np.float32))
-
-
-def test_scrublet_scores_equal_scanpy_own_exact_path():
-    """Reference tool: scanpy's scrublet with its own sklearn kNN; swapping in ours changes nothing.
-
-    As in nearly every real run, simulated doublets here include duplicate points (a parent pair drawn
-    twice, or a cell paired with itself); scanpy's exact path then counts the k_adj - 1 nearest other
-    cells, as ours does (see ``scanpy_exact_knn``). The precondition is checked, not assumed.
-    """
-    counts = _library(11)
-    runs = {}
-    for mode in ("sklearn", "exact"):
-        a = ad.AnnData(X=counts.copy(), var=pd.DataFrame(index=[f"G{i}" for i in range(counts.shape[1])]))
-        kw = dict(expected_doublet_rate=0.06, n_prin_comps=20, random_state=0, verbose=False,
-                  use_approx_neighbors=False)
-        if mode == "exact":
-            with scanpy_exact_knn() as cls:
-                patched = cls._nearest_neighbor_classifier
-                sc.pp.scrublet(a, **kw)
-            assert cls._nearest_neighbor_classifier is not patched  # restored after the block
-        else:
-            sc.pp.scrublet(a, **kw)
-        runs[mode] = a
-    parents = np.sort(runs["exact"].uns["scrublet"]["doublet_parents"], axis=1)
-    duplicated = len(np.unique(parents, axis=0)) < len(parents) or (parents[:, 0] == parents[:, 1]).any()
-    assert duplicated, "test data changed: no duplicate simulated doublets"
-    s, e = runs["sklearn"], runs["exact"]
-    np.testing.assert_array_equal(e.obs["doublet_score"].to_numpy(), s.obs["doublet_score"].to_numpy())
-    sim = "doublet_scores_sim"
-    np.testing.assert_array_equal(e.uns["scrublet"][sim], s.uns["scrublet"][sim])
-    assert e.uns["scrublet"]["threshold"] == s.uns["scrublet"]["threshold"]
-    np.testing.assert_array_equal(e.obs["predicted_doublet"], s.obs["predicted_doublet"])
-
-
-def test_flag_doublets_knn_choice():
-    counts = _library(11)
-    obs = pd.DataFrame({"library": "L1"}, index=[f"c{i}" for i in range(counts.shape[0])])
-    a = ad.AnnData(X=counts.astype(np.int64), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(300)]))
-    e = flag_doublets(a, expected_rate=0.06, knn="exact")
-    s = flag_doublets(a, expected_rate=0.06, knn="sklearn")
-    assert e.uns["doublets"]["knn"] == "exact" and s.uns["doublets"]["knn"] == "sklearn"
-    np.testing.assert_array_equal(e.obs["doublet_score"], s.obs["doublet_score"])
-    with pytest.raises(ValueError, match="use 'exact' or 'sklearn'"):
-        flag_doublets(a, knn="annoy")
-
-
-def test_scanpy_internals_moved_is_a_clear_error(monkeypatch):
-    from scanpy.preprocessing._scrublet import core
-
-    monkeypatch.setattr(core, "Scrublet", object)
-    with pytest.raises(RuntimeError, match="knn='sklearn'"), scanpy_exact_knn():
-        pass
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_count_neighbors_excluding_self_equals_full_lists(chunk):
+    """Chunked counts = counts over :func:`neighbors_excluding_self`'s full lists (duplicates included)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(900, 6))
+    x[600:650] = x[:50]  # exact twins across the flag boundary
+    flag = np.zeros(900, bool)
+    flag[600:] = True
+    want = flag[neighbors_excluding_self(x, 25)].sum(axis=1)
+    np.testing.assert_array_equal(count_neighbors_excluding_self(x, 25, flag, chunk=chunk), want)
+    with pytest.raises(ValueError, match="flag has shape"):
+        count_neighbors_excluding_self(x, 25, flag[:10])

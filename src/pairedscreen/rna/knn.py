@@ -1,8 +1,8 @@
 """Exact Euclidean k-nearest neighbours for scrublet's doublet scores, about twice sklearn's speed.
 
-scanpy's scrublet finds the ``k_adj`` nearest neighbours of every observed and simulated cell by
-sklearn's exact brute force; at 20k cells that is ~60k points, k_adj ~ 200, and 11 of the RNA
-branch's 19 Python seconds. :func:`kneighbors` returns the same neighbours:
+Scrublet (:mod:`pairedscreen.rna.scrublet`) needs the ``k_adj`` nearest neighbours of every observed
+and simulated cell: at 100k cells that is 300k points and k_adj ~ 470. :func:`kneighbors` returns the
+neighbours sklearn's exact brute force finds:
 
 1. a float32 GEMM (``[q, 1] . [-2p, |p|^2]``) gives ``|p|^2 - 2 q.p`` for every pair, tile by tile
    in cache; per query, values under a threshold (guessed from the first tile of points taken in a
@@ -15,14 +15,15 @@ branch's 19 Python seconds. :func:`kneighbors` returns the same neighbours:
    fail (ties or near-ties across the margin) are redone by a float64 scan.
 
 So the result is exact, not approximate; ties are broken by index. Euclidean metric only.
-:func:`scanpy_exact_knn` plugs it into ``sc.pp.scrublet``.
+:func:`count_neighbors_excluding_self` runs it over query chunks against points prepared once, so the
+memory is one chunk's neighbour lists, not n x k.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -272,21 +273,32 @@ def kneighbors(
         return _kneighbors(queries, points, k, margin)
 
 
-def _kneighbors(
-    queries: np.ndarray, points: np.ndarray, k: int, margin: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    q = np.ascontiguousarray(queries, dtype=np.float64)
+def _drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """k + 1 neighbours -> the k nearest others: the point itself is removed from its list; if k + 1
+    exact duplicates of lower index crowd it out, the first column is dropped instead, as sklearn does."""
+    keep = idx != rows[:, None]
+    keep[keep.all(axis=1), 0] = False
+    return idx[keep].reshape(idx.shape[0], idx.shape[1] - 1)
+
+
+@dataclass(frozen=True)
+class _Index:
+    """The points, prepared once for any number of query batches."""
+
+    p: np.ndarray       # float64 points
+    psq: np.ndarray     # their squared norms
+    perm: np.ndarray    # fixed shuffled order of the tiles
+    tiles: np.ndarray   # float32 [-2p, |p|^2] in that order, (ntile, d + 1, _TB)
+
+
+def _index(points: np.ndarray) -> _Index:
     p = np.ascontiguousarray(points, dtype=np.float64)
-    n, d = p.shape
-    if q.ndim != 2 or q.shape[1] != d:
-        raise ValueError(f"queries have shape {q.shape}, points {p.shape}: dimensions differ")
-    if not 1 <= k <= n:
-        raise ValueError(f"k = {k} neighbours asked of {n} points")
-    if not (np.isfinite(q).all() and np.isfinite(p).all()):
+    if p.ndim != 2:
+        raise ValueError(f"points have shape {p.shape}: need a 2-D array")
+    if not np.isfinite(p).all():
         raise ValueError("kNN input holds NaN or infinite values")
-    kc = min(n, k + margin)
+    n, d = p.shape
     psq = np.einsum("ij,ij->i", p, p)
-    qsq = np.einsum("ij,ij->i", q, q)
     ntile = -(-n // _TB)
     # points in a fixed shuffled order, so that the first tile (the threshold guess) is a fair sample
     # whatever the input's order (scrublet stacks observed cells, then simulated doublets)
@@ -295,14 +307,31 @@ def _kneighbors(
     pa[:n, :d] = -2.0 * p[perm]
     pa[:n, d] = psq[perm]
     tiles = np.ascontiguousarray(pa.reshape(ntile, _TB, d + 1).transpose(0, 2, 1))
-    del pa
+    return _Index(p, psq, perm, tiles)
+
+
+def _kneighbors(
+    queries: np.ndarray, points: np.ndarray | _Index, k: int, margin: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    ix = points if isinstance(points, _Index) else _index(points)
+    p = ix.p
+    q = np.ascontiguousarray(queries, dtype=np.float64)
+    n, d = p.shape
+    if q.ndim != 2 or q.shape[1] != d:
+        raise ValueError(f"queries have shape {q.shape}, points {p.shape}: dimensions differ")
+    if not 1 <= k <= n:
+        raise ValueError(f"k = {k} neighbours asked of {n} points")
+    if not np.isfinite(q).all():
+        raise ValueError("kNN input holds NaN or infinite values")
+    kc = min(n, k + margin)
+    qsq = np.einsum("ij,ij->i", q, q)
     qa = np.ones((q.shape[0], d + 1), np.float32)
     qa[:, :d] = q
     with threadpool_limits(1):  # one BLAS thread per numba task: no oversubscription
-        cand_v, cand_i, found = _candidates(qa, tiles, n, kc)
-    del tiles, qa
-    bound = _error_bound(np.sqrt(qsq), float(np.sqrt(psq.max())), d) - qsq
-    idx, dist2, ok = _refine(q, p, perm, cand_v, cand_i, bound, k)
+        cand_v, cand_i, found = _candidates(qa, ix.tiles, n, kc)
+    del qa
+    bound = _error_bound(np.sqrt(qsq), float(np.sqrt(ix.psq.max())), d) - qsq
+    idx, dist2, ok = _refine(q, p, ix.perm, cand_v, cand_i, bound, k)
     if kc == n:
         ok[:] = True  # every point is a candidate: nothing left out
     ok &= found
@@ -319,91 +348,22 @@ def neighbors_excluding_self(x: np.ndarray, k: int, threads: int | None = None) 
     first column is dropped instead, as sklearn does.
     """
     idx, _, _ = kneighbors(x, x, k + 1, threads=threads)
-    keep = idx != np.arange(idx.shape[0])[:, None]
-    keep[keep.all(axis=1), 0] = False
-    return idx[keep].reshape(idx.shape[0], k)
+    return _drop_self(idx, np.arange(idx.shape[0]))
 
 
-def _scrublet_classifier(original: Callable[..., None], threads: int | None) -> Callable[..., None]:
-    """scanpy's ``Scrublet._nearest_neighbor_classifier`` with the exact neighbours found here.
-
-    The Bayesian score below is scanpy's (``scanpy/preprocessing/_scrublet/core.py``, BSD-3), line for
-    line; only the neighbour search differs. Approximate or non-Euclidean searches go to scanpy's own.
-    """
-
-    def classifier(
-        self: Any,
-        k: int = 40,
-        *,
-        use_approx_neighbors: bool | None = None,
-        distance_metric: Any = "euclidean",
-        exp_doub_rate: float = 0.1,
-        stdev_doub_rate: float = 0.03,
-        get_neighbor_parents: bool = False,
-    ) -> None:
-        if use_approx_neighbors or distance_metric != "euclidean":
-            return original(
-                self, k, use_approx_neighbors=use_approx_neighbors, distance_metric=distance_metric,
-                exp_doub_rate=exp_doub_rate, stdev_doub_rate=stdev_doub_rate,
-                get_neighbor_parents=get_neighbor_parents,
-            )
-        n_obs, n_sim = self.manifold_obs_.shape[0], self.manifold_sim_.shape[0]
-        k_adj = round(k * (1 + n_sim / float(n_obs)))
-        # k_adj - 1 other cells, n = k_adj below: what scanpy's exact path computes (see scanpy_exact_knn)
-        points = np.vstack([self.manifold_obs_, self.manifold_sim_])
-        neighbors = neighbors_excluding_self(points, k_adj - 1, threads)
-        nd = (neighbors >= n_obs).sum(axis=1).astype(np.float64)
-        rho, r, n = exp_doub_rate, n_sim / float(n_obs), float(k_adj)
-        q = (nd + 1) / (n + 2)
-        ld = q * rho / r / (1 - rho - q * (1 - rho - rho / r))
-        se_q = np.sqrt(q * (1 - q) / (n + 3))
-        se_rho = stdev_doub_rate
-        se_ld = (
-            q * rho / r / (1 - rho - q * (1 - rho - rho / r)) ** 2
-            * np.sqrt((se_q / q * (1 - rho)) ** 2 + (se_rho / rho * (1 - q)) ** 2)
-        )
-        self.doublet_scores_obs_, self.doublet_scores_sim_ = ld[:n_obs], ld[n_obs:]
-        self.doublet_errors_obs_, self.doublet_errors_sim_ = se_ld[:n_obs], se_ld[n_obs:]
-        if get_neighbor_parents:
-            sims = neighbors[:n_obs] - n_obs
-            self.doublet_neighbor_parents_ = [
-                np.unique(self.doublet_parents_[row[row > -1], :].flatten()) if (row > -1).any()
-                else np.array([], dtype=np.intp)
-                for row in sims
-            ]
-        return None
-
-    return classifier
-
-
-@contextlib.contextmanager
-def scanpy_exact_knn(threads: int | None = None) -> Iterator[type]:
-    """Within the block, scanpy's scrublet finds its exact neighbours with :func:`kneighbors`.
-
-    scanpy's scrublet offers no hook for its neighbour search, so ``Scrublet._nearest_neighbor_classifier``
-    is swapped for :func:`_scrublet_classifier` and restored on exit. Everything else — HVGs, doublet
-    simulation, PCA, the score, the threshold — stays scanpy's.
-
-    The neighbourhood is the one scanpy 1.11's exact path uses on real data: the k_adj - 1 nearest
-    *other* cells (with k_adj in the score's denominator). That path asks sklearn for k_adj
-    neighbours including the cell itself, drops the self column, and adds it back only if no row's
-    first neighbour is the row itself (an ``.any()`` over rows). Duplicate points make that check
-    fire: a cell with a lower-index twin finds the twin first. Scrublet's simulated doublets nearly
-    always contain duplicates (a pair drawn twice, or a cell paired with itself, which normalises to
-    the cell: about six per run whatever the library size), so scanpy effectively never counts the
-    cell itself; when no duplicate exists it does, and its simulated-doublet scores (hence the
-    threshold) differ from ours by that one neighbour. Observed-cell scores never differ.
-    Yields the patched class.
-    """
-    from scanpy.preprocessing._scrublet import core
-
-    scrublet_cls = getattr(core, "Scrublet", None)
-    original = getattr(scrublet_cls, "_nearest_neighbor_classifier", None)
-    if original is None:
-        raise RuntimeError("scanpy's scrublet internals moved (no Scrublet._nearest_neighbor_classifier); "
-                           "use knn='sklearn'")
-    scrublet_cls._nearest_neighbor_classifier = _scrublet_classifier(original, threads)
-    try:
-        yield scrublet_cls
-    finally:
-        scrublet_cls._nearest_neighbor_classifier = original
+def count_neighbors_excluding_self(
+    x: np.ndarray, k: int, flag: np.ndarray, threads: int | None = None, chunk: int = 8192
+) -> np.ndarray:
+    """For every point, how many of its k nearest other points (:func:`neighbors_excluding_self`) have
+    ``flag`` set; queries run ``chunk`` at a time against the points prepared once (memory ~ chunk x k)."""
+    flag = np.asarray(flag, bool)
+    if flag.shape != (x.shape[0],):
+        raise ValueError(f"flag has shape {flag.shape}, points {x.shape}")
+    ix = _index(x)
+    out = np.empty(x.shape[0], np.int64)
+    with _numba_threads(threads):
+        for s in range(0, x.shape[0], chunk):
+            e = min(x.shape[0], s + chunk)
+            idx, _, _ = _kneighbors(ix.p[s:e], ix, k + 1, 8)
+            out[s:e] = flag[_drop_self(idx, np.arange(s, e))].sum(axis=1)
+    return out

@@ -7,7 +7,6 @@ The metric columns are scanpy's own (``sc.pp.calculate_qc_metrics``), untouched.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Literal
 
@@ -17,7 +16,7 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
-from pairedscreen.rna.knn import scanpy_exact_knn
+from pairedscreen.rna.scrublet import scrublet
 from pairedscreen.robust import median_mad
 
 
@@ -111,18 +110,18 @@ def flag_doublets(
     expected_rate: float = 0.06,
     batch_key: str | None = "library",
     seed: int = 0,
-    exact_knn_max_cells: int = 50000,
     knn: Literal["exact", "sklearn"] = "exact",
     threads: int | None = None,
 ) -> ad.AnnData:
     """A copy with scrublet's obs['doublet_score'] / obs['predicted_doublet'] (per ``batch_key``).
 
     X must hold raw counts. The number of principal components is capped for small panels/libraries
-    (scrublet's default 30 needs more genes and cells than a tiny screen has). Up to
-    ``exact_knn_max_cells`` cells per group the neighbours are exact: ``knn='exact'`` finds them with
-    :func:`pairedscreen.rna.knn.scanpy_exact_knn` (~2x faster than ``'sklearn'``, scanpy's own brute
-    force, with the same neighbourhood as it has on real data); above it scanpy's approximate default
-    (pynndescent) is used.
+    (scrublet's default 30 needs more genes and cells than a tiny screen has). ``knn='exact'`` (the
+    default) is :func:`pairedscreen.rna.scrublet.scrublet`: scanpy's scrublet step by step, in row
+    chunks, with exact neighbours (:mod:`pairedscreen.rna.knn`), at a few times the count matrix's
+    memory whatever the library size. ``knn='sklearn'`` is the reference: scanpy's own
+    ``sc.pp.scrublet`` with its exact sklearn brute-force neighbours (its dense copies peak at ~14x the
+    count matrix: for checks and small libraries). Neighbours are exact either way.
     """
     if knn not in ("exact", "sklearn"):
         raise ValueError(f"doublets knn {knn!r}: use 'exact' or 'sklearn'")
@@ -134,24 +133,14 @@ def flag_doublets(
     x = sp.csr_matrix(adata.X)  # no copy when X is already CSR
     for g in pd.unique(groups):
         m = groups == g
-        # Memory: scrublet copies its input before touching it, so a single group's float32 counts
-        # share X's index arrays instead of copying the whole matrix (twice: row subset, astype).
         part = x if m.all() else x[m]
-        counts = sp.csr_matrix((part.data.astype(np.float32), part.indices, part.indptr), shape=part.shape)
-        sub = ad.AnnData(X=counts, var=pd.DataFrame(index=adata.var_names))
-        n_pcs = int(max(2, min(30, sub.n_obs // 10, sub.n_vars // 5)))
-        # exact kNN up to 50k cells: pynndescent's numba compilation costs minutes per fresh process
-        exact = sub.n_obs <= exact_knn_max_cells
-        with scanpy_exact_knn(threads) if exact and knn == "exact" else contextlib.nullcontext():
-            sc.pp.scrublet(
-                sub, expected_doublet_rate=expected_rate, n_prin_comps=n_pcs, random_state=seed,
-                verbose=False, use_approx_neighbors=False if exact else None,
-            )
-        scores[m] = sub.obs["doublet_score"].to_numpy()
-        called[m] = sub.obs["predicted_doublet"].fillna(False).to_numpy(dtype=bool)
-        thr = sub.uns.get("scrublet", {}).get("threshold")
-        thresholds[str(g)] = float(thr) if thr is not None else float("nan")
-        del sub, counts, part
+        n_pcs = int(max(2, min(30, part.shape[0] // 10, part.shape[1] // 5)))
+        if knn == "exact":
+            res = scrublet(part, expected_rate=expected_rate, n_pcs=n_pcs, seed=seed, threads=threads)
+            scores[m], called[m], thresholds[str(g)] = res.scores, res.called, res.threshold
+        else:
+            scores[m], called[m], thresholds[str(g)] = _scanpy_scrublet(part, expected_rate, n_pcs, seed)
+        del part
     out = adata.copy()  # only now: the copy never coexists with scrublet's working copies
     out.obs["doublet_score"] = scores
     out.obs["predicted_doublet"] = called
@@ -161,3 +150,17 @@ def flag_doublets(
     if len(thresholds) == 1:
         out.uns["doublets"]["threshold"] = next(iter(thresholds.values()))
     return out
+
+
+def _scanpy_scrublet(
+    part: sp.csr_matrix, expected_rate: float, n_pcs: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """scanpy's own ``sc.pp.scrublet`` with exact (sklearn) neighbours: (scores, calls, threshold)."""
+    # scrublet copies its input before touching it: float32 counts sharing part's index arrays
+    counts = sp.csr_matrix((part.data.astype(np.float32), part.indices, part.indptr), shape=part.shape)
+    sub = ad.AnnData(X=counts)
+    sc.pp.scrublet(sub, expected_doublet_rate=expected_rate, n_prin_comps=n_pcs, random_state=seed,
+                   verbose=False, use_approx_neighbors=False)
+    thr = sub.uns.get("scrublet", {}).get("threshold")
+    called = sub.obs["predicted_doublet"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    return sub.obs["doublet_score"].to_numpy(), called, float(thr) if thr is not None else float("nan")
