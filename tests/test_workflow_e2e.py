@@ -74,6 +74,30 @@ def test_rna_n_cells_equals_cell_level_counts(finished_run):
         assert int(np.nan_to_num(n[pert])) == int(counts.get(pert, 0)), pert
 
 
+def test_rna_aggregates_from_library_summaries_equal_the_whole_matrix(finished_run):
+    """rna_merge combines the libraries' summary.h5ad (map-reduce); on the run's merged cells the
+    whole-matrix pseudobulk and knockdown give the same table (counts and test statistics exactly)."""
+    import anndata as ad
+
+    from pairedscreen.rna.knockdown import knockdown_table
+    from pairedscreen.rna.pseudobulk import pseudobulk
+    from pairedscreen.sheets import read_registry
+
+    wd, _ = finished_run
+    reg = read_registry(wd / "config" / "perturbations.tsv")
+    merged = ad.read_h5ad(wd / "results" / "rna" / "cells.h5ad")
+    whole = pseudobulk(merged, order=list(reg["perturbation_id"]),
+                       controls=set(reg.loc[reg["is_control"], "perturbation_id"]))
+    stored = ad.read_h5ad(wd / "results" / "rna" / "pseudobulk.h5ad")
+    pd.testing.assert_frame_equal(stored.obs, whole.obs)
+    np.testing.assert_array_equal(stored.layers["counts"], whole.layers["counts"])
+    np.testing.assert_allclose(stored.X, whole.X, rtol=1e-12, atol=0)
+    kd = pd.read_csv(wd / "results" / "rna" / "knockdown.tsv", sep="\t")
+    ref = knockdown_table(merged, reg)
+    pd.testing.assert_frame_equal(kd.drop(columns="significant"), ref, check_dtype=False)
+    assert (wd / "results" / "rna" / "L1" / "summary.h5ad").exists()
+
+
 def test_new_plate_runs_only_its_own_and_aggregate_jobs(finished_run, capsys):
     """P2 lands in a landing folder; `pairedscreen discover` appends it; only its jobs + aggregates run."""
     from pairedscreen.cli import main
