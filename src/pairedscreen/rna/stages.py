@@ -200,7 +200,6 @@ def run_rna_summary(cells: PathLike, registry: PathLike, out: PathLike) -> None:
 
 def run_rna_merge(
     cells: Sequence[PathLike],
-    summaries: Sequence[PathLike],
     registry: PathLike,
     alpha: float,
     cells_out: PathLike,
@@ -208,11 +207,13 @@ def run_rna_merge(
     knockdown_out: PathLike,
     quarantine_out: PathLike | None = None,
     on_empty: str = "error",
+    summaries: Sequence[PathLike] | None = None,
 ) -> pd.DataFrame:
     """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``.
 
     A map-reduce: pseudobulk and knockdown combine the libraries' ``summary.h5ad``
-    (:func:`run_rna_summary`), the merged cells are streamed file to file
+    (:func:`run_rna_summary`; made here, one library at a time, when ``summaries`` is None), the merged
+    cells are streamed file to file
     (:func:`pairedscreen.rna.merge.write_merged_cells`), and the quarantine check reads each library's obs
     alone; memory is bounded by one library's obs and the perturbations x genes tables, never the screen.
 
@@ -222,8 +223,15 @@ def run_rna_merge(
     flagged as they are (none of them is behind the pseudobulk). Returns the quarantine table."""
     if not cells:
         raise quarantine.EmptyDataError("no libraries to merge: config/rna_libraries.tsv has no rows")
-    if len(summaries) != len(cells):
+    if summaries is not None and len(summaries) != len(cells):
         raise ValueError(f"{len(cells)} libraries' cells but {len(summaries)} summaries")
+    if summaries is None:
+        with scratch_dir(Path(pseudobulk_out).parent, ".summaries.") as work:
+            made = [Path(work) / f"{k}.h5ad" for k in range(len(cells))]
+            for c, out in zip(cells, made, strict=True):
+                run_rna_summary(c, registry, out)
+            return run_rna_merge(cells, registry, alpha, cells_out, pseudobulk_out, knockdown_out,
+                                 quarantine_out, on_empty, summaries=made)
     reg = read_registry(registry)
     records = []
     for p in cells:
