@@ -197,3 +197,17 @@ def test_cell_index_written_in_blocks_is_the_whole_table(screen, tmp_path, monke
     stages.write_cell_index(rna, paint, reg, tmp_path / "streamed.tsv")
     _cell_index_whole(rna, paint, reg).to_csv(tmp_path / "whole.tsv", sep="\t", index=False)
     assert (tmp_path / "streamed.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
+
+
+def test_streamed_merge_with_distinct_barcodes_is_the_in_memory_merge(screen, tmp_path):
+    """Barcodes distinct over the screen stay a string array in anndata's merge: the streamed path."""
+    paths = []
+    for p in screen["cells"]:
+        a = ad.read_h5ad(p)
+        a.obs["barcode"] = [f"{a.obs['library'].iloc[0]}-{b}" for b in a.obs["barcode"]]
+        paths.append(tmp_path / f"{p.parent.name}.h5ad")
+        a.write_h5ad(paths[-1], compression="gzip")
+    merge_libraries([ad.read_h5ad(p) for p in paths]).write_h5ad(tmp_path / "whole.h5ad", compression="gzip")
+    write_merged_cells(paths, tmp_path / "streamed.h5ad")
+    assert content_digest(tmp_path / "streamed.h5ad") == content_digest(tmp_path / "whole.h5ad")
+    assert ad.read_h5ad(tmp_path / "streamed.h5ad").obs["barcode"].dtype == object

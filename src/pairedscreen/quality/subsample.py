@@ -53,7 +53,8 @@ def _rows(f: h5py.File, rows: np.ndarray) -> sp.csr_matrix:
 
 def select(perturbation: np.ndarray, usable: np.ndarray, max_cells: int, seed: int) -> np.ndarray:
     """Sorted positions of the subsample: per perturbation of the usable cells (first-appearance order)
-    a permutation from ``default_rng(seed)`` cut at ``max_cells``."""
+    a permutation from ``default_rng(seed)`` cut at ``max_cells``. ``perturbation``: labels or codes (any
+    one-to-one coding gives the same subsample)."""
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(usable)
     pert = perturbation[idx]
@@ -67,16 +68,18 @@ def bounded_cells(paths: Sequence[PathLike], categories: Sequence[str], *, max_c
     """The subsample (X = counts, obs :data:`OBS_COLUMNS` that exist, var) of the libraries ``paths`` and a
     record of it (``max_cells_per_perturbation``, ``cells``, ``usable_cells``, ``perturbations_capped``)."""
     pert_parts, usable_parts, sizes = [], [], []
+    levels: dict[str, int] = {}     # perturbation -> code: 4 bytes per screen cell, not a string
     for p in paths:
         with h5py.File(p, "r") as f:
             obs = _obs(f, [c for c in OBS_COLUMNS if c != "guide_ids"])
         holder = ad.AnnData(obs=obs)
         usable_parts.append(usable_cells(holder, categories=categories))
-        pert_parts.append(obs["perturbation"].astype(str).to_numpy() if "perturbation" in obs
-                          else np.full(len(obs), "", dtype=object))
+        cat = pd.Categorical(obs["perturbation"].astype(str) if "perturbation" in obs else [""] * len(obs))
+        code_of = np.asarray([levels.setdefault(str(c), len(levels)) for c in cat.categories], dtype=np.int32)
+        pert_parts.append(code_of[cat.codes] if len(code_of) else np.zeros(len(obs), np.int32))
         sizes.append(len(obs))
-        del obs, holder
-    pert = np.concatenate(pert_parts) if pert_parts else np.zeros(0, dtype=object)
+        del obs, holder, cat
+    pert = np.concatenate(pert_parts) if pert_parts else np.zeros(0, dtype=np.int32)
     usable = np.concatenate(usable_parts) if usable_parts else np.zeros(0, bool)
     del pert_parts, usable_parts
     keep = select(pert, usable, max_cells, seed)

@@ -7,11 +7,14 @@ makes (same groups, dtypes, attributes and values: equal :mod:`pairedscreen.dige
 - ``X`` and ``obsm['guide_counts']`` are appended one row block of one library at a time (the guide
   columns re-indexed onto the union of the libraries' guides);
 - ``obs`` is written one column at a time (dtypes unified as :func:`anndata.concat` unifies them,
-  string columns turned categorical as ``write_h5ad`` does); the index is appended library by library;
+  string columns turned categorical as ``write_h5ad`` does); the index and string columns whose values are
+  all distinct (as ``write_h5ad`` keeps them) are appended library by library;
 - ``var`` keeps the columns equal in every library (``merge="same"``); ``uns`` holds ``guide_names`` and
   each library's own ``uns`` under ``uns['libraries'][lib]``.
 
-Memory: one row block, one library's uns, and one obs column of the screen (a few bytes per cell).
+Memory: one row block, one library's uns, and one numeric or categorical obs column of the screen (a few
+bytes per cell); a string column with repeated values (anndata then stores it as a categorical) is built in
+memory, its categories being the screen's distinct values.
 """
 
 from __future__ import annotations
@@ -75,6 +78,32 @@ def _merged_column(files: Sequence[h5py.File], name: str) -> pd.Series:
         if len(c.categories) < len(c):
             return pd.Series(c.set_categories(natsorted(c.categories)))
     return col
+
+
+def _unique_strings(files: Sequence[h5py.File], name: str) -> bool:
+    """Whether a string column holds distinct values over all libraries (then ``write_h5ad`` keeps it a
+    string array), from 64-bit hashes: 8 bytes per cell. Distinct hashes prove distinct strings; a hash
+    collision only sends the column down the exact in-memory path."""
+    hashes = []
+    for f in files:
+        g = f["obs"].get(name)
+        if not isinstance(g, h5py.Dataset) or not h5py.check_string_dtype(g.dtype):
+            return False
+        for s in range(0, g.shape[0], BLOCK_ROWS):
+            hashes.append(pd.util.hash_array(np.asarray(g.asstr()[s:s + BLOCK_ROWS], dtype=object)))
+    h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    return len(np.unique(h)) == len(h)
+
+
+def _stream_strings(files: Sequence[h5py.File], group: h5py.Group, name: str) -> None:
+    """A string column with distinct values, appended library by library (a block at a time)."""
+    ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(),
+                              chunks=(1 << 14,), **_GZIP)
+    ds.attrs.update({"encoding-type": "string-array", "encoding-version": "0.2.0"})
+    for f in files:
+        g = f["obs"][name]
+        for s in range(0, g.shape[0], BLOCK_ROWS):
+            _append(ds, g[s:s + BLOCK_ROWS])
 
 
 def _write_column(group: h5py.Group, name: str, col: pd.Series) -> None:
@@ -173,7 +202,10 @@ def write_merged_cells(paths: Sequence[PathLike], out: PathLike) -> int:
                     _append(index, names[s:s + BLOCK_ROWS])
             columns = _column_order(files)
             for c in columns:
-                _write_column(obs, c, _merged_column(files, c))
+                if all(c in f["obs"] for f in files) and _unique_strings(files, c):
+                    _stream_strings(files, obs, c)      # e.g. barcodes: never the screen's strings at once
+                else:
+                    _write_column(obs, c, _merged_column(files, c))
             obs.attrs.update({"encoding-type": "dataframe", "encoding-version": "0.2.0", "_index": "_index",
                               "column-order": np.asarray(columns, dtype=object)})
             write_elem(dst, "var", var, dataset_kwargs=_GZIP)
