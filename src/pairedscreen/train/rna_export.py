@@ -169,13 +169,19 @@ def _source_files(rna_cells: PathLike | Sequence[PathLike]) -> list[PathLike]:
     return list(rna_cells)
 
 
+SOURCE_OBS = ("perturbation", "library", "guide_ids", "batch", "barcode", "pass_qc", "predicted_doublet")
+
+
 def _read_source(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """One cells file's obs, var and X row lengths (stored values per row), without reading X's values."""
     import h5py
     from anndata.io import read_elem
 
     with h5py.File(path, "r") as f:
-        obs, var = read_elem(f["obs"]), read_elem(f["var"])
+        grp = f["obs"]      # only the columns the export and usable_cells read: per cell, not ~30 columns
+        obs = pd.DataFrame({c: read_elem(grp[c]) for c in SOURCE_OBS if c in grp},
+                           index=pd.Index(np.asarray(read_elem(grp[grp.attrs["_index"]]), dtype=str)))
+        var = read_elem(f["var"])
         g = f["X"]
         if isinstance(g, h5py.Group) and g.attrs.get("encoding-type") == "csr_matrix":
             lens = np.diff(g["indptr"][:].astype(np.int64))
