@@ -4,7 +4,7 @@ Writes per-library outputs in the workflow's own schemas (``results/rna/{lib}/ce
 writes them: counts CSR int32, the obs columns, obsm['guide_counts'], uns; then each library's
 ``summary.h5ad`` made by the real ``rna_summary`` stage) for 100k-cell libraries, and runs the aggregate
 steps exactly as the workflow's scripts call them, each in a fresh Python process that reports its own peak
-RSS (``ru_maxrss``), at 250k (two libraries of 100k and one of 50k), 500k, 1M and 2M cells:
+RSS (``VmHWM``), at 250k (two libraries of 100k and one of 50k), 500k, 1M and 2M cells:
 
 - ``rna_summary``: the per-library map step (one 100k-cell library; the same at every size);
 - ``rna_merge``: :func:`pairedscreen.rna.stages.run_rna_merge` (streamed merged cells, pseudobulk and
@@ -172,12 +172,15 @@ def write_train_tables(root: Path, registry: Path, libraries: list[str]) -> tupl
 
 
 def run_step(step: str, args: dict) -> dict:
-    """Run one step in a fresh interpreter; its own peak RSS (ru_maxrss) and wall time."""
+    """Run one step in a fresh interpreter; its own peak RSS (VmHWM: unlike ru_maxrss, not inherited from
+    the parent, whose size the child's count would otherwise start at) and wall time."""
     code = ("import json, resource, sys, time\n"
             f"a = json.loads({json.dumps(json.dumps(args))})\n"
             "t0 = time.perf_counter()\n" + STEP_CODE[step] +
-            "print('RESULT', json.dumps({'wall_s': time.perf_counter() - t0, "
-            "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+            "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+            "peak = int(hwm[0].split()[1]) / 1024 if hwm else "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+            "print('RESULT', json.dumps({'wall_s': time.perf_counter() - t0, 'peak_rss_mb': peak}))\n")
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = root / "results" / "rna" / lib / "cells.h5ad"
             if not cells.exists():
                 write_library(cells, lib, n, genes, perts, controls, opts.genes_per_cell, seed=100 + k)
-            if not (cells.parent / "summary.h5ad").exists():
+            if k == 0 or not (cells.parent / "summary.h5ad").exists():
                 r = run_step("rna_summary", {"cells": [str(cells)], "registry": str(reg),
                                              "out": str(cells.parent)})
                 if k == 0:
