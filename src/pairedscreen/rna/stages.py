@@ -194,7 +194,8 @@ def run_rna_summary(cells: PathLike, registry: PathLike, out: PathLike) -> None:
     pseudobulk and knockdown (:mod:`pairedscreen.rna.summary`), so ``rna_merge`` never holds the screen."""
     summary = rna_summary.library_summary(ad.read_h5ad(cells), read_registry(registry))
     log.info("summary: %d perturbations, %d usable cells, %d knockdown values", summary.n_obs,
-             int(summary.obs["n_cells"].sum()), len(summary.uns["targets"]["count"]))
+             int(summary.obs["n_cells"].sum()),
+             len(summary.uns["targets"]["pert_count"]) + len(summary.uns["targets"]["ctrl_count"]))
     rna_summary.write_summary(summary, out)
 
 

@@ -9,10 +9,11 @@ library in the map, by the perturbations x genes tables in the reduce):
 - ``layers['counts']``: summed counts (int64 CSR); ``X``: summed log1p CP10k (float64 CSR), so that the
   screen's pseudobulk mean is ``sum over libraries / n_cells``;
 - ``uns['control_totals']``: total counts of the library's usable control cells, in cell order;
-- ``uns['targets']`` (a table): the knockdown target's raw count in each usable cell that needs it, in cell
-  order: every perturbed cell of a targeting perturbation at its own target (zeros included, with the cell's
-  total count), and every usable control cell at every target gene where the count is not zero (``rank`` =
-  the cell's position among the library's control cells; zeros are implied).
+- ``uns['targets']``: the knockdown target's raw count in each usable cell that needs it, in cell order:
+  every perturbed cell of a targeting perturbation at its own target (zeros included, with the cell's
+  total count), and every usable control cell at every target gene where the count is not zero (with the
+  cell's position among the library's control cells; zeros are implied), grouped per perturbation and per
+  gene (CSR-like pointers) so the reduce reads one target at a time.
 
 :func:`combine_pseudobulk` and :func:`combine_knockdown` are the reduce step; they equal
 :func:`pairedscreen.rna.pseudobulk.pseudobulk` and :func:`pairedscreen.rna.knockdown.knockdown_table` on
@@ -84,41 +85,36 @@ def library_summary(cells: ad.AnnData, registry: pd.DataFrame) -> ad.AnnData:
 
 def _target_values(x: sp.csr_matrix, tot: np.ndarray, pert: np.ndarray, is_ctrl: np.ndarray,
                    var: pd.DataFrame, registry: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The knockdown values of one library, as compact arrays (``kind`` 0 = perturbed cell at its own
-    target, 1 = control cell at a target gene; ``pert`` / ``gene`` index ``perts`` / ``genes``)."""
+    """The knockdown values of one library in two CSR-like groups, so the reduce can read one target at a
+    time: ``perts`` (targeting perturbations whose target is measured) with ``pert_ptr`` into
+    ``pert_count`` / ``pert_total`` (each usable cell of the perturbation, cell order: its target's count
+    and its total count), and ``genes`` (measured target genes) with ``gene_ptr`` into ``ctrl_rank`` /
+    ``ctrl_count`` (usable control cells with a nonzero count of the gene: position among the library's
+    control cells, count)."""
     pairs = targeting_pairs(registry)
     cols = {g: gene_column(var, g) for g in sorted({g for _, g in pairs})}
     genes = [g for g, j in cols.items() if j >= 0]
-    gpos = {g: i for i, g in enumerate(genes)}
-    perts = [pid for pid, g in pairs if g in gpos]
-    parts: list[tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
-    for k, pid in enumerate(perts):
-        g = dict(pairs)[pid]
+    target_of = dict(pairs)
+    perts = [pid for pid, g in pairs if cols[g] >= 0]
+    counts, totals, pert_ptr = [], [], [0]
+    for pid in perts:
         rows = np.flatnonzero(pert == pid)
-        if len(rows):
-            vals = x[rows][:, [cols[g]]].toarray().ravel()
-            parts.append((0, k, gpos[g], np.arange(len(rows)), vals, tot[rows]))
+        counts.append(x[rows][:, [cols[target_of[pid]]]].toarray().ravel().astype(np.int64))
+        totals.append(tot[rows].astype(np.int64))
+        pert_ptr.append(pert_ptr[-1] + len(rows))
     ctrl_rows = np.flatnonzero(is_ctrl)
     if len(ctrl_rows) and genes:
         sub = sp.csc_matrix(x[ctrl_rows][:, [cols[g] for g in genes]])
         sub.eliminate_zeros()
-        for i in range(len(genes)):
-            lo, hi = sub.indptr[i], sub.indptr[i + 1]
-            if hi > lo:
-                ranks = sub.indices[lo:hi]
-                parts.append((1, -1, i, ranks, sub.data[lo:hi], tot[ctrl_rows][ranks]))
-    out: dict[str, np.ndarray] = {
-        "kind": np.concatenate([np.full(len(p[3]), p[0], np.int8) for p in parts]) if parts else
-        np.zeros(0, np.int8)}
-    for name, i, dtype in (("pert", 1, np.int32), ("gene", 2, np.int32)):
-        out[name] = np.concatenate([np.full(len(p[3]), p[i], dtype) for p in parts]) if parts else \
-            np.zeros(0, dtype)
-    for name, i in (("rank", 3), ("count", 4), ("total", 5)):
-        out[name] = np.concatenate([np.asarray(p[i]).astype(np.int64) for p in parts]) if parts else \
-            np.zeros(0, np.int64)
-    out["perts"] = np.asarray(perts, dtype=str)
-    out["genes"] = np.asarray(genes, dtype=str)
-    return out
+        ranks, ccounts, gene_ptr = sub.indices.astype(np.int64), sub.data.astype(np.int64), sub.indptr
+    else:
+        ranks, ccounts, gene_ptr = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(len(genes) + 1)
+    empty = np.zeros(0, np.int64)
+    return {"perts": np.asarray(perts, dtype=str), "pert_ptr": np.asarray(pert_ptr, np.int64),
+            "pert_count": np.concatenate(counts) if counts else empty,
+            "pert_total": np.concatenate(totals) if totals else empty,
+            "genes": np.asarray(genes, dtype=str), "gene_ptr": np.asarray(gene_ptr, np.int64),
+            "ctrl_rank": ranks, "ctrl_count": ccounts}
 
 
 def write_summary(summary: ad.AnnData, path: PathLike) -> None:
@@ -192,53 +188,56 @@ def _add_rows(dense: np.ndarray, idx: np.ndarray, x: sp.csr_matrix) -> None:
 def combine_knockdown(summaries: Sequence[PathLike], registry: pd.DataFrame, *, test: str = "mannwhitney",
                       min_cells: int = 3) -> pd.DataFrame:
     """The knockdown table of :func:`pairedscreen.rna.knockdown.knockdown_table` from the libraries'
-    summaries, read one at a time: each targeting perturbation's cells against every usable control cell of
-    the screen, the values rebuilt in the merged cell order (so the statistics are the whole-matrix ones).
-    Held in memory: the perturbed cells' target counts and totals and the control cells' nonzero target
-    counts (a few int64 per cell), never a matrix."""
+    summaries: each targeting perturbation's cells against every usable control cell of the screen, the
+    values rebuilt in the merged cell order (so the statistics are the whole-matrix ones). One target at a
+    time: its perturbed cells' and the control cells' values are sliced from each summary file, so memory
+    is the screen's control cells (two int64 each) plus one perturbation's cells, never a matrix."""
+    import h5py
+    from anndata.io import read_elem
+
     pairs = targeting_pairs(registry)
-    pert_vals: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    ctrl_vals: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    ctrl_totals: list[np.ndarray] = []
-    n_by_pert: dict[str, int] = {}
-    measured: set[str] = set()
-    offset = 0
-    for path in summaries:
-        s = ad.read_h5ad(path)
-        t = s.uns["targets"]
-        perts, genes = [str(v) for v in t["perts"]], [str(v) for v in t["genes"]]
-        measured |= set(genes)
-        kind, pcode, gcode = (np.asarray(t[k]) for k in ("kind", "pert", "gene"))
-        rank, count, total = (np.asarray(t[k], dtype=np.int64) for k in ("rank", "count", "total"))
-        for k, pid in enumerate(perts):
-            sel = np.flatnonzero((kind == 0) & (pcode == k))
-            if len(sel):
-                sel = sel[np.argsort(rank[sel], kind="stable")]
-                pert_vals.setdefault(pid, []).append((count[sel], total[sel]))
-        for i, g in enumerate(genes):
-            sel = np.flatnonzero((kind == 1) & (gcode == i))
-            if len(sel):
-                ctrl_vals.setdefault(g, []).append((rank[sel] + offset, count[sel]))
-        totals = np.asarray(s.uns["control_totals"], dtype=np.int64)
-        ctrl_totals.append(totals)
-        offset += len(totals)
-        for p, k in zip(s.obs_names, s.obs["n_cells"].to_numpy(np.int64), strict=True):
-            n_by_pert[str(p)] = n_by_pert.get(str(p), 0) + int(k)
-        del s, t
-    b_tot = np.concatenate(ctrl_totals) if ctrl_totals else np.zeros(0, np.int64)
-    rows = []
-    for pid, gene in pairs:
-        n_pert = n_by_pert.get(pid, 0)
-        if gene not in measured:
-            rows.append(knockdown_row(pid, gene, None, None, None, None, n_cells=n_pert,
+    files = [h5py.File(p, "r") for p in summaries]
+    try:
+        libs, ctrl_totals, n_by_pert = [], [], {}
+        for f in files:
+            t = f["uns"]["targets"]
+            libs.append({"t": t, "perts": {str(v): k for k, v in enumerate(read_elem(t["perts"]))},
+                         "genes": {str(v): k for k, v in enumerate(read_elem(t["genes"]))},
+                         "pert_ptr": t["pert_ptr"][()], "gene_ptr": t["gene_ptr"][()],
+                         "offset": sum(len(c) for c in ctrl_totals)})
+            ctrl_totals.append(np.asarray(f["uns"]["control_totals"][()], dtype=np.int64))
+            obs = read_elem(f["obs"])
+            for p, k in zip(obs.index.astype(str), obs["n_cells"].to_numpy(np.int64), strict=True):
+                n_by_pert[p] = n_by_pert.get(p, 0) + int(k)
+        b_tot = np.concatenate(ctrl_totals) if ctrl_totals else np.zeros(0, np.int64)
+        del ctrl_totals
+        measured = {g for lib in libs for g in lib["genes"]}
+        rows = []
+        for pid, gene in pairs:
+            n_pert = n_by_pert.get(pid, 0)
+            if gene not in measured:
+                rows.append(knockdown_row(pid, gene, None, None, None, None, n_cells=n_pert,
+                                          n_control=len(b_tot), test=test, min_cells=min_cells))
+                continue
+            a_raw, a_tot = [], []
+            b_raw = np.zeros(len(b_tot), np.int64)
+            for lib in libs:
+                t = lib["t"]
+                if pid in lib["perts"]:
+                    k = lib["perts"][pid]
+                    lo, hi = int(lib["pert_ptr"][k]), int(lib["pert_ptr"][k + 1])
+                    a_raw.append(t["pert_count"][lo:hi])
+                    a_tot.append(t["pert_total"][lo:hi])
+                if gene in lib["genes"]:
+                    i = lib["genes"][gene]
+                    lo, hi = int(lib["gene_ptr"][i]), int(lib["gene_ptr"][i + 1])
+                    if hi > lo:
+                        b_raw[t["ctrl_rank"][lo:hi] + lib["offset"]] = t["ctrl_count"][lo:hi]
+            a_raw_arr = np.concatenate(a_raw).astype(np.int64) if a_raw else np.zeros(0, np.int64)
+            a_tot_arr = np.concatenate(a_tot).astype(np.int64) if a_tot else np.zeros(0, np.int64)
+            rows.append(knockdown_row(pid, gene, a_raw_arr, a_tot_arr, b_raw, b_tot, n_cells=n_pert,
                                       n_control=len(b_tot), test=test, min_cells=min_cells))
-            continue
-        got = pert_vals.get(pid, [])
-        a_raw = np.concatenate([c for c, _ in got]) if got else np.zeros(0, np.int64)
-        a_tot = np.concatenate([t for _, t in got]) if got else np.zeros(0, np.int64)
-        b_raw = np.zeros(len(b_tot), np.int64)
-        for pos, cnt in ctrl_vals.get(gene, []):
-            b_raw[pos] = cnt
-        rows.append(knockdown_row(pid, gene, a_raw, a_tot, b_raw, b_tot, n_cells=n_pert,
-                                  n_control=len(b_tot), test=test, min_cells=min_cells))
-    return adjust(pd.DataFrame(rows).reindex(columns=KD_COLUMNS))
+        return adjust(pd.DataFrame(rows).reindex(columns=KD_COLUMNS))
+    finally:
+        for f in files:
+            f.close()
