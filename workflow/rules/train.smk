@@ -54,6 +54,9 @@ rule train_batch_holdout:
 rule train_rna:
     input:
         rna_cells=per_library("rna_cells_lib"),
+        # after rna_merge's decision on libraries without usable cells: under on_empty: error the export
+        # stops with it (a quarantined library has no usable cell, so nothing of it is exported)
+        rna_quarantine=path("rna_quarantine"),
         registry=SHEETS["perturbations"],
         splits=path("train_splits"),
         holdout=path("train_batch_holdout"),

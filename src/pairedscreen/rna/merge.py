@@ -6,9 +6,10 @@ makes (same groups, dtypes, attributes and values: equal :mod:`pairedscreen.dige
 
 - ``X`` and ``obsm['guide_counts']`` are appended one row block of one library at a time (the guide
   columns re-indexed onto the union of the libraries' guides);
-- ``obs`` is written one column at a time (dtypes unified as :func:`anndata.concat` unifies them,
-  string columns turned categorical as ``write_h5ad`` does); the index and string columns whose values are
-  all distinct (as ``write_h5ad`` keeps them) are appended library by library;
+- ``obs`` is written one column at a time: the index, numeric columns of one dtype and string columns
+  whose values are all distinct (``write_h5ad`` keeps those strings) are appended library by library;
+  categorical columns are unified as :func:`anndata.concat` unifies them (their codes held, 1-2 bytes per
+  cell), other string columns turned categorical as ``write_h5ad`` does;
 - ``var`` keeps the columns equal in every library (``merge="same"``); ``uns`` holds ``guide_names`` and
   each library's own ``uns`` under ``uns['libraries'][lib]``.
 
@@ -70,9 +71,13 @@ def _merged_column(files: Sequence[h5py.File], name: str) -> pd.Series:
         union = pd.Index([]).append([p.cat.categories for p in parts]).unique()
         dtype = pd.CategoricalDtype(natsorted(union), ordered=False)
         parts = [p.astype(dtype) for p in parts]
+    if name in ("library", "batch"):    # merge_libraries: .astype(str).astype("category"), per library
+        uniq = [np.unique(p.astype(str).to_numpy(dtype=str), return_inverse=True) for p in parts]
+        cats = np.unique(np.concatenate([u for u, _ in uniq])) if uniq else np.zeros(0, dtype=str)
+        codes = np.concatenate([np.searchsorted(cats, u)[inv] for u, inv in uniq]) if uniq else \
+            np.zeros(0, np.int64)
+        return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object)))
     col = pd.concat(parts, ignore_index=True)
-    if name in ("library", "batch"):
-        return col.astype(str).astype("category")
     if infer_dtype(col) == "string":
         c = pd.Categorical(col)
         if len(c.categories) < len(c):
@@ -92,7 +97,28 @@ def _unique_strings(files: Sequence[h5py.File], name: str) -> bool:
         for s in range(0, g.shape[0], BLOCK_ROWS):
             hashes.append(pd.util.hash_array(np.asarray(g.asstr()[s:s + BLOCK_ROWS], dtype=object)))
     h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-    return len(np.unique(h)) == len(h)
+    del hashes
+    h.sort()
+    return not bool((h[1:] == h[:-1]).any())
+
+
+def _same_numeric(files: Sequence[h5py.File], name: str) -> bool:
+    """A plain numeric/bool array of one dtype in every library: concatenating it is appending it."""
+    dss = [f["obs"].get(name) for f in files]
+    plain = all(isinstance(d, h5py.Dataset) and d.dtype.kind in "biuf"
+                and d.attrs.get("encoding-type") == "array" for d in dss)
+    return plain and len({d.dtype for d in dss}) == 1
+
+
+def _stream_numeric(files: Sequence[h5py.File], group: h5py.Group, name: str) -> None:
+    first = files[0]["obs"][name]
+    ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=first.dtype, chunks=(1 << 16,),
+                              **_GZIP)
+    ds.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+    for f in files:
+        g = f["obs"][name]
+        for s in range(0, g.shape[0], BLOCK_ROWS):
+            _append(ds, g[s:s + BLOCK_ROWS])
 
 
 def _stream_strings(files: Sequence[h5py.File], group: h5py.Group, name: str) -> None:
@@ -202,7 +228,9 @@ def write_merged_cells(paths: Sequence[PathLike], out: PathLike) -> int:
                     _append(index, names[s:s + BLOCK_ROWS])
             columns = _column_order(files)
             for c in columns:
-                if all(c in f["obs"] for f in files) and _unique_strings(files, c):
+                if all(c in f["obs"] for f in files) and _same_numeric(files, c):
+                    _stream_numeric(files, obs, c)
+                elif all(c in f["obs"] for f in files) and _unique_strings(files, c):
                     _stream_strings(files, obs, c)      # e.g. barcodes: never the screen's strings at once
                 else:
                     _write_column(obs, c, _merged_column(files, c))
