@@ -21,7 +21,7 @@ memory, its categories being the screen's distinct values.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -36,6 +36,23 @@ from pairedscreen.io import atomic_output
 PathLike = str | os.PathLike
 BLOCK_ROWS = 1 << 16
 _GZIP = {"compression": "gzip"}
+
+
+class _Libraries:
+    """The libraries' files, opened one at a time as they are iterated and closed after: an open HDF5 file
+    caches what was read from it (e.g. a library's string heap, ~75 bytes per string), so holding every
+    library open would grow with the screen."""
+
+    def __init__(self, paths: Sequence[PathLike]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[h5py.File]:
+        for p in self.paths:
+            with h5py.File(p, "r") as f:
+                yield f
 
 
 def _library_name(f: h5py.File, path: PathLike, k: int) -> str:
@@ -102,21 +119,26 @@ def _unique_strings(files: Sequence[h5py.File], name: str) -> bool:
     return not bool((h[1:] == h[:-1]).any())
 
 
-def _same_numeric(files: Sequence[h5py.File], name: str) -> bool:
+def _same_numeric(files: _Libraries, name: str) -> bool:
     """A plain numeric/bool array of one dtype in every library: concatenating it is appending it."""
-    dss = [f["obs"].get(name) for f in files]
-    plain = all(isinstance(d, h5py.Dataset) and d.dtype.kind in "biuf"
-                and d.attrs.get("encoding-type") == "array" for d in dss)
-    return plain and len({d.dtype for d in dss}) == 1
+    dtypes = set()
+    for f in files:
+        d = f["obs"].get(name)
+        plain = isinstance(d, h5py.Dataset) and d.dtype.kind in "biuf"
+        if not (plain and d.attrs.get("encoding-type") == "array"):
+            return False
+        dtypes.add(d.dtype)
+    return len(dtypes) == 1
 
 
-def _stream_numeric(files: Sequence[h5py.File], group: h5py.Group, name: str) -> None:
-    first = files[0]["obs"][name]
-    ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=first.dtype, chunks=(1 << 16,),
-                              **_GZIP)
-    ds.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+def _stream_numeric(files: _Libraries, group: h5py.Group, name: str) -> None:
+    ds = None
     for f in files:
         g = f["obs"][name]
+        if ds is None:
+            ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=g.dtype, chunks=(1 << 16,),
+                                      **_GZIP)
+            ds.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
         for s in range(0, g.shape[0], BLOCK_ROWS):
             _append(ds, g[s:s + BLOCK_ROWS])
 
@@ -162,19 +184,20 @@ def _index_dtype(nnz: int, n: int) -> np.dtype:
     return np.dtype(np.int32) if max(nnz, n) <= np.iinfo(np.int32).max else np.dtype(np.int64)
 
 
-def _stream_csr(files: Sequence[h5py.File], key: str, out: h5py.Group, name: str, n_cols: int,
+def _stream_csr(files: _Libraries, key: str, out: h5py.Group, name: str, n_cols: int,
                 remap: Sequence[np.ndarray | None] | None = None) -> None:
     """Row-stack the CSR matrices ``f[key]`` of ``files`` into ``out[name]``, a block at a time
     (``remap[k]``: new column of each of file k's columns)."""
-    groups = [f[key] for f in files]
-    n_rows = sum(int(g.attrs["shape"][0]) for g in groups)
-    nnz = sum(int(g["data"].shape[0]) for g in groups)
-    data_dtype = np.result_type(*[g["data"].dtype for g in groups])
+    shapes = [(int(f[key].attrs["shape"][0]), int(f[key]["data"].shape[0]), f[key]["data"].dtype)
+              for f in files]
+    n_rows, nnz = sum(r for r, _, _ in shapes), sum(n for _, n, _ in shapes)
+    data_dtype = np.result_type(*[d for _, _, d in shapes])
     idx = _index_dtype(nnz, max(n_rows, n_cols))
     dst = _csr_group(out, name, (n_rows, n_cols), data_dtype, idx)
     _append(dst["indptr"], np.zeros(1, idx))
     offset = 0
-    for k, g in enumerate(groups):
+    for k, f in enumerate(files):
+        g = f[key]
         indptr = g["indptr"][()].astype(np.int64)
         rows = len(indptr) - 1
         for s in range(0, rows, BLOCK_ROWS):
@@ -192,14 +215,17 @@ def _stream_csr(files: Sequence[h5py.File], key: str, out: h5py.Group, name: str
         offset += int(indptr[-1] - indptr[0])
 
 
-def _same_var(files: Sequence[h5py.File], paths: Sequence[PathLike]) -> pd.DataFrame:
+def _same_var(files: _Libraries) -> pd.DataFrame:
     """The first library's var, keeping the columns equal in every library (anndata's ``merge="same"``)."""
-    var = read_elem(files[0]["var"])
-    for f, p in zip(files[1:], paths[1:], strict=True):
+    var = None
+    for f, p in zip(files, files.paths, strict=True):
         other = read_elem(f["var"])
+        if var is None:
+            var = other
+            continue
         if not other.index.equals(var.index):
-            raise ValueError(f"{p}: genes differ from {paths[0]}; every library must be counted against the "
-                             "same reference to be merged")
+            raise ValueError(f"{p}: genes differ from {files.paths[0]}; every library must be counted "
+                             "against the same reference to be merged")
         var = var[[c for c in var.columns if c in other.columns and other[c].equals(var[c])]]
     return var
 
@@ -208,60 +234,53 @@ def write_merged_cells(paths: Sequence[PathLike], out: PathLike) -> int:
     """Stream the libraries' ``cells.h5ad`` (in this order) into the merged ``out``; returns its cells."""
     if not paths:
         raise ValueError("no libraries to merge")
-    files = [h5py.File(p, "r") for p in paths]
-    try:
-        var = _same_var(files, paths)
-        libs = [_library_name(f, p, k) for k, (f, p) in enumerate(zip(files, paths, strict=True))]
-        guide_lists = [[str(g) for g in read_elem(f["uns"]["guide_names"])]
-                       if "guide_names" in f["uns"] else [] for f in files]
-        guide_names = sorted({g for gl in guide_lists for g in gl})
-        with atomic_output(out) as tmp, h5py.File(tmp, "w") as dst:
-            dst.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
-            _stream_csr(files, "X", dst, "X", len(var))
-            obs = dst.create_group("obs")
-            index = obs.create_dataset("_index", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(),
-                                       chunks=(1 << 14,), **_GZIP)
-            index.attrs.update({"encoding-type": "string-array", "encoding-version": "0.2.0"})
-            for f in files:
-                names = f["obs"][f["obs"].attrs["_index"]]
-                for s in range(0, names.shape[0], BLOCK_ROWS):
-                    _append(index, names[s:s + BLOCK_ROWS])
-            columns = _column_order(files)
-            for c in columns:
-                if all(c in f["obs"] for f in files) and _same_numeric(files, c):
-                    _stream_numeric(files, obs, c)
-                elif all(c in f["obs"] for f in files) and _unique_strings(files, c):
-                    _stream_strings(files, obs, c)      # e.g. barcodes: never the screen's strings at once
-                else:
-                    _write_column(obs, c, _merged_column(files, c))
-            obs.attrs.update({"encoding-type": "dataframe", "encoding-version": "0.2.0", "_index": "_index",
-                              "column-order": np.asarray(columns, dtype=object)})
-            write_elem(dst, "var", var, dataset_kwargs=_GZIP)
-            obsm = dst.create_group("obsm")
-            obsm.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-            has_guides = ["guide_counts" in f["obsm"] for f in files]
-            if any(has_guides):
-                if not all(has_guides):
-                    missing = [str(p) for p, h in zip(paths, has_guides, strict=True) if not h]
-                    raise ValueError(f"{missing}: no obsm['guide_counts'] while other libraries have one")
-                remap = [pd.Index(guide_names).get_indexer(gl) for gl in guide_lists]
-                _stream_csr(files, "obsm/guide_counts", obsm, "guide_counts", len(guide_names), remap)
-            for name in ("layers", "obsp", "varm", "varp"):
-                g = dst.create_group(name)
-                g.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-            uns = dst.create_group("uns")
-            uns.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-            if guide_names:
-                write_elem(uns, "guide_names", np.asarray(guide_names, dtype=object), dataset_kwargs=_GZIP)
-            per_lib = uns.create_group("libraries")
-            per_lib.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-            for lib, f in zip(libs, files, strict=True):
-                u = {k: v for k, v in read_elem(f["uns"]).items() if k != "guide_names"}
-                write_elem(per_lib, lib, u, dataset_kwargs=_GZIP)
-        return sum(int(f["X"].attrs["shape"][0]) for f in files)
-    finally:
+    files = _Libraries(paths)
+    var = _same_var(files)
+    libs = [_library_name(f, p, k) for k, (f, p) in enumerate(zip(files, paths, strict=True))]
+    guide_lists = [[str(g) for g in read_elem(f["uns"]["guide_names"])]
+                   if "guide_names" in f["uns"] else [] for f in files]
+    guide_names = sorted({g for gl in guide_lists for g in gl})
+    with atomic_output(out) as tmp, h5py.File(tmp, "w") as dst:
+        dst.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+        _stream_csr(files, "X", dst, "X", len(var))
+        obs = dst.create_group("obs")
+        index = obs.create_dataset("_index", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(),
+                                   chunks=(1 << 14,), **_GZIP)
+        index.attrs.update({"encoding-type": "string-array", "encoding-version": "0.2.0"})
         for f in files:
-            f.close()
-
-
-
+            names = f["obs"][f["obs"].attrs["_index"]]
+            for s in range(0, names.shape[0], BLOCK_ROWS):
+                _append(index, names[s:s + BLOCK_ROWS])
+        columns = _column_order(files)
+        for c in columns:
+            if all(c in f["obs"] for f in files) and _same_numeric(files, c):
+                _stream_numeric(files, obs, c)
+            elif all(c in f["obs"] for f in files) and _unique_strings(files, c):
+                _stream_strings(files, obs, c)      # e.g. barcodes: never the screen's strings at once
+            else:
+                _write_column(obs, c, _merged_column(files, c))
+        obs.attrs.update({"encoding-type": "dataframe", "encoding-version": "0.2.0", "_index": "_index",
+                          "column-order": np.asarray(columns, dtype=object)})
+        write_elem(dst, "var", var, dataset_kwargs=_GZIP)
+        obsm = dst.create_group("obsm")
+        obsm.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+        has_guides = ["guide_counts" in f["obsm"] for f in files]
+        if any(has_guides):
+            if not all(has_guides):
+                missing = [str(p) for p, h in zip(paths, has_guides, strict=True) if not h]
+                raise ValueError(f"{missing}: no obsm['guide_counts'] while other libraries have one")
+            remap = [pd.Index(guide_names).get_indexer(gl) for gl in guide_lists]
+            _stream_csr(files, "obsm/guide_counts", obsm, "guide_counts", len(guide_names), remap)
+        for name in ("layers", "obsp", "varm", "varp"):
+            g = dst.create_group(name)
+            g.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+        uns = dst.create_group("uns")
+        uns.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+        if guide_names:
+            write_elem(uns, "guide_names", np.asarray(guide_names, dtype=object), dataset_kwargs=_GZIP)
+        per_lib = uns.create_group("libraries")
+        per_lib.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+        for lib, f in zip(libs, files, strict=True):
+            u = {k: v for k, v in read_elem(f["uns"]).items() if k != "guide_names"}
+            write_elem(per_lib, lib, u, dataset_kwargs=_GZIP)
+    return sum(int(f["X"].attrs["shape"][0]) for f in files)
