@@ -153,6 +153,9 @@ run_eval_cells(a["out"] + "/export.h5ad", dict(resolve_section("train", {})), a[
 }
 
 
+RNA_STEPS = ("rna_merge", "quality", "pair", "train_rna", "train_eval_cells")
+
+
 def write_train_tables(root: Path, registry: Path, libraries: list[str]) -> tuple[Path, Path]:
     """splits.tsv and batch_holdout.tsv as the train_splits / train_batch_holdout rules write them."""
     from pairedscreen.config import resolve_section
@@ -200,10 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-hvg", type=int, default=200, help="train.n_hvg of the export (X_hvg is dense)")
     ap.add_argument("--controls", type=int, default=10)
     ap.add_argument("--features", type=int, default=600, help="paint feature columns (real names)")
+    ap.add_argument("--steps", default=",".join(RNA_STEPS),
+                    help="RNA aggregate steps to run (pair needs rna_merge and quality's outputs)")
     ap.add_argument("--skip", default="", help="comma list of: rna, paint")
     ap.add_argument("--workdir", default=None)
     opts = ap.parse_args(argv)
     skip = set(filter(None, opts.skip.split(",")))
+    steps = set(filter(None, opts.steps.split(",")))
     sizes = [int(s) for s in opts.sizes.split(",")]
     per_lib = opts.cells_per_library
     root = Path(opts.workdir or tempfile.mkdtemp(prefix="atlas_scale_"))
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                  "registry": str(reg), "out": str(out), "splits": str(splits), "holdout": str(holdout),
                  "n_hvg": opts.n_hvg}
             done = True
-            for step in ("rna_merge", "quality", "pair", "train_rna", "train_eval_cells"):
+            for step in [st for st in RNA_STEPS if st in steps]:
                 try:
                     r = run_step(step, a)
                 except RuntimeError as e:
