@@ -68,20 +68,18 @@ def _rna_cell_index(rna_cells: PathLike, reg: pd.DataFrame) -> Iterator[pd.DataF
                 return np.asarray(read_elem(g))[s:e]
             return g.asstr()[s:e] if h5py.check_string_dtype(g.dtype) else g[s:e]
 
-        for s in range(0, max(n, 1), INDEX_BLOCK):
+        for s in range(0, n, INDEX_BLOCK):
             e = min(n, s + INDEX_BLOCK)
             cols = {c: column(c, s, e) for c in ("perturbation", "library", "batch", "pass_qc",
                                                  "predicted_doublet")}
             block = pd.DataFrame({c: v for c, v in cols.items() if v is not None},
-                                                  index=pd.Index(names.asstr()[s:e]))
+                                 index=pd.Index(names.asstr()[s:e]))
             used = usable_cells(ad.AnnData(obs=block), categories=ids)
             yield pd.DataFrame({"modality": "rna", "cell_id": block.index.astype(str),
                                 "perturbation": block["perturbation"].astype(str).to_numpy(),
                                 **{c: block[c].astype(str).to_numpy() if c in block else ""
                                    for c in ("library", "batch")},
                                 "used": used})
-            if n == 0:
-                break
 
 
 def write_cell_index(rna_cells: PathLike | None, paint_cells: Sequence[PathLike], reg: pd.DataFrame,
@@ -274,14 +272,14 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     # one library's obs at a time: its stage counts (added up) and its ledger, never the screen's obs
     per_library, rna_ledgers = [], []
     rna_in, raws, ranks = _get(inputs, "rna_inputs"), _get(inputs, "raw"), _get(inputs, "barcode_ranks")
+    from pairedscreen.pair import ledger as ledger_mod
+
     for i, p in enumerate(_get(inputs, "rna_cells")):
         lib = ad.read_h5ad(p, backed="r")
         obs = lib.obs.copy()
         lib.file.close()
         per_library.append(ds.rna_stage_counts(obs))
         if ranks and chunks:
-            from pairedscreen.pair import ledger as ledger_mod
-
             rna_ledgers.append(ledger_mod.rna_library_ledger(rna_in[i], raws[i], ranks[i], obs,
                                                              fastq_r1=(gex_r1 or {}).get(libraries[i])))
         del obs
