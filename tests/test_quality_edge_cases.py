@@ -7,8 +7,8 @@ import pandas as pd
 
 from pairedscreen.paint import aggregate as A
 from pairedscreen.paint import profiles as prof
+from pairedscreen.quality.paint_units import PlateRows, paint_replicates
 from pairedscreen.quality.replicate import phenotypic_activity
-from pairedscreen.quality.stage import _paint_replicates
 
 
 def test_single_replicate_perturbations_are_nan_not_an_error():
@@ -36,8 +36,10 @@ def test_sub_well_replicates_drop_undefined_features_not_wells(tmp_path):
     cells.to_parquet(path)
     reg = pd.DataFrame({"perturbation_id": ["TGT01", "TGT02", "NTC_1"], "is_control": [False, False, True]})
     wells_df = A.aggregate_wells(prof.harmonize_metadata(cells, reg))
-    feats = ["Cells_AreaShape_Area", "Cells_Intensity_MeanIntensity_DNA"]
-    rep, unit = _paint_replicates(prof.harmonize_metadata(wells_df, reg), feats, [path], reg, seed=0)
+    wells_path = tmp_path / "profiles.parquet"
+    prof.harmonize_metadata(wells_df, reg).to_parquet(wells_path)
+    rep, unit, record = paint_replicates(PlateRows(wells_path, reg), [path], reg, max_replicates=16, seed=0)
+    assert record["replicates"] == record["replicates_total"] == 12 and record["perturbations_capped"] == 0
     assert unit.startswith("sub-wells")
     assert len(rep) == 4 * 3                                    # every well's 3 splits kept
     assert "Cells_Intensity_MeanIntensity_DNA" not in rep.columns  # undefined after normalisation

@@ -29,10 +29,22 @@ def _cv_accuracy(x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.
         onehot[np.arange(len(train)), y[train]] = 1
         counts = onehot.sum(axis=0)
         cent = (onehot.T @ zt) / np.maximum(counts, 1)[:, None]
-        d = ((zs[:, None, :] - cent[None, :, :]) ** 2).sum(axis=2)
+        d = _sq_distances(zs, cent)
         d[:, counts == 0] = np.inf
         correct += int((d.argmin(axis=1) == y[test]).sum())
     return correct / len(y)
+
+
+def _sq_distances(a: np.ndarray, b: np.ndarray, budget: int = 1 << 24) -> np.ndarray:
+    """Squared Euclidean distances (len(a) x len(b)), summed over the features as one
+    ``((a_i - b_j) ** 2).sum()`` per pair, in blocks of rows of ``a`` so that the differences held at once
+    stay under ``budget`` values (the full rows x classes x features array grows with the square of the
+    plates)."""
+    out = np.empty((len(a), len(b)))
+    step = max(1, budget // max(1, len(b) * a.shape[1]))
+    for s in range(0, len(a), step):
+        out[s:s + step] = ((a[s:s + step, None, :] - b[None, :, :]) ** 2).sum(axis=2)
+    return out
 
 
 def batch_predictability(x: np.ndarray, labels: np.ndarray, *, n_permutations: int = 1000, seed: int = 0,

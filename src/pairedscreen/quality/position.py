@@ -66,33 +66,53 @@ def position_effects(profiles: pd.DataFrame, features: Sequence[str] | None = No
     """Long table: plate, feature_group, n_wells, n_edge_wells, n_features, r2_row, r2_col, r2_edge
     (medians of adjusted R^2), edge_shift (median over features of (mean edge - mean interior) / SD),
     edge_stat, edge_p_value, edge_q_value (BH over plates within the ``all`` group and over all rows).
-    ``reference``: ``all`` wells or ``controls`` only.
-    """
+    ``reference``: ``all`` wells or ``controls`` only. One plate at a time: :class:`PositionEffects`
+    (which a caller reading the plates one by one uses directly)."""
     feats = list(features) if features is not None else feature_columns(profiles)
-    groups = feature_groups(feats)
-    rng = np.random.default_rng(seed)
-    rows = []
+    acc = PositionEffects(feats, reference=reference, plate_shape=plate_shape, n_permutations=n_permutations,
+                          seed=seed, min_wells=min_wells)
     for plate, df in profiles.groupby(PLATE, sort=True, observed=True):
-        if reference == "controls":
+        acc.add(plate, df)
+    return acc.table()
+
+
+class PositionEffects:
+    """:func:`position_effects` one plate at a time: :meth:`add` the plates in sorted order (the
+    permutations of each plate come from one generator, in that order), then :meth:`table`."""
+
+    def __init__(self, features: Sequence[str], *, reference: str = "all",
+                 plate_shape: tuple[int, int] | None = None, n_permutations: int = 1000, seed: int = 0,
+                 min_wells: int = 6) -> None:
+        self.feats = list(features)
+        self.groups = feature_groups(self.feats)
+        self.reference, self.plate_shape = reference, plate_shape
+        self.n_permutations, self.min_wells = n_permutations, min_wells
+        self.rng = np.random.default_rng(seed)
+        self.rows: list[dict] = []
+
+    def add(self, plate: object, df: pd.DataFrame) -> None:
+        """Add one plate's wells (rows of ``df``)."""
+        if self.reference == "controls":
             df = df[df[IS_CONTROL].astype(bool)]
         wells = df[WELL].astype(str).tolist()
-        if len(wells) < min_wells:
-            continue
-        shape = plate_shape or PLATE_SHAPE
+        if len(wells) < self.min_wells:
+            return
+        shape = self.plate_shape or PLATE_SHAPE
         pos = well_positions(wells)
         edge = edge_mask(wells, shape)
-        x_all = df[feats].to_numpy(np.float64)
+        x_all = df[self.feats].to_numpy(np.float64)
         perms = None
-        if 0 < edge.sum() < len(edge) and n_permutations > 0:
-            perms = np.stack([rng.permutation(edge) for _ in range(n_permutations)], axis=1).astype(float)
-        for name, cols in groups.items():
-            idx = [feats.index(c) for c in cols]
+        n_perm = self.n_permutations
+        if 0 < edge.sum() < len(edge) and n_perm > 0:
+            perms = np.stack([self.rng.permutation(edge) for _ in range(n_perm)], axis=1).astype(float)
+        for name, cols in self.groups.items():
+            idx = [self.feats.index(c) for c in cols]
             x = x_all[:, idx]
             x = x[:, np.isfinite(x).all(axis=0) & (x.std(axis=0) > 0)]
             rec = {"plate": str(plate), "feature_group": name, "n_wells": len(wells),
                    "n_edge_wells": int(edge.sum()), "n_features": x.shape[1]}
             if x.shape[1] == 0:
-                rows.append(rec)
+                self.rows.append(rec)
                 continue
             rec["r2_row"] = float(np.nanmedian(_adj_r2(x, pos.row.to_numpy())))
             rec["r2_col"] = float(np.nanmedian(_adj_r2(x, pos.col.to_numpy())))
@@ -104,16 +124,22 @@ def position_effects(profiles: pd.DataFrame, features: Sequence[str] | None = No
                 rec["edge_stat"] = stat
                 if perms is not None:
                     null = _edge_r2_many(x, perms)
-                    rec["edge_p_value"] = float((1 + (null >= stat - 1e-12).sum()) / (1 + n_permutations))
-            rows.append(rec)
-    cols = ["plate", "feature_group", "n_wells", "n_edge_wells", "n_features", "r2_row", "r2_col", "r2_edge",
-            "edge_shift", "edge_stat", "edge_p_value"]
-    out = pd.DataFrame(rows).reindex(columns=cols)
-    out["edge_q_value"] = np.nan
-    ok = out["edge_p_value"].notna().to_numpy()
-    if ok.any():
-        out.loc[ok, "edge_q_value"] = multipletests(out.loc[ok, "edge_p_value"], method="fdr_bh")[1]
-    return out
+                    rec["edge_p_value"] = float((1 + (null >= stat - 1e-12).sum()) / (1 + n_perm))
+            self.rows.append(rec)
+
+    def table(self) -> pd.DataFrame:
+        """The long table of :func:`position_effects` over the plates added."""
+        cols = ["plate", "feature_group", "n_wells", "n_edge_wells", "n_features", "r2_row", "r2_col",
+                "r2_edge", "edge_shift", "edge_stat", "edge_p_value"]
+        out = pd.DataFrame(self.rows).reindex(columns=cols)
+        out["edge_q_value"] = np.nan
+        ok = out["edge_p_value"].notna().to_numpy()
+        if ok.any():
+            out.loc[ok, "edge_q_value"] = multipletests(out.loc[ok, "edge_p_value"], method="fdr_bh")[1]
+        return out
+
+
+FEATURE_R2_COLUMNS = ["plate", "feature", "r2_row", "r2_col", "r2_edge"]
 
 
 def feature_r2(profiles: pd.DataFrame, features: Sequence[str] | None = None, *,
@@ -122,23 +148,29 @@ def feature_r2(profiles: pd.DataFrame, features: Sequence[str] | None = None, *,
     features: finite with spread on the plate): long table ``plate``, ``feature``, ``r2_row``, ``r2_col``,
     ``r2_edge``. The median over a plate's features is that plate's ``all``-group figure."""
     feats = list(features) if features is not None else feature_columns(profiles)
-    cols = ["plate", "feature", "r2_row", "r2_col", "r2_edge"]
-    parts = []
-    for plate, df in profiles.groupby(PLATE, sort=True, observed=True):
-        wells = df[WELL].astype(str).tolist()
-        if len(wells) < min_wells:
-            continue
-        pos = well_positions(wells)
-        edge = edge_mask(wells, plate_shape or PLATE_SHAPE)
-        x = df[feats].to_numpy(np.float64)
-        ok = np.isfinite(x).all(axis=0) & (x.std(axis=0) > 0)
-        x = x[:, ok]
-        if x.shape[1] == 0:
-            continue
-        parts.append(pd.DataFrame({"plate": str(plate), "feature": np.asarray(feats, dtype=object)[ok],
-                                   "r2_row": _adj_r2(x, pos.row.to_numpy()),
-                                   "r2_col": _adj_r2(x, pos.col.to_numpy()), "r2_edge": _adj_r2(x, edge)}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    parts = [plate_feature_r2(plate, df, feats, plate_shape=plate_shape, min_wells=min_wells)
+             for plate, df in profiles.groupby(PLATE, sort=True, observed=True)]
+    parts = [p for p in parts if p is not None]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FEATURE_R2_COLUMNS)
+
+
+def plate_feature_r2(plate: object, df: pd.DataFrame, feats: Sequence[str], *,
+                     plate_shape: tuple[int, int] | None = None, min_wells: int = 6) -> pd.DataFrame | None:
+    """:func:`feature_r2` of one plate's wells (None when the plate has too few wells or no usable
+    feature)."""
+    wells = df[WELL].astype(str).tolist()
+    if len(wells) < min_wells:
+        return None
+    pos = well_positions(wells)
+    edge = edge_mask(wells, plate_shape or PLATE_SHAPE)
+    x = df[list(feats)].to_numpy(np.float64)
+    ok = np.isfinite(x).all(axis=0) & (x.std(axis=0) > 0)
+    x = x[:, ok]
+    if x.shape[1] == 0:
+        return None
+    return pd.DataFrame({"plate": str(plate), "feature": np.asarray(feats, dtype=object)[ok],
+                         "r2_row": _adj_r2(x, pos.row.to_numpy()),
+                         "r2_col": _adj_r2(x, pos.col.to_numpy()), "r2_edge": _adj_r2(x, edge)})
 
 
 def summarize(effects: pd.DataFrame, *, alpha: float = 0.05) -> dict:

@@ -23,8 +23,9 @@ from pairedscreen import quarantine
 from pairedscreen.expression import log1p_cp10k, usable_cells
 from pairedscreen.io import jsonable, write_json, write_parquet, write_tsv
 from pairedscreen.modalities import paint_modality, rna_modality
-from pairedscreen.paint.profiles import aggregate_plate_file, harmonize_metadata, normalize_plates, read_wells
+from pairedscreen.paint.profiles import normalize_plates, read_wells
 from pairedscreen.quality import batch, concordance, effect, position, replicate, truth
+from pairedscreen.quality.paint_units import PlateRows, paint_replicates, per_plate
 from pairedscreen.quality.subsample import bounded_cells
 from pairedscreen.quality.summary import summarize_hits
 from pairedscreen.quality.units import replicate_pseudobulks
@@ -32,33 +33,6 @@ from pairedscreen.sheets import read_registry
 
 log = logging.getLogger("pairedscreen.quality")
 PathLike = str | os.PathLike
-
-
-def _paint_replicates(profiles: pd.DataFrame, feats: list[str], paint_cells: Sequence[PathLike] | None,
-                      reg: pd.DataFrame, seed: int, n_splits: int = 3) -> tuple[pd.DataFrame, str]:
-    """Wells as replicates; sub-well replicates (cells split at random within wells, aggregated and
-    normalised like the wells) when most perturbations have a single well and cells are given.
-
-    Caveat, reported in the metrics (``replicate_unit``): sub-wells of one well share its well effect, so
-    with one well per perturbation a well artefact cannot be told from a perturbation effect; activity
-    calls are then within-well reproducibility, not replicate agreement."""
-    trt = profiles[~profiles[C.IS_CONTROL]]
-    wells_per = trt.groupby(C.PERT).size()
-    if (len(wells_per) and wells_per.median() >= 2) or not paint_cells:
-        return profiles, "wells"
-    # one plate at a time, its metadata columns and then the profiled features in column chunks
-    parts = [aggregate_plate_file(p, registry=reg, features=feats, n_splits=n_splits, seed=seed)
-             for p in paint_cells]
-    sub = pd.concat(parts, ignore_index=True)
-    sub, _ = normalize_plates(sub, features=feats)
-    # a feature without spread among the few control splits is undefined after normalisation: drop the
-    # feature (not the replicates, which a row-wise dropna would remove wholesale)
-    undefined = [f for f in feats if sub[f].isna().any()]
-    sub = sub.drop(columns=undefined)
-    if undefined:
-        log.info("sub-well replicates: %d of %d features undefined after normalisation, not used",
-                 len(undefined), len(feats))
-    return sub, f"sub-wells ({n_splits} random cell splits per well)"
 
 
 def _rna_embedding(cells: ad.AnnData, reg_ids: list[str], *, max_cells: int, n_top: int, n_comps: int,
@@ -97,10 +71,16 @@ def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
 
 def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: Sequence[PathLike] | None,
                    reg: pd.DataFrame, metrics: dict, tables: list, *, nperm: int, seed: int, alpha: float,
-                   pca: Any, position_out: PathLike | None, max_cells: int) -> pd.DataFrame:
-    pr = harmonize_metadata(pd.read_parquet(profiles), reg)
-    feats = C.feature_columns(pr)
-    rep, unit = _paint_replicates(pr, feats, paint_cells, reg, seed)
+                   pca: Any, position_out: PathLike | None, max_cells: int,
+                   max_replicates: int) -> pd.DataFrame:
+    """The paint metrics, reading a plate at a time (:mod:`pairedscreen.quality.paint_units`): the
+    replicate profiles (at most ``max_replicates`` per perturbation), each plate's wells for the position
+    effects, the control wells (at most ``max_replicates`` per plate) for batch predictability."""
+    pr = PlateRows(profiles, reg)
+    feats = pr.features
+    rep, unit, record = paint_replicates(pr, paint_cells, reg, max_replicates=max_replicates, seed=seed,
+                                         log=log)
+    metrics["paint_subsample"] = record
     meta = pd.DataFrame({"perturbation": rep[C.PERT].astype(str).to_numpy(),
                          "is_control": rep[C.IS_CONTROL].to_numpy(bool),
                          "plate": rep[C.PLATE].astype(str).to_numpy()})
@@ -118,31 +98,93 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
                                        min_cells=2, max_cells=max_cells)
     metrics["effect"]["paint"] = {**summarize_hits(eff_paint, alpha=alpha), "unit": unit}
     tables.append(_table(eff_paint, "paint", "effect"))
+    del rep, x
 
-    raw = read_wells(wells, reg)
-    raw = raw[raw[feats].notna().any(axis=1) & (raw.get(C.N_CELLS, 1) > 0)].reset_index(drop=True)
-    raw_norm, _ = normalize_plates(raw, features=feats)
-    keep_feats = [f for f in feats if raw_norm[f].notna().all()]
-    before = position.position_effects(raw_norm, keep_feats, n_permutations=nperm, seed=seed)
-    after = position.position_effects(pr, feats, n_permutations=nperm, seed=seed)
-    metrics["position"] = {"before": position.summarize(before, alpha=alpha),
-                           "after": position.summarize(after, alpha=alpha)}
+    # raw wells (before correction and selection), normalised as the profiles stage does, one plate file
+    # at a time: the features defined on every plate, then each plate's position effects (sorted plates)
+    raw = _RawWells(wells, reg, feats)
+    keep_feats = raw.defined_features()
+    before = position.PositionEffects(keep_feats, n_permutations=nperm, seed=seed)
+    after = position.PositionEffects(feats, n_permutations=nperm, seed=seed)
+    r2: dict[str, list] = {"before": [], "after": []}
+    profiled = set(pr.plates())
+    for plate in sorted(set(raw.plates()) | profiled):
+        for stage, acc, df, f in (("before", before, raw.normalised(plate), keep_feats),
+                                  ("after", after, pr.plate(plate) if plate in profiled else None, feats)):
+            if df is None or not len(df):
+                continue
+            acc.add(plate, df)
+            if position_out is not None:
+                r2[stage].append(position.plate_feature_r2(plate, df, f))
+    metrics["position"] = {"before": position.summarize(before.table(), alpha=alpha),
+                           "after": position.summarize(after.table(), alpha=alpha)}
     if position_out is not None:
-        r2 = [position.feature_r2(df, f).assign(profiles=stage)
-              for stage, df, f in (("before", raw_norm, keep_feats), ("after", pr, feats))]
-        r2 = pd.concat(r2, ignore_index=True)
-        write_parquet(r2[["profiles", *[c for c in r2.columns if c != "profiles"]]], position_out)
-    ctrl_raw = raw[raw[C.IS_CONTROL]]
+        parts = [p.assign(profiles=stage) for stage in ("before", "after") for p in r2[stage]
+                 if p is not None]
+        table = pd.concat(parts, ignore_index=True) if parts else \
+            pd.DataFrame(columns=[*position.FEATURE_R2_COLUMNS, "profiles"])
+        write_parquet(table[["profiles", *[c for c in table.columns if c != "profiles"]]], position_out)
+    ctrl_raw = raw.controls(max_per_plate=max_replicates, seed=seed)
     cf = [f for f in keep_feats if ctrl_raw[f].notna().all()]
     metrics["batch"]["paint_plate_raw"] = batch.batch_predictability(
         ctrl_raw[cf].to_numpy(), ctrl_raw[C.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
-    ctrl = pr[pr[C.IS_CONTROL]]
+    ctrl = pr.controls([C.PLATE, C.BATCH, *feats], max_per_plate=max_replicates, seed=seed)
     metrics["batch"]["paint_plate_normalized"] = batch.batch_predictability(
         ctrl[feats].to_numpy(), ctrl[C.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
     if C.BATCH in ctrl and ctrl[C.BATCH].nunique() > 1:
         metrics["batch"]["paint_batch_normalized"] = batch.batch_predictability(
             ctrl[feats].to_numpy(), ctrl[C.BATCH].to_numpy(), n_permutations=nperm, seed=seed)
     return act_paint
+
+
+class _RawWells:
+    """The per-plate ``wells.parquet`` files (before position correction and feature selection): wells with
+    cells, normalised per plate as :func:`pairedscreen.paint.profiles.normalize_plates` does, read one file
+    at a time (the last one kept)."""
+
+    def __init__(self, paths: Sequence[PathLike], reg: pd.DataFrame, feats: list[str]) -> None:
+        self.paths, self.reg, self.feats = list(paths), reg, feats
+        self._cached: tuple[int, pd.DataFrame, pd.DataFrame] | None = None
+        self._plates: dict[Any, int] = {}
+        for k in range(len(self.paths)):
+            raw, _ = self._read(k)
+            for plate in pd.unique(raw[C.PLATE]):
+                self._plates.setdefault(plate, k)
+
+    def _read(self, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if self._cached is None or self._cached[0] != k:
+            raw = read_wells([self.paths[k]], self.reg)
+            has_cells = raw[self.feats].notna().any(axis=1) & (raw.get(C.N_CELLS, 1) > 0)
+            raw = raw[has_cells].reset_index(drop=True)
+            norm, _ = normalize_plates(raw, features=self.feats)
+            self._cached = (k, raw, norm)
+        return self._cached[1], self._cached[2]
+
+    def plates(self) -> list[Any]:
+        return list(self._plates)
+
+    def defined_features(self) -> list[str]:
+        """Features without NA after normalisation on every plate."""
+        ok = np.ones(len(self.feats), bool)
+        for k in range(len(self.paths)):
+            ok &= self._read(k)[1][self.feats].notna().all(axis=0).to_numpy()
+        return [f for f, good in zip(self.feats, ok, strict=True) if good]
+
+    def normalised(self, plate: Any) -> pd.DataFrame | None:
+        if plate not in self._plates:
+            return None
+        norm = self._read(self._plates[plate])[1]
+        return norm[(norm[C.PLATE] == plate).to_numpy()]
+
+    def controls(self, max_per_plate: int | None = None, seed: int = 0) -> pd.DataFrame:
+        """The control wells of every plate (raw values), in file order; at most ``max_per_plate`` per plate
+        (:func:`pairedscreen.quality.paint_units.per_plate`)."""
+        parts = []
+        for k in range(len(self.paths)):
+            raw = self._read(k)[0]
+            parts.append(per_plate(raw.loc[raw[C.IS_CONTROL].to_numpy(bool), [C.PLATE, *self.feats]],
+                                   max_per_plate, seed))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[C.PLATE, *self.feats])
 
 
 def _rna_quality(rna_cells: PathLike | Sequence[PathLike], reg: pd.DataFrame, ids: list[str], metrics: dict,
@@ -228,7 +270,7 @@ def run_quality(profiles: PathLike | None, consensus: PathLike | None,
                                         quarantine.usable_files(paint_cells, held), reg, metrics, tables,
                                         nperm=nperm, seed=seed, alpha=alpha,
                                         pca=params["paint_pca_variance"], position_out=position_out,
-                                        max_cells=max_cells)
+                                        max_cells=max_cells, max_replicates=int(params["max_replicates"]))
     if has["rna"]:
         calls["rna"] = _rna_quality(rna_cells, reg, ids, metrics, tables, params, nperm=nperm, seed=seed,
                                     alpha=alpha, max_cells=max_cells)
