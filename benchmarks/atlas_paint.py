@@ -1,5 +1,5 @@
 """Atlas-scale memory of the paint arm: ``paint_plate`` per plate at growing cells per plate, and the plate
-aggregates (``profiles``, the paint half of ``quality``) at growing numbers of plates.
+aggregates (``profiles``, the paint halves of ``quality`` and ``pair``) at growing numbers of plates.
 
 Synthetic per-plate outputs in the workflow's own schemas and paths (:mod:`pairedscreen.paths`): per-chunk
 features files (``results/paint/{plate}/features/{chunk}.parquet``, wells grouped as
@@ -21,7 +21,7 @@ stage function exactly as its ``workflow/scripts/*.py`` adapter does and reports
 
     .venv/bin/python benchmarks/atlas_paint.py                       # default: a few minutes on 2 cores
     .venv/bin/python benchmarks/atlas_paint.py --plate-cells-per-well 100 400 1000 --features 1900
-    .venv/bin/python benchmarks/atlas_paint.py --plates 10 40 --quality              # + quality (slow)
+    .venv/bin/python benchmarks/atlas_paint.py --plates 10 40 --quality              # + quality, pair
     .venv/bin/python benchmarks/atlas_paint.py --plates 10 --quality --layout unique  # sub-well replicates
 
 The lead's ``benchmarks/atlas_scale.py`` imports :func:`feature_names`, :func:`write_registry`,
@@ -246,6 +246,13 @@ def _step(step: str, spec: dict[str, Any]) -> Any:
             metrics_out=root / path("quality_metrics"), table_out=root / path("quality_table"),
             paint_cells=spec["paint_cells"], paint_quarantine=root / path("paint_quarantine"),
             similarity_out=None, position_out=root / path("quality_position"))
+    if step == "pair_paint":                     # workflow/scripts/pair.py, a screen without RNA
+        from pairedscreen.pair.stages import run_pair
+        return lambda: run_pair(
+            pseudobulk=None, consensus=root / path("consensus"), quality_table=root / path("quality_table"),
+            registry=spec["registry"], rna_cells=None, paint_cells=spec["paint_cells"],
+            h5mu_out=root / path("paired_h5mu"), rna_out=None, paint_out=root / path("paired_paint"),
+            cell_index_out=root / path("cell_index"), paint_quarantine=root / path("paint_quarantine"))
     raise ValueError(f"unknown step {step!r}")
 
 
@@ -293,11 +300,12 @@ def bench_paint_plate(work: Path, cells_per_well: Sequence[int], features: Seque
 
 def bench_aggregates(work: Path, plates: Sequence[int], features: Sequence[str], *, cells_per_well: int,
                      layout: str = "replicated", quality: dict[str, Any] | None = None,
-                     sites: int = 9, steps: Sequence[str] = ("profiles", "quality_paint"),
+                     sites: int = 9, steps: Sequence[str] = ("profiles", "quality_paint", "pair_paint"),
                      wells_per_job: int = 384) -> list[dict[str, Any]]:
-    """``profiles`` and (when in ``steps``) the paint half of ``quality`` over screens of each number of
-    ``plates`` (their plates made with ``wells_per_job`` wells per features chunk: the aggregates read only
-    cells.parquet / wells.parquet, so one chunk per plate just makes the screen faster to write)."""
+    """``profiles`` and (when in ``steps``) the paint halves of ``quality`` and ``pair`` over screens of each
+    number of ``plates`` (their plates made with ``wells_per_job`` wells per features chunk: the aggregates
+    read only cells.parquet / wells.parquet, so one chunk per plate just makes the screen faster to
+    write)."""
     rows = []
     for n in plates:
         root = work / f"screen_{n}"
@@ -308,6 +316,8 @@ def bench_aggregates(work: Path, plates: Sequence[int], features: Sequence[str],
         rows.append(measure("profiles", spec, plates=n, cells=cells))   # quality reads its outputs
         if "quality_paint" in steps:
             rows.append(measure("quality_paint", spec, plates=n, cells=cells))
+        if "pair_paint" in steps:    # reads quality's table
+            rows.append(measure("pair_paint", spec, plates=n, cells=cells))
         shutil.rmtree(root)
     return rows
 
@@ -338,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--permutations", type=int, default=100, help="quality.permutations (config key)")
     ap.add_argument("--no-whole", action="store_true", help="skip the whole-plate paint_plate reference")
     ap.add_argument("--quality", action="store_true",
-                    help="aggregates: also the paint half of quality (its mAP takes ~4 min at 10 plates)")
+                    help="aggregates: also the paint half of quality and pair")
     ap.add_argument("--workdir", type=Path, default=None)
     a = ap.parse_args(argv)
     feats = feature_names(a.features, a.texture_scales)
@@ -354,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                       f"{pair['paint_plate_whole']['peak_rss_mb'] / pair['paint_plate']['peak_rss_mb']:.2f}")
         rows = bench_aggregates(work, a.plates, feats, cells_per_well=a.cells_per_well, layout=a.layout,
                                 sites=a.sites, quality={"permutations": a.permutations},
-                                steps=("profiles", "quality_paint") if a.quality else ("profiles",))
+                                steps=("profiles", "quality_paint", "pair_paint") if a.quality
+                                else ("profiles",))
         ratios(rows)
     finally:
         if a.workdir is None:

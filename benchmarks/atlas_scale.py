@@ -11,7 +11,8 @@ RSS (``VmHWM``), at 250k (two libraries of 100k and one of 50k), 500k, 1M and 2M
   knockdown combined from the summaries);
 - ``quality``: :func:`pairedscreen.quality.stage.run_quality` on the RNA arm (the bounded per-perturbation
   subsample read from the library files);
-- the Cell Painting aggregates at 10, 40 and 100 plates, when ``benchmarks/atlas_paint.py`` is present.
+- the Cell Painting aggregates (``profiles``, the paint halves of ``quality`` and ``pair``) at 10, 40 and 100
+  plates (:mod:`atlas_paint`).
 
 Prints ``step=... cells=... plates=... wall_s=... peak_rss_mb=...`` per step and size, then
 ``rss_growth_max=`` (largest over steps of the peak RSS at the largest size over the smallest) and
@@ -206,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default=",".join(RNA_STEPS),
                     help="RNA aggregate steps to run (pair needs rna_merge and quality's outputs)")
     ap.add_argument("--skip", default="", help="comma list of: rna, paint")
+    ap.add_argument("--permutations", type=int, default=100, help="quality.permutations of the paint quality")
+    ap.add_argument("--paint-max-replicates", type=int, default=8,
+                    help="quality.max_replicates of the paint quality: the replicated layout gives every "
+                         "treatment one well per plate, so a cap of 8 binds from 8 plates on and the figures "
+                         "show what adding plates beyond the cap costs (under the cap the replicates, and "
+                         "mAP's pairs, grow with the plates up to it)")
     ap.add_argument("--workdir", default=None)
     opts = ap.parse_args(argv)
     skip = set(filter(None, opts.skip.split(",")))
@@ -272,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         paint_rows = atlas_paint.bench_paint_plate(root / "paint_plate", [50, 200], feats, whole=False)
         plates = [int(p) for p in opts.plates.split(",")]
         paint_rows += atlas_paint.bench_aggregates(root / "paint_screens", plates, feats, cells_per_well=3,
-                                                   steps=("profiles",))
+                                                   quality={"permutations": opts.permutations,
+                                                            "max_replicates": opts.paint_max_replicates},
+                                                   steps=("profiles", "quality_paint", "pair_paint"))
         for r in paint_rows:
             rows.append(r)
             print(f"step={r['step']} cells={r['cells']} plates={r['plates']} wall_s={r['wall_s']:.1f} "
