@@ -3,6 +3,23 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# a YAML syntax error in the config: the file, line and column (Snakemake's own parser says only "not valid
+# JSON or YAML"); src/ on sys.path as common.smk puts it there
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(workflow.basedir) / "src"))
+try:
+    from pairedscreen.config import check_yaml_syntax
+
+    check_yaml_syntax("config/config.yaml")
+except Exception as _exc:
+    from pairedscreen.errors import exit_if_known
+
+    exit_if_known(_exc)
+    raise
+
+
 configfile: "config/config.yaml"
 
 
@@ -23,9 +40,14 @@ include: "workflow/rules/train.smk"
 onstart:
     # SLURM runs: the account and partitions exist for this user, checked before the first sbatch
     # (one onstart per workflow: a second one in an included file is silently replaced by this one)
+    from pairedscreen.errors import exit_if_known
     from pairedscreen.slurm import check_workflow
 
-    check_workflow(workflow)
+    try:
+        check_workflow(workflow)
+    except Exception as _exc:  # SlurmSetupError lists every problem and its fix: no traceback
+        exit_if_known(_exc)
+        raise
     # no output of an earlier run survives that this run would not write (see pairedscreen.stale)
     # (the sweep of undeclared aggregate files only when the run builds the whole screen, rule all)
     if workflow.is_main_process and not workflow.touch:

@@ -52,6 +52,11 @@ def registry_missing_column(wd: Path) -> None:
     p.write_text("\n".join("\t".join(r[:1] + r[2:]) for r in lines) + "\n")   # drop perturbation_type
 
 
+def config_yaml_syntax(wd: Path) -> None:
+    p = wd / "config" / "config.yaml"
+    p.write_text("# an unclosed list\nfeature_set: [a, b\n" + p.read_text())
+
+
 def several_sheets(wd: Path) -> None:
     bad_boolean(wd)
     guide_read_not_allowed(wd)
@@ -128,6 +133,10 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "config value outside the enum": (config_bad_value, [
         "`profiles.normalize` is 'zscore', not one of mad_robustize, standardize. "
         "Fix: set `profiles.normalize` to one of mad_robustize, standardize"]),
+    # the line and column an editor shows (1-based): the `[` opened on line 2 after "feature_set: "
+    "config YAML syntax error": (config_yaml_syntax, [
+        "config/config.yaml: 1 problem", "YAML syntax error at line 3, column ",
+        "(while parsing a flow sequence at line 2, column 14)", "Fix: correct the YAML there"]),
 }
 
 
@@ -148,6 +157,7 @@ def test_bad_input_is_refused_before_any_job(case, tmp_path, capsys):
     for f in fragments:
         assert f in out, f"{f!r} not in:\n{out[-4000:]}"
     assert "Job stats" not in out and "rule " not in res.stdout   # nothing was planned
+    assert "Traceback" not in out and "Traceback" not in err       # a message, not a stack
     assert not (wd / "results").exists()
     assert not [q for q in tmp_path.parent.rglob("*") if q.name in ("pwned", "evil")]   # nothing injected
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pairedscreen.errors import PairedscreenError
+from pairedscreen.errors import MissingInputError, PairedscreenError
 
 CELLPOSE_MODEL_NAMES = {"cyto", "cyto2", "cyto3", "nuclei", "tissuenet_cp3", "livecell_cp3", "yeast_PhC_cp3",
                         "yeast_BF_cp3", "bact_phase_cp3", "bact_fluor_cp3", "deepbacs_cp3", "cyto2_cp3"}
@@ -30,7 +30,7 @@ def resolve_model(value: str, workdir: str | Path, basedir: str | Path) -> str:
         if c.exists():
             return str(c.resolve())
     names = ", ".join(sorted(CELLPOSE_MODEL_NAMES))
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"segmentation model {value!r} is neither a Cellpose model name ({names}) "
         f"nor an existing file (looked in {', '.join(str(c) for c in candidates)}). Fix: set "
         "paint.segmentation.*.model to a model name (downloaded by Cellpose, or read from "
@@ -137,13 +137,41 @@ def _describe(err: Any) -> str:
             f"Fix: set `{where}` to {_allowed(err, with_pattern=False)}")
 
 
+def read_yaml(path: str | os.PathLike, source: str | None = None) -> Any:
+    """A YAML file's content; a syntax error is a :class:`ConfigError` naming the file, the line and column
+    (1-based, as editors count) and what the parser expected, not a PyYAML traceback."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        def at(mark: Any) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
+        problem, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+        where = at(problem or context) if (problem or context) is not None else "an unknown place"
+        what = str(getattr(exc, "problem", None) or exc)
+        if getattr(exc, "context", None):
+            what += f" ({exc.context}" + (f" at {at(context)})" if context is not None else ")")
+        raise ConfigError(source or str(path), [
+            f"YAML syntax error at {where}: {what or exc}. Fix: correct the YAML there (indentation with "
+            "spaces, `key: value` pairs, quotes closed; a value with `: ` or starting with `*`, `&`, `!`, "
+            "`%`, `@` needs quotes)"]) from None
+
+
+def check_yaml_syntax(path: str | os.PathLike) -> None:
+    """Raise :class:`ConfigError` (file, line, column) when ``path`` exists and is not valid YAML: for the
+    Snakefile, before Snakemake's own ``configfile:`` parser says only that the file is not valid YAML."""
+    if Path(path).exists():
+        read_yaml(path)
+
+
 def load_config(config: str | os.PathLike | Mapping[str, Any], *, source: str | None = None) -> dict:
     """The resolved configuration: read (a YAML path or a mapping, copied), unknown keys refused with the
     nearest valid key, checked against ``workflow/schemas/config.schema.yaml`` and every schema default
     filled in. Raises :class:`ConfigError` listing all problems at once. Stages take this resolved config
     and look keys up without fallbacks: the schema is the only source of defaults."""
     import jsonschema
-    import yaml
 
     if isinstance(config, Mapping):
         cfg = copy.deepcopy(dict(config))
@@ -153,7 +181,7 @@ def load_config(config: str | os.PathLike | Mapping[str, Any], *, source: str | 
         source = source or str(path)
         if not path.exists():
             raise ConfigError(source, ["config file not found. Fix: create it (copy config/config.yaml)"])
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = read_yaml(path, source) or {}
         if not isinstance(cfg, dict):
             raise ConfigError(source, ["the file is not a YAML mapping of keys. Fix: see config/config.yaml"])
     schema = config_schema()

@@ -15,6 +15,18 @@ class PairedscreenError(Exception):
     """A problem with the user's input or setup; the message names where it is and how to fix it."""
 
 
+class InputError(PairedscreenError, ValueError):
+    """A value of the input or configuration the run cannot use (the message says which and the fix)."""
+
+
+class MissingInputError(PairedscreenError, FileNotFoundError):
+    """A file or folder the run needs is not there (the message says where it looked and the fix)."""
+
+
+class SetupError(PairedscreenError, RuntimeError):
+    """The machine or environment cannot run the step as configured (no GPU, a missing tool...)."""
+
+
 def format_known_error(exc: BaseException, log_path: str | None = None) -> str:
     """``ErrorType: message`` (+ ``(log: PATH)``), the one-paragraph form a user sees."""
     text = f"{type(exc).__name__}: {exc}"

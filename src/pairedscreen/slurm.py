@@ -17,6 +17,8 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pairedscreen.errors import PairedscreenError
+
 ENV_ACCOUNT = "PAIREDSCREEN_SLURM_ACCOUNT"
 ENV_PARTITION = "PAIREDSCREEN_SLURM_PARTITION"
 ENV_GPU_PARTITION = "PAIREDSCREEN_SLURM_GPU_PARTITION"
@@ -26,7 +28,7 @@ TIMEOUT_S = 60
 Runner = Callable[[list[str]], str]
 
 
-class SlurmSetupError(Exception):
+class SlurmSetupError(PairedscreenError):
     """The run's SLURM account/partitions are missing or not usable; the message lists every problem."""
 
     def __init__(self, problems: list[str]):

@@ -41,7 +41,7 @@ import pandas as pd
 import tifffile
 from scipy.sparse import coo_matrix
 
-from pairedscreen.errors import PairedscreenError
+from pairedscreen.errors import InputError, PairedscreenError, SetupError
 from pairedscreen.io import atomic_output, repo_root, write_parquet
 
 COMPARTMENTS = ("nuclei", "cells", "cytoplasm")
@@ -62,16 +62,17 @@ def resolve_device(gpu: bool | str = "auto") -> Any:
     if isinstance(gpu, str):
         g = gpu.strip().lower()
         if g not in ("auto", "true", "false"):
-            raise ValueError(f"paint.segmentation.gpu must be auto, true or false, got {gpu!r}")
+            raise InputError(f"paint.segmentation.gpu must be auto, true or false, got {gpu!r}. Fix: set one "
+                             "of them in config.yaml")
         gpu = "auto" if g == "auto" else g == "true"
     if gpu == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if gpu:
         if not torch.cuda.is_available():
-            raise RuntimeError(
-                "paint.segmentation.gpu is true but torch sees no CUDA device; set gpu: auto or false, or "
-                "run the job on a GPU node (torch.cuda.is_available() is False)"
-            )
+            raise SetupError(
+                "paint.segmentation.gpu is true but torch sees no CUDA device (torch.cuda.is_available() is "
+                "False). Fix: set paint.segmentation.gpu: auto or false in config.yaml, or run the job on a "
+                "GPU node")
         return torch.device("cuda")
     return torch.device("cpu")
 

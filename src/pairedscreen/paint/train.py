@@ -36,6 +36,7 @@ import numpy as np
 import tifffile
 import yaml
 
+from pairedscreen.errors import MissingInputError
 from pairedscreen.io import atomic_output, sha256sum, write_json
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def train_shipped(out_dir: str | os.PathLike, work_dir: str | os.PathLike,
     r = SHIPPED_RECIPE
     sim = Path(work_dir)
     if not (sim / "truth").exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{sim}: no simulated training screen (truth/ missing). Fix: run `pairedscreen "
             f"train-segmentation --work-dir {sim}`, which simulates it, or simulate preset "
             f"{r['sim_preset']!r} with seed {r['sim_seed']} and overrides {r['sim_overrides']} into it")

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pairedscreen.errors import InputError
 from pairedscreen.io import atomic_output, write_through
 from pairedscreen.train.half import to_float16
 from pairedscreen.train.splits import cell_splits
@@ -57,7 +58,7 @@ def fit_crop_size(cells: pd.DataFrame, factor: float = 2.0, quantile: float = 0.
     """``factor`` x the ``quantile`` of the bounding-box extent (max of width, height), rounded up to a
     multiple of ``multiple`` (at least ``multiple``)."""
     if not len(cells):
-        raise ValueError("cannot fit the crop size: the reference plate has no cells. Fix: set "
+        raise InputError("cannot fit the crop size: the reference plate has no cells. Fix: set "
                          "train.crops.size in config.yaml")
     ext = np.maximum(cells[BBOX[2]] - cells[BBOX[0]], cells[BBOX[3]] - cells[BBOX[1]]).to_numpy(float)
     s = factor * float(np.quantile(ext, quantile))
@@ -71,7 +72,7 @@ def read_cell_table(path: PathLike) -> pd.DataFrame:
     table = pq.read_table(path, columns=cols).to_pandas()
     missing = [c for c in (CX, CY, *BBOX) if c not in table]
     if missing and len(table):
-        raise ValueError(f"{path}: cell table lacks {', '.join(missing)}; it was not written by the "
+        raise InputError(f"{path}: cell table lacks {', '.join(missing)}; it was not written by the "
                          "features stage. Fix: rerun the plate's paint_features and paint_plate jobs")
     for c in missing:  # a plate without cells has no feature columns at all: an empty crop set
         table[c] = pd.Series(dtype=float)

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairedscreen.errors import InputError
+
 SPLITS = ("train", "val", "test")
 CONTROL_SPLIT = "all"
 SPLIT_COLUMNS = ("split", "batch_split")
@@ -38,7 +40,7 @@ def seeded_uniform(keys: Iterable[str], seed: int) -> np.ndarray:
 def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
     """(n_val, n_test) for ``n`` non-control perturbations."""
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"train.val_fraction ({val_fraction}) and train.test_fraction ({test_fraction}) "
+        raise InputError(f"train.val_fraction ({val_fraction}) and train.test_fraction ({test_fraction}) "
                          "must be >= 0 and sum to less than 1. Fix: lower them in config.yaml")
     n_test, n_val = round(test_fraction * n), round(val_fraction * n)
     if n >= 3:
@@ -80,7 +82,7 @@ def held_out_batch(batches: Iterable[str], setting: str) -> str | None:
     if setting == "auto":
         return found[-1] if len(found) >= 2 else None
     if setting not in found:
-        raise ValueError(f"train.batch_holdout {setting!r} is not a batch of the screen (batches: {found}). "
+        raise InputError(f"train.batch_holdout {setting!r} is not a batch of the screen (batches: {found}). "
                          "Fix: set it to one of them, 'auto' or 'none'")
     return setting
 
@@ -105,7 +107,7 @@ def cell_splits(perturbation_ids: Sequence[str], cell_ids: Sequence[str], units:
     pert = pd.Series(np.asarray(perturbation_ids, dtype=str))
     unknown = sorted(set(pert) - set(table.index))
     if unknown:
-        raise ValueError(f"cells of perturbations {unknown[:10]} are not in splits.tsv. Fix: rerun the "
+        raise InputError(f"cells of perturbations {unknown[:10]} are not in splits.tsv. Fix: rerun the "
                          "train_splits rule after editing the registry")
     split = table["split"].reindex(pert).to_numpy(dtype=object, copy=True)
     ctrl = split == CONTROL_SPLIT
