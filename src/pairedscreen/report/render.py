@@ -23,7 +23,7 @@ from pairedscreen.io import atomic_output
 from pairedscreen.paths import path
 from pairedscreen.report import plots
 from pairedscreen.report.collect import collect_report_data
-from pairedscreen.report.inputs import flag
+from pairedscreen.report.inputs import calls_with_reason, flag
 
 ASSETS = files("pairedscreen.report") / "assets"
 
@@ -89,6 +89,18 @@ def _safe(fn: Callable[..., Any], *args: Any, notes: list[str], what: str) -> An
     except Exception as e:  # noqa: BLE001 - one broken figure must not take the whole report down
         notes.append(f"figure '{what}' could not be drawn: {type(e).__name__}: {e}")
         return None
+
+
+def _with_reasons(df: pd.DataFrame | None, prefix: str) -> pd.DataFrame | None:
+    """The table with ``{prefix}significant`` shown as yes/no where measured and ``not measurable:
+    <reason>`` where not (:func:`~pairedscreen.report.inputs.calls_with_reason`); the ``measurable`` and
+    ``reason`` columns it folds in are dropped."""
+    sig, meas, why = (f"{prefix}{c}" for c in ("significant", "measurable", "reason"))
+    if df is None or sig not in df or why not in df:
+        return df
+    out = df.copy()
+    out[sig] = calls_with_reason(out[sig], out[meas] if meas in out else None, out[why])
+    return out.drop(columns=[c for c in (meas, why) if c in out])
 
 
 def _build_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -251,8 +263,10 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
     ctx.update(train_context(data.get("train"), table, kv_table))
 
     # Tables
-    ctx["per_perturbation"] = table(tab, "per-perturbation", "Per-perturbation summary (both arms)")
-    ctx["knockdown_table"] = table(kd, "knockdown", f"Knockdown per target ({path('rna_knockdown')})")
+    ctx["per_perturbation"] = table(_with_reasons(tab, "rna_knockdown_"), "per-perturbation",
+                                    "Per-perturbation summary (both arms)")
+    ctx["knockdown_table"] = table(_with_reasons(kd, ""), "knockdown",
+                                   f"Knockdown per target ({path('rna_knockdown')})")
     flagged = [d["flagged_sites"] for d in paint["plates"].values()
                if d.get("flagged_sites") is not None and not d["flagged_sites"].empty]
     ctx["flagged_table"] = table(pd.concat(flagged, ignore_index=True) if flagged else None,

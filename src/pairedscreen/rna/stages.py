@@ -21,7 +21,7 @@ import pandas as pd
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
 from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parquet, write_tsv
-from pairedscreen.rna import calling, count, fastq, qc
+from pairedscreen.rna import calling, count, fastq, knockdown, qc
 from pairedscreen.rna import guides as guide_calls
 from pairedscreen.rna import summary as rna_summary
 from pairedscreen.rna.merge import write_merged_cells
@@ -263,7 +263,9 @@ def run_rna_merge(
     pb = rna_summary.combine_pseudobulk(summaries, order=list(reg["perturbation_id"]), controls=controls)
     _write_h5ad(pb, pseudobulk_out)
     kd = rna_summary.combine_knockdown(summaries, reg)
-    kd["significant"] = (kd["padj"] < alpha) & (kd["log2fc"] < 0)
+    kd["significant"] = knockdown.significant(kd, alpha)
+    for reason, n in kd.loc[~kd["measurable"], "reason"].value_counts().items():
+        log.warning("knockdown not measurable for %d perturbation(s): %s", n, reason)
     write_tsv(kd, knockdown_out)
     if quarantine_out is not None:
         write_tsv(held, quarantine_out)
