@@ -192,7 +192,9 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
     but one (an inert `neither` perturbation) a gene absent from the annotation. From the cells through
     rna_merge, quality, pair, the datasheet and the report, that perturbation carries "target gene not in
     the reference annotation" and no "no"; the planted unexpressed targets (`paint` class: mean 0 in every
-    cell) carry "target not detected in control cells"; the planted knockdowns stay significant."""
+    cell) carry "target not detected in control cells"; the planted knockdowns stay significant. A
+    perturbation painted in a single well has no replicate mAP: its paint_active is NA with "fewer than 2
+    replicates", not "no"."""
     import shutil
 
     from test_report import _config
@@ -212,8 +214,14 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
     reg_path = wd / "config" / "perturbations.tsv"
     reg.to_csv(reg_path, sep="\t", index=False)
     res = wd / "results"
+    single = truth.index[truth["effect_class"] == "neither"][1]     # painted in one well only: no mAP
     for plate in workdir["plates"]:
         shutil.copytree(src / "paint" / plate, res / "paint" / plate)
+        for name in ("wells", "cells"):
+            t = pd.read_parquet(res / "paint" / plate / f"{name}.parquet")
+            ours = t[C.PERT] == single
+            keep = ~ours | ((t[C.WELL] == t.loc[ours, C.WELL].min()) & (plate == workdir["plates"][0]))
+            t[keep.to_numpy()].to_parquet(res / "paint" / plate / f"{name}.parquet", index=False)
     shutil.copytree(src / "rna" / "L1", res / "rna" / "L1")
     rna = res / "rna"
     lib = ad.read_h5ad(rna / "L1" / "cells.h5ad")      # + obs columns rna_cells writes, read by the report
@@ -247,6 +255,9 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
                           resolve_section("quality", {"permutations": 50, "max_cells": 40,
                                                       "n_top_genes": 100}),
                           None, q / "metrics.json", q / "perturbations.tsv")
+    row = pd.read_csv(q / "perturbations.tsv", sep="\t").set_index("perturbation_id").loc[single]
+    assert row["paint_n_replicates"] == 1 and np.isnan(row["paint_q_value"])
+    assert pd.isna(row["paint_active"]) and row["paint_active_reason"] == "fewer than 2 replicates"
     expected = {"target gene not in the reference annotation": 1,
                 "target not detected in control cells": len(unexpressed)}
     assert metrics["knockdown"]["not_measurable_by_reason"] == expected
@@ -262,6 +273,8 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
     undetected = obs["rna_knockdown_reason"] == "target not detected in control cells"
     assert set(obs.index[undetected]) == unexpressed
     assert obs.loc[sorted(knocked), "rna_knockdown_significant"].astype(bool).all()
+    assert obs.loc[single, "paint_active"] is pd.NA and obs.loc[single, "paint_active_reason"] == \
+        "fewer than 2 replicates"
 
     inputs = {"h5mu": str(paired / "perturbations.h5mu"), "metrics": str(q / "metrics.json"),
               "rna_inputs": [str(rna / "L1" / "inputs.json")], "rna_cells": [str(rna / "L1" / "cells.h5ad")],
@@ -286,5 +299,7 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
     per = _html_table(html, "per-perturbation").set_index("perturbation_id")
     assert per.loc[absent, "rna_knockdown_significant"] == \
         "not measurable: target gene not in the reference annotation"
+    assert per.loc[single, "paint_active"] == "not measurable: fewer than 2 replicates"
+    assert set(per["paint_active"]) == {"yes", "no", "not measurable: fewer than 2 replicates"}
     assert ("knockdown not measurable for 1 perturbation(s): target gene not in the reference annotation"
             in html)

@@ -66,7 +66,12 @@ def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
         cols.update(p_value=f"{arm}_p_value", q_value=f"{arm}_q_value")
     out = df.set_index("perturbation")[[c for c in cols if c in df.columns]].rename(columns=cols)
     if kind == "map":
-        out[f"{arm}_active"] = out[f"{arm}_q_value"] < 0.05
+        # not scored (fewer than 2 replicates: no mAP) is NA with a reason, never "not active"
+        q = out[f"{arm}_q_value"]
+        out[f"{arm}_active"] = (q < 0.05).astype("boolean").mask(q.isna())
+        few = out[f"{arm}_n_replicates"] < 2 if f"{arm}_n_replicates" in out else q.isna()
+        out[f"{arm}_active_reason"] = np.where(q.notna(), "", np.where(few, "fewer than 2 replicates",
+                                                                         "not scored"))
     return out
 
 

@@ -91,16 +91,25 @@ def _safe(fn: Callable[..., Any], *args: Any, notes: list[str], what: str) -> An
         return None
 
 
-def _with_reasons(df: pd.DataFrame | None, prefix: str) -> pd.DataFrame | None:
-    """The table with ``{prefix}significant`` shown as yes/no where measured and ``not measurable:
-    <reason>`` where not (:func:`~pairedscreen.report.inputs.calls_with_reason`); the ``measurable`` and
-    ``reason`` columns it folds in are dropped."""
-    sig, meas, why = (f"{prefix}{c}" for c in ("significant", "measurable", "reason"))
-    if df is None or sig not in df or why not in df:
+def _with_reasons(df: pd.DataFrame | None,
+                  calls: Mapping[str, tuple[str | None, str]]) -> pd.DataFrame | None:
+    """The table with each call column shown as yes/no where measured and ``not measurable: <reason>``
+    where not (:func:`~pairedscreen.report.inputs.calls_with_reason`); ``calls`` = {call column:
+    (measurable column or None, reason column)}; the columns folded in are dropped."""
+    if df is None:
         return df
     out = df.copy()
-    out[sig] = calls_with_reason(out[sig], out[meas] if meas in out else None, out[why])
-    return out.drop(columns=[c for c in (meas, why) if c in out])
+    for call, (meas, why) in calls.items():
+        if call not in out or why not in out:
+            continue
+        out[call] = calls_with_reason(out[call], out[meas] if meas in out else None, out[why])
+        out = out.drop(columns=[c for c in (meas, why) if c in out])
+    return out
+
+
+PER_PERTURBATION_CALLS = {"rna_knockdown_significant": ("rna_knockdown_measurable", "rna_knockdown_reason"),
+                          "rna_active": (None, "rna_active_reason"),
+                          "paint_active": (None, "paint_active_reason")}
 
 
 def _build_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -263,9 +272,10 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
     ctx.update(train_context(data.get("train"), table, kv_table))
 
     # Tables
-    ctx["per_perturbation"] = table(_with_reasons(tab, "rna_knockdown_"), "per-perturbation",
+    ctx["per_perturbation"] = table(_with_reasons(tab, PER_PERTURBATION_CALLS), "per-perturbation",
                                     "Per-perturbation summary (both arms)")
-    ctx["knockdown_table"] = table(_with_reasons(kd, ""), "knockdown",
+    ctx["knockdown_table"] = table(_with_reasons(kd, {"significant": ("measurable", "reason")}),
+                                   "knockdown",
                                    f"Knockdown per target ({path('rna_knockdown')})")
     flagged = [d["flagged_sites"] for d in paint["plates"].values()
                if d.get("flagged_sites") is not None and not d["flagged_sites"].empty]
