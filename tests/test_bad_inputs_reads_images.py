@@ -166,16 +166,20 @@ def test_stage_writes_nothing_on_failure(reads, tmp_path):
     assert out.exists()
 
 
-@pytest.fixture(scope="module")
-def bad_read_run(reads, tmp_path_factory, shared_data) -> tuple[Path, object]:
-    """A real run (snakemake, targets kb count) on a library whose GEX R2 is a cut gzip."""
-    wd = minimal_workdir(tmp_path_factory.mktemp("badreads") / "screen")
+def _read_run(reads, tmp_path_factory, shared_data, fault: str) -> tuple[Path, object]:
+    """A real run (snakemake, targets kb count) on one library of real 10x v2 reads with a fault:
+    ``cut`` (GEX R2 a cut gzip) or ``swapped`` (the GEX R1 file holds R2's reads and vice versa)."""
+    wd = minimal_workdir(tmp_path_factory.mktemp(f"badreads_{fault}") / "screen")
     fq = wd / "raw" / "fastq"
     for kind in ("gex", "guide"):
         for mate in ("R1", "R2"):
             shutil.copyfile(reads[mate], fq / f"L1_{kind}_{mate}.fastq.gz")
-    data = reads["R2"].read_bytes()
-    (fq / "L1_gex_R2.fastq.gz").write_bytes(data[: int(len(data) * 0.6)])
+    if fault == "cut":
+        data = reads["R2"].read_bytes()
+        (fq / "L1_gex_R2.fastq.gz").write_bytes(data[: int(len(data) * 0.6)])
+    else:
+        shutil.copyfile(reads["R2"], fq / "L1_gex_R1.fastq.gz")
+        shutil.copyfile(reads["R1"], fq / "L1_gex_R2.fastq.gz")
     ref = shared_data("scrna_10xv2_mouse_kb_python")
     shutil.copyfile(ref / "mouse_truncated.fasta", wd / "raw" / "reference" / "transcriptome.fa")
     shutil.copyfile(ref / "mouse_truncated.gtf", wd / "raw" / "reference" / "genes.gtf")
@@ -183,6 +187,30 @@ def bad_read_run(reads, tmp_path_factory, shared_data) -> tuple[Path, object]:
     sheet.write_text(sheet.read_text().replace("10xv3", "10xv2"))
     res = snakemake(wd, "--cores", "1", "results/rna/L1/kb_gex", "results/rna/L1/kb_guide", timeout=900)
     return wd, res
+
+
+@pytest.fixture(scope="module")
+def bad_read_run(reads, tmp_path_factory, shared_data) -> tuple[Path, object]:
+    """A real run (snakemake, targets kb count) on a library whose GEX R2 is a cut gzip."""
+    return _read_run(reads, tmp_path_factory, shared_data, "cut")
+
+
+def test_swapped_gex_pair_stops_the_run_before_kb_count(reads, tmp_path_factory, shared_data):
+    """Acceptance (issue 21): GEX R1 and R2 given the wrong way round in a real run: the FASTQ check
+    refuses the library before either kb count starts, naming the library, both files, their lengths and
+    the fix (swap the sheet's columns)."""
+    wd, res = _read_run(reads, tmp_path_factory, shared_data, "swapped")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    for part in ("library L1, gex lane 1", "raw/fastq/L1_gex_R1.fastq.gz has reads of 98 bases",
+                 "raw/fastq/L1_gex_R2.fastq.gz has reads of 26 bases", "R1 the short read, 26 bases",
+                 "R1 and R2 look swapped: swap the gex_fastq_r1/gex_fastq_r2 columns of library L1",
+                 "logs/rna_fastq_check/L1.log"):
+        assert part in out, part
+    print("\n" + next(ln for ln in out.splitlines() if "look swapped" in ln))
+    lib = wd / "results" / "rna" / "L1"
+    assert not (lib / "kb_gex").exists() and not (lib / "kb_guide").exists()
+    assert not (wd / "logs" / "kb_count_gex").exists() and not (wd / "logs" / "kb_count_guide").exists()
 
 
 def test_cut_gzip_stops_the_run_before_kb_count(bad_read_run):
