@@ -106,6 +106,43 @@ def test_reads_too_short_for_chemistry(reads, tmp_path):
     _expect(e, str(reads["R1"]), "shorter than the 28 bases", "reads are 26-26 bases", "10xv2")
 
 
+def test_swapped_gex_pair_refused_with_files_lengths_and_fix(reads, tmp_path):
+    """Real 10x v2 GEX reads given the wrong way round (R1 = the 98-base cDNA read, R2 = the 26-base
+    barcode + UMI read): every read is long enough, yet the pair is refused, naming the library, both
+    files, their lengths, what the chemistry expects and the fix; a second swapped lane is reported in
+    the same error, the right way round passes."""
+    r1, r2 = str(reads["R1"]), str(reads["R2"])
+    long_len = scan_fastq(reads["R2"]).max_length
+    check_library("L7", [Lane("gex", r1, r2, V2, "10xv2")])
+    with pytest.raises(FastqError) as e:
+        check_library("L7", [Lane("gex", r2, r1, V2, "10xv2"), Lane("gex", r2, r1, V2, "10xv2")])
+    msg = _expect(e, "library L7, gex lane 1", "library L7, gex lane 2", "2 FASTQ problem(s)",
+                  f"R1 {r2} has reads of {long_len} bases", f"R2 {r1} has reads of 26 bases",
+                  "R1 the short read, 26 bases", "kb count was not started",
+                  "R1 and R2 look swapped: swap the gex_fastq_r1/gex_fastq_r2 columns of library L7 in "
+                  "config/rna_libraries.tsv")
+    assert "shorter than" not in msg  # the swap is the one finding, not a chemistry mismatch
+    # the guide read of a 10x 3' library: a swapped pair is also a too-short R2: reported once, as a swap
+    with pytest.raises(FastqError) as e:
+        check_library("L7", [Lane("guide", r2, r1, "0,0,16:0,16,26:1,10,30", "10xv2 + guide pattern")])
+    msg = _expect(e, "1 FASTQ problem(s)", "guide_fastq_r1/guide_fastq_r2", "at least 30 bases")
+    # a layout that reads the insert from R1 (e.g. a 5' paired-end string) may have R1 longer than R2
+    check_library("L7", [Lane("gex", r2, r1, "1,0,16:1,16,26:0,0,0")])
+
+
+def test_swapped_gex_refused_by_the_stage_before_kb(reads, tmp_path):
+    """The stage (rule rna_fastq_check, which both kb count rules wait for) refuses a library whose GEX
+    pair is swapped while its guide pair is right, and writes nothing."""
+    guides = _guide_sheet(tmp_path / "guides.tsv")
+    out = tmp_path / "res" / "fastq_check.json"
+    with pytest.raises(FastqError) as e:
+        run_fastq_check("L1", "10xv2", [reads["R2"]], [reads["R1"]], [reads["R1"]], [reads["R2"]], guides,
+                        out)
+    _expect(e, "library L1, gex lane 1", str(reads["R1"]), str(reads["R2"]), "1 FASTQ problem(s)",
+            "10xv2 (0,0,16:0,16,26:1,0,0)", "R1 and R2 look swapped")
+    assert not out.exists()
+
+
 def _guide_sheet(path: Path) -> Path:
     cols = ["id", "name", "read", "pattern", "sequence", "feature_type", "target_gene_id", "target_gene_name",
             "perturbation_id"]
@@ -129,16 +166,20 @@ def test_stage_writes_nothing_on_failure(reads, tmp_path):
     assert out.exists()
 
 
-@pytest.fixture(scope="module")
-def bad_read_run(reads, tmp_path_factory, shared_data) -> tuple[Path, object]:
-    """A real run (snakemake, targets kb count) on a library whose GEX R2 is a cut gzip."""
-    wd = minimal_workdir(tmp_path_factory.mktemp("badreads") / "screen")
+def _read_run(reads, tmp_path_factory, shared_data, fault: str) -> tuple[Path, object]:
+    """A real run (snakemake, targets kb count) on one library of real 10x v2 reads with a fault:
+    ``cut`` (GEX R2 a cut gzip) or ``swapped`` (the GEX R1 file holds R2's reads and vice versa)."""
+    wd = minimal_workdir(tmp_path_factory.mktemp(f"badreads_{fault}") / "screen")
     fq = wd / "raw" / "fastq"
     for kind in ("gex", "guide"):
         for mate in ("R1", "R2"):
             shutil.copyfile(reads[mate], fq / f"L1_{kind}_{mate}.fastq.gz")
-    data = reads["R2"].read_bytes()
-    (fq / "L1_gex_R2.fastq.gz").write_bytes(data[: int(len(data) * 0.6)])
+    if fault == "cut":
+        data = reads["R2"].read_bytes()
+        (fq / "L1_gex_R2.fastq.gz").write_bytes(data[: int(len(data) * 0.6)])
+    else:
+        shutil.copyfile(reads["R2"], fq / "L1_gex_R1.fastq.gz")
+        shutil.copyfile(reads["R1"], fq / "L1_gex_R2.fastq.gz")
     ref = shared_data("scrna_10xv2_mouse_kb_python")
     shutil.copyfile(ref / "mouse_truncated.fasta", wd / "raw" / "reference" / "transcriptome.fa")
     shutil.copyfile(ref / "mouse_truncated.gtf", wd / "raw" / "reference" / "genes.gtf")
@@ -146,6 +187,30 @@ def bad_read_run(reads, tmp_path_factory, shared_data) -> tuple[Path, object]:
     sheet.write_text(sheet.read_text().replace("10xv3", "10xv2"))
     res = snakemake(wd, "--cores", "1", "results/rna/L1/kb_gex", "results/rna/L1/kb_guide", timeout=900)
     return wd, res
+
+
+@pytest.fixture(scope="module")
+def bad_read_run(reads, tmp_path_factory, shared_data) -> tuple[Path, object]:
+    """A real run (snakemake, targets kb count) on a library whose GEX R2 is a cut gzip."""
+    return _read_run(reads, tmp_path_factory, shared_data, "cut")
+
+
+def test_swapped_gex_pair_stops_the_run_before_kb_count(reads, tmp_path_factory, shared_data):
+    """Acceptance (issue 21): GEX R1 and R2 given the wrong way round in a real run: the FASTQ check
+    refuses the library before either kb count starts, naming the library, both files, their lengths and
+    the fix (swap the sheet's columns)."""
+    wd, res = _read_run(reads, tmp_path_factory, shared_data, "swapped")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    for part in ("library L1, gex lane 1", "raw/fastq/L1_gex_R1.fastq.gz has reads of 98 bases",
+                 "raw/fastq/L1_gex_R2.fastq.gz has reads of 26 bases", "R1 the short read, 26 bases",
+                 "R1 and R2 look swapped: swap the gex_fastq_r1/gex_fastq_r2 columns of library L1",
+                 "logs/rna_fastq_check/L1.log"):
+        assert part in out, part
+    print("\n" + next(ln for ln in out.splitlines() if "look swapped" in ln))
+    lib = wd / "results" / "rna" / "L1"
+    assert not (lib / "kb_gex").exists() and not (lib / "kb_guide").exists()
+    assert not (wd / "logs" / "kb_count_gex").exists() and not (wd / "logs" / "kb_count_guide").exists()
 
 
 def test_cut_gzip_stops_the_run_before_kb_count(bad_read_run):

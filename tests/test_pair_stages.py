@@ -172,3 +172,134 @@ def test_single_well_screen_uses_sub_well_replicates(workdir, tmp_path):
     assert rep["replicate_unit"].startswith("sub-wells") and rep["n_scored"] == len(s.registry)
     assert metrics["batch"]["paint_plate_raw"]["accuracy"] is None          # one plate: nothing to predict
     assert "truth_recovery" not in metrics
+
+
+def _html_table(html: str, table_id: str) -> pd.DataFrame:
+    """A report table (``<table id="tbl-{table_id}">``) as the text of its cells."""
+    import html as html_mod
+    import re
+
+    body = html[html.index(f'id="tbl-{table_id}"'):]
+    body = body[:body.index("</table>")]
+    cols = re.findall(r'<th data-col="([^"]*)"', body)
+    rows = [[html_mod.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
+            for tr in re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>", 1)[1], flags=re.S)]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(workdir, tmp_path):
+    """Acceptance (issue 21): the screen's registry names each targeting perturbation's real target gene,
+    but one (an inert `neither` perturbation) a gene absent from the annotation. From the cells through
+    rna_merge, quality, pair, the datasheet and the report, that perturbation carries "target gene not in
+    the reference annotation" and no "no"; the planted unexpressed targets (`paint` class: mean 0 in every
+    cell) carry "target not detected in control cells"; the planted knockdowns stay significant. A
+    perturbation painted in a single well has no replicate mAP: its paint_active is NA with "fewer than 2
+    replicates", not "no"."""
+    import shutil
+
+    from test_report import _config
+
+    from pairedscreen import report as report_pkg
+    from pairedscreen.rna.stages import run_rna_merge
+
+    s, src = workdir["screen"], workdir["res"]
+    truth = s.truth.set_index("perturbation_id")
+    reg = s.registry.copy()
+    targeting = ~reg["is_control"].to_numpy(bool)
+    reg.loc[targeting, "target_gene"] = [f"GENE{10 + i:04d}" for i in range(int(targeting.sum()))]
+    absent = truth.index[truth["effect_class"] == "neither"][0]
+    reg.loc[reg["perturbation_id"] == absent, "target_gene"] = "NOT_IN_ANNOTATION"
+    wd = tmp_path / "screen"
+    (wd / "config").mkdir(parents=True)
+    reg_path = wd / "config" / "perturbations.tsv"
+    reg.to_csv(reg_path, sep="\t", index=False)
+    res = wd / "results"
+    single = truth.index[truth["effect_class"] == "neither"][1]     # painted in one well only: no mAP
+    for plate in workdir["plates"]:
+        shutil.copytree(src / "paint" / plate, res / "paint" / plate)
+        for name in ("wells", "cells"):
+            t = pd.read_parquet(res / "paint" / plate / f"{name}.parquet")
+            ours = t[C.PERT] == single
+            keep = ~ours | ((t[C.WELL] == t.loc[ours, C.WELL].min()) & (plate == workdir["plates"][0]))
+            t[keep.to_numpy()].to_parquet(res / "paint" / plate / f"{name}.parquet", index=False)
+    shutil.copytree(src / "rna" / "L1", res / "rna" / "L1")
+    rna = res / "rna"
+    lib = ad.read_h5ad(rna / "L1" / "cells.h5ad")      # + obs columns rna_cells writes, read by the report
+    lib.obs["doublet_score"], lib.obs["predicted_doublet"], lib.obs["n_guides"] = 0.0, False, 1
+    lib.write_h5ad(rna / "L1" / "cells.h5ad")
+    run_rna_merge([rna / "L1" / "cells.h5ad"], reg_path, 0.05, rna / "cells.h5ad", rna / "pseudobulk.h5ad",
+                  rna / "knockdown.tsv", rna / "quarantine.tsv")
+    text = {"reason": str, "measurable": str, "significant": str}       # the file's own words
+    kd = pd.read_csv(rna / "knockdown.tsv", sep="\t", dtype=text, keep_default_na=False,
+                     na_values={c: [""] for c in ("log2fc", "pvalue", "padj", "remaining_fraction")})
+    kd = kd.set_index("perturbation_id")
+    print("\n" + kd[["target_gene", "n_cells", "control_mean_cp10k", "padj", "significant", "measurable",
+                     "reason"]].to_string())
+    unexpressed = set(truth.index[truth["effect_class"] == "paint"])
+    knocked = set(truth.index[truth["effect_class"].isin(["both", "rna"])])
+    assert kd.loc[absent, "reason"] == "target gene not in the reference annotation"
+    assert kd.loc[absent, "measurable"] == "False" and kd.loc[absent, "significant"] == ""   # NA, not False
+    assert np.isnan(kd.loc[absent, "padj"]) and np.isnan(kd.loc[absent, "log2fc"])
+    assert set(kd.index[kd["reason"] == "target not detected in control cells"]) == unexpressed
+    assert set(kd.index[kd["measurable"] == "True"]) == set(kd.index) - unexpressed - {absent}
+    assert set(kd.index[kd["significant"] == "True"]) == knocked          # the planted knockdowns
+    assert (kd.loc[kd["measurable"] == "False", "significant"] == "").all()
+
+    wells = [res / "paint" / p / "wells.parquet" for p in workdir["plates"]]
+    cells = [res / "paint" / p / "cells.parquet" for p in workdir["plates"]]
+    run_profiles(wells, reg_path, resolve_section("profiles"), res / "paint" / "profiles.parquet",
+                 res / "paint" / "consensus.parquet")
+    q = res / "quality"
+    metrics = run_quality(res / "paint" / "profiles.parquet", res / "paint" / "consensus.parquet",
+                          rna / "cells.h5ad", rna / "pseudobulk.h5ad", rna / "knockdown.tsv", wells, reg_path,
+                          resolve_section("quality", {"permutations": 50, "max_cells": 40,
+                                                      "n_top_genes": 100}),
+                          None, q / "metrics.json", q / "perturbations.tsv")
+    row = pd.read_csv(q / "perturbations.tsv", sep="\t").set_index("perturbation_id").loc[single]
+    assert row["paint_n_replicates"] == 1 and np.isnan(row["paint_q_value"])
+    assert pd.isna(row["paint_active"]) and row["paint_active_reason"] == "fewer than 2 replicates"
+    expected = {"target gene not in the reference annotation": 1,
+                "target not detected in control cells": len(unexpressed)}
+    assert metrics["knockdown"]["not_measurable_by_reason"] == expected
+    paired = res / "paired"
+    stages.run_pair(rna / "pseudobulk.h5ad", res / "paint" / "consensus.parquet", q / "perturbations.tsv",
+                    reg_path, rna / "cells.h5ad", cells, paired / "perturbations.h5mu", paired / "rna.h5ad",
+                    paired / "paint.h5ad", paired / "cell_index.tsv")
+    with md.set_options(pull_on_update=False):
+        obs = md.read_h5mu(paired / "perturbations.h5mu").obs
+    assert obs.loc[absent, "rna_knockdown_reason"] == "target gene not in the reference annotation"
+    assert obs.loc[absent, "rna_knockdown_significant"] is pd.NA            # missing, not False
+    assert not obs.loc[absent, "rna_knockdown_measurable"]
+    undetected = obs["rna_knockdown_reason"] == "target not detected in control cells"
+    assert set(obs.index[undetected]) == unexpressed
+    assert obs.loc[sorted(knocked), "rna_knockdown_significant"].astype(bool).all()
+    assert obs.loc[single, "paint_active"] is pd.NA and obs.loc[single, "paint_active_reason"] == \
+        "fewer than 2 replicates"
+
+    inputs = {"h5mu": str(paired / "perturbations.h5mu"), "metrics": str(q / "metrics.json"),
+              "rna_inputs": [str(rna / "L1" / "inputs.json")], "rna_cells": [str(rna / "L1" / "cells.h5ad")],
+              "raw": [str(rna / "L1" / "raw.h5ad")],
+              "image_index": [str(res / "paint" / p / "image_index.parquet") for p in workdir["plates"]],
+              "paint_cells": [str(c) for c in cells], "sheets": [str(reg_path)], "plate_maps": []}
+    # no plate named: the plates here are stand-ins without image QC, the report's plate sections are not
+    # asked for (its RNA, knockdown and per-perturbation sections are)
+    sheet = stages.run_datasheet(inputs, {"quality": {"permutations": 50}}, None, ["L1"], [],
+                                 res / "datasheet.json")
+    assert sheet["metrics"]["knockdown"]["not_measurable_by_reason"] == expected
+    assert sheet["metrics"]["knockdown"]["measurable"] == len(kd) - 1 - len(unexpressed)
+
+    out = tmp_path / "report.html"
+    report_pkg.build_report(res, _config(wd), out)
+    html = out.read_text()
+    table = _html_table(html, "knockdown").set_index("perturbation_id")
+    assert table.loc[absent, "significant"] == "not measurable: target gene not in the reference annotation"
+    assert (table.loc[sorted(unexpressed), "significant"]
+            == "not measurable: target not detected in control cells").all()
+    assert (table.loc[sorted(knocked), "significant"] == "yes").all()
+    per = _html_table(html, "per-perturbation").set_index("perturbation_id")
+    assert per.loc[absent, "rna_knockdown_significant"] == \
+        "not measurable: target gene not in the reference annotation"
+    assert per.loc[single, "paint_active"] == "not measurable: fewer than 2 replicates"
+    assert set(per["paint_active"]) == {"yes", "no", "not measurable: fewer than 2 replicates"}
+    assert ("knockdown not measurable for 1 perturbation(s): target gene not in the reference annotation"
+            in html)

@@ -46,8 +46,27 @@ def test_kb_failure_raises_with_log_tail(tmp_path):
     with pytest.raises(count.KbError) as err:
         count.kb_count(tmp_path / "missing.idx", tmp_path / "missing_t2g.txt", [tmp_path / "a_R1.fq"],
                        [tmp_path / "a_R2.fq"], "10xv3", None, tmp_path / "out", 1, "256M")
-    assert "kb count failed" in str(err.value) and "kb_count.log" in str(err.value)
-    assert (tmp_path / "out" / "kb_count.log").exists()
+    msg = str(err.value)
+    log_text = (tmp_path / "out" / "kb_count.log").read_text()
+    assert "kb count failed" in msg and "kb's log ends with:" in msg
+    # the message quotes kb's own words (an ERROR line of its log), not only the log's path, and carries the
+    # whole text for the job's log; kb-python's Python traceback is left out of the quoted tail
+    error_line = next(ln for ln in log_text.splitlines() if " ERROR " in ln)
+    assert error_line in msg and err.value.log_text in log_text and err.value.log_text.strip()
+    assert "Traceback" in log_text and "Traceback" not in msg
+    assert "Hint" not in msg  # no pseudoalignment ran: no swap hint
+
+
+def test_log_tail_and_hint_on_invented_logs():
+    text = ("[quant] processed 25,000 reads, 0 reads pseudoaligned\nERROR x\nTraceback (most recent call "
+            "last):\n  File \"a.py\", line 1\n    raise E\nsubprocess.CalledProcessError: boom\nlast\n")
+    assert count.log_tail(text) == ("[quant] processed 25,000 reads, 0 reads pseudoaligned\nERROR x\n"
+                                    "subprocess.CalledProcessError: boom\nlast")
+    assert count.log_tail(text, 2) == "subprocess.CalledProcessError: boom\nlast"
+    assert "pseudoaligned 0 of 25,000 reads" in count.kb_hint(text)
+    assert "R1/R2 are not swapped" in count.kb_hint(text)
+    assert count.kb_hint(text.replace(", 0 reads", ", 12 reads")) == ""
+    assert count.kb_hint("nothing") == ""
 
 
 def _fake_kb(out: Path, barcodes, ids, names, x) -> None:
@@ -118,6 +137,26 @@ def test_kb_chain_reproduces_kb_python_fixture(shared_data, tmp_path):
     print(f"kb fixture: cells differing {int((abs(ours_m - exp).sum(axis=1) > 0).sum())}, |diff| = {diff}")
     assert diff == 0
     assert list(ours.obs_names[:1]) == [f"lam_{our_bc[0]}"]
+
+
+@pytest.mark.realdata
+def test_kb_on_swapped_reads_says_why(shared_data, tmp_path):
+    """The lamanno reads given to kb count the wrong way round (what the FASTQ check now refuses first):
+    kallisto pseudoaligns 0 reads and kb-python fails; the error quotes that line and hints at the
+    chemistry / swapped mates, and names no file of the removed output folder."""
+    d = shared_data("scrna_10xv2_mouse_kb_python")
+    lam = d / "lamanno"
+    targets = tmp_path / "targets.fa"
+    targets.write_text((lam / "cdna.fa").read_text() + (lam / "intron.fa").read_text())
+    ref = count.kb_ref(targets, None, tmp_path / "ref", 1, t2g=lam / "t2g.txt")
+    with pytest.raises(count.KbError) as err:
+        count.kb_count(ref["index"], ref["t2g"], [lam / "R2.fastq.gz"], [lam / "R1.fastq.gz"], "10xv2",
+                       d / "10x_V2_barcode_whitelist.txt.gz", tmp_path / "kb", 1, "512M")
+    msg = str(err.value)
+    print("\n" + msg)
+    assert "processed 25,000 reads, 0 reads pseudoaligned" in msg
+    assert "Hint: kallisto pseudoaligned 0 of 25,000 reads" in msg and "R1/R2 are not swapped" in msg
+    assert str(tmp_path / "kb" / "kb_count.log") not in msg and "Traceback" not in msg
 
 
 def _exact_guide_hits(r2: Path, protospacers: set[str], length: int = 20) -> tuple[int, int, dict[str, int]]:

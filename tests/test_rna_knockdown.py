@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pairedscreen.rna.knockdown import knockdown_table
+from pairedscreen.rna.knockdown import knockdown_summary, knockdown_table, significant, unmeasurable_reason
 from pairedscreen.rna.pseudobulk import merge_libraries, pseudobulk
 
 GENES = ["GA", "GB", "GC"] + [f"G{i}" for i in range(47)]
@@ -51,6 +51,54 @@ def test_knockdown_detects_planted_and_not_inert():
     assert kd.loc["A", "n_cells"] == 55            # 5 of A's 60 cells fail QC
     welch = knockdown_table(a, REGISTRY, test="welch").set_index("perturbation_id")
     assert welch.loc["A", "padj"] < 1e-6 and welch.loc["C", "padj"] > 0.05
+
+
+def test_unmeasurable_knockdown_has_a_reason_not_a_result():
+    """Each cause that leaves a knockdown unmeasurable, planted: a target gene missing from the annotation,
+    a target with no count in any control cell, a perturbation with fewer than min_cells usable cells. Such
+    rows carry measurable False, the reason and no statistic; the call is NA (not False); the measurable
+    rows are the ones BH adjusts over."""
+    a = _library("L1", 4, {"A": 0.2})
+    x = a.X.toarray()
+    x[a.obs["is_control"].to_numpy(), GENES.index("GC")] = 0           # C's target: never seen in controls
+    a.X = sp.csr_matrix(x)
+    reg = pd.DataFrame({"perturbation_id": ["A", "B", "C", "X", "Y", "NTC"],
+                        "target_gene": ["GA", "GB", "GC", "NOT_ANNOTATED", "G7", None],
+                        "is_control": [False] * 5 + [True]})
+    obs = a.obs.copy()
+    obs["perturbation"] = obs["perturbation"].astype(object)
+    b_cells = obs.index[(obs["perturbation"] == "B").to_numpy()]
+    obs.loc[b_cells[:2], "perturbation"] = "Y"       # 2 usable Y cells
+    obs.loc[b_cells[2:30], "perturbation"] = "X"     # 28 X cells, its target not annotated
+    a.obs = obs
+    kd = knockdown_table(a, reg).set_index("perturbation_id")
+    print("\n" + kd[["target_gene", "n_cells", "control_mean_cp10k", "padj", "measurable",
+                      "reason"]].to_string())
+    assert kd.loc["A", "measurable"] and kd.loc["A", "reason"] == "" and kd.loc["A", "padj"] < 1e-6
+    assert kd.loc["X", "reason"] == "target gene not in the reference annotation"
+    assert kd.loc["C", "reason"] == "target not detected in control cells"
+    assert kd.loc["C", "control_mean_cp10k"] == 0 and kd.loc["C", "mean_cp10k"] > 0
+    assert kd.loc["Y", "n_cells"] == 2 and kd.loc["Y", "reason"] == "fewer than 3 usable perturbed cells"
+    unmeasured = ["C", "X", "Y"]
+    assert not kd.loc[unmeasured, "measurable"].any()
+    assert kd.loc[unmeasured, ["log2fc", "pvalue", "padj", "remaining_fraction"]].isna().all().all()
+    sig = significant(kd, 0.05)
+    assert sig[unmeasured].isna().all() and bool(sig["A"]) and sig.drop(unmeasured).notna().all()
+    # BH over the measurable rows only: padj of A and B as if the unmeasurable rows were not there
+    from statsmodels.stats.multitest import multipletests
+    tested = kd.loc[["A", "B"], "pvalue"].to_numpy()
+    np.testing.assert_allclose(kd.loc[["A", "B"], "padj"], multipletests(tested, method="fdr_bh")[1])
+    summary = knockdown_summary(kd.reset_index().assign(significant=sig.to_numpy()))
+    n_sig = int(bool(sig["A"])) + int(bool(sig["B"]))
+    assert summary == {"targeting": 5, "measurable": 2, "significant": n_sig, "not_measurable": 3,
+                       "not_measurable_by_reason": {
+                           "fewer than 3 usable perturbed cells": 1,
+                           "target gene not in the reference annotation": 1,
+                           "target not detected in control cells": 1}}
+    # several reasons at once are all given
+    assert unmeasurable_reason(in_annotation=False, n_cells=0, n_control=1, min_cells=3) == (
+        "target gene not in the reference annotation; fewer than 3 usable perturbed cells; "
+        "fewer than 3 usable control cells")
 
 
 def test_knockdown_null_calibration_on_sparse_targets():

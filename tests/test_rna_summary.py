@@ -125,6 +125,11 @@ def test_combined_knockdown_equals_the_whole_matrix(screen):
     pd.testing.assert_frame_equal(combined, whole)
     row = combined.set_index("perturbation_id")
     assert np.isnan(row.loc["PX", "pvalue"])                  # target gene not in the annotation
+    assert not row.loc["PX", "measurable"]
+    assert row.loc["PX", "n_cells"] == 0       # PX has no cells in any library either: both reasons
+    assert row.loc["PX", "reason"] == ("target gene not in the reference annotation; "
+                                       "fewer than 3 usable perturbed cells")
+    assert row.drop(index="PX")["measurable"].all() and (row.drop(index="PX")["reason"] == "").all()
     assert row.loc["P3", "remaining_fraction"] < 0.5            # planted 0.2 remaining
     welch = summary.combine_knockdown(screen["summaries"], REGISTRY, test="welch")
     pd.testing.assert_frame_equal(welch, knockdown_table(screen["merged"], REGISTRY, test="welch"))

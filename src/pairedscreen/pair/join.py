@@ -41,8 +41,9 @@ def build_perturbations(registry: pd.DataFrame, *, rna: ad.AnnData | None, paint
     """The paired object: modalities ``rna`` (pseudobulk) and ``paint`` (consensus), identical obs_names =
     registry perturbation ids in registry order.
 
-    ``knockdown`` = ``results/rna/knockdown.tsv`` (perturbation_id, log2fc, padj, remaining_fraction...),
-    added as ``knockdown_*`` columns; ``qc`` = any per-perturbation table indexed by perturbation id
+    ``knockdown`` = ``results/rna/knockdown.tsv`` (perturbation_id, log2fc, padj, remaining_fraction...,
+    measurable, significant, reason), added as ``knockdown_*`` columns (significant NA and the reason
+    where the knockdown is not measurable); ``qc`` = any per-perturbation table indexed by perturbation id
     (replicate mAP, q-values, effect sizes) whose columns are copied into global obs as they are.
     An arm given as None is an all-NaN modality (e.g. paint not run yet).
     """
@@ -68,6 +69,9 @@ def build_perturbations(registry: pd.DataFrame, *, rna: ad.AnnData | None, paint
         for c in ("log2fc", "pvalue", "padj", "remaining_fraction"):
             if c in kd:
                 obs[f"knockdown_{c}"] = pd.to_numeric(kd[c], errors="coerce").to_numpy()
+        for c in ("measurable", "significant", "reason"):   # NA / "" for perturbations without a target
+            if c in kd:
+                obs[f"knockdown_{c}"] = h5_safe(kd[c].astype(object).where(kd[c].notna(), None)).array
     if qc is not None:
         q = qc.copy()
         q.index = q.index.astype(str)

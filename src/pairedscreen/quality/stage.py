@@ -29,6 +29,7 @@ from pairedscreen.quality.paint_units import PlateRows, paint_replicates, per_pl
 from pairedscreen.quality.subsample import bounded_cells
 from pairedscreen.quality.summary import summarize_hits
 from pairedscreen.quality.units import replicate_pseudobulks
+from pairedscreen.rna.knockdown import knockdown_summary, read_knockdown
 from pairedscreen.sheets import read_registry
 
 log = logging.getLogger("pairedscreen.quality")
@@ -65,7 +66,12 @@ def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
         cols.update(p_value=f"{arm}_p_value", q_value=f"{arm}_q_value")
     out = df.set_index("perturbation")[[c for c in cols if c in df.columns]].rename(columns=cols)
     if kind == "map":
-        out[f"{arm}_active"] = out[f"{arm}_q_value"] < 0.05
+        # not scored (fewer than 2 replicates: no mAP) is NA with a reason, never "not active"
+        q = out[f"{arm}_q_value"]
+        out[f"{arm}_active"] = (q < 0.05).astype("boolean").mask(q.isna())
+        few = out[f"{arm}_n_replicates"] < 2 if f"{arm}_n_replicates" in out else q.isna()
+        out[f"{arm}_active_reason"] = np.where(q.notna(), "", np.where(few, "fewer than 2 replicates",
+                                                                         "not scored"))
     return out
 
 
@@ -295,8 +301,10 @@ def run_quality(profiles: PathLike | None, consensus: PathLike | None,
         table = table.join(t, how="left")
     kd_path = Path(knockdown) if knockdown else None
     if kd_path is not None and kd_path.exists() and kd_path.stat().st_size:
-        kd = pd.read_csv(kd_path, sep="\t").set_index("perturbation_id")
-        for c in ("log2fc", "padj", "remaining_fraction", "significant"):
+        kd = read_knockdown(kd_path)
+        metrics["knockdown"] = knockdown_summary(kd)
+        kd = kd.set_index("perturbation_id")
+        for c in ("log2fc", "padj", "remaining_fraction", "significant", "measurable", "reason"):
             if c in kd:
                 table[f"rna_knockdown_{c}"] = kd[c].reindex(table.index).to_numpy()
     if truth_dir:

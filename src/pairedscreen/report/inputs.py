@@ -116,3 +116,21 @@ def flag(s: pd.Series) -> pd.Series:
     """A stored boolean column (bool, or True/False/missing after a TSV round trip) as bool; missing is
     False."""
     return pd.Series(s, copy=False).astype("boolean").fillna(False).astype(bool)
+
+
+def calls_with_reason(call: pd.Series, measurable: pd.Series | None, reason: pd.Series | None) -> pd.Series:
+    """A per-perturbation call for display: the call (True/False, shown yes/no) where it was measured,
+    ``not measurable: <reason>`` where it was not (never a bare "no" or blank for a statistic that could
+    not be computed); rows with neither (e.g. controls, which have no target) stay missing."""
+    out = pd.Series(call, copy=True).astype(object)
+    if reason is None:
+        return out
+    why = pd.Series(reason, index=out.index).astype(object)
+    why = why.where(why.notna() & (why.astype(str) != ""), None)
+    if measurable is not None:
+        unmeasured = pd.Series(measurable, index=out.index).astype("boolean").eq(False).fillna(False)
+        unmeasured = unmeasured.astype(bool) & why.notna()
+    else:
+        unmeasured = why.notna()
+    out[unmeasured] = "not measurable: " + why[unmeasured].astype(str)
+    return out

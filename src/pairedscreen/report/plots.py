@@ -186,6 +186,9 @@ def knockdown_plot(kd: pd.DataFrame, alpha: float) -> str | None:
         labels = np.where(d.perturbation_id.astype(str) == labels, labels,
                           d.perturbation_id.astype(str) + " (" + labels + ")")
     n = len(d)
+    measured = d["measurable"].astype(bool) if "measurable" in d else pd.Series(True, d.index)
+    n_measured = int(measured.sum())
+    unmeasured = f"; {n - n_measured} not measurable (no bar, reason in the table)" if n_measured < n else ""
     fig, ax = plt.subplots(figsize=(min(max(4.0, 0.18 * n + 1.5), 14), 3.2))
     colors = np.where(sig, C_MAIN, C_MUTED)
     if n <= 80:
@@ -197,7 +200,8 @@ def knockdown_plot(kd: pd.DataFrame, alpha: float) -> str | None:
     ax.axhline(1.0, color="k", lw=0.6)
     ax.set(ylabel="target expression remaining\n(vs controls)", ylim=(0, max(1.3, float(
         d.remaining_fraction.clip(upper=2).max()) * 1.05)),
-        title=f"Knockdown efficiency per target: {int(sig.sum())}/{n} significant (padj < {alpha:g}, blue)")
+        title=f"Knockdown efficiency per target: {int(sig.sum())}/{n_measured} significant "
+              f"(padj < {alpha:g}, blue){unmeasured}")
     return to_uri(fig)
 
 

@@ -23,7 +23,7 @@ from pairedscreen.io import atomic_output
 from pairedscreen.paths import path
 from pairedscreen.report import plots
 from pairedscreen.report.collect import collect_report_data
-from pairedscreen.report.inputs import flag
+from pairedscreen.report.inputs import calls_with_reason, flag
 
 ASSETS = files("pairedscreen.report") / "assets"
 
@@ -89,6 +89,27 @@ def _safe(fn: Callable[..., Any], *args: Any, notes: list[str], what: str) -> An
     except Exception as e:  # noqa: BLE001 - one broken figure must not take the whole report down
         notes.append(f"figure '{what}' could not be drawn: {type(e).__name__}: {e}")
         return None
+
+
+def _with_reasons(df: pd.DataFrame | None,
+                  calls: Mapping[str, tuple[str | None, str]]) -> pd.DataFrame | None:
+    """The table with each call column shown as yes/no where measured and ``not measurable: <reason>``
+    where not (:func:`~pairedscreen.report.inputs.calls_with_reason`); ``calls`` = {call column:
+    (measurable column or None, reason column)}; the columns folded in are dropped."""
+    if df is None:
+        return df
+    out = df.copy()
+    for call, (meas, why) in calls.items():
+        if call not in out or why not in out:
+            continue
+        out[call] = calls_with_reason(out[call], out[meas] if meas in out else None, out[why])
+        out = out.drop(columns=[c for c in (meas, why) if c in out])
+    return out
+
+
+PER_PERTURBATION_CALLS = {"rna_knockdown_significant": ("rna_knockdown_measurable", "rna_knockdown_reason"),
+                          "rna_active": (None, "rna_active_reason"),
+                          "paint_active": (None, "paint_active_reason")}
 
 
 def _build_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -251,8 +272,11 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
     ctx.update(train_context(data.get("train"), table, kv_table))
 
     # Tables
-    ctx["per_perturbation"] = table(tab, "per-perturbation", "Per-perturbation summary (both arms)")
-    ctx["knockdown_table"] = table(kd, "knockdown", f"Knockdown per target ({path('rna_knockdown')})")
+    ctx["per_perturbation"] = table(_with_reasons(tab, PER_PERTURBATION_CALLS), "per-perturbation",
+                                    "Per-perturbation summary (both arms)")
+    ctx["knockdown_table"] = table(_with_reasons(kd, {"significant": ("measurable", "reason")}),
+                                   "knockdown",
+                                   f"Knockdown per target ({path('rna_knockdown')})")
     flagged = [d["flagged_sites"] for d in paint["plates"].values()
                if d.get("flagged_sites") is not None and not d["flagged_sites"].empty]
     ctx["flagged_table"] = table(pd.concat(flagged, ignore_index=True) if flagged else None,

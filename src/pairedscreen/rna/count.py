@@ -3,7 +3,8 @@
 Files in, files out, plus :func:`load_counts` / :func:`load_library` that read kb's unfiltered
 matrices into AnnData (obs_names ``{library}_{barcode}``; gene names made unique, ids in
 ``var['gene_id']``). Every kb call goes through :func:`run_kb`, which keeps kb's log next to the
-outputs and raises :class:`KbError` with the tail of that log on failure.
+outputs and raises :class:`KbError` quoting the tail of that log's text (not its path: the stages count into
+a temporary folder that goes with a failed output) and a hint when no read pseudoaligned.
 """
 
 from __future__ import annotations
@@ -38,8 +39,44 @@ GUIDE_SEQUENCE = re.compile(r"^[ACGT]+$")
 _KB_ERROR = re.compile(r"^\[[^\]]*\]\s+ERROR\b|Traceback \(most recent call last\)", re.MULTILINE)
 
 
+_PSEUDOALIGNED = re.compile(r"processed ([\d,]+) reads, ([\d,]+) reads pseudoaligned")
+
+
 class KbError(PairedscreenError, RuntimeError):
-    """kb exited non-zero; the message holds the command and the tail of kb's log."""
+    """kb failed; the message holds the command and the tail of kb's log text itself (kb's output folder,
+    log included, may be a temporary one that is removed with the failed output), ``log_text`` this call's
+    whole log for the job's log."""
+
+    def __init__(self, message: str, log_text: str = "") -> None:
+        super().__init__(message)
+        self.log_text = log_text
+
+
+def log_tail(text: str, lines: int = 40) -> str:
+    """The last ``lines`` lines of a kb log without kb-python's Python tracebacks (their last line, the
+    exception, is kept): what kallisto/bustools said is what explains a failure."""
+    out: list[str] = []
+    in_tb = False
+    for line in text.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_tb = True
+            continue
+        if in_tb and (line.startswith((" ", "\t")) or not line.strip()):
+            continue
+        in_tb = False
+        out.append(line)
+    return "\n".join(out[-lines:])
+
+
+def kb_hint(text: str) -> str:
+    """A hint for a failure kb's log explains: no read pseudoaligned (wrong chemistry, swapped R1/R2)."""
+    found = _PSEUDOALIGNED.findall(text)
+    if found and all(int(aligned.replace(",", "")) == 0 for _, aligned in found):
+        total = found[-1][0]
+        return (f" Hint: kallisto pseudoaligned 0 of {total} reads: check the library's chemistry in "
+                "config/rna_libraries.tsv and that R1/R2 are not swapped (R1 holds the cell barcode + UMI, "
+                "R2 the cDNA or guide), and that the reference is the organism's.")
+    return ""
 
 
 def kb_executable() -> str:
@@ -75,11 +112,11 @@ def run_kb(
     missing = [str(p) for p in expect if not Path(p).exists()]
     errors = _KB_ERROR.search(text)
     if proc.returncode != 0 or errors or missing:
-        tail = "\n".join(text.splitlines()[-tail_lines:])
         why = f"exit {proc.returncode}" + (", ERROR in log" if errors else "") + (
-            f", missing {missing}" if missing else ""
+            f", missing {[Path(m).name for m in missing]}" if missing else ""
         )
-        raise KbError(f"kb {args[0]} failed ({why}); log {log_path}:\n{tail}")
+        raise KbError(f"kb {args[0]} failed ({why}).{kb_hint(text)} kb's log ends with:\n"
+                      f"{log_tail(text, tail_lines)}", log_text=text)
 
 
 def _plain_whitelist(whitelist: PathLike, out_dir: Path) -> Path:

@@ -5,7 +5,8 @@ files with different numbers of reads, or reads too short for the chemistry's ba
 inputs are caught here, before kb starts: :func:`scan_fastq` reads a file once, hashing its bytes,
 inflating it with ISA-L (multi-member gzip or plain text), finding newlines with numpy and measuring every
 read's length; :func:`check_library` applies the rules (no empty file, R1/R2 of a lane with equal
-record counts, reads long enough for what the technology string reads from that file) and raises one
+record counts, reads long enough for what the technology string reads from that file, R1 not longer
+than R2 where R1 holds only the barcode + UMI: a swapped pair) and raises one
 :class:`FastqError` listing every problem of the library, each with the file, the finding and the fix.
 """
 
@@ -208,6 +209,15 @@ def required_lengths(technology: str) -> dict[int, int]:
     return need
 
 
+def barcode_only_r1(technology: str) -> bool:
+    """Whether a kb technology string reads the cell barcode and UMI from R1 (file 0) and nothing of the
+    insert (``seq``) from it: the layout of 10x 3' (v2, v3) and its guide capture, where R1 is the short
+    read (16 + 10 or 16 + 12 bases) and R2 the long one."""
+    parts = technology.split(":")
+    files = [{int(x) for x in part.split(",")[0::3]} for part in parts]
+    return len(parts) == 3 and files[0] == {0} and files[1] == {0} and 0 not in files[2]
+
+
 @dataclass
 class Lane:
     """One R1/R2 pair of a library: ``kind`` gex or guide, ``technology`` the kb string it is counted with."""
@@ -245,9 +255,12 @@ def check_library(library: str, lanes: Sequence[Lane], threads: int = 1) -> dict
         n = per_kind[lane.kind] = per_kind.get(lane.kind, 0) + 1
         need = required_lengths(lane.technology)
         r1, r2 = (scans[(str(fq), need.get(idx, 1))] for fq, idx in ((lane.r1, 0), (lane.r2, 1)))
+        swapped = _swap_problem(library, lane, n, r1, r2)
         for mate, st in (("R1", r1), ("R2", r2)):
             files.append({"kind": lane.kind, "mate": mate, "lane": n, **st.to_dict()})
-            problems += _file_problems(library, lane, mate, st)
+            problems += _file_problems(library, lane, mate, st, short=swapped is None)
+        if swapped:
+            problems.append(swapped)
         lane_rows.append({"kind": lane.kind, "lane": n, "technology": lane.technology,
                           "r1_records": r1.records, "r2_records": r2.records})
         if r1.records and r2.records and r1.records != r2.records and not (r1.problems or r2.problems):
@@ -268,7 +281,30 @@ def _size(path: str) -> int:
         return 0
 
 
-def _file_problems(library: str, lane: Lane, mate: str, st: FastqStats) -> list[str]:
+def _swap_problem(library: str, lane: Lane, n: int, r1: FastqStats, r2: FastqStats) -> str | None:
+    """R1 and R2 given the wrong way round: the technology reads only the barcode + UMI from R1, yet R1's
+    reads are longer than R2's (e.g. 10xv3 GEX: R1 90 bases, R2 28). kb would count such a pair without
+    an error and pseudoalign (almost) no read; the message names both files, their lengths and the fix."""
+    if not barcode_only_r1(lane.technology) or r1.max_length is None or r2.max_length is None \
+            or r1.problems or r2.problems or r1.max_length <= r2.max_length:
+        return None
+    need = required_lengths(lane.technology)
+    chem = f"{lane.chemistry} ({lane.technology})" if lane.chemistry else repr(lane.technology)
+    insert = "guide" if lane.kind == "guide" else "cDNA"
+    r2_need = f", at least {need[1]} bases" if need.get(1, 1) > 1 else ""
+    return (f"library {library}, {lane.kind} lane {n}: R1 {r1.path} has reads of {_span(r1)} bases but R2 "
+            f"{r2.path} has reads of {_span(r2)} bases, while {lane.kind} technology {chem} reads only the "
+            f"cell barcode + UMI from R1 (expected: R1 the short read, {need[0]} bases) and the {insert} "
+            f"from R2 (expected: R2 the long read{r2_need}). Fix: R1 and R2 look swapped: "
+            f"swap the {lane.kind}_fastq_r1/{lane.kind}_fastq_r2 columns of library {library} in "
+            "config/rna_libraries.tsv (the sheet named by sheets.rna_libraries)")
+
+
+def _span(st: FastqStats) -> str:
+    return str(st.min_length) if st.min_length == st.max_length else f"{st.min_length}-{st.max_length}"
+
+
+def _file_problems(library: str, lane: Lane, mate: str, st: FastqStats, *, short: bool = True) -> list[str]:
     where = f"library {library}, {lane.kind} {mate}: {st.path}"
     recopy = "re-copy or re-download the file and check it with `gzip -t`"
     if st.bytes == 0:
@@ -280,7 +316,7 @@ def _file_problems(library: str, lane: Lane, mate: str, st: FastqStats) -> list[
     elif st.records == 0:
         out.append(f"{where}: no reads in the file ({st.bytes} bytes, 0 FASTQ records). Fix: point the sheet "
                    "at the FASTQ holding the reads, or re-copy it")
-    if st.n_short:
+    if st.n_short and short:  # a swapped pair is reported once, by _swap_problem
         chem = f"{lane.chemistry} ({lane.technology})" if lane.chemistry else repr(lane.technology)
         out.append(
             f"{where}: {st.n_short} of {st.records} reads are shorter than the {st.required_length} bases "

@@ -10,7 +10,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pandas as pd
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
 from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parquet, write_tsv
-from pairedscreen.rna import calling, count, fastq, qc
+from pairedscreen.rna import calling, count, fastq, knockdown, qc
 from pairedscreen.rna import guides as guide_calls
 from pairedscreen.rna import summary as rna_summary
 from pairedscreen.rna.merge import write_merged_cells
@@ -35,9 +36,19 @@ def _write_h5ad(adata: ad.AnnData, path: PathLike) -> None:
         adata.write_h5ad(tmp, compression="gzip")
 
 
+@contextmanager
+def _kb_log_on_failure() -> Iterator[None]:
+    """On a kb failure, copy kb's whole log into the job's log before its (temporary) folder goes."""
+    try:
+        yield
+    except count.KbError as exc:
+        log.error("kb's log of the failed call:\n%s", exc.log_text)
+        raise
+
+
 def run_kb_ref(fasta: PathLike, gtf: PathLike, index: PathLike, t2g: PathLike, threads: int = 1) -> None:
     """kb ref (standard workflow) -> ``index`` + ``t2g``."""
-    with scratch_dir(Path(index).parent, ".kb_ref.") as work:
+    with scratch_dir(Path(index).parent, ".kb_ref.") as work, _kb_log_on_failure():
         out = count.kb_ref(fasta, gtf or None, work, threads)
         log.info("kb ref log:\n%s", (Path(work) / "kb_ref.log").read_text())
         with atomic_output(t2g) as tmp:
@@ -50,7 +61,7 @@ def run_kb_ref_guides(guides: PathLike, index: PathLike, t2g: PathLike, features
     """kb ref --workflow kite from the guides sheet -> ``index``, ``t2g``; ``features`` = the sheet's
     id/name/read/pattern/sequence (with header), read back by :func:`run_kb_count` for the layout."""
     sheet = read_guides(guides)
-    with scratch_dir(Path(index).parent, ".kite.") as work:
+    with scratch_dir(Path(index).parent, ".kite.") as work, _kb_log_on_failure():
         out = count.kb_ref_guides(sheet, work)
         log.info("kb ref (kite) log:\n%s", (Path(work) / "kb_ref.log").read_text())
         with atomic_output(t2g) as tmp:
@@ -78,7 +89,7 @@ def run_kb_count(
     if guide_features:
         technology, kite = count.guide_technology(chemistry, read_sheet(guide_features)), True
     log.info("kb count: technology %s, kite=%s, %d lane(s)", technology, kite, len(r1))
-    with atomic_output(out_dir, is_dir=True) as tmp:
+    with atomic_output(out_dir, is_dir=True) as tmp, _kb_log_on_failure():
         count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads, memory, kite=kite)
         shutil.rmtree(tmp / "tmp", ignore_errors=True)
         log.info("kb log:\n%s", (tmp / "kb_count.log").read_text())
@@ -252,7 +263,9 @@ def run_rna_merge(
     pb = rna_summary.combine_pseudobulk(summaries, order=list(reg["perturbation_id"]), controls=controls)
     _write_h5ad(pb, pseudobulk_out)
     kd = rna_summary.combine_knockdown(summaries, reg)
-    kd["significant"] = (kd["padj"] < alpha) & (kd["log2fc"] < 0)
+    kd["significant"] = knockdown.significant(kd, alpha)
+    for reason, n in kd.loc[~kd["measurable"], "reason"].value_counts().items():
+        log.warning("knockdown not measurable for %d perturbation(s): %s", n, reason)
     write_tsv(kd, knockdown_out)
     if quarantine_out is not None:
         write_tsv(held, quarantine_out)

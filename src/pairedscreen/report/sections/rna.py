@@ -150,6 +150,11 @@ def collect_rna(inputs: Inputs, libraries: list[str], config: Mapping[str, Any])
     p = inputs.get("rna_knockdown", notes)
     if p is not None:
         kd = pd.read_csv(p, sep="\t").sort_values("remaining_fraction", kind="stable").reset_index(drop=True)
-        kd["significant"] = flag(kd["significant"])
+        kd["significant"] = kd["significant"].astype("boolean")   # NA: not measurable (see ``reason``)
+        if "reason" in kd:
+            kd["reason"] = kd["reason"].fillna("").astype(str)
+            unmeasured = kd.loc[~kd["measurable"].astype(bool), "reason"].value_counts().sort_index()
+            notes += [f"knockdown not measurable for {n} perturbation(s): {why} (knockdown table)"
+                      for why, n in unmeasured.items()]
     return {"libraries": libs, "knockdown": kd, "notes": notes,
             "alpha": dig(config, "rna", "knockdown", "alpha")}
