@@ -61,7 +61,7 @@ def minimal_workdir(root: Path) -> Path:
 
 def _command(workdir: Path, args: tuple[str, ...]) -> list[str]:
     """snakemake on ``workdir``, with profiles/workstation unless the arguments name a profile (there is no
-    implicit profiles/default: see README "Run on a workstation")."""
+    implicit profiles/default: see docs/usage.md "Run on a workstation")."""
     profile = [] if any(a.startswith("--profile") for a in args) else [
         "--profile", str(REPO / "profiles" / "workstation")]
     snakefile = str(REPO / "Snakefile")

@@ -1,7 +1,7 @@
 """Before a SLURM run submits anything: do its account and partitions exist for this user?
 
 ``profiles/slurm`` takes the account and the partitions from three environment variables (the one place a user
-sets them, see README "Run on SLURM"). A missing or wrong value would otherwise surface job by job from
+sets them, see docs/usage.md "Run on SLURM"). A missing or wrong value would otherwise surface job by job from
 ``sbatch`` (or as a run that waits on jobs that were never accepted); here every problem is reported at once,
 with the fix, from ``sinfo`` (partitions) and ``sacctmgr`` (the user's associations) before the first job.
 """
