@@ -96,3 +96,24 @@ def test_dry_run_valid_screen_plans_all_stages(wd):
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     for rule in ("kb_ref", "kb_count_gex", "kb_count_guide", "paint_segment", "pair", "report"):
         assert f"rule {rule}:" in res.stdout
+
+
+@pytest.mark.parametrize("raw, norm", [("a1", "A01"), ("A01", "A01"), ("A001", "A01"), (" p24 ", "P24"),
+                                       ("af48", "AF48"), ("B3", "B03")])
+def test_one_well_normaliser_for_sheets_and_images(raw, norm):
+    """Sheets (lenient) and image names (strict) normalise wells with the same function."""
+    from pairedscreen.paint.ingest import _well
+    from pairedscreen.plate import normalise_well
+
+    assert normalise_well(raw) == normalise_well(raw, strict=True) == _well(raw) == norm
+
+
+def test_not_a_well_kept_for_the_sheet_check_refused_for_images():
+    from pairedscreen.paint.ingest import ImageIngestError, _well
+    from pairedscreen.plate import normalise_well
+
+    assert normalise_well(" well7 ") == "well7"
+    with pytest.raises(ValueError, match="not a well name"):
+        normalise_well("well7", strict=True)
+    with pytest.raises(ImageIngestError, match="not a well name"):
+        _well("well7")

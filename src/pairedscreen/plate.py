@@ -28,10 +28,20 @@ def well_name(row: int, col: int) -> str:
     return f"{ROWS[row]}{col + 1:02d}"
 
 
-def normalise_well(well: str) -> str:
-    """``A1``/``a01``/``A01`` -> ``A01``; returns the input unchanged when it is not a 384-well name."""
-    m = WELL_RE.match(str(well).strip())
-    return f"{m.group(1).upper()}{int(m.group(2)):02d}" if m else str(well).strip()
+_PADDED_WELL = re.compile(r"^([A-Za-z]{1,2})0*(\d{1,3})$")
+
+
+def normalise_well(well: str, *, strict: bool = False) -> str:
+    """The one well-name normaliser: ``a1`` / ``A1`` / ``A001`` -> ``A01``, ``af48`` -> ``AF48`` (row letters
+    upper-case, the column zero-padded to two digits; any plate format up to 1536 wells). A value that is not
+    a well name is returned unchanged (stripped; the sheet checks then name it), or with ``strict`` raises
+    ``ValueError``."""
+    m = _PADDED_WELL.match(str(well).strip())
+    if m:
+        return f"{m.group(1).upper()}{int(m.group(2)):02d}"
+    if strict:
+        raise ValueError(f"{well!r} is not a well name like A01")
+    return str(well).strip()
 
 
 def parse_well(well: str) -> tuple[int, int]:

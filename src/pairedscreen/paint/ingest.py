@@ -37,6 +37,7 @@ import pandas as pd
 import tifffile
 
 from pairedscreen.errors import PairedscreenError
+from pairedscreen.plate import normalise_well
 
 FIELDS = ("well", "row", "col", "site", "channel", "plane")
 _FIELD_RE = {
@@ -109,19 +110,19 @@ def _row_letters(row: str) -> str:
     return row.upper()
 
 
-def normalize_well(well: str) -> str:
-    """``a1`` / ``A1`` / ``A001`` -> ``A01``."""
-    m = re.fullmatch(r"([A-Za-z]{1,2})0*(\d{1,3})", str(well).strip())
-    if not m:
-        raise ImageIngestError(f"{well!r} is not a well name like A01")
-    return f"{m.group(1).upper()}{int(m.group(2)):02d}"
+def _well(well: str) -> str:
+    """:func:`pairedscreen.plate.normalise_well` (strict), a non-well an :class:`ImageIngestError`."""
+    try:
+        return normalise_well(well, strict=True)
+    except ValueError as exc:
+        raise ImageIngestError(str(exc)) from None
 
 
 def fields_from_match(m: re.Match[str]) -> dict[str, Any]:
     """Well (``A01``), site (int), channel token (str), plane (int or None) from a pattern match."""
     g = m.groupdict()
     if g.get("well") is not None:
-        well = normalize_well(g["well"])
+        well = _well(g["well"])
     else:
         well = f"{_row_letters(g['row'])}{int(g['col']):02d}"
     return {
@@ -134,7 +135,7 @@ def fields_from_match(m: re.Match[str]) -> dict[str, Any]:
 
 def expected_name(pattern: str, well: str, site: int, channel: str | int, plane: int = 1) -> str:
     """Render a pattern for one image (used in error messages: the file we looked for)."""
-    well = normalize_well(well)
+    well = _well(well)
     letters = re.match(r"[A-Z]+", well).group(0)  # type: ignore[union-attr]
     row_num = 0
     for ch in letters:
@@ -235,7 +236,7 @@ def build_image_index(
     token_to_name: dict[str, str] = {}
     for name, token in channels.items():
         token_to_name[str(token)] = name
-    wanted = [normalize_well(w) for w in wells] if wells is not None else None
+    wanted = [_well(w) for w in wells] if wells is not None else None
     wanted_set = set(wanted) if wanted is not None else None
 
     # (well, site, channel name) -> list of (relative path, plane)

@@ -143,6 +143,15 @@ def load_model(name_or_path: str | os.PathLike, gpu: bool | str = "auto") -> Any
 
 # ------------------------------------------------------------------------------------- object model
 
+SUMMARY = "summary.tsv"
+
+
+def read_site_summary(masks_dir: str | os.PathLike) -> pd.DataFrame:
+    """A masks folder's ``summary.tsv`` (one row per site, quarantined sites included), as
+    :func:`segment_chunk` writes it; wells as strings."""
+    return pd.read_csv(Path(masks_dir) / SUMMARY, sep="\t", dtype={"well": str})
+
+
 @dataclass
 class SiteMasks:
     """Label images of one site (same id = same cell) and the matching bookkeeping.
@@ -468,7 +477,7 @@ def segment_chunk(
         obj = pd.concat(objects, ignore_index=True) if objects else objects_table("", 0, _empty_masks())
         summ = pd.DataFrame(summary)
         write_parquet(obj, tmp / "objects.parquet")
-        summ.to_csv(tmp / "summary.tsv", sep="\t", index=False)
+        summ.to_csv(tmp / SUMMARY, sep="\t", index=False)
     return obj, summ
 
 

@@ -28,6 +28,7 @@ from pairedscreen.paint.profiles import (
     build_profiles,
     read_wells,
 )
+from pairedscreen.paint.segment import read_site_summary
 from pairedscreen.sheets import read_plate_map, read_registry
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,6 @@ def run_paint_segment(index: PathLike, illum_dir: PathLike, wells: list[str], se
     return objects
 
 
-def site_summary(masks_dir: PathLike) -> pd.DataFrame:
-    return pd.read_csv(Path(masks_dir) / "summary.tsv", sep="\t", dtype={"well": str})
-
 
 def corrected_site(idx: pd.DataFrame, well: str, site: int, channels: list[str],
                    illum: np.ndarray) -> np.ndarray:
@@ -115,7 +113,7 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
 
     idx = pd.read_parquet(index)
     channels = channel_order(idx)
-    sites = site_summary(masks_dir)
+    sites = read_site_summary(masks_dir)
     sites = sites[sites["status"] == "ok"]
     illum = load_illumination(illum_dir, channels) if len(sites) else None
     tables = []
@@ -149,7 +147,7 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
     per_well = pd.DataFrame({"usable": site_status, "qc_flag": qc}).reset_index().groupby("well").agg(
         Metadata_Count_Sites=("site", "size"), Metadata_Count_SitesUsable=("usable", "sum"),
         Metadata_Count_SitesFlagged=("qc_flag", "sum"))
-    seg = pd.concat([site_summary(m) for m in masks], ignore_index=True)
+    seg = pd.concat([read_site_summary(m) for m in masks], ignore_index=True)
     seg_well = seg.groupby("well")[["n_nuclei_dropped", "n_cells_without_nucleus"]].sum().rename(
         columns={"n_nuclei_dropped": "Metadata_Count_NucleiUnmatched",
                  "n_cells_without_nucleus": "Metadata_Count_CellsWithoutNucleus"})

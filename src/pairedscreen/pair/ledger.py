@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pairedscreen import columns as C
+from pairedscreen.paint.segment import read_site_summary
 
 PathLike = str | os.PathLike
 UNASSIGNED = ("unassigned", "multiple", "", "nan", "None")
@@ -200,7 +201,7 @@ def paint_plate_ledger(plate: str, index: PathLike, masks: Sequence[PathLike], f
     qc_reasons = idx.loc[ok & flag, "qc_reason"].fillna("").astype(str).value_counts() \
         if "qc_reason" in idx else pd.Series(dtype=int)
 
-    summ = pd.concat([pd.read_csv(Path(m) / "summary.tsv", sep="\t", dtype={"well": str}) for m in masks],
+    summ = pd.concat([read_site_summary(m) for m in masks],
                      ignore_index=True) if masks else pd.DataFrame(columns=["status"])
     objs = pd.concat([pd.read_parquet(Path(m) / "objects.parquet", columns=["well", "has_nucleus"])
                       for m in masks], ignore_index=True) if masks else pd.DataFrame(columns=["has_nucleus"])

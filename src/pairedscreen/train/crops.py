@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from pairedscreen.errors import InputError
 from pairedscreen.io import atomic_output, write_through
+from pairedscreen.paint.segment import read_site_summary
 from pairedscreen.train.half import to_float16
 from pairedscreen.train.splits import cell_splits
 
@@ -187,7 +188,7 @@ def _mask_dirs(masks: Sequence[PathLike]) -> dict[str, Path]:
     """Well -> the chunk folder holding its masks."""
     out: dict[str, Path] = {}
     for m in masks:
-        summary = pd.read_csv(Path(m) / "summary.tsv", sep="\t", dtype={"well": str})
+        summary = read_site_summary(m)
         for well in summary["well"]:
             out[str(well)] = Path(m)
     return out
