@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from pairedscreen.columns import MULTIPLE, OBS_PERTURBATION, UNASSIGNED
@@ -62,6 +63,17 @@ def log1p_cp10k(counts: sp.spmatrix | np.ndarray, *, inplace: bool = False) -> s
     return x
 
 
+def qc_singlets(obs: pd.DataFrame) -> np.ndarray:
+    """Mask of the cells passing QC (``pass_qc``, when present) that are not predicted doublets
+    (``predicted_doublet``, when present): :func:`usable_cells` before the guide."""
+    ok = np.ones(len(obs), bool)
+    if "pass_qc" in obs:
+        ok &= obs["pass_qc"].to_numpy(dtype=bool)
+    if "predicted_doublet" in obs:
+        ok &= ~obs["predicted_doublet"].to_numpy(dtype=bool)
+    return ok
+
+
 def usable_cells(cells: ad.AnnData, *, key: str = OBS_PERTURBATION,
                  categories: Sequence[str] | None = None) -> np.ndarray:
     """Mask of cells behind perturbation-level summaries (pseudobulk, knockdown, replicates, effect sizes):
@@ -69,11 +81,7 @@ def usable_cells(cells: ad.AnnData, *, key: str = OBS_PERTURBATION,
     ``obs[key]`` (not ``multiple``/``unassigned``/empty/NaN), and, when ``categories`` is given, one of
     them (registry ids)."""
     obs = cells.obs
-    ok = np.ones(cells.n_obs, bool)
-    if "pass_qc" in obs:
-        ok &= obs["pass_qc"].to_numpy(dtype=bool)
-    if "predicted_doublet" in obs:
-        ok &= ~obs["predicted_doublet"].to_numpy(dtype=bool)
+    ok = qc_singlets(obs)
     pert = obs[key].astype(str).to_numpy()
     ok &= ~np.isin(pert, [MULTIPLE, UNASSIGNED, "nan", "None", ""])
     if categories is not None:

@@ -16,8 +16,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import anndata as ad
+import numpy as np
 import pandas as pd
 
+from pairedscreen.columns import MULTIPLE, UNASSIGNED
+from pairedscreen.expression import qc_singlets, usable_cells
 from pairedscreen.io import _json_default, jsonable, repo_root, sha256sum
 
 SCHEMA_VERSION = "1.0"
@@ -65,9 +69,10 @@ def read_kb_run_info(path: str | os.PathLike) -> dict:
 
 def rna_stage_counts(cells_obs: pd.DataFrame, *, reads: int | None = None, barcodes: int | None = None,
                      perturbation_key: str = "perturbation") -> dict:
-    """Counts from ``results/rna/cells.h5ad`` obs: called cells, removed by reason (each ``qc_fail_*`` flag,
-    doublets, no/multiple guides; a cell can have several reasons), kept (pass_qc, not a predicted
-    doublet, one perturbation: the cells behind the pseudobulk)."""
+    """Counts from ``results/rna/cells.h5ad`` obs: called cells, removed by reason (each ``qc_fail_*`` flag
+    and doublets, which overlap; then, among the QC-passing singlets, no guide and multiple guides: the
+    ledger's ``cells_no_guide`` / ``cells_multiple_guides``), kept (the cells behind the pseudobulk:
+    :func:`pairedscreen.expression.usable_cells`)."""
     obs = cells_obs
     n = len(obs)
     removed: dict[str, int] = {}
@@ -77,13 +82,11 @@ def rna_stage_counts(cells_obs: pd.DataFrame, *, reads: int | None = None, barco
     if "predicted_doublet" in obs:
         removed["doublet"] = int(obs["predicted_doublet"].astype(bool).sum())
     pert = obs[perturbation_key].astype(str) if perturbation_key in obs else pd.Series("", index=obs.index)
-    removed["unassigned_guide"] = int((pert == "unassigned").sum())
-    removed["multiple_guides"] = int((pert == "multiple").sum())
-    ok = ~pert.isin(["unassigned", "multiple", "", "nan"])
-    if "pass_qc" in obs:
-        ok &= obs["pass_qc"].astype(bool)
-    if "predicted_doublet" in obs:
-        ok &= ~obs["predicted_doublet"].astype(bool)
+    single = pd.Series(qc_singlets(obs), index=obs.index)
+    removed["unassigned_guide"] = int((single & (pert == UNASSIGNED)).sum())
+    removed["multiple_guides"] = int((single & (pert == MULTIPLE)).sum())
+    ok = pd.Series(usable_cells(ad.AnnData(obs=obs), key=perturbation_key) if perturbation_key in obs
+                   else np.zeros(n, bool), index=obs.index)
     out: dict[str, Any] = {"reads": reads, "barcodes": barcodes, "cells_called": int(n),
                            "cells_kept": int(ok.sum()), "cells_removed": removed}
     if "library" in obs:

@@ -23,14 +23,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
 from pairedscreen import columns as C
+from pairedscreen.expression import usable_cells
 from pairedscreen.paint.segment import read_site_summary
 
 PathLike = str | os.PathLike
-UNASSIGNED = ("unassigned", "multiple", "", "nan", "None")
 
 
 # ------------------------------------------------------------------------------------------ equations
@@ -149,7 +150,10 @@ def rna_library_ledger(inputs_json: PathLike, raw: PathLike, ranks: PathLike, ce
                   cells_doublet=int((pass_qc & doublet).sum()), cells_singlet=int(single.sum()),
                   cells_no_guide=int((single & (pert == "unassigned")).sum()),
                   cells_multiple_guides=int((single & (pert == "multiple")).sum()))
-    counts["cells_assigned"] = int((single & ~np.isin(pert, UNASSIGNED)).sum())
+    assigned = usable_cells(ad.AnnData(obs=pd.DataFrame(
+        {"pass_qc": pass_qc, "predicted_doublet": doublet, "perturbation": pert},
+        index=np.arange(called).astype(str))))
+    counts["cells_assigned"] = int(assigned.sum())
     eqs.append(equation("cells_called = cells_qc_pass + cells_qc_fail", **{
         k: counts[k] for k in ("cells_called", "cells_qc_pass", "cells_qc_fail")}))
     eqs.append(equation("cells_qc_pass = cells_singlet + cells_doublet", **{
@@ -165,7 +169,7 @@ def rna_library_ledger(inputs_json: PathLike, raw: PathLike, ranks: PathLike, ce
     losses = {"no_umis": counts["barcodes_without_umis"], "not_a_cell": counts["barcodes_not_called"],
               "qc_fail": counts["cells_qc_fail"], "doublet": counts["cells_doublet"],
               "no_guide": counts["cells_no_guide"], "multiple_guides": counts["cells_multiple_guides"]}
-    by_pert = pd.Series(pert[single & ~np.isin(pert, UNASSIGNED)]).value_counts()
+    by_pert = pd.Series(pert[assigned]).value_counts()
     return {"counts": counts, "losses": losses, "qc_fail_by_flag": qc_fail_by_flag,
             "assigned_by_perturbation": {str(k): int(v) for k, v in sorted(by_pert.items())},
             "equations": eqs}
