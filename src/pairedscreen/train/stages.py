@@ -10,22 +10,19 @@ from typing import Any
 
 import pandas as pd
 
+from pairedscreen.columns import parse_bool
 from pairedscreen.io import write_tsv
-from pairedscreen.sheets import read_sheet
+from pairedscreen.sheets import read_libraries, read_plates, read_registry
 from pairedscreen.train import splits as spl
 
 log = logging.getLogger("pairedscreen.train")
 PathLike = str | os.PathLike
 
 
-def _registry(path: PathLike) -> pd.DataFrame:
-    return read_sheet(path, bool_cols=("is_control",))
-
-
 def read_splits(path: PathLike) -> pd.DataFrame:
     df = pd.read_csv(path, sep="\t", dtype={"perturbation_id": str, "target_gene": str, "split": str},
                      keep_default_na=False)
-    df["is_control"] = df["is_control"].astype(str).str.lower().eq("true")
+    df["is_control"] = df["is_control"].map(parse_bool).fillna(False).astype(bool)
     return df
 
 
@@ -35,7 +32,7 @@ def read_holdout(path: PathLike) -> pd.DataFrame:
 
 def run_splits(registry: PathLike, params: Mapping[str, Any], out: PathLike) -> pd.DataFrame:
     """``splits.tsv`` from the registry (nothing else: a plate or library landing never changes it)."""
-    table = spl.assign_splits(_registry(registry), seed=int(params["seed"]),
+    table = spl.assign_splits(read_registry(registry), seed=int(params["seed"]),
                               val_fraction=float(params["val_fraction"]),
                               test_fraction=float(params["test_fraction"]))
     log.info("splits: %s", table["split"].value_counts().to_dict())
@@ -46,7 +43,7 @@ def run_splits(registry: PathLike, params: Mapping[str, Any], out: PathLike) -> 
 def run_batch_holdout(libraries: PathLike, plates: PathLike, params: Mapping[str, Any],
                       out: PathLike) -> pd.DataFrame:
     """``batch_holdout.tsv`` from the library and plate sheets."""
-    hold = spl.batch_holdout(read_sheet(libraries), read_sheet(plates), str(params["batch_holdout"]))
+    hold = spl.batch_holdout(read_libraries(libraries), read_plates(plates), str(params["batch_holdout"]))
     log.info("batch held out: %s", sorted(set(hold.loc[hold["batch_split"] == "test", "batch"])) or "none")
     write_tsv(hold, out)
     return hold
@@ -61,7 +58,7 @@ def run_rna_export(rna_cells: PathLike | Sequence[PathLike], registry: PathLike,
 
     from pairedscreen.train import rna_export
 
-    reg, table = _registry(registry), read_splits(splits)
+    reg, table = read_registry(registry), read_splits(splits)
     adata = rna_export.export_rna(rna_cells, reg, table, read_holdout(holdout), params, h5ad_out,
                                   obs_out)
     log.info("cell-load export: %d cells x %d genes, X_hvg %d genes", adata.n_obs, adata.n_vars,
@@ -131,7 +128,7 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
     from pairedscreen.modalities import paint_modality, rna_modality
     from pairedscreen.train.evals import evaluate
 
-    reg = _registry(registry)
+    reg = read_registry(registry)
     table = read_splits(splits).set_index("perturbation_id").reindex(reg["perturbation_id"].astype(str))
     pb = ad.read_h5ad(pseudobulk, backed="r")
     rna = rna_modality(ad.AnnData(X=pb.X[:], obs=pb.obs, var=pb.var), reg)
