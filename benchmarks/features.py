@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from _features_a_data import SCALEFEX, load_scalefex, relabel, segment_site, synthetic_site  # noqa: E402
 
-from pairedscreen.paint.features import DEFAULT_PARAMS, build_index, measure_site  # noqa: E402
+from pairedscreen.paint.features import build_index, feature_params, measure_site  # noqa: E402
 from pairedscreen.paint.features.areashape import measure_areashape  # noqa: E402
 from pairedscreen.paint.features.intensity import edge_pixels, measure_intensity  # noqa: E402
 
@@ -52,7 +52,7 @@ def cpu(fn, repeat: int) -> float:
 
 
 def ours_full(imgs, nuc, cells, cyto):
-    return measure_site(imgs, CHANNELS, nuc, cells, cyto, DEFAULT_PARAMS)
+    return measure_site(imgs, CHANNELS, nuc, cells, cyto, feature_params())
 
 
 def shape_intensity(imgs, comps):

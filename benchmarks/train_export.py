@@ -123,7 +123,7 @@ def write_floor(folder: Path, sizes: list[int], through: bool) -> float:
 
 def crop_ratio(args) -> dict:
     from pairedscreen.config import resolve_section
-    from pairedscreen.paint.features import DEFAULT_PARAMS
+    from pairedscreen.paint.features import feature_params
     from pairedscreen.paint.stages import run_paint_features
     from pairedscreen.train.crops import export_crops, fit_crop_size
     from pairedscreen.train.splits import assign_splits
@@ -150,7 +150,7 @@ def crop_ratio(args) -> dict:
 
         def features(name: str, record: bool = True):
             return timed("features", lambda: run_paint_features(
-                res / "index.parquet", res / "illum", fx["masks"], "P1", DEFAULT_PARAMS,
+                res / "index.parquet", res / "illum", fx["masks"], "P1", feature_params(),
                 res / f"{name}.parquet"), record)
 
         # warm: numba compiles the feature kernels on first use (a workflow job pays it once per chunk)

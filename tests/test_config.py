@@ -147,19 +147,25 @@ def test_library_keyword_defaults_equal_the_schema_or_are_removed(func, kw, key)
     assert got == want, f"{func.__module__}.{func.__name__}({kw}={p.default!r}) but the schema says {want!r}"
 
 
-def test_feature_and_segmentation_fallbacks_equal_the_schema():
-    from pairedscreen.paint.features import DEFAULT_PARAMS
-    from pairedscreen.paint.segment import SEGMENTATION_DEFAULTS
+def test_feature_and_segmentation_fallbacks_come_from_the_schema():
+    """No copy of the schema's defaults in the paint modules: what a partial section gets is the schema's."""
+    import pairedscreen.paint.features as F
+    import pairedscreen.paint.segment as S
 
+    assert not hasattr(F, "DEFAULT_PARAMS") and not hasattr(S, "SEGMENTATION_DEFAULTS")
     d = schema_defaults()
-    for k, v in DEFAULT_PARAMS.items():
-        assert d[f"paint.features.{k}"] == v, k
-    for k, v in SEGMENTATION_DEFAULTS.items():
-        key = f"paint.segmentation.{k}"
-        key = key if key in d else f"paint.segmentation.nuclei.{k}"
-        assert d[key] == v, k
-        if key.endswith(f"nuclei.{k}"):
-            assert d[f"paint.segmentation.cells.{k}"] == v, k
+    got = F.feature_params({"radial_bins": 7})
+    assert got["radial_bins"] == 7
+    schema = {k.split(".")[-1]: v for k, v in d.items() if k.startswith("paint.features.")}
+    assert {k: v for k, v in got.items() if k != "radial_bins"} == \
+        {k: v for k, v in schema.items() if k != "radial_bins"}
+    seg = S.resolved({"nuclei": {"model": "m", "channel": "DNA", "diameter": 10},
+                      "cells": {"model": "m", "channel": "AGP", "nuclear_channel": "DNA", "diameter": 20}})
+    for key in ("gpu", "batch_size", "min_size", "min_nucleus_overlap", "tile_batch_size"):
+        assert seg[key] == d[f"paint.segmentation.{key}"], key
+    for comp in ("nuclei", "cells"):
+        for key in ("flow_threshold", "cellprob_threshold"):
+            assert seg[comp][key] == d[f"paint.segmentation.{comp}.{key}"], (comp, key)
 
 
 def test_stage_modules_and_rules_have_no_config_fallbacks():

@@ -16,6 +16,7 @@ from pairedscreen.paint.segment import (
     match_compartments,
     objects_table,
     read_site_masks,
+    resolved,
     segment_chunk,
     segment_compartment,
     segment_sites,
@@ -187,11 +188,13 @@ def test_nuclei_dsb2018_ap(shared_data):
     truth = tifffile.imread(d / "mask2d.tif")
     diam = float(utils.diameters(truth)[0])      # the object size a user would put in the config
     site = img[None]
-    ncfg = seg_cfg(nuclei={"diameter": diam})["nuclei"]
+    cfg = resolved(seg_cfg(nuclei={"diameter": diam}))
+    ncfg = cfg["nuclei"]
     aps = {}
     for label, extra in (("Cellpose default 1-99 normalisation", {}),
                          ("normalize_percentiles [50, 99.5]", {"normalize_percentiles": [50, 99.5]})):
-        pred = segment_compartment([site], ["DNA"], {**ncfg, **extra}, nuclear=True)[0]
+        pred = segment_compartment([site], ["DNA"], {**ncfg, **extra}, nuclear=True, gpu=cfg["gpu"],
+                                   batch_size=cfg["batch_size"], min_size=cfg["min_size"])[0]
         s5, s75 = match_stats(truth, pred, 0.5), match_stats(truth, pred, 0.75)
         aps[label] = s5.ap
         print(f"\nDSB2018 (125 nuclei, diameter {diam:.1f} px), {label}: AP@0.5 {s5.ap:.3f} "

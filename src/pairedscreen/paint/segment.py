@@ -240,17 +240,13 @@ def match_compartments(nuclei: np.ndarray, cells: np.ndarray, min_nucleus_overla
 
 # ------------------------------------------------------------------------------------- segmentation
 
-#: Fallbacks for callers passing a partial ``paint.segmentation`` section (tests, benchmarks); the
-#: workflow passes the resolved config, whose defaults come from the config schema: a test checks these
-#: equal the schema's.
-SEGMENTATION_DEFAULTS: dict[str, Any] = {"gpu": "auto", "batch_size": 8, "min_size": 15,
-                                         "min_nucleus_overlap": 0.5, "flow_threshold": 0.4,
-                                         "cellprob_threshold": 0.0}
+def resolved(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``paint.segmentation`` section with the schema's defaults filled in and checked
+    (:func:`pairedscreen.config.resolve_section`): the workflow passes it resolved already, tests and
+    benchmarks may pass part of it; no default lives here."""
+    from pairedscreen.config import resolve_section
 
-
-def _cfg_get(cfg: Mapping[str, Any], key: str) -> Any:
-    v = cfg.get(key)
-    return SEGMENTATION_DEFAULTS[key] if v is None else v
+    return resolve_section("paint.segmentation", cfg)
 
 
 def _prepare(images: Sequence[np.ndarray], channel_names: Sequence[str], illum: np.ndarray | None,
@@ -326,21 +322,22 @@ def segment_compartment(
     channel_names: Sequence[str],
     ccfg: Mapping[str, Any],
     *,
-    gpu: bool | str = "auto",
-    batch_size: int = 8,
+    gpu: bool | str,
+    batch_size: int,
+    min_size: int,
     illum: np.ndarray | None = None,
     nuclear: bool = True,
     tile_batch_size: int | None = None,
-    min_size: int = 15,
 ) -> list[np.ndarray]:
-    """Raw Cellpose label images for one compartment (``ccfg`` = ``paint.segmentation.nuclei`` or
-    ``.cells``): nuclei from ``[channel, 0]``, cells from ``[channel, nuclear_channel]``."""
+    """Raw Cellpose label images for one compartment (``ccfg`` = the resolved ``paint.segmentation.nuclei``
+    or ``.cells``, :func:`resolved`): nuclei from ``[channel, 0]``, cells from ``[channel,
+    nuclear_channel]``."""
     model = load_model(ccfg["model"], gpu)
-    main = ccfg.get("channel", "DNA" if nuclear else "AGP")
-    second = None if nuclear else ccfg.get("nuclear_channel")
+    main = ccfg["channel"]
+    second = None if nuclear else ccfg["nuclear_channel"]
     xs = _prepare(images, channel_names, illum, main, second)
-    return _run_model(model, xs, ccfg.get("diameter"), float(_cfg_get(ccfg, "flow_threshold")),
-                      float(_cfg_get(ccfg, "cellprob_threshold")), batch_size, tile_batch_size, min_size,
+    return _run_model(model, xs, ccfg["diameter"], float(ccfg["flow_threshold"]),
+                      float(ccfg["cellprob_threshold"]), batch_size, tile_batch_size, min_size,
                       ccfg.get("normalize_percentiles"))
 
 
@@ -364,12 +361,11 @@ def segment_sites(
     """
     if len(images) == 0:
         return []
-    gpu = _cfg_get(cfg, "gpu")
-    batch_size = int(_cfg_get(cfg, "batch_size"))
-    if batch_size < 1:
-        raise ValueError(f"paint.segmentation.batch_size must be >= 1, got {batch_size}")
-    tile_bs = cfg.get("tile_batch_size")
-    min_size = int(_cfg_get(cfg, "min_size"))
+    cfg = resolved(cfg)
+    gpu = cfg["gpu"]
+    batch_size = int(cfg["batch_size"])
+    tile_bs = cfg["tile_batch_size"]
+    min_size = int(cfg["min_size"])
     ncfg, ccfg = cfg["nuclei"], cfg["cells"]
     if illum is not None:
         illum = np.asarray(illum, np.float32)
@@ -382,7 +378,7 @@ def segment_sites(
                                  nuclear=True, tile_batch_size=tile_bs, min_size=min_size)
     cells = segment_compartment(images, channel_names, ccfg, gpu=gpu, batch_size=batch_size, illum=illum,
                                 nuclear=False, tile_batch_size=tile_bs, min_size=min_size)
-    min_ov = float(_cfg_get(cfg, "min_nucleus_overlap"))
+    min_ov = float(cfg["min_nucleus_overlap"])
     return [match_compartments(n, c, min_ov) for n, c in zip(nuclei, cells, strict=True)]
 
 
@@ -458,7 +454,8 @@ def segment_chunk(
     good = [(w, int(s)) for (w, s), ok in usable.items() if ok]
     # a plate with every site quarantined has no illumination function (and needs none)
     illum = load_illumination(illum_dir, channel_names) if illum_dir is not None and good else None
-    batch = max(1, int(_cfg_get(cfg, "batch_size")))
+    cfg = resolved(cfg)
+    batch = int(cfg["batch_size"])
     objects: list[pd.DataFrame] = []
     summary: list[dict[str, Any]] = []
     with atomic_output(out_dir, is_dir=True) as tmp:

@@ -52,21 +52,15 @@ _FAMILY_FUNCS: dict[str, tuple[str, str]] = {
 # "Adjacent" variant for cells, as in the JUMP Cell Painting pipeline; not for the cytoplasm ring.
 _NEIGHBOR_COMPARTMENTS = ("Nuclei", "Cells")
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "texture_scales": [3],
-    "texture_levels": 256,
-    "granularity_spectrum_length": 16,
-    "granularity_subsample_size": 0.25,
-    "granularity_background_subsample_size": 0.25,
-    "granularity_element_size": 10,
-    "radial_bins": 4,
-    "neighbors_distance": 5,
-    "zernike_degree": 9,
-    "colocalization_costes": False,
-    "families": list(FAMILIES),
-}
+__all__ = ["FAMILIES", "ObjectIndex", "build_index", "feature_params", "measure_site"]
 
-__all__ = ["DEFAULT_PARAMS", "FAMILIES", "ObjectIndex", "build_index", "measure_site"]
+
+def feature_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``paint.features`` section: ``params`` (None values left out) with the config schema's defaults
+    filled in and checked (:func:`pairedscreen.config.resolve_section`); no default lives here."""
+    from pairedscreen.config import resolve_section
+
+    return resolve_section("paint.features", {k: v for k, v in (params or {}).items() if v is not None})
 
 
 def _family_function(family: str) -> Callable[..., dict[str, np.ndarray]] | None:
@@ -108,17 +102,16 @@ def measure_site(
     ``images``: (C, H, W) float in [0, 1] (integer images are divided by their dtype maximum);
     ``channel_names``: C names used as feature suffixes; ``nuclei``/``cells``/``cytoplasm``:
     (H, W) integer label images sharing object ids (None skips a compartment); ``params``:
-    ``paint.features`` keys (see :data:`DEFAULT_PARAMS`), ``families`` selecting a subset of
+    ``paint.features`` keys (:func:`feature_params`: the schema's defaults for those left out),
+    ``families`` selecting a subset of
     :data:`FAMILIES`. Returns a DataFrame with an ``object_id`` column (ascending union of the ids
     present in any compartment) and one float64 column per feature.
     """
-    p = dict(DEFAULT_PARAMS)
-    if params:
-        p.update({k: v for k, v in params.items() if v is not None})
-    families = list(p["families"])
-    unknown = sorted(set(families) - set(FAMILIES))
+    unknown = sorted(set((params or {}).get("families") or ()) - set(FAMILIES))
     if unknown:
         raise ValueError(f"unknown feature families {unknown}; known: {list(FAMILIES)}")
+    p = feature_params(params)
+    families = list(p["families"])
     imgs = _as_float_images(images)
     channels = [str(c) for c in channel_names]
     if len(channels) != imgs.shape[0]:
