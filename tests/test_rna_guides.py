@@ -133,7 +133,7 @@ def test_background_model_fits_the_planted_parameters():
     assert fit_guide(np.zeros(100, int)).threshold == np.inf
 
 
-def test_unassigned_share_warns_when_the_model_misses_carriers(caplog):
+def test_unassigned_share_warns_when_the_model_misses_carriers(caplog, tmp_path):
     """On low-background counts the nonzero-only mixture leaves carriers with many guide UMIs unassigned:
     the library's share is recorded and warned about; the background model assigns them (no warning).
     uns['guide_model'] holds one row per guide with the threshold of uns['guide_thresholds']."""
@@ -161,6 +161,15 @@ def test_unassigned_share_warns_when_the_model_misses_carriers(caplog):
         called = np.asarray([[g in s.split(";") for g in guides] for s in out.obs["guide_ids"]]).sum(0)
         np.testing.assert_array_equal(model["n_called"], called)
     assert "warning" in stats["mixture"] and stats["mixture"]["unassigned_many_share"] > 0.1
+    # the datasheet's per-library record and warning, read back from the written cells.h5ad
+    from pairedscreen.pair.datasheet import GUIDE_STATS, guide_assignment_stats
+
+    for method in ("mixture", "background"):
+        path = tmp_path / f"{method}.h5ad"
+        assign_guides(cells, gc, sheet, method=method).write_h5ad(path)
+        rec, warning = guide_assignment_stats(path)
+        assert rec == {k: stats[method][k] for k in GUIDE_STATS}
+        assert warning == stats[method].get("warning")
     assert "warning" not in stats["background"] and stats["background"]["unassigned_many_share"] < 0.02
     assert abs(stats["background"]["assignment_rate"] - np.mean([len(t) > 0 for t in truth])) < 0.01
     model = out.uns["guide_model"]
