@@ -4,7 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# cell-eval's own environment (pdex needs numpy>=2.4.2, Cellpose caps numpy<2.1): the eval rule runs in it
+# cell-eval's own environment (pdex needs numpy>=2.4.2, Cellpose caps numpy<2.1): the eval rule runs in it;
+# it also holds crispat, the reference guide caller tests/test_rna_guides.py compares with
 EVAL_VENV := .venv-eval
 EVAL_STAMP := $(EVAL_VENV)/.installed
 CORES ?= 2
@@ -24,7 +25,8 @@ $(STAMP): pyproject.toml envs/requirements.lock
 $(EVAL_STAMP): envs/celleval.lock
 	@test -x $(EVAL_VENV)/bin/python || $(PYTHON) -m venv $(EVAL_VENV)
 	$(EVAL_VENV)/bin/python -m pip install -q --upgrade pip
-	$(EVAL_VENV)/bin/python -m pip install -q -c envs/celleval.lock cell-eval==0.8.2
+	$(EVAL_VENV)/bin/python -m pip install -q torch==2.13.0       # first, alone (crispat's pyro needs torch)
+	$(EVAL_VENV)/bin/python -m pip install -q -c envs/celleval.lock cell-eval==0.8.2 crispat==0.9.11 torch==2.13.0
 	$(EVAL_VENV)/bin/python -m pip check
 	@touch $@
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cell_calling": {"fdr": 0.01, "ambient_max_umis": 100, "min_umis": 200, "n_iter": 10000},
         "qc": {"max_pct_mt": 20.0},
         "doublets": {"expected_rate": 0.06},
-        "guides": {"method": "mixture", "min_umis": 3},
+        "guides": {"min_umis": 3},
     })
     timings: dict[str, float] = {"simulate_s": sim_s}
 

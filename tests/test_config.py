@@ -120,6 +120,8 @@ def _library_defaults():
         (guides.assign_guides, "min_umis", "rna.guides.min_umis"),
         (guides.assign_guides, "threshold", "rna.guides.threshold"),
         (guides.assign_guides, "max_fraction", "rna.guides.max_fraction"),
+        (guides.assign_guides, "many_umis", "rna.guides.many_umis"),
+        (guides.assign_guides, "max_unassigned_many", "rna.guides.max_unassigned_many"),
         (image_qc.add_image_qc, "max_saturation_pct", "paint.qc.max_saturation_pct"),
         (image_qc.add_image_qc, "min_focus_plls", "paint.qc.min_focus_plls"),
         (image_qc.add_image_qc, "max_focus_plls", "paint.qc.max_focus_plls"),

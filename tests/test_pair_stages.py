@@ -147,6 +147,8 @@ def test_stages_end_to_end(workdir):
     assert sheet["counts"]["paint"]["cells_profiled"] == len(s.paint_cells)
     assert sheet["truth_recovery"]["paint"]["recall"] == metrics["truth_recovery"]["paint"]["recall"]
     assert any(r["role"].startswith("fastq") for r in sheet["inputs"])
+    # no guide stage record in these synthetic cells: an empty record per library, no warning
+    assert sheet["counts"]["rna"]["guide_assignment_by_library"] == {"L1": {}} and sheet["warnings"] == []
 
 
 def test_single_well_screen_uses_sub_well_replicates(workdir, tmp_path):

@@ -118,7 +118,14 @@ def _rna_library(results: Path, lib: str, batch: str, reg: pd.DataFrame, rng: np
     cells.uns["cell_calling"] = {"knee": 1200.0, "inflection": 400.0, "threshold": 200.0, "fdr": 0.01}
     cells.uns["guide_thresholds"] = pd.DataFrame([[float(rng.integers(4, 9)) for _ in guides]],
                                                  index=pd.Index([lib], name="group"), columns=guides)
-    cells.uns["guide_assignment"] = {"method": "mixture", "min_umis": 3}
+    # the guide stage's own statistics; L2 with a bar (0) its unassigned 40-UMI cells exceed (a warning)
+    from pairedscreen.rna.guides import assignment_stats
+
+    cells.obs["guide_umis"] = gcounts.sum(1)
+    bar = 0.0 if lib == "L2" else 0.5
+    stats = assignment_stats(cells.obs, many_umis=0, max_unassigned_many=bar)
+    cells.uns["guide_assignment"] = {"method": "mixture", "min_umis": 3, "max_unassigned_many": bar,
+                                     **{k: v for k, v in stats.items() if v is not None}}
     cells.uns["qc_thresholds"] = {**bounds, "nmads_counts": 5.0, "nmads_genes": 5.0, "nmads_mt": 3.0,
                                   "max_pct_mt": 12.0}
     cells.uns["doublets"] = {"method": "scrublet", "expected_rate": 0.06, "threshold": 0.4}
@@ -339,6 +346,11 @@ def make_synthetic_workdir(work: Path, seed: int = 0, plates: tuple[str, ...] = 
             "edge": {"planted": True, "detected": True, "correct": True, "edge_definition_agreement": 1.0},
         },
     }
+    from pairedscreen.pair.datasheet import guide_assignment_stats
+
+    guide = {lib: guide_assignment_stats(results / "rna" / lib / "cells.h5ad") for lib in ("L1", "L2")}
+    datasheet["counts"]["rna"]["guide_assignment_by_library"] = {k: v[0] for k, v in guide.items()}
+    datasheet["warnings"] = [f"library {k}: guide assignment: {v[1]}" for k, v in guide.items() if v[1]]
     try:
         from pairedscreen.pair.datasheet import validate_datasheet
     except ImportError:  # pragma: no cover - the pair stage is not there yet
@@ -465,6 +477,15 @@ def test_collected_sections(built: dict[str, Any]) -> None:
     assert not ov["rna_funnel"].empty and not ov["paint_funnel"].empty
     assert ov["rna_funnel"]["count"].is_monotonic_decreasing
     assert any("quarantined" in w for w in ov["warnings"])
+    # the guide stage's warning (L2: unassigned cells with many guide UMIs) reaches the report, L1's not
+    guide_warnings = [w for w in ov["warnings"] if "guide assignment" in w]
+    assert len(guide_warnings) == 1 and guide_warnings[0].startswith("library L2:")
+    assert "have no guide call" in guide_warnings[0]
+    rates = ov["rna_counts"].set_index("library")
+    for lib, d in data["rna"]["libraries"].items():
+        n = d["counts"]["cells_called"]   # the fixture leaves exactly 5 cells unassigned per library
+        assert rates.loc[lib, "guide_assignment_rate"] == round((n - 5) / n, 4)
+        assert 0 < rates.loc[lib, "guide_unassigned_many_share"] < 0.1
     for lib, d in data["rna"]["libraries"].items():
         assert d["knee"]["n_called"] > 0, lib
         assert "total_counts" in d["qc"] and np.isfinite(d["qc"]["total_counts"]["upper"])

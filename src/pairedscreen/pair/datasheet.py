@@ -95,6 +95,25 @@ def rna_stage_counts(cells_obs: pd.DataFrame, *, reads: int | None = None, barco
     return out
 
 
+GUIDE_STATS = ("method", "assignment_rate", "many_umis_cutoff", "n_many_umis", "unassigned_many_umis",
+               "unassigned_many_share", "max_unassigned_many")
+
+
+def guide_assignment_stats(cells_h5ad: str | os.PathLike) -> tuple[dict, str | None]:
+    """One library's guide assignment record from its ``cells.h5ad`` ``uns['guide_assignment']`` (written by
+    :func:`pairedscreen.rna.guides.assign_guides`; read alone, not the cells): the stats of
+    :data:`GUIDE_STATS` present, and its warning (None when the share of cells with many guide UMIs left
+    unassigned is within ``rna.guides.max_unassigned_many``)."""
+    import anndata
+    import h5py
+
+    with h5py.File(cells_h5ad, "r") as f:
+        key = "uns/guide_assignment"
+        rec = anndata.io.read_elem(f[key]) if key in f else {}
+    warning = rec.get("warning")
+    return {k: jsonable(rec[k]) for k in GUIDE_STATS if k in rec}, (str(warning) if warning else None)
+
+
 def add_stage_counts(parts: Sequence[dict], *, reads: int | None = None, barcodes: int | None = None) -> dict:
     """The screen's :func:`rna_stage_counts` from each library's (computed on its own obs): the counts are
     sums, ``cells_removed`` is summed per reason (in first-seen order), ``cells_kept_by_library`` joined."""

@@ -270,7 +270,7 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         reads += int((info.get("kb_gex") or {}).get("n_processed", 0) or 0)
     barcodes = sum(ad.read_h5ad(p, backed="r").n_obs for p in _get(inputs, "raw"))
     # one library's obs at a time: its stage counts (added up) and its ledger, never the screen's obs
-    per_library, rna_ledgers = [], []
+    per_library, rna_ledgers, guide_stats, warnings = [], [], {}, []
     rna_in, raws, ranks = _get(inputs, "rna_inputs"), _get(inputs, "raw"), _get(inputs, "barcode_ranks")
     from pairedscreen.pair import ledger as ledger_mod
 
@@ -279,6 +279,10 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         obs = lib.obs.copy()
         lib.file.close()
         per_library.append(ds.rna_stage_counts(obs))
+        name = libraries[i] if i < len(libraries) else Path(p).parent.name
+        guide_stats[name], warning = ds.guide_assignment_stats(p)
+        if warning:
+            warnings.append(f"library {name}: guide assignment: {warning}")
         if ranks and chunks:
             rna_ledgers.append(ledger_mod.rna_library_ledger(rna_in[i], raws[i], ranks[i], obs,
                                                              fastq_r1=(gex_r1 or {}).get(libraries[i])))
@@ -319,6 +323,9 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         metrics=metrics, truth_recovery=truth_rec,
         outputs={"output": _get(inputs, "outputs") or _get(inputs, "h5mu")}, root=wd, arms=arms,
         quarantine=records)
+    if guide_stats:
+        sheet["counts"]["rna"]["guide_assignment_by_library"] = jsonable(guide_stats)
+    sheet["warnings"] = warnings
     if ledger is not None:
         sheet["ledger"] = jsonable(ledger)
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),

@@ -2,14 +2,23 @@
 
 Methods (config ``rna.guides.method``):
 
-- ``mixture`` (default; Cell Ranger / crispat 'gauss' style): per guide and batch, a two-component
-  Gaussian mixture on log10(UMI + 1) over the cells with >= 1 UMI of that guide, fitted by weighted
-  EM over the distinct count values (so it is fast for any number of cells). A cell carries the guide
-  when its count is in the high component (posterior > 0.5) and >= ``min_umis``; this is a per-guide
-  UMI threshold, recorded in ``uns['guide_thresholds']``.
+- ``background`` (default): per guide and batch, a negative-binomial background plus a log-normal
+  signal fitted by EM over ALL cells, zeros included (:mod:`pairedscreen.rna.guide_model`), so the data
+  decide the threshold on low-background (Parse, TAP-seq) and high-background (10x guide capture) screens
+  alike. A cell carries the guide when its count has signal posterior > 0.5 and is >= ``min_umis``: a
+  per-guide UMI threshold.
+- ``mixture`` (Cell Ranger / crispat 'gauss' with ``nonzero=True``): per guide and batch, a
+  two-component Gaussian mixture on log10(UMI + 1) over the cells with >= 1 UMI of that guide, fitted
+  by weighted EM over the distinct count values. Fast, right when every cell carries ambient guide
+  UMIs; on low-background data its components split the carriers and most go unassigned.
 - ``threshold``: count >= max(``threshold``, ``min_umis``) for every guide.
 - ``max``: only the top guide, when it has >= ``min_umis`` UMIs and >= ``max_fraction`` of the
   cell's guide UMIs.
+
+Every method records its per-guide UMI thresholds in ``uns['guide_thresholds']`` and per guide the
+model, its fitted parameters, threshold and cells called in ``uns['guide_model']``; per library the
+assignment rate and the share of cells with many guide UMIs left unassigned (a warning when high) go to
+``uns['guide_assignment']`` (:func:`assignment_stats`).
 
 Cells with several guides are kept (multiplets are recorded: ``n_guides`` > 1, and ``perturbation``
 = ``multiple`` when the guides belong to more than one perturbation).
@@ -17,6 +26,7 @@ Cells with several guides are kept (multiplets are recorded: ``n_guides`` > 1, a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import anndata as ad
@@ -26,8 +36,11 @@ import scipy.sparse as sp
 
 from pairedscreen import sheets
 from pairedscreen.columns import MULTIPLE, UNASSIGNED
+from pairedscreen.rna import guide_model
 
-METHODS = ("mixture", "threshold", "max")
+log = logging.getLogger(__name__)
+
+METHODS = ("background", "mixture", "threshold", "max")
 
 
 def _normal_logpdf(x: np.ndarray, mu: float, var: float) -> np.ndarray:
@@ -77,10 +90,74 @@ def mixture_threshold(counts: np.ndarray, *, min_umis: int = 3, n_iter: int = 20
     return float(u[ok][0]) if ok.any() else float("inf")
 
 
+def _fit_thresholds(
+    x: sp.csr_matrix, grp: np.ndarray, levels: list[str], *, method: str, min_umis: int, threshold: int,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Per-(group, guide) UMI thresholds and the per-guide model table (one row per group and guide)."""
+    n_guides = x.shape[1]
+    thr = np.full((len(levels), n_guides), float(max(threshold, min_umis)))
+    rows: list[dict] = []
+    xc = x.tocsc() if method in ("mixture", "background") else None
+    for gi, g in enumerate(levels):
+        in_group = grp == g
+        sub = (xc[in_group] if len(levels) > 1 else xc) if xc is not None else None
+        n = int(in_group.sum())
+        for j in range(n_guides):
+            if sub is not None:
+                col = sub.data[sub.indptr[j] : sub.indptr[j + 1]]
+                if method == "background":
+                    row = guide_model.fit_guide(col, n_cells=n, min_umis=min_umis).as_row()
+                    thr[gi, j] = row["threshold"]
+                else:
+                    thr[gi, j] = mixture_threshold(col, min_umis=min_umis)
+                    row = {"model": "log_gaussian_nonzero", "n_cells": n, "n_nonzero": int(col.size)}
+            elif method == "max":
+                thr[gi, j] = float(min_umis)
+                row = {"model": "max", "n_cells": n}
+            else:
+                row = {"model": "fixed", "n_cells": n}
+            rows.append({"group": g, "guide": j, **row, "threshold": float(thr[gi, j])})
+    table = pd.DataFrame(rows, columns=list(dict.fromkeys(
+        ["group", "guide", "model", "n_cells", "n_nonzero", *guide_model.GuideFit.__dataclass_fields__,
+         "threshold"])))
+    return thr, table
+
+
+def _calls(
+    x: sp.csr_matrix, *, method: str, min_umis: int, threshold: int, max_fraction: float,
+    groups: Sequence[str] | np.ndarray | None,
+) -> tuple[sp.csr_matrix, np.ndarray, list[str], pd.DataFrame]:
+    """:func:`call_guides` plus the group levels and the per-guide model table."""
+    if method not in METHODS:
+        raise ValueError(f"guide method {method!r} not in {METHODS}")
+    n_cells = x.shape[0]
+    grp = np.asarray(groups).astype(str) if groups is not None else np.full(n_cells, "all")
+    levels = list(pd.unique(grp))
+    thr, table = _fit_thresholds(x, grp, levels, method=method, min_umis=min_umis, threshold=threshold)
+    if method == "max":
+        tot = np.asarray(x.sum(axis=1)).ravel()
+        top = np.asarray(x.argmax(axis=1)).ravel()
+        topv = np.asarray(x.max(axis=1).todense()).ravel()
+        ok = (topv >= min_umis) & (topv >= max_fraction * np.maximum(tot, 1))
+        rows = np.flatnonzero(ok)
+        mat = sp.csr_matrix((np.ones(len(rows), bool), (rows, top[rows])), shape=x.shape)
+    else:
+        coo = x.tocoo()
+        gidx = pd.Index(levels).get_indexer(grp)
+        keep = coo.data >= thr[gidx[coo.row], coo.col]
+        mat = sp.csr_matrix((np.ones(keep.sum(), bool), (coo.row[keep], coo.col[keep])), shape=x.shape)
+    gidx = pd.Index(levels).get_indexer(grp)
+    called = np.zeros((len(levels), x.shape[1]), np.int64)
+    coo = mat.tocoo()
+    np.add.at(called, (gidx[coo.row], coo.col), 1)
+    table["n_called"] = called.ravel()
+    return mat, thr, levels, table
+
+
 def call_guides(
     counts: sp.spmatrix | np.ndarray,
     *,
-    method: str = "mixture",
+    method: str = "background",
     min_umis: int = 3,
     threshold: int = 5,
     max_fraction: float = 0.5,
@@ -88,36 +165,37 @@ def call_guides(
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Boolean cells x guides assignment matrix and per-(group, guide) thresholds (groups x guides).
 
-    ``groups`` (e.g. batch per cell) fits mixture thresholds separately per group.
+    ``groups`` (e.g. batch per cell) fits the per-guide models separately per group.
     """
-    if method not in METHODS:
-        raise ValueError(f"guide method {method!r} not in {METHODS}")
-    x = sp.csr_matrix(counts)
-    n_cells, n_guides = x.shape
-    grp = np.asarray(groups).astype(str) if groups is not None else np.full(n_cells, "all")
-    levels = list(pd.unique(grp))
-    thr = np.full((len(levels), n_guides), float(max(threshold, min_umis)))
-    if method == "max":
-        thr[:] = float(min_umis)
-        tot = np.asarray(x.sum(axis=1)).ravel()
-        top = np.asarray(x.argmax(axis=1)).ravel()
-        topv = np.asarray(x.max(axis=1).todense()).ravel()
-        ok = (topv >= min_umis) & (topv >= max_fraction * np.maximum(tot, 1))
-        rows = np.flatnonzero(ok)
-        mat = sp.csr_matrix((np.ones(len(rows), bool), (rows, top[rows])), shape=x.shape)
-        return mat, thr
-    if method == "mixture":
-        xc = x.tocsc()
-        for gi, g in enumerate(levels):
-            sub = xc[grp == g] if len(levels) > 1 else xc
-            for j in range(n_guides):
-                col = sub.data[sub.indptr[j] : sub.indptr[j + 1]]
-                thr[gi, j] = mixture_threshold(col, min_umis=min_umis)
-    coo = x.tocoo()
-    gidx = pd.Index(levels).get_indexer(grp)
-    keep = coo.data >= thr[gidx[coo.row], coo.col]
-    mat = sp.csr_matrix((np.ones(keep.sum(), bool), (coo.row[keep], coo.col[keep])), shape=x.shape)
+    mat, thr, _, _ = _calls(sp.csr_matrix(counts), method=method, min_umis=min_umis, threshold=threshold,
+                            max_fraction=max_fraction, groups=groups)
     return mat, thr
+
+
+def assignment_stats(obs: pd.DataFrame, *, many_umis: int, max_unassigned_many: float) -> dict:
+    """A library's assignment rate and the share of its cells with many guide UMIs left unassigned.
+
+    "Many" is ``many_umis`` guide UMIs, or with ``many_umis`` = 0 the median guide UMIs of the cells that
+    have any (not of the assigned cells: when the calls lose the carriers with few UMIs, the assigned
+    cells are the high ones, and their median hides the loss). ``warning`` (a sentence, or None) when
+    the share exceeds ``max_unassigned_many``: carriers the calls left out drop out of every estimate.
+    """
+    umis = obs["guide_umis"].to_numpy(np.int64)
+    unassigned = obs["perturbation"].astype(str).to_numpy() == UNASSIGNED
+    n = len(obs)
+    many = int(many_umis) if many_umis > 0 else (int(np.median(umis[umis > 0])) if (umis > 0).any() else 0)
+    has_many = (umis >= many) & (umis > 0)
+    share = float(unassigned[has_many].mean()) if has_many.any() else 0.0
+    out = {"n_cells": int(n), "assignment_rate": float((~unassigned).mean()) if n else 0.0,
+           "many_umis_cutoff": many, "n_many_umis": int(has_many.sum()),
+           "unassigned_many_umis": int((unassigned & has_many).sum()), "unassigned_many_share": share,
+           "warning": None}
+    if share > max_unassigned_many:
+        out["warning"] = (f"{out['unassigned_many_umis']} of {out['n_many_umis']} cells with >= {many} guide "
+                          f"UMIs ({share:.1%}, above rna.guides.max_unassigned_many = "
+                          f"{max_unassigned_many:.0%}) have no guide call: the guide model may not fit "
+                          "this library (see uns['guide_model'])")
+    return out
 
 
 def assign_guides(
@@ -126,10 +204,12 @@ def assign_guides(
     guide_sheet: pd.DataFrame,
     *,
     registry: pd.DataFrame | None = None,
-    method: str = "mixture",
+    method: str = "background",
     min_umis: int = 3,
     threshold: int = 5,
     max_fraction: float = 0.5,
+    many_umis: int = 0,
+    max_unassigned_many: float = 0.1,
     batch_key: str | None = "library",
 ) -> ad.AnnData:
     """A copy of ``cells`` with guide calls.
@@ -138,7 +218,10 @@ def assign_guides(
     sheet). Adds obsm['guide_counts'] (csr, columns = uns['guide_names']), obs['guide_ids'] (';'),
     obs['n_guides'], obs['guide_umis'], obs['perturbation'] (registry id, ``multiple`` or
     ``unassigned``), obs['is_control'] (from ``registry`` is_control, else control_type/target
-    names containing 'non-targeting'), and uns['guide_thresholds'] (a DataFrame group x guide).
+    names containing 'non-targeting'), uns['guide_thresholds'] (a DataFrame group x guide),
+    uns['guide_model'] (per group and guide: the model, its fitted parameters, threshold and cells
+    called) and uns['guide_assignment'] (the settings and :func:`assignment_stats`; its warning is
+    logged).
     """
     missing = cells.obs_names.difference(guide_counts.obs_names)
     if len(missing):
@@ -146,7 +229,7 @@ def assign_guides(
     g = guide_counts[cells.obs_names]
     counts = sp.csr_matrix(g.X).astype(np.int64)
     groups = cells.obs[batch_key].astype(str).to_numpy() if batch_key and batch_key in cells.obs else None
-    calls, thr = call_guides(
+    calls, thr, levels, table = _calls(
         counts, method=method, min_umis=min_umis, threshold=threshold, max_fraction=max_fraction,
         groups=groups,
     )
@@ -167,10 +250,18 @@ def assign_guides(
     out.obs["perturbation"] = perts
     controls = control_ids(registry, guide_sheet)
     out.obs["is_control"] = out.obs["perturbation"].isin(controls).to_numpy()
-    levels = list(pd.unique(groups)) if groups is not None else ["all"]
     out.uns["guide_thresholds"] = pd.DataFrame(thr, index=pd.Index(levels, name="group"), columns=names)
+    table["guide"] = names[table["guide"].to_numpy(np.int64)]
+    out.uns["guide_model"] = table
+    stats = assignment_stats(out.obs, many_umis=many_umis, max_unassigned_many=max_unassigned_many)
+    warning = stats.pop("warning")
+    log.info("guide assignment (%s): %s", method, stats)
+    if warning:
+        log.warning("guide assignment: %s", warning)
     out.uns["guide_assignment"] = {"method": method, "min_umis": min_umis, "threshold": threshold,
-                                   "max_fraction": max_fraction}
+                                   "max_fraction": max_fraction, "many_umis": many_umis,
+                                   "max_unassigned_many": max_unassigned_many, **stats,
+                                   **({"warning": warning} if warning else {})}
     return out
 
 

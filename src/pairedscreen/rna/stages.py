@@ -194,7 +194,8 @@ def run_rna_cells(
     cells = guide_calls.assign_guides(
         cells, guide_counts, read_guides(guide_sheet), registry=read_registry(registry),
         method=gd["method"], min_umis=int(gd["min_umis"]), threshold=int(gd["threshold"]),
-        max_fraction=float(gd["max_fraction"]),
+        max_fraction=float(gd["max_fraction"]), many_umis=int(gd["many_umis"]),
+        max_unassigned_many=float(gd["max_unassigned_many"]),
     )
     _write_h5ad(cells, cells_out)
     write_parquet(ranks, ranks_out)

@@ -19,7 +19,7 @@ PAINT_STAGES = [("images", "images", "images"), ("sites", "sites", "sites"),
                 ("objects", "objects segmented", "cells"), ("cells_profiled", "cells profiled", "cells"),
                 ("wells_profiled", "wells profiled", "wells")]
 RNA_COLUMNS = ["library", "reads", "reads_pseudoaligned", "barcodes", "cells_called", "cells_pass_qc",
-               "cells_assigned"]
+               "cells_assigned", "guide_assignment_rate", "guide_unassigned_many_share"]
 PAINT_COLUMNS = ["plate", "images", "images_quarantined", "sites", "sites_pass_qc", "objects", "cells",
                  "wells_without_cells"]
 

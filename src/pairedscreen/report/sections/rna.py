@@ -109,6 +109,10 @@ def collect_library(inputs: Inputs, lib: str) -> dict[str, Any]:
     d["counts"]["cells_pass_qc"] = int(pass_qc.sum())
     pert = obs["perturbation"].astype(str)
     d["counts"]["cells_assigned"] = int((pass_qc & ~pert.isin(NOT_ASSIGNED)).sum())
+    ga = uns.get("guide_assignment") if isinstance(uns.get("guide_assignment"), Mapping) else {}
+    for key in ("assignment_rate", "unassigned_many_share"):   # the guide stage's own figures
+        if _num(ga.get(key)) is not None:
+            d["counts"][f"guide_{key}"] = round(float(ga[key]), 4)
 
     bounds = qc_bounds(uns, lib)
     if not bounds:
