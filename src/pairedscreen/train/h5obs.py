@@ -66,6 +66,23 @@ def write_categorical(group: h5py.Group, name: str, codes: np.ndarray, n_categor
     g = group.create_group(name)
     g.attrs["ordered"] = bool(ordered)
     write_array(g, "codes", codes)
+    _write_categories(g, name, n_categories, category_blocks)
+
+
+def new_categorical(group: h5py.Group, name: str, n: int, n_categories: int,
+                    category_blocks: Iterable[np.ndarray], ordered: bool = False) -> h5py.Dataset:
+    """A ``categorical`` column of ``n`` rows whose categories are written now and whose codes dataset
+    (returned, :func:`codes_dtype`) the caller fills by slices."""
+    g = group.create_group(name)
+    g.attrs["ordered"] = bool(ordered)
+    ds = g.create_dataset("codes", shape=(n,), dtype=codes_dtype(n_categories))
+    encoding(ds, "array")
+    _write_categories(g, name, n_categories, category_blocks)
+    return ds
+
+
+def _write_categories(g: h5py.Group, name: str, n_categories: int,
+                      category_blocks: Iterable[np.ndarray]) -> None:
     ds = new_string_array(g, "categories", n_categories)
     at = 0
     for blk in category_blocks:
@@ -120,17 +137,19 @@ class Run:
 def merge_sorted_runs(runs: Sequence[Run], sink: Callable[[np.ndarray], None],
                       block: int | None = None) -> tuple[int, list[np.ndarray]]:
     """Merge sorted runs of distinct values into their sorted union, handed to ``sink`` a block at a time.
-    Returns the union's size and, per run, each value's position in the union (int64). Memory: one block
-    per run + the positions."""
+    Returns the union's size and, per run, each value's position in the union. Memory: about one block of
+    values (shared by the runs) + the positions."""
     block = block or BLOCK
-    maps = [np.empty(r.n, np.int64) for r in runs]
+    pos_dtype = codes_dtype(sum(r.n for r in runs) + 1)   # fits any union size
+    maps = [np.empty(r.n, pos_dtype) for r in runs]
     loaded = [0] * len(runs)          # values read from each run so far
     bufs = [r.read(0, 0) for r in runs]
     total = 0
+    quota = max(256, block // max(1, len(runs)))   # values buffered per run: ~ one block in all
     while True:
         for i, r in enumerate(runs):  # top up each buffer
-            if len(bufs[i]) < block and loaded[i] < r.n:
-                more = r.read(loaded[i], block)
+            if len(bufs[i]) < quota and loaded[i] < r.n:
+                more = r.read(loaded[i], quota)
                 loaded[i] += len(more)
                 bufs[i] = np.concatenate([bufs[i], more]) if len(bufs[i]) else more
         live = [i for i in range(len(runs)) if len(bufs[i])]

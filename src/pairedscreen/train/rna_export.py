@@ -215,7 +215,8 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
             del fh["obs"]
             obs_grp, index_ds = h5obs.open_dataframe(fh, "obs", rna_obs.OBS_COLUMNS, n)
             plan.write_small_columns(obs_grp)
-            bc_codes = np.empty(n, h5obs.codes_dtype(plan.n_categories["barcode"]))
+            bc_codes = h5obs.new_categorical(obs_grp, "barcode", n, plan.n_categories["barcode"],
+                                             plan.category_blocks("barcode"))
             bc_file.truncate(n * barcode_width)
             dtype = None
             for lib in plan.libs:
@@ -225,7 +226,7 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
                 obs, _, _ = rna_obs.read_library(lib.path, plan.present, with_x=False)
                 vals = rna_obs.export_values(obs, local)
                 del obs
-                bc_codes[mine] = rna_obs.barcode_codes(plan, lib, vals["barcode"])
+                codes = rna_obs.barcode_codes(plan, lib, vals["barcode"])
                 bc_bytes = h5obs.utf8(vals["barcode"]).astype(f"S{barcode_width}")
                 x = read_rows(lib.path, local, n_vars, block_nnz or BLOCK_NNZ)
                 if x.dtype.kind == "f" and x.nnz and not np.all(np.mod(x.data, 1) == 0):
@@ -247,16 +248,15 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
                 for i, j in _runs(mine):   # rows of this library that are contiguous in the export
                     p = int(mine[i])
                     index_ds[p:p + j - i] = vals["cell_id"][i:j]
+                    bc_codes[p:p + j - i] = codes[i:j]
                     bc_file.seek(p * barcode_width)
                     bc_file.write(bc_bytes[i:j].tobytes())
                     lo, hi = int(out_ptr[p]), int(out_ptr[p] + x.indptr[j] - x.indptr[i])
                     if hi > lo:
                         data[lo:hi] = x.data[x.indptr[i]:x.indptr[j]]
                         indices[lo:hi] = x.indices[x.indptr[i]:x.indptr[j]]
-                del x, vals, bc_bytes
-            h5obs.write_categorical(obs_grp, "barcode", bc_codes, plan.n_categories["barcode"],
-                                    plan.category_blocks("barcode"))
-            del bc_codes
+                del x, vals, bc_bytes, codes
+                plan.release(lib)
             if dtype is None:   # no exported cell
                 write_elem(fh, "X", sp.csr_matrix((0, n_vars), dtype=np.int32))
             genes = moments.top(n_top)
@@ -277,6 +277,7 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
                 blk = sp.csr_matrix((data[lo:hi], indices[lo:hi], out_ptr[a:b + 1] - lo),
                                     shape=(b - a, n_vars))
                 ds[a:b] = log1p_cp10k(blk)[:, genes].toarray()
+        del plan, out_ptr   # the per-cell codes and positions: not needed for the parquet
         if obs_tmp is not None:
             write_obs_parquet(tmp, scratch / "barcodes.bin", barcode_width, obs_tmp)
     return ExportSummary(n_obs=n, var=adata.var, hvg_genes=hvg_genes)
@@ -284,39 +285,43 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
 
 def write_obs_parquet(h5ad: PathLike, barcodes: Path, width: int, out: PathLike,
                       block: int | None = None) -> None:
-    """``{cell_type}.obs.parquet`` (``cell_id`` + the obs columns as text, ``is_control`` bool; what
-    ``DataFrame.to_parquet`` writes of the export's obs table) from the export's obs, ``block`` rows at a
-    time (one row group each); the barcodes from their scratch file (fixed ``width`` bytes, export order)."""
+    """``{cell_type}.obs.parquet`` (``cell_id`` + the obs columns as text, ``is_control`` bool: what
+    ``DataFrame.to_parquet`` writes of the export's obs table, same schema and pandas metadata) from the
+    export's obs, ``block`` rows at a time (one row group each; Arrow arrays taken from the categories, no
+    pandas table); the barcodes from their scratch file (fixed ``width`` bytes, export order)."""
     import h5py
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     block = block or h5obs.BLOCK
-    writer = None
+    writer, schema = None, None
     with h5py.File(h5ad, "r") as f:
         g = f["obs"]
         n = g["_index"].shape[0]
-        cats = {c: g[c]["categories"].asstr()[:] for c in rna_obs.OBS_COLUMNS
+        cats = {c: pa.array(g[c]["categories"].asstr()[:], type=pa.string()) for c in rna_obs.OBS_COLUMNS
                 if c not in ("is_control", "barcode")}
         bc = h5obs.Run.on_file(barcodes, n, np.dtype(f"S{width}"))
         try:
-            for a in range(0, max(n, 1), block):
+            for a in range(0, n, block):
                 b = min(n, a + block)
-                cols: dict[str, np.ndarray] = {"cell_id": g["_index"].asstr()[a:b]}
+                cols = {"cell_id": pa.array(g["_index"].asstr()[a:b], type=pa.string())}
                 for c in rna_obs.OBS_COLUMNS:
                     if c == "is_control":
-                        cols[c] = g[c][a:b]
+                        cols[c] = pa.array(g[c][a:b])
                     elif c == "barcode":
-                        cols[c] = h5obs.decode(bc.read(a, b - a))
+                        cols[c] = pa.array(bc.read(a, b - a)).cast(pa.string())
                     else:
-                        cols[c] = np.asarray(cats[c], dtype=object)[g[c]["codes"][a:b]]
-                table = pa.Table.from_pandas(pd.DataFrame(cols), preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(out, table.schema, compression="snappy")
-                writer.write_table(table)
+                        cols[c] = cats[c].take(pa.array(g[c]["codes"][a:b]))
+                if schema is None:   # the schema (pandas metadata included) to_parquet gives such a table
+                    head = pa.table({k: v.slice(0, 1) for k, v in cols.items()}).to_pandas()
+                    schema = pa.Schema.from_pandas(head, preserve_index=False)
+                    writer = pq.ParquetWriter(out, schema, compression="snappy")
+                writer.write_table(pa.Table.from_arrays(list(cols.values()), schema=schema))
         finally:
             if writer is not None:
                 writer.close()
+    if writer is None:
+        raise ValueError(f"{h5ad}: no exported cell to write to {out}")
 
 
 def _toml_list(values: list[str]) -> str:

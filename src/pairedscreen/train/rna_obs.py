@@ -167,6 +167,8 @@ class ExportPlan:
         self.out_ptr = np.zeros(n + 1, np.int64)
         np.cumsum(lens[order], dtype=np.int64, out=self.out_ptr[1:])
         del order, lens
+        for lib in libs:
+            lib.lens = None
         self.n_categories: dict[str, int] = {}
         self._cat_files: dict[str, tuple[Path, np.dtype]] = {}
         for col in (*CODED, "barcode"):
@@ -181,7 +183,7 @@ class ExportPlan:
         with open(path, "wb") as fh:
             total, maps = h5obs.merge_sorted_runs(runs, lambda u: fh.write(u.astype(f"S{width}").tobytes()))
         for lib, m in zip(self.libs, maps, strict=True):
-            lib.maps[col] = m.astype(h5obs.codes_dtype(total))
+            lib.maps[col] = m.astype(h5obs.codes_dtype(total), copy=False)
             lib.runs.pop(col)
         self.n_categories[col] = total
         self._cat_files[col] = (path, np.dtype(f"S{width}"))
@@ -203,6 +205,10 @@ class ExportPlan:
         o = np.argsort(pos, kind="stable")
         return pos[o].astype(np.int64), lib.keep[o].astype(np.int64)
 
+    def release(self, lib: Library) -> None:
+        """Drop a library's per-cell state once its cells are written."""
+        lib.keep, lib.maps = np.zeros(0, np.int32), {}
+
     def export_codes(self, col: str) -> np.ndarray:
         """A small text column's codes in export order."""
         out = np.empty(self.n, h5obs.codes_dtype(self.n_categories[col]))
@@ -217,7 +223,8 @@ class ExportPlan:
         return out
 
     def write_small_columns(self, obs: h5py.Group) -> None:
-        """Every obs column but ``barcode`` (filled with the cells' strings) into the obs group."""
+        """Every obs column but ``barcode`` (filled with the cells' strings) into the obs group; the
+        per-cell codes they came from are dropped then."""
         for col in ("perturbation", "perturbation_id"):
             cats = self.pert_cats if col == "perturbation" else self.pid_cats
             table = self.pert_code if col == "perturbation" else self.pid_code
@@ -232,6 +239,9 @@ class ExportPlan:
         h5obs.write_categorical(obs, "cell_type", np.zeros(self.n, h5obs.codes_dtype(len(cats))), len(cats),
                                 [np.asarray(cats, dtype=object)])
         h5obs.write_array(obs, "is_control", self.registry_codes(self.ctrl, np.dtype(bool)))
+        for lib in self.libs:
+            lib.pid, lib.codes = None, {}
+            lib.maps = {"barcode": lib.maps["barcode"]}
 
 
 def plan_export(files: list[PathLike], registry: pd.DataFrame, labels_of: Mapping[str, str],
