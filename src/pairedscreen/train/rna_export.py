@@ -100,8 +100,9 @@ def hvg_variance(x: sp.csr_matrix, n_top: int, block_nnz: int | None = None) -> 
 
 def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 << 20) -> sp.csr_matrix:
     """Rows ``rows`` (in that order) of the h5ad's CSR ``X``, streamed from the file one block of source rows
-    at a time into the output arrays: peak ~ the output matrix + one block (no sorted copy, then a permuted
-    copy). Files whose X is not CSR are read through anndata."""
+    at a time into the output arrays: peak ~ the output matrix + one block + the file's row pointers (as
+    stored; no sorted copy, then a permuted copy, and nothing else per source row: a subsample of a long
+    file costs its rows, not the file's). Files whose X is not CSR are read through anndata."""
     import h5py
 
     rows = np.asarray(rows, dtype=np.int64)
@@ -110,18 +111,22 @@ def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 
         if not isinstance(g, h5py.Group) or g.attrs.get("encoding-type") != "csr_matrix":
             a = ad.read_h5ad(h5ad, backed="r")
             return sp.csr_matrix(a.X[rows]) if len(rows) else sp.csr_matrix((0, n_vars), dtype=np.int32)
-        indptr = g["indptr"][:].astype(np.int64)
-        lens = np.diff(indptr)
+        indptr = g["indptr"][:]
+        if indptr.dtype.itemsize < 8 and int(indptr[-1]) > np.iinfo(indptr.dtype).max - 2 * block_nnz:
+            indptr = indptr.astype(np.int64)   # (row_blocks adds block_nnz to a row pointer)
+        start = indptr[rows].astype(np.int64)
+        lens = indptr[rows + 1].astype(np.int64) - start
         out_ptr = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lens[rows], out=out_ptr[1:])
+        np.cumsum(lens, out=out_ptr[1:])
         data = np.empty(int(out_ptr[-1]), dtype=g["data"].dtype)
         indices = np.empty(int(out_ptr[-1]), dtype=g["indices"].dtype)
-        dest = np.full(len(lens), -1, np.int64)
-        dest[rows] = np.arange(len(rows))
+        by_row = np.argsort(rows, kind="stable")       # output positions in source row order
+        sorted_rows = rows[by_row]
         for a, b in row_blocks(indptr, block_nnz):
-            sel = np.flatnonzero(dest[a:b] >= 0) + a
-            if not sel.size:
+            lo, hi = np.searchsorted(sorted_rows, [a, b])
+            if hi == lo:
                 continue
+            sel = by_row[lo:hi]                         # output positions of the rows in [a, b)
             base = int(indptr[a])
             blk_data = g["data"][base:int(indptr[b])]
             blk_ind = g["indices"][base:int(indptr[b])]
@@ -130,8 +135,8 @@ def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 
             if not total:
                 continue
             within = np.arange(total) - np.repeat(np.cumsum(seg) - seg, seg)
-            src_pos = np.repeat(indptr[sel] - base, seg) + within
-            dst_pos = np.repeat(out_ptr[dest[sel]], seg) + within
+            src_pos = np.repeat(start[sel] - base, seg) + within
+            dst_pos = np.repeat(out_ptr[sel], seg) + within
             data[dst_pos] = blk_data[src_pos]
             indices[dst_pos] = blk_ind[src_pos]
             del blk_data, blk_ind, src_pos, dst_pos, within
@@ -214,21 +219,17 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
         with h5py.File(tmp, "a") as fh, open(scratch / "barcodes.bin", "w+b") as bc_file:
             del fh["obs"]
             obs_grp, index_ds = h5obs.open_dataframe(fh, "obs", rna_obs.OBS_COLUMNS, n)
-            plan.write_small_columns(obs_grp)
-            bc_codes = h5obs.new_categorical(obs_grp, "barcode", n, plan.n_categories["barcode"],
-                                             plan.category_blocks("barcode"))
+            plan.write_registry_columns(obs_grp)
+            text = plan.new_text_columns(obs_grp)   # codes filled library by library
             bc_file.truncate(n * barcode_width)
             dtype = None
             for lib in plan.libs:
-                mine, local = plan.positions(lib)   # export positions (ascending), library rows
-                if not len(mine):
+                if not lib.n:
                     continue
-                obs, _, _ = rna_obs.read_library(lib.path, plan.present, with_x=False)
-                vals = rna_obs.export_values(obs, local)
-                del obs
-                codes = rna_obs.barcode_codes(plan, lib, vals["barcode"])
-                bc_bytes = h5obs.utf8(vals["barcode"]).astype(f"S{barcode_width}")
-                x = read_rows(lib.path, local, n_vars, block_nnz or BLOCK_NNZ)
+                cells = plan.library_cells(lib)
+                mine = cells.pos
+                bc_bytes = h5obs.utf8(cells.barcodes).astype(f"S{barcode_width}")
+                x = read_rows(lib.path, cells.rows, n_vars, block_nnz or BLOCK_NNZ)
                 if x.dtype.kind == "f" and x.nnz and not np.all(np.mod(x.data, 1) == 0):
                     raise ValueError(f"{lib.path}: X is not integer counts; the cell-load export needs raw "
                                      "counts")
@@ -247,16 +248,16 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
                     moments.add(x[a:b])
                 for i, j in _runs(mine):   # rows of this library that are contiguous in the export
                     p = int(mine[i])
-                    index_ds[p:p + j - i] = vals["cell_id"][i:j]
-                    bc_codes[p:p + j - i] = codes[i:j]
+                    index_ds[p:p + j - i] = cells.names[i:j]
+                    for name, ds_codes in text.items():
+                        ds_codes[p:p + j - i] = cells.codes[rna_obs.FROM_TEXT[name]][i:j]
                     bc_file.seek(p * barcode_width)
                     bc_file.write(bc_bytes[i:j].tobytes())
                     lo, hi = int(out_ptr[p]), int(out_ptr[p] + x.indptr[j] - x.indptr[i])
                     if hi > lo:
                         data[lo:hi] = x.data[x.indptr[i]:x.indptr[j]]
                         indices[lo:hi] = x.indices[x.indptr[i]:x.indptr[j]]
-                del x, vals, bc_bytes, codes
-                plan.release(lib)
+                del x, cells, bc_bytes
             if dtype is None:   # no exported cell
                 write_elem(fh, "X", sp.csr_matrix((0, n_vars), dtype=np.int32))
             genes = moments.top(n_top)
