@@ -12,6 +12,13 @@ hash of the bare cell id).
 The file is the export's rows in export order (X counts, obs, var; no ``obsm``), read with
 :func:`pairedscreen.train.rna_export.read_rows` (one block of the export at a time, never the whole export);
 its ``uns['eval_subsample']`` (:func:`subsample_summary`) is what ``results/quality/evals.json`` records.
+
+Memory: the export's obs index is read one block at a time and hashed; only each perturbation's candidates
+(the cells whose key is at most its ``max_cells``-th smallest so far) are kept between blocks, the names of
+cells with equal keys are read only to order those; the obs columns of the kept rows are then read a block
+at a time, and a categorical's categories (all of them, as ``obs.iloc[rows]`` keeps them: the barcodes'
+are one per exported cell) are copied a block at a time. So the peak is the subsample, whatever the size of
+the export.
 """
 
 from __future__ import annotations
