@@ -164,10 +164,17 @@ def write_train_tables(root: Path, registry: Path, libraries: list[str]) -> tupl
 
     params = dict(resolve_section("train", {}))
     cfg = root / "config"
-    pd.DataFrame({"library_id": libraries, "batch": [f"B{k % 3}" for k in range(len(libraries))]}).to_csv(
-        cfg / "rna_libraries.tsv", sep="\t", index=False)
-    pd.DataFrame({"plate_id": pd.Series([], dtype=str), "batch": pd.Series([], dtype=str)}).to_csv(
-        cfg / "plates.tsv", sep="\t", index=False)
+    # the sheets as the schemas require them (train reads them through pairedscreen.sheets); the FASTQ
+    # columns name files the train steps never read
+    pd.DataFrame({"library_id": libraries, "batch": [f"B{k % 3}" for k in range(len(libraries))],
+                  "chemistry": "10xv3",
+                  **{f"{kind}_fastq_{mate}": [f"raw/fastq/{lib}_{kind}_{mate.upper()}.fastq.gz"
+                                              for lib in libraries]
+                     for kind in ("gex", "guide") for mate in ("r1", "r2")},
+                  "expected_cells": LIB_CELLS}).to_csv(cfg / "rna_libraries.tsv", sep="\t", index=False)
+    plate_cols = ("plate_id", "batch", "image_dir", "plate_map")
+    pd.DataFrame({c: pd.Series([], dtype=str) for c in plate_cols}).to_csv(cfg / "plates.tsv", sep="\t",
+                                                                          index=False)
     splits, holdout = root / "train" / "splits.tsv", root / "train" / "batch_holdout.tsv"
     splits.parent.mkdir(parents=True, exist_ok=True)
     run_splits(registry, params, splits)

@@ -219,9 +219,9 @@ def _whole_matrix_export(merged, reg, splits_, hold, params):
     embedding from scanpy's normalize_total (1e4) + log1p."""
     import anndata as ad
     import scanpy as sc
+    from _train_export_reference import export_table
 
     from pairedscreen.expression import usable_cells
-    from pairedscreen.train.rna_export import export_table
 
     keep = np.flatnonzero(usable_cells(merged, categories=reg["perturbation_id"].astype(str).tolist()))
     table = export_table(merged.obs.iloc[keep], reg, splits_, hold, params)

@@ -17,18 +17,23 @@ directory), trains on the dataset and lists the held-out perturbations (``val``/
 ``[fewshot."pairedscreen.{cell_type}"]``.
 
 Memory: the export is streamed from the per-library cells files (``results/rna/{lib}/cells.h5ad``), never
-the merged one: obs is gathered from every library (the export order is global), then one library at a time
-its exported rows are read (:func:`read_rows`), written into their places in the file's CSR arrays and added
-to the HVG moments (:class:`LogNormMoments`: per-gene sums of log1p CP10k and its square, so the gene choice
-needs no whole matrix); ``obsm['X_hvg']`` is then filled from the written X one row block at a time. Peak ~
-one library's exported counts + one block + the obs table, whatever the number of libraries (see
-``benchmarks/train_export.py``).
+the merged one, and no step holds the screen's obs as Python objects: :mod:`pairedscreen.train.rna_obs`
+reads one library's obs at a time and keeps a few integers per cell (export order, category codes; the
+categories are merged from per-library sorted runs), then one library at a time its exported rows are read
+(:func:`read_rows`), written into their places in the file's CSR arrays (its cell ids into the obs index)
+and added to the HVG moments (:class:`LogNormMoments`: per-gene sums of log1p CP10k and its square, so the
+gene choice needs no whole matrix); ``obsm['X_hvg']`` is then filled from the written X one row block at a
+time and the obs parquet from the written obs. Peak ~ one library's exported counts + one block + a few
+bytes per cell, whatever the number of libraries (see ``benchmarks/train_export.py`` and
+``benchmarks/atlas_scale.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +42,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pairedscreen.expression import BLOCK_NNZ, log1p_cp10k, row_blocks, usable_cells
+from pairedscreen.expression import BLOCK_NNZ, log1p_cp10k, row_blocks
 from pairedscreen.io import atomic_output
-from pairedscreen.train.splits import CONTROL_SPLIT, cell_splits
+from pairedscreen.train import h5obs, rna_obs
 
 PathLike = str | os.PathLike
 DATASET = "pairedscreen"
-OBS_COLUMNS = ("perturbation", "perturbation_id", "guide_id", "gem_group", "library", "batch", "cell_type",
-               "is_control", "split", "batch_split", "barcode")
-
 
 def perturbation_labels(registry: pd.DataFrame, control_label: str) -> dict[str, str]:
     """Registry id -> the label cell-load sees: the target gene symbol (the id when it has none), the
@@ -98,8 +100,9 @@ def hvg_variance(x: sp.csr_matrix, n_top: int, block_nnz: int | None = None) -> 
 
 def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 << 20) -> sp.csr_matrix:
     """Rows ``rows`` (in that order) of the h5ad's CSR ``X``, streamed from the file one block of source rows
-    at a time into the output arrays: peak ~ the output matrix + one block (no sorted copy, then a permuted
-    copy). Files whose X is not CSR are read through anndata."""
+    at a time into the output arrays: peak ~ the output matrix + one block + the file's row pointers (as
+    stored; no sorted copy, then a permuted copy, and nothing else per source row: a subsample of a long
+    file costs its rows, not the file's). Files whose X is not CSR are read through anndata."""
     import h5py
 
     rows = np.asarray(rows, dtype=np.int64)
@@ -108,18 +111,22 @@ def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 
         if not isinstance(g, h5py.Group) or g.attrs.get("encoding-type") != "csr_matrix":
             a = ad.read_h5ad(h5ad, backed="r")
             return sp.csr_matrix(a.X[rows]) if len(rows) else sp.csr_matrix((0, n_vars), dtype=np.int32)
-        indptr = g["indptr"][:].astype(np.int64)
-        lens = np.diff(indptr)
+        indptr = g["indptr"][:]
+        if indptr.dtype.itemsize < 8 and int(indptr[-1]) > np.iinfo(indptr.dtype).max - 2 * block_nnz:
+            indptr = indptr.astype(np.int64)   # (row_blocks adds block_nnz to a row pointer)
+        start = indptr[rows].astype(np.int64)
+        lens = indptr[rows + 1].astype(np.int64) - start
         out_ptr = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lens[rows], out=out_ptr[1:])
+        np.cumsum(lens, out=out_ptr[1:])
         data = np.empty(int(out_ptr[-1]), dtype=g["data"].dtype)
         indices = np.empty(int(out_ptr[-1]), dtype=g["indices"].dtype)
-        dest = np.full(len(lens), -1, np.int64)
-        dest[rows] = np.arange(len(rows))
+        by_row = np.argsort(rows, kind="stable")       # output positions in source row order
+        sorted_rows = rows[by_row]
         for a, b in row_blocks(indptr, block_nnz):
-            sel = np.flatnonzero(dest[a:b] >= 0) + a
-            if not sel.size:
+            lo, hi = np.searchsorted(sorted_rows, [a, b])
+            if hi == lo:
                 continue
+            sel = by_row[lo:hi]                         # output positions of the rows in [a, b)
             base = int(indptr[a])
             blk_data = g["data"][base:int(indptr[b])]
             blk_ind = g["indices"][base:int(indptr[b])]
@@ -128,80 +135,18 @@ def read_rows(h5ad: PathLike, rows: np.ndarray, n_vars: int, block_nnz: int = 1 
             if not total:
                 continue
             within = np.arange(total) - np.repeat(np.cumsum(seg) - seg, seg)
-            src_pos = np.repeat(indptr[sel] - base, seg) + within
-            dst_pos = np.repeat(out_ptr[dest[sel]], seg) + within
+            src_pos = np.repeat(start[sel] - base, seg) + within
+            dst_pos = np.repeat(out_ptr[sel], seg) + within
             data[dst_pos] = blk_data[src_pos]
             indices[dst_pos] = blk_ind[src_pos]
             del blk_data, blk_ind, src_pos, dst_pos, within
     return sp.csr_matrix((data, indices, out_ptr), shape=(len(rows), n_vars))
 
 
-def export_table(obs: pd.DataFrame, registry: pd.DataFrame, splits: pd.DataFrame, holdout: pd.DataFrame,
-                 params: Mapping[str, Any]) -> pd.DataFrame:
-    """The exported cells' obs (usable cells only, in export order), with ``row`` = position in ``obs``."""
-    labels = perturbation_labels(registry, str(params["control_label"]))
-    pid = obs["perturbation"].astype(str)
-    lib = obs["library"].astype(str) if "library" in obs else pd.Series("", index=obs.index)
-    sp_ = cell_splits(pid.to_numpy(), obs.index.astype(str), lib.to_numpy(), splits, holdout, "rna",
-                      val_fraction=float(params["val_fraction"]),
-                      test_fraction=float(params["test_fraction"]))
-    ctrl_ids = set(splits.loc[splits["split"] == CONTROL_SPLIT, "perturbation_id"].astype(str))
-    table = pd.DataFrame({
-        "row": np.arange(len(obs)),
-        "perturbation": pid.map(labels).to_numpy(),
-        "perturbation_id": pid.to_numpy(),
-        "guide_id": obs["guide_ids"].astype(str).to_numpy() if "guide_ids" in obs else "",
-        "gem_group": lib.to_numpy(),
-        "library": lib.to_numpy(),
-        "batch": obs["batch"].astype(str).to_numpy() if "batch" in obs else "",
-        "cell_type": str(params["cell_type"]),
-        "is_control": pid.isin(ctrl_ids).to_numpy(),
-        "split": sp_["split"].to_numpy(),
-        "batch_split": sp_["batch_split"].to_numpy(),
-        "barcode": obs["barcode"].astype(str).to_numpy() if "barcode" in obs else obs.index.astype(str),
-    }, index=obs.index.astype(str))
-    return table.sort_values(["cell_type", "perturbation", "perturbation_id", "row"], kind="stable")
-
-
 def _source_files(rna_cells: PathLike | Sequence[PathLike]) -> list[PathLike]:
     if isinstance(rna_cells, str | os.PathLike):
         return [rna_cells]
     return list(rna_cells)
-
-
-SOURCE_OBS = ("perturbation", "library", "guide_ids", "batch", "barcode", "pass_qc", "predicted_doublet")
-
-
-def _read_source(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """One cells file's obs, var and X row lengths (stored values per row), without reading X's values."""
-    import h5py
-    from anndata.io import read_elem
-
-    with h5py.File(path, "r") as f:
-        grp = f["obs"]      # only the columns the export and usable_cells read: per cell, not ~30 columns
-        obs = pd.DataFrame({c: read_elem(grp[c]) for c in SOURCE_OBS if c in grp},
-                           index=pd.Index(np.asarray(read_elem(grp[grp.attrs["_index"]]), dtype=str)))
-        var = read_elem(f["var"])
-        g = f["X"]
-        if isinstance(g, h5py.Group) and g.attrs.get("encoding-type") == "csr_matrix":
-            lens = np.diff(g["indptr"][:].astype(np.int64))
-        else:   # not CSR: row lengths from the rows themselves (read through anndata, one block at a time)
-            a = ad.read_h5ad(path, backed="r")
-            lens = np.concatenate([np.diff(sp.csr_matrix(a.X[s:s + 4096]).indptr)
-                                   for s in range(0, a.n_obs, 4096)] or [np.zeros(0, np.int64)])
-            a.file.close()
-    return obs, var, lens.astype(np.int64)
-
-
-def _shared_var(vars_: list[pd.DataFrame], files: list[PathLike]) -> pd.DataFrame:
-    """The genes every library file holds (same names, same order: one reference) with the var columns
-    whose values agree in all of them (what merging the libraries keeps)."""
-    first = vars_[0]
-    for v, f in zip(vars_[1:], files[1:], strict=True):
-        if not v.index.equals(first.index):
-            raise ValueError(f"{f}: genes differ from {files[0]}; the libraries must share one reference")
-    keep = [c for c in first.columns if all(c in v and v[c].equals(first[c]) for v in vars_[1:])]
-    return first[keep].copy()
 
 
 def _runs(pos: np.ndarray) -> list[tuple[int, int]]:
@@ -213,71 +158,81 @@ def _runs(pos: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
+@dataclass(frozen=True)
+class ExportSummary:
+    """What :func:`export_rna` wrote, without a per-cell table: the number of cells, the var (with
+    ``highly_variable``) and the HVG genes of ``obsm['X_hvg']``."""
+
+    n_obs: int
+    var: pd.DataFrame
+    hvg_genes: np.ndarray
+
+    @property
+    def n_vars(self) -> int:
+        return len(self.var)
+
+
 def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame, splits: pd.DataFrame,
                holdout: pd.DataFrame, params: Mapping[str, Any], out: PathLike,
-               obs_out: PathLike | None = None, block_nnz: int | None = None) -> ad.AnnData:
+               obs_out: PathLike | None = None, block_nnz: int | None = None) -> ExportSummary:
     """Write ``results/train/rna/{cell_type}.h5ad`` (see the module docstring) from the per-library cells
     files (``results/rna/{lib}/cells.h5ad``, in sheet order; one merged file works the same) and, with
     ``obs_out``, its obs as ``{cell_type}.obs.parquet`` (``cell_id`` + the obs columns, same rows: the
-    Croissant record set). Returns the export's obs and var (no X: the counts go to the file only).
+    Croissant record set). Returns the number of cells, the var and the HVG genes (the counts and the obs go
+    to the files only).
 
-    Streaming: pass 1 reads one library at a time (its exported rows, in export order), writes them into
-    their runs of the file's CSR arrays and adds them to the HVG moments (:class:`LogNormMoments`); pass 2
-    reads the written X back one row block at a time into ``obsm['X_hvg']``. Peak ~ one library's exported
-    counts + one block, whatever the number of libraries."""
+    Streaming: :func:`pairedscreen.train.rna_obs.plan_export` reads one library's obs at a time and keeps a
+    few integers per cell (the export order, codes); pass 1 reads one library at a time (its exported rows,
+    in export order), writes them into their runs of the file's CSR arrays, its cell ids into the obs index
+    and its barcodes' codes, and adds the rows to the HVG moments (:class:`LogNormMoments`); pass 2 reads the
+    written X back one row block at a time into ``obsm['X_hvg']``; the parquet is written from the h5ad's
+    obs a row block at a time. Peak ~ one library's exported counts + one block + a few bytes per cell,
+    whatever the number of libraries."""
     import h5py
     from anndata.io import write_elem
 
     files = _source_files(rna_cells)
     if not files:
         raise ValueError("no RNA cells files to export")
-    obs_parts, vars_, lens_parts = [], [], []
-    for f in files:
-        o, v, lens = _read_source(f)
-        obs_parts.append(o)
-        vars_.append(v)
-        lens_parts.append(lens)
-    var = _shared_var(vars_, files)
-    n_vars = len(var)
-    lib_of = np.repeat(np.arange(len(files)), [len(o) for o in obs_parts])
-    local = np.concatenate([np.arange(len(o)) for o in obs_parts])
-    lens = np.concatenate(lens_parts)
-    src_obs = pd.concat(obs_parts, axis=0) if len(files) > 1 else obs_parts[0]
-    del obs_parts, vars_, lens_parts
-    ids = registry["perturbation_id"].astype(str).tolist()
-    keep = np.flatnonzero(usable_cells(ad.AnnData(obs=src_obs), categories=ids))
-    table = export_table(src_obs.iloc[keep], registry, splits, holdout, params)
-    rows = keep[table.pop("row").to_numpy()]   # export order -> position in the concatenated sources
-    del src_obs
-    n = len(rows)
-    out_ptr = np.zeros(n + 1, np.int64)
-    np.cumsum(lens[rows], out=out_ptr[1:])
-    nnz = int(out_ptr[-1])
-    # the index dtype scipy gives the same matrix (int32 while everything fits)
-    idx_dtype = np.int32 if max(nnz, n, n_vars) <= np.iinfo(np.int32).max else np.int64
-    obs = table.copy()
-    for c in obs.columns:
-        if c != "is_control":
-            obs[c] = pd.Categorical(obs[c].astype(str))
-    n_top = int(params["n_hvg"])
-    var["highly_variable"] = False   # set after pass 1 (the file's var is rewritten then)
-    adata = ad.AnnData(obs=obs, var=var)
-    adata.uns["log1p"] = {"base": None}   # obsm X_hvg is natural-log log1p (as scanpy records it)
-    adata.uns["pairedscreen"] = {"control_label": str(params["control_label"]),
-                                 "cell_type": str(params["cell_type"]),
-                                 "normalization": "obsm['X_hvg'] = log1p(counts / total * 1e4), HVG columns"}
-    moments = LogNormMoments(n_vars)
-    with atomic_output(out) as tmp:
-        adata.write_h5ad(tmp)   # obs, var, uns; X and obsm['X_hvg'] are streamed in below
-        with h5py.File(tmp, "a") as fh:
+    labels = perturbation_labels(registry, str(params["control_label"]))
+    with contextlib.ExitStack() as stack:
+        obs_tmp = stack.enter_context(atomic_output(obs_out)) if obs_out is not None else None
+        tmp = stack.enter_context(atomic_output(out))   # exits first: the h5ad lands, then the parquet
+        scratch = Path(tmp).parent / "scratch"
+        scratch.mkdir()
+        plan = rna_obs.plan_export(files, registry, labels, splits, holdout, params, scratch)
+        var, n, n_vars, out_ptr = plan.var, plan.n, len(plan.var), plan.out_ptr
+        nnz = int(out_ptr[-1])
+        # the index dtype scipy gives the same matrix (int32 while everything fits)
+        idx_dtype = np.int32 if max(nnz, n, n_vars) <= np.iinfo(np.int32).max else np.int64
+        n_top = int(params["n_hvg"])
+        var["highly_variable"] = False   # set after pass 1 (the file's var is rewritten then)
+        adata = ad.AnnData(obs=pd.DataFrame(index=pd.Index([], dtype=object)), var=var)
+        adata.uns["log1p"] = {"base": None}   # obsm X_hvg is natural-log log1p (as scanpy records it)
+        adata.uns["pairedscreen"] = {"control_label": str(params["control_label"]),
+                                     "cell_type": str(params["cell_type"]),
+                                     "normalization": "obsm['X_hvg'] = log1p(counts / total * 1e4), HVG "
+                                                      "columns"}
+        moments = LogNormMoments(n_vars)
+        adata.write_h5ad(tmp)   # var, uns; obs, X and obsm['X_hvg'] are streamed in below
+        barcode_width = plan.width("barcode")
+        with h5py.File(tmp, "a") as fh, open(scratch / "barcodes.bin", "w+b") as bc_file:
+            del fh["obs"]
+            obs_grp, index_ds = h5obs.open_dataframe(fh, "obs", rna_obs.OBS_COLUMNS, n)
+            plan.write_registry_columns(obs_grp)
+            text = plan.new_text_columns(obs_grp)   # codes filled library by library
+            bc_file.truncate(n * barcode_width)
             dtype = None
-            for li, f in enumerate(files):
-                mine = np.flatnonzero(lib_of[rows] == li)   # this library's exported rows, export order
-                if not len(mine):
+            for lib in plan.libs:
+                if not lib.n:
                     continue
-                x = read_rows(f, local[rows[mine]], n_vars, block_nnz or BLOCK_NNZ)
+                cells = plan.library_cells(lib)
+                mine = cells.pos
+                bc_bytes = h5obs.utf8(cells.barcodes).astype(f"S{barcode_width}")
+                x = read_rows(lib.path, cells.rows, n_vars, block_nnz or BLOCK_NNZ)
                 if x.dtype.kind == "f" and x.nnz and not np.all(np.mod(x.data, 1) == 0):
-                    raise ValueError(f"{f}: X is not integer counts; the cell-load export needs raw counts")
+                    raise ValueError(f"{lib.path}: X is not integer counts; the cell-load export needs raw "
+                                     "counts")
                 if dtype is None:
                     dtype = x.dtype
                     g = fh.create_group("X")
@@ -287,22 +242,29 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
                     data = g.create_dataset("data", shape=(nnz,), dtype=dtype)
                     indices = g.create_dataset("indices", shape=(nnz,), dtype=idx_dtype)
                 elif x.dtype != dtype:
-                    raise ValueError(f"{f}: X dtype {x.dtype} differs from the other libraries' {dtype}")
+                    raise ValueError(f"{lib.path}: X dtype {x.dtype} differs from the other libraries' "
+                                     f"{dtype}")
                 for a, b in row_blocks(x.indptr, block_nnz):
                     moments.add(x[a:b])
                 for i, j in _runs(mine):   # rows of this library that are contiguous in the export
-                    lo, hi = int(out_ptr[mine[i]]), int(out_ptr[mine[i]] + x.indptr[j] - x.indptr[i])
+                    p = int(mine[i])
+                    index_ds[p:p + j - i] = cells.names[i:j]
+                    for name, ds_codes in text.items():
+                        ds_codes[p:p + j - i] = cells.codes[rna_obs.FROM_TEXT[name]][i:j]
+                    bc_file.seek(p * barcode_width)
+                    bc_file.write(bc_bytes[i:j].tobytes())
+                    lo, hi = int(out_ptr[p]), int(out_ptr[p] + x.indptr[j] - x.indptr[i])
                     if hi > lo:
                         data[lo:hi] = x.data[x.indptr[i]:x.indptr[j]]
                         indices[lo:hi] = x.indices[x.indptr[i]:x.indptr[j]]
-                del x
+                del x, cells, bc_bytes
             if dtype is None:   # no exported cell
                 write_elem(fh, "X", sp.csr_matrix((0, n_vars), dtype=np.int32))
             genes = moments.top(n_top)
             adata.var["highly_variable"] = np.isin(np.arange(n_vars), genes)
-            adata.uns["X_hvg_genes"] = np.asarray(adata.var_names[genes], dtype=str)
+            hvg_genes = np.asarray(adata.var_names[genes], dtype=str)
             write_elem(fh, "var", adata.var)
-            write_elem(fh["uns"], "X_hvg_genes", adata.uns["X_hvg_genes"])
+            write_elem(fh["uns"], "X_hvg_genes", hvg_genes)
             # obsm['X_hvg'] from the X just written, one row block at a time, stored as anndata stores a
             # dense obsm array
             ds = fh["obsm"].create_dataset("X_hvg", shape=(n, len(genes)), dtype="float32",
@@ -316,10 +278,51 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
                 blk = sp.csr_matrix((data[lo:hi], indices[lo:hi], out_ptr[a:b + 1] - lo),
                                     shape=(b - a, n_vars))
                 ds[a:b] = log1p_cp10k(blk)[:, genes].toarray()
-    if obs_out is not None:
-        with atomic_output(obs_out) as tmp:
-            table.reset_index(names="cell_id").to_parquet(tmp, index=False)
-    return adata
+        del plan, out_ptr   # the per-cell codes and positions: not needed for the parquet
+        if obs_tmp is not None:
+            write_obs_parquet(tmp, scratch / "barcodes.bin", barcode_width, obs_tmp)
+    return ExportSummary(n_obs=n, var=adata.var, hvg_genes=hvg_genes)
+
+
+def write_obs_parquet(h5ad: PathLike, barcodes: Path, width: int, out: PathLike,
+                      block: int | None = None) -> None:
+    """``{cell_type}.obs.parquet`` (``cell_id`` + the obs columns as text, ``is_control`` bool: what
+    ``DataFrame.to_parquet`` writes of the export's obs table, same schema and pandas metadata) from the
+    export's obs, ``block`` rows at a time (one row group each; Arrow arrays taken from the categories, no
+    pandas table); the barcodes from their scratch file (fixed ``width`` bytes, export order)."""
+    import h5py
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    block = block or h5obs.BLOCK
+    writer, schema = None, None
+    with h5py.File(h5ad, "r") as f:
+        g = f["obs"]
+        n = g["_index"].shape[0]
+        cats = {c: pa.array(g[c]["categories"].asstr()[:], type=pa.string()) for c in rna_obs.OBS_COLUMNS
+                if c not in ("is_control", "barcode")}
+        bc = h5obs.Run.on_file(barcodes, n, np.dtype(f"S{width}"))
+        try:
+            for a in range(0, n, block):
+                b = min(n, a + block)
+                cols = {"cell_id": pa.array(g["_index"].asstr()[a:b], type=pa.string())}
+                for c in rna_obs.OBS_COLUMNS:
+                    if c == "is_control":
+                        cols[c] = pa.array(g[c][a:b])
+                    elif c == "barcode":
+                        cols[c] = pa.array(bc.read(a, b - a)).cast(pa.string())
+                    else:
+                        cols[c] = cats[c].take(pa.array(g[c]["codes"][a:b]))
+                if schema is None:   # the schema (pandas metadata included) to_parquet gives such a table
+                    head = pa.table({k: v.slice(0, 1) for k, v in cols.items()}).to_pandas()
+                    schema = pa.Schema.from_pandas(head, preserve_index=False)
+                    writer = pq.ParquetWriter(out, schema, compression="snappy")
+                writer.write_table(pa.Table.from_arrays(list(cols.values()), schema=schema))
+        finally:
+            if writer is not None:
+                writer.close()
+    if writer is None:
+        raise ValueError(f"{h5ad}: no exported cell to write to {out}")
 
 
 def _toml_list(values: list[str]) -> str:

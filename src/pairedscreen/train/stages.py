@@ -59,10 +59,10 @@ def run_rna_export(rna_cells: PathLike | Sequence[PathLike], registry: PathLike,
     from pairedscreen.train import rna_export
 
     reg, table = read_registry(registry), read_splits(splits)
-    adata = rna_export.export_rna(rna_cells, reg, table, read_holdout(holdout), params, h5ad_out,
-                                  obs_out)
-    log.info("cell-load export: %d cells x %d genes, X_hvg %d genes", adata.n_obs, adata.n_vars,
-             int(adata.var["highly_variable"].sum()))
+    export = rna_export.export_rna(rna_cells, reg, table, read_holdout(holdout), params, h5ad_out,
+                                   obs_out)
+    log.info("cell-load export: %d cells x %d genes, X_hvg %d genes", export.n_obs, export.n_vars,
+             int(export.var["highly_variable"].sum()))
     rna_export.write_cell_load_toml(Path(h5ad_out).parent, table, reg, params, toml_out)
 
 
