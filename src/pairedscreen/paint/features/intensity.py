@@ -17,6 +17,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from ._common import radix_sort
 from .objects import ObjectIndex, build_index
 
 FEATURES: tuple[str, ...] = (
@@ -116,27 +117,6 @@ def _interp_at(a, k, f, stop):
     return v * (1.0 - f) + _min_range(a, k + 1, stop) * f
 
 
-@numba.njit(cache=True, nogil=True)
-def _sorted_keys(keys, n, tmp, out, hist):
-    """Stable LSD radix sort (two byte passes) of uint16-range int64 keys[:n] into out[:n]."""
-    for shift in (0, 8):
-        for b in range(256):
-            hist[b] = 0
-        src = keys if shift == 0 else tmp
-        dst = tmp if shift == 0 else out
-        for i in range(n):
-            hist[(src[i] >> shift) & 255] += 1
-        acc = 0
-        for b in range(256):
-            c = hist[b]
-            hist[b] = acc
-            acc += c
-        for i in range(n):
-            d = (src[i] >> shift) & 255
-            dst[hist[d]] = src[i]
-            hist[d] += 1
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _at(sk, lut, k, f, n):
     v = lut[sk[k]]
@@ -190,9 +170,8 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
             max_n = offsets[k + 1] - offsets[k]
     buf = np.empty(max_n, np.float64)
     dev = np.empty(max_n, np.float64)
-    keys = np.empty(max_n, np.int64)
-    ktmp = np.empty(max_n, np.int64)
-    ksorted = np.empty(max_n, np.int64)
+    keys = np.empty(max_n, np.uint64)
+    ktmp = np.empty(max_n, np.uint64)
     hist = np.empty(256, np.int64)
     edge = np.empty(max_n, np.bool_)
     for k in range(n_obj):
@@ -231,7 +210,7 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
                 if f32:
                     c = np.float64(np.float32(c))
                 if 0.0 <= kq <= 65535.0 and c == v:
-                    keys[cnt] = np.int64(kq)
+                    keys[cnt] = np.uint64(kq)
                 else:
                     on_grid = False
             cnt += 1
@@ -269,8 +248,8 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
                     ess += d * d
         if on_grid:
             # 16-bit data (uint16 / 65535): exact order statistics from a radix sort
-            _sorted_keys(keys, cnt, ktmp, ksorted, hist)
-            q1, med, q3, mad = _grid_quantiles(ksorted, lut, cnt, cellprofiler)
+            radix_sort(keys, keys, cnt, 2, ktmp, ktmp, hist, False)
+            q1, med, q3, mad = _grid_quantiles(keys, lut, cnt, cellprofiler)
         else:
             # any other float data: selection (no full sort), median first, then Q1 left of it
             # and Q3 right of it
