@@ -43,3 +43,56 @@ def _edt_1d(f, n, d, v, z):
             k += 1
         dq = q - v[k]
         d[q] = dq * dq + f[v[k]]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def radix_sort(keys, payload, n, n_bytes, tmp_keys, tmp_payload, hist, carry):
+    """Stable LSD radix sort of the uint64 ``keys[:n]`` in place, on their low ``n_bytes`` bytes.
+
+    With ``carry`` ``payload[:n]`` (e.g. the original positions) moves with its key;
+    without it ``payload``/``tmp_payload`` are not touched. A byte on which every key agrees is
+    skipped (no pass). ``tmp_keys``/``tmp_payload`` are scratch of length >= n, ``hist`` int64 of
+    256. Inlined (``carry`` is a constant at each call site, so its branches fold away).
+    """
+    src_k = keys
+    dst_k = tmp_keys
+    src_p = payload
+    dst_p = tmp_payload
+    swapped = False
+    for p in range(n_bytes):
+        shift = np.uint64(8 * p)
+        for b in range(256):
+            hist[b] = 0
+        for t in range(n):
+            hist[(src_k[t] >> shift) & np.uint64(255)] += 1
+        skip = False
+        for b in range(256):
+            if hist[b] == n:
+                skip = True
+                break
+            if hist[b] != 0:
+                break
+        if skip:
+            continue
+        acc = 0
+        for b in range(256):
+            c = hist[b]
+            hist[b] = acc
+            acc += c
+        for t in range(n):
+            kk = src_k[t]
+            d = (kk >> shift) & np.uint64(255)
+            pos = hist[d]
+            hist[d] = pos + 1
+            dst_k[pos] = kk
+            if carry:
+                dst_p[pos] = src_p[t]
+        src_k, dst_k = dst_k, src_k
+        if carry:
+            src_p, dst_p = dst_p, src_p
+        swapped = not swapped
+    if swapped:  # an odd number of passes: the sorted keys are in the scratch
+        for t in range(n):
+            keys[t] = src_k[t]
+            if carry:
+                payload[t] = src_p[t]

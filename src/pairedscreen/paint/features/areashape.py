@@ -66,7 +66,36 @@ SCALAR_FEATURES: tuple[str, ...] = (
     "Center_X",
     "Center_Y",
 )
-_NS = len(SCALAR_FEATURES)
+N_SCALAR = len(SCALAR_FEATURES)
+# column of each scalar feature in the kernel output, named after it (numba reads these globals as
+# compile-time constants); ``measure_areashape`` names the columns from SCALAR_FEATURES itself
+_col = SCALAR_FEATURES.index
+AREA = _col("Area")
+PERIMETER = _col("Perimeter")
+FORM_FACTOR = _col("FormFactor")
+COMPACTNESS = _col("Compactness")
+CONVEX_AREA = _col("ConvexArea")
+SOLIDITY = _col("Solidity")
+EXTENT = _col("Extent")
+EULER_NUMBER = _col("EulerNumber")
+ECCENTRICITY = _col("Eccentricity")
+MAJOR_AXIS_LENGTH = _col("MajorAxisLength")
+MINOR_AXIS_LENGTH = _col("MinorAxisLength")
+ORIENTATION = _col("Orientation")
+EQUIVALENT_DIAMETER = _col("EquivalentDiameter")
+MIN_FERET_DIAMETER = _col("MinFeretDiameter")
+MAX_FERET_DIAMETER = _col("MaxFeretDiameter")
+MAXIMUM_RADIUS = _col("MaximumRadius")
+MEAN_RADIUS = _col("MeanRadius")
+MEDIAN_RADIUS = _col("MedianRadius")
+BOUNDING_BOX_AREA = _col("BoundingBoxArea")
+BOUNDING_BOX_MINIMUM_X = _col("BoundingBoxMinimum_X")
+BOUNDING_BOX_MINIMUM_Y = _col("BoundingBoxMinimum_Y")
+BOUNDING_BOX_MAXIMUM_X = _col("BoundingBoxMaximum_X")
+BOUNDING_BOX_MAXIMUM_Y = _col("BoundingBoxMaximum_Y")
+CENTER_X = _col("Center_X")
+CENTER_Y = _col("Center_Y")
+del _col
 
 
 @lru_cache(maxsize=8)
@@ -271,17 +300,18 @@ _PERIM_W[[21, 33]] = math.sqrt(2.0)
 _PERIM_W[[13, 23]] = (1.0 + math.sqrt(2.0)) / 2.0
 
 
+# --------------------------------------------------------------------------------------------
+# per-object pieces of the kernel: each takes the object's CSR slice ``s:e`` (pixels in raster
+# order), its bounding box origin ``y0, x0`` and scratch buffers sized for the largest object
+
+
 @numba.njit(cache=True, nogil=True)
-def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
-    n_obj = offsets.shape[0] - 1
-    out = np.full((n_obj, 25), np.nan)
-    nz = zc_re.shape[0]
-    zout = np.full((n_obj, nz), np.nan)
-    # scratch sized for the largest object
+def _scratch_sizes(offsets, bbox):
+    """(largest padded box area, largest padded box side, largest pixel count) over the objects."""
     max_hw = 0
     max_h = 0
     max_n = 0
-    for k in range(n_obj):
+    for k in range(offsets.shape[0] - 1):
         h = bbox[k, 2] - bbox[k, 0] + 2
         w = bbox[k, 3] - bbox[k, 1] + 2
         if h * w > max_hw:
@@ -293,6 +323,309 @@ def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
         nn = offsets[k + 1] - offsets[k]
         if nn > max_n:
             max_n = nn
+    return max_hw, max_h, max_n
+
+
+@numba.njit(cache=True, nogil=True)
+def _rasterise(ys, xs, s, e, y0, x0, bh, W, mask, border, rowmin, rowmax):
+    """Object mask on its one-pixel-padded box (row stride ``W``; ``border`` cleared), the
+    leftmost/rightmost pixel of each box row (rowmax -1: empty row); returns the local centroid."""
+    for i in range((bh + 2) * W):
+        mask[i] = 0
+        border[i] = 0
+    for r in range(bh):
+        rowmin[r] = 1 << 40
+        rowmax[r] = -1
+    sy = 0.0
+    sx = 0.0
+    for i in range(s, e):
+        ly = ys[i] - y0
+        lx = xs[i] - x0
+        mask[(ly + 1) * W + lx + 1] = 1
+        sy += ly
+        sx += lx
+        if lx < rowmin[ly]:
+            rowmin[ly] = lx
+        if lx > rowmax[ly]:
+            rowmax[ly] = lx
+    n = e - s
+    return sy / n, sx / n
+
+
+@numba.njit(cache=True, nogil=True)
+def _ellipse(ys, xs, s, e, y0, x0, cyl, cxl):
+    """(Eccentricity, MajorAxisLength, MinorAxisLength, Orientation in radians) from the second
+    central moments (scikit-image ``regionprops`` conventions)."""
+    n = e - s
+    m20 = 0.0
+    m02 = 0.0
+    m11 = 0.0
+    for i in range(s, e):
+        dy = (ys[i] - y0) - cyl
+        dx = (xs[i] - x0) - cxl
+        m20 += dy * dy
+        m02 += dx * dx
+        m11 += dy * dx
+    a = m20 / n
+    b = m11 / n
+    c = m02 / n
+    half_trace = (a + c) / 2.0
+    disc = math.sqrt(((c - a) / 2.0) ** 2 + b * b)
+    eig_major = max(half_trace + disc, 0.0)
+    eig_minor = max(half_trace - disc, 0.0)
+    major = 4.0 * math.sqrt(eig_major)
+    minor = 4.0 * math.sqrt(eig_minor)
+    ecc = 0.0 if eig_major == 0.0 else math.sqrt(1.0 - eig_minor / eig_major)
+    it00 = c
+    it11 = a
+    it_off = -b
+    if it00 - it11 == 0.0:
+        orient = math.pi / 4.0 if it_off < 0 else -math.pi / 4.0
+    else:
+        orient = 0.5 * math.atan2(-2.0 * it_off, it11 - it00)
+    return ecc, major, minor, orient
+
+
+@numba.njit(cache=True, nogil=True)
+def _perimeter(ys, xs, s, e, y0, x0, W, mask, border, pw):
+    """scikit-image ``perimeter(neighborhood=4)``: the 4-connected inner border (marked in
+    ``border``) weighted by its neighbourhood code (Benkrid-Crookes weights ``pw``)."""
+    for i in range(s, e):
+        p = (ys[i] - y0 + 1) * W + (xs[i] - x0 + 1)
+        if mask[p - 1] == 0 or mask[p + 1] == 0 or mask[p - W] == 0 or mask[p + W] == 0:
+            border[p] = 1
+    perim = 0.0
+    for i in range(s, e):
+        p = (ys[i] - y0 + 1) * W + (xs[i] - x0 + 1)
+        if border[p]:
+            code = (
+                1
+                + 2 * (border[p - 1] + border[p + 1] + border[p - W] + border[p + W])
+                + 10 * (border[p - W - 1] + border[p - W + 1] + border[p + W - 1] + border[p + W + 1])
+            )
+            perim += pw[code]
+    return perim
+
+
+@numba.njit(cache=True, nogil=True)
+def _euler_number(mask, H, W):
+    """Objects minus holes, 8-connected foreground: (n1 - n3 - 2 nD) / 4 over the 2x2 quads."""
+    q1 = 0
+    q3 = 0
+    qd = 0
+    for r in range(H - 1):
+        for cc in range(W - 1):
+            p = r * W + cc
+            a0 = mask[p]
+            a1 = mask[p + 1]
+            a2 = mask[p + W]
+            a3 = mask[p + W + 1]
+            t = a0 + a1 + a2 + a3
+            if t == 1:
+                q1 += 1
+            elif t == 3:
+                q3 += 1
+            elif t == 2 and a0 == a3:
+                qd += 1
+    return (q1 - q3 - 2 * qd) // 4
+
+
+@numba.njit(cache=True, nogil=True)
+def _radii(ys, xs, s, e, y0, x0, H, W, mask, dist, f1, d1, v1, z1, radii):
+    """(MaximumRadius, sum of the radii, MedianRadius): exact EDT of the object on its padded box.
+
+    Squared vertical distance to the background by two scans per column (the padding rows are
+    background), then the 1-D parabola envelope per row.
+    """
+    for cc in range(W):
+        g = 0.0
+        for r in range(H):
+            p = r * W + cc
+            g = g + 1.0 if mask[p] else 0.0
+            dist[p] = g
+        g = 0.0
+        for r in range(H - 1, -1, -1):
+            p = r * W + cc
+            g = g + 1.0 if mask[p] else 0.0
+            if g < dist[p]:
+                dist[p] = g
+            dist[p] = dist[p] * dist[p]
+    for r in range(H):
+        for cc in range(W):
+            f1[cc] = dist[r * W + cc]
+        _edt_1d(f1, W, d1, v1, z1)
+        for cc in range(W):
+            dist[r * W + cc] = d1[cc]
+    n = e - s
+    rmax = 0.0
+    rsum = 0.0
+    for i in range(s, e):
+        p = (ys[i] - y0 + 1) * W + (xs[i] - x0 + 1)
+        dd = math.sqrt(dist[p])
+        radii[i - s] = dd
+        rsum += dd
+        if dd > rmax:
+            rmax = dd
+    # numpy.median: middle order statistic, or the mean of the two middle ones
+    if n % 2 == 1:
+        _select(radii, 0, n, n // 2)
+        rmed = radii[n // 2]
+    else:
+        _select(radii, 0, n, n // 2 - 1)
+        rmed = 0.5 * (radii[n // 2 - 1] + _min_range(radii, n // 2, n))
+    return rmax, rsum, rmed
+
+
+@numba.njit(cache=True, nogil=True)
+def _convex_area_of(rowmin, rowmax, bh, pu, pv, hu, hv, clo, chi):
+    """ConvexArea: pixel centres inside or on the hull of the pixel-edge midpoints.
+
+    Hull points in doubled local coordinates (u = 2x, v = 2y): per level v only the extreme u can
+    be hull vertices, and levels come in increasing v, so the points are generated already sorted
+    by (v, u). The hull is built with v as the primary coordinate: counter-clockwise in (v, u),
+    i.e. clockwise in (u, v), the order :func:`_convex_area` takes.
+    """
+    npnt = 0
+    for lv in range(-1, 2 * bh):
+        umin = 1 << 40
+        umax = -(1 << 40)
+        if lv % 2 == 0:
+            r = lv // 2
+            if rowmax[r] >= 0:
+                umin = 2 * rowmin[r] - 1
+                umax = 2 * rowmax[r] + 1
+        else:
+            for r in ((lv - 1) // 2, (lv + 1) // 2):
+                if 0 <= r < bh and rowmax[r] >= 0:
+                    if 2 * rowmin[r] < umin:
+                        umin = 2 * rowmin[r]
+                    if 2 * rowmax[r] > umax:
+                        umax = 2 * rowmax[r]
+        if umax < umin:
+            continue
+        pv[npnt] = lv
+        pu[npnt] = umin
+        npnt += 1
+        if umax != umin:
+            pv[npnt] = lv
+            pu[npnt] = umax
+            npnt += 1
+    nh = _hull(pv, pu, npnt, hv, hu)
+    return _convex_area(hu, hv, nh, bh, clo, chi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _centre_hull(rowmin, rowmax, bh, pu, pv, hu, hv):
+    """Convex hull of the pixel centres (row extremes, generated sorted by (row, x)) into
+    ``hu`` (x) / ``hv`` (row); returns its vertex count."""
+    npnt = 0
+    for r in range(bh):
+        if rowmax[r] < 0:
+            continue
+        pv[npnt] = r
+        pu[npnt] = rowmin[r]
+        npnt += 1
+        if rowmax[r] != rowmin[r]:
+            pv[npnt] = r
+            pu[npnt] = rowmax[r]
+            npnt += 1
+    return _hull(pv, pu, npnt, hv, hu)
+
+
+@numba.njit(cache=True, nogil=True)
+def _feret(hu, hv, nh):
+    """(MinFeretDiameter, MaxFeretDiameter): caliper width and diameter of a convex hull."""
+    if nh <= 1:
+        return 0.0, 0.0
+    best = 0
+    for i in range(nh):
+        for j in range(i + 1, nh):
+            d2 = (hu[i] - hu[j]) ** 2 + (hv[i] - hv[j]) ** 2
+            if d2 > best:
+                best = d2
+    fmax = math.sqrt(best)
+    if nh == 2:
+        return 0.0, fmax
+    fmin = np.inf
+    for i in range(nh):
+        j = i + 1 if i + 1 < nh else 0
+        du = hu[j] - hu[i]
+        dv = hv[j] - hv[i]
+        worst = 0
+        for q in range(nh):
+            cr = abs(du * (hv[q] - hv[i]) - dv * (hu[q] - hu[i]))
+            if cr > worst:
+                worst = cr
+        wd = worst / math.sqrt(du * du + dv * dv)
+        if wd < fmin:
+            fmin = wd
+    return fmin, fmax
+
+
+@numba.njit(cache=True, nogil=True)
+def _zernike(ys, xs, s, e, y0, x0, hu, hv, nh, zc_re, zc_im, fy, fx, mom, rows, zrow):
+    """Zernike magnitudes of one object into ``zrow`` (left NaN for a zero-radius circle) within
+    the minimum enclosing circle of its pixel centres (hull ``hu``/``hv``, ``nh`` vertices)."""
+    # hull vertices in a scrambled (deterministic) order: the incremental circle is
+    # expected-linear only when points do not arrive in their convex-position order
+    step = 7919
+    while nh > 1 and math.gcd(step, nh) != 1:
+        step += 2
+    for i in range(nh):
+        q = (i * step) % nh
+        fy[i] = hv[q]
+        fx[i] = hu[q]
+    ccy, ccx, rad = _min_enclosing_circle(fy, fx, nh)
+    if rad <= 0.0:
+        return
+    deg = zc_re.shape[1] - 1
+    # raw moments M[a, b] = sum xm^a ym^b (a + b <= degree) of the normalised pixel coordinates,
+    # accumulated per image row (pixels come in raster order): x powers per pixel, y powers once
+    # per row; each Zernike is a fixed linear combination of them
+    for a in range(deg + 1):
+        for b in range(deg + 1):
+            mom[a, b] = 0.0
+        rows[a] = 0.0
+    inv = 1.0 / rad
+    cur = ys[s]
+    for i in range(s, e + 1):
+        if i == e or ys[i] != cur:
+            ym = ((cur - y0) - ccy) * inv
+            py = 1.0
+            for b in range(deg + 1):
+                for a in range(deg + 1 - b):
+                    mom[a, b] += rows[a] * py
+                py *= ym
+            if i == e:
+                break
+            cur = ys[i]
+            for a in range(deg + 1):
+                rows[a] = 0.0
+        xm = ((xs[i] - x0) - ccx) * inv
+        px = 1.0
+        for a in range(deg + 1):
+            rows[a] += px
+            px *= xm
+    area_c = math.pi * rad * rad
+    for t in range(zc_re.shape[0]):
+        re = 0.0
+        im = 0.0
+        for a in range(deg + 1):
+            for b in range(deg + 1 - a):
+                re += zc_re[t, a, b] * mom[a, b]
+                im += zc_im[t, a, b] * mom[a, b]
+        zrow[t] = math.sqrt(re * re + im * im) / area_c
+
+
+@numba.njit(cache=True, nogil=True)
+def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
+    """(scalar features (n_obj, len(SCALAR_FEATURES)), Zernike magnitudes (n_obj, K)) of every
+    object of an :class:`ObjectIndex` (CSR pixel lists ``ys, xs, offsets``, half-open ``bbox``)."""
+    n_obj = offsets.shape[0] - 1
+    out = np.full((n_obj, N_SCALAR), np.nan)
+    nz = zc_re.shape[0]
+    zout = np.full((n_obj, nz), np.nan)
+    max_hw, max_h, max_n = _scratch_sizes(offsets, bbox)
     mask = np.zeros(max_hw, np.uint8)
     border = np.zeros(max_hw, np.uint8)
     dist = np.empty(max_hw, np.float64)
@@ -318,7 +651,6 @@ def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
     for k in range(n_obj):
         s = offsets[k]
         e = offsets[k + 1]
-        n = e - s
         y0 = bbox[k, 0]
         x0 = bbox[k, 1]
         y1 = bbox[k, 2]
@@ -327,280 +659,45 @@ def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
         bw = x1 - x0
         H = bh + 2
         W = bw + 2
-        for i in range(H * W):
-            mask[i] = 0
-            border[i] = 0
-        for r in range(bh):
-            rowmin[r] = 1 << 40
-            rowmax[r] = -1
-        sy = 0.0
-        sx = 0.0
-        for i in range(s, e):
-            ly = ys[i] - y0
-            lx = xs[i] - x0
-            mask[(ly + 1) * W + lx + 1] = 1
-            sy += ly
-            sx += lx
-            if lx < rowmin[ly]:
-                rowmin[ly] = lx
-            if lx > rowmax[ly]:
-                rowmax[ly] = lx
-        cyl = sy / n
-        cxl = sx / n
-        # second central moments (local frame)
-        m20 = 0.0
-        m02 = 0.0
-        m11 = 0.0
-        for i in range(s, e):
-            dy = (ys[i] - y0) - cyl
-            dx = (xs[i] - x0) - cxl
-            m20 += dy * dy
-            m02 += dx * dx
-            m11 += dy * dx
-        a = m20 / n
-        b = m11 / n
-        c = m02 / n
-        half_trace = (a + c) / 2.0
-        disc = math.sqrt(((c - a) / 2.0) ** 2 + b * b)
-        eig_major = max(half_trace + disc, 0.0)
-        eig_minor = max(half_trace - disc, 0.0)
-        major = 4.0 * math.sqrt(eig_major)
-        minor = 4.0 * math.sqrt(eig_minor)
-        ecc = 0.0 if eig_major == 0.0 else math.sqrt(1.0 - eig_minor / eig_major)
-        it00 = c
-        it11 = a
-        it_off = -b
-        if it00 - it11 == 0.0:
-            orient = math.pi / 4.0 if it_off < 0 else -math.pi / 4.0
-        else:
-            orient = 0.5 * math.atan2(-2.0 * it_off, it11 - it00)
-
-        # perimeter (4-connected inner border, Benkrid-Crookes weights)
-        for i in range(s, e):
-            p = (ys[i] - y0 + 1) * W + (xs[i] - x0 + 1)
-            if mask[p - 1] == 0 or mask[p + 1] == 0 or mask[p - W] == 0 or mask[p + W] == 0:
-                border[p] = 1
-        perim = 0.0
-        for i in range(s, e):
-            p = (ys[i] - y0 + 1) * W + (xs[i] - x0 + 1)
-            if border[p]:
-                code = (
-                    1
-                    + 2 * (border[p - 1] + border[p + 1] + border[p - W] + border[p + W])
-                    + 10 * (border[p - W - 1] + border[p - W + 1] + border[p + W - 1] + border[p + W + 1])
-                )
-                perim += pw[code]
-
-        # Euler number, 8-connected foreground: (n1 - n3 - 2 nD) / 4 over 2x2 quads
-        q1 = 0
-        q3 = 0
-        qd = 0
-        for r in range(H - 1):
-            for cc in range(W - 1):
-                p = r * W + cc
-                a0 = mask[p]
-                a1 = mask[p + 1]
-                a2 = mask[p + W]
-                a3 = mask[p + W + 1]
-                t = a0 + a1 + a2 + a3
-                if t == 1:
-                    q1 += 1
-                elif t == 3:
-                    q3 += 1
-                elif t == 2 and a0 == a3:
-                    qd += 1
-        euler = (q1 - q3 - 2 * qd) // 4
-
-        # exact EDT on the padded box: squared vertical distance to the background by two scans
-        # per column (the padding rows are background), then the 1-D parabola envelope per row
-        for cc in range(W):
-            g = 0.0
-            for r in range(H):
-                p = r * W + cc
-                g = g + 1.0 if mask[p] else 0.0
-                dist[p] = g
-            g = 0.0
-            for r in range(H - 1, -1, -1):
-                p = r * W + cc
-                g = g + 1.0 if mask[p] else 0.0
-                if g < dist[p]:
-                    dist[p] = g
-                dist[p] = dist[p] * dist[p]
-        for r in range(H):
-            for cc in range(W):
-                f1[cc] = dist[r * W + cc]
-            _edt_1d(f1, W, d1, v1, z1)
-            for cc in range(W):
-                dist[r * W + cc] = d1[cc]
-        rmax = 0.0
-        rsum = 0.0
-        for i in range(s, e):
-            p = (ys[i] - y0 + 1) * W + (xs[i] - x0 + 1)
-            dd = math.sqrt(dist[p])
-            radii[i - s] = dd
-            rsum += dd
-            if dd > rmax:
-                rmax = dd
-        # numpy.median: middle order statistic, or the mean of the two middle ones
-        if n % 2 == 1:
-            _select(radii, 0, n, n // 2)
-            rmed = radii[n // 2]
-        else:
-            _select(radii, 0, n, n // 2 - 1)
-            rmed = 0.5 * (radii[n // 2 - 1] + _min_range(radii, n // 2, n))
-
-        # convex area: hull of the pixel-edge midpoints in doubled local coordinates
-        # (u = 2x, v = 2y). Per level v only the extreme u can be hull vertices, and levels come
-        # in increasing v, so the points are generated already sorted by (v, u).
-        npnt = 0
-        for lv in range(-1, 2 * bh):
-            umin = 1 << 40
-            umax = -(1 << 40)
-            if lv % 2 == 0:
-                r = lv // 2
-                if rowmax[r] >= 0:
-                    umin = 2 * rowmin[r] - 1
-                    umax = 2 * rowmax[r] + 1
-            else:
-                for r in ((lv - 1) // 2, (lv + 1) // 2):
-                    if 0 <= r < bh and rowmax[r] >= 0:
-                        if 2 * rowmin[r] < umin:
-                            umin = 2 * rowmin[r]
-                        if 2 * rowmax[r] > umax:
-                            umax = 2 * rowmax[r]
-            if umax < umin:
-                continue
-            pv[npnt] = lv
-            pu[npnt] = umin
-            npnt += 1
-            if umax != umin:
-                pv[npnt] = lv
-                pu[npnt] = umax
-                npnt += 1
-        # hull with v as the primary coordinate: counter-clockwise in (v, u), i.e. clockwise in
-        # (u, v); _convex_area takes the clockwise order
-        nh = _hull(pv, pu, npnt, hv, hu)
-        conv = _convex_area(hu, hv, nh, bh, clo, chi)
-
-        # Feret diameters: hull of pixel centres (row extremes), generated sorted by (row, x)
-        npnt = 0
-        for r in range(bh):
-            if rowmax[r] < 0:
-                continue
-            pv[npnt] = r
-            pu[npnt] = rowmin[r]
-            npnt += 1
-            if rowmax[r] != rowmin[r]:
-                pv[npnt] = r
-                pu[npnt] = rowmax[r]
-                npnt += 1
-        nh = _hull(pv, pu, npnt, hv, hu)
-        if nh <= 1:
-            fmin = 0.0
-            fmax = 0.0
-        else:
-            best = 0
-            for i in range(nh):
-                for j in range(i + 1, nh):
-                    d2 = (hu[i] - hu[j]) ** 2 + (hv[i] - hv[j]) ** 2
-                    if d2 > best:
-                        best = d2
-            fmax = math.sqrt(best)
-            if nh == 2:
-                fmin = 0.0
-            else:
-                fmin = np.inf
-                for i in range(nh):
-                    j = i + 1 if i + 1 < nh else 0
-                    du = hu[j] - hu[i]
-                    dv = hv[j] - hv[i]
-                    worst = 0
-                    for q in range(nh):
-                        cr = abs(du * (hv[q] - hv[i]) - dv * (hu[q] - hu[i]))
-                        if cr > worst:
-                            worst = cr
-                    wd = worst / math.sqrt(du * du + dv * dv)
-                    if wd < fmin:
-                        fmin = wd
-
-        # Zernike moments within the minimum enclosing circle of the pixel centres
+        cyl, cxl = _rasterise(ys, xs, s, e, y0, x0, bh, W, mask, border, rowmin, rowmax)
+        ecc, major, minor, orient = _ellipse(ys, xs, s, e, y0, x0, cyl, cxl)
+        perim = _perimeter(ys, xs, s, e, y0, x0, W, mask, border, pw)
+        euler = _euler_number(mask, H, W)
+        rmax, rsum, rmed = _radii(ys, xs, s, e, y0, x0, H, W, mask, dist, f1, d1, v1, z1, radii)
+        conv = _convex_area_of(rowmin, rowmax, bh, pu, pv, hu, hv, clo, chi)
+        nh = _centre_hull(rowmin, rowmax, bh, pu, pv, hu, hv)
+        fmin, fmax = _feret(hu, hv, nh)
         if want_zernike and nz > 0:
-            # hull vertices in a scrambled (deterministic) order: the incremental circle is
-            # expected-linear only when points do not arrive in their convex-position order
-            step = 7919
-            while nh > 1 and math.gcd(step, nh) != 1:
-                step += 2
-            for i in range(nh):
-                q = (i * step) % nh
-                fy[i] = hv[q]
-                fx[i] = hu[q]
-            ccy, ccx, rad = _min_enclosing_circle(fy, fx, nh)
-            if rad > 0.0:
-                # raw moments M[a, b] = sum xm^a ym^b (a + b <= degree) of the normalised pixel
-                # coordinates, accumulated per image row (pixels come in raster order): x powers per
-                # pixel, y powers once per row; each Zernike is a fixed linear combination of them
-                for a in range(deg + 1):
-                    for b in range(deg + 1):
-                        mom[a, b] = 0.0
-                    rows[a] = 0.0
-                inv = 1.0 / rad
-                cur = ys[s]
-                for i in range(s, e + 1):
-                    if i == e or ys[i] != cur:
-                        ym = ((cur - y0) - ccy) * inv
-                        py = 1.0
-                        for b in range(deg + 1):
-                            for a in range(deg + 1 - b):
-                                mom[a, b] += rows[a] * py
-                            py *= ym
-                        if i == e:
-                            break
-                        cur = ys[i]
-                        for a in range(deg + 1):
-                            rows[a] = 0.0
-                    xm = ((xs[i] - x0) - ccx) * inv
-                    px = 1.0
-                    for a in range(deg + 1):
-                        rows[a] += px
-                        px *= xm
-                area_c = math.pi * rad * rad
-                for t in range(nz):
-                    re = 0.0
-                    im = 0.0
-                    for a in range(deg + 1):
-                        for b in range(deg + 1 - a):
-                            re += zc_re[t, a, b] * mom[a, b]
-                            im += zc_im[t, a, b] * mom[a, b]
-                    zout[k, t] = math.sqrt(re * re + im * im) / area_c
+            _zernike(ys, xs, s, e, y0, x0, hu, hv, nh, zc_re, zc_im, fy, fx, mom, rows, zout[k])
 
-        area = float(n)
-        out[k, 0] = area
-        out[k, 1] = perim
-        out[k, 2] = 4.0 * math.pi * area / (perim * perim) if perim > 0 else np.inf
-        out[k, 3] = perim * perim / max(4.0 * math.pi * area, 1.0)
-        out[k, 4] = conv
-        out[k, 5] = area / conv
-        out[k, 6] = area / (bh * bw)
-        out[k, 7] = euler
-        out[k, 8] = ecc
-        out[k, 9] = major
-        out[k, 10] = minor
-        out[k, 11] = orient * (180.0 / math.pi)
-        out[k, 12] = math.sqrt(4.0 * area / math.pi)
-        out[k, 13] = fmin
-        out[k, 14] = fmax
-        out[k, 15] = rmax
-        out[k, 16] = rsum / n
-        out[k, 17] = rmed
-        out[k, 18] = bh * bw
-        out[k, 19] = x0
-        out[k, 20] = y0
-        out[k, 21] = x1
-        out[k, 22] = y1
-        out[k, 23] = cxl + x0
-        out[k, 24] = cyl + y0
+        area = float(e - s)
+        row = out[k]
+        row[AREA] = area
+        row[PERIMETER] = perim
+        row[FORM_FACTOR] = 4.0 * math.pi * area / (perim * perim) if perim > 0 else np.inf
+        row[COMPACTNESS] = perim * perim / max(4.0 * math.pi * area, 1.0)
+        row[CONVEX_AREA] = conv
+        row[SOLIDITY] = area / conv
+        row[EXTENT] = area / (bh * bw)
+        row[EULER_NUMBER] = euler
+        row[ECCENTRICITY] = ecc
+        row[MAJOR_AXIS_LENGTH] = major
+        row[MINOR_AXIS_LENGTH] = minor
+        row[ORIENTATION] = orient * (180.0 / math.pi)
+        row[EQUIVALENT_DIAMETER] = math.sqrt(4.0 * area / math.pi)
+        row[MIN_FERET_DIAMETER] = fmin
+        row[MAX_FERET_DIAMETER] = fmax
+        row[MAXIMUM_RADIUS] = rmax
+        row[MEAN_RADIUS] = rsum / (e - s)
+        row[MEDIAN_RADIUS] = rmed
+        row[BOUNDING_BOX_AREA] = bh * bw
+        row[BOUNDING_BOX_MINIMUM_X] = x0
+        row[BOUNDING_BOX_MINIMUM_Y] = y0
+        row[BOUNDING_BOX_MAXIMUM_X] = x1
+        row[BOUNDING_BOX_MAXIMUM_Y] = y1
+        row[CENTER_X] = cxl + x0
+        row[CENTER_Y] = cyl + y0
     return out, zout
-
 
 def measure_areashape(
     labels: np.ndarray, index: ObjectIndex | None = None, zernike_degree: int = 9
@@ -616,7 +713,7 @@ def measure_areashape(
     zidx = zernike_indexes(degree) if degree >= 0 else np.zeros((0, 2), np.int64)
     zc_re, zc_im = zernike_monomials(degree) if degree >= 0 else (np.zeros((0, 1, 1)), np.zeros((0, 1, 1)))
     if index.n_objects == 0:
-        out = np.zeros((0, _NS))
+        out = np.zeros((0, N_SCALAR))
         zout = np.zeros((0, zidx.shape[0]))
     else:
         out, zout = _shape_kernel(

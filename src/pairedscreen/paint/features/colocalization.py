@@ -48,6 +48,7 @@ from collections import OrderedDict
 import numba
 import numpy as np
 
+from ._common import radix_sort
 from .granularity import fingerprint
 from .objects import ObjectIndex, build_index
 
@@ -63,9 +64,9 @@ _LOCK = threading.Lock()
 def _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, out):
     """Dense ranks of vals[:n] (0 = smallest, equal values share a rank); returns the largest rank.
 
-    Stable LSD radix sort on byte digits: 2 passes when every value is ``j / 65535`` (uint16
-    data scaled to [0, 1]), else 8 passes over the order-preserving bit pattern of the float64
-    (digits on which all keys agree are skipped). Ranks compare values, so -0.0 == 0.0.
+    Stable LSD radix sort (:func:`._common.radix_sort`) of the positions by key: 2 byte passes
+    when every value is ``j / 65535`` (uint16 data scaled to [0, 1]), else 8 over the
+    order-preserving bit pattern of the float64. Ranks compare values, so -0.0 == 0.0.
     """
     quant = True
     for t in range(n):
@@ -87,35 +88,7 @@ def _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, out):
                 keys[t] = u | np.uint64(1 << 63)
     for t in range(n):
         idx[t] = t
-    for p in range(npass):
-        shift = np.uint64(8 * p)
-        hist[:] = 0
-        for t in range(n):
-            hist[(keys[t] >> shift) & np.uint64(255)] += 1
-        skip = False
-        for u in range(256):
-            if hist[u] == n:
-                skip = True
-                break
-            if hist[u] != 0:
-                break
-        if skip:
-            continue
-        acc = 0
-        for u in range(256):
-            c = hist[u]
-            hist[u] = acc
-            acc += c
-        for t in range(n):
-            kk = keys[t]
-            dgt = (kk >> shift) & np.uint64(255)
-            pos = hist[dgt]
-            hist[dgt] = pos + 1
-            tmpk[pos] = kk
-            tmpi[pos] = idx[t]
-        for t in range(n):
-            keys[t] = tmpk[t]
-            idx[t] = tmpi[t]
+    radix_sort(keys, idx, n, npass, tmpk, tmpi, hist, True)
     r = 0
     out[idx[0]] = 0
     for t in range(1, n):

@@ -17,6 +17,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from ._common import radix_sort
 from .objects import ObjectIndex, build_index
 
 FEATURES: tuple[str, ...] = (
@@ -40,7 +41,29 @@ FEATURES: tuple[str, ...] = (
     "Location_MaxIntensity_X",
     "Location_MaxIntensity_Y",
 )
-_NF = len(FEATURES)
+N_FEATURES = len(FEATURES)
+# column of each feature in the kernel output, named after it (compile-time constants in numba)
+_col = FEATURES.index
+INTEGRATED = _col("Intensity_IntegratedIntensity")
+MEAN = _col("Intensity_MeanIntensity")
+STD = _col("Intensity_StdIntensity")
+MIN = _col("Intensity_MinIntensity")
+MAX = _col("Intensity_MaxIntensity")
+INTEGRATED_EDGE = _col("Intensity_IntegratedIntensityEdge")
+MEAN_EDGE = _col("Intensity_MeanIntensityEdge")
+STD_EDGE = _col("Intensity_StdIntensityEdge")
+MIN_EDGE = _col("Intensity_MinIntensityEdge")
+MAX_EDGE = _col("Intensity_MaxIntensityEdge")
+MASS_DISPLACEMENT = _col("Intensity_MassDisplacement")
+LOWER_QUARTILE = _col("Intensity_LowerQuartileIntensity")
+MEDIAN = _col("Intensity_MedianIntensity")
+MAD = _col("Intensity_MADIntensity")
+UPPER_QUARTILE = _col("Intensity_UpperQuartileIntensity")
+CENTER_MASS_X = _col("Location_CenterMassIntensity_X")
+CENTER_MASS_Y = _col("Location_CenterMassIntensity_Y")
+MAX_X = _col("Location_MaxIntensity_X")
+MAX_Y = _col("Location_MaxIntensity_Y")
+del _col
 
 
 @numba.njit(cache=True, nogil=True)
@@ -116,27 +139,6 @@ def _interp_at(a, k, f, stop):
     return v * (1.0 - f) + _min_range(a, k + 1, stop) * f
 
 
-@numba.njit(cache=True, nogil=True)
-def _sorted_keys(keys, n, tmp, out, hist):
-    """Stable LSD radix sort (two byte passes) of uint16-range int64 keys[:n] into out[:n]."""
-    for shift in (0, 8):
-        for b in range(256):
-            hist[b] = 0
-        src = keys if shift == 0 else tmp
-        dst = tmp if shift == 0 else out
-        for i in range(n):
-            hist[(src[i] >> shift) & 255] += 1
-        acc = 0
-        for b in range(256):
-            c = hist[b]
-            hist[b] = acc
-            acc += c
-        for i in range(n):
-            d = (src[i] >> shift) & 255
-            dst[hist[d]] = src[i]
-            hist[d] += 1
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _at(sk, lut, k, f, n):
     v = lut[sk[k]]
@@ -181,18 +183,129 @@ def _grid_quantiles(sk, lut, n, cellprofiler):
 
 
 @numba.njit(cache=True, nogil=True)
+def _selected_quantiles(buf, dev, cnt, cellprofiler):
+    """Q1, median, Q3 and MAD of any float values buf[:cnt] by selection (no full sort): the
+    median first, then Q1 left of it and Q3 right of it (``buf`` is reordered, ``dev`` scratch)."""
+    km, fm = _position(cnt, 0.5, cellprofiler)
+    k1, f1 = _position(cnt, 0.25, cellprofiler)
+    k3, f3 = _position(cnt, 0.75, cellprofiler)
+    _select(buf, 0, cnt, km)
+    if k1 < km:
+        _select(buf, 0, km, k1)
+    if k3 > km:
+        _select(buf, km + 1, cnt, k3)
+    # now buf[:k1] <= buf[k1] <= buf[k1+1:km] <= buf[km] <= buf[km+1:k3] <= buf[k3] <= buf[k3+1:]
+    # so each successor is the minimum of the slice up to and including the next selected slot
+    med = _interp_at(buf, km, fm, k3 + 1 if k3 > km else cnt)
+    q1 = _interp_at(buf, k1, f1, km + 1 if k1 < km else (k3 + 1 if k3 > km else cnt))
+    q3 = _interp_at(buf, k3, f3, cnt)
+    for i in range(cnt):
+        dev[i] = abs(buf[i] - med)
+    _select(dev, 0, cnt, km)
+    mad = _interp_at(dev, km, fm, cnt)
+    return q1, med, q3, mad
+
+
+@numba.njit(cache=True, nogil=True)
+def _object_sums(image, edge_flags, ys, xs, s, e, grid_ok, f32, buf, keys, edge):
+    """One pass over the object's pixels ``s:e``, skipping non-finite values.
+
+    Fills ``buf[:cnt]`` with the finite values, ``keys[:cnt]`` with their 16-bit levels while every
+    value lies on the ``k / 65535`` grid (``on_grid``), ``edge[i - s]`` with the edge flag of each
+    pixel (False where non-finite). Returns (cnt, total, min, max, x and y of the first maximum,
+    sum x, sum y, sum x*v, sum y*v, on_grid, edge count, edge total, edge min, edge max).
+    """
+    cnt = 0
+    tot = 0.0
+    vmin = np.inf
+    vmax = -np.inf
+    mx = 0
+    my = 0
+    sx = 0.0
+    sy = 0.0
+    sxi = 0.0
+    syi = 0.0
+    on_grid = grid_ok
+    ecnt = 0
+    etot = 0.0
+    emin = np.inf
+    emax = -np.inf
+    for i in range(s, e):
+        y = ys[i]
+        x = xs[i]
+        is_edge = edge_flags[i]
+        v = np.float64(image[y, x])
+        if not np.isfinite(v):
+            edge[i - s] = False
+            continue
+        edge[i - s] = is_edge
+        buf[cnt] = v
+        if on_grid:
+            kq = np.rint(v * 65535.0)
+            c = kq / 65535.0
+            if f32:
+                c = np.float64(np.float32(c))
+            if 0.0 <= kq <= 65535.0 and c == v:
+                keys[cnt] = np.uint64(kq)
+            else:
+                on_grid = False
+        cnt += 1
+        tot += v
+        if v < vmin:
+            vmin = v
+        if v > vmax:
+            vmax = v
+            mx = x
+            my = y
+        sx += x
+        sy += y
+        sxi += x * v
+        syi += y * v
+        if is_edge:
+            ecnt += 1
+            etot += v
+            if v < emin:
+                emin = v
+            if v > emax:
+                emax = v
+    return cnt, tot, vmin, vmax, mx, my, sx, sy, sxi, syi, on_grid, ecnt, etot, emin, emax
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_sq_dev(buf, cnt, mean):
+    """Sum of (buf[i] - mean)^2 over buf[:cnt]."""
+    ss = 0.0
+    for i in range(cnt):
+        d = buf[i] - mean
+        ss += d * d
+    return ss
+
+
+@numba.njit(cache=True, nogil=True)
+def _edge_sum_sq_dev(image, ys, xs, s, e, edge, emean):
+    """Sum of (v - emean)^2 over the object's edge pixels (``edge[i - s]``)."""
+    ess = 0.0
+    for i in range(s, e):
+        if edge[i - s]:
+            d = np.float64(image[ys[i], xs[i]]) - emean
+            ess += d * d
+    return ess
+
+
+@numba.njit(cache=True, nogil=True)
 def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32, grid_ok):
+    """Features (n_obj, len(FEATURES)) of one channel over the CSR pixel lists ``ys, xs,
+    offsets`` (rows of objects without a finite pixel stay NaN)."""
     n_obj = offsets.shape[0] - 1
-    out = np.full((n_obj, 19), np.nan)
+    out = np.full((n_obj, N_FEATURES), np.nan)
     max_n = 0
     for k in range(n_obj):
         if offsets[k + 1] - offsets[k] > max_n:
             max_n = offsets[k + 1] - offsets[k]
     buf = np.empty(max_n, np.float64)
     dev = np.empty(max_n, np.float64)
-    keys = np.empty(max_n, np.int64)
-    ktmp = np.empty(max_n, np.int64)
-    ksorted = np.empty(max_n, np.int64)
+    keys = np.empty(max_n, np.uint64)
+    ktmp = np.empty(max_n, np.uint64)
     hist = np.empty(256, np.int64)
     edge = np.empty(max_n, np.bool_)
     for k in range(n_obj):
@@ -200,97 +313,23 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
         e = offsets[k + 1]
         if e == s:
             continue
-        cnt = 0
-        tot = 0.0
-        vmin = np.inf
-        vmax = -np.inf
-        mx = 0
-        my = 0
-        sx = 0.0
-        sy = 0.0
-        sxi = 0.0
-        syi = 0.0
-        on_grid = grid_ok
-        ecnt = 0
-        etot = 0.0
-        emin = np.inf
-        emax = -np.inf
-        for i in range(s, e):
-            y = ys[i]
-            x = xs[i]
-            is_edge = edge_flags[i]
-            v = np.float64(image[y, x])
-            if not np.isfinite(v):
-                edge[i - s] = False
-                continue
-            edge[i - s] = is_edge
-            buf[cnt] = v
-            if on_grid:
-                kq = np.rint(v * 65535.0)
-                c = kq / 65535.0
-                if f32:
-                    c = np.float64(np.float32(c))
-                if 0.0 <= kq <= 65535.0 and c == v:
-                    keys[cnt] = np.int64(kq)
-                else:
-                    on_grid = False
-            cnt += 1
-            tot += v
-            if v < vmin:
-                vmin = v
-            if v > vmax:
-                vmax = v
-                mx = x
-                my = y
-            sx += x
-            sy += y
-            sxi += x * v
-            syi += y * v
-            if is_edge:
-                ecnt += 1
-                etot += v
-                if v < emin:
-                    emin = v
-                if v > emax:
-                    emax = v
+        cnt, tot, vmin, vmax, mx, my, sx, sy, sxi, syi, on_grid, ecnt, etot, emin, emax = _object_sums(
+            image, edge_flags, ys, xs, s, e, grid_ok, f32, buf, keys, edge
+        )
         if cnt == 0:
             continue
         mean = tot / cnt
-        ss = 0.0
-        for i in range(cnt):
-            d = buf[i] - mean
-            ss += d * d
+        ss = _sum_sq_dev(buf, cnt, mean)
         emean = etot / ecnt if ecnt > 0 else 0.0
         ess = 0.0
         if ecnt > 0:
-            for i in range(s, e):
-                if edge[i - s]:
-                    d = np.float64(image[ys[i], xs[i]]) - emean
-                    ess += d * d
+            ess = _edge_sum_sq_dev(image, ys, xs, s, e, edge, emean)
         if on_grid:
             # 16-bit data (uint16 / 65535): exact order statistics from a radix sort
-            _sorted_keys(keys, cnt, ktmp, ksorted, hist)
-            q1, med, q3, mad = _grid_quantiles(ksorted, lut, cnt, cellprofiler)
+            radix_sort(keys, keys, cnt, 2, ktmp, ktmp, hist, False)
+            q1, med, q3, mad = _grid_quantiles(keys, lut, cnt, cellprofiler)
         else:
-            # any other float data: selection (no full sort), median first, then Q1 left of it
-            # and Q3 right of it
-            km, fm = _position(cnt, 0.5, cellprofiler)
-            k1, f1 = _position(cnt, 0.25, cellprofiler)
-            k3, f3 = _position(cnt, 0.75, cellprofiler)
-            _select(buf, 0, cnt, km)
-            if k1 < km:
-                _select(buf, 0, km, k1)
-            if k3 > km:
-                _select(buf, km + 1, cnt, k3)
-            # now buf[:k1] <= buf[k1] <= buf[k1+1:km] <= buf[km] <= buf[km+1:k3] <= buf[k3] <= buf[k3+1:]
-            # so each successor is the minimum of the slice up to and including the next selected slot
-            med = _interp_at(buf, km, fm, k3 + 1 if k3 > km else cnt)
-            q1 = _interp_at(buf, k1, f1, km + 1 if k1 < km else (k3 + 1 if k3 > km else cnt))
-            q3 = _interp_at(buf, k3, f3, cnt)
-            for i in range(cnt):
-                dev[i] = abs(buf[i] - med)
-            _select(dev, 0, cnt, km)
-            mad = _interp_at(dev, km, fm, cnt)
+            q1, med, q3, mad = _selected_quantiles(buf, dev, cnt, cellprofiler)
         cmx = sx / cnt
         cmy = sy / cnt
         if tot != 0.0:
@@ -299,32 +338,33 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
         else:
             cix = np.nan
             ciy = np.nan
-        out[k, 0] = tot
-        out[k, 1] = mean
-        out[k, 2] = np.sqrt(ss / cnt)
-        out[k, 3] = vmin
-        out[k, 4] = vmax
+        row = out[k]
+        row[INTEGRATED] = tot
+        row[MEAN] = mean
+        row[STD] = np.sqrt(ss / cnt)
+        row[MIN] = vmin
+        row[MAX] = vmax
         if ecnt > 0:
-            out[k, 5] = etot
-            out[k, 6] = emean
-            out[k, 7] = np.sqrt(ess / ecnt)
-            out[k, 8] = emin
-            out[k, 9] = emax
+            row[INTEGRATED_EDGE] = etot
+            row[MEAN_EDGE] = emean
+            row[STD_EDGE] = np.sqrt(ess / ecnt)
+            row[MIN_EDGE] = emin
+            row[MAX_EDGE] = emax
         else:
-            out[k, 5] = 0.0
-            out[k, 6] = 0.0
-            out[k, 7] = 0.0
-            out[k, 8] = 0.0
-            out[k, 9] = 0.0
-        out[k, 10] = np.sqrt((cmx - cix) ** 2 + (cmy - ciy) ** 2)
-        out[k, 11] = q1
-        out[k, 12] = med
-        out[k, 13] = mad
-        out[k, 14] = q3
-        out[k, 15] = cix
-        out[k, 16] = ciy
-        out[k, 17] = mx
-        out[k, 18] = my
+            row[INTEGRATED_EDGE] = 0.0
+            row[MEAN_EDGE] = 0.0
+            row[STD_EDGE] = 0.0
+            row[MIN_EDGE] = 0.0
+            row[MAX_EDGE] = 0.0
+        row[MASS_DISPLACEMENT] = np.sqrt((cmx - cix) ** 2 + (cmy - ciy) ** 2)
+        row[LOWER_QUARTILE] = q1
+        row[MEDIAN] = med
+        row[MAD] = mad
+        row[UPPER_QUARTILE] = q3
+        row[CENTER_MASS_X] = cix
+        row[CENTER_MASS_Y] = ciy
+        row[MAX_X] = mx
+        row[MAX_Y] = my
     return out
 
 
@@ -386,7 +426,7 @@ def measure_intensity(
     if img.dtype.kind != "f":
         img = img.astype(np.float64)
     if index.n_objects == 0:
-        out = np.zeros((0, _NF))
+        out = np.zeros((0, N_FEATURES))
     else:
         if edge is None:
             edge = edge_pixels(labels, index)

@@ -36,6 +36,118 @@ from ._common import _edt_1d
 from .objects import ObjectIndex, build_index
 
 _SQRT2 = math.sqrt(2.0)
+N_WEDGES = 8
+# feature families along the kernel output's middle axis, in column order (compile-time constants
+# in numba); ``measure_radial_distribution`` names the columns from FEATURES itself
+FEATURES: tuple[str, ...] = ("FracAtD", "MeanFrac", "RadialCV")
+N_FEATURES = len(FEATURES)
+FRAC_AT_D = FEATURES.index("FracAtD")
+MEAN_FRAC = FEATURES.index("MeanFrac")
+RADIAL_CV = FEATURES.index("RadialCV")
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _box_edt(inside, h, w, g, f, d1, v, z):
+    """Exact squared EDT of the box's ``inside`` pixels to its nearest non-object pixel, into ``g``
+    (1-D transforms of the columns, then of the rows)."""
+    for c in range(w):
+        for r in range(h):
+            f[r] = 1e301 if inside[r, c] else 0.0
+        _edt_1d(f, h, d1, v, z)
+        for r in range(h):
+            g[r, c] = d1[r]
+    for r in range(h):
+        for c in range(w):
+            f[c] = g[r, c]
+        _edt_1d(f, w, d1, v, z)
+        for c in range(w):
+            g[r, c] = d1[c]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _centre(g, ys, xs, s, e, y0, x0):
+    """Box (row, column) of the object pixel farthest from the edge: the first C-order maximum
+    (CSR pixels are in raster order)."""
+    best = -1.0
+    cy = 0
+    cx = 0
+    for i in range(s, e):
+        val = g[ys[i] - y0, xs[i] - x0]
+        if val > best:
+            best = val
+            cy = ys[i] - y0
+            cx = xs[i] - x0
+    return cy, cx
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _geodesic(inside, h, w, cy, cx, dist, done, enode, enext, head):
+    """Geodesic distance from the centre over the 8-connected ``inside`` pixels into ``dist``
+    (``done``: reached), i.e. centrosome.propagate with a zero image.
+
+    Dijkstra with Dial's buckets of width 1: steps are 1 or sqrt(2) < 2, so 3 circular buckets
+    suffice, and no step from bucket k lands in bucket k, hence a pixel's first pop is final.
+    Bucket entries live in ``enode``/``enext``; returns them (grown if a pixel was improved often).
+    """
+    cap = enode.shape[0]
+    for r in range(h):
+        for c in range(w):
+            dist[r, c] = -1.0
+            done[r, c] = False
+    dist[cy, cx] = 0.0
+    head[0] = 0
+    head[1] = -1
+    head[2] = -1
+    enode[0] = cy * w + cx
+    enext[0] = -1
+    ne = 1
+    pending = 1
+    kb = 0
+    while pending > 0:
+        slot = kb % 3
+        ent = head[slot]
+        head[slot] = -1
+        kb += 1
+        while ent >= 0:
+            pending -= 1
+            p = enode[ent]
+            ent = enext[ent]
+            r = p // w
+            c = p - r * w
+            if done[r, c]:
+                continue
+            done[r, c] = True
+            d0 = dist[r, c]
+            for dr in range(-1, 2):
+                rr = r + dr
+                if rr < 0 or rr >= h:
+                    continue
+                for dc in range(-1, 2):
+                    if dr == 0 and dc == 0:
+                        continue
+                    cc = c + dc
+                    if cc < 0 or cc >= w:
+                        continue
+                    if done[rr, cc] or not inside[rr, cc]:
+                        continue
+                    nd = d0 + (1.0 if (dr == 0 or dc == 0) else _SQRT2)
+                    if dist[rr, cc] == -1.0 or dist[rr, cc] > nd:
+                        dist[rr, cc] = nd
+                        bslot = int(nd) % 3
+                        if ne == cap:
+                            cap *= 2
+                            grown = np.empty(cap, np.int64)
+                            grown[:ne] = enode[:ne]
+                            enode = grown
+                            grown = np.empty(cap, np.int64)
+                            grown[:ne] = enext[:ne]
+                            enext = grown
+                        enode[ne] = rr * w + cc
+                        enext[ne] = head[bslot]
+                        head[bslot] = ne
+                        ne += 1
+                        pending += 1
+    return enode, enext
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -62,7 +174,7 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
     maxn = 1
     for k in range(n_obj):
         maxn = max(maxn, offsets[k + 1] - offsets[k])
-    cap = 2 * maxn + 16  # bucket entries; grows if a pixel is improved often
+    cap = 2 * maxn + 16  # bucket entries; _geodesic grows them if a pixel is improved often
     enode = np.empty(cap, np.int64)
     enext = np.empty(cap, np.int64)
     head = np.empty(3, np.int64)
@@ -77,89 +189,9 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
         w = x1 - x0
         for i in range(s, e):
             inside[ys[i] - y0, xs[i] - x0] = True
-        # exact squared EDT to the nearest non-object pixel of the box (columns, then rows)
-        for c in range(w):
-            for r in range(h):
-                f[r] = 1e301 if inside[r, c] else 0.0
-            _edt_1d(f, h, d1, v, z)
-            for r in range(h):
-                g[r, c] = d1[r]
-        for r in range(h):
-            for c in range(w):
-                f[c] = g[r, c]
-            _edt_1d(f, w, d1, v, z)
-            for c in range(w):
-                g[r, c] = d1[c]
-        # centre: first C-order maximum (CSR pixels are in raster order)
-        best = -1.0
-        cy = 0
-        cx = 0
-        for i in range(s, e):
-            val = g[ys[i] - y0, xs[i] - x0]
-            if val > best:
-                best = val
-                cy = ys[i] - y0
-                cx = xs[i] - x0
-        # geodesic distance from the centre (centrosome.propagate with a zero image): Dijkstra
-        # with Dial's buckets of width 1 -- steps are 1 or sqrt(2) < 2, so 3 circular buckets
-        # suffice, and no step from bucket k lands in bucket k, hence a pixel's first pop is final
-        for r in range(h):
-            for c in range(w):
-                dist[r, c] = -1.0
-                done[r, c] = False
-        dist[cy, cx] = 0.0
-        head[0] = 0
-        head[1] = -1
-        head[2] = -1
-        enode[0] = cy * w + cx
-        enext[0] = -1
-        ne = 1
-        pending = 1
-        kb = 0
-        while pending > 0:
-            slot = kb % 3
-            ent = head[slot]
-            head[slot] = -1
-            kb += 1
-            while ent >= 0:
-                pending -= 1
-                p = enode[ent]
-                ent = enext[ent]
-                r = p // w
-                c = p - r * w
-                if done[r, c]:
-                    continue
-                done[r, c] = True
-                d0 = dist[r, c]
-                for dr in range(-1, 2):
-                    rr = r + dr
-                    if rr < 0 or rr >= h:
-                        continue
-                    for dc in range(-1, 2):
-                        if dr == 0 and dc == 0:
-                            continue
-                        cc = c + dc
-                        if cc < 0 or cc >= w:
-                            continue
-                        if done[rr, cc] or not inside[rr, cc]:
-                            continue
-                        nd = d0 + (1.0 if (dr == 0 or dc == 0) else _SQRT2)
-                        if dist[rr, cc] == -1.0 or dist[rr, cc] > nd:
-                            dist[rr, cc] = nd
-                            bslot = int(nd) % 3
-                            if ne == cap:
-                                cap *= 2
-                                grown = np.empty(cap, np.int64)
-                                grown[:ne] = enode[:ne]
-                                enode = grown
-                                grown = np.empty(cap, np.int64)
-                                grown[:ne] = enext[:ne]
-                                enext = grown
-                            enode[ne] = rr * w + cc
-                            enext[ne] = head[bslot]
-                            head[bslot] = ne
-                            ne += 1
-                            pending += 1
+        _box_edt(inside, h, w, g, f, d1, v, z)
+        cy, cx = _centre(g, ys, xs, s, e, y0, x0)
+        enode, enext = _geodesic(inside, h, w, cy, cx, dist, done, enode, enext, head)
         for i in range(s, e):
             r = ys[i] - y0
             c = xs[i] - x0
@@ -178,28 +210,61 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, frac, meanfrac, cv):
+def _bin_sums(image, ys, xs, s, e, pbin, wedge, hist, cnt, wsum, wcnt):
+    """Intensity sum and pixel count per bin (``hist``, ``cnt``) and per bin and wedge (``wsum``,
+    ``wcnt``) of the object's pixels ``s:e`` (pixels without a bin skipped)."""
+    hist[:] = 0.0
+    cnt[:] = 0.0
+    wsum[:] = 0.0
+    wcnt[:] = 0.0
+    for i in range(s, e):
+        b = pbin[i]
+        if b < 0:
+            continue
+        val = image[ys[i], xs[i]]
+        hist[b] += val
+        cnt[b] += 1.0
+        wsum[b, wedge[i]] += val
+        wcnt[b, wedge[i]] += 1.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _wedge_cv(wsum, wcnt, b):
+    """RadialCV of bin ``b``: population std / mean of its non-empty wedges' mean intensities
+    (0 without one; numpy.ma's masked division leaves the std where the mean is 0)."""
+    nw = 0
+    mean = 0.0
+    for u in range(N_WEDGES):
+        if wcnt[b, u] > 0:
+            nw += 1
+            mean += wsum[b, u] / wcnt[b, u]
+    if nw == 0:
+        return 0.0
+    mean /= nw
+    var = 0.0
+    for u in range(N_WEDGES):
+        if wcnt[b, u] > 0:
+            dv = wsum[b, u] / wcnt[b, u] - mean
+            var += dv * dv
+    std = math.sqrt(var / nw)
+    # numpy.ma division masks |mean| <= tiny * |std| and leaves the numerator there
+    if abs(mean) <= 2.2250738585072014e-308 * abs(std) or not np.isfinite(std / mean):
+        return std
+    return std / mean
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, out):
+    """out[k, f, b] (n_obj, N_FEATURES, bins): FracAtD, MeanFrac and RadialCV of every object."""
     n_obj = offsets.shape[0] - 1
     nb = bins + 1
     hist = np.empty(nb)
     cnt = np.empty(nb)
-    wsum = np.empty((nb, 8))
-    wcnt = np.empty((nb, 8))
+    wsum = np.empty((nb, N_WEDGES))
+    wcnt = np.empty((nb, N_WEDGES))
     eps = np.finfo(np.float64).eps
     for k in range(n_obj):
-        hist[:] = 0.0
-        cnt[:] = 0.0
-        wsum[:] = 0.0
-        wcnt[:] = 0.0
-        for i in range(offsets[k], offsets[k + 1]):
-            b = pbin[i]
-            if b < 0:
-                continue
-            val = image[ys[i], xs[i]]
-            hist[b] += val
-            cnt[b] += 1.0
-            wsum[b, wedge[i]] += val
-            wcnt[b, wedge[i]] += 1.0
+        _bin_sums(image, ys, xs, offsets[k], offsets[k + 1], pbin, wedge, hist, cnt, wsum, wcnt)
         tot = 0.0
         ntot = 0.0
         for b in range(nb):
@@ -208,29 +273,9 @@ def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, frac, meanfrac, cv
         for b in range(bins):
             fr = hist[b] / tot if tot != 0.0 else (np.nan if hist[b] == 0.0 else np.inf * hist[b])
             fb = cnt[b] / ntot if ntot != 0.0 else np.nan
-            frac[k, b] = fr
-            meanfrac[k, b] = fr / (fb + eps)
-            nw = 0
-            mean = 0.0
-            for u in range(8):
-                if wcnt[b, u] > 0:
-                    nw += 1
-                    mean += wsum[b, u] / wcnt[b, u]
-            if nw == 0:
-                cv[k, b] = 0.0
-                continue
-            mean /= nw
-            var = 0.0
-            for u in range(8):
-                if wcnt[b, u] > 0:
-                    dv = wsum[b, u] / wcnt[b, u] - mean
-                    var += dv * dv
-            std = math.sqrt(var / nw)
-            # numpy.ma division masks |mean| <= tiny * |std| and leaves the numerator there
-            if abs(mean) <= 2.2250738585072014e-308 * abs(std) or not np.isfinite(std / mean):
-                cv[k, b] = std
-            else:
-                cv[k, b] = std / mean
+            out[k, FRAC_AT_D, b] = fr
+            out[k, MEAN_FRAC, b] = fr / (fb + eps)
+            out[k, RADIAL_CV, b] = _wedge_cv(wsum, wcnt, b)
 
 
 _GEOMETRY_CACHE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -266,15 +311,13 @@ def measure_radial_distribution(
     if index is None:
         index = build_index(labels)
     n = index.n_objects
-    frac = np.zeros((n, bins))
-    meanfrac = np.zeros((n, bins))
-    cv = np.zeros((n, bins))
+    values = np.zeros((n, N_FEATURES, bins))
     if n:
         pbin, wedge = _cached_geometry(index, int(bins))
         img = np.ascontiguousarray(image)  # read in its own float type, summed in float64
-        _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, int(bins), frac, meanfrac, cv)
+        _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, int(bins), values)
     out: dict[str, np.ndarray] = {}
-    for name, arr in (("FracAtD", frac), ("MeanFrac", meanfrac), ("RadialCV", cv)):
+    for f, name in enumerate(FEATURES):
         for b in range(bins):
-            out[f"RadialDistribution_{name}_{channel}_{b + 1}of{bins}"] = arr[:, b].copy()
+            out[f"RadialDistribution_{name}_{channel}_{b + 1}of{bins}"] = values[:, f, b].copy()
     return out

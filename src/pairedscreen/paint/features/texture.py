@@ -59,8 +59,26 @@ F_HARALICK = (
     "InfoMeas1",
     "InfoMeas2",
 )
+N_HARALICK = len(F_HARALICK)
+# position of each feature along the kernel output's last axis (compile-time constants in numba)
+_col = F_HARALICK.index
+ANGULAR_SECOND_MOMENT = _col("AngularSecondMoment")
+CONTRAST = _col("Contrast")
+CORRELATION = _col("Correlation")
+VARIANCE = _col("Variance")
+INVERSE_DIFFERENCE_MOMENT = _col("InverseDifferenceMoment")
+SUM_AVERAGE = _col("SumAverage")
+SUM_VARIANCE = _col("SumVariance")
+SUM_ENTROPY = _col("SumEntropy")
+ENTROPY = _col("Entropy")
+DIFFERENCE_VARIANCE = _col("DifferenceVariance")
+DIFFERENCE_ENTROPY = _col("DifferenceEntropy")
+INFO_MEAS1 = _col("InfoMeas1")
+INFO_MEAS2 = _col("InfoMeas2")
+del _col
 # (dy, dx) per direction, mahotas ``_2d_deltas`` order (CellProfiler _00.._03)
 _DELTAS = np.array([[0, 1], [1, 1], [1, 0], [1, -1]], np.int64)
+N_DIRECTIONS = _DELTAS.shape[0]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -100,9 +118,192 @@ def _entropy_counts(cnt, n, lt, lg):
     return s
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi):
+    """Scatter the object's grey levels into its bbox crop (row stride ``w``) and record each
+    crop row's first/last object column (CSR pixels are raster-ordered); returns the GLCM size
+    ``max level + 1``."""
+    fm1 = 1
+    for i in range(s, e):
+        v = q[i]
+        crop[(ys[i] - y0) * w + xs[i] - x0] = v
+        if v + 1 > fm1:
+            fm1 = v + 1
+    for r in range(h):
+        rowlo[r] = w
+        rowhi[r] = -1
+    for i in range(s, e):
+        r = ys[i] - y0
+        c = xs[i] - x0
+        if c < rowlo[r]:
+            rowlo[r] = c
+        if c > rowhi[r]:
+            rowhi[r] = c
+    return fm1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _count_pairs(crop, rowlo, rowhi, h, w, dy, dx, cnt, touched):
+    """Co-occurrence counts of one offset ``(dy, dx)``: ``cnt[min * 256 + max]`` per unordered
+    grey-level pair, the touched cells listed in ``touched``. Returns (cells, pairs).
+
+    Branch-free counting over the row spans: pairs with a 0 (background, another object, or a
+    pixel quantised to 0) land in row 0 of the canonical table and are dropped (and cleared)
+    afterwards (mahotas' ``ignore_zeros``).
+    """
+    nt = 0
+    for r in range(0, h - dy):
+        lo = max(rowlo[r], -dx)
+        hi = min(rowhi[r] + 1, w - dx)
+        base = r * w
+        base2 = (r + dy) * w + dx
+        for c in range(lo, hi):
+            a = crop[base + c]
+            b = crop[base2 + c]
+            cell = min(a, b) * 256 + max(a, b)
+            v = cnt[cell]
+            touched[nt] = cell
+            nt += v == 0
+            cnt[cell] = v + 1
+    npairs = 0
+    keep = 0
+    for t in range(nt):
+        cell = touched[t]
+        if cell < 256:  # involves grey level 0
+            cnt[cell] = 0
+        else:
+            npairs += cnt[cell]
+            touched[keep] = cell
+            keep += 1
+    return keep, npairs
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc):
+    """Unnormalised sums over the symmetric GLCM's touched cells: (sum p^2, entropy, sum i j p,
+    sum p / (1 + (i-j)^2)) times T or T^2, and the integer marginals P(i), P(i+j), P(|i-j|)."""
+    for i in range(fm1):
+        pxc[i] = 0
+        pxmyc[i] = 0
+    for i in range(2 * fm1):
+        pxpyc[i] = 0
+    asm = 0.0
+    ent = 0.0
+    ijp = 0.0
+    idm = 0.0
+    for t in range(nt):
+        cell = touched[t]
+        i = cell >> 8
+        j = cell & 255
+        c = cnt[cell]
+        fc = float(c)
+        if i == j:
+            c2 = 2 * c
+            f2 = 2.0 * fc
+            asm += f2 * f2
+            ent += f2 * (lt - lg[c2])
+            ijp += i * i * f2
+            idm += f2
+            pxc[i] += c2
+            pxpyc[2 * i] += c2
+            pxmyc[0] += c2
+        else:
+            asm += 2.0 * fc * fc
+            ent += 2.0 * fc * (lt - lg[c])
+            ijp += 2.0 * i * j * fc
+            idm += 2.0 * fc * inv[j - i]
+            pxc[i] += c
+            pxc[j] += c
+            pxpyc[i + j] += 2 * c
+            pxmyc[j - i] += 2 * c
+    return asm, ent, ijp, idm
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _hxy1_and_clear(cnt, touched, nt, lt, lg, pxc):
+    """T * HXY1 = -T sum p_ij log2(px_i px_j) over the non-zero cells (mahotas); clears ``cnt``."""
+    hxy1 = 0.0
+    for t in range(nt):
+        cell = touched[t]
+        i = cell >> 8
+        j = cell & 255
+        # diagonal: one cell of 2c; off-diagonal: two cells of c -- same sum
+        hxy1 += 2.0 * cnt[cell] * ((lt - lg[pxc[i]]) + (lt - lg[pxc[j]]))
+        cnt[cell] = 0
+    return hxy1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _weighted_moments(counts, n):
+    """(sum i c_i, sum i^2 c_i) over counts[:n]."""
+    m1 = 0.0
+    m2 = 0.0
+    for i in range(n):
+        m1 += i * counts[i]
+        m2 += i * i * counts[i]
+    return m1, m2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _difference_variance(pxmyc, fm1, T):
+    """Population variance of the length-``fm1`` vector P(|i-j|) (mahotas' DifferenceVariance)."""
+    m = 0.0
+    for i in range(fm1):
+        m += pxmyc[i] / T
+    m /= fm1
+    dv = 0.0
+    for i in range(fm1):
+        u = pxmyc[i] / T - m
+        dv += u * u
+    return dv / fm1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o):
+    """The 13 Haralick features of one direction's GLCM into ``o`` (clears ``cnt``)."""
+    total = 2 * npairs
+    T = float(total)
+    lt = lg[total]
+    asm, ent, ijp, idm = _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc)
+    hxy1 = _hxy1_and_clear(cnt, touched, nt, lt, lg, pxc)
+    asm /= T * T
+    ent /= T
+    ijp /= T
+    idm /= T
+    hxy1 /= T
+    ux, k2 = _weighted_moments(pxc, fm1)
+    ux /= T
+    k2 /= T
+    vx = k2 - ux * ux
+    sx = np.sqrt(vx)
+    sa, s2 = _weighted_moments(pxpyc, 2 * fm1)
+    sa /= T
+    s2 /= T
+    con = 0.0
+    for i in range(fm1):
+        con += i * i * pxmyc[i]
+    con /= T
+    hx = _entropy_counts(pxc, fm1, lt, lg) / T
+    hxy2 = 2.0 * hx
+    o[ANGULAR_SECOND_MOMENT] = asm
+    o[CONTRAST] = con
+    o[CORRELATION] = 1.0 if sx == 0.0 else (ijp - ux * ux) / sx / sx
+    o[VARIANCE] = vx
+    o[INVERSE_DIFFERENCE_MOMENT] = idm
+    o[SUM_AVERAGE] = sa
+    o[SUM_VARIANCE] = s2 - sa * sa
+    o[SUM_ENTROPY] = _entropy_counts(pxpyc, 2 * fm1, lt, lg) / T
+    o[ENTROPY] = ent
+    o[DIFFERENCE_VARIANCE] = _difference_variance(pxmyc, fm1, T)
+    o[DIFFERENCE_ENTROPY] = _entropy_counts(pxmyc, fm1, lt, lg) / T
+    o[INFO_MEAS1] = (ent - hxy1) if hx == 0.0 else (ent - hxy1) / hx
+    arg = 1.0 - np.exp(-2.0 * (hxy2 - ent))
+    o[INFO_MEAS2] = np.sqrt(arg if arg > 0.0 else 0.0)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _texture_kernel(q, offsets, bbox, ys, xs, dist, out):
-    """Fill out[k, d, f] (n_obj, 4, 13) for one scale.
+    """Fill out[k, d, f] (n_obj, N_DIRECTIONS, N_HARALICK) for one scale.
 
     Pairs are counted once per unordered grey-level pair in ``cnt[min * 256 + max]``; the
     symmetric GLCM has that count in both cells (twice on the diagonal), T = 2 * pairs.
@@ -135,160 +336,15 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dist, out):
         x0 = bbox[k, 1]
         h = bbox[k, 2] - y0
         w = bbox[k, 3] - x0
-        fm1 = 1
-        for i in range(s, e):
-            v = q[i]
-            crop[(ys[i] - y0) * w + xs[i] - x0] = v
-            if v + 1 > fm1:
-                fm1 = v + 1
-        # row spans of the object in the crop (CSR pixels are raster-ordered)
-        for r in range(h):
-            rowlo[r] = w
-            rowhi[r] = -1
-        for i in range(s, e):
-            r = ys[i] - y0
-            c = xs[i] - x0
-            if c < rowlo[r]:
-                rowlo[r] = c
-            if c > rowhi[r]:
-                rowhi[r] = c
-        bad = False
-        for d in range(4):
-            dy = _DELTAS[d, 0] * dist
-            dx = _DELTAS[d, 1] * dist
-            # branch-free counting over the row spans: pairs with a 0 (background, another
-            # object, or a pixel quantised to 0) land in row 0 of the canonical table and are
-            # dropped below (mahotas' ignore_zeros)
-            nt = 0
-            for r in range(0, h - dy):
-                lo = max(rowlo[r], -dx)
-                hi = min(rowhi[r] + 1, w - dx)
-                base = r * w
-                base2 = (r + dy) * w + dx
-                for c in range(lo, hi):
-                    a = crop[base + c]
-                    b = crop[base2 + c]
-                    cell = min(a, b) * 256 + max(a, b)
-                    v = cnt[cell]
-                    touched[nt] = cell
-                    nt += v == 0
-                    cnt[cell] = v + 1
-            npairs = 0
-            keep = 0
-            for t in range(nt):
-                cell = touched[t]
-                if cell < 256:  # involves grey level 0
-                    cnt[cell] = 0
-                else:
-                    npairs += cnt[cell]
-                    touched[keep] = cell
-                    keep += 1
-            nt = keep
+        fm1 = _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi)
+        for d in range(N_DIRECTIONS):
+            nt, npairs = _count_pairs(crop, rowlo, rowhi, h, w, _DELTAS[d, 0] * dist, _DELTAS[d, 1] * dist,
+                                      cnt, touched)
             if npairs == 0:
-                bad = True
+                # the failed direction counted nothing; earlier ones were cleared already
+                out[k] = np.nan
                 break
-            total = 2 * npairs
-            T = float(total)
-            lt = lg[total]
-            for i in range(fm1):
-                pxc[i] = 0
-                pxmyc[i] = 0
-            for i in range(2 * fm1):
-                pxpyc[i] = 0
-            asm = 0.0
-            ent = 0.0
-            ijp = 0.0
-            idm = 0.0
-            for t in range(nt):
-                cell = touched[t]
-                i = cell >> 8
-                j = cell & 255
-                c = cnt[cell]
-                fc = float(c)
-                if i == j:
-                    c2 = 2 * c
-                    f2 = 2.0 * fc
-                    asm += f2 * f2
-                    ent += f2 * (lt - lg[c2])
-                    ijp += i * i * f2
-                    idm += f2
-                    pxc[i] += c2
-                    pxpyc[2 * i] += c2
-                    pxmyc[0] += c2
-                else:
-                    asm += 2.0 * fc * fc
-                    ent += 2.0 * fc * (lt - lg[c])
-                    ijp += 2.0 * i * j * fc
-                    idm += 2.0 * fc * inv[j - i]
-                    pxc[i] += c
-                    pxc[j] += c
-                    pxpyc[i + j] += 2 * c
-                    pxmyc[j - i] += 2 * c
-            # HXY1 = -sum p_ij log2(px_i px_j) over the non-zero cells (mahotas); clears cnt
-            hxy1 = 0.0
-            for t in range(nt):
-                cell = touched[t]
-                i = cell >> 8
-                j = cell & 255
-                # diagonal: one cell of 2c; off-diagonal: two cells of c -- same sum
-                hxy1 += 2.0 * cnt[cell] * ((lt - lg[pxc[i]]) + (lt - lg[pxc[j]]))
-                cnt[cell] = 0
-            asm /= T * T
-            ent /= T
-            ijp /= T
-            idm /= T
-            hxy1 /= T
-            ux = 0.0
-            k2 = 0.0
-            for i in range(fm1):
-                ux += i * pxc[i]
-                k2 += i * i * pxc[i]
-            ux /= T
-            k2 /= T
-            vx = k2 - ux * ux
-            sx = np.sqrt(vx)
-            sa = 0.0
-            s2 = 0.0
-            for i in range(2 * fm1):
-                sa += i * pxpyc[i]
-                s2 += i * i * pxpyc[i]
-            sa /= T
-            s2 /= T
-            con = 0.0
-            for i in range(fm1):
-                con += i * i * pxmyc[i]
-            con /= T
-            # DifferenceVariance: population variance of the length-fm1 vector P(|i-j|)
-            m = 0.0
-            for i in range(fm1):
-                m += pxmyc[i] / T
-            m /= fm1
-            dv = 0.0
-            for i in range(fm1):
-                u = pxmyc[i] / T - m
-                dv += u * u
-            dv /= fm1
-            hx = _entropy_counts(pxc, fm1, lt, lg) / T
-            hxy2 = 2.0 * hx
-            o = out[k, d]
-            o[0] = asm
-            o[1] = con
-            o[2] = 1.0 if sx == 0.0 else (ijp - ux * ux) / sx / sx
-            o[3] = vx
-            o[4] = idm
-            o[5] = sa
-            o[6] = s2 - sa * sa
-            o[7] = _entropy_counts(pxpyc, 2 * fm1, lt, lg) / T
-            o[8] = ent
-            o[9] = dv
-            o[10] = _entropy_counts(pxmyc, fm1, lt, lg) / T
-            o[11] = (ent - hxy1) if hx == 0.0 else (ent - hxy1) / hx
-            arg = 1.0 - np.exp(-2.0 * (hxy2 - ent))
-            o[12] = np.sqrt(arg if arg > 0.0 else 0.0)
-        if bad:  # the failed direction counted nothing; earlier ones were cleared already
-            for d in range(4):
-                for f in range(13):
-                    out[k, d, f] = np.nan
+            _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, out[k, d])
         for i in range(s, e):
             crop[(ys[i] - y0) * w + xs[i] - x0] = 0
     return out
@@ -324,10 +380,10 @@ def measure_texture(
         scale = int(scale)
         if scale < 1:
             raise ValueError(f"scale must be at least 1 pixel, got {scale}")
-        out = np.empty((index.n_objects, 4, 13), np.float64)
+        out = np.empty((index.n_objects, N_DIRECTIONS, N_HARALICK), np.float64)
         if index.n_objects:
             _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, scale, out)
-        for d in range(4):
+        for d in range(N_DIRECTIONS):
             for f, name in enumerate(F_HARALICK):
                 result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = out[:, d, f].copy()
     return result
