@@ -42,6 +42,9 @@ PLATE_FIX = {
 LIBRARY_FIX = ("check the library's QC flags in results/rna/{id}/cells.h5ad (qc_fail_* columns) and loosen "
                "rna.qc (e.g. max_pct_mt) or rna.guides if they are too strict, or remove the library from "
                "the sheet")
+NO_GUIDES_FIX = ("point the library's cellranger_outs (config/rna_libraries.tsv) at a Cell Ranger "
+                 "count/multi run that included the CRISPR Guide Capture library, with config/guides.tsv as "
+                 "its feature reference, or remove the library from the sheet")
 QUARANTINE_HINT = "or set on_empty: quarantine to pair the others without it"
 
 
@@ -90,11 +93,19 @@ def plate_problem(wells: pd.DataFrame, plate: str, features: Sequence[str]) -> d
 
 
 # ------------------------------------------------------------------------------------------- libraries
-def library_problem(obs: pd.DataFrame, library: str, usable: np.ndarray) -> dict[str, str] | None:
+def library_problem(obs: pd.DataFrame, library: str, usable: np.ndarray,
+                    no_guide_features: str | None = None) -> dict[str, str] | None:
     """The reason a library's called cells (``obs``; ``usable`` = behind the pseudobulk) contribute
-    nothing, or None when some are usable."""
+    nothing, or None when some are usable. ``no_guide_features``: the Cell Ranger matrix the library was
+    read from when it has no CRISPR Guide Capture features (a GEX-only library: no cell can carry a
+    guide)."""
     if int(np.asarray(usable).sum()) > 0:
         return None
+    if no_guide_features is not None:
+        return record("rna", "library", library,
+                      f"no CRISPR Guide Capture features in its Cell Ranger matrix {no_guide_features} "
+                      f"(a GEX-only library: {len(obs)} cells called, none can carry a guide)",
+                      NO_GUIDES_FIX)
     n = len(obs)
     if n == 0:
         return record("rna", "library", library, "no cell called", LIBRARY_FIX.format(id=library))

@@ -226,8 +226,11 @@ def _validate_rows(df: pd.DataFrame, schema_name: str, path: PathLike, problems:
                      f"add the column(s) {', '.join(missing)} (see workflow/schemas/{schema_name})")
     validator = jsonschema.Draft202012Validator(schema)
     props = schema.get("properties", {})
+    optional = set(props) - set(required)
     for pos, record in enumerate(df.to_dict("records")):
-        rec = {k: v for k, v in record.items() if k in props and k not in skip_cols}
+        # an empty cell of an optional column is absent (a Cell Ranger library leaves the FASTQ cells empty)
+        rec = {k: v for k, v in record.items() if k in props and k not in skip_cols
+               and not (k in optional and v == "")}
         for err in sorted(validator.iter_errors(rec), key=lambda e: list(e.path)):
             if err.validator == "required":
                 continue  # reported once for the header above
@@ -254,7 +257,65 @@ def _read_checked(kind: str, path: PathLike, problems: _Problems, label: PathLik
         df["well"] = df["well"].map(normalise_well)
     failed = _coerce(df, label, bools, ints, problems)
     _validate_rows(df, schema_name, label, problems, skip_cols=failed)
+    if kind == "rna_libraries":
+        _library_inputs(df, label, problems)
     return df
+
+
+#: the columns of a library that enters as FASTQs (kb counts it); ``cellranger_outs`` is the other way in
+FASTQ_COLUMNS = ("gex_fastq_r1", "gex_fastq_r2", "guide_fastq_r1", "guide_fastq_r2", "chemistry")
+CELLRANGER_COLUMN = "cellranger_outs"
+
+
+def _cell(row: Mapping[str, Any], col: str) -> str:
+    v = row.get(col, "")
+    return "" if v is None or (isinstance(v, float) and v != v) else str(v).strip()
+
+
+def is_cellranger(row: Mapping[str, Any]) -> bool:
+    """Whether a library row (a mapping or a pandas row) enters as a Cell Ranger folder
+    (``cellranger_outs``)."""
+    return bool(_cell(row, CELLRANGER_COLUMN))
+
+
+def library_fastqs(row: Mapping[str, Any], kind: str, mate: str) -> list[str]:
+    """The lanes of a library row's ``{kind}_fastq_{mate}`` column; [] for a Cell Ranger library."""
+    v = _cell(row, f"{kind}_fastq_{mate}")
+    return fastq_lanes(v) if v else []
+
+
+def library_pattern(ids: Iterable[str]) -> str:
+    """A regular expression matching exactly ``ids`` (a rule's wildcard constraint: which libraries it makes);
+    one that matches nothing when ``ids`` is empty."""
+    import re
+
+    ids = list(ids)
+    return "|".join(re.escape(i) for i in ids) if ids else "(?!x)x"
+
+
+def _library_inputs(df: pd.DataFrame, path: PathLike, problems: _Problems) -> None:
+    """Each library row has either every FASTQ column (and chemistry) or ``cellranger_outs``, not both."""
+    fq_fix = ("fill gex_fastq_r1, gex_fastq_r2, guide_fastq_r1, guide_fastq_r2 and chemistry (kb counts the "
+              "FASTQs), or cellranger_outs with a Cell Ranger count run's outs/ or multi run's "
+              "per_sample_outs/<sample>/count/ folder")
+    for pos, row in enumerate(df.to_dict("records")):
+        lib = row.get("library_id", "?")
+        fq = [c for c in FASTQ_COLUMNS if _cell(row, c)]
+        fq_files = [c for c in fq if c != "chemistry"]
+        cr = _cell(row, CELLRANGER_COLUMN)
+        if cr and fq_files:
+            problems.add(path, line_of(df, pos),
+                         f"library {lib} has both FASTQs ({', '.join(fq_files)}) and cellranger_outs {cr!r}",
+                         "keep one way in: empty the FASTQ columns to read the Cell Ranger folder, or empty "
+                         "cellranger_outs to count the FASTQs with kb")
+        elif not cr and not fq_files:
+            problems.add(path, line_of(df, pos), f"library {lib} has neither FASTQs nor cellranger_outs",
+                         fq_fix)
+        elif not cr and len(fq) < len(FASTQ_COLUMNS):
+            missing = [c for c in FASTQ_COLUMNS if c not in fq]
+            problems.add(path, line_of(df, pos), f"library {lib} enters as FASTQs but has no "
+                         f"{', '.join(missing)}", f"fill {', '.join(missing)} (or, for a Cell Ranger "
+                         "output, empty the FASTQ columns and fill cellranger_outs)")
 
 
 def _read_one(kind: str, path: PathLike) -> pd.DataFrame:
@@ -336,7 +397,7 @@ def _exists(df: pd.DataFrame, col: str, workdir: Path, what: str, problems: _Pro
     if col not in df:
         return
     for pos, value in enumerate(df[col]):
-        for part in fastq_lanes(value):
+        for part in fastq_lanes(value) if str(value).strip() else []:
             if not _resolve(workdir, part).exists():
                 problems.add(df.attrs.get("source", "sheet"), line_of(df, pos),
                              f"{what} {part!r} (column {col}) does not exist",
@@ -383,6 +444,7 @@ def _cross_check(perturbations: pd.DataFrame, guides: pd.DataFrame, libraries: p
     _unique(libraries, "library_id", "library", problems)
     for col in ("gex_fastq_r1", "gex_fastq_r2", "guide_fastq_r1", "guide_fastq_r2"):
         _exists(libraries, col, workdir, "FASTQ", problems)
+    _exists(libraries, CELLRANGER_COLUMN, workdir, "Cell Ranger folder", problems)
     for r1 in ("gex_fastq_r1", "guide_fastq_r1"):
         r2 = r1.replace("r1", "r2")
         if r1 not in libraries or r2 not in libraries:

@@ -14,7 +14,7 @@ use_workflow_library(workflow.basedir)
 from pairedscreen.config import estimated_cells, load_config, resolve_model
 from pairedscreen.paint.manifest import update_manifest
 from pairedscreen.paths import chunk_wells, path
-from pairedscreen.sheets import SheetError, fastq_lanes, load_screen
+from pairedscreen.sheets import SheetError, is_cellranger, library_fastqs, library_pattern, load_screen
 
 REPO = Path(workflow.basedir)
 CONDA_ENV = "../../envs/pairedscreen.yaml"  # relative to the rule files
@@ -28,6 +28,10 @@ SHEETS = config["sheets"]
 plate_maps = SCREEN.plate_maps
 
 LIBRARIES = SCREEN.library_ids
+# a library enters as FASTQs (kb counts them) or as a Cell Ranger folder (cellranger_outs): the rule that
+# loads it is chosen by these wildcard constraints, so the kb rules never run for a Cell Ranger library
+CELLRANGER_LIBRARIES = [r["library_id"] for r in SCREEN.libraries.to_dict("records") if is_cellranger(r)]
+FASTQ_LIBRARIES = [lib for lib in LIBRARIES if lib not in CELLRANGER_LIBRARIES]
 PLATES = SCREEN.plate_ids
 # Arms land weeks apart: an arm whose sheet has no rows yet is missing; the target set, and the inputs of
 # the aggregate rules, are what the present arms make (pair/quality/datasheet/report say which is missing).
@@ -63,8 +67,7 @@ def library_row(wc):
 
 def fastqs(kind, mate):
     """Input function: the ';'-separated lanes of one FASTQ column, as a list."""
-    col = f"{kind}_fastq_{mate}"
-    return lambda wc: fastq_lanes(library_row(wc)[col])
+    return lambda wc: library_fastqs(library_row(wc), kind, mate)
 
 
 def plate_row(wc):

@@ -119,7 +119,7 @@ rule datasheet:
         libraries=LIBRARIES,
         plates=PLATES,
         chunks={p: list(CHUNKS[p]) for p in PLATES},
-        gex_r1={r.library_id: fastq_lanes(r.gex_fastq_r1) for r in SCREEN.libraries.itertuples()},
+        gex_r1={r["library_id"]: library_fastqs(r, "gex", "r1") for r in SCREEN.libraries.to_dict("records")},
     log:
         log("datasheet", "all"),
     benchmark:

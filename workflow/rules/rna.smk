@@ -1,4 +1,4 @@
-# RNA arm: FASTQs -> kb counts -> called, QC'd cells with guide calls -> merged cells, pseudobulk, knockdown.
+# RNA arm: FASTQs -> kb counts (or a Cell Ranger output folder) -> called, QC'd cells with guide calls -> merged cells, pseudobulk, knockdown.
 
 
 if not PREBUILT_INDEX:
@@ -130,6 +130,8 @@ rule rna_load:
         raw=path("rna_raw"),
         guides=path("rna_guides_raw"),
         inputs=path("rna_inputs"),
+    wildcard_constraints:
+        library=library_pattern(FASTQ_LIBRARIES),
     params:
         library=lambda wc: wc.library,
         batch=lambda wc: library_row(wc)["batch"],
@@ -144,6 +146,33 @@ rule rna_load:
         CONDA_ENV
     script:
         "../scripts/rna_load.py"
+
+
+rule rna_load_cellranger:
+    input:
+        outs=lambda wc: library_row(wc)["cellranger_outs"],
+        guide_sheet=SHEETS["guides"],
+    output:
+        raw=path("rna_raw"),
+        guides=path("rna_guides_raw"),
+        inputs=path("rna_inputs"),
+    wildcard_constraints:
+        library=library_pattern(CELLRANGER_LIBRARIES),
+    params:
+        library=lambda wc: wc.library,
+        batch=lambda wc: library_row(wc)["batch"],
+        cells=config["rna"]["cellranger"]["cells"],
+    log:
+        log("rna_load_cellranger"),
+    benchmark:
+        bench("rna_load_cellranger", "{library}")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/rna_load_cellranger.py"
 
 
 rule rna_cells:

@@ -247,6 +247,22 @@ def _paired_missing(h5mu: PathLike) -> dict[str, list[str]]:
         return {k: [v.decode() if isinstance(v, bytes) else str(v) for v in grp[k][()]] for k in grp}
 
 
+def _cellranger_record(inputs_json: PathLike | None, obs: pd.DataFrame) -> dict | None:
+    """The datasheet's record of a library read from a Cell Ranger folder: the folder, matrix, Cell Ranger
+    version and chemistry (from ``inputs.json``) and the agreement of our guide calls with Cell Ranger's
+    (:func:`pairedscreen.rna.cellranger.guide_agreement`; None without its calls). None for a kb library."""
+    from pairedscreen.rna.cellranger import guide_agreement
+
+    if inputs_json is None:
+        return None
+    info = (json.loads(Path(inputs_json).read_text()).get("cellranger") or {})
+    if not info:
+        return None
+    keep = ("outs", "matrix", "cells", "guide_features", "guide_calls", "software_version",
+            "chemistry_description")
+    return {**{k: info[k] for k in keep if k in info}, "guide_agreement": guide_agreement(obs)}
+
+
 def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | None,
                   libraries: Sequence[str], plates: Sequence[str], out: PathLike,
                   chunks: Mapping[str, Sequence[str]] | None = None,
@@ -267,10 +283,13 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         info = json.loads(Path(p).read_text())
         for f, h in (info.get("fastqs") or {}).items():
             prehashed.append({"role": f"fastq:{info.get('library', '')}", "path": f, "sha256": h})
+        for f, h in ((info.get("cellranger") or {}).get("files") or {}).items():
+            prehashed.append({"role": f"cellranger:{info.get('library', '')}", "path": f, "sha256": h})
         reads += int((info.get("kb_gex") or {}).get("n_processed", 0) or 0)
     barcodes = sum(ad.read_h5ad(p, backed="r").n_obs for p in _get(inputs, "raw"))
     # one library's obs at a time: its stage counts (added up) and its ledger, never the screen's obs
     per_library, rna_ledgers, guide_stats, warnings = [], [], {}, []
+    cellranger_libs: dict[str, dict] = {}
     rna_in, raws, ranks = _get(inputs, "rna_inputs"), _get(inputs, "raw"), _get(inputs, "barcode_ranks")
     from pairedscreen.pair import ledger as ledger_mod
 
@@ -283,6 +302,9 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         guide_stats[name], warning = ds.guide_assignment_stats(p)
         if warning:
             warnings.append(f"library {name}: guide assignment: {warning}")
+        cr = _cellranger_record(rna_in[i] if i < len(rna_in) else None, obs)
+        if cr is not None:
+            cellranger_libs[libraries[i]] = cr
         if ranks and chunks:
             rna_ledgers.append(ledger_mod.rna_library_ledger(rna_in[i], raws[i], ranks[i], obs,
                                                              fastq_r1=(gex_r1 or {}).get(libraries[i])))
@@ -328,6 +350,8 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     sheet["warnings"] = warnings
     if ledger is not None:
         sheet["ledger"] = jsonable(ledger)
+    if cellranger_libs:
+        sheet["cellranger"] = jsonable(cellranger_libs)
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),
                                         "outputs": provenance.output_table(wd)})
     evals = _get(inputs, "evals")

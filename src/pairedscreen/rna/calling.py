@@ -187,3 +187,31 @@ def call_cells(
     table = table.sort_values("total", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(table.columns.get_loc("total") + 1, "rank", np.arange(1, len(table) + 1))
     return cells, table
+
+
+def keep_cells(raw: ad.AnnData, *, source: str = "cellranger") -> tuple[ad.AnnData, pd.DataFrame]:
+    """The cells another caller already called (Cell Ranger's filtered matrix: every barcode of ``raw`` is
+    a cell), in :func:`call_cells`'s output schema so the rest of the chain and the ledger are unchanged.
+
+    A barcode with no UMI in ``raw`` (possible when its only counts were of another feature type) is not
+    kept, as :func:`call_cells` never calls one. obs['emptydrops_pvalue'/'emptydrops_fdr'] are NaN (not
+    tested); uns['cell_calling'] records ``method``: ``source`` and the counts; uns['ambient_profile'] is
+    the proportions of the kept cells' summed counts (such a matrix holds no ambient barcodes)."""
+    x = sp.csr_matrix(raw.X)
+    totals = _totals(x)
+    is_cell = totals > 0
+    cells = raw[is_cell].copy()
+    cells.obs["emptydrops_pvalue"] = np.nan
+    cells.obs["emptydrops_fdr"] = np.nan
+    cells.uns["cell_calling"] = {"method": source, "n_tested": 0, "n_cells": int(is_cell.sum()),
+                                 "n_ambient_barcodes": 0}
+    summed = np.asarray(x[is_cell].sum(axis=0), dtype=float).ravel()
+    cells.uns["ambient_profile"] = summed / summed.sum() if summed.sum() else summed
+    nz = is_cell
+    table = pd.DataFrame({"obs_name": raw.obs_names[nz], "total": totals[nz], "is_cell": is_cell[nz],
+                          "pvalue": np.full(int(nz.sum()), np.nan), "fdr": np.full(int(nz.sum()), np.nan)})
+    if "barcode" in raw.obs:
+        table.insert(1, "barcode", raw.obs["barcode"].to_numpy()[nz])
+    table = table.sort_values("total", ascending=False, kind="stable").reset_index(drop=True)
+    table.insert(table.columns.get_loc("total") + 1, "rank", np.arange(1, len(table) + 1))
+    return cells, table

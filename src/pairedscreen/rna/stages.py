@@ -21,7 +21,7 @@ import pandas as pd
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
 from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parquet, write_tsv
-from pairedscreen.rna import calling, count, fastq, knockdown, qc
+from pairedscreen.rna import calling, cellranger, count, fastq, knockdown, qc
 from pairedscreen.rna import guides as guide_calls
 from pairedscreen.rna import summary as rna_summary
 from pairedscreen.rna.merge import write_merged_cells
@@ -156,6 +156,30 @@ def run_rna_load(
     write_json(info, inputs)
 
 
+def run_rna_load_cellranger(
+    outs: PathLike,
+    guide_sheet: PathLike,
+    library: str,
+    batch: str,
+    cells: str,
+    raw: PathLike,
+    guides: PathLike,
+    inputs: PathLike,
+) -> None:
+    """A Cell Ranger ``count``/``multi`` folder -> the same ``raw.h5ad`` / ``guides_raw.h5ad`` as
+    :func:`run_rna_load` (:func:`pairedscreen.rna.cellranger.load_outs`; ``cells``: ``pipeline`` reads the raw
+    matrix and the pipeline calls the cells, ``cellranger`` the filtered one and keeps Cell Ranger's cells) +
+    ``inputs.json`` with ``cellranger``: the folder, matrix, Cell Ranger version and chemistry (the h5's
+    attributes), metrics_summary.csv's row when present and the sha256 of every file read (``files``)."""
+    gex, gd, info = cellranger.load_outs(outs, library, list(read_guides(guide_sheet)["id"].astype(str)),
+                                         batch, cells=cells)
+    _write_h5ad(gex, raw)
+    _write_h5ad(gd, guides)
+    for f, h in info["files"].items():
+        log.info("Cell Ranger input %s sha256 %s", f, h[:12])
+    write_json({"library": library, "fastqs": {}, "reads": {}, "cellranger": info}, inputs)
+
+
 def run_rna_cells(
     raw: PathLike,
     guides: PathLike,
@@ -172,14 +196,21 @@ def run_rna_cells(
 
     ``params`` is the resolved config['rna'] (:func:`pairedscreen.config.load_config`: cell_calling, qc,
     doublets, guides sections, every key present); ``threads`` caps the doublet kNN's numba threads (the
-    rule's threads; None: numba's default, all cores)."""
+    rule's threads; None: numba's default, all cores). A library read from Cell Ranger's filtered matrix
+    (``uns['input']['cells'] == 'cellranger'``, :func:`run_rna_load_cellranger`) keeps Cell Ranger's cells
+    (:func:`pairedscreen.rna.calling.keep_cells`) instead of calling them."""
     adata = ad.read_h5ad(raw)
     guide_counts = ad.read_h5ad(guides)
     cc, q, dbl, gd = (params[k] for k in ("cell_calling", "qc", "doublets", "guides"))
-    cells, ranks = calling.call_cells(
-        adata, fdr=float(cc["fdr"]), ambient_max_umis=int(cc["ambient_max_umis"]),
-        min_umis=int(cc["min_umis"]), n_iter=int(cc["n_iter"]), expected_cells=expected_cells, seed=seed,
-    )
+    source = adata.uns.get("input") or {}
+    if source.get("cells") == "cellranger":   # Cell Ranger's filtered matrix: its cells are kept
+        cells, ranks = calling.keep_cells(adata, source="cellranger")
+    else:
+        cells, ranks = calling.call_cells(
+            adata, fdr=float(cc["fdr"]), ambient_max_umis=int(cc["ambient_max_umis"]),
+            min_umis=int(cc["min_umis"]), n_iter=int(cc["n_iter"]), expected_cells=expected_cells,
+            seed=seed,
+        )
     log.info("cell calling: %s", cells.uns["cell_calling"])
     cells = qc.compute_qc(
         cells, mt_prefix=q["mt_prefix"], ribo_prefixes=list(q["ribo_prefixes"]),
@@ -250,7 +281,11 @@ def run_rna_merge(
     for p in cells:
         lib = ad.read_h5ad(p, backed="r")
         name = str(lib.obs["library"].iloc[0]) if lib.n_obs and "library" in lib.obs else Path(p).parent.name
-        problem = quarantine.library_problem(lib.obs, name, usable_cells(lib))
+        source = lib.uns.get("input") or {}
+        no_guides = source.get("kind") == "cellranger" and int(source.get("guide_features", 1)) == 0
+        problem = quarantine.library_problem(lib.obs, name, usable_cells(lib),
+                                             no_guide_features=str(source.get("matrix", "")) if no_guides
+                                             else None)
         lib.file.close()
         if problem:
             records.append(problem)
