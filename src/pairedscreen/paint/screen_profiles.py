@@ -129,7 +129,7 @@ class ScreenProfiles:
         empty = self._empty(df, feats)
         self.n_wells += len(df)
         self.n_wells_empty += int(empty.sum())
-        self._plate_values.append(pd.unique(df[PLATE]))
+        self._plate_values.append(np.asarray(pd.unique(df[PLATE]), dtype=object))
         for key in df.loc[~empty].groupby(PLATE, sort=False, observed=True).indices:
             self._units.setdefault(key, []).append(i)
 
@@ -171,36 +171,34 @@ class ScreenProfiles:
         self.used: dict[str, str] = {}
         self.rows: list[int] = []
         self.meta: list[str] = []
-        self._features_file = self.scratch / "features.parquet"
-        schema = pa.schema([pa.field(f, pa.float32()) for f in feats])
+        self._index = {f: j for j, f in enumerate(feats)}
         cache: dict[int, pd.DataFrame] = {}
-        with pq.ParquetWriter(self._features_file, schema, compression="none") as writer:
-            for key, tables in self._units.items():
-                parts = []
-                for i in tables:
-                    df = cache.pop(i) if i in cache else \
-                        self._conform(_load(self._sources[i], self._registry))
-                    sel = ~self._empty(df, feats) & (df[PLATE] == key).to_numpy(bool)
-                    parts.append(df.loc[sel])
-                    if len(self._units_of(i)) > 1:        # a table holding several plates: read it once
-                        cache[i] = df
-                prof = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else \
-                    parts[0].reset_index(drop=True)
-                del parts
-                if self.position is not None:
-                    prof = correct_position(prof, reference=self.position)
-                part, used = normalize_plates(prof, method=method, min_reference_wells=min_reference_wells)
-                del prof
-                part = part.replace([np.inf, -np.inf], np.nan)
-                self.used.update(used)
-                meta = [c for c in part.columns if c not in set(feats)]
-                if feature_columns(part) != feats or (self.meta and meta != self.meta):
-                    raise ValueError(f"plate {key}: columns differ from the screen's")
-                self.meta = meta
-                writer.write_table(pa.Table.from_pandas(part[feats], schema=schema, preserve_index=False))
-                part[meta].to_pickle(self.scratch / f"meta_{len(self.rows)}.pkl")
-                self.rows.append(len(part))
-                cache = {i: df for i, df in cache.items() if self._pending(i, key)}
+        for key, tables in self._units.items():
+            parts = []
+            for i in tables:
+                df = cache.pop(i) if i in cache else \
+                    self._conform(_load(self._sources[i], self._registry))
+                sel = ~self._empty(df, feats) & (df[PLATE] == key).to_numpy(bool)
+                parts.append(df.loc[sel])
+                if len(self._units_of(i)) > 1:        # a table holding several plates: read it once
+                    cache[i] = df
+            prof = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else \
+                parts[0].reset_index(drop=True)
+            del parts
+            if self.position is not None:
+                prof = correct_position(prof, reference=self.position)
+            part, used = normalize_plates(prof, method=method, min_reference_wells=min_reference_wells)
+            del prof
+            part = part.replace([np.inf, -np.inf], np.nan)
+            self.used.update(used)
+            meta = [c for c in part.columns if c not in set(feats)]
+            if feature_columns(part) != feats or (self.meta and meta != self.meta):
+                raise ValueError(f"plate {key}: columns differ from the screen's")
+            self.meta = meta
+            np.ascontiguousarray(part[feats].to_numpy(np.float32).T).tofile(self._file(len(self.rows)))
+            part[meta].to_pickle(self.scratch / f"meta_{len(self.rows)}.pkl")
+            self.rows.append(len(part))
+            cache = {i: df for i, df in cache.items() if self._pending(i, key)}
         if not self.rows:     # no well with cells and features: the concatenated table's metadata columns
             self.meta = [c for c in self.columns if c not in set(feats)]
         self.n_rows = int(sum(self.rows))
@@ -218,11 +216,32 @@ class ScreenProfiles:
         names = list(names)
         return [names[i:i + width] for i in range(0, len(names), width)]
 
+    def _file(self, k: int) -> Path:
+        return self.scratch / f"features_{k}.f32"
+
+    def _columns(self, k: int, cols: Sequence[str]) -> np.ndarray:
+        """Plate ``k``'s feature columns ``cols`` as a (columns x wells) float32 array (the scratch file
+        holds a plate's features column after column, so each run of adjacent columns is one read)."""
+        n = self.rows[k]
+        idx = np.array([self._index[c] for c in cols], np.int64)
+        out = np.empty((len(idx), n), np.float32)
+        starts = np.flatnonzero(np.r_[True, np.diff(idx) != 1]) if len(idx) else np.zeros(0, np.int64)
+        with open(self._file(k), "rb") as fh:
+            for a, b in zip(starts, [*starts[1:], len(idx)], strict=True):
+                fh.seek(int(idx[a]) * n * 4)
+                view = memoryview(out[a:b]).cast("B")
+                if fh.readinto(view) != view.nbytes:
+                    raise OSError(f"{self._file(k)}: short read")
+        return out
+
     def _read(self, cols: Sequence[str]) -> pd.DataFrame:
         """Feature columns ``cols`` of every kept well (float32), in profile row order."""
-        if not self.rows:
-            return pd.DataFrame({c: np.empty(0, np.float32) for c in cols})
-        return pq.read_table(self._features_file, columns=list(cols)).to_pandas()
+        out = np.empty((len(cols), self.n_rows), np.float32)
+        at = 0
+        for k, n in enumerate(self.rows):
+            out[:, at:at + n] = self._columns(k, cols)
+            at += n
+        return pd.DataFrame(out.T, columns=list(cols), copy=False)
 
     def _meta(self, k: int, cols: Sequence[str] | None = None) -> pd.DataFrame:
         m = pd.read_pickle(self.scratch / f"meta_{k}.pkl")
@@ -230,11 +249,9 @@ class ScreenProfiles:
 
     def _plate_frames(self) -> Iterator[pd.DataFrame]:
         """The selected profiles, one plate at a time (kept metadata, then kept features)."""
-        pf = pq.ParquetFile(self._features_file) if self.rows else None
         for k in range(len(self.rows)):
-            x = pf.read_row_group(k, columns=self.kept).to_pandas() if self.kept else None
-            meta = self._meta(k, self.meta_kept)
-            yield pd.concat([meta, x], axis=1) if x is not None else meta
+            x = pd.DataFrame(self._columns(k, self.kept).T, columns=self.kept, copy=False)
+            yield pd.concat([self._meta(k, self.meta_kept), x], axis=1)
 
     # ------------------------------------------------------------------------------- feature selection
     def select(self, operations: Sequence[str], *, na_cutoff: float = 0.05, corr_threshold: float = 0.9,
@@ -299,10 +316,9 @@ class ScreenProfiles:
 
     def _corrcoef(self, feats: list[str], mean: np.ndarray) -> np.ndarray:
         """``np.corrcoef(x, rowvar=False)`` with the centred cross-products summed plate by plate."""
-        pf = pq.ParquetFile(self._features_file)
         c = np.zeros((len(feats), len(feats)))
         for k in range(len(self.rows)):
-            x = pf.read_row_group(k, columns=feats).to_pandas().to_numpy(np.float64)
+            x = self._columns(k, feats).T.astype(np.float64)
             x = x - mean
             c += x.T @ x
             del x
@@ -356,9 +372,14 @@ class ScreenProfiles:
                 self.frames()[0].to_parquet(tmp, index=False)
             else:
                 schema = self._schema()
+                meta_schema = pa.schema(list(schema)[:len(self.meta_kept)])
                 with pq.ParquetWriter(tmp, schema) as writer:
-                    for df in self._plate_frames():
-                        writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+                    for k in range(len(self.rows)):
+                        meta = pa.Table.from_pandas(self._meta(k, self.meta_kept), schema=meta_schema,
+                                                    preserve_index=False)
+                        x = self._columns(k, self.kept)
+                        arrays = [*meta.columns, *(pa.array(v, pa.float32(), from_pandas=True) for v in x)]
+                        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
         with atomic_output(consensus_out) as tmp:
             self.consensus().to_parquet(tmp, index=False)
 
