@@ -8,7 +8,9 @@ cells aggregated into a row. Canonical metadata: ``Metadata_Plate``, ``Metadata_
 
 Order of work (:func:`build_profiles`): aggregate each plate's cells to wells (one plate in memory at a
 time), optional position correction, normalise each plate to its negative-control wells, select features
-over all plates, then a median consensus per perturbation.
+over all plates, then a median consensus per perturbation. The screen-wide steps run in
+:mod:`pairedscreen.paint.screen_profiles` (plate by plate, column block by column block), which the
+``profiles`` rule uses on the per-plate files without ever holding the screen's well x feature table.
 
 Aggregation is :func:`pairedscreen.paint.aggregate.aggregate_wells` (the one well aggregator); from plate
 files it reads a plate's ``cells.parquet`` metadata, then the feature columns in chunks of ~64 MB.
@@ -370,6 +372,8 @@ def build_profiles(plate_files: Iterable[str | os.PathLike] | None = None, *,
                    blocklist: list[str] | None = None) -> ProfileResult:
     """The ``profiles:`` config block end to end; give per-plate ``cells.parquet`` files or ``wells``
     (e.g. the paint arm's per-plate ``wells.parquet`` concatenated). Wells without cells are dropped.
+    The result holds the screen's tables in memory (for tests and notebooks); the workflow streams the
+    same computation to files (:func:`pairedscreen.paint.screen_profiles.write_profiles`).
 
     ``position_correction``: False, True/"all" (estimate on all wells) or "controls".
     """

@@ -5,18 +5,19 @@
 
 1. each plate (its rows of the input tables, read one table at a time) has its empty wells dropped, is
    position-corrected and normalised to its controls (:func:`~pairedscreen.paint.profiles.correct_position`,
-   :func:`~pairedscreen.paint.profiles.normalize_plates`, both per plate already) and appended to a
-   scratch Parquet file (float32 features, one row group per plate; the plate's metadata pickled beside);
-2. feature selection reads that file a block of feature columns at a time (every pycytominer operation
-   but the correlation filter decides each column on its own); the correlation filter's feature x feature
-   matrix is accumulated plate by plate (finite profiles) or computed per pair of column blocks (pandas'
-   pairwise-complete correlation, when some are NaN);
-3. ``profiles.parquet`` is written row group by row group, ``consensus.parquet`` from column blocks.
+   :func:`~pairedscreen.paint.profiles.normalize_plates`, both per plate already) and written to a scratch
+   folder: its float32 features as one raw file, column after column (a block of columns is one read),
+   its metadata pickled;
+2. feature selection reads the scratch a block of feature columns of every well at a time (every
+   pycytominer operation but the correlation filter decides each column on its own); the correlation
+   filter's feature x feature matrix is accumulated plate by plate (finite profiles) or computed per pair
+   of column blocks (pandas' pairwise-complete correlation, when some values are NaN);
+3. ``profiles.parquet`` is written a row group per plate, ``consensus.parquet`` from column blocks.
 
 Values are those of the whole-screen computation (the same per-plate and per-column calls on the same
 rows); the one exception is the correlation matrix of finite profiles, whose cross-products are summed
-plate by plate instead of by one BLAS call over all wells (last-bit differences; the kept features are
-the same, ``tests/test_screen_profiles.py``).
+plate by plate instead of by one BLAS call over all wells (last-bit differences, ~1e-17; the kept features
+are the same, ``tests/test_screen_profiles.py``).
 """
 
 from __future__ import annotations
