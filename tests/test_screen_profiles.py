@@ -176,6 +176,19 @@ def _params(**over) -> dict[str, Any]:
     return {**resolve_section("profiles"), **over}
 
 
+def _count_scans(monkeypatch) -> list[int]:
+    """Record each time ScreenProfiles lays the screen out (the path for tables that are not one plate
+    each)."""
+    calls: list[int] = []
+    scan = S.ScreenProfiles._scan
+
+    def spy(self):
+        calls.append(1)
+        return scan(self)
+    monkeypatch.setattr(S.ScreenProfiles, "_scan", spy)
+    return calls
+
+
 def _assert_same_files(new: Path, old: Path) -> None:
     assert pq.read_schema(new).equals(pq.read_schema(old), check_metadata=True)
     pd.testing.assert_frame_equal(pd.read_parquet(new), pd.read_parquet(old), check_exact=True)
@@ -202,6 +215,7 @@ def test_run_profiles_equals_the_whole_screen_computation(tmp_path, monkeypatch,
         params["feature_select"] = ops
     n_kept = 4 * 382
     monkeypatch.setattr(S, "BLOCK_BYTES", 8 * n_kept * 7)            # 7 columns a block
+    scans = _count_scans(monkeypatch)
     new = tmp_path / "new"
     with caplog.at_level(logging.INFO, logger="pairedscreen.paint.stages"):
         info = run_profiles(files, reg, params, new / "profiles.parquet", new / "consensus.parquet",
@@ -228,6 +242,7 @@ def test_run_profiles_equals_the_whole_screen_computation(tmp_path, monkeypatch,
     assert (removed["drop_outliers"] >= 1 or removed["nonfinite"] >= 1)
     assert "Cells_Intensity_F09_DNA" not in pd.read_parquet(new / "profiles.parquet").columns
     assert info["n_wells_empty"] == 8 and info["normalization_reference"]["P2"] == "all"
+    assert scans == []                       # one plate per file: no laying out, each file read once
 
 
 @pytest.mark.parametrize("light_na", [False, True])
@@ -287,3 +302,33 @@ def test_plate_by_plate_correlation_matches_numpy(tmp_path, monkeypatch):
     ours = sp._corrcoef(finite, xf.T.mean(axis=1))
     np.testing.assert_allclose(ours, np.corrcoef(xf, rowvar=False), rtol=0, atol=1e-14)
     assert len(sp._blocks(feats)) > 5
+
+
+def test_plates_split_across_tables_equal_reference(tmp_path, monkeypatch):
+    """Tables that are not one plate each (a plate split over two files, a file with two plates) take the
+    laid-out path: plates in order of their first non-empty well, rows in input order, as on the
+    concatenated table."""
+    rng = np.random.default_rng(13)
+    plates = [_plate(k, 84 if k != 1 else 2, rng, light_na=True) for k in range(3)]
+    parts = [plates[1].iloc[:200], pd.concat([plates[0], plates[1].iloc[200:]]), plates[2]]
+    files = []
+    for i, part in enumerate(parts):
+        files.append(tmp_path / f"t{i}.parquet")
+        part.to_parquet(files[-1], index=False)
+    monkeypatch.setattr(S, "BLOCK_BYTES", 8 * 3 * 382 * 4)
+    scans = _count_scans(monkeypatch)
+    ops = list(P.FEATURE_SELECT_ORDER)
+    new = tmp_path / "new"
+    info = S.write_profiles(files, new / "profiles.parquet", new / "consensus.parquet", registry=REGISTRY,
+                            normalize="standardize", feature_select=ops, outlier_cutoff=P.OUTLIER_CUTOFF,
+                            position_correction="controls", blocklist=None)
+    table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    prof, cons, ref_info = _reference_build_profiles(table, REGISTRY, normalize="standardize",
+                                                     feature_select=ops, outlier_cutoff=P.OUTLIER_CUTOFF,
+                                                     position_correction="controls")
+    write_parquet(prof, tmp_path / "old" / "profiles.parquet")
+    write_parquet(cons, tmp_path / "old" / "consensus.parquet")
+    _assert_same_files(tmp_path / "new" / "profiles.parquet", tmp_path / "old" / "profiles.parquet")
+    _assert_same_files(tmp_path / "new" / "consensus.parquet", tmp_path / "old" / "consensus.parquet")
+    assert info == ref_info and list(info["normalization_reference"]) == ["P1", "P0", "P2"]
+    assert scans == [1]

@@ -80,6 +80,10 @@ def _kept_columns(frame: pd.DataFrame, feats: list[str], op: str, **kw: Any) -> 
     return set(sel.columns)
 
 
+class _Irregular(Exception):
+    """The input tables are not one plate each, alike: take the general path."""
+
+
 class ScreenProfiles:
     """The screen's normalised well profiles in a scratch folder (pass 1, at construction), then feature
     selection (:meth:`select`) and the outputs (:meth:`write`, or :meth:`frames` in memory).
@@ -98,8 +102,15 @@ class ScreenProfiles:
         if not self._sources:
             raise ValueError("no table to profile")
         self._registry = registry
-        self._scan()
-        self._normalise(normalize, position_correction, min_reference_wells)
+        args = (normalize, position_correction, min_reference_wells)
+        try:
+            self._normalise(self._one_plate_tables(), *args)
+        except _Irregular:        # tables holding several plates, or unlike ones: lay the screen out first
+            self._scan()
+            self._normalise(self._scanned_plates(), *args)
+        vals = pd.Series(np.concatenate(self._plate_values))
+        self.n_plates = int(vals.nunique())
+        self.plate_ids = sorted(set(vals.astype(str)))
         self.kept: list[str] = list(self.features)
         self.meta_kept: list[str] = list(self.meta)
 
@@ -161,31 +172,64 @@ class ScreenProfiles:
             self._reset()
             for i, df in self._raw():
                 self._order(i, self._conform(df), self.features)
-        vals = pd.Series(np.concatenate(self._plate_values))
-        self.n_plates = int(vals.nunique())
-        self.plate_ids = sorted(set(vals.astype(str)))
 
-    # --------------------------------------------------------------------------- pass 1: normalisation
-    def _normalise(self, method: str, position: bool | str, min_reference_wells: int) -> None:
-        feats = self.features
-        self.position = ("controls" if position == "controls" else "all") if position else None
-        self.used: dict[str, str] = {}
-        self.rows: list[int] = []
-        self.meta: list[str] = []
-        self._index = {f: j for j, f in enumerate(feats)}
+    def _layout(self, df: pd.DataFrame) -> None:
+        self.columns = list(df.columns)
+        self.dtypes = df.dtypes.to_dict()
+        self.features = feature_columns(df)
+
+    def _one_plate_tables(self) -> Iterator[tuple[Any, pd.DataFrame]]:
+        """The plates' non-empty wells when every table holds one plate of its own and all have the same
+        columns and dtypes (the paint arm's ``wells.parquet`` files): one read of each table. Raises
+        :class:`_Irregular` (before anything is kept) otherwise."""
+        self._reset()
+        self._uniform = True
+        layout, seen = None, set()
+        for _, df in self._raw():
+            lay = (list(df.columns), [str(t) for t in df.dtypes])
+            if layout is None:
+                layout = lay
+                self._layout(df)
+            plates = np.asarray(pd.unique(df[PLATE]), dtype=object)
+            if lay != layout or len(plates) != 1 or pd.isna(plates[0]) or plates[0] in seen:
+                raise _Irregular
+            seen.add(plates[0])
+            self._plate_values.append(plates)
+            empty = self._empty(df, self.features)
+            self.n_wells += len(df)
+            self.n_wells_empty += int(empty.sum())
+            if not empty.all():
+                yield plates[0], df.loc[~empty].reset_index(drop=True)
+
+    def _scanned_plates(self) -> Iterator[tuple[Any, pd.DataFrame]]:
+        """The plates' non-empty wells in the order :meth:`_scan` found, a plate's rows gathered from the
+        tables holding it (a table holding several plates is read once)."""
         cache: dict[int, pd.DataFrame] = {}
         for key, tables in self._units.items():
             parts = []
             for i in tables:
                 df = cache.pop(i) if i in cache else \
                     self._conform(_load(self._sources[i], self._registry))
-                sel = ~self._empty(df, feats) & (df[PLATE] == key).to_numpy(bool)
+                sel = ~self._empty(df, self.features) & (df[PLATE] == key).to_numpy(bool)
                 parts.append(df.loc[sel])
-                if len(self._units_of(i)) > 1:        # a table holding several plates: read it once
+                if len(self._units_of(i)) > 1:
                     cache[i] = df
-            prof = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else \
-                parts[0].reset_index(drop=True)
+            yield key, (pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1
+                        else parts[0].reset_index(drop=True))
             del parts
+            cache = {i: df for i, df in cache.items() if self._pending(i, key)}
+
+    # --------------------------------------------------------------------------- pass 1: normalisation
+    def _normalise(self, plates: Iterator[tuple[Any, pd.DataFrame]], method: str, position: bool | str,
+                   min_reference_wells: int) -> None:
+        """Correct and normalise each plate's non-empty wells (``plates``), written to the scratch."""
+        self.position = ("controls" if position == "controls" else "all") if position else None
+        self.used: dict[str, str] = {}
+        self.rows: list[int] = []
+        self.meta: list[str] = []
+        for key, prof in plates:
+            feats = self.features
+            self._index = {f: j for j, f in enumerate(feats)}
             if self.position is not None:
                 prof = correct_position(prof, reference=self.position)
             part, used = normalize_plates(prof, method=method, min_reference_wells=min_reference_wells)
@@ -199,9 +243,9 @@ class ScreenProfiles:
             np.ascontiguousarray(part[feats].to_numpy(np.float32).T).tofile(self._file(len(self.rows)))
             part[meta].to_pickle(self.scratch / f"meta_{len(self.rows)}.pkl")
             self.rows.append(len(part))
-            cache = {i: df for i, df in cache.items() if self._pending(i, key)}
         if not self.rows:     # no well with cells and features: the concatenated table's metadata columns
-            self.meta = [c for c in self.columns if c not in set(feats)]
+            self.meta = [c for c in self.columns if c not in set(self.features)]
+            self._index = {f: j for j, f in enumerate(self.features)}
         self.n_rows = int(sum(self.rows))
 
     def _units_of(self, i: int) -> list[Any]:
