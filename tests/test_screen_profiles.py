@@ -215,6 +215,7 @@ def test_run_profiles_equals_the_whole_screen_computation(tmp_path, monkeypatch,
         params["feature_select"] = ops
     n_kept = 4 * 382
     monkeypatch.setattr(S, "BLOCK_BYTES", 8 * n_kept * 7)            # 7 columns a block
+    monkeypatch.setattr(S, "ROW_GROUP_BYTES", 1)                     # a row group per plate
     scans = _count_scans(monkeypatch)
     new = tmp_path / "new"
     with caplog.at_level(logging.INFO, logger="pairedscreen.paint.stages"):
@@ -243,6 +244,7 @@ def test_run_profiles_equals_the_whole_screen_computation(tmp_path, monkeypatch,
     assert "Cells_Intensity_F09_DNA" not in pd.read_parquet(new / "profiles.parquet").columns
     assert info["n_wells_empty"] == 8 and info["normalization_reference"]["P2"] == "all"
     assert scans == []                       # one plate per file: no laying out, each file read once
+    assert pq.ParquetFile(new / "profiles.parquet").num_row_groups == 4
 
 
 @pytest.mark.parametrize("light_na", [False, True])

@@ -12,7 +12,8 @@
    pycytominer operation but the correlation filter decides each column on its own); the correlation
    filter's feature x feature matrix is accumulated plate by plate (finite profiles) or computed per pair
    of column blocks (pandas' pairwise-complete correlation, when some values are NaN);
-3. ``profiles.parquet`` is written a row group per plate, ``consensus.parquet`` from column blocks.
+3. ``profiles.parquet`` is written a few plates at a time (row groups of ~16 MB), ``consensus.parquet``
+   from column blocks.
 
 Values are those of the whole-screen computation (the same per-plate and per-column calls on the same
 rows); the one exception is the correlation matrix of finite profiles, whose cross-products are summed
@@ -48,6 +49,10 @@ from pairedscreen.paint.profiles import (
 # per-column operations make of it) stays well under the memory the imports already take, whatever the
 # number of wells
 BLOCK_BYTES = 16 << 20
+# rows of ``profiles.parquet`` gathered into one row group (plates appended until it holds this much): the
+# writer keeps every row group's column metadata until it closes, so a row group per plate would grow
+# with the screen (~0.5 MB per plate at 600 features)
+ROW_GROUP_BYTES = 16 << 20
 Source = str | os.PathLike | pd.DataFrame
 
 
@@ -410,21 +415,25 @@ class ScreenProfiles:
         return prof, self.consensus()
 
     def write(self, profiles_out: str | os.PathLike, consensus_out: str | os.PathLike) -> None:
-        """``profiles.parquet`` (a row group per plate, the table ``DataFrame.to_parquet`` writes for the
-        concatenated profiles) and ``consensus.parquet``."""
+        """``profiles.parquet`` (the table ``DataFrame.to_parquet`` writes for the concatenated profiles, in
+        row groups of ~``ROW_GROUP_BYTES``) and ``consensus.parquet``."""
         with atomic_output(profiles_out) as tmp:
             if not self.rows:
                 self.frames()[0].to_parquet(tmp, index=False)
             else:
                 schema = self._schema()
                 meta_schema = pa.schema(list(schema)[:len(self.meta_kept)])
+                buffer: list[pa.Table] = []
                 with pq.ParquetWriter(tmp, schema) as writer:
                     for k in range(len(self.rows)):
                         meta = pa.Table.from_pandas(self._meta(k, self.meta_kept), schema=meta_schema,
                                                     preserve_index=False)
                         x = self._columns(k, self.kept)
                         arrays = [*meta.columns, *(pa.array(v, pa.float32(), from_pandas=True) for v in x)]
-                        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                        buffer.append(pa.Table.from_arrays(arrays, schema=schema))
+                        if sum(t.nbytes for t in buffer) >= ROW_GROUP_BYTES or k == len(self.rows) - 1:
+                            writer.write_table(pa.concat_tables(buffer))     # (chunks, not copied)
+                            buffer = []
         with atomic_output(consensus_out) as tmp:
             self.consensus().to_parquet(tmp, index=False)
 
