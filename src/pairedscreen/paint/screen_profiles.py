@@ -95,8 +95,8 @@ class ScreenProfiles:
 
     ``sources``: the input tables in order (paths of per-plate ``wells.parquet`` files or frames); rows are
     grouped by ``Metadata_Plate`` across them, plates in order of their first non-empty well, rows in
-    input order, as on the concatenated table. ``scratch``: a folder the scratch files live in (removed
-    by :meth:`close`).
+    input order, as on the concatenated table. ``scratch``: an empty folder for the scratch files, owned
+    (and removed) by the caller (:func:`write_profiles` uses :func:`pairedscreen.io.scratch_dir`).
     """
 
     def __init__(self, sources: Sequence[Source], scratch: Path, *, registry: pd.DataFrame | None = None,
