@@ -193,8 +193,8 @@ def test_plate_without_cells(tmp_path, registry):
     msg = r"plate P7: no cell segmented in 12 usable site\(s\). Fix: .*paint.segmentation"
     with pytest.raises(quarantine.EmptyDataError, match=msg):
         usable_plates(files, read_registry(registry), on_empty="error")
-    table, held = usable_plates(files, read_registry(registry), on_empty="quarantine")
-    assert set(table["Metadata_Plate"]) == {"P1"} and held["id"].tolist() == ["P7"]
+    usable, held = usable_plates(files, read_registry(registry), on_empty="quarantine")
+    assert usable == [files[0]] and held["id"].tolist() == ["P7"]
 
 
 def test_plate_with_all_features_na(tmp_path, registry):
@@ -213,10 +213,12 @@ def test_plate_with_all_features_na(tmp_path, registry):
     assert "plate P9: every feature is NA in all 12 well(s) with cells" in msg and "Fix:" in msg
     assert "P1" not in msg.replace("P9", "") and "on_empty: quarantine" in msg
     out = tmp_path / "out"
-    res = run_profiles(files, registry, _profile_params(feature_select=["drop_na_columns"]),
-                       out / "profiles.parquet", out / "consensus.parquet", out / "quarantine.tsv",
-                       on_empty="quarantine")
-    assert set(res.profiles["Metadata_Plate"]) == {"P1"} and len(res.info["feature_selection"]) > 0
+    info = run_profiles(files, registry, _profile_params(feature_select=["drop_na_columns"]),
+                        out / "profiles.parquet", out / "consensus.parquet", out / "quarantine.tsv",
+                        on_empty="quarantine")
+    prof = pd.read_parquet(out / "profiles.parquet")
+    assert set(prof["Metadata_Plate"]) == {"P1"} and info["feature_selection"]["n_features_out"] == 3
+    assert info["n_plates"] == 1
     held = quarantine.read_table(out / "quarantine.tsv")
     assert held[["what", "id"]].values.tolist() == [["plate", "P9"]]
 

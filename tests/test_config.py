@@ -234,13 +234,12 @@ def test_profiles_stage_passes_the_schema_defaults(monkeypatch, tmp_path):
 
     seen = {}
 
-    def stop(**kwargs):
+    def stop(*args, **kwargs):
         seen.update(kwargs)
         raise StopIteration
 
-    monkeypatch.setattr(stages, "build_profiles", stop)
-    monkeypatch.setattr(stages, "read_wells", lambda paths, reg: pd.DataFrame())
-    monkeypatch.setattr(stages, "usable_plates", lambda paths, reg, on_empty: (pd.DataFrame(), None))
+    monkeypatch.setattr(stages, "write_profiles", stop)
+    monkeypatch.setattr(stages, "usable_plates", lambda paths, reg, on_empty: ([], None))
     monkeypatch.setattr(stages, "read_registry", lambda p: pd.DataFrame())
     with pytest.raises(StopIteration):
         stages.run_profiles([], "r.tsv", load_config(MINIMAL)["profiles"], tmp_path / "p", tmp_path / "c")

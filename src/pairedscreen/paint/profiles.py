@@ -8,7 +8,9 @@ cells aggregated into a row. Canonical metadata: ``Metadata_Plate``, ``Metadata_
 
 Order of work (:func:`build_profiles`): aggregate each plate's cells to wells (one plate in memory at a
 time), optional position correction, normalise each plate to its negative-control wells, select features
-over all plates, then a median consensus per perturbation.
+over all plates, then a median consensus per perturbation. The screen-wide steps run in
+:mod:`pairedscreen.paint.screen_profiles` (plate by plate, column block by column block), which the
+``profiles`` rule uses on the per-plate files without ever holding the screen's well x feature table.
 
 Aggregation is :func:`pairedscreen.paint.aggregate.aggregate_wells` (the one well aggregator); from plate
 files it reads a plate's ``cells.parquet`` metadata, then the feature columns in chunks of ~64 MB.
@@ -20,9 +22,11 @@ minutes per correlation filter at JUMP width. The other feature-selection steps 
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,6 +211,14 @@ def correlation_threshold(profiles: pd.DataFrame, features: Sequence[str], *, th
         return []
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.corrcoef(x, rowvar=False) if np.isfinite(x).all() else df[feats].corr().to_numpy()
+    return correlated_features(c, feats, threshold)
+
+
+def correlated_features(c: np.ndarray, features: Sequence[str], threshold: float) -> list[str]:
+    """pycytominer's exclusion rule on a feature x feature correlation matrix ``c`` (NaN where undefined):
+    of every pair correlated above ``threshold``, the member with the larger total absolute correlation
+    (ties: the later feature)."""
+    feats = list(features)
     rank = np.empty(len(feats), np.int64)
     rank[np.argsort(np.nansum(np.abs(c), axis=0), kind="stable")] = np.arange(len(feats))
     ii, jj = np.nonzero(np.triu(np.nan_to_num(c, nan=-np.inf) > threshold, k=1))
@@ -360,29 +372,24 @@ def build_profiles(plate_files: Iterable[str | os.PathLike] | None = None, *,
                    blocklist: list[str] | None = None) -> ProfileResult:
     """The ``profiles:`` config block end to end; give per-plate ``cells.parquet`` files or ``wells``
     (e.g. the paint arm's per-plate ``wells.parquet`` concatenated). Wells without cells are dropped.
+    The result holds the screen's tables in memory (for tests and notebooks); the workflow streams the
+    same computation to files (:func:`pairedscreen.paint.screen_profiles.write_profiles`).
 
     ``position_correction``: False, True/"all" (estimate on all wells) or "controls".
     """
+    from pairedscreen.paint.screen_profiles import ScreenProfiles  # (it builds on this module)
+
     if wells is None:
         if plate_files is None:
             raise ValueError("give plate_files or wells")
         wells = aggregate_plates(plate_files, operation=aggregate, registry=registry)
     else:
         wells = harmonize_metadata(wells, registry)
-    feats = feature_columns(wells)
-    empty = np.array(wells[feats].isna().all(axis=1).to_numpy(), dtype=bool)
-    if N_CELLS in wells.columns:
-        empty |= wells[N_CELLS].fillna(0).to_numpy() == 0
-    info: dict[str, Any] = {"n_wells": len(wells), "n_wells_empty": int(empty.sum()),
-                            "n_plates": int(wells[PLATE].nunique()), "n_features_measured": len(feats)}
-    prof = wells.loc[~empty].reset_index(drop=True)
-    if position_correction:
-        ref = "controls" if position_correction == "controls" else "all"
-        prof = correct_position(prof, reference=ref)
-        info["position_correction"] = ref
-    prof, used = normalize_plates(prof, method=normalize, min_reference_wells=min_reference_wells)
-    info["normalization_reference"] = used
-    prof, record = select_features(prof, list(feature_select), outlier_cutoff=outlier_cutoff,
-                                   blocklist=blocklist)
-    info["feature_selection"] = record
-    return ProfileResult(wells=wells, profiles=prof, consensus=consensus(prof), info=info)
+    with tempfile.TemporaryDirectory(prefix="pairedscreen_profiles_") as tmp:
+        sp = ScreenProfiles([wells], Path(tmp), registry=registry, normalize=normalize,
+                            position_correction=position_correction, min_reference_wells=min_reference_wells)
+        info = sp.info
+        info["feature_selection"] = sp.select(list(feature_select), outlier_cutoff=outlier_cutoff,
+                                              blocklist=blocklist)
+        prof, cons = sp.frames()
+    return ProfileResult(wells=wells, profiles=prof, consensus=cons, info=info)

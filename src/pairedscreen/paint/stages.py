@@ -23,11 +23,8 @@ from pairedscreen.paint.aggregate import stream_plate
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
 from pairedscreen.paint.ingest import build_image_index, load_site, site_usable
-from pairedscreen.paint.profiles import (
-    ProfileResult,
-    build_profiles,
-    read_wells,
-)
+from pairedscreen.paint.profiles import read_wells
+from pairedscreen.paint.screen_profiles import write_profiles
 from pairedscreen.paint.segment import read_site_summary
 from pairedscreen.sheets import read_plate_map, read_registry
 
@@ -162,57 +159,63 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
 
 # ------------------------------------------------------------------------------------------- profiles
 def usable_plates(wells: Sequence[PathLike], registry: pd.DataFrame,
-                  on_empty: str = "error") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-plate ``wells.parquet`` -> (wells of the usable plates, quarantine table). A plate with every
-    site quarantined, no cell, or every feature NA is an :class:`~pairedscreen.quarantine.EmptyDataError`
-    under ``on_empty: error`` and left out (recorded) under ``quarantine``."""
+                  on_empty: str = "error") -> tuple[list[PathLike], pd.DataFrame]:
+    """Per-plate ``wells.parquet`` -> (the usable plates' files, quarantine table), reading one plate at a
+    time. A plate with every site quarantined, no cell, or every feature NA is an
+    :class:`~pairedscreen.quarantine.EmptyDataError` under ``on_empty: error`` and left out (recorded)
+    under ``quarantine``."""
     if not wells:
         raise quarantine.EmptyDataError("no plates to profile: config/plates.tsv has no rows")
-    tables, records = [], []
+    usable, records = [], []
     for p in wells:
         w = read_wells([p], registry)
         plate = str(w[C.PLATE].iloc[0]) if len(w) else Path(p).parent.name
         problem = quarantine.plate_problem(w, plate, C.feature_columns(w))
+        del w
         if problem:
             records.append(problem)
         else:
-            tables.append(w)
+            usable.append(p)
     held = quarantine.decide(records, [Path(p).parent.name for p in wells], on_empty, arm="paint",
                              unit="plate")
     for r in records:
         log.warning("plate %s quarantined: %s", r["id"], r["reason"])
-    return pd.concat(tables, ignore_index=True, sort=False), held
+    return usable, held
 
 
 def run_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mapping[str, Any],
                  profiles_out: PathLike, consensus_out: PathLike, quarantine_out: PathLike | None = None,
-                 on_empty: str = "error") -> ProfileResult:
+                 on_empty: str = "error") -> dict[str, Any]:
     """Per-plate ``wells.parquet`` -> ``profiles.parquet`` (normalised, selected well profiles) and
     ``consensus.parquet`` (per perturbation), per the ``profiles:`` config block (``aggregate`` was
     applied by the paint arm when it wrote wells.parquet; from per-cell tables use
     :func:`pairedscreen.paint.profiles.build_profiles` with ``plate_files``). ``params`` is the resolved
     ``profiles:`` block (:func:`pairedscreen.config.load_config`), every key present. Unusable plates are
     handled by :func:`usable_plates` (``quarantine_out``: ``results/paint/quarantine.tsv``); feature
-    selection that removes every feature is an error naming what removed them."""
+    selection that removes every feature is an error naming what removed them. The screen is streamed
+    (:func:`pairedscreen.paint.screen_profiles.write_profiles`: one plate or one column block in memory);
+    returns the logged info."""
     reg = read_registry(registry)
-    table, held = usable_plates(wells, reg, on_empty)
-    res = build_profiles(wells=table, registry=reg,
-                         normalize=params["normalize"],
-                         feature_select=list(params["feature_select"]),
-                         outlier_cutoff=float(params["outlier_cutoff"]),
-                         position_correction=bool(params["position_correction"]),
-                         blocklist=params["blocklist"])
-    log.info("profiles: %s", json.dumps(res.info, default=str))
-    if not C.feature_columns(res.profiles):
-        sel = res.info.get("feature_selection", {})
+    plates, held = usable_plates(wells, reg, on_empty)
+
+    def check(info: dict[str, Any], plate_ids: list[str]) -> None:
+        log.info("profiles: %s", json.dumps(info, default=str))
+        sel = info.get("feature_selection", {})
+        if sel.get("n_features_out"):
+            return
         removed = ", ".join(f"{op}: {n}" for op, n in (sel.get("removed") or {}).items() if n)
         raise quarantine.EmptyDataError(
-            f"feature selection removed every one of the {res.info.get('n_features_measured')} measured "
-            f"features of plates {sorted(set(table[C.PLATE].astype(str)))} ({removed or 'none kept'}). "
+            f"feature selection removed every one of the {info.get('n_features_measured')} measured "
+            f"features of plates {plate_ids} ({removed or 'none kept'}). "
             "Fix: check results/paint/{plate}/wells.parquet for NA or constant features, and relax "
             "profiles.feature_select (e.g. drop drop_na_columns or variance_threshold)")
-    write_parquet(res.profiles, profiles_out)
-    write_parquet(res.consensus, consensus_out)
+
+    info = write_profiles(plates, profiles_out, consensus_out, registry=reg,
+                          normalize=params["normalize"],
+                          feature_select=list(params["feature_select"]),
+                          outlier_cutoff=float(params["outlier_cutoff"]),
+                          position_correction=bool(params["position_correction"]),
+                          blocklist=params["blocklist"], check=check)
     if quarantine_out is not None:
         write_tsv(held, quarantine_out)
-    return res
+    return info
