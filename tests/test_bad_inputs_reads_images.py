@@ -432,7 +432,10 @@ def test_flagged_sites_kept_out_of_illumination_and_segmentation(bad_sites, tmp_
         return [segment.SiteMasks(z, z, z) for _ in imgs]
 
     monkeypatch.setattr(segment, "segment_sites", fake_segment)
-    _, summary = segment.segment_chunk(idx, tmp_path / "masks", {"batch_size": 4})
+    cfg = {"batch_size": 4,     # a valid paint.segmentation section (the models are never loaded here)
+           "nuclei": {"model": "nuclei", "channel": "DNA", "diameter": 12},
+           "cells": {"model": "cyto3", "channel": "AGP", "nuclear_channel": "DNA", "diameter": 26}}
+    _, summary = segment.segment_chunk(idx, tmp_path / "masks", cfg)
     assert len(seen) == len(good)
     status = {(w, int(s)): st for w, s, st in zip(summary["well"], summary["site"], summary["status"],
                                                   strict=True)}
