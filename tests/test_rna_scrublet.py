@@ -104,7 +104,19 @@ def test_flag_doublets_per_library_both_routes():
         flag_doublets(a, knn="annoy")
 
 
-def test_too_few_genes_for_the_components_is_a_clear_error():
+def test_a_small_library_gets_as_many_components_as_its_variable_genes_allow(caplog):
+    """Fewer highly variable genes than components (a small library or panel): scrublet runs with one
+    component fewer than the genes it keeps, exactly as when asked for that many, and says so."""
+    from pairedscreen.rna import scrublet as S
+
     counts, _ = _library(4, n=300, g=60)
-    with pytest.raises(ValueError, match="principal components need more than"):
-        scrublet(counts, expected_rate=0.06, n_pcs=200, seed=0)
+    x = sp.csr_matrix(counts)
+    keep_gene, keep_cell, totals = S._filters(x)
+    h = S._hvg(x, keep_gene, keep_cell, S._row_factor(totals, np.median(totals))).size
+    assert 2 <= h < 200
+    with caplog.at_level("WARNING", logger="pairedscreen.rna.scrublet"):
+        res = scrublet(counts, expected_rate=0.06, n_pcs=200, seed=0)
+    assert f"using {h - 1}" in caplog.text
+    ref = scrublet(counts, expected_rate=0.06, n_pcs=h - 1, seed=0)
+    np.testing.assert_array_equal(res.scores, ref.scores)
+    np.testing.assert_array_equal(res.called, ref.called)

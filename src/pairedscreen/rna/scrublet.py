@@ -40,6 +40,7 @@ highly variable genes), the embeddings and one chunk.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -50,6 +51,8 @@ import scipy.sparse.linalg
 from sklearn.utils.random import sample_without_replacement
 
 from pairedscreen.rna.knn import count_neighbors_excluding_self
+
+log = logging.getLogger(__name__)
 
 MIN_CELLS = 3          # pp.filter_genes(min_cells=3) in scanpy's scrublet
 MIN_GENES = 3          # pp.filter_cells(min_genes=3)
@@ -247,6 +250,10 @@ def scrublet(
     del x
     n = raw.shape[0]
     nmat = sp.csr_matrix((norm, raw.indices, raw.indptr), shape=raw.shape)
+    if 1 <= min(nmat.shape) - 1 < n_pcs:   # a small library: fewer variable genes (or cells) than components
+        log.warning("scrublet: %d principal components asked, but the library has %d cells and %d highly "
+                    "variable genes: using %d", n_pcs, nmat.shape[0], nmat.shape[1], min(nmat.shape) - 1)
+        n_pcs = min(nmat.shape) - 1
     mu, inv, vecs = _pca_basis(nmat, n_pcs, seed)
     w = vecs * inv[:, None]
     off = (mu * inv) @ vecs
