@@ -85,8 +85,9 @@ def rna_stage_counts(cells_obs: pd.DataFrame, *, reads: int | None = None, barco
     single = pd.Series(qc_singlets(obs), index=obs.index)
     removed["unassigned_guide"] = int((single & (pert == UNASSIGNED)).sum())
     removed["multiple_guides"] = int((single & (pert == MULTIPLE)).sum())
-    ok = pd.Series(usable_cells(ad.AnnData(obs=obs), key=perturbation_key) if perturbation_key in obs
-                   else np.zeros(n, bool), index=obs.index)
+    holder = ad.AnnData(obs=obs.set_axis(obs.index.astype(str)))   # obs names as anndata keeps them
+    kept = usable_cells(holder, key=perturbation_key) if perturbation_key in obs else np.zeros(n, bool)
+    ok = pd.Series(kept, index=obs.index)
     out: dict[str, Any] = {"reads": reads, "barcodes": barcodes, "cells_called": int(n),
                            "cells_kept": int(ok.sum()), "cells_removed": removed}
     if "library" in obs:
