@@ -108,8 +108,8 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
 
     # raw wells (before correction and selection), normalised as the profiles stage does, one plate file
     # at a time: the features defined on every plate, then each plate's position effects (sorted plates)
-    raw = _RawWells(wells, reg, feats)
-    keep_feats = raw.defined_features()
+    raw = _RawWells(wells, reg, feats, max_per_plate=max_replicates, seed=seed)
+    keep_feats = raw.defined
     before = position.PositionEffects(keep_feats, n_permutations=nperm, seed=seed)
     after = position.PositionEffects(feats, n_permutations=nperm, seed=seed)
     r2: dict[str, list] = {"before": [], "after": []}
@@ -130,7 +130,7 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
         table = pd.concat(parts, ignore_index=True) if parts else \
             pd.DataFrame(columns=[*position.FEATURE_R2_COLUMNS, "profiles"])
         write_parquet(table[["profiles", *[c for c in table.columns if c != "profiles"]]], position_out)
-    ctrl_raw = raw.controls(max_per_plate=max_replicates, seed=seed)
+    ctrl_raw = raw.controls
     cf = [f for f in keep_feats if ctrl_raw[f].notna().all()]
     metrics["batch"]["paint_plate_raw"] = batch.batch_predictability(
         ctrl_raw[cf].to_numpy(), ctrl_raw[C.PLATE].to_numpy(), n_permutations=nperm, seed=seed)
@@ -145,17 +145,29 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
 
 class _RawWells:
     """The per-plate ``wells.parquet`` files (before position correction and feature selection): wells with
-    cells, normalised per plate as :func:`pairedscreen.paint.profiles.normalize_plates` does, read one file
-    at a time (the last one kept)."""
+    cells, normalised per plate as :func:`pairedscreen.paint.profiles.normalize_plates` does. One scan at
+    construction finds each plate's file, the features defined on every plate (``defined``) and the control
+    wells (``controls``: raw values, file order, at most ``max_per_plate`` per plate,
+    :func:`pairedscreen.quality.paint_units.per_plate`); then :meth:`normalised` reads a plate's file again
+    (the last one kept)."""
 
-    def __init__(self, paths: Sequence[PathLike], reg: pd.DataFrame, feats: list[str]) -> None:
+    def __init__(self, paths: Sequence[PathLike], reg: pd.DataFrame, feats: list[str], *,
+                 max_per_plate: int | None, seed: int) -> None:
         self.paths, self.reg, self.feats = list(paths), reg, feats
         self._cached: tuple[int, pd.DataFrame, pd.DataFrame] | None = None
         self._plates: dict[Any, int] = {}
+        ok = np.ones(len(feats), bool)
+        parts = []
         for k in range(len(self.paths)):
-            raw, _ = self._read(k)
+            raw, norm = self._read(k)
             for plate in pd.unique(raw[C.PLATE]):
                 self._plates.setdefault(plate, k)
+            ok &= norm[feats].notna().all(axis=0).to_numpy()
+            parts.append(per_plate(raw.loc[raw[C.IS_CONTROL].to_numpy(bool), [C.PLATE, *feats]],
+                                   max_per_plate, seed))
+        self.defined = [f for f, good in zip(feats, ok, strict=True) if good]
+        self.controls = pd.concat(parts, ignore_index=True) if parts else \
+            pd.DataFrame(columns=[C.PLATE, *feats])
 
     def _read(self, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         if self._cached is None or self._cached[0] != k:
@@ -169,28 +181,11 @@ class _RawWells:
     def plates(self) -> list[Any]:
         return list(self._plates)
 
-    def defined_features(self) -> list[str]:
-        """Features without NA after normalisation on every plate."""
-        ok = np.ones(len(self.feats), bool)
-        for k in range(len(self.paths)):
-            ok &= self._read(k)[1][self.feats].notna().all(axis=0).to_numpy()
-        return [f for f, good in zip(self.feats, ok, strict=True) if good]
-
     def normalised(self, plate: Any) -> pd.DataFrame | None:
         if plate not in self._plates:
             return None
         norm = self._read(self._plates[plate])[1]
         return norm[(norm[C.PLATE] == plate).to_numpy()]
-
-    def controls(self, max_per_plate: int | None = None, seed: int = 0) -> pd.DataFrame:
-        """The control wells of every plate (raw values), in file order; at most ``max_per_plate`` per plate
-        (:func:`pairedscreen.quality.paint_units.per_plate`)."""
-        parts = []
-        for k in range(len(self.paths)):
-            raw = self._read(k)[0]
-            parts.append(per_plate(raw.loc[raw[C.IS_CONTROL].to_numpy(bool), [C.PLATE, *self.feats]],
-                                   max_per_plate, seed))
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[C.PLATE, *self.feats])
 
 
 def _rna_quality(rna_cells: PathLike | Sequence[PathLike], reg: pd.DataFrame, ids: list[str], metrics: dict,
