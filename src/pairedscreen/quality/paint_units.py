@@ -44,21 +44,23 @@ class PlateRows:
     def __init__(self, path: PathLike, registry: pd.DataFrame | None = None) -> None:
         self.path, self.registry = path, registry
         self._file = pq.ParquetFile(path)
+        empty = harmonize_metadata(self._file.schema_arrow.empty_table().to_pandas(), registry)
+        self.features = C.feature_columns(empty)
+        not_features = [n for n in self._file.schema_arrow.names if n not in set(self.features)]
         parts = []
-        for g in range(self._file.num_row_groups):
-            df = self.group(g)
+        for g in range(self._file.num_row_groups):   # the metadata pass reads no feature column
+            df = self.group(g, not_features)
             part = df[[c for c in META if c in df.columns]].copy()
             part["_group"] = g
             parts.append(part)
-        empty = harmonize_metadata(self._file.schema_arrow.empty_table().to_pandas(), registry)
-        self.features = C.feature_columns(empty)
         self.meta = pd.concat(parts, ignore_index=True) if parts else empty[[c for c in META if c in empty]]
         if "_group" not in self.meta:
             self.meta["_group"] = np.zeros(0, np.int64)
 
-    def group(self, g: int) -> pd.DataFrame:
-        """Row group ``g`` with canonical metadata."""
-        return harmonize_metadata(self._file.read_row_group(g).to_pandas(), self.registry)
+    def group(self, g: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Row group ``g`` (``columns`` of it, default all) with canonical metadata."""
+        table = self._file.read_row_group(g, columns=list(columns) if columns is not None else None)
+        return harmonize_metadata(table.to_pandas(), self.registry)
 
     def rows(self, positions: np.ndarray) -> pd.DataFrame:
         """The rows at ``positions`` (sorted, positions in the file), read group by group."""
