@@ -30,6 +30,7 @@ from rna_scale import PeakRSS
 from pairedscreen.config import resolve_section
 from pairedscreen.io import write_tsv
 from pairedscreen.rna import count, stages
+from pairedscreen.rna.kb_memory import kb_mem_mb
 from pairedscreen.simulate import build_spec, make_registry
 from pairedscreen.simulate.rna import simulate_rna
 
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
             ref / "whitelist.txt",
             lib / f"kb_{kind}",
             args.threads,
-            args.memory,
+            mem_mb=kb_mem_mb(args.memory),
             guide_features=feats,
         )
     kb_peak.__exit__()

@@ -41,7 +41,7 @@ def fastq_route(tmp_path_factory) -> dict:
     for kind, idx, feats in (("gex", ref, None), ("guide", gref, gref / "features.tsv")):
         stages.run_kb_count([wd / getattr(row, f"{kind}_fastq_r1")], [wd / getattr(row, f"{kind}_fastq_r2")],
                             idx / "index.idx", idx / "t2g.txt", row.chemistry, wd / cfg["rna"]["whitelist"],
-                            lib / f"kb_{kind}", threads=2, memory="512M", guide_features=feats)
+                            lib / f"kb_{kind}", threads=2, mem_mb=1536, guide_features=feats)
     stages.run_rna_load(lib / "kb_gex", lib / "kb_guide", None, row.library_id, row.batch,
                         lib / "raw.h5ad", lib / "guides_raw.h5ad", lib / "inputs.json")
     _cells(wd, cfg, lib, int(row.expected_cells))

@@ -33,7 +33,7 @@ def run(tmp_path_factory) -> dict:
             r1 = [wd / p for p in getattr(row, f"{kind}_fastq_r1").split(";")]
             r2 = [wd / p for p in getattr(row, f"{kind}_fastq_r2").split(";")]
             stages.run_kb_count(r1, r2, idx / "index.idx", idx / "t2g.txt", row.chemistry,
-                                wd / cfg["rna"]["whitelist"], lib / f"kb_{kind}", threads=2, memory="512M",
+                                wd / cfg["rna"]["whitelist"], lib / f"kb_{kind}", threads=2, mem_mb=1536,
                                 guide_features=feats)
         stages.run_rna_load(lib / "kb_gex", lib / "kb_guide", None, row.library_id, row.batch,
                             lib / "raw.h5ad", lib / "guides_raw.h5ad", lib / "inputs.json")

@@ -14,7 +14,9 @@ use_workflow_library(workflow.basedir)
 from pairedscreen.config import estimated_cells, load_config, resolve_model
 from pairedscreen.paint.manifest import update_manifest
 from pairedscreen.paths import chunk_wells, path
+from pairedscreen.rna.kb_memory import kb_mem_mb
 from pairedscreen.sheets import SheetError, is_cellranger, library_fastqs, library_pattern, load_screen
+from pairedscreen.stage_config import stage_config
 
 REPO = Path(workflow.basedir)
 CONDA_ENV = "../../envs/pairedscreen.yaml"  # relative to the rule files
@@ -40,7 +42,6 @@ HAS_PAINT = bool(PLATES)
 if not (HAS_RNA or HAS_PAINT):
     raise SheetError(SHEETS["rna_libraries"], None, f"neither this sheet nor {SHEETS['plates']} has rows: "
                      "nothing to run", "add the sequencing libraries and/or the plates of the screen")
-ON_EMPTY = config["on_empty"]
 WELLS_PER_JOB = config["paint"]["wells_per_job"]
 CHUNKS = {p: chunk_wells(list(plate_maps[p]["well"]), WELLS_PER_JOB) for p in PLATES}
 SEG = config["paint"]["segmentation"]
@@ -123,13 +124,13 @@ PREBUILT_INDEX = bool(REF["index"]) and bool(REF["t2g"])
 KB_INDEX = REF["index"] if PREBUILT_INDEX else path("kb_index")
 KB_T2G = REF["t2g"] if PREBUILT_INDEX else path("kb_t2g")
 WHITELIST = config["rna"]["whitelist"]
-SORT_MEMORY = config["rna"]["sort_memory"]
+KB_MEM_MB = kb_mem_mb(config["rna"]["sort_memory"])  # a resource: raising it reruns nothing
 
 
-def memory_mb(spec, overhead_mb=1024):
-    """'2G' -> MB for the rule's mem_mb resource (kb's sort memory plus the process itself)."""
-    unit = {"K": 1 / 1024, "M": 1, "G": 1024}[spec[-1]]
-    return int(float(spec[:-1]) * unit) + overhead_mb
+def reads(rule):
+    """A rule's params: the config values its stage reads (pairedscreen.stage_config.STAGE_READS), so a
+    changed key reruns exactly the rules that read it."""
+    return stage_config(config, rule)
 
 
 def plate_manifest(wc):

@@ -10,10 +10,7 @@ rule paint_index:
     params:
         plate=lambda wc: wc.plate,
         image_dir=lambda wc: plate_row(wc)["image_dir"],
-        pattern=lambda wc: config["paint"]["image_pattern"],  # braces are the pattern, not wildcards
-        channels=config["paint"]["channels"],
-        on_bad_image=config["paint"]["on_bad_image"],
-        qc=config["paint"]["qc"],
+        config=reads("paint_index"),
     log:
         log("paint_index", "{plate}"),
     benchmark:
@@ -33,7 +30,7 @@ rule paint_illum:
     output:
         directory(path("illum")),
     params:
-        illumination=config["paint"]["illumination"],
+        config=reads("paint_illum"),
     log:
         log("paint_illum", "{plate}"),
     benchmark:
@@ -56,7 +53,7 @@ rule paint_segment:
         directory(path("masks")),
     params:
         wells=lambda wc: CHUNKS[wc.plate][wc.chunk],
-        segmentation=SEG,
+        config=reads("paint_segment"),
         models=MODELS,
     log:
         log("paint_segment", "{plate}_{chunk}"),
@@ -81,7 +78,7 @@ rule paint_features:
         path("features"),
     params:
         plate=lambda wc: wc.plate,
-        features=config["paint"]["features"],
+        config=reads("paint_features"),
     log:
         log("paint_features", "{plate}_{chunk}"),
     benchmark:
@@ -107,7 +104,7 @@ rule paint_plate:
     params:
         plate=lambda wc: wc.plate,
         batch=lambda wc: plate_row(wc)["batch"],
-        aggregate=config["profiles"]["aggregate"],
+        config=reads("paint_plate"),
     log:
         log("paint_plate", "{plate}"),
     benchmark:

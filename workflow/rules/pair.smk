@@ -10,8 +10,7 @@ rule profiles:
         consensus=path("consensus"),
         quarantine=path("paint_quarantine"),
     params:
-        profiles=config["profiles"],
-        on_empty=ON_EMPTY,
+        config=reads("profiles"),
     log:
         log("profiles", "all"),
     benchmark:
@@ -42,8 +41,7 @@ rule quality:
         similarity=if_both("quality_similarity"),
         position=if_paint("quality_position"),
     params:
-        quality=config["quality"],
-        truth_dir=TRUTH_DIR,
+        config=reads("quality"),
     log:
         log("quality", "all"),
     benchmark:
@@ -74,6 +72,9 @@ rule pair:
         paint=if_paint("paired_paint"),
         cell_index=path("cell_index"),
         cells=[path("paired_cells")] if WRITE_CELLS_H5MU else [],
+    params:
+        config=reads("pair"),
+        write_cells=WRITE_CELLS_H5MU,
     log:
         log("pair", "all"),
     benchmark:
@@ -114,8 +115,7 @@ rule datasheet:
     output:
         report(path("datasheet"), caption="../report/datasheet.rst", category="Paired dataset"),
     params:
-        config=config,
-        truth_dir=TRUTH_DIR,
+        config=reads("datasheet"),
         libraries=LIBRARIES,
         plates=PLATES,
         chunks={p: list(CHUNKS[p]) for p in PLATES},

@@ -23,8 +23,7 @@ rule report:
     output:
         report(path("report"), caption="../report/report.rst", category="Report"),
     params:
-        config=config,
-        truth_dir=TRUTH_DIR,
+        config=reads("report"),
     log:
         log("report", "all"),
     benchmark:

@@ -80,14 +80,13 @@ rule kb_count_gex:
         directory(path("kb_gex")),
     params:
         technology=lambda wc: library_row(wc)["chemistry"],
-        memory=SORT_MEMORY,
     log:
         log("kb_count_gex"),
     benchmark:
         bench("kb_count_gex", "{library}")
     threads: 2
     resources:
-        mem_mb=memory_mb(SORT_MEMORY),
+        mem_mb=KB_MEM_MB,
     conda:
         CONDA_ENV
     script:
@@ -107,14 +106,13 @@ rule kb_count_guide:
         directory(path("kb_guide")),
     params:
         technology=lambda wc: library_row(wc)["chemistry"],
-        memory=SORT_MEMORY,
     log:
         log("kb_count_guide"),
     benchmark:
         bench("kb_count_guide", "{library}")
     threads: 2
     resources:
-        mem_mb=memory_mb(SORT_MEMORY),
+        mem_mb=KB_MEM_MB,
     conda:
         CONDA_ENV
     script:
@@ -161,7 +159,7 @@ rule rna_load_cellranger:
     params:
         library=lambda wc: wc.library,
         batch=lambda wc: library_row(wc)["batch"],
-        cells=config["rna"]["cellranger"]["cells"],
+        config=reads("rna_load_cellranger"),
     log:
         log("rna_load_cellranger"),
     benchmark:
@@ -186,7 +184,7 @@ rule rna_cells:
         ranks=path("rna_barcode_ranks"),
     params:
         expected_cells=lambda wc: int(library_row(wc)["expected_cells"]),
-        rna=config["rna"],
+        config=reads("rna_cells"),
     log:
         log("rna_cells"),
     benchmark:
@@ -230,8 +228,7 @@ rule rna_merge:
         knockdown=report(path("rna_knockdown"), caption="../report/knockdown.rst", category="RNA arm"),
         quarantine=path("rna_quarantine"),
     params:
-        alpha=config["rna"]["knockdown"]["alpha"],
-        on_empty=ON_EMPTY,
+        config=reads("rna_merge"),
     log:
         log("rna_merge", "all"),
     benchmark:

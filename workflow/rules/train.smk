@@ -15,7 +15,7 @@ rule train_splits:
     output:
         splits=path("train_splits"),
     params:
-        train=TRAIN,
+        config=reads("train_splits"),
     log:
         log("train_splits", "all"),
     benchmark:
@@ -36,7 +36,7 @@ rule train_batch_holdout:
     output:
         path("train_batch_holdout"),
     params:
-        train=TRAIN,
+        config=reads("train_batch_holdout"),
     log:
         log("train_batch_holdout", "all"),
     benchmark:
@@ -65,7 +65,7 @@ rule train_rna:
         obs=path("train_rna_obs", cell_type=CELL_TYPE),
         toml=path("train_cell_load"),
     params:
-        train=TRAIN,
+        config=reads("train_rna"),
     log:
         log("train_rna", "all"),
     benchmark:
@@ -85,7 +85,7 @@ rule train_crop_size:
     output:
         path("train_crop_size"),
     params:
-        crops=TRAIN["crops"],
+        config=reads("train_crop_size"),
     log:
         log("train_crop_size", "all"),
     benchmark:
@@ -111,7 +111,7 @@ rule train_crops:
         zarr=directory(path("train_crops")),
         obs=path("train_crops_obs"),
     params:
-        train=TRAIN,
+        config=reads("train_crops"),
         batch_split=lambda wc: BATCH_SPLIT[wc.plate],
     log:
         log("train_crops", "{plate}"),
@@ -143,7 +143,7 @@ rule train_eval_cells:
     output:
         path("quality_eval_cells"),
     params:
-        train={k: TRAIN[k] for k in ("seed", "eval_max_cells_per_perturbation")},
+        config=reads("train_eval_cells"),
     log:
         log("train_eval_cells", "all"),
     benchmark:
@@ -198,8 +198,7 @@ rule train_evals:
     output:
         path("quality_evals"),
     params:
-        train=TRAIN,
-        truth_dir=TRUTH_DIR,
+        config=reads("train_evals"),
     log:
         log("train_evals", "all"),
     benchmark:
@@ -227,7 +226,7 @@ rule train_croissant:
     output:
         path("train_croissant"),
     params:
-        croissant=TRAIN["croissant"],
+        config=reads("train_croissant"),
         plates=PLATES,
     log:
         log("train_croissant", "all"),

@@ -7,4 +7,4 @@ with snakemake_log(snakemake):
                  t2g=snakemake.input.t2g, chemistry=snakemake.params.technology,
                  whitelist=snakemake.input.whitelist[0] if snakemake.input.whitelist else None,
                  guide_features=snakemake.input.get("features"), out_dir=snakemake.output[0],
-                 threads=snakemake.threads, memory=snakemake.params.memory)
+                 threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb)

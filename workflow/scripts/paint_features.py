@@ -4,4 +4,4 @@ from pairedscreen.paint.stages import run_paint_features
 
 with snakemake_log(snakemake):
     run_paint_features(index=snakemake.input.index, illum_dir=snakemake.input.illum, masks_dir=snakemake.input.masks,
-                       plate=snakemake.params.plate, params=dict(snakemake.params.features), out=snakemake.output[0])
+                       plate=snakemake.params.plate, params=dict(snakemake.params.config["paint"]["features"]), out=snakemake.output[0])

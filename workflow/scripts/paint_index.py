@@ -2,8 +2,10 @@
 from pairedscreen.logs import snakemake_log
 from pairedscreen.paint.stages import run_paint_index
 
+paint = snakemake.params.config["paint"]
+
 with snakemake_log(snakemake):
     run_paint_index(plate=snakemake.params.plate, image_dir=snakemake.params.image_dir,
-                    plate_map=snakemake.input.plate_map, pattern=snakemake.params.pattern,
-                    channels=dict(snakemake.params.channels), on_bad_image=snakemake.params.on_bad_image,
-                    qc=dict(snakemake.params.qc), out=snakemake.output[0])
+                    plate_map=snakemake.input.plate_map, pattern=paint["image_pattern"],
+                    channels=dict(paint["channels"]), on_bad_image=paint["on_bad_image"],
+                    qc=dict(paint["qc"]), out=snakemake.output[0])

@@ -5,5 +5,5 @@ from pairedscreen.paint.stages import run_paint_plate
 with snakemake_log(snakemake):
     run_paint_plate(features=list(snakemake.input.features), masks=list(snakemake.input.masks),
                     index=snakemake.input.index, plate_map=snakemake.input.plate_map, plate=snakemake.params.plate,
-                    batch=snakemake.params.batch, aggregate=snakemake.params.aggregate,
+                    batch=snakemake.params.batch, aggregate=snakemake.params.config["profiles"]["aggregate"],
                     cells_out=snakemake.output.cells, wells_out=snakemake.output.wells)

@@ -15,5 +15,5 @@ with snakemake_log(snakemake):
              quality_table=inp.quality_table, registry=inp.registry, rna_cells=one(inp.rna_cells),
              paint_cells=list(inp.paint_cells), h5mu_out=out.h5mu, rna_out=one(out.rna),
              paint_out=one(out.paint), cell_index_out=out.cell_index,
-             cells_out=one(out.cells), paint_quarantine=one(inp.paint_quarantine),
+             cells_out=one(out.cells) if snakemake.params.write_cells else None, paint_quarantine=one(inp.paint_quarantine),
              splits=inp.splits, holdout=inp.holdout)

@@ -4,6 +4,6 @@ from pairedscreen.paint.stages import run_profiles
 
 with snakemake_log(snakemake):
     run_profiles(wells=list(snakemake.input.wells), registry=snakemake.input.registry,
-                 params=dict(snakemake.params.profiles), profiles_out=snakemake.output.profiles,
+                 params=dict(snakemake.params.config["profiles"]), profiles_out=snakemake.output.profiles,
                  consensus_out=snakemake.output.consensus, quarantine_out=snakemake.output.quarantine,
-                 on_empty=snakemake.params.on_empty)
+                 on_empty=snakemake.params.config["on_empty"])

@@ -5,6 +5,6 @@ from pairedscreen.logs import snakemake_log
 from pairedscreen.report import build_report
 
 with snakemake_log(snakemake):
-    build_report(results_dir=Path(snakemake.output[0]).parent, config=dict(snakemake.params.config),
+    build_report(results_dir=Path(snakemake.output[0]).parent, config=None,
                  out_html=Path(snakemake.output[0]),
-                 truth_dir=Path(snakemake.params.truth_dir) if snakemake.params.truth_dir else None)
+                 truth_dir=Path(snakemake.params.config["truth_dir"]) if snakemake.params.config["truth_dir"] else None)

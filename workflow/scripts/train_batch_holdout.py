@@ -4,4 +4,4 @@ from pairedscreen.train.stages import run_batch_holdout
 
 with snakemake_log(snakemake):
     run_batch_holdout(libraries=snakemake.input.libraries, plates=snakemake.input.plates,
-                      params=dict(snakemake.params.train), out=snakemake.output[0])
+                      params=dict(snakemake.params.config["train"]), out=snakemake.output[0])

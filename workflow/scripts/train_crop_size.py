@@ -3,5 +3,5 @@ from pairedscreen.logs import snakemake_log
 from pairedscreen.train.stages import run_crop_size
 
 with snakemake_log(snakemake):
-    run_crop_size(reference_cells=snakemake.input.cells, params=dict(snakemake.params.crops),
+    run_crop_size(reference_cells=snakemake.input.cells, params=dict(snakemake.params.config["train"]["crops"]),
                   out=snakemake.output[0])

@@ -4,4 +4,4 @@ from pairedscreen.logs import snakemake_log
 from pairedscreen.train.stages import run_eval_cells
 
 with snakemake_log(snakemake):
-    run_eval_cells(h5ad=snakemake.input.h5ad, params=dict(snakemake.params.train), out=snakemake.output[0])
+    run_eval_cells(h5ad=snakemake.input.h5ad, params=dict(snakemake.params.config["train"]), out=snakemake.output[0])

@@ -5,7 +5,7 @@ from pairedscreen.train.stages import run_evals
 with snakemake_log(snakemake):
     run_evals(pseudobulk=snakemake.input.pseudobulk, consensus=snakemake.input.consensus,
               splits=snakemake.input.splits, holdout=snakemake.input.holdout,
-              registry=snakemake.input.registry, params=dict(snakemake.params.train),
-              truth_dir=snakemake.params.truth_dir or None,
+              registry=snakemake.input.registry, params=dict(snakemake.params.config["train"]),
+              truth_dir=snakemake.params.config["truth_dir"] or None,
               celleval=snakemake.input.celleval[0] if snakemake.input.celleval else None,
               out=snakemake.output[0], eval_cells=snakemake.input.eval_cells)

@@ -6,5 +6,5 @@ from pairedscreen.train.stages import run_rna_export
 with snakemake_log(snakemake):
     run_rna_export(rna_cells=list(snakemake.input.rna_cells), registry=snakemake.input.registry,
                    splits=snakemake.input.splits, holdout=snakemake.input.holdout,
-                   params=dict(snakemake.params.train), h5ad_out=snakemake.output.h5ad,
+                   params=dict(snakemake.params.config["train"]), h5ad_out=snakemake.output.h5ad,
                    toml_out=snakemake.output.toml, obs_out=snakemake.output.obs)

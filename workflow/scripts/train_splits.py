@@ -3,5 +3,5 @@ from pairedscreen.logs import snakemake_log
 from pairedscreen.train.stages import run_splits
 
 with snakemake_log(snakemake):
-    run_splits(registry=snakemake.input.registry, params=dict(snakemake.params.train),
+    run_splits(registry=snakemake.input.registry, params=dict(snakemake.params.config["train"]),
                out=snakemake.output.splits)

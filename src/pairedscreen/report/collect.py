@@ -32,13 +32,17 @@ def _truth_dir(results_dir: Path, config: Mapping[str, Any], truth_dir: Path | N
     return Path(truth_dir) if truth_dir is not None and Path(truth_dir).is_dir() else None
 
 
-def collect_report_data(results_dir: Path, config: Mapping[str, Any], truth_dir: Path | None = None
+def collect_report_data(results_dir: Path, config: Mapping[str, Any] | None, truth_dir: Path | None = None
                         ) -> dict[str, Any]:
-    """Everything the report shows, as plain dicts/DataFrames/arrays; ``inputs_read``: every file opened."""
+    """Everything the report shows, as plain dicts/DataFrames/arrays; ``inputs_read``: every file opened.
+    ``config`` None (the workflow): the configuration the datasheet records, the values the run's stages
+    read, so the report reruns only when the datasheet does."""
     results_dir = Path(results_dir)
-    truth = _truth_dir(results_dir, config, truth_dir)
+    truth = _truth_dir(results_dir, config or {}, truth_dir)
     inputs = Inputs(results_dir, truth)
     ds = read_datasheet(inputs)
+    if config is None:
+        config = ds["config"] if isinstance(ds.get("config"), Mapping) else {}
     paired_notes: list[str] = []
     metrics = inputs.json("quality_metrics", paired_notes) or {}
     libraries = [str(x) for x in dig(ds, "counts", "pair", "libraries") or []]

@@ -297,9 +297,10 @@ def render_html(data: dict[str, Any]) -> str:
         **ctx, title=title, css=_asset("report.css"), js=_asset("report.js"), version=__version__)
 
 
-def build_report(results_dir: Path, config: Mapping[str, Any], out_html: Path, truth_dir: Path | None = None
-                 ) -> dict[str, Any]:
-    """Write the self-contained HTML report of a run; return the collected data, timings and size."""
+def build_report(results_dir: Path, config: Mapping[str, Any] | None, out_html: Path,
+                 truth_dir: Path | None = None) -> dict[str, Any]:
+    """Write the self-contained HTML report of a run; return the collected data, timings and size.
+    ``config`` None: the configuration recorded in the run's datasheet."""
     t0 = time.perf_counter()
     data = collect_report_data(Path(results_dir), config, truth_dir)
     t1 = time.perf_counter()

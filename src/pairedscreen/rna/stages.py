@@ -24,6 +24,7 @@ from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parque
 from pairedscreen.rna import calling, cellranger, count, fastq, knockdown, qc
 from pairedscreen.rna import guides as guide_calls
 from pairedscreen.rna import summary as rna_summary
+from pairedscreen.rna.kb_memory import sort_memory
 from pairedscreen.rna.merge import write_merged_cells
 from pairedscreen.sheets import read_guides, read_registry, read_sheet
 
@@ -80,17 +81,20 @@ def run_kb_count(
     whitelist: PathLike | None,
     out_dir: PathLike,
     threads: int = 1,
-    memory: str = "2G",
+    *,
+    mem_mb: int,
     guide_features: PathLike | None = None,
 ) -> None:
     """kb count of one library's lanes into ``out_dir``; with ``guide_features`` a kite (guide) count whose
-    technology string comes from the chemistry + the guides' read/pattern."""
+    technology string comes from the chemistry + the guides' read/pattern. kb's sort memory is what the
+    job's ``mem_mb`` resource leaves beside the process (:func:`pairedscreen.rna.kb_memory.sort_memory`)."""
     technology, kite = chemistry, False
     if guide_features:
         technology, kite = count.guide_technology(chemistry, read_sheet(guide_features)), True
     log.info("kb count: technology %s, kite=%s, %d lane(s)", technology, kite, len(r1))
     with atomic_output(out_dir, is_dir=True) as tmp, _kb_log_on_failure():
-        count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads, memory, kite=kite)
+        count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads,
+                       sort_memory(mem_mb), kite=kite)
         shutil.rmtree(tmp / "tmp", ignore_errors=True)
         log.info("kb log:\n%s", (tmp / "kb_count.log").read_text())
 
