@@ -32,6 +32,7 @@ the last are written beside ``profiles.parquet``, :func:`step_path`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -151,6 +152,7 @@ def harmonize(pcs: np.ndarray, batches: np.ndarray, *, nclust: int, max_iter: in
     objectives)."""
     import harmonypy
 
+    logging.getLogger("harmonypy").setLevel(logging.WARNING)     # (its k-means notes at INFO, verbose or not)
     meta = pd.DataFrame({"batch": pd.Categorical(np.asarray(batches).astype(str))})
     ho = harmonypy.run_harmony(pcs, meta, "batch", nclust=int(nclust), max_iter_harmony=int(max_iter),
                                random_state=int(seed), verbose=False)
