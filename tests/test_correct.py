@@ -244,3 +244,22 @@ def test_unknown_step_and_missing_batch_key_are_refused(tmp_path):
                        position_correction=False, blocklist=None, correct=["combat"], correct_params=params)
     with pytest.raises(ValueError, match="batch_key"):
         _run(tmp_path, _screen(2), ["harmony"], harmony={"batch_key": "Metadata_Run"})
+
+
+def test_records_and_step_metrics_reach_the_datasheet_and_the_report(tmp_path):
+    from pairedscreen.io import jsonable
+    from pairedscreen.pair.datasheet import build_datasheet, validate_datasheet
+    from pairedscreen.report.sections.quality import correction_table
+
+    _, out = _run(tmp_path, _screen(2), ["sphering", "pca"], sphering={"regularisations": [0.1, 1.0]})
+    m = correction_metrics(out, _registry(), nperm=20, seed=0, alpha=0.05, pca=None, max_replicates=8)
+    sheet = build_datasheet(config={}, metrics={"correction": m},
+                            software={"python": "3", "pairedscreen": "0"})
+    sheet["profiles_correction"] = jsonable(K.read_records(out))
+    validate_datasheet(sheet)
+    bad = dict(sheet, profiles_correction=[{"step": "combat", "n_features_out": 3}])
+    with pytest.raises(Exception, match="combat"):
+        validate_datasheet(bad)
+    tab = correction_table(sheet["metrics"])
+    assert tab["step"].tolist() == ["input", "sphering", "pca"]
+    assert "ZCA-cor epsilon" in tab.loc[1, "detail"] and tab["plate_controls accuracy"].notna().all()
