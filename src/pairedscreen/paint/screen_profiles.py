@@ -467,10 +467,12 @@ class ScreenProfiles:
 
     def write_table(self, out: str | os.PathLike, metadata: Mapping[bytes, bytes] | None = None) -> None:
         """The current profiles to the Parquet file ``out``, a few plates per row group."""
+        if not self.rows and not metadata:
+            self.frames()[0].to_parquet(out, index=False)
+            return
         if not self.rows:
             table = pa.Table.from_pandas(self.frames()[0], preserve_index=False)
-            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                                          **(metadata or {})}), out)
+            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), out)
             return
         schema = self._schema()
         meta_schema = pa.schema(list(schema)[:len(self.meta_kept)])
