@@ -422,7 +422,7 @@ class ScreenProfiles:
         """:func:`pairedscreen.paint.correct.run_chain` on the selected profiles; with ``tables`` (a folder),
         the profiles before the chain (``0_input.parquet``) and after each step but the last
         (``{i}_{step}.parquet``) are written there, a plate at a time."""
-        if not steps:
+        if not steps or not self.rows:      # (no well with features: nothing to correct)
             return []
         if tables is not None:
             self.write_table(Path(tables) / "0_input.parquet")
