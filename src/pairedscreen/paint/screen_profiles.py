@@ -548,7 +548,7 @@ def write_profiles(sources: Sequence[Source], profiles_out: str | os.PathLike,
                 raise ValueError("correct_params (the profiles: block) is needed with correct")
             with atomic_output(steps_dir, is_dir=True) as steps_tmp:
                 info["correction"] = sp.correct(list(correct), correct_params, steps_tmp)
-            metadata = {RECORD_KEY: json.dumps(info["correction"]).encode()}
+            metadata = {RECORD_KEY: json.dumps(info["correction"]).encode()} if info["correction"] else None
         elif steps_dir.exists():      # a chain of an earlier run: stale
             shutil.rmtree(steps_dir)
         sp.write(profiles_out, consensus_out, metadata)
