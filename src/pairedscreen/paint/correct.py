@@ -140,7 +140,9 @@ def choose_sphering(x_ctrl: np.ndarray, x_sample: np.ndarray, meta_sample: pd.Da
         scores.append(mean_map(sphere(sp, x_sample), meta_sample, seed))
     finite = [s if s is not None else -np.inf for s in scores]
     best = int(np.argmax(finite))
-    return fits[best], {"method": method, "epsilon": float(candidates[best]),
+    chosen_by = "highest mean mAP" if np.isfinite(finite[best]) else \
+        "the first candidate: no mAP (no non-control perturbation with 2 or more wells in the sample)"
+    return fits[best], {"method": method, "epsilon": float(candidates[best]), "chosen_by": chosen_by,
                         "candidates": [{"epsilon": float(e), "mean_map": s}
                                        for e, s in zip(candidates, scores, strict=True)]}
 
