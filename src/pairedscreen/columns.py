@@ -22,6 +22,9 @@ COUNT_CELLS = "Metadata_Count_Cells"   # cells behind a row of the paint arm's w
 SPLIT = "Metadata_Split"               # sub-well replicate label (quality)
 N_CELLS, N_WELLS = "n_cells", "n_wells"
 COMPARTMENTS = ("Cells", "Nuclei", "Cytoplasm")
+# the components that replace the measured features after profiles.correct's harmony or pca step
+# (pairedscreen.paint.correct): ``Harmony_PC001``..., ``PCA_PC001``...; features like the compartments'
+COMPONENTS = ("Harmony", "PCA")
 # lower-case plate-map / obs names -> canonical Metadata_* names
 ALIASES = {
     "plate": PLATE, "well": WELL, "site": SITE, "perturbation_id": PERT, "perturbation": PERT,
@@ -36,9 +39,11 @@ OBS_LIBRARY, OBS_BATCH = "library", "batch"
 UNASSIGNED, MULTIPLE = "unassigned", "multiple"
 
 
-def feature_columns(df: pd.DataFrame, compartments: Sequence[str] = COMPARTMENTS) -> list[str]:
-    """Numeric columns named ``{Compartment}_...`` (pycytominer's ``infer_cp_features`` rule), in table
-    order. Everything else (``Metadata_*``, ``n_cells``, ids) is metadata."""
+def feature_columns(df: pd.DataFrame,
+                    compartments: Sequence[str] = (*COMPARTMENTS, *COMPONENTS)) -> list[str]:
+    """Numeric columns named ``{Compartment}_...`` (pycytominer's ``infer_cp_features`` rule; or a
+    correction's components, ``Harmony_...``/``PCA_...``), in table order. Everything else
+    (``Metadata_*``, ``n_cells``, ids) is metadata."""
     prefixes = tuple(f"{c}_" for c in compartments)
     dtypes = df.dtypes
     return [c for c, dt in zip(df.columns, dtypes, strict=True)

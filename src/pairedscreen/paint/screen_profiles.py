@@ -23,8 +23,10 @@ are the same, ``tests/test_screen_profiles.py``).
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from pycytominer import feature_select as _pcm_feature_select
 
 from pairedscreen.columns import IS_CONTROL, N_CELLS, PERT, PLATE, feature_columns
 from pairedscreen.io import atomic_output, scratch_dir
+from pairedscreen.paint.correct import RECORD_KEY, STEPS_DIR, run_chain
 from pairedscreen.paint.profiles import (
     FEATURE_SELECT_ORDER,
     consensus,
@@ -391,6 +394,45 @@ class ScreenProfiles:
                 c[np.ix_(idx, idx)] = self._read(cols).corr().to_numpy()
         return c
 
+    # ------------------------------------------------------------------ correction chain (paint/correct.py)
+    def plate_x(self, k: int) -> np.ndarray:
+        """Plate ``k``'s kept features (wells x features, float64); with :meth:`plate_meta`, :meth:`replace`
+        and :meth:`rename` the :class:`pairedscreen.paint.correct.Store` the chain runs on."""
+        return self._columns(k, self.kept).T.astype(np.float64)
+
+    def plate_meta(self, k: int, cols: Sequence[str]) -> pd.DataFrame:
+        m = self._meta(k)
+        return m[[c for c in cols if c in m.columns]].reset_index(drop=True)
+
+    def replace(self, k: int, x: np.ndarray) -> None:
+        """Plate ``k``'s corrected features, written beside its scratch file until :meth:`rename`."""
+        if len(x) != self.rows[k]:
+            raise ValueError(f"plate {k}: {len(x)} corrected rows for {self.rows[k]} wells")
+        np.ascontiguousarray(np.asarray(x, np.float32).T).tofile(f"{self._file(k)}.new")
+
+    def rename(self, names: list[str]) -> None:
+        """Every plate replaced: the scratch now holds features ``names`` (every one kept)."""
+        for k in range(len(self.rows)):
+            os.replace(f"{self._file(k)}.new", self._file(k))
+        self.features = self.kept = list(names)
+        self._index = {f: j for j, f in enumerate(self.features)}
+
+    def correct(self, steps: Sequence[str], params: Mapping[str, Any],
+                tables: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+        """:func:`pairedscreen.paint.correct.run_chain` on the selected profiles; with ``tables`` (a folder),
+        the profiles before the chain (``0_input.parquet``) and after each step but the last
+        (``{i}_{step}.parquet``) are written there, a plate at a time."""
+        if not steps or not self.rows:      # (no well with features: nothing to correct)
+            return []
+        if tables is not None:
+            self.write_table(Path(tables) / "0_input.parquet")
+
+        def after(i: int, step: str) -> None:
+            if tables is not None and i < len(steps):
+                self.write_table(Path(tables) / f"{i}_{step}.parquet")
+
+        return run_chain(self, list(steps), params, after_step=after)
+
     # ----------------------------------------------------------------------------------------- outputs
     def consensus(self) -> pd.DataFrame:
         """:func:`pairedscreen.paint.profiles.consensus` of the selected profiles, a column block at a time
@@ -414,28 +456,38 @@ class ScreenProfiles:
                           for c in [*self.meta_kept, *self.kept]})
         return prof, self.consensus()
 
-    def write(self, profiles_out: str | os.PathLike, consensus_out: str | os.PathLike) -> None:
+    def write(self, profiles_out: str | os.PathLike, consensus_out: str | os.PathLike,
+              metadata: Mapping[bytes, bytes] | None = None) -> None:
         """``profiles.parquet`` (the table ``DataFrame.to_parquet`` writes for the concatenated profiles, in
-        row groups of ~``ROW_GROUP_BYTES``) and ``consensus.parquet``."""
+        row groups of ~``ROW_GROUP_BYTES``; ``metadata`` added to its schema's) and ``consensus.parquet``."""
         with atomic_output(profiles_out) as tmp:
-            if not self.rows:
-                self.frames()[0].to_parquet(tmp, index=False)
-            else:
-                schema = self._schema()
-                meta_schema = pa.schema(list(schema)[:len(self.meta_kept)])
-                buffer: list[pa.Table] = []
-                with pq.ParquetWriter(tmp, schema) as writer:
-                    for k in range(len(self.rows)):
-                        meta = pa.Table.from_pandas(self._meta(k, self.meta_kept), schema=meta_schema,
-                                                    preserve_index=False)
-                        x = self._columns(k, self.kept)
-                        arrays = [*meta.columns, *(pa.array(v, pa.float32(), from_pandas=True) for v in x)]
-                        buffer.append(pa.Table.from_arrays(arrays, schema=schema))
-                        if sum(t.nbytes for t in buffer) >= ROW_GROUP_BYTES or k == len(self.rows) - 1:
-                            writer.write_table(pa.concat_tables(buffer))     # (chunks, not copied)
-                            buffer = []
+            self.write_table(tmp, metadata)
         with atomic_output(consensus_out) as tmp:
             self.consensus().to_parquet(tmp, index=False)
+
+    def write_table(self, out: str | os.PathLike, metadata: Mapping[bytes, bytes] | None = None) -> None:
+        """The current profiles to the Parquet file ``out``, a few plates per row group."""
+        if not self.rows and not metadata:
+            self.frames()[0].to_parquet(out, index=False)
+            return
+        if not self.rows:
+            table = pa.Table.from_pandas(self.frames()[0], preserve_index=False)
+            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), out)
+            return
+        schema = self._schema()
+        meta_schema = pa.schema(list(schema)[:len(self.meta_kept)])
+        schema = schema.with_metadata({**(schema.metadata or {}), **(metadata or {})})
+        buffer: list[pa.Table] = []
+        with pq.ParquetWriter(out, schema) as writer:
+            for k in range(len(self.rows)):
+                meta = pa.Table.from_pandas(self._meta(k, self.meta_kept), schema=meta_schema,
+                                            preserve_index=False)
+                x = self._columns(k, self.kept)
+                arrays = [*meta.columns, *(pa.array(v, pa.float32(), from_pandas=True) for v in x)]
+                buffer.append(pa.Table.from_arrays(arrays, schema=schema))
+                if sum(t.nbytes for t in buffer) >= ROW_GROUP_BYTES or k == len(self.rows) - 1:
+                    writer.write_table(pa.concat_tables(buffer))     # (chunks, not copied)
+                    buffer = []
 
     def _schema(self) -> pa.Schema:
         """The Arrow schema of the whole table: the plates' inferred types unified (a column that is all
@@ -469,11 +521,19 @@ def write_profiles(sources: Sequence[Source], profiles_out: str | os.PathLike,
                    normalize: str, feature_select: Sequence[str], outlier_cutoff: float,
                    position_correction: bool | str, blocklist: list[str] | None,
                    min_reference_wells: int = 3,
-                   check: Callable[[dict[str, Any], list[str]], None] | None = None) -> dict[str, Any]:
+                   check: Callable[[dict[str, Any], list[str]], None] | None = None,
+                   correct: Sequence[str] = (),
+                   correct_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``profiles:`` config block from per-plate tables to ``profiles.parquet`` and
     ``consensus.parquet``, one plate (or one column block) in memory at a time; scratch files in a folder
     beside ``profiles_out``, removed afterwards. ``check(info, plate_ids)`` runs after feature selection,
-    before anything is written (it may raise). Returns the info ``build_profiles`` reports."""
+    before anything is written (it may raise). ``correct``: the correction chain's steps
+    (:mod:`pairedscreen.paint.correct`, ``correct_params`` = the resolved ``profiles:`` block) after
+    feature selection; their records go into ``profiles.parquet``'s metadata and the returned info
+    (``correction``), the profiles before the chain and after each step but the last into
+    ``profiles_steps/`` beside it (removed when the chain is empty). Returns the info ``build_profiles``
+    reports."""
+    steps_dir = Path(profiles_out).parent / STEPS_DIR
     with scratch_dir(Path(profiles_out).parent, ".profiles_scratch.") as tmp:
         sp = ScreenProfiles(sources, tmp, registry=registry, normalize=normalize,
                             position_correction=position_correction, min_reference_wells=min_reference_wells)
@@ -482,5 +542,14 @@ def write_profiles(sources: Sequence[Source], profiles_out: str | os.PathLike,
                                               blocklist=blocklist)
         if check is not None:
             check(info, sp.plate_ids)
-        sp.write(profiles_out, consensus_out)
+        metadata = None
+        if correct:
+            if correct_params is None:
+                raise ValueError("correct_params (the profiles: block) is needed with correct")
+            with atomic_output(steps_dir, is_dir=True) as steps_tmp:
+                info["correction"] = sp.correct(list(correct), correct_params, steps_tmp)
+            metadata = {RECORD_KEY: json.dumps(info["correction"]).encode()} if info["correction"] else None
+        elif steps_dir.exists():      # a chain of an earlier run: stale
+            shutil.rmtree(steps_dir)
+        sp.write(profiles_out, consensus_out, metadata)
     return info

@@ -215,7 +215,10 @@ def run_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mapping[
                           feature_select=list(params["feature_select"]),
                           outlier_cutoff=float(params["outlier_cutoff"]),
                           position_correction=bool(params["position_correction"]),
-                          blocklist=params["blocklist"], check=check)
+                          blocklist=params["blocklist"], check=check,
+                          correct=list(params["correct"]), correct_params=params)
+    for rec in info.get("correction", []):
+        log.info("profiles.correct %s: %s", rec["step"], json.dumps(rec, default=str))
     if quarantine_out is not None:
         write_tsv(held, quarantine_out)
     return info

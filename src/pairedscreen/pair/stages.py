@@ -24,6 +24,7 @@ from pairedscreen import columns as C
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
 from pairedscreen.io import atomic_output, jsonable, write_json
+from pairedscreen.paint.correct import read_records
 from pairedscreen.paint.profiles import harmonize_metadata
 from pairedscreen.pair import datasheet as ds
 from pairedscreen.pair import join
@@ -348,6 +349,10 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     if guide_stats:
         sheet["counts"]["rna"]["guide_assignment_by_library"] = jsonable(guide_stats)
     sheet["warnings"] = warnings
+    prof = _get(inputs, "profiles")
+    chain = read_records(prof[0]) if prof else []
+    if chain:   # profiles.correct's steps as the profiles stage ran them (paint/correct.py)
+        sheet["profiles_correction"] = jsonable(chain)
     if ledger is not None:
         sheet["ledger"] = jsonable(ledger)
     if cellranger_libs:

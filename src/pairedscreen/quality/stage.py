@@ -24,7 +24,7 @@ from pairedscreen.expression import log1p_cp10k, usable_cells
 from pairedscreen.io import jsonable, write_json, write_parquet, write_tsv
 from pairedscreen.modalities import paint_modality, rna_modality
 from pairedscreen.paint.profiles import normalize_plates, read_wells
-from pairedscreen.quality import batch, concordance, effect, position, replicate, truth
+from pairedscreen.quality import batch, concordance, correction, effect, position, replicate, truth
 from pairedscreen.quality.paint_units import PlateRows, paint_replicates, per_plate
 from pairedscreen.quality.subsample import bounded_cells
 from pairedscreen.quality.summary import summarize_hits
@@ -84,6 +84,12 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
     effects, the control wells (at most ``max_replicates`` per plate) for batch predictability."""
     pr = PlateRows(profiles, reg)
     feats = pr.features
+    pca_share = None if pca in (None, 0, 1) else float(pca)
+    chain = correction.correction_metrics(profiles, reg, nperm=nperm, seed=seed, alpha=alpha, pca=pca_share,
+                                          max_replicates=max_replicates)
+    if chain is not None:   # corrected profiles: wells are the replicates (sub-wells are not corrected)
+        metrics["correction"] = chain
+        paint_cells = None
     rep, unit, record = paint_replicates(pr, paint_cells, reg, max_replicates=max_replicates, seed=seed,
                                          log=log)
     metrics["paint_subsample"] = record
@@ -108,7 +114,9 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
 
     # raw wells (before correction and selection), normalised as the profiles stage does, one plate file
     # at a time: the features defined on every plate, then each plate's position effects (sorted plates)
-    raw = _RawWells(wells, reg, feats, max_per_plate=max_replicates, seed=seed)
+    # (a correction chain may have replaced the features by components: the raw wells have its input's)
+    raw = _RawWells(wells, reg, correction.input_features(profiles, feats), max_per_plate=max_replicates,
+                    seed=seed)
     keep_feats = raw.defined
     before = position.PositionEffects(keep_feats, n_permutations=nperm, seed=seed)
     after = position.PositionEffects(feats, n_permutations=nperm, seed=seed)

@@ -258,6 +258,9 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
         if not bt.empty else None
     ctx["batch_table"] = table(bt, "batch-predictability", "Batch predictability (quality stage)",
                                filterable=False)
+    ctx["correction_table"] = table(paired.get("correction"), "correction-steps",
+                                    "Profiles correction chain: replicate mAP and batch predictability after "
+                                    "each step (quality stage, metrics.correction)", filterable=False)
     pos = paired.get("position")
     ctx["position_fig"] = _safe(plots.position_plot, pos, notes=pn, what="plate position") if pos else None
     ctx["position_table"] = table(paired["position_metrics"], "position",

@@ -112,6 +112,50 @@ def batch_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
                          for k, v in (metrics.get("batch") or {}).items() if isinstance(v, Mapping)])
 
 
+def correction_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """``metrics.correction``: one row per step of the profiles' correction chain (``input`` = before it),
+    what it did (the profiles stage's record, in brief) and the replicate mAP and batch predictability
+    (accuracy vs chance) quality measured after it."""
+    rows = []
+    for s in dig(metrics, "correction", "steps") or []:
+        if not isinstance(s, Mapping):
+            continue
+        rec, rep, bt = s.get("record") or {}, s.get("replicate") or {}, s.get("batch") or {}
+        row: dict[str, Any] = {"step": s.get("step"), "features": s.get("n_features"),
+                               "detail": _correction_detail(s.get("step"), rec),
+                               "mean mAP": rep.get("mean_map"), "fraction active": rep.get("fraction_active")}
+        for key in ("plate_controls", "batch_controls", "batch_wells"):
+            b = bt.get(key)
+            if isinstance(b, Mapping):
+                row[f"{key} accuracy"] = b.get("accuracy")
+                row[f"{key} chance"] = b.get("chance")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _correction_detail(step: Any, rec: Mapping[str, Any]) -> str:
+    if step == "cell_count_regression":
+        r2 = f"median R^2 {_num(rec.get('r2_median'))}, max {_num(rec.get('r2_max'))}"
+        return f"on {rec.get('covariate')}: {r2}"
+    if step == "sphering":
+        cands = ", ".join(f"{c.get('epsilon'):g}: {_num(c.get('mean_map'))}"
+                          for c in rec.get("candidates") or [])
+        return f"{rec.get('method')} epsilon {rec.get('epsilon'):g} (mean mAP per epsilon {cands})"
+    if step == "harmony":
+        if not rec.get("corrected"):
+            return f"not corrected: {rec.get('reason')}"
+        return (f"{rec.get('n_pcs')} PCs, {rec.get('n_batches')} batches of {rec.get('batch_key')}, "
+                f"{rec.get('nclust')} clusters, {rec.get('iterations')} iterations, "
+                f"{'converged' if rec.get('converged') else 'not converged'}")
+    if step == "pca":
+        return f"{rec.get('n_components')} components, {_num(rec.get('variance_explained'))} of the variance"
+    return "normalised, selected profiles"
+
+
+def _num(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) else "NA"
+
+
 def position_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for stage in ("before", "after"):
@@ -142,6 +186,7 @@ def collect_paired(inputs: Inputs, config: Mapping[str, Any], ds: Mapping[str, A
     d["batch"] = batch_table(metrics)
     if d["batch"].empty:
         notes.append(f"not available: metrics.batch missing from {path('quality_metrics')}")
+    d["correction"] = correction_table(metrics)
     d["position_metrics"] = position_table(metrics)
     d["position"] = position(inputs, metrics, config, notes)
     d["truth_recovery"] = truth_table(ds.get("truth_recovery"))
