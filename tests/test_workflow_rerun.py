@@ -67,6 +67,8 @@ def _changed(value: Any, schema: dict) -> Any:
         return value - 1 if schema.get("maximum") == value else value + 1
     if isinstance(value, float):
         return value / 2 if value else 0.5
+    if isinstance(value, list) and not value:
+        return [(schema.get("items") or {}).get("enum", ["x"])[0]]
     if isinstance(value, list):
         return value[:-1] if len(value) > 1 else [*value, value[0] + 2 if isinstance(value[0], int) else "x"]
     if isinstance(value, str):
@@ -111,7 +113,7 @@ def changes_for(key: str, schema: dict, cfg: dict, wd: Path) -> dict[str, Any]:
         return {key: "x" + value}
     if value is None:
         nullable = {"paint.segmentation.tile_batch_size": 4, "train.crops.size": 32,
-                    "profiles.blocklist": ["Cells_AreaShape_Area"]}
+                    "profiles.blocklist": ["Cells_AreaShape_Area"], "profiles.pca.n_components": 5}
         return {key: nullable.get(key, [1.0, 99.0] if key.endswith("normalize_percentiles") else None)}
     if value == "" and isinstance(value, str):
         return {key: "x"}

@@ -44,6 +44,7 @@ PATHS: dict[str, str] = {
     "quality_position": "results/quality/position.parquet",
     "profiles": "results/paint/profiles.parquet",
     "consensus": "results/paint/consensus.parquet",
+    "profiles_steps": "results/paint/profiles_steps",   # the correction chain's per-step profiles
     "paint_quarantine": "results/paint/quarantine.tsv",
     "paired_h5mu": "results/paired/perturbations.h5mu",
     "paired_rna": "results/paired/rna.h5ad",

@@ -9,6 +9,7 @@ rule profiles:
         profiles=path("profiles"),
         consensus=path("consensus"),
         quarantine=path("paint_quarantine"),
+        steps=directory(path("profiles_steps")),
     params:
         config=reads("profiles"),
     log:
@@ -29,6 +30,7 @@ rule quality:
         profiles=if_paint("profiles"),
         consensus=if_paint("consensus"),
         paint_quarantine=if_paint("paint_quarantine"),
+        profiles_steps=if_paint("profiles_steps"),   # the correction chain's steps, read beside profiles
         rna_cells=per_library("rna_cells_lib"),
         pseudobulk=if_rna("rna_pseudobulk"),
         knockdown=if_rna("rna_knockdown"),

@@ -531,7 +531,7 @@ def write_profiles(sources: Sequence[Source], profiles_out: str | os.PathLike,
     (:mod:`pairedscreen.paint.correct`, ``correct_params`` = the resolved ``profiles:`` block) after
     feature selection; their records go into ``profiles.parquet``'s metadata and the returned info
     (``correction``), the profiles before the chain and after each step but the last into
-    ``profiles_steps/`` beside it (removed when the chain is empty). Returns the info ``build_profiles``
+    ``profiles_steps/`` beside it (empty without a chain). Returns the info ``build_profiles``
     reports."""
     steps_dir = Path(profiles_out).parent / STEPS_DIR
     with scratch_dir(Path(profiles_out).parent, ".profiles_scratch.") as tmp:
@@ -543,13 +543,13 @@ def write_profiles(sources: Sequence[Source], profiles_out: str | os.PathLike,
         if check is not None:
             check(info, sp.plate_ids)
         metadata = None
-        if correct:
-            if correct_params is None:
-                raise ValueError("correct_params (the profiles: block) is needed with correct")
-            with atomic_output(steps_dir, is_dir=True) as steps_tmp:
+        if correct and correct_params is None:
+            raise ValueError("correct_params (the profiles: block) is needed with correct")
+        # always written (empty without a chain): a declared output of the profiles rule, read by quality
+        with atomic_output(steps_dir, is_dir=True) as steps_tmp:
+            if correct:
                 info["correction"] = sp.correct(list(correct), correct_params, steps_tmp)
-            metadata = {RECORD_KEY: json.dumps(info["correction"]).encode()} if info["correction"] else None
-        elif steps_dir.exists():      # a chain of an earlier run: stale
-            shutil.rmtree(steps_dir)
+        if correct and info["correction"]:
+            metadata = {RECORD_KEY: json.dumps(info["correction"]).encode()}
         sp.write(profiles_out, consensus_out, metadata)
     return info
