@@ -1,0 +1,126 @@
+"""Ceilings, normalised scores, learning curves and the leakage audit of the held-out evals, against the
+simulator's planted truth: per-perturbation effects from the simulator's gene model and morphology
+effects, observed through K random parts of cells (each part = the planted effect + its own noise), so a
+split half is a real replicate of the planted effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pairedscreen.train import ceiling, evals, learning
+from pairedscreen.train.parts import Parts
+
+EVAL_PARAMS = {"n_pcs": 10, "ridge_alpha": 1.0, "n_bootstrap": 500, "n_hvg": 500}
+K = 4
+
+
+def simulated_parts(seed: int, classes: dict[str, int], *, rna_sd: float = 0.15, paint_sd: float = 0.3,
+                    cells: np.ndarray | None = None):
+    """(registry, rna, paint, rna_parts, paint_parts, truth): ``truth`` = planted per-perturbation effect
+    tables (rna log effects, paint mixed morphology). Each of the K parts carries noise of ``sd * sqrt(K)``
+    (one part = 1/K of the cells), so the full mean has ``sd``; ``cells`` (per perturbation, relative)
+    scales the noise variance by 1/cells (more cells, less noise)."""
+    from pairedscreen.simulate.paint import perturbation_effects
+    from pairedscreen.simulate.registry import make_registry
+    from pairedscreen.simulate.rna import make_gene_model
+    from pairedscreen.simulate.spec import ScreenSpec
+
+    spec = ScreenSpec(seed=seed, n_genes=600, classes=classes)
+    reg = make_registry(spec)
+    model = make_gene_model(reg, spec)
+    rng = np.random.default_rng(seed)
+    perts = reg.perturbations
+    ctrl = perts["is_control"].to_numpy(bool)
+    rel = np.ones(len(perts)) if cells is None else np.asarray(cells, float)
+    scale = np.where(ctrl, 1 / 4, 1.0)[:, None, None] / np.sqrt(rel)[:, None, None]
+    rna_true = model.log2_effects * np.log(2) * 0.5 + 2.0   # + a baseline expression level
+    eff = perturbation_effects(reg, spec)
+    eff = eff[[c for c in eff.columns if c.startswith("paint_") and c not in ("paint_active",
+                                                                               "paint_effect")]]
+    paint_true = eff.to_numpy() @ rng.normal(0.0, 1.0, (eff.shape[1], 60))
+    rna_p = rna_true[:, None, :] + rng.normal(0, 1, (len(perts), K, rna_true.shape[1])) * rna_sd * \
+        np.sqrt(K) * scale
+    paint_p = paint_true[:, None, :] + rng.normal(0, 1, (len(perts), K, 60)) * paint_sd * np.sqrt(K) * scale
+    ones = np.ones((len(perts), K, 1))
+    rp, pp = Parts(rna_p, ones), Parts(paint_p, ones)
+    return perts, rp.mean(range(K)), pp.mean(range(K)), rp, pp, (rna_true, paint_true)
+
+
+def half_split(perts: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    """Half of each class held out (a shared-program pair split between train and test)."""
+    cls = perts["effect_class"].to_numpy()
+    split = np.full(len(perts), "train", dtype=object)
+    for c in ("both", "rna", "paint", "neither"):
+        split[np.flatnonzero(cls == c)[::2]] = "test"
+    return split
+
+
+def _genes(rna, split, ctrl):
+    return evals.prepare(rna, np.zeros((len(rna), 1)), split, ctrl, EVAL_PARAMS["n_hvg"]).genes
+
+
+def test_spearman_brown_is_cell_evals_rule():
+    assert ceiling.spearman_brown(0.5) == pytest.approx(2 / 3)
+    assert ceiling.spearman_brown(1.0) == pytest.approx(1.0)
+    assert np.isnan(ceiling.spearman_brown(0.0)) and np.isnan(ceiling.spearman_brown(-0.2))
+
+
+def test_ceiling_of_noise_free_halves_is_one_and_of_independent_noise_is_undefined():
+    rng = np.random.default_rng(0)
+    sig = rng.normal(size=(30, 50))
+    r, d = evals.half_scores(sig, sig.copy())
+    assert np.allclose(r, 1.0) and np.allclose(d, 1.0)
+    r, _ = evals.half_scores(rng.normal(size=(300, 50)), rng.normal(size=(300, 50)))
+    assert abs(np.nanmean(r)) < 0.02
+    blk = ceiling.ceiling_block(np.zeros(300), np.zeros(300), r, rng.integers(0, 300, (200, 300)))
+    assert blk["ceiling"] is None or blk["ceiling"] < 0.05
+
+
+def test_baseline_model_ceiling_ordered_where_biology_is_shared_and_model_at_baseline_elsewhere():
+    """Planted truth: RNA -> paint transfers for ``both`` perturbations only. There the ridge lies between
+    the mean-of-train baseline and the split-half ceiling and its normalised score is in [0, 1]; for
+    ``rna``-only perturbations (no morphology) the ridge does not beat the baseline. The ceiling itself
+    matches the planted signal: the expected split-half replicate correlation of the planted morphology
+    (Spearman-Brown to full depth) computed from the planted effects and the known noise."""
+    perts, rna, paint, rp, pp, (_, paint_true) = simulated_parts(
+        0, {"both": 40, "rna": 16, "paint": 16, "neither": 8})
+    ctrl = perts["is_control"].to_numpy(bool)
+    split = half_split(perts)
+    cls = perts["effect_class"].to_numpy()
+    genes = _genes(rna, split, ctrl)
+    res = evals.evaluate(rna, paint, split, ctrl, EVAL_PARAMS, labels=perts["perturbation_id"].to_numpy(),
+                         classes=cls, rna_parts=rp.columns(genes), paint_parts=pp)
+    both = res["rna_to_paint"]["by_class"]["both"]["correlation"]
+    assert both["baseline"] < both["model"] < both["ceiling"], both
+    assert both["baseline_ci"][1] < both["ceiling_ci"][0]
+    assert 0.0 <= both["normalised_ci"][0] <= both["normalised"] <= both["normalised_ci"][1] <= 1.0, both
+    rna_only = res["rna_to_paint"]["by_class"]["rna"]
+    assert not rna_only["beats_baseline"]
+    assert abs(rna_only["correlation"]["model"] - rna_only["correlation"]["baseline"]) < 0.15
+    # the ceiling against the planted truth: half-depth noise sd = 0.3 * sqrt(2) per feature
+    te = np.flatnonzero((split == "test") & (cls == "both"))
+    s = paint_true[te] - paint_true[te].mean(axis=1, keepdims=True)
+    rel = (s.var(axis=1) / (s.var(axis=1) + 2 * 0.3 ** 2)).mean()
+    assert both["ceiling_half_depth"] == pytest.approx(rel, abs=0.06)
+    # the arm on its own: baseline below ceiling, same ceiling as the cross-modal target's
+    arm = res["per_arm"]["paint"]["by_class"]["both"]["correlation"]
+    assert arm["ceiling"] == pytest.approx(both["ceiling"])
+    back = res["paint_to_rna"]["by_class"]["both"]["discrimination"]
+    assert back["baseline"] < back["model"] < back["ceiling"] and 0 <= back["normalised"] <= 1, back
+
+
+def test_ceilings_follow_the_noise():
+    """More noise in the parts, lower ceiling (planted truth fixed)."""
+    out = []
+    for sd in (0.3, 1.2):
+        perts, rna, paint, rp, pp, _ = simulated_parts(1, {"both": 40, "rna": 8, "paint": 8, "neither": 8},
+                                                       paint_sd=sd)
+        ctrl = perts["is_control"].to_numpy(bool)
+        split = half_split(perts)
+        res = evals.evaluate(rna, paint, split, ctrl, EVAL_PARAMS,
+                             labels=perts["perturbation_id"].to_numpy(),
+                             rna_parts=rp.columns(_genes(rna, split, ctrl)), paint_parts=pp)
+        out.append(res["per_arm"]["paint"]["overall"]["correlation"]["ceiling_half_depth"])
+    assert out[0] > out[1] + 0.2, out
