@@ -124,3 +124,42 @@ def test_ceilings_follow_the_noise():
                              rna_parts=rp.columns(_genes(rna, split, ctrl)), paint_parts=pp)
         out.append(res["per_arm"]["paint"]["overall"]["correlation"]["ceiling_half_depth"])
     assert out[0] > out[1] + 0.2, out
+
+
+LEARN_PARAMS = {**EVAL_PARAMS, "n_bootstrap": 100, "learning_fractions": [0.25, 0.5, 0.75, 1.0],
+                "learning_repeats": 5}
+
+
+def _learning(seed: int, classes: dict[str, int]) -> dict:
+    perts, rna, paint, rp, pp, _ = simulated_parts(seed, classes)
+    ctrl = perts["is_control"].to_numpy(bool)
+    split = half_split(perts)
+    res = evals.evaluate(rna, paint, split, ctrl, LEARN_PARAMS, labels=perts["perturbation_id"].to_numpy(),
+                         rna_parts=rp.columns(_genes(rna, split, ctrl)), paint_parts=pp, learning=True)
+    return res["learning_curve"]
+
+
+def test_learning_curve_rises_with_perturbations_and_cells_on_planted_shared_biology_every_seed():
+    """Seed sweep (5 screens): with shared programs, RNA -> paint improves with more train perturbations
+    and with more cells per perturbation, every seed; the fitted next doubling gains. Without shared
+    biology (rna-only, paint-only, neither) the curve stays flat (the control for the test itself)."""
+    for seed in range(5):
+        lc = _learning(seed, {"both": 60, "rna": 8, "paint": 8, "neither": 8})["rna_to_paint"]
+        for axis in ("perturbations", "cells"):
+            pts = lc[axis]["points"]
+            assert [p["fraction"] for p in pts] == [0.25, 0.5, 0.75, 1.0]
+            assert pts[-1]["correlation"] > pts[0]["correlation"] + 0.03, (seed, axis, pts)
+            trend = lc[axis]["trend"]["correlation"]
+            assert trend["next_doubling_gain"] > 0.02, (seed, axis, trend)
+            assert trend["predicted_at_double"] > pts[-1]["correlation"] - 0.02
+        assert lc["perturbations"]["points"][0]["n_perturbations"] * 4 == pytest.approx(
+            lc["perturbations"]["points"][-1]["n_perturbations"], abs=2)
+    flat = [_learning(seed, {"rna": 30, "paint": 30, "neither": 20})["rna_to_paint"]["perturbations"]
+            ["trend"]["correlation"]["slope"] for seed in range(5)]
+    assert abs(float(np.mean(flat))) < 0.01, flat
+
+
+def test_trend_is_linear_in_log2_amount():
+    t = learning.fit_trend([10, 20, 40, 80], [0.1, 0.2, 0.3, 0.4])
+    assert t["slope"] == pytest.approx(0.1) and t["next_doubling_gain"] == pytest.approx(0.1)
+    assert t["predicted_at_double"] == pytest.approx(0.5)

@@ -286,13 +286,15 @@ def parts_halves(parts: Parts, offset: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def evaluate(rna: np.ndarray, paint: np.ndarray, split: np.ndarray, is_control: np.ndarray,
              params: Mapping[str, Any], *, labels: np.ndarray, classes: np.ndarray | None = None,
-             seed: int = 0, rna_parts: Parts | None = None, paint_parts: Parts | None = None
-             ) -> dict[str, Any]:
+             seed: int = 0, rna_parts: Parts | None = None, paint_parts: Parts | None = None,
+             learning: bool = False) -> dict[str, Any]:
     """Both directions on per-perturbation tables: ``rna`` = RNA pseudobulk (mean log1p CP10k), ``paint`` =
     consensus (already relative to the plate controls), rows = perturbations with ``split`` and
     ``is_control``. The RNA change is relative to the mean of the control rows. ``rna_parts`` (on the
     columns :func:`prepare` picks, ``genes``) and ``paint_parts`` (on every column of ``paint``) add the
-    split-half ceilings, normalised scores and ``per_arm``."""
+    split-half ceilings, normalised scores and ``per_arm``; ``learning`` adds the learning curves
+    (:mod:`pairedscreen.train.learning`; ``params`` then needs ``learning_fractions`` and
+    ``learning_repeats``)."""
     prep = prepare(rna, paint, split, is_control, int(params["n_hvg"]))
     kw = {"n_pcs": int(params["n_pcs"]), "alpha": float(params["ridge_alpha"]),
           "n_bootstrap": int(params["n_bootstrap"]), "seed": seed, "labels": labels, "classes": classes}
@@ -315,4 +317,8 @@ def evaluate(rna: np.ndarray, paint: np.ndarray, split: np.ndarray, is_control: 
         out["per_arm"] = {arm: arm_ceiling(y, halves[arm], prep.train, prep.test,
                                            n_bootstrap=kw["n_bootstrap"], seed=seed, classes=classes)
                           for arm, y in (("rna", prep.rna), ("paint", prep.paint)) if arm in halves}
+    if learning:
+        from pairedscreen.train.learning import learning_curves
+
+        out["learning_curve"] = learning_curves(prep, parts, dict(params), seed=seed)
     return out
