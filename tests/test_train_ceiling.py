@@ -163,3 +163,68 @@ def test_trend_is_linear_in_log2_amount():
     t = learning.fit_trend([10, 20, 40, 80], [0.1, 0.2, 0.3, 0.4])
     assert t["slope"] == pytest.approx(0.1) and t["next_doubling_gain"] == pytest.approx(0.1)
     assert t["predicted_at_double"] == pytest.approx(0.5)
+
+
+AUDIT = {"n_folds": 5, "n_permutations": 200, "threshold": 0.1}
+N_BASE = 100   # cells behind a perturbation's profile at relative depth 1
+
+
+def _audit(seed: int, leaky: bool) -> tuple[dict, np.ndarray]:
+    """A screen whose cell counts depend on the planted effect size (``leaky``: stronger perturbations
+    keep fewer cells, as a toxic knockout does) or not (clean: counts vary by chance, +-10 %); the other
+    released fields are drawn independently. Returns the audit and the planted effect sizes."""
+    from pairedscreen.train import leakage
+
+    classes = {"both": 40, "rna": 16, "paint": 16, "neither": 8}
+    perts, *_ , (rna_true, paint_true) = simulated_parts(seed, classes)
+    ctrl = perts["is_control"].to_numpy(bool)
+    planted = np.column_stack([np.sqrt(((rna_true - rna_true[ctrl].mean(axis=0)) ** 2).mean(axis=1)),
+                               np.sqrt((paint_true ** 2).mean(axis=1))])
+    rng = np.random.default_rng([seed, 7])
+    if leaky:   # fewer cells the stronger either arm's planted effect
+        zs = ((planted - planted[~ctrl].mean(axis=0)) / planted[~ctrl].std(axis=0)).sum(axis=1)
+        rel = np.exp(-0.4 * zs + rng.normal(0, 0.1, len(perts)))
+    else:
+        rel = np.exp(rng.normal(0, 0.1, len(perts)))
+    rel[ctrl] = 16.0
+    perts, rna, paint, rp, pp, _ = simulated_parts(seed, classes, cells=rel)
+    n_cells = N_BASE * rel
+    off = rna[ctrl].mean(axis=0)
+    ra, rb = (h - off for h in rp.halves())
+    pa, pb = pp.halves()
+    trt = ~ctrl
+    targets = pd.DataFrame({
+        "rna_effect": leakage.effect_size(ra, rb)[trt], "paint_effect": leakage.effect_size(pa, pb)[trt],
+        "rna_de_genes": leakage.de_count_proxy(rna, off, np.full(rna.shape[1], (0.15 ** 2) * N_BASE),
+                                               n_cells, int(N_BASE * 16 * ctrl.sum()), 3.0)[trt]})
+    meta = pd.DataFrame({"rna_log_cells": np.log(n_cells),
+                         "rna_log_umis_per_cell": rng.normal(8, 0.2, len(perts)),
+                         "guides": rng.integers(2, 5, len(perts)),
+                         "paint_wells": rng.integers(2, 4, len(perts)),
+                         "paint_mean_row": rng.uniform(0, 15, len(perts)),
+                         "paint_edge_fraction": rng.uniform(0, 1, len(perts))})[trt]
+    return leakage.audit(meta, targets, **AUDIT, seed=seed), planted[trt]
+
+
+def test_effect_size_from_halves_is_unbiased_by_noise():
+    """Same planted effect, 1 vs 16 x the noise variance: the split-half effect size agrees (the plain norm
+    of the noisy mean would grow with the noise)."""
+    from pairedscreen.train import leakage
+
+    rng = np.random.default_rng(0)
+    sig = rng.normal(0, 0.5, (400, 300))
+    est = [leakage.effect_size(sig + rng.normal(0, s, sig.shape), sig + rng.normal(0, s, sig.shape))
+           for s in (0.2, 0.8)]
+    assert np.mean(est[0]) == pytest.approx(0.5, rel=0.03) and np.mean(est[1]) == pytest.approx(0.5, rel=0.05)
+
+
+def test_leakage_audit_flags_cell_counts_that_follow_the_effect_size_and_stays_quiet_when_clean():
+    for seed in range(3):
+        leaky, _ = _audit(seed, leaky=True)
+        assert "rna_effect" in leaky["flagged"] and "paint_effect" in leaky["flagged"], leaky["targets"]
+        t = leaky["targets"]["rna_effect"]
+        assert t["r2"] > t["null_q95"] and t["top_field"] == "rna_log_cells" and t["p_value"] <= 0.05
+        assert leaky["warning"] and "rna_log_cells" in leaky["warning"]
+        clean, _ = _audit(seed, leaky=False)
+        assert clean["flagged"] == [] and clean["warning"] is None, clean["targets"]
+        assert all(v["r2"] < 0.1 for v in clean["targets"].values())
