@@ -228,3 +228,84 @@ def test_leakage_audit_flags_cell_counts_that_follow_the_effect_size_and_stays_q
         clean, _ = _audit(seed, leaky=False)
         assert clean["flagged"] == [] and clean["warning"] is None, clean["targets"]
         assert all(v["r2"] < 0.1 for v in clean["targets"].values())
+
+
+def _cells_file(path, lib: str, rng: np.random.Generator, perts: list[str], n: int, genes: list[str]) -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix(rng.poisson(1.5, (n, len(genes))).astype(np.float32))
+    pert = rng.choice(perts + ["multiple", "unassigned"], n)
+    obs = pd.DataFrame({"library": lib, "perturbation": pert, "pass_qc": rng.random(n) > 0.1,
+                        "predicted_doublet": rng.random(n) < 0.05}, index=[f"{lib}_{i}" for i in range(n)])
+    ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(path)
+
+
+def test_streamed_rna_parts_partition_the_usable_cells_of_each_library(tmp_path):
+    """Invariants against the whole-matrix computation: the parts' sums add up to each perturbation's
+    summed log1p CP10k over its usable cells (the pseudobulk), parts are balanced within each perturbation
+    and library, the control statistics are those of the pooled usable control cells; reruns equal."""
+    import anndata as ad
+
+    from pairedscreen.expression import log1p_cp10k, usable_cells
+    from pairedscreen.train.halves import rna_parts
+
+    rng = np.random.default_rng(0)
+    perts, genes = ["A", "B", "C", "NTC"], [f"g{i}" for i in range(40)]
+    files = [tmp_path / f"L{i}.h5ad" for i in range(2)]
+    for i, f in enumerate(files):
+        _cells_file(f, f"L{i}", rng, perts, 150 + 37 * i, genes)
+    eval_genes = genes[5:25]
+    res = rna_parts(files, perts, ["NTC"], eval_genes, genes, n_parts=4, seed=3)
+    again = rna_parts(files, perts, ["NTC"], eval_genes, genes, n_parts=4, seed=3)
+    assert np.array_equal(res.parts.sums, again.parts.sums)
+    whole = ad.concat([ad.read_h5ad(f) for f in files])
+    ok = usable_cells(whole, categories=perts)
+    x = log1p_cp10k(whole.X[ok]).toarray()
+    pert = whole.obs["perturbation"].astype(str).to_numpy()[ok]
+    for i, p in enumerate(perts):
+        assert np.allclose(res.parts.sums[i].sum(axis=0), x[pert == p][:, 5:25].sum(axis=0))
+        assert res.n_cells[i] == (pert == p).sum() == res.parts.counts[i].sum()
+    for lib in ("L0", "L1"):   # balanced per (perturbation, library): re-deal one library on its own
+        one = rna_parts([tmp_path / f"{lib}.h5ad"], perts, ["NTC"], eval_genes, genes, n_parts=4, seed=3)
+        c = one.parts.counts[:, :, 0]
+        assert (c.max(axis=1) - c.min(axis=1) <= 1).all()
+    mean, var = res.ctrl_mean_var()
+    assert res.n_ctrl == (pert == "NTC").sum()
+    assert np.allclose(mean, x[pert == "NTC"].mean(axis=0)) and np.allclose(var, x[pert == "NTC"].var(axis=0,
+                                                                                                      ddof=1))
+    a, b = res.parts.halves()
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+
+
+def test_streamed_paint_parts_are_the_normalised_sub_wells(tmp_path):
+    """Each plate's cells dealt into sub-wells, normalised to its control sub-wells: the parts' sums equal
+    pairedscreen.paint's own aggregation + normalisation of the same plate; well metadata per
+    perturbation from the plate layout."""
+    from pairedscreen.columns import IS_CONTROL, PERT, PLATE, SPLIT, WELL
+    from pairedscreen.paint.profiles import aggregate_plate_file, normalize_plates
+    from pairedscreen.train.halves import paint_parts
+
+    rng = np.random.default_rng(1)
+    reg = pd.DataFrame({"perturbation_id": ["A", "B", "NTC"], "is_control": [False, False, True]})
+    wells = {"A01": "A", "B03": "B", "C05": "NTC", "D07": "NTC", "E09": "NTC", "F11": "A"}
+    rows = []
+    for w, p in wells.items():
+        for _ in range(12):
+            rows.append({PLATE: "P1", WELL: w, PERT: p, "Cells_AreaShape_Area": rng.normal(100, 10),
+                         "Nuclei_Intensity_Mean_DNA": rng.normal(5, 1) + (p == "A")})
+    path = tmp_path / "cells.parquet"
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    feats = ["Cells_AreaShape_Area", "Nuclei_Intensity_Mean_DNA"]
+    parts, meta = paint_parts([path], feats, reg, n_parts=4, seed=0)
+    sub, _ = normalize_plates(aggregate_plate_file(path, registry=reg, features=feats, n_splits=4, seed=0),
+                              features=feats)
+    assert IS_CONTROL in sub
+    for i, p in enumerate(["A", "B", "NTC"]):
+        for k in range(4):
+            s = sub[(sub[PERT] == p) & (sub[SPLIT] == k)]
+            assert np.allclose(parts.sums[i, k], s[feats].sum().to_numpy(), atol=1e-4)
+            assert (parts.counts[i, k] == len(s)).all()
+    assert meta.loc["A", "paint_wells"] == 2 and meta.loc["NTC", "paint_wells"] == 3
+    assert meta.loc["A", "paint_cells"] == 24 and meta.loc["A", "paint_edge_fraction"] == 0.5
+    assert meta.loc["B", "paint_mean_row"] == 1 and meta.loc["B", "paint_mean_col"] == 2
