@@ -8,4 +8,8 @@ with snakemake_log(snakemake):
               registry=snakemake.input.registry, params=dict(snakemake.params.config["train"]),
               truth_dir=snakemake.params.config["truth_dir"] or None,
               celleval=snakemake.input.celleval[0] if snakemake.input.celleval else None,
-              out=snakemake.output[0], eval_cells=snakemake.input.eval_cells)
+              out=snakemake.output[0], eval_cells=snakemake.input.eval_cells,
+              # ceilings + leakage audit: the rule's rna_cells / paint_cells / guides inputs (absent: not run)
+              rna_cells=list(getattr(snakemake.input, "rna_cells", [])),
+              paint_cells=list(getattr(snakemake.input, "paint_cells", [])),
+              guides=getattr(snakemake.input, "guides", None) or None)

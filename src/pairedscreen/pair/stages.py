@@ -365,6 +365,8 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         sheet["train"] = {"splits": ev.get("splits"), "evals": {
             k: ({kk: vv for kk, vv in v.items() if kk != "per_perturbation"} if isinstance(v, dict) else v)
             for k, v in ev.items() if k != "splits"}}
+        if (ev.get("leakage") or {}).get("warning"):
+            sheet["warnings"].append(f"leakage audit: {ev['leakage']['warning']}")
     ds.validate_datasheet(sheet)
     write_json(sheet, out)
     return sheet

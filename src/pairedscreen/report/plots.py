@@ -450,3 +450,37 @@ def position_plot(pos: Mapping[str, Any]) -> str:
                  f"\n({pos['n_features']} features; position correction "
                  f"{'on' if pos['corrected'] else 'off'})")
     return to_uri(fig)
+
+
+# ------------------------------------------------------------------------------------- training evals
+def learning_curve_plot(lc: Mapping[str, Any]) -> str | None:
+    """The evals' learning curves (``evals.json`` ``learning_curve``): held-out r against the fraction of
+    the train perturbations and of the cells per perturbation, one line per direction, with the fitted
+    log2 trend extrapolated to the next doubling (dashed)."""
+    axes_keys = [("perturbations", "fraction of train perturbations"), ("cells", "fraction of cells per "
+                                                                                 "perturbation")]
+    have = [(k, lab) for k, lab in axes_keys
+            if any(isinstance(lc.get(d), Mapping) and k in lc[d] for d in ("rna_to_paint", "paint_to_rna"))]
+    if not have:
+        return None
+    fig, axs = plt.subplots(1, len(have), figsize=(4.2 * len(have), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axs[0], have, strict=True):
+        for d, name in (("rna_to_paint", "RNA -> morphology"), ("paint_to_rna", "morphology -> RNA")):
+            cur = (lc.get(d) or {}).get(key)
+            if not cur:
+                continue
+            f = np.array([p["fraction"] for p in cur["points"]], float)
+            r = np.array([np.nan if p["correlation"] is None else p["correlation"] for p in cur["points"]])
+            line = ax.plot(f, r, "o-", label=name)[0]
+            t = cur["trend"]["correlation"]
+            if t.get("slope") is not None:
+                xs = np.linspace(f.min(), 2 * f.max(), 20)
+                top = cur["points"][-1]
+                full = top["n_perturbations"] if key == "perturbations" else top["cells_fraction"]
+                ax.plot(xs, t["intercept"] + t["slope"] * np.log2(xs / f.max() * full), "--",
+                        color=line.get_color(), lw=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("held-out r")
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+    return to_uri(fig)

@@ -111,38 +111,49 @@ def run_crops(cells: PathLike, index: PathLike, illum: PathLike, masks: Sequence
 
 def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdout: PathLike,
               registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
-              celleval: PathLike | None, out: PathLike, eval_cells: PathLike | None = None) -> dict:
+              celleval: PathLike | None, out: PathLike, eval_cells: PathLike | None = None,
+              rna_cells: Sequence[PathLike] | None = None, paint_cells: Sequence[PathLike] | None = None,
+              guides: PathLike | None = None) -> dict:
     """``results/quality/evals.json``: the splits' summary (seed, fractions, lists, batch holdout: the
     datasheet's ``train.splits``), cross-modal ridge on the test perturbations (by planted class when a
     truth folder is configured), the cell-eval baselines (``celleval.json``, written in the eval env) and
     ``eval_cells``: the per-perturbation subsample cell-eval scores (``eval_cells.h5ad``'s summary: its
     ``max_cells_per_perturbation``, seed and counts; only its uns is read). The pseudobulk is read without
-    its counts layer (the ridge uses the mean log1p CP10k only)."""
+    its counts layer (the ridge uses the mean log1p CP10k only). Learning curves always; given the
+    per-library RNA cells files (``rna_cells``, ``results/rna/{lib}/cells.h5ad``) and the per-plate paint
+    cells files (``paint_cells``, ``results/paint/{plate}/cells.parquet``), streamed one at a time, the
+    split-half ceilings / normalised scores and the leakage audit (``guides``: the guide sheet, for the
+    guides-per-perturbation field) (:mod:`pairedscreen.train.evals_run`)."""
     import json
     from pathlib import Path
 
     import anndata as ad
     import numpy as np
 
+    from pairedscreen.columns import feature_columns
     from pairedscreen.io import write_json
     from pairedscreen.modalities import paint_modality, rna_modality
-    from pairedscreen.train.evals import evaluate
+    from pairedscreen.sheets import read_guides
+    from pairedscreen.train.evals_run import evaluate_with_cells
 
     reg = read_registry(registry)
     table = read_splits(splits).set_index("perturbation_id").reindex(reg["perturbation_id"].astype(str))
     pb = ad.read_h5ad(pseudobulk, backed="r")
     rna = rna_modality(ad.AnnData(X=pb.X[:], obs=pb.obs, var=pb.var), reg)
     pb.file.close()
-    paint = paint_modality(pd.read_parquet(consensus), reg)
+    cons = pd.read_parquet(consensus)
+    paint = paint_modality(cons, reg)
     classes = None
     if truth_dir:
         truth = pd.read_csv(Path(truth_dir) / "perturbations.tsv", sep="\t", dtype={"perturbation_id": str})
         classes = truth.set_index("perturbation_id")["effect_class"].reindex(table.index).fillna("unknown")
         classes = classes.astype(str).to_numpy()
     ev = params["evals"]
-    res = evaluate(np.asarray(rna.X, float), np.asarray(paint.X, float), table["split"].to_numpy(),
-                   reg["is_control"].to_numpy(bool), ev, labels=table.index.to_numpy(), classes=classes,
-                   seed=int(params["seed"]))
+    res = evaluate_with_cells(
+        np.asarray(rna.X, float), list(rna.var_names), np.asarray(paint.X, float), feature_columns(cons), reg,
+        table["split"].to_numpy(), ev, seed=int(params["seed"]), labels=table.index.to_numpy(),
+        classes=classes, rna_cells=list(rna_cells or []), paint_cells=list(paint_cells or []),
+        guides=read_guides(guides) if guides else None)
     res["splits"] = spl.summarize(read_splits(splits), read_holdout(holdout), params)
     if celleval:
         res["celleval"] = json.loads(Path(celleval).read_text())
@@ -156,6 +167,8 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
         if d in res:
             o = res[d]["overall"]
             log.info("%s: n_test=%d beats_baseline=%s", d, o["n"], o["beats_baseline"])
+    if res.get("leakage", {}).get("warning"):
+        log.warning("leakage: %s", res["leakage"]["warning"])
     write_json(res, out)
     return res
 

@@ -23,8 +23,39 @@ def _row(direction: str, subset: str, s: Mapping[str, Any]) -> dict[str, Any]:
             "r ridge": c.get("model"), "r mean-of-train": c.get("baseline"),
             "r difference": c.get("difference"), "difference 95% CI": _ci(c.get("difference_ci")),
             "beats baseline (r)": s.get("beats_baseline"),
+            "r ceiling (split-half)": c.get("ceiling"), "r normalised": c.get("normalised"),
+            "r normalised 95% CI": _ci(c.get("normalised_ci")),
             "discrimination ridge": d.get("model"), "discrimination mean-of-train": d.get("baseline"),
+            "discrimination ceiling": d.get("ceiling"), "discrimination normalised": d.get("normalised"),
             "beats baseline (discrimination)": d.get("beats_baseline")}
+
+
+def _leakage(ev: Mapping[str, Any], notes: list[str]) -> pd.DataFrame | None:
+    lk = ev.get("leakage") or {}
+    if lk.get("status") != "ok":
+        notes.append(f"leakage audit not run: {lk.get('reason', 'no result')}")
+        return None
+    if lk.get("warning"):
+        notes.insert(0, f"LEAKAGE WARNING: {lk['warning']}")
+    return pd.DataFrame([{"held-out answer": t, "n": v.get("n"), "cross-validated R2": v.get("r2"),
+                          "null 95%": v.get("null_q95"), "p": v.get("p_value"),
+                          "most predictive field": v.get("top_field"), "flagged": v.get("flagged")}
+                         for t, v in (lk.get("targets") or {}).items()])
+
+
+def _learning(ev: Mapping[str, Any]) -> pd.DataFrame | None:
+    lc = ev.get("learning_curve") or {}
+    rows = []
+    for d in DIRECTIONS:
+        for axis in ("perturbations", "cells"):
+            cur = (lc.get(d) or {}).get(axis)
+            if not cur:
+                continue
+            t = cur["trend"]["correlation"]
+            rows.append({"direction": DIRECTIONS[d], "more of": axis,
+                         **{f"r at {p['fraction']:.0%}": p["correlation"] for p in cur["points"]},
+                         "gain of the next doubling (r)": t.get("next_doubling_gain")})
+    return pd.DataFrame(rows) if rows else None
 
 
 def collect_train(inputs: Inputs) -> dict[str, Any]:
@@ -33,6 +64,7 @@ def collect_train(inputs: Inputs) -> dict[str, Any]:
     ev = inputs.json("quality_evals", notes)
     if ev is None:
         return {"notes": notes, "cross_modal": None, "splits": [], "celleval": None}
+    leak = _leakage(ev, notes)
     rows = []
     for key in DIRECTIONS:
         res = ev.get(key)
@@ -62,8 +94,11 @@ def collect_train(inputs: Inputs) -> dict[str, Any]:
     if n_test is not None and n_test < 8:
         notes.append(f"only {n_test} test perturbations: the intervals are wide and per-class figures have "
                      "little or no power (beats_baseline needs n >= 5 and an interval above 0)")
+    from pairedscreen.report.plots import learning_curve_plot
+
     return {"notes": notes, "cross_modal": pd.DataFrame(rows) if rows else None, "splits": splits,
-            "celleval": celleval}
+            "celleval": celleval, "leakage": leak, "learning": _learning(ev),
+            "learning_plot": learning_curve_plot(ev.get("learning_curve") or {})}
 
 
 def train_context(data: Mapping[str, Any] | None, table: Callable[..., Any],
@@ -77,4 +112,11 @@ def train_context(data: Mapping[str, Any] | None, table: Callable[..., Any],
                                        "mean-of-train)", filterable=False),
             "train_splits": kv_table(data["splits"], "train-splits") if data["splits"] else None,
             "train_celleval": table(data["celleval"], "train-celleval",
-                                    "cell-eval on the test perturbations: the RNA floor", filterable=False)}
+                                    "cell-eval on the test perturbations: the RNA floor", filterable=False),
+            "train_learning": table(data.get("learning"), "train-learning",
+                                    "Learning curves: held-out r with more train perturbations / cells",
+                                    filterable=False),
+            "train_learning_plot": data.get("learning_plot"),
+            "train_leakage": table(data.get("leakage"), "train-leakage",
+                                   "Leakage audit: released per-perturbation metadata vs held-out answers",
+                                   filterable=False)}
