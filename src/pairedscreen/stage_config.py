@@ -53,7 +53,7 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "train_eval_cells": ("train.seed", "train.eval_max_cells_per_perturbation"),
     "train_celleval": ("train.control_label", "train.evals.celleval_profile", "train.evals.eval_python"),
     "train_evals": ("train.seed", "train.val_fraction", "train.test_fraction", "train.batch_holdout",
-                    "train.evals", "truth_dir", "sheets.perturbations"),
+                    "train.evals", "truth_dir", "sheets.perturbations", "sheets.guides"),
     "train_croissant": ("train.croissant",),
 }
 # the datasheet records the configuration the outputs were made with: every key some stage reads

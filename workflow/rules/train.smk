@@ -195,6 +195,10 @@ rule train_evals:
         registry=SHEETS["perturbations"],
         celleval=[path("quality_celleval")] if TRAIN["evals"]["celleval"] else [],
         eval_cells=path("quality_eval_cells"),
+        # split-half ceilings and the leakage audit: per-perturbation cell parts, one library/plate at a time
+        rna_cells=per_library("rna_cells_lib"),
+        paint_cells=per_plate("paint_cells"),
+        guides=SHEETS["guides"],
     output:
         path("quality_evals"),
     params:

@@ -9,7 +9,5 @@ with snakemake_log(snakemake):
               truth_dir=snakemake.params.config["truth_dir"] or None,
               celleval=snakemake.input.celleval[0] if snakemake.input.celleval else None,
               out=snakemake.output[0], eval_cells=snakemake.input.eval_cells,
-              # ceilings + leakage audit: the rule's rna_cells / paint_cells / guides inputs (absent: not run)
-              rna_cells=list(getattr(snakemake.input, "rna_cells", [])),
-              paint_cells=list(getattr(snakemake.input, "paint_cells", [])),
-              guides=getattr(snakemake.input, "guides", None) or None)
+              rna_cells=list(snakemake.input.rna_cells), paint_cells=list(snakemake.input.paint_cells),
+              guides=snakemake.input.guides)

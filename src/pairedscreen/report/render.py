@@ -21,7 +21,7 @@ import pandas as pd
 from pairedscreen import __version__
 from pairedscreen.io import atomic_output
 from pairedscreen.paths import path
-from pairedscreen.report import plots
+from pairedscreen.report import plots, plots_paired
 from pairedscreen.report.collect import collect_report_data
 from pairedscreen.report.inputs import calls_with_reason, flag
 
@@ -242,19 +242,20 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
     # Paired
     pn = list(paired["notes"])
     ctx["paired_notes"] = pn
-    ctx["map_fig"] = _safe(plots.map_plot, tab, notes=pn, what="replicate mAP") if tab is not None else None
+    ctx["map_fig"] = (_safe(plots_paired.map_plot, tab, notes=pn, what="replicate mAP")
+                      if tab is not None else None)
     if tab is not None and not any(f"{a}_map" in tab for a in ("rna", "paint")):
         pn.append(f"not available: replicate mAP per perturbation missing from {path('quality_table')}")
-    act = _safe(plots.activity_scatter, tab, notes=pn, what="activity") if tab is not None else None
+    act = _safe(plots_paired.activity_scatter, tab, notes=pn, what="activity") if tab is not None else None
     ctx["activity_fig"], ctx["activity_what"] = act if act else (None, "")
     conc = paired.get("concordance")
-    ctx["concordance_fig"] = (_safe(plots.concordance_plot, conc, notes=pn, what="concordance")
+    ctx["concordance_fig"] = (_safe(plots_paired.concordance_plot, conc, notes=pn, what="concordance")
                               if conc else None)
     ctx["concordance_table"] = kv_table(paired["concordance_metrics"], "concordance")
     ctx["arm_summary"] = table(paired["arm_summary"], "arm-summary",
                                "Active perturbations per arm (quality stage)", filterable=False)
     bt = paired["batch"]
-    ctx["batch_fig"] = _safe(plots.batch_plot, bt, notes=pn, what="batch predictability") \
+    ctx["batch_fig"] = _safe(plots_paired.batch_plot, bt, notes=pn, what="batch predictability") \
         if not bt.empty else None
     ctx["batch_table"] = table(bt, "batch-predictability", "Batch predictability (quality stage)",
                                filterable=False)
@@ -262,7 +263,8 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
                                     "Profiles correction chain: replicate mAP and batch predictability after "
                                     "each step (quality stage, metrics.correction)", filterable=False)
     pos = paired.get("position")
-    ctx["position_fig"] = _safe(plots.position_plot, pos, notes=pn, what="plate position") if pos else None
+    ctx["position_fig"] = (_safe(plots_paired.position_plot, pos, notes=pn, what="plate position")
+                           if pos else None)
     ctx["position_table"] = table(paired["position_metrics"], "position",
                                   "Plate-position effect (quality stage)", filterable=False)
     tr = paired.get("truth_recovery")

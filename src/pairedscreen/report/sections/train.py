@@ -94,7 +94,7 @@ def collect_train(inputs: Inputs) -> dict[str, Any]:
     if n_test is not None and n_test < 8:
         notes.append(f"only {n_test} test perturbations: the intervals are wide and per-class figures have "
                      "little or no power (beats_baseline needs n >= 5 and an interval above 0)")
-    from pairedscreen.report.plots import learning_curve_plot
+    from pairedscreen.report.plots_paired import learning_curve_plot
 
     return {"notes": notes, "cross_modal": pd.DataFrame(rows) if rows else None, "splits": splits,
             "celleval": celleval, "leakage": leak, "learning": _learning(ev),
