@@ -100,7 +100,7 @@ class ScreenProfiles:
     """
 
     def __init__(self, sources: Sequence[Source], scratch: Path, *, registry: pd.DataFrame | None = None,
-                 normalize: str = "mad_robustize", position_correction: bool | str = False,
+                 normalize: str, position_correction: bool | str,
                  min_reference_wells: int = 3) -> None:
         self.scratch = Path(scratch)
         self._sources = list(sources)
@@ -305,7 +305,7 @@ class ScreenProfiles:
 
     # ------------------------------------------------------------------------------- feature selection
     def select(self, operations: Sequence[str], *, na_cutoff: float = 0.05, corr_threshold: float = 0.9,
-               outlier_cutoff: float, blocklist: list[str] | None = None,
+               outlier_cutoff: float, blocklist: list[str] | None,
                drop_nonfinite: bool = True) -> dict[str, Any]:
         """:func:`pairedscreen.paint.profiles.select_features` (``samples="all"``) on the scratch file, a
         column block at a time; sets :attr:`kept` / :attr:`meta_kept` and returns the record."""

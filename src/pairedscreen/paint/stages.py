@@ -159,7 +159,7 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
 
 # ------------------------------------------------------------------------------------------- profiles
 def usable_plates(wells: Sequence[PathLike], registry: pd.DataFrame,
-                  on_empty: str = "error") -> tuple[list[PathLike], pd.DataFrame]:
+                  on_empty: str) -> tuple[list[PathLike], pd.DataFrame]:
     """Per-plate ``wells.parquet`` -> (the usable plates' files, quarantine table), reading one plate at a
     time. A plate with every site quarantined, no cell, or every feature NA is an
     :class:`~pairedscreen.quarantine.EmptyDataError` under ``on_empty: error`` and left out (recorded)
@@ -185,7 +185,7 @@ def usable_plates(wells: Sequence[PathLike], registry: pd.DataFrame,
 
 def run_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mapping[str, Any],
                  profiles_out: PathLike, consensus_out: PathLike, quarantine_out: PathLike | None = None,
-                 on_empty: str = "error") -> dict[str, Any]:
+                 *, on_empty: str) -> dict[str, Any]:
     """Per-plate ``wells.parquet`` -> ``profiles.parquet`` (normalised, selected well profiles) and
     ``consensus.parquet`` (per perturbation), per the ``profiles:`` config block (``aggregate`` was
     applied by the paint arm when it wrote wells.parquet; from per-cell tables use

@@ -66,7 +66,7 @@ def _bh(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def phenotypic_activity(features: np.ndarray, meta: pd.DataFrame, *, pert_col: str = "perturbation",
-                        control_col: str = "is_control", null_size: int = 1000, seed: int = 0,
+                        control_col: str = "is_control", null_size: int, seed: int,
                         same_by: list[str] | None = None) -> pd.DataFrame:
     """mAP of each perturbation's replicates against control replicates (controls: against the other
     control perturbations). ``same_by`` (e.g. ``["plate"]``) restricts negatives to the same plate/batch.
@@ -88,7 +88,7 @@ def phenotypic_activity(features: np.ndarray, meta: pd.DataFrame, *, pert_col: s
 
 
 def consistency(features: np.ndarray, meta: pd.DataFrame, *, diff_col: str, pert_col: str = "perturbation",
-                control_col: str = "is_control", null_size: int = 1000, seed: int = 0) -> pd.DataFrame:
+                control_col: str = "is_control", null_size: int, seed: int) -> pd.DataFrame:
     """mAP of a perturbation's replicates from *different* ``diff_col`` (guide, well, plate) retrieving each
     other ahead of other perturbations' replicates (non-control perturbations only)."""
     x, m = _prepare(features, meta, pert_col)
@@ -112,7 +112,7 @@ def _finish(res: pd.DataFrame, m: pd.DataFrame, pert_col: str, control_col: str)
     return _bh(out)[_COLS].reset_index(drop=True)
 
 
-def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int = 2000, min_mean: float = 0.05,
+def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int, min_mean: float = 0.05,
                  eps: float = 0.1) -> np.ndarray:
     """Replicate pseudobulk log-expression -> features for mAP: genes with mean >= ``min_mean``, the
     ``n_top`` most variable across replicates, centred on the mean of *all* replicates and scaled by the
@@ -136,7 +136,7 @@ def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int = 2000, mi
 
 
 def paint_features(profiles: pd.DataFrame, features: list[str], *, eps: float = 1e-6,
-                   plate_col: str | None = C.PLATE, pca_variance: float | None = 0.9) -> np.ndarray:
+                   plate_col: str | None = C.PLATE, pca_variance: float | None) -> np.ndarray:
     """Normalised well profiles -> features for mAP, columns of zero spread dropped, re-centred per plate on
     the mean of all its wells: normalisation to the plate's control wells leaves every non-control well with
     the same error of the control median, which would inflate inert perturbations' mAP (see

@@ -80,7 +80,8 @@ def run_kb_count(
     whitelist: PathLike | None,
     out_dir: PathLike,
     threads: int = 1,
-    memory: str = "2G",
+    *,
+    memory: str,
     guide_features: PathLike | None = None,
 ) -> None:
     """kb count of one library's lanes into ``out_dir``; with ``guide_features`` a kite (guide) count whose
@@ -90,7 +91,8 @@ def run_kb_count(
         technology, kite = count.guide_technology(chemistry, read_sheet(guide_features)), True
     log.info("kb count: technology %s, kite=%s, %d lane(s)", technology, kite, len(r1))
     with atomic_output(out_dir, is_dir=True) as tmp, _kb_log_on_failure():
-        count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads, memory, kite=kite)
+        count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads, memory=memory,
+                       kite=kite)
         shutil.rmtree(tmp / "tmp", ignore_errors=True)
         log.info("kb log:\n%s", (tmp / "kb_count.log").read_text())
 
@@ -250,7 +252,8 @@ def run_rna_merge(
     pseudobulk_out: PathLike,
     knockdown_out: PathLike,
     quarantine_out: PathLike | None = None,
-    on_empty: str = "error",
+    *,
+    on_empty: str,
     summaries: Sequence[PathLike] | None = None,
 ) -> pd.DataFrame:
     """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``.
@@ -275,7 +278,7 @@ def run_rna_merge(
             for c, out in zip(cells, made, strict=True):
                 run_rna_summary(c, registry, out)
             return run_rna_merge(cells, registry, alpha, cells_out, pseudobulk_out, knockdown_out,
-                                 quarantine_out, on_empty, summaries=made)
+                                 quarantine_out, on_empty=on_empty, summaries=made)
     reg = read_registry(registry)
     records = []
     for p in cells:

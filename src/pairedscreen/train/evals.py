@@ -170,7 +170,7 @@ def top_variable(y: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 def evaluate(rna: np.ndarray, paint: np.ndarray, split: np.ndarray, is_control: np.ndarray,
              params: Mapping[str, Any], *, labels: np.ndarray, classes: np.ndarray | None = None,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int) -> dict[str, Any]:
     """Both directions on per-perturbation tables: ``rna`` = RNA pseudobulk (mean log1p CP10k), ``paint`` =
     consensus (already relative to the plate controls), rows = perturbations with ``split`` and
     ``is_control``. The RNA change is relative to the mean of the control rows."""
