@@ -14,7 +14,7 @@ from pairedscreen.paint.features.areashape import measure_areashape, zernike_ind
 
 
 def _one(labels: np.ndarray, **kw) -> dict[str, float]:
-    out = measure_areashape(labels, **kw)
+    out = measure_areashape(labels, **{"zernike_degree": SCHEMA["paint.features.zernike_degree"], **kw})
     return {k: float(v[0]) for k, v in out.items()}
 
 

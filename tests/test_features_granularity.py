@@ -23,9 +23,7 @@ ATOL = 1e-9
 
 
 def _compare(image, labels, **kw) -> None:
-    params = {"spectrum_length": 16, "subsample_size": 0.25, "background_subsample_size": 0.25,
-              "element_size": 10}
-    params.update(kw)
+    params = {**GRANULARITY, **kw}
     ours = gr.measure_granularity(image, labels, "CH", **params)
     ref = cp_gran.get_granularity(labels, image, subsample_size=params["subsample_size"],
                                   image_sample_size=params["background_subsample_size"],

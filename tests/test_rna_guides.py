@@ -254,6 +254,8 @@ def test_concordance_with_crispat(shared_data):
         refs[key] = {c: frozenset(g) for c, g in r.groupby("cell")["gRNA"]}
     results, rates = {}, {}
     for method, kw in (("background", {}), ("mixture", {}), ("threshold", {"threshold": 5}), ("max", {})):
+        kw = {"threshold": SCHEMA["rna.guides.threshold"], "max_fraction": SCHEMA["rna.guides.max_fraction"],
+              **kw}
         batch = adata.obs["batch"].astype(str)
         call_guides(adata.X[:10], method=method, min_umis=3, **kw)   # numba compiled/loaded before timing
         t0 = time.perf_counter()

@@ -44,7 +44,9 @@ def run_paint_index(plate: str, image_dir: PathLike, plate_map: PathLike, patter
     wells = list(read_plate_map(plate_map)["well"])
     index = build_image_index(plate, image_dir, pattern, channels, wells=wells,
                               on_bad_image=on_bad_image)  # type: ignore[arg-type]
-    index = add_image_qc(index, **{k: v for k, v in qc.items() if v is not None})
+    index = add_image_qc(index, max_saturation_pct=qc["max_saturation_pct"],
+                         min_focus_plls=qc["min_focus_plls"], max_focus_plls=qc["max_focus_plls"],
+                         min_signal_to_noise=qc["min_signal_to_noise"])
     log.info("plate %s: %d images, %d quarantined, %d flagged by QC", plate, len(index),
              int((index["status"] != "ok").sum()), int(index["qc_flag"].sum()))
     write_parquet(index, out)
