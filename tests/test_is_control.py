@@ -78,8 +78,7 @@ def test_both_arms_and_the_pair_treat_the_same_perturbations_as_controls(screen,
                          shape=(cells.n_obs, len(names)))
     guide_counts = ad.AnnData(X=umis, obs=pd.DataFrame(index=cells.obs_names), var=pd.DataFrame(index=names))
     called = G.assign_guides(cells, guide_counts, read_guides(guide_sheet), registry=read_registry(registry),
-                             **{k: v for k, v in resolve_section("rna")["guides"].items()
-                                if k in ("min_umis", "threshold", "max_fraction")}, method="threshold")
+                             **{**resolve_section("rna")["guides"], "method": "threshold"})
     assert (called.obs["perturbation"].astype(str).to_numpy() == truth_pert).all()
     assert int(called.obs["is_control"].sum()) == n_ctrl_cells
     lib = tmp_path / "L1_cells.h5ad"
