@@ -45,7 +45,10 @@ from _features_a_data import (  # noqa: E402
     zernike_all_pixels,
 )
 
+from pairedscreen.config import schema_defaults  # noqa: E402
 from pairedscreen.paint.features import build_index  # noqa: E402
+
+SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
 
 TOL = 1e-4
 SHARED = Path(os.environ.get("PAIREDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -249,7 +252,7 @@ def run_site(table: Table, name: str, imgs, channels, comps, costes: bool, timin
         where = f"{name}/{comp}"
         index = build_index(labels)
         t0 = time.perf_counter()
-        ours = measure_areashape(labels, index=index)
+        ours = measure_areashape(labels, index=index, zernike_degree=SCHEMA["paint.features.zernike_degree"])
         ref = cp_areashape(labels)
         zalt = zernike_all_pixels(labels)
         for key, val in ours.items():
@@ -411,7 +414,8 @@ def pipeline_site(seed: int = 3) -> tuple[np.ndarray, tuple[str, ...], dict]:
     with tempfile.TemporaryDirectory() as tmp:
         wd = simulate(Path(tmp) / "screen", preset="tiny", seed=seed,
                       overrides={"paint.image_size": 256, "paint.cells_per_site": 30})
-        idx = build_image_index("P1", wd / "raw" / "images" / "P1", paint["image_pattern"], paint["channels"])
+        idx = build_image_index("P1", wd / "raw" / "images" / "P1", paint["image_pattern"], paint["channels"],
+                                on_bad_image=SCHEMA["paint.on_bad_image"])
         channels = tuple(dict.fromkeys(idx.sort_values("channel_index")["channel"]))
         well, site = usable_sites(idx)[0]
         raw = load_site(idx, well, site, list(channels))

@@ -33,9 +33,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from _features_a_data import SCALEFEX, load_scalefex, relabel, segment_site, synthetic_site  # noqa: E402
 
+from pairedscreen.config import schema_defaults  # noqa: E402
 from pairedscreen.paint.features import build_index, feature_params, measure_site  # noqa: E402
 from pairedscreen.paint.features.areashape import measure_areashape  # noqa: E402
 from pairedscreen.paint.features.intensity import edge_pixels, measure_intensity  # noqa: E402
+
+SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
 
 SHARED = Path(os.environ.get("PAIREDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data"))
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
@@ -58,7 +61,7 @@ def ours_full(imgs, nuc, cells, cyto):
 def shape_intensity(imgs, comps):
     for lab in comps:
         index = build_index(lab)
-        measure_areashape(lab, index=index)
+        measure_areashape(lab, index=index, zernike_degree=SCHEMA["paint.features.zernike_degree"])
         edge = edge_pixels(lab, index)
         for c, ch in enumerate(CHANNELS):
             measure_intensity(imgs[c], lab, ch, index=index, edge=edge)

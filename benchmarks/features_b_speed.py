@@ -21,11 +21,19 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from _features_b_data import SCALEFEX, load_site  # noqa: E402
 
+from pairedscreen.config import schema_defaults  # noqa: E402
 from pairedscreen.paint.features.colocalization import measure_colocalization  # noqa: E402
 from pairedscreen.paint.features.granularity import measure_granularity  # noqa: E402
 from pairedscreen.paint.features.objects import build_index  # noqa: E402
 from pairedscreen.paint.features.radial import measure_radial_distribution  # noqa: E402
 from pairedscreen.paint.features.texture import measure_texture  # noqa: E402
+
+SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
+TEXTURE = {"scales": SCHEMA["paint.features.texture_scales"],
+           "levels": SCHEMA["paint.features.texture_levels"]}
+GRANULARITY = {k: SCHEMA[f"paint.features.granularity_{k}"]
+               for k in ("spectrum_length", "subsample_size", "background_subsample_size", "element_size")}
+RADIAL = {"bins": SCHEMA["paint.features.radial_bins"]}
 
 REPEATS = 3
 
@@ -76,11 +84,13 @@ def main(n_cells: int = 500) -> None:
     print(f"cells: {idx.n_objects} objects, mean area {idx.areas.mean():.0f} px; CPU ms, best of {REPEATS}")
     ch = 3  # DNA
     rows = [
-        ("texture (1 channel)", lambda: measure_texture(images[ch], cells, "DNA", index=idx),
+        ("texture (1 channel)", lambda: measure_texture(images[ch], cells, "DNA", index=idx, **TEXTURE),
          lambda: get_texture(cells, images[ch])),
-        ("granularity (1 channel)", lambda: measure_granularity(images[ch], cells, "DNA", index=idx),
+        ("granularity (1 channel)", lambda: measure_granularity(images[ch], cells, "DNA", index=idx,
+                                                                **GRANULARITY),
          lambda: get_granularity(cells, images[ch])),
-        ("radial (1 channel)", lambda: measure_radial_distribution(images[ch], cells, "DNA", index=idx),
+        ("radial (1 channel)", lambda: measure_radial_distribution(images[ch], cells, "DNA", index=idx,
+                                                                   **RADIAL),
          lambda: get_radial_distribution(cells, images[ch])),
         ("colocalisation (1 pair)",
          lambda: measure_colocalization(images[0], images[2], cells, "ER", "Mito", index=idx),
@@ -109,9 +119,9 @@ def main(n_cells: int = 500) -> None:
         # the whole part-B set of a site: 5 channels x 3 compartments, 10 pairs x 3 compartments
         for lab, ix in compartments:
             for c in range(5):
-                measure_texture(images[c], lab, str(c), index=ix)
-                measure_granularity(images[c], lab, str(c), index=ix)
-                measure_radial_distribution(images[c], lab, str(c), index=ix)
+                measure_texture(images[c], lab, str(c), index=ix, **TEXTURE)
+                measure_granularity(images[c], lab, str(c), index=ix, **GRANULARITY)
+                measure_radial_distribution(images[c], lab, str(c), index=ix, **RADIAL)
             for a in range(5):
                 for b in range(a + 1, 5):
                     measure_colocalization(images[a], images[b], lab, str(a), str(b), index=ix)

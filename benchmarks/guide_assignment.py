@@ -26,7 +26,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from _guide_data import planted_regime, single_guide_pr  # noqa: E402
 
+from pairedscreen.config import schema_defaults  # noqa: E402
 from pairedscreen.rna.guides import call_guides  # noqa: E402
+
+SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
 
 METHODS = ("background", "mixture", "threshold")
 TAPSEQ = REPO.parent / "shared" / "data" / "perturbseq_tapseq_schraivogel_crispat"
@@ -41,9 +44,12 @@ def _run(name: str, x, truth=None, reference=None, names=None) -> None:
     print(f"\n{name}: {x.shape[0]:,} cells x {x.shape[1]} guides")
     secs = {}
     for method in METHODS:
-        call_guides(x[:50], method=method)                    # compile / load numba's cache first
+        call_guides(x[:50], method=method, min_umis=SCHEMA["rna.guides.min_umis"],  # compile / load numba's
+                    threshold=SCHEMA["rna.guides.threshold"],                     # cache first
+                    max_fraction=SCHEMA["rna.guides.max_fraction"])
         t = time.perf_counter()
-        calls, _ = call_guides(x, method=method, min_umis=3, threshold=5)
+        calls, _ = call_guides(x, method=method, min_umis=3, threshold=5,
+                               max_fraction=SCHEMA["rna.guides.max_fraction"])
         secs[method] = time.perf_counter() - t
         got = _sets(calls)
         ratio = secs[method] / secs["background"]

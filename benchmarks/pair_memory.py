@@ -26,6 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pairedscreen.config import schema_defaults
+
+SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
+
 WELLS = [f"{chr(65 + r)}{c + 1:02d}" for r in range(16) for c in range(24)]
 N_PERTS, N_CTRL = 300, 4
 
@@ -89,7 +93,11 @@ def child(paths: list[str], out: str) -> None:
     reg = registry()
     res = profiles.build_profiles(paths, registry=reg,
                                   feature_select=["drop_na_columns", "variance_threshold", "blocklist"],
-                                  position_correction=False)
+                                  position_correction=False,
+                                  aggregate=SCHEMA["profiles.aggregate"],
+                                  normalize=SCHEMA["profiles.normalize"],
+                                  outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                                  blocklist=SCHEMA["profiles.blocklist"])
     rng = np.random.default_rng(0)
     n_genes = 2000
     pb = ad.AnnData(X=rng.random((len(reg), n_genes)).astype(np.float32),

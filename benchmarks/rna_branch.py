@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from rna_scale import PeakRSS
 
-from pairedscreen.config import resolve_section
+from pairedscreen.config import resolve_section, schema_defaults
 from pairedscreen.io import write_tsv
 from pairedscreen.rna import count, stages
 from pairedscreen.rna.kb_memory import kb_mem_mb
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cells", type=int, default=20000)
     ap.add_argument("--empties", type=int, default=None, help="default: 5 x cells")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--memory", default="2G")
+    ap.add_argument("--memory", default=None, help="kb count's sort memory (default: rna.sort_memory)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--umis", type=float, default=None, help="mean UMIs per cell (preset: 1500)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/pairedscreen_rna_branch"))
@@ -72,12 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     sim_s = time.perf_counter() - t
     fq, ref = wd / "raw" / "fastq", wd / "raw" / "reference"
     res = wd / "results"
-    rna_cfg = resolve_section("rna", {
-        "cell_calling": {"fdr": 0.01, "ambient_max_umis": 100, "min_umis": 200, "n_iter": 10000},
-        "qc": {"max_pct_mt": 20.0},
-        "doublets": {"expected_rate": 0.06},
-        "guides": {"min_umis": 3},
-    })
+    rna_cfg = resolve_section("rna", {})   # the schema's values, as a run that sets nothing gets
+    memory = args.memory or rna_cfg["sort_memory"]
     timings: dict[str, float] = {"simulate_s": sim_s}
 
     t = time.perf_counter()
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         ref / "whitelist.txt",
         res / "bare_gex",
         args.threads,
-        args.memory,
+        memory=memory,
     )
     count.kb_count(
         res / "gref" / "index.idx",
@@ -120,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         ref / "whitelist.txt",
         res / "bare_guide",
         args.threads,
-        args.memory,
+        memory=memory,
         kite=True,
     )
     bare_peak.__exit__()
@@ -152,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
             ref / "whitelist.txt",
             lib / f"kb_{kind}",
             args.threads,
-            mem_mb=kb_mem_mb(args.memory),
+            mem_mb=kb_mem_mb(memory),
             guide_features=feats,
         )
     kb_peak.__exit__()
@@ -186,10 +182,11 @@ def main(argv: list[str] | None = None) -> dict:
     stages.run_rna_merge(
         [lib / "cells.h5ad"],
         wd / "config" / "perturbations.tsv",
-        0.05,
+        rna_cfg["knockdown"]["alpha"],
         res / "rna" / "cells.h5ad",
         res / "rna" / "pseudobulk.h5ad",
         res / "rna" / "knockdown.tsv",
+        on_empty=schema_defaults()["on_empty"],
     )
     timings["merge_s"] = time.perf_counter() - t
     py_peak.__exit__()

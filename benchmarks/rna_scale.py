@@ -27,10 +27,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pairedscreen.config import resolve_section
 from pairedscreen.rna.guides import assign_guides
 from pairedscreen.rna.knockdown import knockdown_table
 from pairedscreen.rna.pseudobulk import pseudobulk
 from pairedscreen.rna.qc import compute_qc, flag_doublets
+
+RNA = resolve_section("rna", {})   # the schema's values: library functions take them as required keywords
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -171,10 +174,11 @@ def main(argv: list[str] | None = None) -> dict:
         "build_s": round(time.perf_counter() - t, 1),
     }
     base = _rss()
-    steps = [("qc", lambda a: compute_qc(a, max_pct_mt=20.0))]
+    steps = [("qc", lambda a: compute_qc(a, **RNA["qc"]))]
     if not args.no_doublets:
-        steps.append(("doublets", lambda a: flag_doublets(a, expected_rate=0.06)))
-    steps.append(("guides", lambda a: assign_guides(a, gc, sheet, registry=registry)))
+        steps.append(("doublets", lambda a: flag_doublets(a, expected_rate=RNA["doublets"]["expected_rate"],
+                                                          knn=RNA["doublets"]["knn"])))
+    steps.append(("guides", lambda a: assign_guides(a, gc, sheet, registry=registry, **RNA["guides"])))
     a = cells
     with PeakRSS() as peak_all:
         for name, fn in steps:

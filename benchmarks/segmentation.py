@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pairedscreen.config import load_config
+from pairedscreen.config import load_config, schema_defaults
 from pairedscreen.io import repo_root
+
+SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
 
 
 def _sites(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[str], np.ndarray]:
@@ -40,8 +42,10 @@ def _sites(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[str], n
                         "rna.empty_droplets_per_library": 50})
     cfg = load_config(tmp / "config" / "config.yaml")
     channels = cfg["paint"]["channels"]
-    idx = build_image_index("P1", tmp / "raw" / "images" / "P1", cfg["paint"]["image_pattern"], channels)
-    illum = np.stack(list(compute_plate_illumination(idx).values()))
+    idx = build_image_index("P1", tmp / "raw" / "images" / "P1", cfg["paint"]["image_pattern"], channels,
+                            on_bad_image=SCHEMA["paint.on_bad_image"])
+    illum = np.stack(list(compute_plate_illumination(idx,
+                                                     smoothing_sigma=SCHEMA["paint.illumination.smoothing_sigma"]).values()))
     sites = [load_site(idx, w, s) for w, s in usable_sites(idx)[:n]]
     return sites, list(channels), illum
 

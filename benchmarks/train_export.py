@@ -52,6 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rna_scale import PeakRSS, _rss, build  # noqa: E402
 
+from pairedscreen.config import schema_defaults  # noqa: E402
+
+SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
+
 CHANNELS = {"DNA": 1, "ER": 2, "RNA": 3, "AGP": 4, "Mito": 5}
 PATTERN = "{well}_s{site}_w{channel}.tif"
 TRAIN = {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "batch_holdout": "auto", "cell_type": "cell",
@@ -161,7 +165,8 @@ def crop_ratio(args) -> dict:
         feats["Metadata_IsControl"] = reg.loc[feats["Metadata_Perturbation"], "is_control"].to_numpy(bool)
         feats["Metadata_Batch"] = "B1"
         feats.to_parquet(res / "cells.parquet", index=False)
-        size = fit_crop_size(feats)
+        size = fit_crop_size(feats, factor=SCHEMA["train.crops.size_factor"],
+                             quantile=SCHEMA["train.crops.size_quantile"])
         splits = assign_splits(fx["registry"], seed=0, val_fraction=0.2, test_fraction=0.2)
         hold = pd.DataFrame({"arm": ["paint"], "unit": ["P1"], "batch": ["B1"], "batch_split": ["train"]})
         chosen = {k: v for k, v in (("dtype", args.crop_dtype), ("chunk_cells", args.chunk_cells)) if v}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from config_values import SCHEMA
 
 SCALEFEX = "cellpainting_scalefex_5ch_site"
 EXAMPLEHUMAN = "cellprofiler_examplehuman"
@@ -320,7 +321,7 @@ def examplehuman_comparison(root: Path):
 
     nuc = examplehuman_nuclei(root)
     images = examplehuman_images(root)
-    ours = measure_areashape(nuc)
+    ours = measure_areashape(nuc, zernike_degree=SCHEMA["paint.features.zernike_degree"])
     for ch in ("DNA", "PH3"):
         ours.update(measure_intensity(images[ch], nuc, ch))
     ours["AreaShape_Orientation"] = np.deg2rad(ours["AreaShape_Orientation"])

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from config_values import SCHEMA
 from data_faults import add_unused_perturbation, corrupt_plate, mito_library
 from workdir import snakemake
 
@@ -236,7 +237,8 @@ def test_feature_selection_removing_every_feature_is_an_error(tmp_path, registry
     with pytest.raises(quarantine.EmptyDataError, match="removed every one of the 3 measured features"):
         run_profiles([tmp_path / "P1" / "wells.parquet"], registry,
                      _profile_params(feature_select=["variance_threshold"], normalize="standardize"),
-                     out / "profiles.parquet", out / "consensus.parquet", out / "quarantine.tsv")
+                     out / "profiles.parquet", out / "consensus.parquet", out / "quarantine.tsv",
+                     on_empty=SCHEMA["on_empty"])
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from config_values import SCHEMA
 from workdir import REPO, minimal_workdir, snakemake
 
 from pairedscreen.errors import PairedscreenError
@@ -419,8 +420,9 @@ def test_flagged_sites_kept_out_of_illumination_and_segmentation(bad_sites, tmp_
     assert usable_sites(idx) == good
     # the illumination function of the plate is the one of its good sites alone
     keep = [(w, s) not in bad for w, s in zip(idx["well"], idx["site"], strict=True)]
-    with_bad = compute_plate_illumination(idx)
-    without = compute_plate_illumination(idx[keep].drop(columns=["qc_flag", "qc_reason"]))
+    with_bad = compute_plate_illumination(idx, smoothing_sigma=SCHEMA["paint.illumination.smoothing_sigma"])
+    without = compute_plate_illumination(idx[keep].drop(columns=["qc_flag", "qc_reason"]),
+                                         smoothing_sigma=SCHEMA["paint.illumination.smoothing_sigma"])
     for name in SIM_CHANNELS:
         np.testing.assert_array_equal(with_bad[name], without[name])
     # segmentation sees only the good sites; the flagged ones are in the summary as qc_flagged
@@ -465,7 +467,8 @@ def test_all_black_plate(tiny_plate, tmp_path):
     from pairedscreen.paint.illumination import compute_plate_illumination
 
     with pytest.raises(ImageIngestError) as e:
-        compute_plate_illumination(idx.drop(columns=["qc_flag", "qc_reason"]))
+        compute_plate_illumination(idx.drop(columns=["qc_flag", "qc_reason"]),
+                                   smoothing_sigma=SCHEMA["paint.illumination.smoothing_sigma"])
     _expect(e, "plate P1, channel DNA", "non-positive mean")
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
+from config_values import SCHEMA
 
 from pairedscreen import config as C
 from pairedscreen.config import ConfigError, load_config, resolve_section, schema_defaults
@@ -79,74 +80,192 @@ def test_the_shipped_config_sets_the_same_values_as_the_schema():
 
 
 def _library_defaults():
-    """(function, keyword, config key) of every library keyword default that mirrors a config key."""
-    from pairedscreen.paint import illumination, image_qc
+    """(function, keyword, config key) of every library keyword that takes a config key's value: none has a
+    default of its own (the schema is the only place a default lives)."""
+    from pairedscreen.paint import illumination, image_qc, ingest, segment
     from pairedscreen.paint import profiles as prof
-    from pairedscreen.paint.aggregate import aggregate_wells, plate_wells
-    from pairedscreen.quality import batch, concordance, effect, position, replicate, summary, truth
-    from pairedscreen.rna import calling, guides, qc
+    from pairedscreen.paint import stages as paint_stages
+    from pairedscreen.paint.aggregate import aggregate_wells, plate_wells, stream_plate, well_features
+    from pairedscreen.paint.features import areashape, granularity, radial, texture
+    from pairedscreen.paint.screen_profiles import ScreenProfiles
+    from pairedscreen.quality import (
+        batch,
+        concordance,
+        effect,
+        paint_units,
+        position,
+        replicate,
+        summary,
+        truth,
+        units,
+    )
+    from pairedscreen.rna import calling, cellranger, count, guide_model, guides, qc
+    from pairedscreen.rna import stages as rna_stages
+    from pairedscreen.train import celleval_run, crops, evals
 
     quality = [(f, "n_permutations", "quality.permutations") for f in (
         effect.edistance_test, effect.edistance_table, concordance.mantel, concordance.cka_test,
         concordance.concordance, batch.batch_predictability, truth.concordance_recovery,
-        position.position_effects)]
+        position.position_effects, position.PositionEffects.__init__)]
     quality += [(f, "null_size", "quality.permutations") for f in (replicate.phenotypic_activity,
                                                                    replicate.consistency)]
     quality += [(f, "seed", "quality.seed") for f in (
-        effect.edistance_table, concordance.mantel, concordance.concordance, batch.batch_predictability,
-        replicate.phenotypic_activity, replicate.consistency, position.position_effects)]
+        effect.edistance_table, effect.pca_embedding, concordance.mantel, concordance.cka_test,
+        concordance.concordance, batch.batch_predictability, replicate.phenotypic_activity,
+        replicate.consistency, position.position_effects, position.PositionEffects.__init__,
+        truth.concordance_recovery, units.replicate_pseudobulks, paint_units.PlateRows.controls,
+        prof.assign_splits)]
     quality += [(f, "alpha", "quality.alpha") for f in (
         truth.hit_recovery, truth.concordance_recovery, truth.truth_recovery, summary.summarize_hits,
         position.summarize)]
-    quality += [(effect.edistance_table, "max_cells", "quality.max_cells")]
-    return quality + [
-        (guides.call_guides, "method", "rna.guides.method"),
-        (guides.call_guides, "min_umis", "rna.guides.min_umis"),
-        (guides.call_guides, "threshold", "rna.guides.threshold"),
-        (guides.call_guides, "max_fraction", "rna.guides.max_fraction"),
-        (calling.call_cells, "fdr", "rna.cell_calling.fdr"),
-        (calling.call_cells, "ambient_max_umis", "rna.cell_calling.ambient_max_umis"),
-        (calling.call_cells, "min_umis", "rna.cell_calling.min_umis"),
-        (calling.call_cells, "n_iter", "rna.cell_calling.n_iter"),
-        (qc.compute_qc, "mt_prefix", "rna.qc.mt_prefix"),
-        (qc.compute_qc, "ribo_prefixes", "rna.qc.ribo_prefixes"),
-        (qc.compute_qc, "nmads_counts", "rna.qc.nmads_counts"),
-        (qc.compute_qc, "nmads_genes", "rna.qc.nmads_genes"),
-        (qc.compute_qc, "nmads_mt", "rna.qc.nmads_mt"),
-        (qc.compute_qc, "max_pct_mt", "rna.qc.max_pct_mt"),
-        (qc.flag_doublets, "expected_rate", "rna.doublets.expected_rate"),
-        (qc.flag_doublets, "knn", "rna.doublets.knn"),
-        (guides.assign_guides, "method", "rna.guides.method"),
-        (guides.assign_guides, "min_umis", "rna.guides.min_umis"),
-        (guides.assign_guides, "threshold", "rna.guides.threshold"),
-        (guides.assign_guides, "max_fraction", "rna.guides.max_fraction"),
-        (guides.assign_guides, "many_umis", "rna.guides.many_umis"),
-        (guides.assign_guides, "max_unassigned_many", "rna.guides.max_unassigned_many"),
-        (image_qc.add_image_qc, "max_saturation_pct", "paint.qc.max_saturation_pct"),
-        (image_qc.add_image_qc, "min_focus_plls", "paint.qc.min_focus_plls"),
-        (image_qc.add_image_qc, "max_focus_plls", "paint.qc.max_focus_plls"),
-        (image_qc.add_image_qc, "min_signal_to_noise", "paint.qc.min_signal_to_noise"),
-        (illumination.compute_plate_illumination, "smoothing_sigma", "paint.illumination.smoothing_sigma"),
-        (aggregate_wells, "operation", "profiles.aggregate"),
-        (plate_wells, "how", "profiles.aggregate"),
-        (prof.build_profiles, "aggregate", "profiles.aggregate"),
-        (prof.build_profiles, "normalize", "profiles.normalize"),
-        (prof.build_profiles, "feature_select", "profiles.feature_select"),
-        (prof.build_profiles, "outlier_cutoff", "profiles.outlier_cutoff"),
-        (prof.build_profiles, "position_correction", "profiles.position_correction"),
-        (prof.build_profiles, "blocklist", "profiles.blocklist"),
-    ]
+    quality += [(effect.edistance_table, "max_cells", "quality.max_cells"),
+                (effect.pca_embedding, "n_comps", "quality.n_pcs"),
+                (replicate.rna_features, "n_top", "quality.n_top_genes"),
+                (replicate.paint_features, "pca_variance", "quality.paint_pca_variance")]
+    rna = [(f, kw, f"rna.cell_calling.{kw}") for f in (calling.call_cells, calling.emptydrops)
+           for kw in ("ambient_max_umis", "min_umis", "n_iter")]
+    rna += [(calling.call_cells, "fdr", "rna.cell_calling.fdr")]
+    rna += [(qc.compute_qc, kw, f"rna.qc.{kw}") for kw in (
+        "mt_prefix", "ribo_prefixes", "nmads_counts", "nmads_genes", "nmads_mt", "max_pct_mt")]
+    rna += [(qc.flag_doublets, kw, f"rna.doublets.{kw}") for kw in ("expected_rate", "knn")]
+    rna += [(f, kw, f"rna.guides.{kw}") for f in (guides.call_guides, guides.assign_guides)
+            for kw in ("method", "min_umis", "threshold", "max_fraction")]
+    rna += [(guides.assign_guides, kw, f"rna.guides.{kw}") for kw in ("many_umis", "max_unassigned_many")]
+    rna += [(guides.mixture_threshold, "min_umis", "rna.guides.min_umis"),
+            (guide_model.fit_guide, "min_umis", "rna.guides.min_umis"),
+            (cellranger.matrix_path, "cells", "rna.cellranger.cells"),
+            (cellranger.load_outs, "cells", "rna.cellranger.cells"),
+            (count.kb_count, "memory", "rna.sort_memory"),
+            (rna_stages.run_rna_merge, "on_empty", "on_empty")]
+    paint = [(image_qc.add_image_qc, kw, f"paint.qc.{kw}") for kw in (
+        "max_saturation_pct", "min_focus_plls", "max_focus_plls", "min_signal_to_noise")]
+    paint += [(f, "smoothing_sigma", "paint.illumination.smoothing_sigma") for f in (
+        illumination.compute_plate_illumination, illumination.compute_illumination,
+        illumination.IlluminationAccumulator.result)]
+    paint += [(ingest.build_image_index, "on_bad_image", "paint.on_bad_image"),
+              (areashape.measure_areashape, "zernike_degree", "paint.features.zernike_degree"),
+              (texture.measure_texture, "scales", "paint.features.texture_scales"),
+              (texture.measure_texture, "levels", "paint.features.texture_levels"),
+              (radial.measure_radial_distribution, "bins", "paint.features.radial_bins")]
+    paint += [(granularity.measure_granularity, kw, f"paint.features.granularity_{kw}") for kw in (
+        "spectrum_length", "subsample_size", "background_subsample_size", "element_size")]
+    paint += [(segment.resolve_device, "gpu", "paint.segmentation.gpu"),
+              (segment.load_model, "gpu", "paint.segmentation.gpu"),
+              (segment.match_compartments, "min_nucleus_overlap", "paint.segmentation.min_nucleus_overlap"),
+              (segment.segment_compartment, "tile_batch_size", "paint.segmentation.tile_batch_size")]
+    profiles = [(aggregate_wells, "operation", "profiles.aggregate"),
+                (plate_wells, "how", "profiles.aggregate"),
+                (stream_plate, "how", "profiles.aggregate"),
+                (well_features, "how", "profiles.aggregate"),
+                (prof.aggregate_plate_file, "operation", "profiles.aggregate"),
+                (prof.aggregate_plates, "operation", "profiles.aggregate"),
+                (prof.normalize_plates, "method", "profiles.normalize"),
+                (prof.select_features, "operations", "profiles.feature_select"),
+                (prof.select_features, "outlier_cutoff", "profiles.outlier_cutoff"),
+                (prof.select_features, "blocklist", "profiles.blocklist"),
+                (ScreenProfiles.__init__, "normalize", "profiles.normalize"),
+                (ScreenProfiles.__init__, "position_correction", "profiles.position_correction"),
+                (ScreenProfiles.select, "outlier_cutoff", "profiles.outlier_cutoff"),
+                (ScreenProfiles.select, "blocklist", "profiles.blocklist"),
+                (paint_stages.usable_plates, "on_empty", "on_empty"),
+                (paint_stages.run_profiles, "on_empty", "on_empty")]
+    profiles += [(prof.build_profiles, kw, f"profiles.{kw}") for kw in (
+        "aggregate", "normalize", "feature_select", "outlier_cutoff", "position_correction", "blocklist")]
+    train = [(evals.evaluate, "seed", "train.seed"),
+             (crops.fit_crop_size, "factor", "train.crops.size_factor"),
+             (crops.fit_crop_size, "quantile", "train.crops.size_quantile"),
+             (celleval_run.run, "profile", "train.evals.celleval_profile")]
+    return quality + rna + paint + profiles + train
 
 
 @pytest.mark.parametrize("func,kw,key", _library_defaults(),
-                         ids=[f"{f.__name__}.{k}" for f, k, _ in _library_defaults()])
-def test_library_keyword_defaults_equal_the_schema_or_are_removed(func, kw, key):
+                         ids=[f"{f.__qualname__}.{k}" for f, k, _ in _library_defaults()])
+def test_library_keywords_of_config_keys_have_no_default(func, kw, key):
+    """Each listed keyword is required: callers pass the resolved config's value (stages) or the schema's
+    (tests and benchmarks, through the loader), never a copy of the default in the signature."""
+    assert key in schema_defaults(), key
     p = inspect.signature(func).parameters[kw]
-    if p.default is inspect.Parameter.empty:
-        return  # removed: callers must say what they want
-    want = schema_defaults()[key]
-    got = list(p.default) if isinstance(p.default, tuple) else p.default
-    assert got == want, f"{func.__module__}.{func.__name__}({kw}={p.default!r}) but the schema says {want!r}"
+    assert p.default is inspect.Parameter.empty, \
+        f"{func.__module__}.{func.__qualname__}({kw}={p.default!r}): a default for `{key}`; the schema has it"
+
+
+# keyword defaults equal to a schema leaf's default under the leaf's (last) name that are not that config
+# value: (module.qualname, keyword) -> why
+NOT_CONFIG = {
+    ("pairedscreen.paint.illumination.IlluminationAccumulator.__init__", "method"):
+        "the illumination estimator (background/mean), not rna.guides.method; no config key",
+    ("pairedscreen.paint.illumination.compute_illumination", "method"):
+        "the illumination estimator (background/mean), not rna.guides.method; no config key",
+    ("pairedscreen.paint.illumination.compute_plate_illumination", "method"):
+        "the illumination estimator (background/mean), not rna.guides.method; no config key",
+    ("pairedscreen.paint.train.train_segmentation", "batch_size"):
+        "training batch of `pairedscreen train-segmentation` (CLI option), not paint.segmentation.batch_size",
+    ("pairedscreen.paint.train.train_segmentation", "seed"): "the training CLI's seed option",
+    ("pairedscreen.simulate.spec.ScreenSpec.__init__", "seed"): "the simulator's seed (preset/CLI)",
+    ("pairedscreen.rna.stages.run_rna_cells", "seed"): "the RNA arm's fixed seed; the schema has no rna seed",
+    ("pairedscreen.rna.calling.call_cells", "seed"): "the RNA arm's fixed seed; the schema has no rna seed",
+    ("pairedscreen.rna.calling.emptydrops", "seed"): "the RNA arm's fixed seed; the schema has no rna seed",
+    ("pairedscreen.rna.qc.flag_doublets", "seed"): "the RNA arm's fixed seed; the schema has no rna seed",
+    ("pairedscreen.rna.scrublet.scrublet", "seed"): "the RNA arm's fixed seed; the schema has no rna seed",
+}
+# keyword names that take a schema leaf's value under another name
+ALIASES = {"n_permutations": "permutations", "null_size": "permutations", "n_top": "n_top_genes",
+           "n_comps": "n_pcs", "pca_variance": "paint_pca_variance", "memory": "sort_memory"}
+
+
+def _public_functions():
+    """Every public function and public class's method defined in ``src/pairedscreen`` (imported modules)."""
+    import importlib
+    import pkgutil
+
+    import pairedscreen
+
+    for info in pkgutil.walk_packages(pairedscreen.__path__, "pairedscreen."):
+        if info.name.startswith("pairedscreen.report.__main__"):
+            continue
+        mod = importlib.import_module(info.name)
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            if inspect.isfunction(obj):
+                yield obj
+            elif inspect.isclass(obj):
+                for mname, meth in vars(obj).items():
+                    if inspect.isfunction(meth) and (mname == "__init__" or not mname.startswith("_")):
+                        yield meth
+
+
+def schema_default_copies() -> list[str]:
+    """Keyword defaults of public functions whose name is a schema leaf's last component (or an alias of
+    one) and whose value is that leaf's schema default: copies of the schema in a signature."""
+    leaves: dict[str, list[str]] = {}
+    for key in schema_defaults():
+        leaves.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    d = schema_defaults()
+    found = []
+    for f in _public_functions():
+        for p in inspect.signature(f).parameters.values():
+            if p.default is inspect.Parameter.empty:
+                continue
+            default = list(p.default) if isinstance(p.default, tuple) else p.default
+            for key in leaves.get(ALIASES.get(p.name, p.name), []):
+                if type(default) is type(d[key]) or {type(default), type(d[key])} <= {int, float}:
+                    if default == d[key] and (f"{f.__module__}.{f.__qualname__}", p.name) not in NOT_CONFIG:
+                        name = f"{f.__module__}.{f.__qualname__}"
+                        found.append(f"{name}({p.name}={p.default!r}) copies `{key}`")
+    return sorted(set(found))
+
+
+def test_no_public_function_copies_a_schema_default():
+    """Discovered automatically: no public library function has a keyword default that is a schema
+    leaf's default under that leaf's name (allow-list NOT_CONFIG: same name and value, not the config's)."""
+    found = schema_default_copies()
+    assert not found, "\n".join(found)
+    known = {f"{f.__module__}.{f.__qualname__}": f for f in _public_functions()}
+    for (qualname, kw), why in NOT_CONFIG.items():   # the allow-list: live keyword defaults, with a reason
+        assert why and qualname in known, qualname
+        assert inspect.signature(known[qualname]).parameters[kw].default is not inspect.Parameter.empty, \
+            (qualname, kw)
 
 
 def test_feature_and_segmentation_fallbacks_come_from_the_schema():
@@ -242,7 +361,8 @@ def test_profiles_stage_passes_the_schema_defaults(monkeypatch, tmp_path):
     monkeypatch.setattr(stages, "usable_plates", lambda paths, reg, on_empty: ([], None))
     monkeypatch.setattr(stages, "read_registry", lambda p: pd.DataFrame())
     with pytest.raises(StopIteration):
-        stages.run_profiles([], "r.tsv", load_config(MINIMAL)["profiles"], tmp_path / "p", tmp_path / "c")
+        stages.run_profiles([], "r.tsv", load_config(MINIMAL)["profiles"], tmp_path / "p", tmp_path / "c",
+                            on_empty=SCHEMA["on_empty"])
     d = schema_defaults()
     for kw in ("normalize", "feature_select", "outlier_cutoff", "position_correction", "blocklist"):
         assert seen[kw] == d[f"profiles.{kw}"], kw

@@ -199,9 +199,9 @@ def _peak(tmp: Path, n_plates: int) -> tuple[int, int, int]:
     params = resolve_section("profiles", {"correct": PLATE_BOUND, "correct_max_fit_wells": 60,
                                           "sphering": {"regularisations": [0.1], "max_replicates": 2},
                                           "harmony": {"n_pcs": 5, "max_iter": 2}})
-    sp = _Counting(tables, tmp, registry=None, position_correction=False)
+    sp = _Counting(tables, tmp, registry=None, normalize=params["normalize"], position_correction=False)
     sp.reads = []
-    sp.select(["drop_na_columns"], outlier_cutoff=500)
+    sp.select(["drop_na_columns"], outlier_cutoff=500, blocklist=None)
     del tables
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]

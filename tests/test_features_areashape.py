@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from config_values import SCHEMA
 from skimage.measure import regionprops
 
 from pairedscreen.paint.features import build_index
@@ -13,7 +14,7 @@ from pairedscreen.paint.features.areashape import measure_areashape, zernike_ind
 
 
 def _one(labels: np.ndarray, **kw) -> dict[str, float]:
-    out = measure_areashape(labels, **kw)
+    out = measure_areashape(labels, **{"zernike_degree": SCHEMA["paint.features.zernike_degree"], **kw})
     return {k: float(v[0]) for k, v in out.items()}
 
 
@@ -51,7 +52,7 @@ def test_matches_scikit_image_regionprops_on_blobs():
         r = 10 + 4 * np.sin(3 * np.arctan2(yy - cy, xx - cx) + rng.uniform(0, 6))
         lab[(np.hypot(yy - cy, xx - cx) < r) & (lab == 0)] = k
     lab[30, 30] = 0  # a hole
-    f = measure_areashape(lab)
+    f = measure_areashape(lab, zernike_degree=SCHEMA["paint.features.zernike_degree"])
     for i, p in enumerate(regionprops(lab)):
         assert f["AreaShape_Area"][i] == p.area
         assert f["AreaShape_Perimeter"][i] == pytest.approx(p.perimeter, rel=1e-12)
@@ -68,7 +69,7 @@ def test_ring_and_thin_and_single_pixel():
     lab[5:9, 5:9] = 0  # ring: one hole
     lab[20, 5:15] = 2  # one-pixel-thick horizontal line
     lab[30, 30] = 3  # single pixel
-    f = measure_areashape(lab)
+    f = measure_areashape(lab, zernike_degree=SCHEMA["paint.features.zernike_degree"])
     assert f["AreaShape_EulerNumber"].tolist() == [0, 1, 1]
     assert f["AreaShape_MinFeretDiameter"][1] == 0.0
     assert f["AreaShape_MaxFeretDiameter"][1] == pytest.approx(9.0)
@@ -99,5 +100,6 @@ def test_index_reuse_gapped_ids_and_empty():
     a = measure_areashape(lab, index=index, zernike_degree=4)
     assert a["AreaShape_Area"].tolist() == [16, 10]
     assert sum("Zernike" in k for k in a) == len(zernike_indexes(4)) == 9
-    empty = measure_areashape(np.zeros((5, 5), np.int32))
+    empty = measure_areashape(np.zeros((5, 5), np.int32),
+                              zernike_degree=SCHEMA["paint.features.zernike_degree"])
     assert all(v.shape == (0,) for v in empty.values())

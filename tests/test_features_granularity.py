@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _features_b_data import SCALEFEX, crop_cases, full_site, synthetic
+from config_values import SCHEMA
 
 from pairedscreen.paint.features import granularity as gr
 from pairedscreen.paint.features.objects import build_index
+
+# the pipeline's granularity settings (config schema `paint.features.granularity_*`)
+GRANULARITY = {k: SCHEMA[f"paint.features.granularity_{k}"]
+               for k in ("spectrum_length", "subsample_size", "background_subsample_size", "element_size")}
 
 cp_gran = pytest.importorskip("cp_measure.core.measuregranularity")
 
@@ -18,9 +23,7 @@ ATOL = 1e-9
 
 
 def _compare(image, labels, **kw) -> None:
-    params = {"spectrum_length": 16, "subsample_size": 0.25, "background_subsample_size": 0.25,
-              "element_size": 10}
-    params.update(kw)
+    params = {**GRANULARITY, **kw}
     ours = gr.measure_granularity(image, labels, "CH", **params)
     ref = cp_gran.get_granularity(labels, image, subsample_size=params["subsample_size"],
                                   image_sample_size=params["background_subsample_size"],
@@ -83,15 +86,16 @@ def test_background_opening_equals_skimage() -> None:
 
 def test_index_reuse_gaps_and_degenerate() -> None:
     image, labels = synthetic(0)
-    a = gr.measure_granularity(image, labels, "CH")
+    a = gr.measure_granularity(image, labels, "CH", **GRANULARITY)
     b = gr.measure_granularity(image, np.where(labels > 0, labels * 5 + 2, 0), "CH",
-                               index=build_index(np.where(labels > 0, labels * 5 + 2, 0)))
+                               index=build_index(np.where(labels > 0, labels * 5 + 2, 0)), **GRANULARITY)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-    tiny = gr.measure_granularity(image[:6, :6], labels[:6, :6], "CH")  # 6 * 0.25 < 2: undefined
+    tiny = gr.measure_granularity(image[:6, :6], labels[:6, :6], "CH",
+                                  **GRANULARITY)  # 6 * 0.25 < 2: undefined
     assert all(np.isnan(v).all() for v in tiny.values())
-    empty = gr.measure_granularity(image, np.zeros_like(labels), "CH")
-    assert len(empty) == 16 and all(v.shape == (0,) for v in empty.values())
+    empty = gr.measure_granularity(image, np.zeros_like(labels), "CH", **GRANULARITY)
+    assert len(empty) == GRANULARITY["spectrum_length"] and all(v.shape == (0,) for v in empty.values())
 
 
 def test_real_site_crops_match_cp_measure(shared_data) -> None:
@@ -110,7 +114,7 @@ def test_image_cache_follows_content() -> None:
     """The cached image spectrum is keyed by content: an in-place edit is measured afresh."""
     image, labels = synthetic(0)
     image = image.copy()
-    gr.measure_granularity(image, labels, "CH")
+    gr.measure_granularity(image, labels, "CH", **GRANULARITY)
     image[::2] *= 0.5  # same buffer, new content
     _compare(image, labels)
     cells = np.where(labels > 0, 1, 0)  # another label image on the cached channel

@@ -25,6 +25,7 @@ from _features_a_data import (
     synthetic_site,
     zernike_all_pixels,
 )
+from config_values import SCHEMA
 
 from pairedscreen.paint.features import build_index, measure_site
 from pairedscreen.paint.features.areashape import measure_areashape
@@ -70,7 +71,7 @@ def _check(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], keys) -> Non
 def test_areashape_matches_cp_measure(sites, site, compartment):
     _, _, comps = sites[site]
     labels = comps[compartment]
-    ours = measure_areashape(labels)
+    ours = measure_areashape(labels, zernike_degree=SCHEMA["paint.features.zernike_degree"])
     ref = cp_areashape(labels)
     keys = [k for k in ours if "Zernike" not in k]
     assert len(keys) == 25

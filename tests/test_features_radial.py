@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from _features_b_data import SCALEFEX, crop_cases, full_site, synthetic
+from config_values import SCHEMA
 
 from pairedscreen.paint.features.objects import build_index
 from pairedscreen.paint.features.radial import measure_radial_distribution
@@ -60,9 +61,11 @@ def test_names_index_reuse_and_gaps() -> None:
     np.testing.assert_allclose(frac.sum(0), 1.0, rtol=1e-12)
     gapped = np.where(labels > 0, labels * 3 + 1, 0)
     idx = build_index(gapped)
-    first = measure_radial_distribution(image, gapped, "DNA", index=idx)
+    first = measure_radial_distribution(image, gapped, "DNA", index=idx,
+                                        bins=SCHEMA["paint.features.radial_bins"])
     # cached geometry, intensities halved: every radial feature is scale-free
-    second = measure_radial_distribution(image * 0.5, gapped, "DNA", index=idx)
+    second = measure_radial_distribution(image * 0.5, gapped, "DNA", index=idx,
+                                         bins=SCHEMA["paint.features.radial_bins"])
     for key in out:
         np.testing.assert_array_equal(out[key], first[key])
         np.testing.assert_allclose(second[key], first[key], rtol=1e-12, atol=1e-15)
@@ -83,7 +86,8 @@ def test_real_site_full_frame(shared_data) -> None:
 def test_float32_image() -> None:
     image, labels = synthetic(1)
     img32 = image.astype(np.float32)
-    got = measure_radial_distribution(img32, labels, "CH")
-    want = measure_radial_distribution(img32.astype(np.float64), labels, "CH")
+    got = measure_radial_distribution(img32, labels, "CH", bins=SCHEMA["paint.features.radial_bins"])
+    want = measure_radial_distribution(img32.astype(np.float64), labels, "CH",
+                                       bins=SCHEMA["paint.features.radial_bins"])
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _features_b_data import SCALEFEX, crop_cases, full_site, synthetic
+from config_values import SCHEMA
 
 from pairedscreen.paint.features.objects import build_index
 from pairedscreen.paint.features.texture import F_HARALICK, measure_texture
@@ -41,7 +42,9 @@ def test_synthetic_matches_cp_measure(seed: int, scale: int, levels: int) -> Non
 
 def test_edge_objects_nan_and_uniform() -> None:
     image, labels = synthetic(0)
-    out = measure_texture(image, labels, "CH")
+    out = measure_texture(image, labels, "CH",
+                          scales=SCHEMA["paint.features.texture_scales"],
+                          levels=SCHEMA["paint.features.texture_levels"])
     idx = build_index(labels)
     # the 3-px-high bar has no vertical pair at distance 3 -> all its values NaN (mahotas raises)
     bar = labels[46, 80]
@@ -61,7 +64,8 @@ def test_names_scales_and_index_reuse() -> None:
     assert len(out) == 2 * 4 * 13
     assert "Texture_Contrast_DNA_3_00_256" in out and "Texture_InfoMeas2_DNA_5_03_256" in out
     idx = build_index(labels)
-    again = measure_texture(image, labels, "DNA", scales=(3, 5), index=idx)
+    again = measure_texture(image, labels, "DNA", scales=(3, 5), index=idx,
+                            levels=SCHEMA["paint.features.texture_levels"])
     for key in out:
         np.testing.assert_array_equal(out[key], again[key])
 
@@ -69,14 +73,20 @@ def test_names_scales_and_index_reuse() -> None:
 def test_gapped_labels_follow_labels_present() -> None:
     image, labels = synthetic(0)
     gapped = np.where(labels > 0, labels * 7 + 3, 0)
-    a = measure_texture(image, labels, "CH")
-    b = measure_texture(image, gapped, "CH")
+    a = measure_texture(image, labels, "CH",
+                        scales=SCHEMA["paint.features.texture_scales"],
+                        levels=SCHEMA["paint.features.texture_levels"])
+    b = measure_texture(image, gapped, "CH",
+                        scales=SCHEMA["paint.features.texture_scales"],
+                        levels=SCHEMA["paint.features.texture_levels"])
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_empty_labels() -> None:
-    out = measure_texture(np.zeros((8, 8)), np.zeros((8, 8), np.int32), "CH")
+    out = measure_texture(np.zeros((8, 8)), np.zeros((8, 8), np.int32), "CH",
+                          scales=SCHEMA["paint.features.texture_scales"],
+                          levels=SCHEMA["paint.features.texture_levels"])
     assert len(out) == 52 and all(v.shape == (0,) for v in out.values())
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from config_values import SCHEMA
 from test_quality_recovery import make_screen
 from workdir import minimal_workdir, write_tsv
 
@@ -77,8 +78,7 @@ def test_both_arms_and_the_pair_treat_the_same_perturbations_as_controls(screen,
                          shape=(cells.n_obs, len(names)))
     guide_counts = ad.AnnData(X=umis, obs=pd.DataFrame(index=cells.obs_names), var=pd.DataFrame(index=names))
     called = G.assign_guides(cells, guide_counts, read_guides(guide_sheet), registry=read_registry(registry),
-                             **{k: v for k, v in resolve_section("rna")["guides"].items()
-                                if k in ("min_umis", "threshold", "max_fraction")}, method="threshold")
+                             **{**resolve_section("rna")["guides"], "method": "threshold"})
     assert (called.obs["perturbation"].astype(str).to_numpy() == truth_pert).all()
     assert int(called.obs["is_control"].sum()) == n_ctrl_cells
     lib = tmp_path / "L1_cells.h5ad"
@@ -86,7 +86,7 @@ def test_both_arms_and_the_pair_treat_the_same_perturbations_as_controls(screen,
     res = tmp_path / "results"
     res.mkdir()
     run_rna_merge([lib], registry, 0.05, res / "rna_cells.h5ad", res / "pseudobulk.h5ad",
-                  res / "knockdown.tsv")
+                  res / "knockdown.tsv", on_empty=SCHEMA["on_empty"])
     merged = ad.read_h5ad(res / "rna_cells.h5ad")
     assert int(merged.obs["is_control"].sum()) == n_ctrl_cells
     kd = pd.read_csv(res / "knockdown.tsv", sep="\t")
@@ -101,11 +101,12 @@ def test_both_arms_and_the_pair_treat_the_same_perturbations_as_controls(screen,
                                      "batch": C.BATCH})
         paint_paths.append(tmp_path / f"{plate}_cells.parquet")
         cells_p.to_parquet(paint_paths[-1], index=False)
-        A.aggregate_wells(cells_p).rename(columns={C.N_CELLS: C.COUNT_CELLS}).to_parquet(
+        A.aggregate_wells(cells_p, operation=SCHEMA["profiles.aggregate"]).rename(
+            columns={C.N_CELLS: C.COUNT_CELLS}).to_parquet(
             tmp_path / f"{plate}_wells.parquet", index=False)
     wells = sorted(tmp_path.glob("*_wells.parquet"))
     run_profiles(wells, registry, resolve_section("profiles"), res / "profiles.parquet",
-                 res / "consensus.parquet")
+                 res / "consensus.parquet", on_empty=SCHEMA["on_empty"])
     prof = pd.read_parquet(res / "profiles.parquet")
     truth_wells = s.paint_cells.drop_duplicates(["plate", "well"])
     n_ctrl_wells = int(truth_wells["perturbation_id"].isin(controls).sum())

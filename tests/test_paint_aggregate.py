@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from config_values import SCHEMA
 
 from pairedscreen.paint.aggregate import assemble_cells, plate_wells
 
@@ -36,7 +37,7 @@ def test_assemble_attaches_plate_map(tables):
 def test_aggregate_median_and_empty_wells_kept(tables):
     pm, chunks = tables
     cells = assemble_cells(chunks, pm, "P1", "B1")
-    wells = plate_wells(cells, pm, "P1", "B1").set_index("Metadata_Well")
+    wells = plate_wells(cells, pm, "P1", "B1", how=SCHEMA["profiles.aggregate"]).set_index("Metadata_Well")
     a01 = chunks[0]["Cells_AreaShape_Area"].to_numpy()
     assert wells.loc["A01", "Cells_AreaShape_Area"] == np.median(a01)
     assert wells.loc["A01", "Metadata_Count_Cells"] == 7
@@ -55,7 +56,7 @@ def test_plate_without_any_object_keeps_every_well(tables):
     pm, chunks = tables
     empty = [c.iloc[:0] for c in chunks]
     cells = assemble_cells(empty, pm, "P1", "B1")
-    wells = plate_wells(cells, pm, "P1", "B1")
+    wells = plate_wells(cells, pm, "P1", "B1", how=SCHEMA["profiles.aggregate"])
     assert len(cells) == 0 and list(wells.Metadata_Well) == ["A01", "B02", "C03"]
     assert (wells.Metadata_Count_Cells == 0).all()
 
@@ -133,10 +134,10 @@ def test_streamed_plate_without_any_object(tmp_path):
     f = tmp_path / "c000.parquet"
     pd.DataFrame(columns=["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]) \
         .to_parquet(f, index=False)
-    wells = stream_plate([f], pm, "P1", "B1", tmp_path / "cells.parquet")
+    wells = stream_plate([f], pm, "P1", "B1", tmp_path / "cells.parquet", how=SCHEMA["profiles.aggregate"])
     whole = assemble_cells([pd.read_parquet(f)], pm, "P1", "B1")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cells.parquet"), whole)
-    pd.testing.assert_frame_equal(wells, plate_wells(whole, pm, "P1", "B1"))
+    pd.testing.assert_frame_equal(wells, plate_wells(whole, pm, "P1", "B1", how=SCHEMA["profiles.aggregate"]))
 
 
 def test_streamed_plate_refuses_unmapped_wells_before_writing(tmp_path, tables):
@@ -148,5 +149,6 @@ def test_streamed_plate_refuses_unmapped_wells_before_writing(tmp_path, tables):
         files.append(tmp_path / f"c{i:03d}.parquet")
         c.to_parquet(files[-1], index=False)
     with pytest.raises(ValueError, match=r"wells \['B02'\]"):
-        stream_plate(files, pm.iloc[[0, 2]], "P1", "B1", tmp_path / "cells.parquet")
+        stream_plate(files, pm.iloc[[0, 2]], "P1", "B1", tmp_path / "cells.parquet",
+                     how=SCHEMA["profiles.aggregate"])
     assert not (tmp_path / "cells.parquet").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from config_values import SCHEMA
 
 from pairedscreen.paint.ingest import (
     ImageIngestError,
@@ -69,7 +70,8 @@ def test_parse_pattern_rejects_bad_patterns(bad):
 @pytest.mark.realdata
 def test_real_phenix_site_index(shared_data):
     d = shared_data("cellpainting_scalefex_5ch_site") / "ScaleFEx_Dataset01_Plate1"
-    idx = build_image_index("Plate1", d, PHENIX_PATTERN, SCALEFEX_CHANNELS)
+    idx = build_image_index("Plate1", d, PHENIX_PATTERN, SCALEFEX_CHANNELS,
+                            on_bad_image=SCHEMA["paint.on_bad_image"])
     assert list(idx["channel"]) == list(SCALEFEX_CHANNELS)
     assert list(idx["channel_index"]) == [0, 1, 2, 3, 4]
     assert set(idx["well"]) == {"C03"} and set(idx["site"]) == {1}
@@ -87,7 +89,8 @@ def test_real_phenix_site_index(shared_data):
 
 def test_index_sorted_and_filtered(tmp_path):
     d = _plate(tmp_path, wells=("A01", "B02", "C03"))
-    idx = build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, wells=["B2", "A01"])
+    idx = build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, wells=["B2", "A01"],
+                            on_bad_image=SCHEMA["paint.on_bad_image"])
     assert list(dict.fromkeys(idx["well"])) == ["B02", "A01"]   # plate-map order
     assert len(idx) == 2 * 2 * 5 and (idx["status"] == "ok").all()
     assert idx.columns[:14].tolist() == ["plate", "well", "site", "channel", "channel_index", "file_channel",
@@ -99,7 +102,7 @@ def test_missing_channel_names_the_file(tmp_path):
     d = _plate(tmp_path)
     (d / "B02_s2_w4.tif").unlink()
     with pytest.raises(ImageIngestError, match=r"AGP.*B02 site 2.*B02_s2_w4\.tif"):
-        build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS)
+        build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, on_bad_image=SCHEMA["paint.on_bad_image"])
     idx = build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, on_bad_image="quarantine")
     site = idx[(idx["well"] == "B02") & (idx["site"] == 2)].set_index("channel")
     assert (site["status"] == "quarantined").all()
@@ -114,7 +117,7 @@ def test_unreadable_file_names_the_file(tmp_path):
     d = _plate(tmp_path)
     (d / "A01_s1_w2.tif").write_bytes(b"this is not a tiff")
     with pytest.raises(ImageIngestError, match=r"A01_s1_w2\.tif.*cannot decode"):
-        build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS)
+        build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, on_bad_image=SCHEMA["paint.on_bad_image"])
     idx = build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, on_bad_image="quarantine")
     row = idx[(idx["well"] == "A01") & (idx["site"] == 1) & (idx["channel"] == "ER")].iloc[0]
     assert row["status"] == "quarantined" and row["reason"].startswith("cannot decode image")
@@ -126,7 +129,7 @@ def test_shape_and_dtype_mismatch(tmp_path):
     tifffile.imwrite(d / "B02_s1_w5.tif", np.zeros((30, 20), np.uint16))
     tifffile.imwrite(d / "A01_s2_w3.tif", np.zeros((24, 20), np.uint8))
     with pytest.raises(ImageIngestError, match=r"(B02_s1_w5|A01_s2_w3)\.tif.*differs"):
-        build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS)
+        build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, on_bad_image=SCHEMA["paint.on_bad_image"])
     idx = build_image_index("P1", d, SIM_PATTERN, SIM_CHANNELS, on_bad_image="quarantine")
     bad = idx[idx["reason"].str.contains("differs")].set_index("channel")
     assert set(bad.index) == {"Mito", "RNA"}
@@ -141,11 +144,13 @@ def test_duplicate_planes_and_missing_well(tmp_path):
         shutil.move(f, d / f"r03c03f01p01-ch{c[1:]}sk1fk1fl1.tiff")
     shutil.copy(d / "r03c03f01p01-ch1sk1fk1fl1.tiff", d / "r03c03f01p02-ch1sk1fk1fl1.tiff")
     with pytest.raises(ImageIngestError, match="2 files for well C03 site 1 channel DNA"):
-        build_image_index("P1", d, PHENIX_PATTERN, SIM_CHANNELS)
-    idx = build_image_index("P1", d, PHENIX_PATTERN.replace("{plane}", "01"), SIM_CHANNELS)
+        build_image_index("P1", d, PHENIX_PATTERN, SIM_CHANNELS, on_bad_image=SCHEMA["paint.on_bad_image"])
+    idx = build_image_index("P1", d, PHENIX_PATTERN.replace("{plane}", "01"), SIM_CHANNELS,
+                            on_bad_image=SCHEMA["paint.on_bad_image"])
     assert (idx["status"] == "ok").all()
     with pytest.raises(ImageIngestError, match="no images for well D04"):
         build_image_index("P1", d, PHENIX_PATTERN.replace("{plane}", "01"), SIM_CHANNELS,
-                          wells=["C03", "D04"])
+                          wells=["C03", "D04"], on_bad_image=SCHEMA["paint.on_bad_image"])
     with pytest.raises(ImageIngestError, match="does not exist"):
-        build_image_index("P1", tmp_path / "nope", SIM_PATTERN, SIM_CHANNELS)
+        build_image_index("P1", tmp_path / "nope", SIM_PATTERN, SIM_CHANNELS,
+                          on_bad_image=SCHEMA["paint.on_bad_image"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.fftpack
 import tifffile
+from config_values import SCHEMA
 from scipy import ndimage
 
 from pairedscreen.paint.illumination import (
@@ -87,8 +88,11 @@ def test_saturation_is_percent_maximal():
 @pytest.mark.realdata
 def test_image_qc_on_real_site_and_flags(shared_data, tmp_path):
     d = shared_data("cellpainting_scalefex_5ch_site") / "ScaleFEx_Dataset01_Plate1"
-    idx = add_image_qc(build_image_index("Plate1", d, PHENIX_PATTERN, SCALEFEX_CHANNELS),
-                       max_saturation_pct=1.0, min_focus_plls=-3.0)
+    idx = add_image_qc(build_image_index("Plate1", d, PHENIX_PATTERN, SCALEFEX_CHANNELS,
+                                         on_bad_image=SCHEMA["paint.on_bad_image"]),
+                       max_saturation_pct=1.0, min_focus_plls=-3.0,
+                       max_focus_plls=SCHEMA["paint.qc.max_focus_plls"],
+                       min_signal_to_noise=SCHEMA["paint.qc.min_signal_to_noise"])
     assert not idx["qc_flag"].any(), idx[["channel", "focus_plls", "saturation_pct", "qc_reason"]]
     assert idx["focus_plls"].between(-3.0, -1.0).all()
     dna = idx.set_index("channel").loc["DNA"]
@@ -100,7 +104,12 @@ def test_image_qc_on_real_site_and_flags(shared_data, tmp_path):
         for ch in range(1, 6):
             tifffile.imwrite(tmp_path / "p" / f"r03c03f{site:02d}p01-ch{ch}sk1fk1fl1.tiff",
                              arr.astype(np.uint16))
-    q = add_image_qc(build_image_index("P", tmp_path / "p", PHENIX_PATTERN, SCALEFEX_CHANNELS))
+    q = add_image_qc(build_image_index("P", tmp_path / "p", PHENIX_PATTERN, SCALEFEX_CHANNELS,
+                                       on_bad_image=SCHEMA["paint.on_bad_image"]),
+                     max_saturation_pct=SCHEMA["paint.qc.max_saturation_pct"],
+                     min_focus_plls=SCHEMA["paint.qc.min_focus_plls"],
+                     max_focus_plls=SCHEMA["paint.qc.max_focus_plls"],
+                     min_signal_to_noise=SCHEMA["paint.qc.min_signal_to_noise"])
     by_site = q[q["channel"] == "DNA"].set_index("site")
     assert not by_site.loc[1, "qc_flag"]
     assert by_site.loc[2, "qc_flag"] and "blur" in by_site.loc[2, "qc_reason"]
@@ -119,7 +128,7 @@ def sim_plate(tmp_path_factory):
 
 def test_illumination_recovers_planted_vignetting(sim_plate, tmp_path):
     idx = build_image_index("P1", sim_plate / "raw" / "images" / "P1", "{well}_s{site}_w{channel}.tif",
-                            SIM_CHANNELS)
+                            SIM_CHANNELS, on_bad_image=SCHEMA["paint.on_bad_image"])
     assert idx["site"].nunique() == 3 and (idx["status"] == "ok").all()
     funcs = compute_plate_illumination(idx, smoothing_sigma=0.0)
     for name, illum in funcs.items():
@@ -163,6 +172,6 @@ def test_illumination_is_streaming_and_validates():
     with pytest.raises(ValueError, match="method"):
         IlluminationAccumulator("median")
     with pytest.raises(ValueError, match="no images"):
-        compute_illumination([])
+        compute_illumination([], smoothing_sigma=SCHEMA["paint.illumination.smoothing_sigma"])
     with pytest.raises(ValueError, match="shape"):
         apply_illumination(np.ones((3, 3)), np.ones((4, 4)))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from config_values import SCHEMA
 
 from pairedscreen.io import repo_root
 from pairedscreen.paint.illumination import compute_plate_illumination
@@ -83,7 +84,8 @@ def test_match_compartments_object_model():
     cells[_disk(shape, 60, 20, 10)] = 2           # cell without nucleus
     nuclei[_disk(shape, 65, 65, 4)] = 1           # nucleus without cell -> dropped
     nuclei[_disk(shape, 48, 20, 4)] = 2           # nucleus mostly outside cell 2 -> dropped
-    m = match_compartments(nuclei, cells)
+    m = match_compartments(nuclei, cells,
+                           min_nucleus_overlap=SCHEMA["paint.segmentation.min_nucleus_overlap"])
     n, c, y = m
     assert c.max() == 3 and m.n_cells == 3
     # raster order of first pixel: cell 7 (row 8, col 20) and cell 4 (row 8, col 60) -> 1, 2; cell 2 -> 3
@@ -149,8 +151,9 @@ def test_shipped_recipe_rebuilds_the_recorded_training_screen():
 
 def test_segmentation_accuracy_on_simulated_sites(sim, tmp_path):
     idx = build_image_index("P1", sim / "raw" / "images" / "P1", "{well}_s{site}_w{channel}.tif",
-                            SIM_CHANNELS)
-    illum = np.stack(list(compute_plate_illumination(idx).values()))
+                            SIM_CHANNELS, on_bad_image=SCHEMA["paint.on_bad_image"])
+    illum = np.stack(list(compute_plate_illumination(idx,
+                                                     smoothing_sigma=SCHEMA["paint.illumination.smoothing_sigma"]).values()))
     sites = usable_sites(idx)[:6]            # 6 sites, ~70 objects per compartment: keeps the test short
     imgs = [load_site(idx, w, s) for w, s in sites]
     res = segment_sites(imgs, NAMES, seg_cfg(), illum=illum)
@@ -194,7 +197,8 @@ def test_nuclei_dsb2018_ap(shared_data):
     for label, extra in (("Cellpose default 1-99 normalisation", {}),
                          ("normalize_percentiles [50, 99.5]", {"normalize_percentiles": [50, 99.5]})):
         pred = segment_compartment([site], ["DNA"], {**ncfg, **extra}, nuclear=True, gpu=cfg["gpu"],
-                                   batch_size=cfg["batch_size"], min_size=cfg["min_size"])[0]
+                                   batch_size=cfg["batch_size"], min_size=cfg["min_size"],
+                                   tile_batch_size=SCHEMA["paint.segmentation.tile_batch_size"])[0]
         s5, s75 = match_stats(truth, pred, 0.5), match_stats(truth, pred, 0.75)
         aps[label] = s5.ap
         print(f"\nDSB2018 (125 nuclei, diameter {diam:.1f} px), {label}: AP@0.5 {s5.ap:.3f} "
@@ -210,8 +214,10 @@ def test_real_scalefex_site_end_to_end(shared_data, tmp_path):
     d = shared_data("cellpainting_scalefex_5ch_site")
     idx = build_image_index("Plate1", d / "ScaleFEx_Dataset01_Plate1",
                             "r{row}c{col}f{site}p01-ch{channel}sk1fk1fl1.tiff",
-                            {"DNA": 4, "ER": 1, "RNA": 5, "AGP": 2, "Mito": 3})
-    illum = np.stack(list(compute_plate_illumination(idx).values()))
+                            {"DNA": 4, "ER": 1, "RNA": 5, "AGP": 2, "Mito": 3},
+                            on_bad_image=SCHEMA["paint.on_bad_image"])
+    illum = np.stack(list(compute_plate_illumination(idx,
+                                                     smoothing_sigma=SCHEMA["paint.illumination.smoothing_sigma"]).values()))
     site = load_site(idx, "C03", 1)
     # half resolution keeps the test fast; diameters are in (half-resolution) pixels
     half = site.reshape(5, 540, 2, 540, 2).mean(axis=(2, 4))

@@ -9,6 +9,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from config_values import SCHEMA
 
 from pairedscreen.pair import datasheet as D
 from pairedscreen.quality.summary import summarize_hits
@@ -55,7 +56,7 @@ def test_datasheet_valid_and_hashes(tmp_path):
                           "mean_average_precision": [0.9, np.nan], "p_value": [0.001, np.nan],
                           "q_value": [0.002, np.nan]})
     metrics = {
-        "replicate": {"paint": summarize_hits(calls)},
+        "replicate": {"paint": summarize_hits(calls, alpha=SCHEMA["quality.alpha"])},
         "position": {"before": {"edge_detected": True, "median_r2_edge": 0.3, "plates": {}},
                      "after": {"edge_detected": False, "median_r2_edge": np.float64(0.01), "plates": {}}},
         "batch": {"paint_plate": {"n_samples": 10, "n_classes": 2, "accuracy": 0.9, "chance": 0.5,

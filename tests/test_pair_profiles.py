@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pycytominer
 import pytest
+from config_values import SCHEMA
 
 from pairedscreen import columns as C
 from pairedscreen.paint import aggregate as A
@@ -50,7 +51,8 @@ def test_aggregate_matches_pycytominer_and_counts():
     rng = np.random.default_rng(0)
     cells = P.harmonize_metadata(_cells(rng), REGISTRY)
     feats = C.feature_columns(cells)
-    ours = A.aggregate_wells(cells, chunk_bytes=len(cells) * 4 * 5)   # forces 3 feature chunks
+    ours = A.aggregate_wells(cells, chunk_bytes=len(cells) * 4 * 5,
+                             operation=SCHEMA["profiles.aggregate"])   # forces 3 feature chunks
     ref = pycytominer.aggregate(cells, strata=[C.PLATE, C.WELL], features=feats, output_file=None)
     ours = ours.sort_values([C.PLATE, C.WELL]).reset_index(drop=True)
     ref = ref.sort_values([C.PLATE, C.WELL]).reset_index(drop=True)
@@ -70,12 +72,13 @@ def test_aggregate_plate_file_equals_in_memory(tmp_path):
     cells = _cells(rng, plates=("P1",))
     path = tmp_path / "cells.parquet"
     cells.to_parquet(path, index=False)
-    from_file = P.aggregate_plate_file(path, registry=REGISTRY, chunk_bytes=len(cells) * 4 * 2)
-    in_mem = A.aggregate_wells(P.harmonize_metadata(cells, REGISTRY))
+    from_file = P.aggregate_plate_file(path, registry=REGISTRY, chunk_bytes=len(cells) * 4 * 2,
+                                       operation=SCHEMA["profiles.aggregate"])
+    in_mem = A.aggregate_wells(P.harmonize_metadata(cells, REGISTRY), operation=SCHEMA["profiles.aggregate"])
     feats = C.feature_columns(in_mem)
     np.testing.assert_array_equal(from_file[feats].to_numpy(), in_mem[feats].to_numpy())
     assert from_file[C.N_CELLS].sum() == len(cells)
-    both = P.aggregate_plates([path, path], registry=REGISTRY)
+    both = P.aggregate_plates([path, path], registry=REGISTRY, operation=SCHEMA["profiles.aggregate"])
     assert len(both) == 2 * len(in_mem)
 
 
@@ -88,9 +91,10 @@ def test_aggregate_plate_file_sub_wells_equal_in_memory(tmp_path):
     cells.to_parquet(path, index=False)
     feats = C.feature_columns(cells)[::-2] + ["Cells_Absent_Feature"]
     from_file = P.aggregate_plate_file(path, registry=REGISTRY, features=feats, n_splits=3, seed=5,
-                                       chunk_bytes=len(cells) * 4 * 2)
+                                       chunk_bytes=len(cells) * 4 * 2, operation=SCHEMA["profiles.aggregate"])
     whole = P.assign_splits(P.harmonize_metadata(pd.read_parquet(path), REGISTRY), 3, seed=5)
-    in_mem = A.aggregate_wells(whole, strata=(C.PLATE, C.WELL, C.SPLIT), features=feats[:-1])
+    in_mem = A.aggregate_wells(whole, strata=(C.PLATE, C.WELL, C.SPLIT), features=feats[:-1],
+                               operation=SCHEMA["profiles.aggregate"])
     assert list(from_file.columns[-len(feats) + 1:]) == feats[:-1]
     keep = [c for c in in_mem.columns if c not in C.feature_columns(cells) or c in feats]
     pd.testing.assert_frame_equal(from_file[keep], in_mem[keep], check_exact=True)
@@ -126,7 +130,7 @@ def test_normalize_falls_back_to_all_wells_and_nans_zero_scale():
     df = pd.DataFrame({"Cells_A_x": [1.0, 2.0, 3.0, 4.0], "Cells_A_const": [5.0, 5.0, 5.0, 5.0],
                        C.PLATE: "P1", C.WELL: ["A01", "A02", "A03", "A04"],
                        C.IS_CONTROL: [True, False, False, False]})
-    out, used = P.normalize_plates(df)
+    out, used = P.normalize_plates(df, method=SCHEMA["profiles.normalize"])
     assert used == {"P1": "all"}
     assert out["Cells_A_const"].isna().all() and out["Cells_A_x"].notna().all()
 
@@ -157,7 +161,10 @@ def test_select_features_removes_planted_bad_columns():
     # a quantised feature: controls almost constant, so one well sits 10^4 MADs out after normalisation
     df["Cells_RadialDistribution_MeanFrac_RNA_3of4"] = np.where(np.arange(n) == 7, 2e4, rng.normal(size=n))
     df[C.PLATE] = "P1"
-    out, rec = P.select_features(df)
+    out, rec = P.select_features(df,
+                                 operations=SCHEMA["profiles.feature_select"],
+                                 outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                                 blocklist=SCHEMA["profiles.blocklist"])
     kept = set(C.feature_columns(out))
     assert kept.issuperset({f"Cells_Intensity_G{i}" for i in range(1, 5)})
     assert not kept & {"Cells_Intensity_const", "Cells_Intensity_nan", "Nuclei_Correlation_Manders_AGP_DNA",
@@ -211,7 +218,8 @@ def test_assign_splits_balanced():
     split = P.assign_splits(cells, 3, seed=0)
     counts = split.groupby([C.WELL, "Metadata_Split"]).size().unstack()
     assert counts.shape[1] == 3 and (counts.max(axis=1) - counts.min(axis=1)).max() <= 1
-    sub = A.aggregate_wells(split, strata=(C.PLATE, C.WELL, "Metadata_Split"))
+    sub = A.aggregate_wells(split, strata=(C.PLATE, C.WELL, "Metadata_Split"),
+                            operation=SCHEMA["profiles.aggregate"])
     assert len(sub) == 3 * cells[C.WELL].nunique() and sub[C.N_CELLS].sum() == len(cells)
 
 
@@ -224,7 +232,10 @@ def test_build_profiles_end_to_end(tmp_path):
         paths.append(tmp_path / f"{plate}.parquet")
         df.to_parquet(paths[-1], index=False)
     res = P.build_profiles(paths, registry=REGISTRY, feature_select=["drop_na_columns", "variance_threshold"],
-                           position_correction=False)
+                           position_correction=False,
+                           aggregate=SCHEMA["profiles.aggregate"], normalize=SCHEMA["profiles.normalize"],
+                           outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                           blocklist=SCHEMA["profiles.blocklist"])
     assert res.info["n_plates"] == 2 and len(res.wells) == 12
     cons = res.consensus.set_index(C.PERT)
     others = cons.drop(index="G1")["Cells_Intensity_F0_DNA"]
@@ -252,7 +263,14 @@ def test_real_jump_tables_go_through_unchanged(shared_data):
     cells = cells.assign(Metadata_Well=rng.choice(wells, len(cells)))
     cells[C.PERT] = np.where(cells[C.WELL].str[0].isin(["B"]), "NTC", "X" + cells[C.WELL])
     cells[C.IS_CONTROL] = cells[C.PERT] == "NTC"
-    res = P.build_profiles(wells=A.aggregate_wells(cells), position_correction=False)
+    res = P.build_profiles(wells=A.aggregate_wells(cells,
+                                                   operation=SCHEMA["profiles.aggregate"]),
+                                                   position_correction=False,
+                                 aggregate=SCHEMA["profiles.aggregate"],
+                                 normalize=SCHEMA["profiles.normalize"],
+                                 feature_select=SCHEMA["profiles.feature_select"],
+                                 outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                                 blocklist=SCHEMA["profiles.blocklist"])
     kept = C.feature_columns(res.profiles)
     assert res.info["normalization_reference"] == {"BR00116991": "controls"}
     assert 0 < len(kept) < len(feats) and set(kept) <= set(feats)

@@ -10,6 +10,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
+from config_values import SCHEMA
 from test_quality_recovery import make_screen
 
 from pairedscreen import columns as C
@@ -37,7 +38,8 @@ def workdir(tmp_path_factory):
                                    "site": "Metadata_Site", "object_id": "Metadata_ObjectNumber",
                                    "perturbation_id": "Metadata_Perturbation", "batch": "Metadata_Batch"})
         cells.to_parquet(d / "cells.parquet", index=False)
-        wells = A.aggregate_wells(cells).rename(columns={C.N_CELLS: "Metadata_Count_Cells"})
+        wells = A.aggregate_wells(cells, operation=SCHEMA["profiles.aggregate"]).rename(
+            columns={C.N_CELLS: "Metadata_Count_Cells"})
         wells.to_parquet(d / "wells.parquet", index=False)
         idx = pd.DataFrame({"plate": plate, "well": sorted(cells.Metadata_Well.unique()), "site": 1})
         idx = idx.merge(pd.DataFrame({"channel": ["DNA", "ER", "RNA", "AGP", "Mito"]}), how="cross")
@@ -73,7 +75,7 @@ def test_stages_end_to_end(workdir):
         "aggregate": "median", "normalize": "mad_robustize", "position_correction": True,
         "feature_select": ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"]})
     run_profiles(wells, workdir["registry"], params, res / "paint" / "profiles.parquet",
-                 res / "paint" / "consensus.parquet")
+                 res / "paint" / "consensus.parquet", on_empty=SCHEMA["on_empty"])
     metrics = run_quality(
         res / "paint" / "profiles.parquet", res / "paint" / "consensus.parquet",
         res / "rna" / "cells.h5ad", res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", wells,
@@ -159,10 +161,11 @@ def test_single_well_screen_uses_sub_well_replicates(workdir, tmp_path):
     ctrl = cells["Metadata_Perturbation"].str.startswith("NTC")
     cells = cells[ctrl | (cells["Metadata_Well"] == first)]
     cells.to_parquet(tmp_path / "cells.parquet", index=False)
-    wells = A.aggregate_wells(cells).rename(columns={C.N_CELLS: "Metadata_Count_Cells"})
+    wells = A.aggregate_wells(cells, operation=SCHEMA["profiles.aggregate"]).rename(
+        columns={C.N_CELLS: "Metadata_Count_Cells"})
     wells.to_parquet(tmp_path / "wells.parquet", index=False)
     run_profiles([tmp_path / "wells.parquet"], workdir["registry"], resolve_section("profiles"),
-                 tmp_path / "profiles.parquet", tmp_path / "consensus.parquet")
+                 tmp_path / "profiles.parquet", tmp_path / "consensus.parquet", on_empty=SCHEMA["on_empty"])
     res = workdir["res"]
     metrics = run_quality(
         tmp_path / "profiles.parquet", tmp_path / "consensus.parquet", res / "rna" / "cells.h5ad",
@@ -230,7 +233,7 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
     lib.obs["doublet_score"], lib.obs["predicted_doublet"], lib.obs["n_guides"] = 0.0, False, 1
     lib.write_h5ad(rna / "L1" / "cells.h5ad")
     run_rna_merge([rna / "L1" / "cells.h5ad"], reg_path, 0.05, rna / "cells.h5ad", rna / "pseudobulk.h5ad",
-                  rna / "knockdown.tsv", rna / "quarantine.tsv")
+                  rna / "knockdown.tsv", rna / "quarantine.tsv", on_empty=SCHEMA["on_empty"])
     text = {"reason": str, "measurable": str, "significant": str}       # the file's own words
     kd = pd.read_csv(rna / "knockdown.tsv", sep="\t", dtype=text, keep_default_na=False,
                      na_values={c: [""] for c in ("log2fc", "pvalue", "padj", "remaining_fraction")})
@@ -250,7 +253,7 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
     wells = [res / "paint" / p / "wells.parquet" for p in workdir["plates"]]
     cells = [res / "paint" / p / "cells.parquet" for p in workdir["plates"]]
     run_profiles(wells, reg_path, resolve_section("profiles"), res / "paint" / "profiles.parquet",
-                 res / "paint" / "consensus.parquet")
+                 res / "paint" / "consensus.parquet", on_empty=SCHEMA["on_empty"])
     q = res / "quality"
     metrics = run_quality(res / "paint" / "profiles.parquet", res / "paint" / "consensus.parquet",
                           rna / "cells.h5ad", rna / "pseudobulk.h5ad", rna / "knockdown.tsv", wells, reg_path,

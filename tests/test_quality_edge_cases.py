@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from config_values import SCHEMA
 
 from pairedscreen.paint import aggregate as A
 from pairedscreen.paint import profiles as prof
@@ -13,7 +14,8 @@ from pairedscreen.quality.replicate import phenotypic_activity
 
 def test_single_replicate_perturbations_are_nan_not_an_error():
     meta = pd.DataFrame({"perturbation": ["A", "B", "C", "C"], "is_control": [False, False, True, True]})
-    res = phenotypic_activity(np.random.default_rng(0).normal(size=(4, 5)), meta, null_size=100)
+    res = phenotypic_activity(np.random.default_rng(0).normal(size=(4, 5)), meta, null_size=100,
+                              seed=SCHEMA["quality.seed"])
     assert list(res.perturbation) == ["A", "B", "C"]
     assert res.loc[res.perturbation.isin(["A", "B"]), "mean_average_precision"].isna().all()
 
@@ -35,7 +37,7 @@ def test_sub_well_replicates_drop_undefined_features_not_wells(tmp_path):
     path = tmp_path / "cells.parquet"
     cells.to_parquet(path)
     reg = pd.DataFrame({"perturbation_id": ["TGT01", "TGT02", "NTC_1"], "is_control": [False, False, True]})
-    wells_df = A.aggregate_wells(prof.harmonize_metadata(cells, reg))
+    wells_df = A.aggregate_wells(prof.harmonize_metadata(cells, reg), operation=SCHEMA["profiles.aggregate"])
     wells_path = tmp_path / "profiles.parquet"
     prof.harmonize_metadata(wells_df, reg).to_parquet(wells_path)
     rep, unit, record = paint_replicates(PlateRows(wells_path, reg), [path], reg, max_replicates=16, seed=0)

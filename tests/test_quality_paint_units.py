@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from config_values import SCHEMA
 
 from pairedscreen import columns as C
 from pairedscreen.paint.profiles import harmonize_metadata, normalize_plates
@@ -68,7 +69,7 @@ def test_plate_rows_read_what_the_whole_table_holds(tmp_path, row_group_size):
     pick = np.array([0, 5, 6, 7, 40, len(whole) - 1])
     pd.testing.assert_frame_equal(pr.rows(pick), whole.iloc[pick].reset_index(drop=True))
     ctrl = whole[whole[C.IS_CONTROL]]
-    pd.testing.assert_frame_equal(pr.controls([C.PLATE, *FEATS]),
+    pd.testing.assert_frame_equal(pr.controls([C.PLATE, *FEATS], seed=SCHEMA["quality.seed"]),
                                   ctrl[[C.PLATE, *FEATS]].reset_index(drop=True))
 
 
@@ -76,7 +77,7 @@ def test_streamed_paint_quality_equals_the_whole_table(tmp_path):
     """Under the cap, every metric equals the computation on the whole profiles table and the raw wells."""
     df, reg = _screen()
     prof = tmp_path / "profiles.parquet"
-    norm, _ = normalize_plates(df, features=FEATS)
+    norm, _ = normalize_plates(df, features=FEATS, method=SCHEMA["profiles.normalize"])
     _write_by_plate(norm, prof)
     wells = []
     for plate in pd.unique(df[C.PLATE]):

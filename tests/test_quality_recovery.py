@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from config_values import SCHEMA
 
 from pairedscreen import columns as C
 from pairedscreen.expression import log1p_cp10k
@@ -167,7 +168,11 @@ def paint_profiles(screen, tmp_path_factory):
     for plate, df in screen.paint_cells.groupby("plate"):
         paths.append(d / f"{plate}.parquet")
         df.to_parquet(paths[-1], index=False)
-    return P.build_profiles(paths, registry=screen.registry, position_correction="all")
+    return P.build_profiles(paths, registry=screen.registry, position_correction="all",
+                            aggregate=SCHEMA["profiles.aggregate"], normalize=SCHEMA["profiles.normalize"],
+                            feature_select=SCHEMA["profiles.feature_select"],
+                            outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                            blocklist=SCHEMA["profiles.blocklist"])
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +189,12 @@ def paint_activity(paint_profiles):
     feats = C.feature_columns(prof)
     meta = pd.DataFrame({"perturbation": prof[C.PERT].astype(str), "is_control": prof[C.IS_CONTROL],
                          "plate": prof[C.PLATE]})
-    return replicate.phenotypic_activity(replicate.paint_features(prof, feats), meta, null_size=NPERM, seed=0)
+    x = replicate.paint_features(prof, feats, pca_variance=SCHEMA["quality.paint_pca_variance"])
+    return replicate.phenotypic_activity(x, meta, null_size=NPERM, seed=0)
 
 
 def _check_recovery(calls: pd.DataFrame, t: pd.DataFrame, arm: str) -> dict:
-    rec = truth.hit_recovery(calls, t, f"{arm}_active")
+    rec = truth.hit_recovery(calls, t, f"{arm}_active", alpha=SCHEMA["quality.alpha"])
     assert rec["n_scored"] == len(t)
     assert rec["precision"] >= 0.9 and rec["recall"] >= 0.9, rec
     assert rec["controls_called"] == 0
@@ -216,9 +222,9 @@ def test_guide_consistency_rna(screen, rna_activity):
 def test_edistance_recovers_hits_rna_cells(screen):
     rna = screen.rna_cells
     x = log1p_cp10k(rna.X).toarray()
-    emb = effect.pca_embedding(x, rna.obs.is_control.to_numpy(), n_comps=20)
+    emb = effect.pca_embedding(x, rna.obs.is_control.to_numpy(), n_comps=20, seed=SCHEMA["quality.seed"])
     rna_e = effect.edistance_table(emb, rna.obs.perturbation.to_numpy(), rna.obs.is_control.to_numpy(),
-                                   n_permutations=NPERM, max_cells=120)
+                                   n_permutations=NPERM, max_cells=120, seed=SCHEMA["quality.seed"])
     _check_recovery(rna_e, screen.truth, "rna")
 
 def test_edistance_recovers_hits_paint_wells(screen, paint_profiles):
@@ -227,15 +233,20 @@ def test_edistance_recovers_hits_paint_wells(screen, paint_profiles):
     prof = paint_profiles.profiles
     feats = C.feature_columns(prof)
     paint_e = effect.edistance_table(prof[feats].to_numpy(), prof[C.PERT].to_numpy(),
-                                     prof[C.IS_CONTROL].to_numpy(), n_permutations=NPERM, min_cells=3)
+                                     prof[C.IS_CONTROL].to_numpy(), n_permutations=NPERM, min_cells=3,
+                                     seed=SCHEMA["quality.seed"], max_cells=SCHEMA["quality.max_cells"])
     _check_recovery(paint_e, screen.truth, "paint")
 
 
 def test_edge_effect_detected_and_reduced(screen, paint_profiles):
-    raw, _ = P.normalize_plates(paint_profiles.wells)          # normalised, not position-corrected
-    before = position.position_effects(raw, PAINT_FEATURES, n_permutations=NPERM)
-    after = position.position_effects(paint_profiles.profiles, n_permutations=NPERM)
-    sb, sa = position.summarize(before), position.summarize(after)
+    # normalised, not position-corrected
+    raw, _ = P.normalize_plates(paint_profiles.wells, method=SCHEMA["profiles.normalize"])
+    before = position.position_effects(raw, PAINT_FEATURES, n_permutations=NPERM, seed=SCHEMA["quality.seed"])
+    after = position.position_effects(paint_profiles.profiles, n_permutations=NPERM,
+                                      seed=SCHEMA["quality.seed"])
+    sb, sa = position.summarize(before,
+                                alpha=SCHEMA["quality.alpha"]), position.summarize(after,
+                                                                                   alpha=SCHEMA["quality.alpha"])
     assert sb["edge_detected"] and not sa["edge_detected"]
     grp_b = before.set_index(["plate", "feature_group"])
     grp_a = after.set_index(["plate", "feature_group"])
@@ -253,18 +264,19 @@ def test_batch_predictability(screen, paint_profiles):
     wells = paint_profiles.wells
     ctrl = wells[wells[C.IS_CONTROL]]
     raw = batch.batch_predictability(ctrl[PAINT_FEATURES].to_numpy(), ctrl[C.PLATE].to_numpy(),
-                                     n_permutations=NPERM)
+                                     n_permutations=NPERM, seed=SCHEMA["quality.seed"])
     assert raw["accuracy"] > 0.9 and raw["p_value"] < 0.05 and raw["chance"] < 0.7
     prof = paint_profiles.profiles
     pc = prof[prof[C.IS_CONTROL]]
     normed = batch.batch_predictability(pc[C.feature_columns(prof)].to_numpy(), pc[C.PLATE].to_numpy(),
-                                        n_permutations=NPERM)
+                                        n_permutations=NPERM, seed=SCHEMA["quality.seed"])
     assert normed["p_value"] > 0.05
     rna = screen.rna_cells
     rc = rna[rna.obs.is_control.to_numpy()]
     x = log1p_cp10k(rc.X).toarray()
     top = np.argsort(x.mean(axis=0))[::-1][:100]                  # the 100 most expressed genes
-    lib = batch.batch_predictability(x[:, top], rc.obs.library.to_numpy(), n_permutations=NPERM)
+    lib = batch.batch_predictability(x[:, top], rc.obs.library.to_numpy(), n_permutations=NPERM,
+                                     seed=SCHEMA["quality.seed"])
     assert lib["p_value"] < 0.05 and lib["accuracy"] > lib["chance"]
 
 
@@ -277,17 +289,23 @@ def _arm_matrices(s: Screen, prof: P.ProfileResult) -> tuple[np.ndarray, np.ndar
 
 def test_concordance_significant_with_shared_programs(screen, paint_profiles):
     rna, paint, ctrl = _arm_matrices(screen, paint_profiles)
-    res = concordance.concordance(rna, paint, ctrl, n_permutations=NPERM)
+    res = concordance.concordance(rna, paint, ctrl, n_permutations=NPERM, seed=SCHEMA["quality.seed"])
     assert res["n_perturbations"] == len(screen.truth) - N_CTRL
     assert res["mantel_p"] < 0.05 and res["cka_p"] < 0.05 and res["mantel_r"] > 0
 
 
 def test_concordance_not_significant_without_shared_programs(tmp_path):
     s = make_screen(1, shared=False)
-    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)),
-                            position_correction=False)
+    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry),
+                                                    operation=SCHEMA["profiles.aggregate"]),
+                            position_correction=False,
+                                  aggregate=SCHEMA["profiles.aggregate"],
+                                  normalize=SCHEMA["profiles.normalize"],
+                                  feature_select=SCHEMA["profiles.feature_select"],
+                                  outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                                  blocklist=SCHEMA["profiles.blocklist"])
     rna, paint, ctrl = _arm_matrices(s, prof)
-    res = concordance.concordance(rna, paint, ctrl, n_permutations=NPERM)
+    res = concordance.concordance(rna, paint, ctrl, n_permutations=NPERM, seed=SCHEMA["quality.seed"])
     assert res["mantel_p"] > 0.05 and res["cka_p"] > 0.05
 
 
@@ -304,11 +322,18 @@ def test_concordance_recovery_on_planted_shared_programs(tmp_path, shared):
     """Restricted to the planted `both` perturbations (4 programs of 3), the datasheet's truth block finds
     the shared programs when planted and stays quiet when each perturbation has a private program."""
     s = make_screen(0 if shared else 1, shared=shared)
-    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry)),
-                            position_correction=False)
+    prof = P.build_profiles(wells=A.aggregate_wells(P.harmonize_metadata(s.paint_cells, s.registry),
+                                                    operation=SCHEMA["profiles.aggregate"]),
+                            position_correction=False,
+                                  aggregate=SCHEMA["profiles.aggregate"],
+                                  normalize=SCHEMA["profiles.normalize"],
+                                  feature_select=SCHEMA["profiles.feature_select"],
+                                  outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                                  blocklist=SCHEMA["profiles.blocklist"])
     rna, paint, ctrl = _arm_matrices(s, prof)
     rec = truth.concordance_recovery(_truth_dir(tmp_path, s), s.registry.perturbation_id.tolist(), rna, paint,
-                                     ctrl, n_permutations=NPERM)
+                                     ctrl, n_permutations=NPERM,
+                                     alpha=SCHEMA["quality.alpha"], seed=SCHEMA["quality.seed"])
     both = s.truth.loc[s.truth.effect_class == "both", "perturbation_id"].tolist()
     assert rec["perturbations"] == both and rec["n_perturbations"] == CLASSES["both"]
     assert rec["significant"] is shared and (rec["mantel_p"] < 0.05) is shared
@@ -321,18 +346,21 @@ def test_truth_recovery_into_datasheet(tmp_path, screen, rna_activity, paint_act
     tdir.mkdir()
     screen.truth.to_csv(tdir / "perturbations.tsv", sep="\t", index=False)
     screen.paint_wells.to_csv(tdir / "paint_wells.tsv", sep="\t", index=False)
-    rec = truth.truth_recovery(tdir, {"rna": rna_activity[2], "paint": paint_activity}, edge_detected=True)
+    rec = truth.truth_recovery(tdir, {"rna": rna_activity[2], "paint": paint_activity}, edge_detected=True,
+                               alpha=SCHEMA["quality.alpha"])
     rna, paint, ctrl = _arm_matrices(screen, paint_profiles)
     ids = screen.registry.perturbation_id.tolist()
-    rec["concordance"] = truth.concordance_recovery(tdir, ids, rna, paint, ctrl, n_permutations=NPERM)
+    rec["concordance"] = truth.concordance_recovery(tdir, ids, rna, paint, ctrl, n_permutations=NPERM,
+                                                    alpha=SCHEMA["quality.alpha"],
+                                                    seed=SCHEMA["quality.seed"])
     for arm in ("rna", "paint"):
         assert rec[arm]["precision"] >= 0.9 and rec[arm]["recall"] >= 0.9
     assert rec["edge"]["correct"]
     sheet = build_datasheet(
         config={"truth_dir": str(tdir), "quality": {"permutations": NPERM, "seed": 0}},
         inputs={"truth": tdir},
-        metrics={"replicate": {"rna": summarize_hits(rna_activity[2]),
-                               "paint": summarize_hits(paint_activity)}},
+        metrics={"replicate": {"rna": summarize_hits(rna_activity[2], alpha=SCHEMA["quality.alpha"]),
+                               "paint": summarize_hits(paint_activity, alpha=SCHEMA["quality.alpha"])}},
         truth_recovery=rec)
     validate_datasheet(sheet)
     assert sheet["truth_recovery"]["paint"]["recall"] == rec["paint"]["recall"]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from config_values import SCHEMA
 
 import pairedscreen.report as report_pkg
 from pairedscreen.plate import is_edge_well, parse_well
@@ -303,7 +304,8 @@ def make_synthetic_workdir(work: Path, seed: int = 0, plates: tuple[str, ...] = 
     pos = {}
     r2 = []
     for stage, frame in (("before", wdf), ("after", profiles)):
-        pos[stage] = position.summarize(position.position_effects(frame, feats, n_permutations=99, seed=0))
+        pos[stage] = position.summarize(position.position_effects(frame, feats, n_permutations=99, seed=0),
+                                        alpha=SCHEMA["quality.alpha"])
         r2.append(position.feature_r2(frame, feats).assign(profiles=stage))
     pd.concat(r2, ignore_index=True).to_parquet(results / "quality" / "position.parquet")
     datasheet = {

@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from config_values import SCHEMA
 
 from pairedscreen.rna.calling import barcode_ranks, call_cells, emptydrops
 
@@ -83,9 +84,15 @@ def test_knee_on_two_level_curve():
 
 def test_calling_is_fast_on_100k_barcodes():
     adata, truth = _droplets(n_empty=95000, n_cells=5000, n_genes=2000, seed=2)
-    call_cells(adata[4000:7000].copy(), n_iter=10)     # compile the kernel outside the timing
+    call_cells(adata[4000:7000].copy(), n_iter=10,
+               fdr=SCHEMA["rna.cell_calling.fdr"],
+               ambient_max_umis=SCHEMA["rna.cell_calling.ambient_max_umis"],
+               min_umis=SCHEMA["rna.cell_calling.min_umis"])     # compile the kernel outside the timing
     t = time.perf_counter()
-    cells, _ = call_cells(adata, n_iter=10000)
+    cells, _ = call_cells(adata, n_iter=10000,
+                          fdr=SCHEMA["rna.cell_calling.fdr"],
+                          ambient_max_umis=SCHEMA["rna.cell_calling.ambient_max_umis"],
+                          min_umis=SCHEMA["rna.cell_calling.min_umis"])
     dt = time.perf_counter() - t
     called = adata.obs_names.isin(cells.obs_names)
     print(f"\ncalling 100k barcodes x 2000 genes, 10k iterations: {dt:.1f} s; "

@@ -45,7 +45,7 @@ def test_guide_technology_from_read_and_pattern():
 def test_kb_failure_raises_with_log_tail(tmp_path):
     with pytest.raises(count.KbError) as err:
         count.kb_count(tmp_path / "missing.idx", tmp_path / "missing_t2g.txt", [tmp_path / "a_R1.fq"],
-                       [tmp_path / "a_R2.fq"], "10xv3", None, tmp_path / "out", 1, "256M")
+                       [tmp_path / "a_R2.fq"], "10xv3", None, tmp_path / "out", 1, memory="256M")
     msg = str(err.value)
     log_text = (tmp_path / "out" / "kb_count.log").read_text()
     assert "kb count failed" in msg and "kb's log ends with:" in msg
@@ -118,7 +118,8 @@ def test_kb_chain_reproduces_kb_python_fixture(shared_data, tmp_path):
                 out.writelines(chunk)
             lanes[mate].append(path)
     wl = d / "10x_V2_barcode_whitelist.txt.gz"
-    count.kb_count(ref["index"], ref["t2g"], lanes[1], lanes[2], "10xv2", wl, tmp_path / "kb", 2, "512M")
+    count.kb_count(ref["index"], ref["t2g"], lanes[1], lanes[2], "10xv2", wl, tmp_path / "kb", 2,
+                   memory="512M")
     assert json.loads((tmp_path / "kb" / "run_info.json").read_text())["n_processed"] == 25000
     ours = count.load_counts(tmp_path / "kb", "lam")
 
@@ -151,7 +152,7 @@ def test_kb_on_swapped_reads_says_why(shared_data, tmp_path):
     ref = count.kb_ref(targets, None, tmp_path / "ref", 1, t2g=lam / "t2g.txt")
     with pytest.raises(count.KbError) as err:
         count.kb_count(ref["index"], ref["t2g"], [lam / "R2.fastq.gz"], [lam / "R1.fastq.gz"], "10xv2",
-                       d / "10x_V2_barcode_whitelist.txt.gz", tmp_path / "kb", 1, "512M")
+                       d / "10x_V2_barcode_whitelist.txt.gz", tmp_path / "kb", 1, memory="512M")
     msg = str(err.value)
     print("\n" + msg)
     assert "processed 25,000 reads, 0 reads pseudoaligned" in msg
@@ -190,7 +191,7 @@ def test_guide_counting_on_real_flex_reads(shared_data, tmp_path):
     head = (tmp_path / "ref" / "features.tsv").read_text().splitlines()[0].split("\t")
     assert head == [lib["sequence"][0], lib["id"][0]]          # kite: sequence, then name
     count.kb_count(ref["index"], ref["t2g"], [d / "crispr_R1.fastq.gz"], [d / "crispr_R2.fastq.gz"], tech,
-                   d / "737K-fixed-rna-profiling.txt.gz", tmp_path / "kb", 2, "512M", kite=True)
+                   d / "737K-fixed-rna-profiling.txt.gz", tmp_path / "kb", 2, memory="512M", kite=True)
     info = json.loads((tmp_path / "kb" / "run_info.json").read_text())
     frac = info["n_pseudoaligned"] / info["n_processed"]
     guides = count.load_counts(tmp_path / "kb", "flex")

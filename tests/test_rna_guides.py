@@ -15,6 +15,7 @@ import pytest
 import scipy.sparse as sp
 from _guide_data import planted_regime as _regime
 from _guide_data import single_guide_pr as _single_pr
+from config_values import SCHEMA
 
 from pairedscreen.rna.guide_model import fit_guide
 from pairedscreen.rna.guides import assign_guides, call_guides, mixture_threshold
@@ -48,12 +49,14 @@ def _as_sets(mat: sp.csr_matrix) -> list[frozenset]:
 def test_methods_on_planted_counts():
     x, truth = _planted()
     for method, floor in (("background", 0.97), ("mixture", 0.97), ("threshold", 0.95)):
-        calls, thr = call_guides(x, method=method, min_umis=3, threshold=5)
+        calls, thr = call_guides(x, method=method, min_umis=3, threshold=5,
+                                 max_fraction=SCHEMA["rna.guides.max_fraction"])
         acc = np.mean([a == b for a, b in zip(_as_sets(calls), truth, strict=True)])
         print(f"\nplanted guides, {method}: exact-set accuracy {acc:.3f}, "
               f"thresholds {np.unique(thr).tolist()}")
         assert acc >= floor
-    calls, _ = call_guides(x, method="max", min_umis=3, max_fraction=0.5)
+    calls, _ = call_guides(x, method="max", min_umis=3, max_fraction=0.5,
+                           threshold=SCHEMA["rna.guides.threshold"])
     got = _as_sets(calls)
     single = [len(t) == 1 for t in truth]
     acc = np.mean([a == b for a, b, s in zip(got, truth, single, strict=True) if s])
@@ -69,14 +72,18 @@ def test_background_model_on_planted_regimes(regime):
     x, truth = _regime(regime)
     figures = {}
     for method in ("background", "mixture", "threshold", "max"):
-        calls, thr = call_guides(x, method=method, min_umis=3, threshold=5)
+        calls, thr = call_guides(x, method=method, min_umis=3, threshold=5,
+                                 max_fraction=SCHEMA["rna.guides.max_fraction"])
         figures[method] = _single_pr(_as_sets(calls), truth)
     print(f"\n{regime} background, single-guide calls (precision, recall): "
           + ", ".join(f"{m} {p:.3f}/{r:.3f}" for m, (p, r) in figures.items()))
     p, r = figures["background"]
     assert p >= 0.95 and r >= 0.95
     # multi-guide and no-guide cells are called as such
-    got = _as_sets(call_guides(x, method="background")[0])
+    got = _as_sets(call_guides(x, method="background",
+                               min_umis=SCHEMA["rna.guides.min_umis"],
+                               threshold=SCHEMA["rna.guides.threshold"],
+                               max_fraction=SCHEMA["rna.guides.max_fraction"])[0])
     two = [g == t for g, t in zip(got, truth, strict=True) if len(t) == 2]
     none = [not g for g, t in zip(got, truth, strict=True) if not t]
     assert np.mean(two) >= 0.9 and np.mean(none) >= 0.95
@@ -93,8 +100,9 @@ def test_background_model_fits_the_planted_parameters():
     assert abs(fit.pi_signal - 0.1) < 0.01 and abs(fit.bg_mean - 4) < 0.3 and abs(fit.bg_size - 3) < 1
     assert abs(fit.signal_mu - np.log(150)) < 0.1 and bg.max() < fit.threshold <= sig.min() + 20
     # nothing but background: never called
-    assert fit_guide(rng.negative_binomial(3, 3 / 7, 5000)).threshold == np.inf
-    assert fit_guide(np.zeros(100, int)).threshold == np.inf
+    assert fit_guide(rng.negative_binomial(3, 3 / 7, 5000),
+                     min_umis=SCHEMA["rna.guides.min_umis"]).threshold == np.inf
+    assert fit_guide(np.zeros(100, int), min_umis=SCHEMA["rna.guides.min_umis"]).threshold == np.inf
 
 
 def test_unassigned_share_warns_when_the_model_misses_carriers(caplog, tmp_path):
@@ -111,7 +119,12 @@ def test_unassigned_share_warns_when_the_model_misses_carriers(caplog, tmp_path)
     for method in ("mixture", "background"):
         with caplog.at_level(logging.WARNING, logger="pairedscreen"):
             caplog.clear()
-            out = assign_guides(cells, gc, sheet, method=method)
+            out = assign_guides(cells, gc, sheet, method=method,
+                                min_umis=SCHEMA["rna.guides.min_umis"],
+                                threshold=SCHEMA["rna.guides.threshold"],
+                                max_fraction=SCHEMA["rna.guides.max_fraction"],
+                                many_umis=SCHEMA["rna.guides.many_umis"],
+                                max_unassigned_many=SCHEMA["rna.guides.max_unassigned_many"])
         ga = out.uns["guide_assignment"]
         stats[method] = ga
         true_rate = np.mean([len(t) > 0 for t in truth])
@@ -130,7 +143,11 @@ def test_unassigned_share_warns_when_the_model_misses_carriers(caplog, tmp_path)
 
     for method in ("mixture", "background"):
         path = tmp_path / f"{method}.h5ad"
-        assign_guides(cells, gc, sheet, method=method).write_h5ad(path)
+        assign_guides(cells, gc, sheet, method=method,
+                      min_umis=SCHEMA["rna.guides.min_umis"], threshold=SCHEMA["rna.guides.threshold"],
+                      max_fraction=SCHEMA["rna.guides.max_fraction"],
+                      many_umis=SCHEMA["rna.guides.many_umis"],
+                      max_unassigned_many=SCHEMA["rna.guides.max_unassigned_many"]).write_h5ad(path)
         rec, warning = guide_assignment_stats(path)
         assert rec == {k: stats[method][k] for k in GUIDE_STATS}
         assert warning == stats[method].get("warning")
@@ -176,7 +193,10 @@ def test_agreement_with_crispat_on_planted_regimes(tmp_path):
         ref = [frozenset(r) for r in ref]
         secs = float((tmp_path / "crispat" / regime / "seconds.txt").read_text())
         t0 = time.perf_counter()
-        ours = _as_sets(call_guides(x, method="background")[0])
+        ours = _as_sets(call_guides(x, method="background",
+                                    min_umis=SCHEMA["rna.guides.min_umis"],
+                                    threshold=SCHEMA["rna.guides.threshold"],
+                                    max_fraction=SCHEMA["rna.guides.max_fraction"])[0])
         ours_s = time.perf_counter() - t0
         either = [i for i in range(len(ours)) if ours[i] or ref[i]]
         agree = np.mean([ours[i] == ref[i] for i in either])
@@ -206,7 +226,11 @@ def test_assign_guides_obs_columns():
     gc = ad.AnnData(X=sp.csr_matrix(x), obs=pd.DataFrame(index=names),
                     var=pd.DataFrame(index=sheet["id"]))
     # guide rows in another order than the cells: assign_guides aligns them by obs name
-    out = assign_guides(cells, gc[::-1], sheet, registry=registry, method="threshold", threshold=5)
+    out = assign_guides(cells, gc[::-1], sheet, registry=registry, method="threshold", threshold=5,
+                        min_umis=SCHEMA["rna.guides.min_umis"],
+                        max_fraction=SCHEMA["rna.guides.max_fraction"],
+                        many_umis=SCHEMA["rna.guides.many_umis"],
+                        max_unassigned_many=SCHEMA["rna.guides.max_unassigned_many"])
     assert list(out.obs["guide_ids"]) == ["a1", "a2;a1", "a1;b1", "", "n1"]
     assert list(out.obs["n_guides"]) == [1, 2, 2, 0, 1]
     assert list(out.obs["perturbation"]) == ["A", "A", "multiple", "unassigned", "NTC"]
@@ -230,6 +254,8 @@ def test_concordance_with_crispat(shared_data):
         refs[key] = {c: frozenset(g) for c, g in r.groupby("cell")["gRNA"]}
     results, rates = {}, {}
     for method, kw in (("background", {}), ("mixture", {}), ("threshold", {"threshold": 5}), ("max", {})):
+        kw = {"threshold": SCHEMA["rna.guides.threshold"], "max_fraction": SCHEMA["rna.guides.max_fraction"],
+              **kw}
         batch = adata.obs["batch"].astype(str)
         call_guides(adata.X[:10], method=method, min_umis=3, **kw)   # numba compiled/loaded before timing
         t0 = time.perf_counter()

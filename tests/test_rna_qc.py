@@ -9,6 +9,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 import zarr
+from config_values import SCHEMA
 from sklearn.metrics import roc_auc_score
 
 from pairedscreen.rna.qc import compute_qc, flag_doublets
@@ -87,7 +88,13 @@ def test_mt_flags_and_doublets_on_planted_data():
     x[dbl] = x[dbl] + x[partner]
     obs = pd.DataFrame({"library": "L1"}, index=[f"c{i}" for i in range(n)])
     adata = ad.AnnData(X=sp.csr_matrix(x), obs=obs, var=pd.DataFrame(index=names))
-    out = flag_doublets(compute_qc(adata, max_pct_mt=20.0), expected_rate=0.08)
+    out = flag_doublets(compute_qc(adata, max_pct_mt=20.0,
+                                   mt_prefix=SCHEMA["rna.qc.mt_prefix"],
+                                   ribo_prefixes=SCHEMA["rna.qc.ribo_prefixes"],
+                                   nmads_counts=SCHEMA["rna.qc.nmads_counts"],
+                                   nmads_genes=SCHEMA["rna.qc.nmads_genes"],
+                                   nmads_mt=SCHEMA["rna.qc.nmads_mt"]), expected_rate=0.08,
+                        knn=SCHEMA["rna.doublets.knn"])
     is_mt = np.zeros(n, bool)
     is_mt[bad_mt] = True
     is_dbl = np.zeros(n, bool)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+from config_values import SCHEMA
 
 from pairedscreen.rna.qc import flag_doublets
 from pairedscreen.rna.scrublet import scrublet
@@ -101,7 +102,7 @@ def test_flag_doublets_per_library_both_routes():
     assert recall >= ref_recall - 0.01 and recall > 0.6
     np.testing.assert_array_equal(e.X.toarray(), a.X.toarray())
     with pytest.raises(ValueError, match="use 'exact' or 'sklearn'"):
-        flag_doublets(a, knn="annoy")
+        flag_doublets(a, knn="annoy", expected_rate=SCHEMA["rna.doublets.expected_rate"])
 
 
 def test_a_small_library_gets_as_many_components_as_its_variable_genes_allow(caplog):

@@ -8,6 +8,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 import pytest
+from config_values import SCHEMA
 from sklearn.metrics import roc_auc_score
 
 from pairedscreen.config import load_config
@@ -43,7 +44,8 @@ def run(tmp_path_factory) -> dict:
         cells.append(lib / "cells.h5ad")
     out = res / "rna"
     stages.run_rna_merge(cells, wd / "config" / "perturbations.tsv", cfg["rna"]["knockdown"]["alpha"],
-                         out / "cells.h5ad", out / "pseudobulk.h5ad", out / "knockdown.tsv")
+                         out / "cells.h5ad", out / "pseudobulk.h5ad", out / "knockdown.tsv",
+                         on_empty=SCHEMA["on_empty"])
     truth = pd.read_csv(wd / "truth" / "rna_barcodes.tsv", sep="\t", keep_default_na=False)
     truth.index = truth["library_id"] + "_" + truth["barcode"]
     return {"wd": Path(wd), "cfg": cfg, "truth": truth, "cells": ad.read_h5ad(res / "rna" / "cells.h5ad"),

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from config_values import SCHEMA
 
 from pairedscreen import columns as C
 from pairedscreen import quarantine
@@ -256,9 +257,14 @@ def test_build_profiles_in_memory_equals_reference(monkeypatch, position, light_
     table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     ops = list(P.FEATURE_SELECT_ORDER)
     monkeypatch.setattr(S, "BLOCK_BYTES", 8 * 4 * 382 * 5)            # 5 columns a block
-    res = P.build_profiles(wells=table, registry=REGISTRY, feature_select=ops, position_correction=position)
+    res = P.build_profiles(wells=table, registry=REGISTRY, feature_select=ops, position_correction=position,
+                                 aggregate=SCHEMA["profiles.aggregate"],
+                                 normalize=SCHEMA["profiles.normalize"],
+                                 outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
+                                 blocklist=SCHEMA["profiles.blocklist"])
     prof, cons, info = _reference_build_profiles(table, REGISTRY, normalize="mad_robustize",
-                                                 feature_select=ops, outlier_cutoff=P.OUTLIER_CUTOFF,
+                                                 feature_select=ops,
+                                                 outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
                                                  position_correction=position)
     pd.testing.assert_frame_equal(res.profiles, prof, check_exact=True)
     pd.testing.assert_frame_equal(res.consensus, cons, check_exact=True)
@@ -274,7 +280,7 @@ def test_streamed_files_equal_reference_with_differing_plate_columns(tmp_path, m
     monkeypatch.setattr(S, "BLOCK_BYTES", 8 * 4 * 382 * 3)
     params = _params()
     info = run_profiles(files, reg, params, tmp_path / "new" / "profiles.parquet",
-                        tmp_path / "new" / "consensus.parquet")
+                        tmp_path / "new" / "consensus.parquet", on_empty=SCHEMA["on_empty"])
     registry = read_registry(reg)
     prof, cons, ref_info = _reference_build_profiles(
         P.read_wells(files, registry), registry, normalize=params["normalize"],
@@ -294,7 +300,8 @@ def test_plate_by_plate_correlation_matches_numpy(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     wells = pd.concat([_plate(k, 84, rng, light_na=True) for k in range(3)], ignore_index=True)
     monkeypatch.setattr(S, "BLOCK_BYTES", 8 * 3 * 382 * 6)
-    sp = S.ScreenProfiles([P.harmonize_metadata(wells, REGISTRY)], tmp_path, position_correction=False)
+    sp = S.ScreenProfiles([P.harmonize_metadata(wells, REGISTRY)], tmp_path, position_correction=False,
+                          normalize=SCHEMA["profiles.normalize"])
     feats = [f for f in FEATS if f not in {"Cells_Intensity_F02_DNA", "Cells_Intensity_F04_DNA"}]
     x = sp._read(feats)
     pd.testing.assert_frame_equal(pd.DataFrame(sp._pairwise_corr(feats, sp._blocks(feats)), index=feats,
@@ -322,11 +329,13 @@ def test_plates_split_across_tables_equal_reference(tmp_path, monkeypatch):
     ops = list(P.FEATURE_SELECT_ORDER)
     new = tmp_path / "new"
     info = S.write_profiles(files, new / "profiles.parquet", new / "consensus.parquet", registry=REGISTRY,
-                            normalize="standardize", feature_select=ops, outlier_cutoff=P.OUTLIER_CUTOFF,
+                            normalize="standardize", feature_select=ops,
+                            outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
                             position_correction="controls", blocklist=None)
     table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     prof, cons, ref_info = _reference_build_profiles(table, REGISTRY, normalize="standardize",
-                                                     feature_select=ops, outlier_cutoff=P.OUTLIER_CUTOFF,
+                                                     feature_select=ops,
+                                                     outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
                                                      position_correction="controls")
     write_parquet(prof, tmp_path / "old" / "profiles.parquet")
     write_parquet(cons, tmp_path / "old" / "consensus.parquet")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from config_values import SCHEMA
 
 from pairedscreen.train import crops, evals, splits
 
@@ -75,12 +76,14 @@ def test_crop_windows_are_the_image_region_around_the_centroid_zero_padded():
     assert not padded[2] and np.array_equal(inside, img[:, 0:16, 0:16])
 
 
-def test_fitted_crop_size_is_twice_the_95th_percentile_extent():
+def test_fitted_crop_size_is_the_factor_times_the_quantile_extent():
+    """The schema's factor (2) x quantile (0.95) of the extent, rounded up to a multiple of 8."""
     n = 100
     ext = np.arange(1, n + 1, dtype=float)
     cells = pd.DataFrame({crops.BBOX[0]: 0.0, crops.BBOX[1]: 0.0, crops.BBOX[2]: ext, crops.BBOX[3]: ext / 2})
-    expected = 2 * np.quantile(ext, 0.95)
-    s = crops.fit_crop_size(cells)
+    factor, quantile = SCHEMA["train.crops.size_factor"], SCHEMA["train.crops.size_quantile"]
+    expected = factor * np.quantile(ext, quantile)
+    s = crops.fit_crop_size(cells, factor=factor, quantile=quantile)
     assert s % 8 == 0 and expected <= s < expected + 8
 
 
@@ -118,7 +121,7 @@ def test_cross_modal_prediction_beats_the_mean_only_where_the_arms_share_biology
     for c in ("both", "rna", "paint", "neither"):
         split[np.flatnonzero(cls == c)[::2]] = "test"
     res = evals.evaluate(rna, paint, split, perts["is_control"].to_numpy(bool), EVAL_PARAMS,
-                         labels=perts["perturbation_id"].to_numpy(), classes=cls)
+                         labels=perts["perturbation_id"].to_numpy(), classes=cls, seed=SCHEMA["train.seed"])
     fwd = res["rna_to_paint"]["by_class"]
     assert fwd["both"]["n"] == 20 and fwd["rna"]["n"] == 8 and fwd["paint"]["n"] == 8
     assert fwd["both"]["beats_baseline"], fwd["both"]

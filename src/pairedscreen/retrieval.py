@@ -56,7 +56,7 @@ def _bh(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def phenotypic_activity(features: np.ndarray, meta: pd.DataFrame, *, pert_col: str = "perturbation",
-                        control_col: str = "is_control", null_size: int = 1000, seed: int = 0,
+                        control_col: str = "is_control", null_size: int, seed: int,
                         same_by: list[str] | None = None) -> pd.DataFrame:
     """mAP of each perturbation's replicates against control replicates (controls: against the other
     control perturbations). ``same_by`` (e.g. ``["plate"]``) restricts negatives to the same plate/batch.
@@ -78,7 +78,7 @@ def phenotypic_activity(features: np.ndarray, meta: pd.DataFrame, *, pert_col: s
 
 
 def consistency(features: np.ndarray, meta: pd.DataFrame, *, diff_col: str, pert_col: str = "perturbation",
-                control_col: str = "is_control", null_size: int = 1000, seed: int = 0) -> pd.DataFrame:
+                control_col: str = "is_control", null_size: int, seed: int) -> pd.DataFrame:
     """mAP of a perturbation's replicates from *different* ``diff_col`` (guide, well, plate) retrieving each
     other ahead of other perturbations' replicates (non-control perturbations only)."""
     x, m = _prepare(features, meta, pert_col)

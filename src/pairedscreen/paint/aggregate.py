@@ -81,7 +81,7 @@ def assemble_cells(feature_tables: list[pd.DataFrame], plate_map: pd.DataFrame, 
         [WELL, SITE, OBJECT_NUMBER], kind="stable", ignore_index=True)
 
 
-def well_features(cells: pd.DataFrame, how: str = "median") -> pd.DataFrame:
+def well_features(cells: pd.DataFrame, how: str) -> pd.DataFrame:
     """Per-well ``how`` (median|mean) of every feature of an assembled cell table (float64, by
     :func:`aggregate_wells`) and ``Metadata_Count_Cells``, indexed by well (sorted); only wells with cells.
     Wells are independent, so the rows of a table holding whole wells equal the rows of the plate's."""
@@ -107,7 +107,7 @@ def wells_table(agg: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch: s
 
 
 def plate_wells(cells: pd.DataFrame, plate_map: pd.DataFrame, plate: str, batch: str,
-                how: str = "median") -> pd.DataFrame:
+                how: str) -> pd.DataFrame:
     """One row per plate-map well (plate-map order): the ``how`` (median|mean) of every feature over its
     cells (float64, by :func:`aggregate_wells`), plus ``Metadata_Count_Cells``. Wells without any cell are
     kept (count 0, features NaN) — never dropped."""
@@ -148,7 +148,7 @@ def plate_segments(file_wells: Sequence[Sequence[str]]) -> list[tuple[list[int],
 
 
 def stream_plate(features: Sequence[str | os.PathLike], plate_map: pd.DataFrame, plate: str, batch: str,
-                 cells_out: str | os.PathLike, how: str = "median") -> pd.DataFrame:
+                 cells_out: str | os.PathLike, how: str) -> pd.DataFrame:
     """Write a plate's cell table (:func:`assemble_cells` of every features file) to ``cells_out`` run by
     run of wells (:func:`plate_segments`) with one ``ParquetWriter``, and return its wells table
     (:func:`plate_wells`), aggregated run by run: peak memory is one chunk's cells, not the plate's.
@@ -227,7 +227,7 @@ def _well_metadata(meta: pd.DataFrame, order: np.ndarray, bounds: np.ndarray) ->
     return pd.DataFrame(keep)
 
 
-def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median",
+def aggregate_wells(cells: pd.DataFrame, *, operation: str,
                     strata: Sequence[str] = (PLATE, WELL),
                     features: Sequence[str] | None = None, chunk_bytes: int = 64 << 20,
                     dtype: type[np.floating] = np.float32) -> pd.DataFrame:

@@ -114,7 +114,7 @@ class IlluminationAccumulator:
         yy, xx = np.meshgrid(fy, fx, indexing="ij")
         return ndimage.map_coordinates(mean, [yy, xx], order=1, mode="nearest")
 
-    def result(self, smoothing_sigma: float = 0.0) -> np.ndarray:
+    def result(self, smoothing_sigma: float) -> np.ndarray:
         if self.total is None or self.n == 0:
             raise ValueError("no images were given to the illumination function")
         full = self._full_size_mean()
@@ -130,7 +130,7 @@ class IlluminationAccumulator:
 
 def compute_illumination(
     images: Iterable[ImageSource],
-    smoothing_sigma: float = 0.0,
+    smoothing_sigma: float,
     method: Method = "background",
     clip_percentiles: tuple[float, float] = (1.0, 99.0),
     block_size: int = 0,
@@ -157,7 +157,7 @@ def apply_illumination(image: np.ndarray, illum: np.ndarray) -> np.ndarray:
 
 def compute_plate_illumination(
     index: pd.DataFrame,
-    smoothing_sigma: float = 0.0,
+    smoothing_sigma: float,
     channels: list[str] | None = None,
     method: Method = "background",
     **kwargs: float | int | tuple[float, float],

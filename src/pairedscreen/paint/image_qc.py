@@ -140,8 +140,8 @@ def flag(metrics: Mapping[str, float], max_saturation_pct: float, min_focus_plls
 
 
 def add_image_qc(
-    index: pd.DataFrame, max_saturation_pct: float = 1.0, min_focus_plls: float = -3.0,
-    max_focus_plls: float | None = 0.0, min_signal_to_noise: float | None = 10.0,
+    index: pd.DataFrame, *, max_saturation_pct: float, min_focus_plls: float,
+    max_focus_plls: float | None, min_signal_to_noise: float | None,
 ) -> pd.DataFrame:
     """Return ``index`` (from :func:`~pairedscreen.paint.ingest.build_image_index`) plus the QC columns.
 

@@ -210,7 +210,8 @@ def build_image_index(
     pattern: str,
     channels: Mapping[str, str | int],
     wells: Iterable[str] | None = None,
-    on_bad_image: Literal["error", "quarantine"] = "error",
+    *,
+    on_bad_image: Literal["error", "quarantine"],
     threads: int = 1,
 ) -> pd.DataFrame:
     """Index a plate's images: one row per (well, site, channel) in ``channels`` order.

@@ -53,12 +53,10 @@ from pairedscreen.paint.aggregate import aggregate_table
 from pairedscreen.plate import PLATE_SHAPE, edge_mask, well_positions
 from pairedscreen.robust import median_mad
 
-# pycytominer's operations; drop_outliers (any |normalised value| > outlier_cutoff) removes features whose
-# control wells are nearly constant (quantised or degenerate features: a tiny MAD blows every other well up
-# by orders of magnitude and one such feature then dominates every distance)
-DEFAULT_FEATURE_SELECT = ("variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist",
-                          "drop_outliers")
-OUTLIER_CUTOFF = 500.0   # drop_outliers' cutoff, pycytominer's default
+# pycytominer's operations (which ones, and drop_outliers' cutoff: `profiles.feature_select` and
+# `profiles.outlier_cutoff` of the config schema); drop_outliers (any |normalised value| > outlier_cutoff)
+# removes features whose control wells are nearly constant (quantised or degenerate features: a tiny MAD
+# blows every other well up by orders of magnitude and one such feature then dominates every distance)
 FEATURE_SELECT_ORDER = ("drop_na_columns", "blocklist", "variance_threshold", "frequency_threshold",
                         "drop_outliers", "correlation_threshold")
 
@@ -102,16 +100,16 @@ def _as_bool(v: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------- aggregation
-def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
+def aggregate_plate_file(path: str | os.PathLike, *, operation: str,
                          registry: pd.DataFrame | None = None, chunk_bytes: int = 64 << 20,
                          features: Sequence[str] | None = None, n_splits: int = 0,
-                         seed: int = 0) -> pd.DataFrame:
+                         seed: int | None = None) -> pd.DataFrame:
     """Aggregate one plate's ``cells.parquet`` to wells, reading feature columns in chunks.
 
     Peak memory is the metadata columns plus one chunk of about ``chunk_bytes`` of features (never the
     whole per-cell table). ``features``: aggregate only these (those the file has, in this order; default
     every numeric compartment column). ``n_splits`` > 0: sub-well replicates, cells split at random within
-    wells by :func:`assign_splits` (``seed``) and aggregated per (plate, well, split).
+    wells by :func:`assign_splits` (``seed``, required then) and aggregated per (plate, well, split).
     """
     schema = pq.read_schema(path)
     names = schema.names
@@ -123,6 +121,8 @@ def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
     meta = harmonize_metadata(pq.read_table(path, columns=meta_names).to_pandas(), registry)
     strata = [PLATE, WELL]
     if n_splits:
+        if seed is None:
+            raise ValueError("aggregate_plate_file: n_splits > 0 needs a seed (quality.seed)")
         meta = assign_splits(meta, n_splits, seed=seed)
         strata.append(SPLIT)
     keys = meta[strata]
@@ -135,7 +135,7 @@ def aggregate_plate_file(path: str | os.PathLike, *, operation: str = "median",
     return aggregate_table(keys, rest, load, feats, operation, chunk_bytes)
 
 
-def assign_splits(cells: pd.DataFrame, n_splits: int, *, seed: int = 0, by: Sequence[str] = (PLATE, WELL),
+def assign_splits(cells: pd.DataFrame, n_splits: int, *, seed: int, by: Sequence[str] = (PLATE, WELL),
                   column: str = SPLIT) -> pd.DataFrame:
     """Add ``column``: a random, balanced split label 0..n_splits-1 within each well (sub-well replicates for
     replicate mAP when a screen has one well per perturbation); aggregate with
@@ -149,7 +149,7 @@ def assign_splits(cells: pd.DataFrame, n_splits: int, *, seed: int = 0, by: Sequ
     return out
 
 
-def aggregate_plates(paths: Iterable[str | os.PathLike], *, operation: str = "median",
+def aggregate_plates(paths: Iterable[str | os.PathLike], *, operation: str,
                      registry: pd.DataFrame | None = None) -> pd.DataFrame:
     """Aggregate plates one after the other (peak memory = one plate's metadata + a feature chunk)."""
     parts = [aggregate_plate_file(p, operation=operation, registry=registry) for p in paths]
@@ -157,7 +157,7 @@ def aggregate_plates(paths: Iterable[str | os.PathLike], *, operation: str = "me
 
 
 # ------------------------------------------------------------------------------------- normalisation
-def normalize_plates(wells: pd.DataFrame, *, method: str = "mad_robustize", reference: str = "controls",
+def normalize_plates(wells: pd.DataFrame, *, method: str, reference: str = "controls",
                      min_reference_wells: int = 3, by: str = PLATE, epsilon: float = 1e-18,
                      features: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Normalise each plate to its negative-control wells: pycytominer's ``mad_robustize``
@@ -227,9 +227,9 @@ def correlated_features(c: np.ndarray, features: Sequence[str], threshold: float
 
 
 # --------------------------------------------------------------------------------- feature selection
-def select_features(profiles: pd.DataFrame, operations: Sequence[str] = DEFAULT_FEATURE_SELECT, *,
+def select_features(profiles: pd.DataFrame, operations: Sequence[str], *,
                     samples: str = "all", na_cutoff: float = 0.05, corr_threshold: float = 0.9,
-                    outlier_cutoff: float = OUTLIER_CUTOFF, blocklist: list[str] | None = None,
+                    outlier_cutoff: float, blocklist: list[str] | None,
                     drop_nonfinite: bool = True) -> tuple[pd.DataFrame, dict]:
     """``pycytominer.feature_select`` with the operations run in a fixed order (cheap filters first,
     ``correlation_threshold`` last, with our vectorised copy of pycytominer's rule); then columns still
@@ -365,11 +365,11 @@ class ProfileResult:
 
 def build_profiles(plate_files: Iterable[str | os.PathLike] | None = None, *,
                    wells: pd.DataFrame | None = None, registry: pd.DataFrame | None = None,
-                   aggregate: str = "median", normalize: str = "mad_robustize",
-                   feature_select: Sequence[str] = DEFAULT_FEATURE_SELECT,
-                   outlier_cutoff: float = OUTLIER_CUTOFF,
+                   aggregate: str, normalize: str,
+                   feature_select: Sequence[str],
+                   outlier_cutoff: float,
                    position_correction: bool | str, min_reference_wells: int = 3,
-                   blocklist: list[str] | None = None) -> ProfileResult:
+                   blocklist: list[str] | None) -> ProfileResult:
     """The ``profiles:`` config block end to end; give per-plate ``cells.parquet`` files or ``wells``
     (e.g. the paint arm's per-plate ``wells.parquet`` concatenated). Wells without cells are dropped.
     The result holds the screen's tables in memory (for tests and notebooks); the workflow streams the

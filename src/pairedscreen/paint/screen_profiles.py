@@ -102,7 +102,7 @@ class ScreenProfiles:
     """
 
     def __init__(self, sources: Sequence[Source], scratch: Path, *, registry: pd.DataFrame | None = None,
-                 normalize: str = "mad_robustize", position_correction: bool | str = False,
+                 normalize: str, position_correction: bool | str,
                  min_reference_wells: int = 3) -> None:
         self.scratch = Path(scratch)
         self._sources = list(sources)
@@ -307,7 +307,7 @@ class ScreenProfiles:
 
     # ------------------------------------------------------------------------------- feature selection
     def select(self, operations: Sequence[str], *, na_cutoff: float = 0.05, corr_threshold: float = 0.9,
-               outlier_cutoff: float, blocklist: list[str] | None = None,
+               outlier_cutoff: float, blocklist: list[str] | None,
                drop_nonfinite: bool = True) -> dict[str, Any]:
         """:func:`pairedscreen.paint.profiles.select_features` (``samples="all"``) on the scratch file, a
         column block at a time; sets :attr:`kept` / :attr:`meta_kept` and returns the record."""
@@ -521,7 +521,7 @@ def write_profiles(sources: Sequence[Source], profiles_out: str | os.PathLike,
                    position_correction: bool | str, blocklist: list[str] | None,
                    min_reference_wells: int = 3,
                    check: Callable[[dict[str, Any], list[str]], None] | None = None,
-                   correct: Sequence[str] = (),
+                   correct: Sequence[str],
                    correct_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``profiles:`` config block from per-plate tables to ``profiles.parquet`` and
     ``consensus.parquet``, one plate (or one column block) in memory at a time; scratch files in a folder

@@ -55,7 +55,7 @@ class ModelNotAvailableError(PairedscreenError, RuntimeError):
 
 # ------------------------------------------------------------------------------------------- models
 
-def resolve_device(gpu: bool | str = "auto") -> Any:
+def resolve_device(gpu: bool | str) -> Any:
     """``auto``: CUDA when torch sees a GPU, else CPU; ``true``: CUDA or an error; ``false``: CPU."""
     import torch
 
@@ -98,7 +98,7 @@ def _resolve_model_path(name_or_path: str | os.PathLike) -> Path | None:
     return None
 
 
-def load_model(name_or_path: str | os.PathLike, gpu: bool | str = "auto") -> Any:
+def load_model(name_or_path: str | os.PathLike, gpu: bool | str) -> Any:
     """A ``cellpose.models.CellposeModel`` for a model name or a model file path (cached per process)."""
     from cellpose import models
 
@@ -180,7 +180,7 @@ def _label_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint16) if n < np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
-def match_compartments(nuclei: np.ndarray, cells: np.ndarray, min_nucleus_overlap: float = 0.5) -> SiteMasks:
+def match_compartments(nuclei: np.ndarray, cells: np.ndarray, min_nucleus_overlap: float) -> SiteMasks:
     """Relabel Cellpose nuclei and cells into the three-compartment object model (module docstring)."""
     nuclei = np.asarray(nuclei)
     cells = np.asarray(cells)
@@ -327,7 +327,7 @@ def segment_compartment(
     min_size: int,
     illum: np.ndarray | None = None,
     nuclear: bool = True,
-    tile_batch_size: int | None = None,
+    tile_batch_size: int | None,
 ) -> list[np.ndarray]:
     """Raw Cellpose label images for one compartment (``ccfg`` = the resolved ``paint.segmentation.nuclei``
     or ``.cells``, :func:`resolved`): nuclei from ``[channel, 0]``, cells from ``[channel,

@@ -44,7 +44,9 @@ def run_paint_index(plate: str, image_dir: PathLike, plate_map: PathLike, patter
     wells = list(read_plate_map(plate_map)["well"])
     index = build_image_index(plate, image_dir, pattern, channels, wells=wells,
                               on_bad_image=on_bad_image)  # type: ignore[arg-type]
-    index = add_image_qc(index, **{k: v for k, v in qc.items() if v is not None})
+    index = add_image_qc(index, max_saturation_pct=qc["max_saturation_pct"],
+                         min_focus_plls=qc["min_focus_plls"], max_focus_plls=qc["max_focus_plls"],
+                         min_signal_to_noise=qc["min_signal_to_noise"])
     log.info("plate %s: %d images, %d quarantined, %d flagged by QC", plate, len(index),
              int((index["status"] != "ok").sum()), int(index["qc_flag"].sum()))
     write_parquet(index, out)
@@ -159,7 +161,7 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
 
 # ------------------------------------------------------------------------------------------- profiles
 def usable_plates(wells: Sequence[PathLike], registry: pd.DataFrame,
-                  on_empty: str = "error") -> tuple[list[PathLike], pd.DataFrame]:
+                  on_empty: str) -> tuple[list[PathLike], pd.DataFrame]:
     """Per-plate ``wells.parquet`` -> (the usable plates' files, quarantine table), reading one plate at a
     time. A plate with every site quarantined, no cell, or every feature NA is an
     :class:`~pairedscreen.quarantine.EmptyDataError` under ``on_empty: error`` and left out (recorded)
@@ -185,7 +187,7 @@ def usable_plates(wells: Sequence[PathLike], registry: pd.DataFrame,
 
 def run_profiles(wells: Sequence[PathLike], registry: PathLike, params: Mapping[str, Any],
                  profiles_out: PathLike, consensus_out: PathLike, quarantine_out: PathLike | None = None,
-                 on_empty: str = "error") -> dict[str, Any]:
+                 *, on_empty: str) -> dict[str, Any]:
     """Per-plate ``wells.parquet`` -> ``profiles.parquet`` (normalised, selected well profiles) and
     ``consensus.parquet`` (per perturbation), per the ``profiles:`` config block (``aggregate`` was
     applied by the paint arm when it wrote wells.parquet; from per-cell tables use

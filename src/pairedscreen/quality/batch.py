@@ -47,7 +47,7 @@ def _sq_distances(a: np.ndarray, b: np.ndarray, budget: int = 1 << 24) -> np.nda
     return out
 
 
-def batch_predictability(x: np.ndarray, labels: np.ndarray, *, n_permutations: int = 1000, seed: int = 0,
+def batch_predictability(x: np.ndarray, labels: np.ndarray, *, n_permutations: int, seed: int,
                          max_splits: int = 5) -> dict:
     """{"n_samples", "n_classes", "accuracy", "chance", "majority_rate", "p_value", "n_splits"}; the
     figures are None when there are fewer than two classes with two samples each."""

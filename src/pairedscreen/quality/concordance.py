@@ -42,7 +42,7 @@ def cosine_similarity(x: np.ndarray) -> np.ndarray:
     return u @ u.T
 
 
-def mantel(a: np.ndarray, b: np.ndarray, *, n_permutations: int = 1000, seed: int = 0,
+def mantel(a: np.ndarray, b: np.ndarray, *, n_permutations: int, seed: int,
            method: str = "pearson") -> tuple[float, float]:
     """Mantel statistic (Pearson or Spearman correlation of the upper triangles) between two symmetric
     similarity matrices and its one-sided permutation p-value."""
@@ -77,8 +77,8 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(hsic / den) if den > 0 else float("nan")
 
 
-def cka_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int = 1000,
-             seed: int = 0) -> tuple[float, float]:
+def cka_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int,
+             seed: int) -> tuple[float, float]:
     """Linear CKA and its permutation p-value (rows of ``y`` permuted)."""
     if len(x) < 4:
         return float("nan"), float("nan")
@@ -112,7 +112,7 @@ def _compared(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, includ
 
 
 def concordance(rna: np.ndarray, paint: np.ndarray, is_control: np.ndarray, *, include_controls: bool = False,
-                n_permutations: int = 1000, seed: int = 0, method: str = "pearson",
+                n_permutations: int, seed: int, method: str = "pearson",
                 subset: np.ndarray | None = None, labels: Sequence[str] | None = None) -> dict:
     """RNA vs paint agreement over the rows given (same perturbations, same order; rows with any NaN in
     either arm are dropped). ``subset``: optional boolean mask of rows to compare (e.g. perturbations

@@ -25,7 +25,7 @@ def _stats(d: np.ndarray, z: np.ndarray, n: int, m: int) -> np.ndarray:
     return 2 * s_xy / (n * m) - s_xx / max(n * (n - 1), 1) - s_yy / max(m * (m - 1), 1)
 
 
-def edistance_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int = 1000,
+def edistance_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int,
                    rng: np.random.Generator | None = None, chunk: int = 256) -> tuple[float, float]:
     """E-distance between samples ``x`` (n x d) and ``y`` (m x d) and its permutation p-value
     ((1 + #perm >= observed) / (1 + n_permutations))."""
@@ -53,7 +53,7 @@ def edistance_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int = 1000,
 
 
 def edistance_table(x: np.ndarray, perturbation: np.ndarray, is_control: np.ndarray, *,
-                    n_permutations: int = 1000, seed: int = 0, max_cells: int = 200,
+                    n_permutations: int, seed: int, max_cells: int,
                     min_cells: int = 5) -> pd.DataFrame:
     """One row per perturbation: perturbation, is_control, n_cells, edistance, p_value, q_value.
 
@@ -88,8 +88,8 @@ def _subsample(a: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return a if len(a) <= k else a[rng.choice(len(a), k, replace=False)]
 
 
-def pca_embedding(x: np.ndarray, is_control: np.ndarray | None = None, *, n_comps: int = 20,
-                  seed: int = 0) -> np.ndarray:
+def pca_embedding(x: np.ndarray, is_control: np.ndarray | None = None, *, n_comps: int,
+                  seed: int) -> np.ndarray:
     """Standardise columns (on control rows when given) and project on the top ``n_comps`` principal
     components (sklearn PCA, randomized when large). Columns with zero spread are dropped."""
     from sklearn.decomposition import PCA

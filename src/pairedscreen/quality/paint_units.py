@@ -32,6 +32,12 @@ from pairedscreen import columns as C
 from pairedscreen.paint.profiles import aggregate_plate_file, harmonize_metadata, normalize_plates
 from pairedscreen.quality.subsample import select
 
+# The quality metrics' own well aggregation and normalisation of the paint arm (sub-well replicates, the
+# uncorrected wells of the position effects): fixed methods of the metrics; the quality stage reads the
+# `quality:` block only, not `profiles.aggregate` / `profiles.normalize`.
+WELL_OPERATION = "median"
+NORMALIZATION = "mad_robustize"
+
 PathLike = str | os.PathLike
 META = (C.PLATE, C.WELL, C.PERT, C.IS_CONTROL, C.BATCH)
 
@@ -84,7 +90,7 @@ class PlateRows:
         return self.rows(np.flatnonzero((self.meta[C.PLATE] == plate).to_numpy()))
 
     def controls(self, columns: Sequence[str], max_per_plate: int | None = None,
-                 seed: int = 0) -> pd.DataFrame:
+                 *, seed: int) -> pd.DataFrame:
         """``columns`` of the control rows, in file order; with ``max_per_plate``, at most that many per
         plate (:func:`per_plate`, chosen on the metadata, then only those rows read)."""
         ctrl = self.meta.loc[self.meta[C.IS_CONTROL].to_numpy(bool), [C.PLATE]]
@@ -127,9 +133,9 @@ def subwell_rows(paint_cells: Sequence[PathLike], features: Sequence[str], regis
     control sub-wells (:func:`pairedscreen.paint.profiles.normalize_plates`, per plate), written to a
     Parquet file of its own in ``workdir``; yields a :class:`PlateRows` per plate."""
     for k, p in enumerate(paint_cells):
-        part = aggregate_plate_file(p, registry=registry, features=list(features), n_splits=n_splits,
-                                    seed=seed)
-        part, _ = normalize_plates(part, features=list(features))
+        part = aggregate_plate_file(p, operation=WELL_OPERATION, registry=registry, features=list(features),
+                                    n_splits=n_splits, seed=seed)
+        part, _ = normalize_plates(part, method=NORMALIZATION, features=list(features))
         out = os.path.join(workdir, f"subwells_{k:05d}.parquet")
         pq.write_table(pa.Table.from_pandas(part, preserve_index=False), out)
         del part

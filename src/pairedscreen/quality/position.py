@@ -62,7 +62,7 @@ def _edge_r2_many(x: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 def position_effects(profiles: pd.DataFrame, features: Sequence[str] | None = None, *,
                      reference: str = "all", plate_shape: tuple[int, int] | None = None,
-                     n_permutations: int = 1000, seed: int = 0, min_wells: int = 6) -> pd.DataFrame:
+                     n_permutations: int, seed: int, min_wells: int = 6) -> pd.DataFrame:
     """Long table: plate, feature_group, n_wells, n_edge_wells, n_features, r2_row, r2_col, r2_edge
     (medians of adjusted R^2), edge_shift (median over features of (mean edge - mean interior) / SD),
     edge_stat, edge_p_value, edge_q_value (BH over plates within the ``all`` group and over all rows).
@@ -81,7 +81,7 @@ class PositionEffects:
     permutations of each plate come from one generator, in that order), then :meth:`table`."""
 
     def __init__(self, features: Sequence[str], *, reference: str = "all",
-                 plate_shape: tuple[int, int] | None = None, n_permutations: int = 1000, seed: int = 0,
+                 plate_shape: tuple[int, int] | None = None, n_permutations: int, seed: int,
                  min_wells: int = 6) -> None:
         self.feats = list(features)
         self.groups = feature_groups(self.feats)
@@ -173,7 +173,7 @@ def plate_feature_r2(plate: object, df: pd.DataFrame, feats: Sequence[str], *,
                          "r2_col": _adj_r2(x, pos.col.to_numpy()), "r2_edge": _adj_r2(x, edge)})
 
 
-def summarize(effects: pd.DataFrame, *, alpha: float = 0.05) -> dict:
+def summarize(effects: pd.DataFrame, *, alpha: float) -> dict:
     """Datasheet summary from the ``all`` feature group: per plate r2 figures, edge p, and whether an edge
     effect is detected on any plate (BH q < ``alpha`` over plates)."""
     allg = effects[effects["feature_group"] == "all"].copy()

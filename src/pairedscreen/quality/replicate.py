@@ -27,7 +27,7 @@ from pairedscreen.retrieval import consistency, phenotypic_activity
 __all__ = ["consistency", "paint_features", "phenotypic_activity", "rna_features"]
 
 
-def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int = 2000, min_mean: float = 0.05,
+def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int, min_mean: float = 0.05,
                  eps: float = 0.1) -> np.ndarray:
     """Replicate pseudobulk log-expression -> features for mAP: genes with mean >= ``min_mean``, the
     ``n_top`` most variable across replicates, centred on the mean of *all* replicates and scaled by the
@@ -51,7 +51,7 @@ def rna_features(x: np.ndarray, is_control: np.ndarray, *, n_top: int = 2000, mi
 
 
 def paint_features(profiles: pd.DataFrame, features: list[str], *, eps: float = 1e-6,
-                   plate_col: str | None = C.PLATE, pca_variance: float | None = 0.9) -> np.ndarray:
+                   plate_col: str | None = C.PLATE, pca_variance: float | None) -> np.ndarray:
     """Normalised well profiles -> features for mAP, columns of zero spread dropped, re-centred per plate on
     the mean of all its wells: normalisation to the plate's control wells leaves every non-control well with
     the same error of the control median, which would inflate inert perturbations' mAP (see

@@ -25,7 +25,7 @@ from pairedscreen.io import jsonable, write_json, write_parquet, write_tsv
 from pairedscreen.modalities import paint_modality, rna_modality
 from pairedscreen.paint.profiles import normalize_plates, read_wells
 from pairedscreen.quality import batch, concordance, correction, effect, position, replicate, truth
-from pairedscreen.quality.paint_units import PlateRows, paint_replicates, per_plate
+from pairedscreen.quality.paint_units import NORMALIZATION, PlateRows, paint_replicates, per_plate
 from pairedscreen.quality.subsample import bounded_cells
 from pairedscreen.quality.summary import summarize_hits
 from pairedscreen.quality.units import replicate_pseudobulks
@@ -182,7 +182,7 @@ class _RawWells:
             raw = read_wells([self.paths[k]], self.reg)
             has_cells = raw[self.feats].notna().any(axis=1) & (raw.get(C.N_CELLS, 1) > 0)
             raw = raw[has_cells].reset_index(drop=True)
-            norm, _ = normalize_plates(raw, features=self.feats)
+            norm, _ = normalize_plates(raw, method=NORMALIZATION, features=self.feats)
             self._cached = (k, raw, norm)
         return self._cached[1], self._cached[2]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 
-def summarize_hits(table: pd.DataFrame, *, alpha: float = 0.05, q_col: str = "q_value",
+def summarize_hits(table: pd.DataFrame, *, alpha: float, q_col: str = "q_value",
                    keep: Sequence[str] = ("perturbation", "is_control", "mean_average_precision", "edistance",
                                           "p_value", "q_value")) -> dict:
     """Per-arm block for ``metrics.replicate`` / ``metrics.effect`` from a per-perturbation table

@@ -37,7 +37,7 @@ def read_truth(truth_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     return out
 
 
-def hit_recovery(calls: pd.DataFrame, truth: pd.DataFrame, truth_col: str, *, alpha: float = 0.05,
+def hit_recovery(calls: pd.DataFrame, truth: pd.DataFrame, truth_col: str, *, alpha: float,
                  q_col: str = "q_value", id_col: str = "perturbation") -> dict:
     """Precision/recall of hits (q < alpha) vs ``truth[truth_col]``; NaN q = not called.
 
@@ -85,8 +85,8 @@ SHARED_PROGRAM_CLASS = "both"
 
 
 def concordance_recovery(truth_dir: str | os.PathLike, ids: list[str], rna: np.ndarray, paint: np.ndarray,
-                         is_control: np.ndarray, *, alpha: float = 0.05, n_permutations: int = 1000,
-                         seed: int = 0) -> dict:
+                         is_control: np.ndarray, *, alpha: float, n_permutations: int,
+                         seed: int) -> dict:
     """Concordance over the planted shared-program perturbations of ``ids`` (rows of ``rna``/``paint``, in
     that order): ``{n_perturbations, n_programs, perturbations, mantel_r, mantel_p, cka, cka_p,
     significant, alpha}``; statistics are None when fewer than 4 such perturbations are in both arms."""
@@ -105,7 +105,7 @@ def concordance_recovery(truth_dir: str | os.PathLike, ids: list[str], rna: np.n
 
 
 def truth_recovery(truth_dir: str | os.PathLike, arm_calls: dict[str, pd.DataFrame], *,
-                   edge_detected: bool | None = None, alpha: float = 0.05) -> dict:
+                   edge_detected: bool | None = None, alpha: float) -> dict:
     """Datasheet block: ``{arm: {precision, recall, ...}, "edge": {...}}``; ``arm_calls`` maps ``rna`` /
     ``paint`` to a calls table (perturbation, q_value), e.g. from ``replicate.phenotypic_activity``."""
     truth = read_truth(truth_dir)

@@ -26,7 +26,7 @@ def _indicator(labels: np.ndarray, levels: Sequence[str]) -> sp.csr_matrix:
 
 def replicate_pseudobulks(cells: ad.AnnData, *, key: str = "perturbation", guide_key: str = "guide_ids",
                           library_key: str | None = "library", min_cells: int = 5, max_splits: int = 4,
-                          seed: int = 0, categories: Sequence[str] | None = None,
+                          seed: int, categories: Sequence[str] | None = None,
                           max_replicates: int | None = None) -> ad.AnnData:
     """Replicate pseudobulks for replicate mAP: each (perturbation, guide, library) unit's cells are split
     at random into ``min(max_splits, n // min_cells)`` disjoint subsets (at least one when the unit has

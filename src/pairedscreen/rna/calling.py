@@ -94,9 +94,9 @@ def _mc_counts(cum_p, log_p, totals_sorted, obs_ll, n_iter, seed):  # pragma: no
 def emptydrops(
     x: sp.csr_matrix,
     *,
-    ambient_max_umis: int = 100,
-    min_umis: int = 200,
-    n_iter: int = 10000,
+    ambient_max_umis: int,
+    min_umis: int,
+    n_iter: int,
     max_tested_total: float | None = None,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -136,10 +136,10 @@ def emptydrops(
 def call_cells(
     raw: ad.AnnData,
     *,
-    fdr: float = 0.01,
-    ambient_max_umis: int = 100,
-    min_umis: int = 200,
-    n_iter: int = 10000,
+    fdr: float,
+    ambient_max_umis: int,
+    min_umis: int,
+    n_iter: int,
     expected_cells: int | None = None,
     seed: int = 0,
 ) -> tuple[ad.AnnData, pd.DataFrame]:

@@ -52,7 +52,7 @@ H5_ATTRS = ("software_version", "chemistry_description", "filetype", "version", 
 OBS_CALLS = "cellranger_guide_ids"
 
 
-def matrix_path(outs: PathLike, cells: str = "pipeline") -> Path:
+def matrix_path(outs: PathLike, cells: str) -> Path:
     """The matrix of ``outs`` for ``cells`` (``pipeline``: the raw matrix, ``cellranger``: the filtered one);
     ``multi``'s ``sample_`` names accepted. Raises :class:`MissingInputError` naming the folder, what it holds
     and the fix."""
@@ -163,7 +163,7 @@ def read_calls(path: PathLike, library_id: str, obs_names: pd.Index) -> np.ndarr
 
 
 def load_outs(outs: PathLike, library_id: str, guide_ids: list[str], batch: str | None = None,
-              cells: str = "pipeline") -> tuple[ad.AnnData, ad.AnnData, dict[str, Any]]:
+              *, cells: str) -> tuple[ad.AnnData, ad.AnnData, dict[str, Any]]:
     """A Cell Ranger folder -> raw GEX AnnData, guide AnnData (same obs) and its provenance record
     ``{outs, matrix, cells, guide_features, files: {path: sha256}, h5 attrs..., metrics}``.
 

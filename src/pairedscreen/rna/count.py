@@ -260,8 +260,8 @@ def kb_count(
     whitelist: PathLike | None,
     out_dir: PathLike,
     threads: int = 1,
-    memory: str = "2G",
     *,
+    memory: str,
     kite: bool = False,
 ) -> Path:
     """``kb count`` over one library's lanes (``r1s[i]`` pairs ``r2s[i]``) into ``out_dir``.

@@ -176,7 +176,7 @@ def _otsu_split(u: np.ndarray, w: np.ndarray) -> float:
     return float(u[int(np.argmax(between)) + 1])
 
 
-def fit_guide(counts: np.ndarray, *, n_cells: int | None = None, min_umis: int = 3,
+def fit_guide(counts: np.ndarray, *, n_cells: int | None = None, min_umis: int,
               n_iter: int = 500, tol: float = 1e-9) -> GuideFit:
     """Fit one guide's background + signal model and its UMI threshold.
 

@@ -47,7 +47,7 @@ def _normal_logpdf(x: np.ndarray, mu: float, var: float) -> np.ndarray:
     return -0.5 * (np.log(2 * np.pi * var) + (x - mu) ** 2 / var)
 
 
-def mixture_threshold(counts: np.ndarray, *, min_umis: int = 3, n_iter: int = 200) -> float:
+def mixture_threshold(counts: np.ndarray, *, min_umis: int, n_iter: int = 200) -> float:
     """UMI threshold of one guide from a two-component mixture on log10(count+1) of nonzero cells.
 
     Returns the smallest count (>= ``min_umis``) whose posterior for the high component exceeds 0.5,
@@ -157,10 +157,10 @@ def _calls(
 def call_guides(
     counts: sp.spmatrix | np.ndarray,
     *,
-    method: str = "background",
-    min_umis: int = 3,
-    threshold: int = 5,
-    max_fraction: float = 0.5,
+    method: str,
+    min_umis: int,
+    threshold: int,
+    max_fraction: float,
     groups: Sequence[str] | np.ndarray | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Boolean cells x guides assignment matrix and per-(group, guide) thresholds (groups x guides).
@@ -204,12 +204,12 @@ def assign_guides(
     guide_sheet: pd.DataFrame,
     *,
     registry: pd.DataFrame | None = None,
-    method: str = "background",
-    min_umis: int = 3,
-    threshold: int = 5,
-    max_fraction: float = 0.5,
-    many_umis: int = 0,
-    max_unassigned_many: float = 0.1,
+    method: str,
+    min_umis: int,
+    threshold: int,
+    max_fraction: float,
+    many_umis: int,
+    max_unassigned_many: float,
     batch_key: str | None = "library",
 ) -> ad.AnnData:
     """A copy of ``cells`` with guide calls.

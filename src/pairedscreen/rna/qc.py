@@ -50,12 +50,12 @@ def _metric_bounds(thresholds: dict[str, dict[str, float]]) -> dict[str, dict[st
 def compute_qc(
     adata: ad.AnnData,
     *,
-    mt_prefix: str = "MT-",
-    ribo_prefixes: Sequence[str] = ("RPL", "RPS"),
-    nmads_counts: float = 5.0,
-    nmads_genes: float = 5.0,
-    nmads_mt: float = 3.0,
-    max_pct_mt: float = 20.0,
+    mt_prefix: str,
+    ribo_prefixes: Sequence[str],
+    nmads_counts: float,
+    nmads_genes: float,
+    nmads_mt: float,
+    max_pct_mt: float,
     batch_key: str | None = "library",
 ) -> ad.AnnData:
     """A copy of ``adata`` (X = counts) with scanpy QC metrics and outlier flags.
@@ -107,10 +107,10 @@ def compute_qc(
 def flag_doublets(
     adata: ad.AnnData,
     *,
-    expected_rate: float = 0.06,
+    expected_rate: float,
     batch_key: str | None = "library",
     seed: int = 0,
-    knn: Literal["exact", "sklearn"] = "exact",
+    knn: Literal["exact", "sklearn"],
     threads: int | None = None,
 ) -> ad.AnnData:
     """A copy with scrublet's obs['doublet_score'] / obs['predicted_doublet'] (per ``batch_key``).

@@ -254,7 +254,8 @@ def run_rna_merge(
     pseudobulk_out: PathLike,
     knockdown_out: PathLike,
     quarantine_out: PathLike | None = None,
-    on_empty: str = "error",
+    *,
+    on_empty: str,
     summaries: Sequence[PathLike] | None = None,
 ) -> pd.DataFrame:
     """All libraries -> merged ``cells.h5ad``, ``pseudobulk.h5ad`` (registry order) and ``knockdown.tsv``.
@@ -279,7 +280,7 @@ def run_rna_merge(
             for c, out in zip(cells, made, strict=True):
                 run_rna_summary(c, registry, out)
             return run_rna_merge(cells, registry, alpha, cells_out, pseudobulk_out, knockdown_out,
-                                 quarantine_out, on_empty, summaries=made)
+                                 quarantine_out, on_empty=on_empty, summaries=made)
     reg = read_registry(registry)
     records = []
     for p in cells:

@@ -67,7 +67,7 @@ def _agg_to_dict(agg: Any) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def run(h5ad: str, splits: str, control: str, out: str, profile: str = "minimal") -> dict:
+def run(h5ad: str, splits: str, control: str, out: str, profile: str) -> dict:
     import anndata as ad
     import numpy as np
     import pandas as pd
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--h5ad")
     ap.add_argument("--splits")
-    ap.add_argument("--control", default="non-targeting")
-    ap.add_argument("--profile", default="minimal")
+    ap.add_argument("--control", help="the control label (train.control_label)")
+    ap.add_argument("--profile", help="cell-eval's metric profile (train.evals.celleval_profile)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--unavailable", metavar="PYTHON", help="record that the eval interpreter is missing")
     args = ap.parse_args(argv)
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr)
         _write({"status": "not run", "reason": msg}, args.out)
         return 0
-    if not (args.h5ad and args.splits):
-        ap.error("--h5ad and --splits are required")
+    if not (args.h5ad and args.splits and args.control and args.profile):
+        ap.error("--h5ad, --splits, --control and --profile are required")
     run(args.h5ad, args.splits, args.control, args.out, args.profile)
     return 0
 

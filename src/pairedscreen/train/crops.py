@@ -55,7 +55,7 @@ META = ("Metadata_Plate", "Metadata_Batch", "Metadata_Well", "Metadata_Site", "M
         "Metadata_Perturbation", "Metadata_IsControl")
 
 
-def fit_crop_size(cells: pd.DataFrame, factor: float = 2.0, quantile: float = 0.95, multiple: int = 8) -> int:
+def fit_crop_size(cells: pd.DataFrame, factor: float, quantile: float, multiple: int = 8) -> int:
     """``factor`` x the ``quantile`` of the bounding-box extent (max of width, height), rounded up to a
     multiple of ``multiple`` (at least ``multiple``)."""
     if not len(cells):

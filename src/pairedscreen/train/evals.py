@@ -286,7 +286,7 @@ def parts_halves(parts: Parts, offset: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def evaluate(rna: np.ndarray, paint: np.ndarray, split: np.ndarray, is_control: np.ndarray,
              params: Mapping[str, Any], *, labels: np.ndarray, classes: np.ndarray | None = None,
-             seed: int = 0, rna_parts: Parts | None = None, paint_parts: Parts | None = None,
+             seed: int, rna_parts: Parts | None = None, paint_parts: Parts | None = None,
              learning: bool = False) -> dict[str, Any]:
     """Both directions on per-perturbation tables: ``rna`` = RNA pseudobulk (mean log1p CP10k), ``paint`` =
     consensus (already relative to the plate controls), rows = perturbations with ``split`` and

@@ -700,7 +700,7 @@ def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
     return out, zout
 
 def measure_areashape(
-    labels: np.ndarray, index: ObjectIndex | None = None, zernike_degree: int = 9
+    labels: np.ndarray, index: ObjectIndex | None = None, *, zernike_degree: int
 ) -> dict[str, np.ndarray]:
     """CellProfiler AreaShape features of every object of a 2-D label image.
 

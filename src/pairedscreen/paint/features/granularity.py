@@ -423,10 +423,10 @@ def measure_granularity(
     image: np.ndarray,
     labels: np.ndarray,
     channel: str,
-    spectrum_length: int = 16,
-    subsample_size: float = 0.25,
-    background_subsample_size: float = 0.25,
-    element_size: int = 10,
+    spectrum_length: int,
+    subsample_size: float,
+    background_subsample_size: float,
+    element_size: int,
     index: ObjectIndex | None = None,
 ) -> dict[str, np.ndarray]:
     """``Granularity_{k}_{channel}`` (k = 1..spectrum_length) per object, CellProfiler's definition."""

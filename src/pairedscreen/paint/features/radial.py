@@ -300,7 +300,7 @@ def measure_radial_distribution(
     image: np.ndarray,
     labels: np.ndarray,
     channel: str,
-    bins: int = 4,
+    bins: int,
     index: ObjectIndex | None = None,
 ) -> dict[str, np.ndarray]:
     """FracAtD, MeanFrac and RadialCV per object and bin (CellProfiler scaled bins, no overflow)."""

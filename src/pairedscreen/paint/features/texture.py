@@ -354,8 +354,8 @@ def measure_texture(
     image: np.ndarray,
     labels: np.ndarray,
     channel: str,
-    scales: Sequence[int] = (3,),
-    levels: int = 256,
+    scales: Sequence[int],
+    levels: int,
     index: ObjectIndex | None = None,
 ) -> dict[str, np.ndarray]:
     """Haralick features ``Texture_{Feature}_{channel}_{scale}_{dir:02d}_{levels}`` per object.
