@@ -174,7 +174,8 @@ def _library_defaults():
     train = [(evals.evaluate, "seed", "train.seed"),
              (crops.fit_crop_size, "factor", "train.crops.size_factor"),
              (crops.fit_crop_size, "quantile", "train.crops.size_quantile"),
-             (celleval_run.run, "profile", "train.evals.celleval_profile")]
+             (celleval_run.run, "profile", "train.evals.celleval_profile"),
+             (celleval_run.run, "seed", "train.seed")]
     return quality + rna + paint + profiles + train
 
 

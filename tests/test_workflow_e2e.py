@@ -569,6 +569,14 @@ def test_evals_recorded_in_datasheet_with_n_and_the_cell_eval_floor(finished_run
         assert ce["status"] == "ok", ce
         assert set(ce["predictors"]) == {"mean_of_train", "control"}
         assert "pearson_delta" in ce["predictors"]["mean_of_train"]
+        # cell-eval's own data ceiling on the same cells: bounded metrics stay in their range
+        ceiling = ce["ceiling"]["metrics"]
+        assert "pearson_delta" in ceiling and "discrimination_score_l1" in ceiling
+        assert ceiling["pearson_delta"] is None or -1 <= ceiling["pearson_delta"] <= 1
+        assert ceiling["discrimination_score_l1"] is None or 0 <= ceiling["discrimination_score_l1"] <= 1
+    # the split-half ceilings and the leakage audit ran on the run's cells (the rule's inputs)
+    assert ev["ceilings"]["status"] == "ok", ev["ceilings"]
+    assert ev["leakage"]["status"] in {"ok", "not run"}, ev["leakage"]
     assert sheet["train"]["evals"]["celleval"]["status"] == ev["celleval"]["status"]
     # cell-eval's cells: the configured per-perturbation bound, recorded in evals.json and the datasheet
     import anndata as ad

@@ -168,6 +168,7 @@ rule train_celleval:
         src=str(REPO / "src"),
         control=TRAIN["control_label"],
         profile=TRAIN["evals"]["celleval_profile"],
+        seed=TRAIN["seed"],
     log:
         log("train_celleval", "all"),
     benchmark:
@@ -181,7 +182,7 @@ rule train_celleval:
         "if command -v {params.python:q} >/dev/null 2>&1; then"
         " PYTHONPATH={params.src:q} {params.python:q} -m pairedscreen.train.celleval_run"
         " --h5ad {input.h5ad:q} --splits {input.splits:q} --control {params.control:q}"
-        " --profile {params.profile} --out {output:q};"
+        " --profile {params.profile} --seed {params.seed} --out {output:q};"
         " else PYTHONPATH={params.src:q} python -m pairedscreen.train.celleval_run --out {output:q}"
         " --unavailable {params.python:q}; fi > {log:q} 2>&1"
 

@@ -19,6 +19,9 @@ cells + all control cells; predictions (same cells per perturbation, controls as
   (``cell_eval.build_base_mean_adata``);
 - ``control``: every test cell predicted as the mean control cell (no effect).
 
+and cell-eval's own data ceiling of the same real cells (``ceiling``: ``compute_ceiling``, disjoint halves,
+Spearman-Brown corrected).
+
 Each is scored with ``cell_eval.MetricsEvaluator(...).compute(profile)``; the aggregated metrics go to
 ``celleval.json`` (``status: ok``). ``--unavailable PY`` (no eval interpreter) writes ``status: not run``
 with the fix instead, so the datasheet and report say so.
@@ -67,7 +70,7 @@ def _agg_to_dict(agg: Any) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def run(h5ad: str, splits: str, control: str, out: str, profile: str) -> dict:
+def run(h5ad: str, splits: str, control: str, out: str, profile: str, seed: int) -> dict:
     import anndata as ad
     import numpy as np
     import pandas as pd
@@ -114,6 +117,19 @@ def run(h5ad: str, splits: str, control: str, out: str, profile: str) -> dict:
                                   pert_col="perturbation", num_threads=1, outdir=tmp)
             _, agg = ev.compute(profile=profile, write_csv=False)
         res["predictors"][name] = _agg_to_dict(agg)
+    # cell-eval's own data ceiling on the same real cells: disjoint halves of each perturbation's cells
+    # scored against each other, Spearman-Brown corrected to full depth (NaN -> None: no defensible ceiling)
+    with tempfile.TemporaryDirectory() as tmp:
+        ev = MetricsEvaluator(adata_pred=None, adata_real=real, control_pert=control, pert_col="perturbation",
+                              num_threads=1, outdir=tmp)
+        _, agg = ev.compute_ceiling(profile=profile, write_csv=False, seed=seed)
+    row = agg.to_pandas().iloc[0]
+    res["ceiling"] = {
+        "method": "cell_eval MetricsEvaluator.compute_ceiling: each test perturbation's (and the control's) "
+                  "cells split into two disjoint halves scored against each other, Spearman-Brown corrected; "
+                  "null where cell-eval defines no ceiling for the metric",
+        "seed": seed,
+        "metrics": {str(k): (float(v) if v == v else None) for k, v in row.items()}}
     _write(res, out)
     return res
 
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits")
     ap.add_argument("--control", help="the control label (train.control_label)")
     ap.add_argument("--profile", help="cell-eval's metric profile (train.evals.celleval_profile)")
+    ap.add_argument("--seed", type=int, help="seed of cell-eval's ceiling halves (train.seed)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--unavailable", metavar="PYTHON", help="record that the eval interpreter is missing")
     args = ap.parse_args(argv)
@@ -132,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr)
         _write({"status": "not run", "reason": msg}, args.out)
         return 0
-    if not (args.h5ad and args.splits and args.control and args.profile):
-        ap.error("--h5ad, --splits, --control and --profile are required")
-    run(args.h5ad, args.splits, args.control, args.out, args.profile)
+    if not (args.h5ad and args.splits and args.control and args.profile and args.seed is not None):
+        ap.error("--h5ad, --splits, --control, --profile and --seed are required")
+    run(args.h5ad, args.splits, args.control, args.out, args.profile, args.seed)
     return 0
 
 

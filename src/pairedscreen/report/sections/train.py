@@ -85,9 +85,14 @@ def collect_train(inputs: Inputs) -> dict[str, Any]:
     ce = ev.get("celleval") or {}
     celleval = None
     if ce.get("status") == "ok":
+        ceiling = (ce.get("ceiling") or {}).get("metrics") or {}
         celleval = pd.DataFrame([
-            {"predictor": name, "metric": metric, "mean": stats.get("mean"), "n": stats.get("count")}
+            {"predictor": name, "metric": metric, "mean": stats.get("mean"), "n": stats.get("count"),
+             "cell-eval ceiling": ceiling.get(metric)}
             for name, metrics in (ce.get("predictors") or {}).items() for metric, stats in metrics.items()])
+        if ce.get("status") == "ok" and "ceiling" not in ce:
+            notes.append("cell-eval's ceiling not in celleval.json (made by an older pairedscreen): rerun "
+                         "train_celleval")
     else:
         notes.append(f"cell-eval baselines not run: {ce.get('reason', 'no result')}")
     n_test = (sp.get("n") or {}).get("test")
