@@ -245,7 +245,8 @@ def _step(step: str, spec: dict[str, Any]) -> Any:
             params=resolve_section("quality", spec.get("quality") or {}), truth_dir=None,
             metrics_out=root / path("quality_metrics"), table_out=root / path("quality_table"),
             paint_cells=spec["paint_cells"], paint_quarantine=root / path("paint_quarantine"),
-            similarity_out=None, position_out=root / path("quality_position"))
+            similarity_out=None, position_out=root / path("quality_position"),
+            profiles_config=resolve_section("profiles"))
     if step == "pair_paint":                     # workflow/scripts/pair.py, a screen without RNA
         from pairedscreen.pair.stages import run_pair
         return lambda: run_pair(

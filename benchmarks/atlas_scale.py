@@ -127,7 +127,8 @@ from pairedscreen.quality.stage import run_quality
 run_quality(profiles=None, consensus=None, rna_cells=a["cells"], pseudobulk=a["out"] + "/pseudobulk.h5ad",
             knockdown=a["out"] + "/knockdown.tsv", wells=[], registry=a["registry"],
             params=dict(resolve_section("quality", {"permutations": 100})), truth_dir=None,
-            metrics_out=a["out"] + "/metrics.json", table_out=a["out"] + "/perturbations.tsv", paint_cells=[])
+            metrics_out=a["out"] + "/metrics.json", table_out=a["out"] + "/perturbations.tsv", paint_cells=[],
+            profiles_config=resolve_section("profiles"))
 """,
     "pair": """
 from pairedscreen.pair.stages import run_pair

@@ -84,7 +84,7 @@ def test_stages_end_to_end(workdir):
         workdir["truth"],
         res / "quality" / "metrics.json", res / "quality" / "perturbations.tsv",
         similarity_out=res / "quality" / "similarity.parquet",
-        position_out=res / "quality" / "position.parquet")
+        position_out=res / "quality" / "position.parquet", profiles_config=params)
     # the stored tables behind the report's figures are the ones behind the metrics
     sim = pd.read_parquet(res / "quality" / "similarity.parquet")
     off = sim[sim.perturbation_a != sim.perturbation_b]
@@ -172,7 +172,8 @@ def test_single_well_screen_uses_sub_well_replicates(workdir, tmp_path):
         res / "rna" / "pseudobulk.h5ad", res / "rna" / "knockdown.tsv", [tmp_path / "wells.parquet"],
         workdir["registry"],
         resolve_section("quality", {"permutations": 50, "max_cells": 40, "n_top_genes": 100}), None,
-        tmp_path / "metrics.json", tmp_path / "perturbations.tsv", paint_cells=[tmp_path / "cells.parquet"])
+        tmp_path / "metrics.json", tmp_path / "perturbations.tsv", paint_cells=[tmp_path / "cells.parquet"],
+        profiles_config=resolve_section("profiles"))
     rep = metrics["replicate"]["paint"]
     assert rep["replicate_unit"].startswith("sub-wells") and rep["n_scored"] == len(s.registry)
     assert metrics["batch"]["paint_plate_raw"]["accuracy"] is None          # one plate: nothing to predict
@@ -259,7 +260,8 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
                           rna / "cells.h5ad", rna / "pseudobulk.h5ad", rna / "knockdown.tsv", wells, reg_path,
                           resolve_section("quality", {"permutations": 50, "max_cells": 40,
                                                       "n_top_genes": 100}),
-                          None, q / "metrics.json", q / "perturbations.tsv")
+                          None, q / "metrics.json", q / "perturbations.tsv",
+                          profiles_config=resolve_section("profiles"))
     row = pd.read_csv(q / "perturbations.tsv", sep="\t").set_index("perturbation_id").loc[single]
     assert row["paint_n_replicates"] == 1 and np.isnan(row["paint_q_value"])
     assert pd.isna(row["paint_active"]) and row["paint_active_reason"] == "fewer than 2 replicates"

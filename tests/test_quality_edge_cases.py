@@ -40,7 +40,9 @@ def test_sub_well_replicates_drop_undefined_features_not_wells(tmp_path):
     wells_df = A.aggregate_wells(prof.harmonize_metadata(cells, reg), operation=SCHEMA["profiles.aggregate"])
     wells_path = tmp_path / "profiles.parquet"
     prof.harmonize_metadata(wells_df, reg).to_parquet(wells_path)
-    rep, unit, record = paint_replicates(PlateRows(wells_path, reg), [path], reg, max_replicates=16, seed=0)
+    rep, unit, record = paint_replicates(PlateRows(wells_path, reg), [path], reg, max_replicates=16, seed=0,
+                                         aggregate=SCHEMA["profiles.aggregate"],
+                                         normalize=SCHEMA["profiles.normalize"])
     assert record["replicates"] == record["replicates_total"] == 12 and record["perturbations_capped"] == 0
     assert unit.startswith("sub-wells")
     assert len(rep) == 4 * 3                                    # every well's 3 splits kept

@@ -19,6 +19,8 @@ from pairedscreen.quality.stage import _paint_quality
 FEATS = [f"Cells_Intensity_Mean_{c}" for c in ("DNA", "RNA", "AGP")] + ["Nuclei_AreaShape_Area",
                                                                       "Cytoplasm_Texture_Contrast_Mito_3"]
 
+PROFILE = {"aggregate": SCHEMA["profiles.aggregate"], "normalize": SCHEMA["profiles.normalize"]}
+
 
 def _screen(n_plates: int = 3, wells_per_pert: int = 4, seed: int = 0) -> pd.DataFrame:
     """Well profiles: 6 perturbations with a planted shift and 2 control ids, ``wells_per_pert`` wells of
@@ -87,7 +89,8 @@ def test_streamed_paint_quality_equals_the_whole_table(tmp_path):
         wells.append(p)
     metrics = {"replicate": {}, "consistency": {}, "effect": {}, "batch": {}}
     act = _paint_quality(prof, wells, None, reg, metrics, [], nperm=200, seed=3, alpha=0.05, pca=None,
-                         position_out=tmp_path / "position.parquet", max_cells=200, max_replicates=64)
+                         position_out=tmp_path / "position.parquet", max_cells=200, max_replicates=64,
+                         **PROFILE)
     assert metrics["paint_subsample"]["perturbations_capped"] == 0
     assert metrics["paint_subsample"]["replicates"] == len(df)
     whole = harmonize_metadata(pd.read_parquet(prof), reg)
@@ -119,7 +122,7 @@ def test_replicates_capped_per_perturbation(tmp_path):
     path = tmp_path / "profiles.parquet"
     _write_by_plate(df, path)
     pr = PlateRows(path, reg)
-    rep, unit, record = paint_replicates(pr, None, reg, max_replicates=5, seed=1)
+    rep, unit, record = paint_replicates(pr, None, reg, max_replicates=5, seed=1, **PROFILE)
     assert unit == "wells"
     assert rep.groupby(C.PERT).size().eq(5).all() and rep[C.PERT].nunique() == 8
     assert record == {"max_replicates_per_perturbation": 5, "replicates": 40, "replicates_total": 96,
@@ -129,9 +132,9 @@ def test_replicates_capped_per_perturbation(tmp_path):
     assert len(joined) == len(rep)
     for f in FEATS:
         assert np.array_equal(joined[f].to_numpy(), joined[f + "_src"].to_numpy())
-    again, _, _ = paint_replicates(PlateRows(path, reg), None, reg, max_replicates=5, seed=1)
+    again, _, _ = paint_replicates(PlateRows(path, reg), None, reg, max_replicates=5, seed=1, **PROFILE)
     pd.testing.assert_frame_equal(rep, again)
-    other, _, _ = paint_replicates(PlateRows(path, reg), None, reg, max_replicates=5, seed=2)
+    other, _, _ = paint_replicates(PlateRows(path, reg), None, reg, max_replicates=5, seed=2, **PROFILE)
     assert not other[key].equals(rep[key])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from config_values import SCHEMA
 
 from pairedscreen.train import ceiling, evals, learning
 from pairedscreen.train.parts import Parts
@@ -91,7 +92,7 @@ def test_baseline_model_ceiling_ordered_where_biology_is_shared_and_model_at_bas
     cls = perts["effect_class"].to_numpy()
     genes = _genes(rna, split, ctrl)
     res = evals.evaluate(rna, paint, split, ctrl, EVAL_PARAMS, labels=perts["perturbation_id"].to_numpy(),
-                         classes=cls, rna_parts=rp.columns(genes), paint_parts=pp)
+                         classes=cls, rna_parts=rp.columns(genes), paint_parts=pp, seed=SCHEMA["train.seed"])
     both = res["rna_to_paint"]["by_class"]["both"]["correlation"]
     assert both["baseline"] < both["model"] < both["ceiling"], both
     assert both["baseline_ci"][1] < both["ceiling_ci"][0]
@@ -121,7 +122,8 @@ def test_ceilings_follow_the_noise():
         split = half_split(perts)
         res = evals.evaluate(rna, paint, split, ctrl, EVAL_PARAMS,
                              labels=perts["perturbation_id"].to_numpy(),
-                             rna_parts=rp.columns(_genes(rna, split, ctrl)), paint_parts=pp)
+                             rna_parts=rp.columns(_genes(rna, split, ctrl)), paint_parts=pp,
+                             seed=SCHEMA["train.seed"])
         out.append(res["per_arm"]["paint"]["overall"]["correlation"]["ceiling_half_depth"])
     assert out[0] > out[1] + 0.2, out
 
@@ -135,7 +137,8 @@ def _learning(seed: int, classes: dict[str, int]) -> dict:
     ctrl = perts["is_control"].to_numpy(bool)
     split = half_split(perts)
     res = evals.evaluate(rna, paint, split, ctrl, LEARN_PARAMS, labels=perts["perturbation_id"].to_numpy(),
-                         rna_parts=rp.columns(_genes(rna, split, ctrl)), paint_parts=pp, learning=True)
+                         rna_parts=rp.columns(_genes(rna, split, ctrl)), paint_parts=pp, learning=True,
+                         seed=SCHEMA["train.seed"])
     return res["learning_curve"]
 
 
@@ -297,9 +300,11 @@ def test_streamed_paint_parts_are_the_normalised_sub_wells(tmp_path):
     path = tmp_path / "cells.parquet"
     pd.DataFrame(rows).to_parquet(path, index=False)
     feats = ["Cells_AreaShape_Area", "Nuclei_Intensity_Mean_DNA"]
-    parts, meta = paint_parts([path], feats, reg, n_parts=4, seed=0)
-    sub, _ = normalize_plates(aggregate_plate_file(path, registry=reg, features=feats, n_splits=4, seed=0),
-                              features=feats)
+    parts, meta = paint_parts([path], feats, reg, n_parts=4, seed=0, aggregate=SCHEMA["profiles.aggregate"],
+                              normalize=SCHEMA["profiles.normalize"])
+    sub, _ = normalize_plates(aggregate_plate_file(path, operation=SCHEMA["profiles.aggregate"], registry=reg,
+                                                   features=feats, n_splits=4, seed=0),
+                              method=SCHEMA["profiles.normalize"], features=feats)
     assert IS_CONTROL in sub
     for i, p in enumerate(["A", "B", "NTC"]):
         for k in range(4):

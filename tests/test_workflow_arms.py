@@ -134,7 +134,8 @@ def test_libraries_only_aggregates_on_the_run_outputs(plates_first, tmp_path):
     params = {**load_config(cfg / "config.yaml")["quality"], "permutations": 50}
     metrics = run_quality(None, None, r / "rna" / "cells.h5ad", r / "rna" / "pseudobulk.h5ad",
                           r / "rna" / "knockdown.tsv", [], cfg / "perturbations.tsv",
-                          params, None, tmp_path / "metrics.json", tmp_path / "q.tsv")
+                          params, None, tmp_path / "metrics.json", tmp_path / "q.tsv",
+                          profiles_config=load_config(cfg / "config.yaml")["profiles"])
     assert metrics["arms"] == {"rna": "present", "paint": "missing"} and "paint" not in metrics["replicate"]
     assert "paint_map" not in pd.read_csv(tmp_path / "q.tsv", sep="\t").columns
     run_pair(r / "rna" / "pseudobulk.h5ad", None, tmp_path / "q.tsv", cfg / "perturbations.tsv",

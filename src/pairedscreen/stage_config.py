@@ -41,7 +41,7 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "paint_features": ("paint.features", "paint.wells_per_job"),
     "paint_plate": ("profiles.aggregate",),
     "profiles": ("profiles", "on_empty", "sheets.perturbations"),
-    "quality": ("quality", "truth_dir", "sheets.perturbations"),
+    "quality": ("quality", "profiles.aggregate", "profiles.normalize", "truth_dir", "sheets.perturbations"),
     "pair": ("pair", "sheets.perturbations"),
     "report": ("truth_dir",),   # the rest of its configuration it reads from the datasheet's record
     "train_splits": ("train.seed", "train.val_fraction", "train.test_fraction", "sheets.perturbations"),
@@ -54,7 +54,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "train_celleval": ("train.seed", "train.control_label", "train.evals.celleval_profile",
                        "train.evals.eval_python"),
     "train_evals": ("train.seed", "train.val_fraction", "train.test_fraction", "train.batch_holdout",
-                    "train.evals", "truth_dir", "sheets.perturbations", "sheets.guides"),
+                    "train.evals", "profiles.aggregate", "profiles.normalize", "truth_dir",
+                    "sheets.perturbations", "sheets.guides"),
     "train_croissant": ("train.croissant",),
 }
 # the datasheet records the configuration the outputs were made with: every key some stage reads

@@ -17,4 +17,5 @@ with snakemake_log(snakemake):
                 params=dict(snakemake.params.config["quality"]), truth_dir=snakemake.params.config["truth_dir"] or None,
                 metrics_out=snakemake.output.metrics, table_out=snakemake.output.table,
                 paint_cells=list(inp.paint_cells), paint_quarantine=one(inp.paint_quarantine),
-                similarity_out=one(snakemake.output.similarity), position_out=one(snakemake.output.position))
+                similarity_out=one(snakemake.output.similarity), position_out=one(snakemake.output.position),
+                profiles_config=snakemake.params.config["profiles"])

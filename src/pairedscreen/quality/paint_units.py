@@ -32,12 +32,6 @@ from pairedscreen import columns as C
 from pairedscreen.paint.profiles import aggregate_plate_file, harmonize_metadata, normalize_plates
 from pairedscreen.quality.subsample import select
 
-# The quality metrics' own well aggregation and normalisation of the paint arm (sub-well replicates, the
-# uncorrected wells of the position effects): fixed methods of the metrics; the quality stage reads the
-# `quality:` block only, not `profiles.aggregate` / `profiles.normalize`.
-WELL_OPERATION = "median"
-NORMALIZATION = "mad_robustize"
-
 PathLike = str | os.PathLike
 META = (C.PLATE, C.WELL, C.PERT, C.IS_CONTROL, C.BATCH)
 
@@ -127,15 +121,16 @@ def replicate_rows(meta: pd.DataFrame, max_replicates: int, seed: int) -> tuple[
 
 
 def subwell_rows(paint_cells: Sequence[PathLike], features: Sequence[str], registry: pd.DataFrame, *,
-                 n_splits: int, seed: int, workdir: PathLike) -> Iterator[PlateRows]:
+                 n_splits: int, seed: int, workdir: PathLike, aggregate: str,
+                 normalize: str) -> Iterator[PlateRows]:
     """Sub-well replicates, one plate at a time: each plate's cells split at random within wells
     (:func:`pairedscreen.paint.profiles.aggregate_plate_file`), aggregated and normalised to the plate's
     control sub-wells (:func:`pairedscreen.paint.profiles.normalize_plates`, per plate), written to a
     Parquet file of its own in ``workdir``; yields a :class:`PlateRows` per plate."""
     for k, p in enumerate(paint_cells):
-        part = aggregate_plate_file(p, operation=WELL_OPERATION, registry=registry, features=list(features),
+        part = aggregate_plate_file(p, operation=aggregate, registry=registry, features=list(features),
                                     n_splits=n_splits, seed=seed)
-        part, _ = normalize_plates(part, method=NORMALIZATION, features=list(features))
+        part, _ = normalize_plates(part, method=normalize, features=list(features))
         out = os.path.join(workdir, f"subwells_{k:05d}.parquet")
         pq.write_table(pa.Table.from_pandas(part, preserve_index=False), out)
         del part
@@ -143,12 +138,13 @@ def subwell_rows(paint_cells: Sequence[PathLike], features: Sequence[str], regis
 
 
 def paint_replicates(profiles: PlateRows, paint_cells: Sequence[PathLike] | None, registry: pd.DataFrame, *,
-                     max_replicates: int, seed: int, n_splits: int = 3,
+                     max_replicates: int, seed: int, aggregate: str, normalize: str, n_splits: int = 3,
                      log: Any = None) -> tuple[pd.DataFrame, str, dict[str, Any]]:
     """The replicate profiles quality scores, their unit, and the record of the cap.
 
     Wells are the replicates; sub-wells (``n_splits`` random cell splits per well, aggregated and normalised
-    like the wells) when most perturbations have a single well and cells are given. Caveat, reported in the
+    like the wells: ``aggregate`` / ``normalize`` = ``profiles.aggregate`` / ``profiles.normalize``) when
+    most perturbations have a single well and cells are given. Caveat, reported in the
     metrics (``replicate_unit``): sub-wells of one well share its well effect, so with one well per
     perturbation a well artefact cannot be told from a perturbation effect; activity calls are then
     within-well reproducibility, not replicate agreement. At most ``max_replicates`` rows per perturbation
@@ -162,7 +158,7 @@ def paint_replicates(profiles: PlateRows, paint_cells: Sequence[PathLike] | None
     with tempfile.TemporaryDirectory(prefix="subwells_", dir=os.path.dirname(os.fspath(profiles.path))
                                      or ".") as tmp:
         plates = list(subwell_rows(paint_cells, profiles.features, registry, n_splits=n_splits, seed=seed,
-                                   workdir=tmp))
+                                   workdir=tmp, aggregate=aggregate, normalize=normalize))
         all_meta = pd.concat([p.meta.assign(_file=k) for k, p in enumerate(plates)], ignore_index=True)
         keep, record = replicate_rows(all_meta, max_replicates, seed)
         offsets = np.r_[0, np.cumsum([len(p.meta) for p in plates])]

@@ -25,7 +25,7 @@ from pairedscreen.io import jsonable, write_json, write_parquet, write_tsv
 from pairedscreen.modalities import paint_modality, rna_modality
 from pairedscreen.paint.profiles import normalize_plates, read_wells
 from pairedscreen.quality import batch, concordance, correction, effect, position, replicate, truth
-from pairedscreen.quality.paint_units import NORMALIZATION, PlateRows, paint_replicates, per_plate
+from pairedscreen.quality.paint_units import PlateRows, paint_replicates, per_plate
 from pairedscreen.quality.subsample import bounded_cells
 from pairedscreen.quality.summary import summarize_hits
 from pairedscreen.quality.units import replicate_pseudobulks
@@ -78,7 +78,7 @@ def _table(df: pd.DataFrame, arm: str, kind: str) -> pd.DataFrame:
 def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: Sequence[PathLike] | None,
                    reg: pd.DataFrame, metrics: dict, tables: list, *, nperm: int, seed: int, alpha: float,
                    pca: Any, position_out: PathLike | None, max_cells: int,
-                   max_replicates: int) -> pd.DataFrame:
+                   max_replicates: int, aggregate: str, normalize: str) -> pd.DataFrame:
     """The paint metrics, reading a plate at a time (:mod:`pairedscreen.quality.paint_units`): the
     replicate profiles (at most ``max_replicates`` per perturbation), each plate's wells for the position
     effects, the control wells (at most ``max_replicates`` per plate) for batch predictability."""
@@ -91,7 +91,7 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
         metrics["correction"] = chain
         paint_cells = None
     rep, unit, record = paint_replicates(pr, paint_cells, reg, max_replicates=max_replicates, seed=seed,
-                                         log=log)
+                                         aggregate=aggregate, normalize=normalize, log=log)
     metrics["paint_subsample"] = record
     meta = pd.DataFrame({"perturbation": rep[C.PERT].astype(str).to_numpy(),
                          "is_control": rep[C.IS_CONTROL].to_numpy(bool),
@@ -116,7 +116,7 @@ def _paint_quality(profiles: PathLike, wells: Sequence[PathLike], paint_cells: S
     # at a time: the features defined on every plate, then each plate's position effects (sorted plates)
     # (a correction chain may have replaced the features by components: the raw wells have its input's)
     raw = _RawWells(wells, reg, correction.input_features(profiles, feats), max_per_plate=max_replicates,
-                    seed=seed)
+                    seed=seed, normalize=normalize)
     keep_feats = raw.defined
     before = position.PositionEffects(keep_feats, n_permutations=nperm, seed=seed)
     after = position.PositionEffects(feats, n_permutations=nperm, seed=seed)
@@ -160,8 +160,8 @@ class _RawWells:
     (the last one kept)."""
 
     def __init__(self, paths: Sequence[PathLike], reg: pd.DataFrame, feats: list[str], *,
-                 max_per_plate: int | None, seed: int) -> None:
-        self.paths, self.reg, self.feats = list(paths), reg, feats
+                 max_per_plate: int | None, seed: int, normalize: str) -> None:
+        self.paths, self.reg, self.feats, self.normalize = list(paths), reg, feats, normalize
         self._cached: tuple[int, pd.DataFrame, pd.DataFrame] | None = None
         self._plates: dict[Any, int] = {}
         ok = np.ones(len(feats), bool)
@@ -182,7 +182,7 @@ class _RawWells:
             raw = read_wells([self.paths[k]], self.reg)
             has_cells = raw[self.feats].notna().any(axis=1) & (raw.get(C.N_CELLS, 1) > 0)
             raw = raw[has_cells].reset_index(drop=True)
-            norm, _ = normalize_plates(raw, method=NORMALIZATION, features=self.feats)
+            norm, _ = normalize_plates(raw, method=self.normalize, features=self.feats)
             self._cached = (k, raw, norm)
         return self._cached[1], self._cached[2]
 
@@ -241,13 +241,15 @@ def run_quality(profiles: PathLike | None, consensus: PathLike | None,
                 registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
                 metrics_out: PathLike, table_out: PathLike, paint_cells: Sequence[PathLike] | None = None,
                 similarity_out: PathLike | None = None, position_out: PathLike | None = None,
-                paint_quarantine: PathLike | None = None) -> dict:
+                paint_quarantine: PathLike | None = None, *, profiles_config: Mapping[str, Any]) -> dict:
     """All quality metrics -> ``results/quality/metrics.json`` (datasheet ``metrics`` block, plus
     ``truth_recovery`` when ``truth_dir``) and ``results/quality/perturbations.tsv`` (one row per registry
     perturbation: ``{arm}_map``, ``{arm}_q_value``, ``{arm}_active``, ``{arm}_edistance``, ``{arm}_effect_q``,
     consistency q-values, knockdown columns). ``params`` = the resolved ``quality:`` block
     (permutations, seed, alpha, max_cells, max_replicates, n_top_genes, n_pcs, paint_pca_variance; from
-    :func:`pairedscreen.config.load_config`). ``rna_cells``: the libraries' ``cells.h5ad`` (or one merged
+    :func:`pairedscreen.config.load_config`); ``profiles_config`` = the resolved ``profiles:`` block, whose
+    ``aggregate`` and ``normalize`` the paint arm's sub-well replicates and uncorrected wells follow (as the
+    profiles stage made the wells). ``rna_cells``: the libraries' ``cells.h5ad`` (or one merged
     file), of which at most ``max_cells`` usable cells per perturbation are read
     (:mod:`pairedscreen.quality.subsample`; recorded as ``metrics['rna_subsample']``).
     ``paint_cells`` (per-plate cells.parquet) enables
@@ -279,7 +281,9 @@ def run_quality(profiles: PathLike | None, consensus: PathLike | None,
                                         quarantine.usable_files(paint_cells, held), reg, metrics, tables,
                                         nperm=nperm, seed=seed, alpha=alpha,
                                         pca=params["paint_pca_variance"], position_out=position_out,
-                                        max_cells=max_cells, max_replicates=int(params["max_replicates"]))
+                                        max_cells=max_cells, max_replicates=int(params["max_replicates"]),
+                                        aggregate=str(profiles_config["aggregate"]),
+                                        normalize=str(profiles_config["normalize"]))
     if has["rna"]:
         calls["rna"] = _rna_quality(rna_cells, reg, ids, metrics, tables, params, nperm=nperm, seed=seed,
                                     alpha=alpha, max_cells=max_cells)

@@ -63,7 +63,7 @@ def evaluate_with_cells(rna: np.ndarray, rna_genes: Sequence[str], paint: np.nda
                         params: Mapping[str, Any], *, seed: int, labels: np.ndarray,
                         classes: np.ndarray | None, rna_cells: Sequence[PathLike] | None,
                         paint_cells: Sequence[PathLike] | None,
-                        guides: pd.DataFrame | None) -> dict[str, Any]:
+                        guides: pd.DataFrame | None, profiles_config: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`pairedscreen.train.evals.evaluate` (with learning curves), plus, given both arms' cells
     files, the split-half ceilings / normalised scores and the leakage audit (``leakage``). ``params`` =
     the config's ``train.evals`` block."""
@@ -79,7 +79,9 @@ def evaluate_with_cells(rna: np.ndarray, rna_genes: Sequence[str], paint: np.nda
     ids = reg["perturbation_id"].astype(str).tolist()
     rp = halves.rna_parts(rna_cells, ids, [i for i, c in zip(ids, ctrl, strict=True) if c],
                           [rna_genes[g] for g in prep.genes], list(rna_genes), n_parts=N_PARTS, seed=seed)
-    pp, pmeta = halves.paint_parts(paint_cells, list(paint_features), reg, n_parts=N_PARTS, seed=seed)
+    pp, pmeta = halves.paint_parts(paint_cells, list(paint_features), reg, n_parts=N_PARTS, seed=seed,
+                                   aggregate=str(profiles_config["aggregate"]),
+                                   normalize=str(profiles_config["normalize"]))
     res = evals.evaluate(rna, paint, split, ctrl, params, rna_parts=rp.parts, paint_parts=pp, **kw)
     res["ceilings"] = {
         "status": "ok", "n_parts": N_PARTS, "seed": seed,

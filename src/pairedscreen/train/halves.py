@@ -127,8 +127,10 @@ def rna_parts(cells_files: Sequence[PathLike], ids: Sequence[str], controls: Seq
 
 
 def paint_parts(cells_files: Sequence[PathLike], features: Sequence[str], registry: pd.DataFrame, *,
-                n_parts: int, seed: int) -> tuple[Parts, pd.DataFrame]:
-    """Stream the per-plate cells files (see the module doc). Returns the parts (registry order, on
+                n_parts: int, seed: int, aggregate: str, normalize: str) -> tuple[Parts, pd.DataFrame]:
+    """Stream the per-plate cells files (see the module doc); sub-wells aggregated and normalised as the
+    profiles stage made the wells (``aggregate`` / ``normalize`` = ``profiles.aggregate`` / ``.normalize``).
+    Returns the parts (registry order, on
     ``features``) and per perturbation: ``paint_wells``, ``paint_plates``, ``paint_cells``,
     ``paint_cells_per_well``, ``paint_mean_row``, ``paint_mean_col``, ``paint_edge_fraction``."""
     from pairedscreen.paint.profiles import aggregate_plate_file, normalize_plates
@@ -139,9 +141,9 @@ def paint_parts(cells_files: Sequence[PathLike], features: Sequence[str], regist
     sums, counts = np.zeros((P, n_parts, F)), np.zeros((P, n_parts, F))
     wells = []
     for path in cells_files:
-        sub = aggregate_plate_file(path, registry=registry, features=list(features), n_splits=n_parts,
-                                   seed=seed)
-        sub, _ = normalize_plates(sub, features=list(features))
+        sub = aggregate_plate_file(path, operation=aggregate, registry=registry, features=list(features),
+                                   n_splits=n_parts, seed=seed)
+        sub, _ = normalize_plates(sub, method=normalize, features=list(features))
         pidx = pos.get_indexer(sub[PERT].astype(str))
         keep = pidx >= 0
         sub, pidx = sub[keep], pidx[keep]

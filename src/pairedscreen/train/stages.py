@@ -113,7 +113,7 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
               registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
               celleval: PathLike | None, out: PathLike, eval_cells: PathLike | None = None,
               rna_cells: Sequence[PathLike] | None = None, paint_cells: Sequence[PathLike] | None = None,
-              guides: PathLike | None = None) -> dict:
+              guides: PathLike | None = None, *, profiles_config: Mapping[str, Any]) -> dict:
     """``results/quality/evals.json``: the splits' summary (seed, fractions, lists, batch holdout: the
     datasheet's ``train.splits``), cross-modal ridge on the test perturbations (by planted class when a
     truth folder is configured), the cell-eval baselines (``celleval.json``, written in the eval env) and
@@ -153,7 +153,7 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
         np.asarray(rna.X, float), list(rna.var_names), np.asarray(paint.X, float), feature_columns(cons), reg,
         table["split"].to_numpy(), ev, seed=int(params["seed"]), labels=table.index.to_numpy(),
         classes=classes, rna_cells=list(rna_cells or []), paint_cells=list(paint_cells or []),
-        guides=read_guides(guides) if guides else None)
+        guides=read_guides(guides) if guides else None, profiles_config=profiles_config)
     res["splits"] = spl.summarize(read_splits(splits), read_holdout(holdout), params)
     if celleval:
         res["celleval"] = json.loads(Path(celleval).read_text())
