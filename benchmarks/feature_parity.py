@@ -5,7 +5,10 @@ synthetic sites (3 channels, Nuclei/Cells/Cytoplasm) and the real ScaleFEx Cell 
 (1080 x 1080, 5 channels; Otsu + watershed masks) -- and writes ``benchmarks/feature_parity.md``:
 per feature (channel names abstracted to ``{ch}``), the maximum relative error over every object,
 compartment, channel and site, the share of objects above 1e-4, and for each feature above 1e-4
-the written reason. A second section compares with CellProfiler 4.0.6's own ExampleHuman output.
+the written reason. RWC and Costes are compared with CellProfiler 4.2.8's own object-mode code
+(``tests/_cellprofiler_reference.py``: image-wide ranks and Costes thresholds), also on the real 8-bit
+ExampleHuman site (Costes on the 1/255 grid). A second section compares with CellProfiler 4.0.6's own
+ExampleHuman output.
 
 Relative error: ``|ours - ref| / max(|ref|, 1e-6 * max|ref|, 1e-9)`` per feature and run; equal NaN/inf
 count as agreement.
@@ -29,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from _cellprofiler_reference import measure_objects as cp4_colocalization  # noqa: E402
 from _features_a_data import (  # noqa: E402
     EXAMPLEHUMAN,
     SCALEFEX,
@@ -37,6 +41,8 @@ from _features_a_data import (  # noqa: E402
     cp_intensity,
     cp_neighbors,
     examplehuman_comparison,
+    examplehuman_images,
+    examplehuman_nuclei,
     load_scalefex,
     rel_err,
     relabel,
@@ -93,6 +99,18 @@ ALT_REFERENCE: dict[str, tuple[str, str]] = {
         "CellProfiler formula, numpy",
         "CellProfiler MeasureColocalization's object-mode formula in numpy (this script); not in "
         "cp_measure 0.3",
+    ),
+    "Correlation_RWC": (
+        "CellProfiler 4.2.8 code",
+        "CellProfiler 4.2.8's own run_image_pair_objects (tests/_cellprofiler_reference.py): ranks over "
+        "every labelled pixel of the image together; cp_measure 0.3 ranks per object (as this module did "
+        "before: 0% of real nuclei agreed with CellProfiler's RWC, issue 22)",
+    ),
+    "Correlation_Costes": (
+        "CellProfiler 4.2.8 code",
+        "CellProfiler 4.2.8's own run_image_pair_objects + bisection_costes: one threshold pair over the "
+        "whole image on the grid of the images' scale (65535 for 16-bit, 255 for the 8-bit ExampleHuman "
+        "site), applied to each object; cp_measure 0.3 thresholds each object on a fixed 65535 grid",
     ),
 }
 
@@ -177,7 +195,7 @@ def _colocalization_formula(img1, img2, labels, thr=15.0):
     return out
 
 
-def run_part_b(table: Table, imgs, channels, labels, index, where, costes: bool) -> None:
+def run_part_b(table: Table, imgs, channels, labels, index, where, scale: float | None) -> None:
     from pairedscreen.paint import features as feats
 
     fams = {f: feats._family_function(f) for f in ("texture", "granularity", "radial", "colocalization")}
@@ -209,13 +227,19 @@ def run_part_b(table: Table, imgs, channels, labels, index, where, costes: bool)
 
     corr = get_correlation_measurements()
     for (i, a), (j, b) in itertools.combinations(enumerate(channels), 2):
-        ours = fams["colocalization"](imgs[i], imgs[j], labels, a, b, index=index, costes=costes)
+        costes = scale is not None
+        ours = fams["colocalization"](imgs[i], imgs[j], labels, a, b, index=index, costes=costes, scale=scale)
         ref: dict[str, np.ndarray] = {}
         ref.update(corr["pearson"](imgs[i], imgs[j], labels))
         ref.update(corr["manders_fold"](imgs[i], imgs[j], labels))
-        ref.update(corr["rwc"](imgs[i], imgs[j], labels))
+        # RWC and Costes: CellProfiler 4.2.8's own code (image-wide ranks and thresholds)
+        cp4 = cp4_colocalization(imgs[i], imgs[j], labels, a, b, scale if costes else 65535.0)
+        present = index.labels_present - 1
+        ref["Correlation_RWC_1"] = cp4[f"Correlation_RWC_{a}_{b}"][present]
+        ref["Correlation_RWC_2"] = cp4[f"Correlation_RWC_{b}_{a}"][present]
         if costes:
-            ref.update(corr["costes"](imgs[i], imgs[j], labels, scale_max=65535))
+            ref["Correlation_Costes_1"] = cp4[f"Correlation_Costes_{a}_{b}"][present]
+            ref["Correlation_Costes_2"] = cp4[f"Correlation_Costes_{b}_{a}"][present]
         form = _colocalization_formula(imgs[i], imgs[j], labels)
         mapping = {
             f"Correlation_Correlation_{a}_{b}": ref.get("Correlation_Pearson"),
@@ -240,7 +264,7 @@ def run_part_b(table: Table, imgs, channels, labels, index, where, costes: bool)
 # ------------------------------------------------------------------------------------------------
 
 
-def run_site(table: Table, name: str, imgs, channels, comps, costes: bool, timings: dict) -> None:
+def run_site(table: Table, name: str, imgs, channels, comps, scale: float | None, timings: dict) -> None:
     from pairedscreen.paint.features.areashape import measure_areashape
     from pairedscreen.paint.features.intensity import measure_intensity
     from pairedscreen.paint.features.neighbors import measure_neighbors
@@ -272,7 +296,7 @@ def run_site(table: Table, name: str, imgs, channels, comps, costes: bool, timin
                     base = re.sub(r"_(\d+|Adjacent)$", "", key)
                     table.add("neighbors", key, channels, val, ref.get(key), where,
                               reference=ALT_REFERENCE.get(base, ("cp_measure 0.3",))[0])
-        run_part_b(table, imgs, channels, labels, index, where, costes)
+        run_part_b(table, imgs, channels, labels, index, where, scale)
         timings[where] = time.perf_counter() - t0
 
 
@@ -431,15 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     table = Table()
     timings: dict[str, float] = {}
     datasets = []
-    sites: list[tuple[str, np.ndarray, tuple[str, ...], dict, bool]] = []
+    # (name, images, channels, compartments, Costes scale: the originals' dtype maximum, None = no Costes)
+    sites: list[tuple[str, np.ndarray, tuple[str, ...], dict, float | None]] = []
     for seed in (0, 1):
         imgs, nuc, cells, cyto = synthetic_site(seed=seed)
         comps = {"Nuclei": relabel(nuc), "Cells": relabel(cells), "Cytoplasm": relabel(cyto)}
-        sites.append((f"synthetic{seed}", imgs, ("DNA", "ER", "Mito"), comps, not args.quick))
+        scale = None if args.quick else 65535.0
+        sites.append((f"synthetic{seed}", imgs, ("DNA", "ER", "Mito"), comps, scale))
         datasets.append(f"synthetic{seed} (256x256, 3 channels, {cells.max()} cells)")
     if not args.quick:
         imgs, channels, comps = pipeline_site()
-        sites.append(("pipeline", imgs, channels, comps, True))
+        sites.append(("pipeline", imgs, channels, comps, 65535.0))
         datasets.append(f"pipeline site (pairedscreen simulate, 256x256, 5 channels, shipped Cellpose masks, "
                         f"{comps['Cells'].max()} cells)")
     cp_summary = cp_table = None
@@ -447,12 +473,20 @@ def main(argv: list[str] | None = None) -> int:
         imgs = load_scalefex(SHARED / SCALEFEX)
         nuc, cells, cyto = segment_site(imgs)
         comps = {"Nuclei": relabel(nuc), "Cells": relabel(cells), "Cytoplasm": relabel(cyto)}
-        sites.append(("scalefex", imgs, SCALEFEX_CHANNELS, comps, True))
+        sites.append(("scalefex", imgs, SCALEFEX_CHANNELS, comps, 65535.0))
         datasets.append(f"ScaleFEx real site (1080x1080, 5 channels, {cells.max()} cells)")
+    if not args.quick and (SHARED / EXAMPLEHUMAN).exists():
+        eh = examplehuman_images(SHARED / EXAMPLEHUMAN)
+        nuc = relabel(examplehuman_nuclei(SHARED / EXAMPLEHUMAN))
+        eh_channels = ("DNA", "PH3", "cellbody")
+        sites.append(("examplehuman", np.stack([eh[c] for c in eh_channels]), eh_channels, {"Nuclei": nuc},
+                      255.0))
+        datasets.append(f"CellProfiler ExampleHuman real 8-bit site (512x512, 3 channels, {nuc.max()} nuclei "
+                        "rebuilt from the CellProfiler run's outlines; Costes on the 1/255 grid)")
     if (SHARED / EXAMPLEHUMAN).exists():
         cp_summary, cp_table = examplehuman_comparison(SHARED / EXAMPLEHUMAN)
-    for name, imgs, channels, comps, costes in sites:
-        run_site(table, name, imgs, channels, comps, costes, timings)
+    for name, imgs, channels, comps, scale in sites:
+        run_site(table, name, imgs, channels, comps, scale, timings)
         print(f"{name}: done", flush=True)
     text = render(table, cp_summary, cp_table, datasets, time.perf_counter() - t0)
     Path(args.out).write_text(text)
