@@ -48,7 +48,6 @@ from _features_a_data import (  # noqa: E402
     relabel,
     segment_site,
     synthetic_site,
-    zernike_all_pixels,
 )
 
 from pairedscreen.paint.features import build_index  # noqa: E402
@@ -58,16 +57,6 @@ SHARED = Path(os.environ.get("PAIREDSCREEN_SHARED_DATA", REPO.parent / "shared" 
 
 # Written reasons for features allowed above TOL, matched by regular expression on the template.
 REASONS: list[tuple[str, str, str]] = [
-    (
-        r"^AreaShape_Zernike_",
-        "convention",
-        "cp_measure/CellProfiler evaluate the polynomials only where r^2 <= 1 inside the minimum "
-        "enclosing circle; the pixels that *define* that circle lie on it and floating-point "
-        "round-off of (y - c)/r puts r^2 a few ulp above 1 for some of them, so they are dropped "
-        "at random (a third of objects lose 1-4 pixels). Every object pixel is inside its enclosing "
-        "circle by construction, so we keep them all. Against cp_measure's own formula with the "
-        "cut-off relaxed to r^2 <= 1 + 1e-9 (column 'alt. ref') the agreement is to round-off.",
-    ),
     (
         r"^Correlation_(Correlation|Slope)_",
         "convention",
@@ -275,13 +264,8 @@ def run_site(table: Table, name: str, imgs, channels, comps, scale: float | None
         t0 = time.perf_counter()
         ours = measure_areashape(labels, index=index)
         ref = cp_areashape(labels)
-        zalt = zernike_all_pixels(labels)
         for key, val in ours.items():
-            if "Zernike" in key:
-                table.add("areashape", key, channels, val, ref.get(key), where,
-                          reference="cp_measure 0.3 (alt.: r^2 <= 1+1e-9)", alt=zalt[key])
-            else:
-                table.add("areashape", key, channels, val, ref.get(key), where)
+            table.add("areashape", key, channels, val, ref.get(key), where)
         for c, ch in enumerate(channels):
             ours = measure_intensity(imgs[c], labels, ch, index=index)
             ref = cp_intensity(imgs[c], labels, ch)
@@ -408,8 +392,6 @@ def render(table: Table, cp_summary, cp_table, datasets: list[str], seconds: flo
             "- `AreaShape_Solidity` (and ConvexArea): 4.0.6 used scikit-image 0.16/0.17 "
             "`convex_hull_image`, whose hull rasterisation differs by a few pixels from scikit-image "
             ">= 0.19 used by CellProfiler 4.2 (JUMP) and cp_measure, which we match exactly.",
-            "- `AreaShape_Zernike_*`: same circle-boundary round-off as above (objects with exact area "
-            "agree to 1e-12 in the median; the max is an object that lost boundary pixels).",
             "- `Location_MaxIntensity_*`: uint8 images have many tied maxima; 4.0.6 picks one of them "
             "via scipy's unstable sort.",
             "- Intensities agree to ~6e-8: CellProfiler holds images as float32.",
