@@ -298,51 +298,102 @@ def _costes_regression(fi, si):
     return slope, ym - slope * xm
 
 
+# running sums of a pixel set, values shifted by the image means: columns of the ``agg`` rows
+N_, SX, SY, SXX, SYY, SXY, MINX, MAXX, MINY, MAXY = range(10)
+N_AGG = 10
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _agg_add(agg, a, b, dx, dy):
+    """Add one pixel (values a, b; shifted dx, dy) to the running sums ``agg``."""
+    agg[N_] += 1.0
+    agg[SX] += dx
+    agg[SY] += dy
+    agg[SXX] += dx * dx
+    agg[SYY] += dy * dy
+    agg[SXY] += dx * dy
+    agg[MINX] = min(agg[MINX], a)
+    agg[MAXX] = max(agg[MAXX], a)
+    agg[MINY] = min(agg[MINY], b)
+    agg[MAXY] = max(agg[MAXY], b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _agg_reset(agg):
+    for f in range(N_AGG):
+        agg[f] = 0.0
+    agg[MINX] = np.inf
+    agg[MAXX] = -np.inf
+    agg[MINY] = np.inf
+    agg[MAXY] = -np.inf
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _below_pearson(fi, si, t1, t2, cx, cy):
-    """(count, r) of ``scipy.stats.pearsonr`` over the pixels with fi < t1 or si < t2; r is NaN for a
-    constant channel (scipy's ConstantInputWarning). One pass: sums of values shifted by (cx, cy)."""
-    cnt = 0
-    sx = 0.0
-    sy = 0.0
-    sxx = 0.0
-    syy = 0.0
-    sxy = 0.0
-    mn1 = np.inf
-    mx1 = -np.inf
-    mn2 = np.inf
-    mx2 = -np.inf
+def _agg_pearson(agg):
+    """(count, r) of ``scipy.stats.pearsonr`` from running sums; r is NaN for a constant channel
+    (scipy's ConstantInputWarning)."""
+    cnt = agg[N_]
+    if cnt < 2 or agg[MAXX] == agg[MINX] or agg[MAXY] == agg[MINY]:
+        return cnt, np.nan
+    cov = agg[SXY] - agg[SX] * agg[SY] / cnt
+    vx = agg[SXX] - agg[SX] * agg[SX] / cnt
+    vy = agg[SYY] - agg[SY] * agg[SY] / cnt
+    if vx <= 0.0 or vy <= 0.0:
+        return cnt, np.nan
+    return cnt, max(-1.0, min(1.0, cov / math.sqrt(vx * vy)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _grid_buckets(fi, si, scale, cx, cy):
+    """The non-NaN pixels counting-sorted by their first-channel grid cell ``floor(fi * scale)``
+    (clipped to [0, scale + 1]): (sorted fi, sorted si, bucket starts, prefix sums ``pre[k]`` of the
+    pixels in buckets below k)."""
+    nb = int(math.floor(scale)) + 2
+    start = np.zeros(nb + 1, np.int64)
+    cell = np.empty(fi.shape[0], np.int64)
     for t in range(fi.shape[0]):
         a = fi[t]
         b = si[t]
-        if a != a or b != b:  # CellProfiler's image mask leaves NaN pixels out
+        if a != a or b != b:
+            cell[t] = -1
             continue
-        if a < t1 or b < t2:
-            cnt += 1
-            if a < mn1:
-                mn1 = a
-            if a > mx1:
-                mx1 = a
-            if b < mn2:
-                mn2 = b
-            if b > mx2:
-                mx2 = b
-            dx = a - cx
-            dy = b - cy
-            sx += dx
-            sy += dy
-            sxx += dx * dx
-            syy += dy * dy
-            sxy += dx * dy
-    if cnt < 2 or mx1 == mn1 or mx2 == mn2:
-        return cnt, np.nan
-    cov = sxy - sx * sy / cnt
-    vx = sxx - sx * sx / cnt
-    vy = syy - sy * sy / cnt
-    if vx <= 0.0 or vy <= 0.0:
-        return cnt, np.nan
-    r = cov / math.sqrt(vx * vy)
-    return cnt, max(-1.0, min(1.0, r))
+        c = int(math.floor(min(max(a * scale, 0.0), scale + 1.0)))
+        cell[t] = c
+        start[c + 1] += 1
+    for k in range(nb):
+        start[k + 1] += start[k]
+    fill = start[:-1].copy()
+    fs = np.empty(start[nb])
+    ss = np.empty(start[nb])
+    for t in range(fi.shape[0]):
+        c = cell[t]
+        if c >= 0:
+            fs[fill[c]] = fi[t]
+            ss[fill[c]] = si[t]
+            fill[c] += 1
+    pre = np.empty((nb + 1, N_AGG))
+    _agg_reset(pre[0])
+    for k in range(nb):
+        pre[k + 1] = pre[k]
+        for t in range(start[k], start[k + 1]):
+            _agg_add(pre[k + 1], fs[t], ss[t], fs[t] - cx, ss[t] - cy)
+    return fs, ss, start, pre
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _below_pearson(fs, ss, start, pre, mid, scale, thr_si, cx, cy, agg):
+    """(count, r) over the pixels with fi < mid / scale or si < thr_si: the buckets at least two grid
+    cells below ``mid`` from the prefix sums, the others pixel by pixel."""
+    lo = min(max(int(mid) - 1, 0), start.shape[0] - 1)
+    thr_fi = mid / scale
+    for f in range(N_AGG):
+        agg[f] = pre[lo, f]
+    for t in range(start[lo], fs.shape[0]):
+        a = fs[t]
+        b = ss[t]
+        if a < thr_fi or b < thr_si:
+            _agg_add(agg, a, b, a - cx, b - cy)
+    return _agg_pearson(agg)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -351,7 +402,9 @@ def _bisection_costes(fi, si, scale):
 
     Candidates sit 1/6 of the window below its top; a candidate with r >= 0 below both thresholds
     is valid and moves the window down, r < 0 (or <= 2 pixels below) moves it up, an undefined r
-    (a constant channel) leaves the window as it is, which ends the search (as in CellProfiler)."""
+    (a constant channel) leaves the window as it is, which ends the search (as in CellProfiler).
+    Each step sums only the pixels within a grid cell of the first threshold or above it; those
+    further below come from per-cell prefix sums (:func:`_grid_buckets`)."""
     a, b = _costes_regression(fi, si)
     cx = 0.0
     cy = 0.0
@@ -363,15 +416,16 @@ def _bisection_costes(fi, si, scale):
             n += 1
     cx /= max(n, 1)
     cy /= max(n, 1)
+    fs, ss, start, pre = _grid_buckets(fi, si, scale, cx, cy)
+    agg = np.empty(N_AGG)
     left = 1.0
     right = float(scale)
     mid = ((right - left) // (6 / 5)) + left
     lastmid = 0.0
     valid = 1.0
     while lastmid != mid:
-        thr_fi = mid / scale
-        thr_si = (a * thr_fi) + b
-        cnt, r = _below_pearson(fi, si, thr_fi, thr_si, cx, cy)
+        thr_si = (a * (mid / scale)) + b
+        cnt, r = _below_pearson(fs, ss, start, pre, mid, scale, thr_si, cx, cy, agg)
         if cnt <= 2:
             left = mid - 1
         elif r < 0:
