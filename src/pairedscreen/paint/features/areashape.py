@@ -733,7 +733,11 @@ def _shape_kernel(ys, xs, offsets, bbox, img_h, img_w, zc_re, zc_im, pw, want_ze
     chi_ = np.empty(2 * max_h + 2, np.int64)
     chj = np.empty(2 * max_h + 2, np.int64)
     within = np.empty(2 * max_h + 2, np.int64)
-    room = 0  # centrosome's spare hull output space, carried from object to object
+    # centrosome's spare hull output space, carried from object to object; it never shrinks (an
+    # object's hull vertices are among its outline pixels), so once it exceeds any hull's size the
+    # outline need not be counted any more
+    room = 0
+    room_enough = 2 * max_h + 3  # more than the largest hull (2 * max_h + 2 vertices)
     deg = zc_re.shape[1] - 1
     mom = np.zeros((deg + 1, deg + 1), np.float64)
     rows = np.zeros(deg + 1, np.float64)
@@ -751,10 +755,13 @@ def _shape_kernel(ys, xs, offsets, bbox, img_h, img_w, zc_re, zc_im, pw, want_ze
         W = bw + 2
         cyl, cxl = _rasterise(ys, xs, s, e, y0, x0, bh, W, mask, border, rowmin, rowmax)
         if want_zernike and nz > 0:
-            room += _outline_count(ys, xs, s, e, y0, x0, W, mask, img_h, img_w)
+            counting = room < room_enough
+            if counting:
+                room += _outline_count(ys, xs, s, e, y0, x0, W, mask, img_h, img_w)
             _column_extremes(ys, xs, s, e, x0, bw, colmin, colmax)
             nch = _cp_hull(colmin, colmax, bw, x0, room, chi_, chj)
-            room -= nch
+            if counting:
+                room -= nch
             ccy, ccx, rad = _cp_enclosing_circle(chi_, chj, nch, within)
             _zernike(ys, xs, s, e, ccy, ccx, rad, zc_re, zc_im, mom, rows, zout[k])
         ecc, major, minor, orient = _ellipse(ys, xs, s, e, y0, x0, cyl, cxl)
