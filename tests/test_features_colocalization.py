@@ -250,3 +250,26 @@ def test_zero_and_float32_constant_objects() -> None:
     assert out["Correlation_K_B_A"][k] == 0.0  # sum(0 * c2) / sum(c2^2)
     # the second channel's fractions are still defined: all of its above-threshold signal overlaps
     assert out["Correlation_Manders_B_A"][k] == 1.0
+
+
+@pytest.mark.realdata
+def test_measure_site_costes_takes_the_scale_of_integer_images(shared_data) -> None:
+    """uint8 images carry scale 255 (CellProfiler's scale of 8-bit files): measure_site's Costes equals
+    CellProfiler's on the 1/255 grid and records the scale; float images need it given."""
+    root = shared_data(EXAMPLEHUMAN)
+    images = examplehuman_images(root)
+    labels = _relabel(examplehuman_nuclei(root))
+    raw = np.stack([np.rint(images[c] * 255).astype(np.uint8) for c in ("DNA", "PH3")])
+    params = {"families": ["colocalization"], "colocalization_costes": True}
+    df = measure_site(raw, ["PH3", "DNA"], labels, None, None, params)
+    assert df.attrs["costes_scale"] == 255.0
+    # pairs in sorted order: DNA first although the images come PH3 first
+    ref = measure_objects(raw[1] / 255.0, raw[0] / 255.0, labels, "DNA", "PH3", 255.0)
+    for key in ("Correlation_Costes_DNA_PH3", "Correlation_Costes_PH3_DNA", "Correlation_RWC_DNA_PH3"):
+        np.testing.assert_allclose(df[f"Nuclei_{key}"], ref[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    assert (df["Nuclei_Correlation_Costes_DNA_PH3"] > 0).mean() > 0.5  # thresholds inside the data
+    with pytest.raises(ValueError, match="scale"):
+        measure_site(raw / 255.0, ["PH3", "DNA"], labels, None, None, params)
+    same = measure_site(raw / 255.0, ["PH3", "DNA"], labels, None, None, params, scale=255.0)
+    key = "Nuclei_Correlation_Costes_DNA_PH3"
+    np.testing.assert_array_equal(same[key], df[key])
