@@ -5,7 +5,10 @@ synthetic sites (3 channels, Nuclei/Cells/Cytoplasm) and the real ScaleFEx Cell 
 (1080 x 1080, 5 channels; Otsu + watershed masks) -- and writes ``benchmarks/feature_parity.md``:
 per feature (channel names abstracted to ``{ch}``), the maximum relative error over every object,
 compartment, channel and site, the share of objects above 1e-4, and for each feature above 1e-4
-the written reason. A second section compares with CellProfiler 4.0.6's own ExampleHuman output.
+the written reason. RWC and Costes are compared with CellProfiler 4.2.8's own object-mode code
+(``tests/_cellprofiler_reference.py``: image-wide ranks and Costes thresholds), also on the real 8-bit
+ExampleHuman site (Costes on the 1/255 grid). A second section compares with CellProfiler 4.0.6's own
+ExampleHuman output.
 
 Relative error: ``|ours - ref| / max(|ref|, 1e-6 * max|ref|, 1e-9)`` per feature and run; equal NaN/inf
 count as agreement.
@@ -29,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from _cellprofiler_reference import measure_objects as cp4_colocalization  # noqa: E402
 from _features_a_data import (  # noqa: E402
     EXAMPLEHUMAN,
     SCALEFEX,
@@ -37,12 +41,13 @@ from _features_a_data import (  # noqa: E402
     cp_intensity,
     cp_neighbors,
     examplehuman_comparison,
+    examplehuman_images,
+    examplehuman_nuclei,
     load_scalefex,
     rel_err,
     relabel,
     segment_site,
     synthetic_site,
-    zernike_all_pixels,
 )
 
 from pairedscreen.config import schema_defaults  # noqa: E402
@@ -57,13 +62,14 @@ SHARED = Path(os.environ.get("PAIREDSCREEN_SHARED_DATA", REPO.parent / "shared" 
 REASONS: list[tuple[str, str, str]] = [
     (
         r"^AreaShape_Zernike_",
-        "convention",
-        "cp_measure/CellProfiler evaluate the polynomials only where r^2 <= 1 inside the minimum "
-        "enclosing circle; the pixels that *define* that circle lie on it and floating-point "
-        "round-off of (y - c)/r puts r^2 a few ulp above 1 for some of them, so they are dropped "
-        "at random (a third of objects lose 1-4 pixels). Every object pixel is inside its enclosing "
-        "circle by construction, so we keep them all. Against cp_measure's own formula with the "
-        "cut-off relaxed to r^2 <= 1 + 1e-9 (column 'alt. ref') the agreement is to round-off.",
+        "tie",
+        "CellProfiler's pixel set is reproduced (centrosome's hull, enclosing circle and r^2 <= 1 cut-off "
+        "in its arithmetic), except where several hull vertices make exactly the same smallest angle "
+        "in centrosome's circle search: it takes the one that scipy's minimum_position (an unstable "
+        "argsort over the vertices of all objects of the image) puts first, we the first in hull order. "
+        "Same circle, centre/radius 1 ulp apart, so a pixel lying on the circle can be kept on one side "
+        "and dropped on the other: one cell of the pipeline site (Cells and its Cytoplasm; 2 of the "
+        "objects here); none of the real ExampleHuman/ScaleFEx objects.",
     ),
     (
         r"^Correlation_(Correlation|Slope)_",
@@ -96,6 +102,18 @@ ALT_REFERENCE: dict[str, tuple[str, str]] = {
         "CellProfiler formula, numpy",
         "CellProfiler MeasureColocalization's object-mode formula in numpy (this script); not in "
         "cp_measure 0.3",
+    ),
+    "Correlation_RWC": (
+        "CellProfiler 4.2.8 code",
+        "CellProfiler 4.2.8's own run_image_pair_objects (tests/_cellprofiler_reference.py): ranks over "
+        "every labelled pixel of the image together; cp_measure 0.3 ranks per object (as this module did "
+        "before: 0% of real nuclei agreed with CellProfiler's RWC, issue 22)",
+    ),
+    "Correlation_Costes": (
+        "CellProfiler 4.2.8 code",
+        "CellProfiler 4.2.8's own run_image_pair_objects + bisection_costes: one threshold pair over the "
+        "whole image on the grid of the images' scale (65535 for 16-bit, 255 for the 8-bit ExampleHuman "
+        "site), applied to each object; cp_measure 0.3 thresholds each object on a fixed 65535 grid",
     ),
 }
 
@@ -180,7 +198,7 @@ def _colocalization_formula(img1, img2, labels, thr=15.0):
     return out
 
 
-def run_part_b(table: Table, imgs, channels, labels, index, where, costes: bool) -> None:
+def run_part_b(table: Table, imgs, channels, labels, index, where, scale: float | None) -> None:
     from pairedscreen.paint import features as feats
 
     fams = {f: feats._family_function(f) for f in ("texture", "granularity", "radial", "colocalization")}
@@ -212,13 +230,19 @@ def run_part_b(table: Table, imgs, channels, labels, index, where, costes: bool)
 
     corr = get_correlation_measurements()
     for (i, a), (j, b) in itertools.combinations(enumerate(channels), 2):
-        ours = fams["colocalization"](imgs[i], imgs[j], labels, a, b, index=index, costes=costes)
+        costes = scale is not None
+        ours = fams["colocalization"](imgs[i], imgs[j], labels, a, b, index=index, costes=costes, scale=scale)
         ref: dict[str, np.ndarray] = {}
         ref.update(corr["pearson"](imgs[i], imgs[j], labels))
         ref.update(corr["manders_fold"](imgs[i], imgs[j], labels))
-        ref.update(corr["rwc"](imgs[i], imgs[j], labels))
+        # RWC and Costes: CellProfiler 4.2.8's own code (image-wide ranks and thresholds)
+        cp4 = cp4_colocalization(imgs[i], imgs[j], labels, a, b, scale if costes else 65535.0)
+        present = index.labels_present - 1
+        ref["Correlation_RWC_1"] = cp4[f"Correlation_RWC_{a}_{b}"][present]
+        ref["Correlation_RWC_2"] = cp4[f"Correlation_RWC_{b}_{a}"][present]
         if costes:
-            ref.update(corr["costes"](imgs[i], imgs[j], labels, scale_max=65535))
+            ref["Correlation_Costes_1"] = cp4[f"Correlation_Costes_{a}_{b}"][present]
+            ref["Correlation_Costes_2"] = cp4[f"Correlation_Costes_{b}_{a}"][present]
         form = _colocalization_formula(imgs[i], imgs[j], labels)
         mapping = {
             f"Correlation_Correlation_{a}_{b}": ref.get("Correlation_Pearson"),
@@ -243,7 +267,7 @@ def run_part_b(table: Table, imgs, channels, labels, index, where, costes: bool)
 # ------------------------------------------------------------------------------------------------
 
 
-def run_site(table: Table, name: str, imgs, channels, comps, costes: bool, timings: dict) -> None:
+def run_site(table: Table, name: str, imgs, channels, comps, scale: float | None, timings: dict) -> None:
     from pairedscreen.paint.features.areashape import measure_areashape
     from pairedscreen.paint.features.intensity import measure_intensity
     from pairedscreen.paint.features.neighbors import measure_neighbors
@@ -254,13 +278,8 @@ def run_site(table: Table, name: str, imgs, channels, comps, costes: bool, timin
         t0 = time.perf_counter()
         ours = measure_areashape(labels, index=index, zernike_degree=SCHEMA["paint.features.zernike_degree"])
         ref = cp_areashape(labels)
-        zalt = zernike_all_pixels(labels)
         for key, val in ours.items():
-            if "Zernike" in key:
-                table.add("areashape", key, channels, val, ref.get(key), where,
-                          reference="cp_measure 0.3 (alt.: r^2 <= 1+1e-9)", alt=zalt[key])
-            else:
-                table.add("areashape", key, channels, val, ref.get(key), where)
+            table.add("areashape", key, channels, val, ref.get(key), where)
         for c, ch in enumerate(channels):
             ours = measure_intensity(imgs[c], labels, ch, index=index)
             ref = cp_intensity(imgs[c], labels, ch)
@@ -275,7 +294,7 @@ def run_site(table: Table, name: str, imgs, channels, comps, costes: bool, timin
                     base = re.sub(r"_(\d+|Adjacent)$", "", key)
                     table.add("neighbors", key, channels, val, ref.get(key), where,
                               reference=ALT_REFERENCE.get(base, ("cp_measure 0.3",))[0])
-        run_part_b(table, imgs, channels, labels, index, where, costes)
+        run_part_b(table, imgs, channels, labels, index, where, scale)
         timings[where] = time.perf_counter() - t0
 
 
@@ -387,8 +406,6 @@ def render(table: Table, cp_summary, cp_table, datasets: list[str], seconds: flo
             "- `AreaShape_Solidity` (and ConvexArea): 4.0.6 used scikit-image 0.16/0.17 "
             "`convex_hull_image`, whose hull rasterisation differs by a few pixels from scikit-image "
             ">= 0.19 used by CellProfiler 4.2 (JUMP) and cp_measure, which we match exactly.",
-            "- `AreaShape_Zernike_*`: same circle-boundary round-off as above (objects with exact area "
-            "agree to 1e-12 in the median; the max is an object that lost boundary pixels).",
             "- `Location_MaxIntensity_*`: uint8 images have many tied maxima; 4.0.6 picks one of them "
             "via scipy's unstable sort.",
             "- Intensities agree to ~6e-8: CellProfiler holds images as float32.",
@@ -435,15 +452,17 @@ def main(argv: list[str] | None = None) -> int:
     table = Table()
     timings: dict[str, float] = {}
     datasets = []
-    sites: list[tuple[str, np.ndarray, tuple[str, ...], dict, bool]] = []
+    # (name, images, channels, compartments, Costes scale: the originals' dtype maximum, None = no Costes)
+    sites: list[tuple[str, np.ndarray, tuple[str, ...], dict, float | None]] = []
     for seed in (0, 1):
         imgs, nuc, cells, cyto = synthetic_site(seed=seed)
         comps = {"Nuclei": relabel(nuc), "Cells": relabel(cells), "Cytoplasm": relabel(cyto)}
-        sites.append((f"synthetic{seed}", imgs, ("DNA", "ER", "Mito"), comps, not args.quick))
+        scale = None if args.quick else 65535.0
+        sites.append((f"synthetic{seed}", imgs, ("DNA", "ER", "Mito"), comps, scale))
         datasets.append(f"synthetic{seed} (256x256, 3 channels, {cells.max()} cells)")
     if not args.quick:
         imgs, channels, comps = pipeline_site()
-        sites.append(("pipeline", imgs, channels, comps, True))
+        sites.append(("pipeline", imgs, channels, comps, 65535.0))
         datasets.append(f"pipeline site (pairedscreen simulate, 256x256, 5 channels, shipped Cellpose masks, "
                         f"{comps['Cells'].max()} cells)")
     cp_summary = cp_table = None
@@ -451,12 +470,20 @@ def main(argv: list[str] | None = None) -> int:
         imgs = load_scalefex(SHARED / SCALEFEX)
         nuc, cells, cyto = segment_site(imgs)
         comps = {"Nuclei": relabel(nuc), "Cells": relabel(cells), "Cytoplasm": relabel(cyto)}
-        sites.append(("scalefex", imgs, SCALEFEX_CHANNELS, comps, True))
+        sites.append(("scalefex", imgs, SCALEFEX_CHANNELS, comps, 65535.0))
         datasets.append(f"ScaleFEx real site (1080x1080, 5 channels, {cells.max()} cells)")
+    if not args.quick and (SHARED / EXAMPLEHUMAN).exists():
+        eh = examplehuman_images(SHARED / EXAMPLEHUMAN)
+        nuc = relabel(examplehuman_nuclei(SHARED / EXAMPLEHUMAN))
+        eh_channels = ("DNA", "PH3", "cellbody")
+        sites.append(("examplehuman", np.stack([eh[c] for c in eh_channels]), eh_channels, {"Nuclei": nuc},
+                      255.0))
+        datasets.append(f"CellProfiler ExampleHuman real 8-bit site (512x512, 3 channels, {nuc.max()} nuclei "
+                        "rebuilt from the CellProfiler run's outlines; Costes on the 1/255 grid)")
     if (SHARED / EXAMPLEHUMAN).exists():
         cp_summary, cp_table = examplehuman_comparison(SHARED / EXAMPLEHUMAN)
-    for name, imgs, channels, comps, costes in sites:
-        run_site(table, name, imgs, channels, comps, costes, timings)
+    for name, imgs, channels, comps, scale in sites:
+        run_site(table, name, imgs, channels, comps, scale, timings)
         print(f"{name}: done", flush=True)
     text = render(table, cp_summary, cp_table, datasets, time.perf_counter() - t0)
     Path(args.out).write_text(text)

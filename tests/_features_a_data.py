@@ -220,40 +220,6 @@ def cp_areashape(labels: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def zernike_all_pixels(labels: np.ndarray, degree: int = 9) -> dict[str, np.ndarray]:
-    """cp_measure's Zernike shape moments (centrosome circle, polynomial table, Horner order) with
-    the r^2 > 1 cut-off relaxed by 1e-9, so pixels lying on the minimum enclosing circle are kept.
-
-    Independent numpy reference for ``AreaShape_Zernike_*`` (see feature_parity.md).
-    """
-    from centrosome import zernike
-
-    n = int(labels.max())
-    idx = zernike.get_zernike_indexes(degree + 1)
-    centers, radii = zernike.minimum_enclosing_circle(labels, np.arange(1, n + 1))
-    radii = np.asarray(radii, float)
-    rows, cols = np.nonzero(labels)
-    seg = labels[rows, cols] - 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ym = (rows - centers[seg, 0]) / radii[seg]
-        xm = (cols - centers[seg, 1]) / radii[seg]
-    r2 = xm * xm + ym * ym
-    z = ym + 1j * xm
-    lut = zernike.construct_zernike_lookuptable(idx)
-    out = {}
-    for t, (zn, zm) in enumerate(idx):
-        s = np.zeros_like(xm)
-        for c in lut[t, : (zn - zm) // 2 + 1]:
-            s = s * r2 + c
-        s[r2 > 1 + 1e-9] = 0
-        v = s * z**zm
-        re = np.bincount(seg, weights=v.real, minlength=n)
-        im = np.bincount(seg, weights=v.imag, minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"AreaShape_Zernike_{zn}_{zm}"] = np.sqrt(re**2 + im**2) / (np.pi * radii**2)
-    return out
-
-
 def cp_intensity(image: np.ndarray, labels: np.ndarray, channel: str) -> dict[str, np.ndarray]:
     """cp_measure intensity with CellProfiler's quantile convention (``legacy=True``), 2-D keys."""
     from cp_measure.bulk import get_core_measurements

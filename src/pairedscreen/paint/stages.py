@@ -94,13 +94,20 @@ def run_paint_segment(index: PathLike, illum_dir: PathLike, wells: list[str], se
 
 
 
-def corrected_site(idx: pd.DataFrame, well: str, site: int, channels: list[str],
-                   illum: np.ndarray) -> np.ndarray:
-    """A site as CellProfiler measures it: integer images scaled to [0, 1] by their dtype's range
-    (uint16 / 65535), then divided by the plate's illumination function."""
+def corrected_site_scaled(idx: pd.DataFrame, well: str, site: int, channels: list[str],
+                          illum: np.ndarray) -> tuple[np.ndarray, float]:
+    """(a site as CellProfiler measures it, its scale): integer images scaled to [0, 1] by their
+    dtype's range (uint16 / 65535), then divided by the plate's illumination function; the scale is
+    that range (CellProfiler's image scale, which illumination correction keeps; 1 for float files)."""
     raw = load_site(idx, well, site, channels)
     scale = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
-    return (raw.astype(np.float32) / np.float32(scale)) / illum
+    return (raw.astype(np.float32) / np.float32(scale)) / illum, scale
+
+
+def corrected_site(idx: pd.DataFrame, well: str, site: int, channels: list[str],
+                   illum: np.ndarray) -> np.ndarray:
+    """The corrected site of :func:`corrected_site_scaled` without its scale."""
+    return corrected_site_scaled(idx, well, site, channels, illum)[0]
 
 
 def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike, plate: str,
@@ -120,8 +127,11 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
         nuclei, cells, cytoplasm = read_site_masks(masks_dir, well, int(site))
         if cells.max() == 0:
             continue
-        images = corrected_site(idx, well, int(site), channels, illum)
-        df = measure_site(images, channels, nuclei, cells, cytoplasm, params)
+        images, scale = corrected_site_scaled(idx, well, int(site), channels, illum)
+        df = measure_site(images, channels, nuclei, cells, cytoplasm, params, scale=scale)
+        if "costes_scale" in df.attrs:
+            log.info("%s site %s: Costes thresholds on the 1/%g grid (original dtype range)", well, site,
+                     df.attrs["costes_scale"])
         df = df.rename(columns={"object_id": C.OBJECT_NUMBER})
         df.insert(0, C.WELL, well)
         df.insert(1, C.SITE, int(site))

@@ -9,13 +9,16 @@ three label images; a cell without a nucleus gets NaN in every ``Nuclei_*`` colu
 
 Each compartment's label image is scanned once (:func:`objects.build_index`); every family reuses
 that index. Family modules are imported on first use, so importing this package compiles nothing.
-Parameters follow ``config.yaml``'s ``paint.features`` keys.
+Parameters follow ``config.yaml``'s ``paint.features`` keys. Colocalisation measures each channel pair
+once, first channel first in :func:`colocalization.channel_pairs` order (sorted names: the JUMP
+pipeline's ``Correlation_Correlation_AGP_DNA``, ...); the Costes thresholds (``colocalization_costes``)
+are found once per pair over the whole site at the images' scale, which ``DataFrame.attrs
+["costes_scale"]`` records.
 """
 
 from __future__ import annotations
 
 import importlib
-import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -77,16 +80,18 @@ def _family_function(family: str) -> Callable[..., dict[str, np.ndarray]] | None
     return getattr(mod, func)
 
 
-def _as_float_images(images: np.ndarray) -> np.ndarray:
+def _as_float_images(images: np.ndarray, scale: float | None) -> tuple[np.ndarray, float | None]:
+    """(float images, their scale): integer images divided by their dtype's maximum, which is their
+    scale (CellProfiler's loading convention); float images keep the ``scale`` given."""
     imgs = np.asarray(images)
     if imgs.ndim != 3:
         raise ValueError(f"images must be (C, H, W), got shape {imgs.shape}")
     if imgs.dtype.kind in "iu":
-        # CellProfiler's loading convention: integer images scaled by their dtype's maximum
-        return imgs.astype(np.float64) / float(np.iinfo(imgs.dtype).max)
+        top = float(np.iinfo(imgs.dtype).max)
+        return imgs.astype(np.float64) / top, top
     if imgs.dtype.kind != "f":
         raise TypeError(f"images must be float or integer, got {imgs.dtype}")
-    return imgs
+    return imgs, scale
 
 
 def measure_site(
@@ -96,10 +101,14 @@ def measure_site(
     cells: np.ndarray | None,
     cytoplasm: np.ndarray | None,
     params: Mapping[str, Any] | None = None,
+    scale: float | None = None,
 ) -> pd.DataFrame:
     """Measure all requested feature families of one site.
 
     ``images``: (C, H, W) float in [0, 1] (integer images are divided by their dtype maximum);
+    ``scale``: for float images, the maximum of the dtype they were read as (65535 for uint16 files,
+    255 for uint8; CellProfiler's image scale), the grid of the Costes threshold search (needed only
+    with ``colocalization_costes``; integer images carry their own);
     ``channel_names``: C names used as feature suffixes; ``nuclei``/``cells``/``cytoplasm``:
     (H, W) integer label images sharing object ids (None skips a compartment); ``params``:
     ``paint.features`` keys (:func:`feature_params`: the schema's defaults for those left out),
@@ -112,7 +121,7 @@ def measure_site(
         raise ValueError(f"unknown feature families {unknown}; known: {list(FAMILIES)}")
     p = feature_params(params)
     families = list(p["families"])
-    imgs = _as_float_images(images)
+    imgs, scale = _as_float_images(images, scale)
     channels = [str(c) for c in channel_names]
     if len(channels) != imgs.shape[0]:
         raise ValueError(f"{len(channels)} channel names for {imgs.shape[0]} channels")
@@ -135,6 +144,19 @@ def measure_site(
         else np.zeros(0, np.int64)
     )
     funcs = {fam: _family_function(fam) for fam in families}
+    pairs: list[tuple[int, int, str, str]] = []
+    thresholds: dict[tuple[int, int], tuple[float, float]] = {}
+    if "colocalization" in families and funcs["colocalization"] is not None and compartments:
+        from .colocalization import channel_pairs, costes_thresholds
+
+        pos = {ch: i for i, ch in enumerate(channels)}
+        pairs = [(pos[a], pos[b], a, b) for a, b in channel_pairs(channels)]
+        if p["colocalization_costes"]:
+            if scale is None:
+                raise ValueError("colocalization_costes needs the images' scale (their original dtype "
+                                 "maximum, e.g. 65535 for uint16) for float images")
+            # one whole-image threshold pair per channel pair, shared by the compartments
+            thresholds = {(i, j): costes_thresholds(imgs[i], imgs[j], scale) for i, j, _, _ in pairs}
     columns: dict[str, np.ndarray] = {"object_id": ids.astype(np.int64)}
 
     for comp, lab in compartments.items():
@@ -162,10 +184,10 @@ def measure_site(
                 if comp == "Cells":
                     feats.update(fn(lab, 1, index=index, method="adjacent"))
             elif fam == "colocalization":
-                for (i, a), (j, b) in itertools.combinations(enumerate(channels), 2):
-                    feats.update(
-                        fn(imgs[i], imgs[j], lab, a, b, index=index, costes=bool(p["colocalization_costes"]))
-                    )
+                costes = bool(p["colocalization_costes"])
+                for i, j, a, b in pairs:
+                    feats.update(fn(imgs[i], imgs[j], lab, a, b, index=index, costes=costes,
+                                    thresholds=thresholds.get((i, j))))
             else:
                 for c, ch in enumerate(channels):
                     img = imgs[c]
@@ -194,4 +216,7 @@ def measure_site(
             col = np.full(ids.shape[0], np.nan)
             col[rows] = np.asarray(values, dtype=np.float64)
             columns[f"{comp}_{key}"] = col
-    return pd.DataFrame(columns)
+    df = pd.DataFrame(columns)
+    if thresholds:
+        df.attrs["costes_scale"] = float(scale)
+    return df

@@ -16,12 +16,17 @@ Definitions follow CellProfiler 4 / cp_measure exactly (see ``benchmarks/feature
   to the nearest non-object pixel of the object's one-pixel-padded bounding box.
 - ``MinFeretDiameter``/``MaxFeretDiameter``: caliper width / diameter of the convex hull of pixel
   centres.
-- ``Zernike_n_m``: |sum over pixels of V_nm| / (pi r^2) in the minimum enclosing circle of the
-  pixel centres (centrosome's polynomial table and ``z = y + i x`` convention), evaluated through
-  the raw moments sum x^a y^b of the normalised coordinates (accumulated per image row). Every
-  object pixel counts: CellProfiler/cp_measure drop the pixels lying *on* the circle whose r^2
-  rounds a few ulp above 1 (see ``benchmarks/feature_parity.md``); mathematically all are inside.
-  A one-pixel object (radius 0) gets NaN, as in CellProfiler.
+- ``Zernike_n_m``: |sum over pixels of V_nm| / (pi r^2) in the minimum enclosing circle, CellProfiler
+  4's pixel set exactly: centrosome's convex hull (``_convex_hull.convex_hull_ijv``: per-column
+  extremes, monotone chain) and enclosing circle (``minimum_enclosing_circle``: Chrystal's algorithm,
+  its circumcentre formula and operation order), then the pixels whose normalised
+  ``((y - cy) / r)^2 + ((x - cx) / r)^2`` is <= 1 -- round-off puts some pixels lying on the circle a
+  few ulp above 1, and CellProfiler drops them, so we do too. The polynomials (centrosome's table,
+  ``z = y + i x``) are evaluated through the raw moments sum x^a y^b of the normalised coordinates
+  (accumulated per image row). A one-pixel object (radius 0) gets NaN, as in CellProfiler. Where
+  several hull vertices make exactly the same smallest angle, centrosome takes the one scipy's
+  (unstable) argsort puts first and we the first in hull order: the same circle, its centre possibly
+  a few ulp apart.
 
 Nothing is compiled on import; kernels compile (or load from numba's cache) on first call.
 """
@@ -232,66 +237,6 @@ def _convex_area(hu, hv, nh, bh, lo, hi):
         if hi[r] >= lo[r]:
             total += hi[r] - lo[r] + 1
     return total
-
-
-@numba.njit(cache=True, nogil=True)
-def _circle2(ay, ax, by, bx):
-    return 0.5 * (ay + by), 0.5 * (ax + bx)
-
-
-@numba.njit(cache=True, nogil=True)
-def _circle3(ay, ax, by, bx, cy, cx):
-    d = 2.0 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
-    if d == 0.0:
-        # collinear: circle on the farthest pair
-        dab = (ay - by) ** 2 + (ax - bx) ** 2
-        dac = (ay - cy) ** 2 + (ax - cx) ** 2
-        dbc = (by - cy) ** 2 + (bx - cx) ** 2
-        if dab >= dac and dab >= dbc:
-            return _circle2(ay, ax, by, bx)
-        if dac >= dbc:
-            return _circle2(ay, ax, cy, cx)
-        return _circle2(by, bx, cy, cx)
-    a2 = ay * ay + ax * ax
-    b2 = by * by + bx * bx
-    c2 = cy * cy + cx * cx
-    x = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
-    y = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
-    return y, x
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _outside(py, px, cy, cx, r2):
-    d2 = (py - cy) ** 2 + (px - cx) ** 2
-    return d2 > r2 * (1.0 + 1e-12) + 1e-9
-
-
-@numba.njit(cache=True, nogil=True)
-def _min_enclosing_circle(py, px, n):
-    """Minimum enclosing circle of n points (incremental Welzl, deterministic order)."""
-    cy = py[0]
-    cx = px[0]
-    r2 = 0.0
-    for i in range(1, n):
-        if _outside(py[i], px[i], cy, cx, r2):
-            cy = py[i]
-            cx = px[i]
-            r2 = 0.0
-            for j in range(i):
-                if _outside(py[j], px[j], cy, cx, r2):
-                    cy, cx = _circle2(py[i], px[i], py[j], px[j])
-                    r2 = (py[i] - cy) ** 2 + (px[i] - cx) ** 2
-                    for k in range(j):
-                        if _outside(py[k], px[k], cy, cx, r2):
-                            cy, cx = _circle3(py[i], px[i], py[j], px[j], py[k], px[k])
-                            r2 = (py[i] - cy) ** 2 + (px[i] - cx) ** 2
-    # radius = farthest point from the centre, so every point is inside by construction
-    r2 = 0.0
-    for i in range(n):
-        d2 = (py[i] - cy) ** 2 + (px[i] - cx) ** 2
-        if d2 > r2:
-            r2 = d2
-    return cy, cx, math.sqrt(r2)
 
 
 _PERIM_W = np.zeros(50, np.float64)
@@ -562,35 +507,173 @@ def _feret(hu, hv, nh):
     return fmin, fmax
 
 
+# ---------------------------------------------------------------------------------------------
+# CellProfiler's Zernike pixel set: centrosome's convex hull, enclosing circle and r^2 <= 1 cut
+
+
 @numba.njit(cache=True, nogil=True)
-def _zernike(ys, xs, s, e, y0, x0, hu, hv, nh, zc_re, zc_im, fy, fx, mom, rows, zrow):
-    """Zernike magnitudes of one object into ``zrow`` (left NaN for a zero-radius circle) within
-    the minimum enclosing circle of its pixel centres (hull ``hu``/``hv``, ``nh`` vertices)."""
-    # hull vertices in a scrambled (deterministic) order: the incremental circle is
-    # expected-linear only when points do not arrive in their convex-position order
-    step = 7919
-    while nh > 1 and math.gcd(step, nh) != 1:
-        step += 2
-    for i in range(nh):
-        q = (i * step) % nh
-        fy[i] = hv[q]
-        fx[i] = hu[q]
-    ccy, ccx, rad = _min_enclosing_circle(fy, fx, nh)
-    if rad <= 0.0:
+def _column_extremes(ys, xs, s, e, x0, bw, colmin, colmax):
+    """Topmost / bottommost pixel row of each box column (colmax -1: empty column)."""
+    for c in range(bw):
+        colmin[c] = 1 << 40
+        colmax[c] = -1
+    for i in range(s, e):
+        c = xs[i] - x0
+        if ys[i] < colmin[c]:
+            colmin[c] = ys[i]
+        if ys[i] > colmax[c]:
+            colmax[c] = ys[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _outline_count(ys, xs, s, e, y0, x0, W, mask, img_h, img_w):
+    """Pixels of centrosome's ``outline``: an 8-neighbour outside the object, or on the image edge."""
+    n = 0
+    for i in range(s, e):
+        y = ys[i]
+        x = xs[i]
+        if y == 0 or x == 0 or y == img_h - 1 or x == img_w - 1:
+            n += 1
+            continue
+        p = (y - y0 + 1) * W + (x - x0 + 1)
+        if (mask[p - W - 1] == 0 or mask[p - W] == 0 or mask[p - W + 1] == 0 or mask[p - 1] == 0
+                or mask[p + 1] == 0 or mask[p + W - 1] == 0 or mask[p + W] == 0 or mask[p + W + 1] == 0):
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cp_convex(ai, aj, bi, bj, ci, cj):
+    """centrosome ``_convex_hull.CONVEX``: does a -> b -> c turn left (with its end-of-chain U-turn rule)?"""
+    cross = (bj - aj) * (ci - bi) - (cj - bj) * (bi - ai)
+    if cross > 0:
+        return True
+    if cross < 0:
+        return False
+    return bj > aj and bj > cj
+
+
+@numba.njit(cache=True, nogil=True)
+def _cp_emit(hi, hj, n, pi, pj):
+    """Pop the emitted points that ``(pi, pj)`` makes non-convex; returns the new count."""
+    while n >= 2 and not _cp_convex(hi[n - 2], hj[n - 2], hi[n - 1], hj[n - 1], pi, pj):
+        n -= 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _cp_hull(colmin, colmax, bw, x0, room, hi, hj):
+    """centrosome ``_convex_hull.convex_hull_ijv`` for one object: vertices (row ``hi``, column ``hj``)
+    counter-clockwise from the lowest row of the first column; returns their count. ``room`` is the C
+    code's free output space (outline pixels of this and earlier objects minus earlier hull points),
+    which can drop a point of the upper chain."""
+    n = 0
+    for c in range(bw):
+        if colmax[c] >= 0:
+            n = _cp_emit(hi, hj, n, colmin[c], c + x0)
+            hi[n] = colmin[c]
+            hj[n] = c + x0
+            n += 1
+    for c in range(bw - 1, 0, -1):
+        if colmax[c] >= 0:
+            n = _cp_emit(hi, hj, n, colmax[c], c + x0)
+            if room > n:
+                hi[n] = colmax[c]
+                hj[n] = c + x0
+                n += 1
+    n = _cp_emit(hi, hj, n, colmax[0], x0)
+    if colmin[0] != colmax[0]:
+        hi[n] = colmax[0]
+        hj[n] = x0
+        n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _cp_circumcircle(i0, j0, i1, j1, iv, jv):
+    """centrosome's circumcentre formula (its operation order) and radius to the first point."""
+    sq0 = i0 * i0 + j0 * j0
+    sq1 = i1 * i1 + j1 * j1
+    sqv = iv * iv + jv * jv
+    d = 2 * (j0 * (i1 - iv) + j1 * (iv - i0) + jv * (i0 - i1))
+    cx = (sq0 * (i1 - iv) + sq1 * (iv - i0) + sqv * (i0 - i1)) / d
+    cy = (sq0 * (jv - j1) + sq1 * (j0 - jv) + sqv * (j1 - j0)) / d
+    return cy, cx, math.sqrt((i0 - cy) ** 2 + (j0 - cx) ** 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cp_enclosing_circle(hi, hj, nh, within):
+    """centrosome ``minimum_enclosing_circle`` of one hull, in its float arithmetic: (row, column,
+    radius). Chrystal's algorithm: S = the first two vertices; the vertex V of smallest angle S0-V-S1
+    (the first of equal ones) either closes the circle (diameter S, or circumcircle of S0, S1, V) or
+    replaces the end of S at an obtuse angle."""
+    if nh == 1:
+        return float(hi[0]), float(hj[0]), 0.0
+    if nh == 2:
+        cy = (hi[0] + hi[1]) / 2
+        cx = (hj[0] + hj[1]) / 2
+        return cy, cx, math.sqrt((cy - hi[0]) ** 2 + (cx - hj[0]) ** 2)
+    half_pi = math.pi / 2
+    for k in range(nh):
+        within[k] = k
+    s0 = 0
+    s1 = 1
+    while True:
+        s01i = float(hi[s0] - hi[s1])
+        s01j = float(hj[s0] - hj[s1])
+        n01 = s01i ** 2 + s01j ** 2
+        best = -1
+        best_ang = np.inf
+        best_a1 = 0.0
+        best_a0 = 0.0
+        for v in range(nh):
+            if within[v] < 2:
+                continue
+            vs0i = float(hi[v] - hi[s0])
+            vs0j = float(hj[v] - hj[s0])
+            vs1i = float(hi[v] - hi[s1])
+            vs1j = float(hj[v] - hj[s1])
+            a1 = abs(math.acos((s01i * vs1i + s01j * vs1j) / math.sqrt(n01 * (vs1i ** 2 + vs1j ** 2))))
+            a0 = abs(math.acos((-s01i * vs0i + -s01j * vs0j) / math.sqrt(n01 * (vs0i ** 2 + vs0j ** 2))))
+            ang = math.pi - a1 - a0
+            if ang < best_ang:
+                best_ang = ang
+                best = v
+                best_a1 = a1
+                best_a0 = a0
+        if best < 0 or best_ang >= half_pi:
+            return ((float(hi[s0]) + float(hi[s1])) / 2, (float(hj[s0]) + float(hj[s1])) / 2,
+                    math.sqrt(n01) / 2)
+        if best_a1 <= half_pi and best_a0 <= half_pi and best_ang <= half_pi:
+            return _cp_circumcircle(float(hi[s0]), float(hj[s0]), float(hi[s1]), float(hj[s1]),
+                                    float(hi[best]), float(hj[best]))
+        if best_a0 > half_pi:
+            within[s0] = within[best]
+            s0 = best
+            within[best] = 0
+        else:
+            within[s1] = within[best]
+            s1 = best
+            within[best] = 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _zernike(ys, xs, s, e, cy, cx, rad, zc_re, zc_im, mom, rows, zrow):
+    """Zernike magnitudes of one object into ``zrow`` (left NaN for a zero radius) in the circle
+    (row ``cy``, column ``cx``, radius ``rad``): centrosome's normalised coordinates (y - cy) / rad,
+    (x - cx) / rad of the pixels with r^2 <= 1 (those on the circle whose r^2 rounds above 1 are left
+    out, as in CellProfiler), through their raw moments accumulated per image row."""
+    if not rad > 0.0:
         return
     deg = zc_re.shape[1] - 1
-    # raw moments M[a, b] = sum xm^a ym^b (a + b <= degree) of the normalised pixel coordinates,
-    # accumulated per image row (pixels come in raster order): x powers per pixel, y powers once
-    # per row; each Zernike is a fixed linear combination of them
     for a in range(deg + 1):
         for b in range(deg + 1):
             mom[a, b] = 0.0
         rows[a] = 0.0
-    inv = 1.0 / rad
     cur = ys[s]
+    ym = (cur - cy) / rad
     for i in range(s, e + 1):
         if i == e or ys[i] != cur:
-            ym = ((cur - y0) - ccy) * inv
             py = 1.0
             for b in range(deg + 1):
                 for a in range(deg + 1 - b):
@@ -599,14 +682,17 @@ def _zernike(ys, xs, s, e, y0, x0, hu, hv, nh, zc_re, zc_im, fy, fx, mom, rows, 
             if i == e:
                 break
             cur = ys[i]
+            ym = (cur - cy) / rad
             for a in range(deg + 1):
                 rows[a] = 0.0
-        xm = ((xs[i] - x0) - ccx) * inv
+        xm = (xs[i] - cx) / rad
+        if xm * xm + ym * ym > 1.0:
+            continue
         px = 1.0
         for a in range(deg + 1):
             rows[a] += px
             px *= xm
-    area_c = math.pi * rad * rad
+    area_c = rad * rad * math.pi
     for t in range(zc_re.shape[0]):
         re = 0.0
         im = 0.0
@@ -618,7 +704,7 @@ def _zernike(ys, xs, s, e, y0, x0, hu, hv, nh, zc_re, zc_im, fy, fx, mom, rows, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
+def _shape_kernel(ys, xs, offsets, bbox, img_h, img_w, zc_re, zc_im, pw, want_zernike):
     """(scalar features (n_obj, len(SCALAR_FEATURES)), Zernike magnitudes (n_obj, K)) of every
     object of an :class:`ObjectIndex` (CSR pixel lists ``ys, xs, offsets``, half-open ``bbox``)."""
     n_obj = offsets.shape[0] - 1
@@ -642,8 +728,16 @@ def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
     hv = np.empty(8 * max_h + 8, np.int64)
     clo = np.empty(max_h, np.int64)
     chi = np.empty(max_h, np.int64)
-    fy = np.empty(2 * max_h + 2, np.float64)
-    fx = np.empty(2 * max_h + 2, np.float64)
+    colmin = np.empty(max_h, np.int64)
+    colmax = np.empty(max_h, np.int64)
+    chi_ = np.empty(2 * max_h + 2, np.int64)
+    chj = np.empty(2 * max_h + 2, np.int64)
+    within = np.empty(2 * max_h + 2, np.int64)
+    # centrosome's spare hull output space, carried from object to object; it never shrinks (an
+    # object's hull vertices are among its outline pixels), so once it exceeds any hull's size the
+    # outline need not be counted any more
+    room = 0
+    room_enough = 2 * max_h + 3  # more than the largest hull (2 * max_h + 2 vertices)
     deg = zc_re.shape[1] - 1
     mom = np.zeros((deg + 1, deg + 1), np.float64)
     rows = np.zeros(deg + 1, np.float64)
@@ -660,6 +754,16 @@ def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
         H = bh + 2
         W = bw + 2
         cyl, cxl = _rasterise(ys, xs, s, e, y0, x0, bh, W, mask, border, rowmin, rowmax)
+        if want_zernike and nz > 0:
+            counting = room < room_enough
+            if counting:
+                room += _outline_count(ys, xs, s, e, y0, x0, W, mask, img_h, img_w)
+            _column_extremes(ys, xs, s, e, x0, bw, colmin, colmax)
+            nch = _cp_hull(colmin, colmax, bw, x0, room, chi_, chj)
+            if counting:
+                room -= nch
+            ccy, ccx, rad = _cp_enclosing_circle(chi_, chj, nch, within)
+            _zernike(ys, xs, s, e, ccy, ccx, rad, zc_re, zc_im, mom, rows, zout[k])
         ecc, major, minor, orient = _ellipse(ys, xs, s, e, y0, x0, cyl, cxl)
         perim = _perimeter(ys, xs, s, e, y0, x0, W, mask, border, pw)
         euler = _euler_number(mask, H, W)
@@ -667,8 +771,6 @@ def _shape_kernel(ys, xs, offsets, bbox, zc_re, zc_im, pw, want_zernike):
         conv = _convex_area_of(rowmin, rowmax, bh, pu, pv, hu, hv, clo, chi)
         nh = _centre_hull(rowmin, rowmax, bh, pu, pv, hu, hv)
         fmin, fmax = _feret(hu, hv, nh)
-        if want_zernike and nz > 0:
-            _zernike(ys, xs, s, e, y0, x0, hu, hv, nh, zc_re, zc_im, fy, fx, mom, rows, zout[k])
 
         area = float(e - s)
         row = out[k]
@@ -717,7 +819,8 @@ def measure_areashape(
         zout = np.zeros((0, zidx.shape[0]))
     else:
         out, zout = _shape_kernel(
-            index.ys, index.xs, index.offsets, index.bbox, zc_re, zc_im, _PERIM_W, degree >= 0
+            index.ys, index.xs, index.offsets, index.bbox, index.shape[0], index.shape[1], zc_re, zc_im,
+            _PERIM_W, degree >= 0
         )
     res = {f"AreaShape_{name}": out[:, i] for i, name in enumerate(SCALAR_FEATURES)}
     for t, (n, m) in enumerate(zidx):

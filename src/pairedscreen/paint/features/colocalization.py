@@ -1,49 +1,60 @@
-"""Per-object colocalisation of two channels (CellProfiler MeasureColocalization, ``Correlation_*``).
+"""Per-object colocalisation of two channels (CellProfiler 4 MeasureColocalization, ``Correlation_*``).
 
-Keys (first channel ``c1``, second ``c2``), CellProfiler's names:
+Semantics are CellProfiler 4.2's object mode (``run_image_pair_objects``, 4.2.8); keys (first
+channel ``c1``, second ``c2``):
 
-- ``Correlation_Correlation_{c1}_{c2}``: Pearson r of the object's pixels (``numpy.corrcoef``,
-  clipped to [-1, 1]; NaN for a 1-pixel object).
+- ``Correlation_Correlation_{c1}_{c2}``: Pearson r of the object's pixels (clipped to [-1, 1]; NaN
+  for a 1-pixel object). Symmetric: the value does not depend on which channel is first.
 - ``Correlation_Slope_{c1}_{c2}``: least-squares slope of c2 on c1, ``cov / var(c1)`` (ddof 1).
-  CellProfiler itself records the slope only for whole images; cp_measure (and we) add it per object.
+  CellProfiler records the slope only for whole images; cp_measure (and we) add it per object.
+  Directional.
+- ``Correlation_Manders_{c1}_{c2}`` (M1: the fraction of c1's above-threshold intensity that overlaps
+  c2) and ``_{c2}_{c1}`` (M2), ``Correlation_RWC_*`` (both orders, same roles),
+  ``Correlation_Overlap_{c1}_{c2}`` (symmetric), ``Correlation_K_{c1}_{c2}`` (K1 = sum(c1 c2) /
+  sum(c1^2)) and ``_{c2}_{c1}`` (K2): with the per-object thresholds ``thr / 100 * max`` (thr = 15 %)
+  of each channel, pixels ``>=`` both thresholds form the overlap set; M1 = sum(c1 over overlap) /
+  sum(c1 >= its threshold). An object whose overlap set is empty gets 0 for all of these.
+- RWC weights each overlap pixel by ``(R - |rank1 - rank2|) / R``: dense ranks of the values (ties
+  share a rank) over *every labelled pixel of the image together*, R = 1 + the largest rank of either
+  channel (CellProfiler 4: ``lexsort((labels, pixels))`` over the image's labelled pixels), so an
+  object's RWC depends on the other objects of the image, as in CellProfiler.
+- ``Correlation_Costes_{c1}_{c2}`` / ``_{c2}_{c1}`` only with ``costes=True``: CellProfiler 4's
+  "Faster" bisection (``bisection_costes``) finds one pair of Costes thresholds over the *whole
+  image's* pixels (NaN pixels left out) on the grid of the image's scale (``scale``: 255 for 8-bit,
+  65535 for 16-bit originals; CellProfiler's ``get_scale``), then each object gets the Manders-like
+  fractions of its pixels strictly above both thresholds over its pixels ``>=`` each threshold
+  (0 when no pixel of the image is above both; 0/0 = NaN for an object with no pixel above). The
+  thresholds depend only on the two images, so :func:`costes_thresholds` runs once per channel pair
+  and site and is shared by the compartments. Directional: swapping the channels changes the search.
 
-Parity exception: for an object whose values in one channel are all equal, r (and the slope when
-the first channel is the constant one) is undefined; numpy computes it from the rounding residue of
-the mean subtraction (values such as 0.98 or -1 that depend on summation order) and cp_measure
-reports that residue. Here r is NaN, the slope NaN (constant c1) or 0 (constant c2).
-- ``Correlation_Manders_{c1}_{c2}`` (M1) and ``_{c2}_{c1}`` (M2), ``Correlation_RWC_*`` (both orders),
-  ``Correlation_Overlap_{c1}_{c2}``, ``Correlation_K_{c1}_{c2}`` (K1) and ``_{c2}_{c1}`` (K2): with the
-  per-object thresholds ``thr / 100 * max`` (thr = 15 %) of each channel, pixels ``>=`` both
-  thresholds form the overlap set; M1 = sum(c1 over overlap) / sum(c1 >= its threshold); RWC
-  weights each overlap pixel by ``(R - |rank1 - rank2|) / R`` with dense ranks of the values
-  (ties share a rank) and R = 1 + the largest rank; Overlap = sum(c1 c2) / sqrt(sum c1^2 sum c2^2)
-  and K1 = sum(c1 c2) / sum(c1^2), K2 = sum(c1 c2) / sum(c2^2) over the overlap set. An object
-  whose overlap set is empty gets 0 for all of these.
-- ``Correlation_Costes_{c1}_{c2}`` / ``_{c2}_{c1}`` only with ``costes=True``: cp_measure's "Faster"
-  bisection threshold search on the 65535 grid (``scale_max=65535``), then Manders-like fractions
-  of the pixels above both Costes thresholds (strictly greater), NaN where undefined.
+Directional features (Slope, Manders, RWC, K, Costes) name the channel whose intensity is summed
+first; both directions are produced for Manders, RWC, K and Costes. :func:`channel_pairs` orders the
+pairs as the JUMP Cell Painting pipeline names them (channel names sorted: AGP, DNA, ER, Mito, RNA).
+
+Parity exceptions (cp_measure 0.3, which ranks and thresholds per object on a fixed 65535 grid, is no
+longer the reference for RWC and Costes):
+
+- an object whose values in one channel are all equal: r (and the slope when the first channel is the
+  constant one) is undefined; numpy computes it from the rounding residue of the mean subtraction;
+  here r is NaN, the slope NaN (constant c1) or 0 (constant c2).
+- an object whose overlap pixels are all 0 in one channel makes Overlap and K 0/0 = NaN (numpy
+  semantics, as CellProfiler's array code).
 
 Implementation: one pass per object over the CSR pixel lists for r/slope and one for the
-thresholded sums; dense ranks by an LSD radix sort per object (2 byte-passes for uint16-derived
-values ``j / 65535``, 8 for other floats), cached per (``ObjectIndex``, channel content hash) so
-each channel is ranked once for the 4 pairs it appears in.
-
-Parity exception: an object whose overlap pixels are all 0 in one channel makes Overlap and K
-0/0; this module returns NaN (numpy semantics, as CellProfiler's array code), cp_measure 0.3's
-``_overlap_pair`` raises ZeroDivisionError (Python float division) for it.
-
-Parity exception (documented for the parity table): RWC ranks are per object, as in cp_measure 0.3.
-CellProfiler 4's object mode ranks the pixels of *all* objects of the image jointly
-(``lexsort((labels, pixels))`` over every labelled pixel), so its RWC for an object depends on the
-other objects in the image; cp_measure and this module use the per-object ranks.
+thresholded sums; image-wide dense ranks by an LSD radix sort (2 byte-passes for uint16-derived
+values ``j / 65535``, 8 for other floats), cached per (``ObjectIndex``, channel content hash) so each
+channel is ranked once for the 4 pairs it appears in. The Costes bisection makes one pass over the
+image per step (about 60 steps on the 65535 grid).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -53,11 +64,24 @@ from .granularity import fingerprint
 from .objects import ObjectIndex, build_index
 
 _THR = 15.0  # CellProfiler default threshold, % of the object's maximum
-# per-object dense ranks of one channel's pixels, keyed by (id(index), content hash): the 4 pairs a
-# channel takes part in (and its 4 * 2 RWC terms) rank it once
-_RANK_CACHE: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+# image-wide dense ranks of one channel's labelled pixels, keyed by (id(index), size, content hash): the
+# 4 pairs a channel takes part in (and its 4 * 2 RWC terms) rank it once
+_RANK_CACHE: OrderedDict[tuple[int, int, int], tuple[np.ndarray, int]] = OrderedDict()
 _RANK_CACHE_SIZE = 10
 _LOCK = threading.Lock()
+
+# columns of the per-object kernel output
+CORR, SLOPE, M1, M2, RWC1, RWC2, OVERLAP, K1, K2 = range(9)
+N_OUT = 9
+
+
+def channel_pairs(channels: Sequence[str]) -> list[tuple[str, str]]:
+    """The channel pairs measured, first channel first: every pair of the sorted channel names.
+
+    CellProfiler pairs the images in the order its module lists them; the JUMP Cell Painting pipeline
+    lists AGP, DNA, ER, Mito, RNA (sorted), so its columns read ``Correlation_Correlation_AGP_DNA``, ...
+    """
+    return list(itertools.combinations(sorted(str(c) for c in channels), 2))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -110,51 +134,114 @@ def _gather(image, ys, xs):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _object_ranks(vals, offsets):
-    """Dense rank of every pixel within its object (CSR order)."""
-    n_obj = offsets.shape[0] - 1
-    maxn = 1
-    for k in range(n_obj):
-        maxn = max(maxn, offsets[k + 1] - offsets[k])
-    keys = np.empty(maxn, np.uint64)
-    tmpk = np.empty(maxn, np.uint64)
-    idx = np.empty(maxn, np.int64)
-    tmpi = np.empty(maxn, np.int64)
+def _image_ranks(vals):
+    """(dense rank of every labelled pixel among all of them, largest rank): CellProfiler 4's
+    ``lexsort((labels, pixels))`` ranks, which ignore object boundaries."""
+    n = vals.shape[0]
+    out = np.zeros(n, np.int32)
+    if n == 0:
+        return out, 0
+    keys = np.empty(n, np.uint64)
+    tmpk = np.empty(n, np.uint64)
+    idx = np.empty(n, np.int64)
+    tmpi = np.empty(n, np.int64)
     hist = np.empty(256, np.int64)
-    buf = np.empty(maxn)
-    rk = np.empty(maxn, np.int64)
-    out = np.empty(vals.shape[0], np.int32)
-    for k in range(n_obj):
-        s = offsets[k]
-        n = offsets[k + 1] - s
-        for t in range(n):
-            buf[t] = vals[s + t]
-        _dense_rank(buf, n, keys, tmpk, idx, tmpi, hist, rk)
-        for t in range(n):
-            out[s + t] = rk[t]
-    return out
+    rk = np.empty(n, np.int64)
+    top = _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, rk)
+    for t in range(n):
+        out[t] = rk[t]
+    return out, top
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _coloc_kernel(v1, v2, rank1, rank2, offsets, thr, out):
-    """out[:, f] for f = corr, slope, M1, M2, RWC1, RWC2, overlap, K1, K2 (values/ranks in CSR order)."""
+def _pearson_slope(fi, si, m1, m2, fmin, fmax, smin, smax):
+    """(r, slope of si on fi) from centred sums (ddof 1), with the constant-channel conventions."""
+    n = fi.shape[0]
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    for t in range(n):
+        dx = fi[t] - m1
+        dy = si[t] - m2
+        sxx += dx * dx
+        syy += dy * dy
+        sxy += dx * dy
+    dof = n - 1.0
+    cxx = sxx / dof if dof > 0 else np.nan
+    cyy = syy / dof if dof > 0 else np.nan
+    cxy = sxy / dof if dof > 0 else np.nan
+    corr = cxy / math.sqrt(cxx) / math.sqrt(cyy)
+    corr = max(-1.0, min(1.0, corr)) if corr == corr else corr
+    slope = cxy / cxx
+    if fmax == fmin:  # constant first channel: r and slope undefined
+        return np.nan, np.nan
+    if smax == smin:  # constant second channel: r undefined, flat fit
+        return np.nan, (0.0 if dof > 0 else np.nan)
+    return corr, slope
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _overlap_terms(fi, si, r1, r2, tff, tss, big_r, row):
+    """Manders, RWC, Overlap and K of one object into ``row`` (0 when no pixel is above both)."""
+    tot1 = 0.0
+    tot2 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    f2 = 0.0
+    s2 = 0.0
+    fs = 0.0
+    w1 = 0.0
+    w2 = 0.0
+    ncomb = 0
+    for t in range(fi.shape[0]):
+        a = fi[t]
+        b = si[t]
+        above1 = a >= tff
+        above2 = b >= tss
+        if above1:
+            tot1 += a
+        if above2:
+            tot2 += b
+        if above1 and above2:
+            ncomb += 1
+            c1 += a
+            c2 += b
+            f2 += a * a
+            s2 += b * b
+            fs += a * b
+            wgt = (big_r - abs(r1[t] - r2[t])) * 1.0 / big_r
+            w1 += a * wgt
+            w2 += b * wgt
+    if ncomb == 0:
+        for f in (M1, M2, RWC1, RWC2, OVERLAP, K1, K2):
+            row[f] = 0.0
+        return
+    row[M1] = c1 / tot1
+    row[M2] = c2 / tot2
+    row[RWC1] = w1 / tot1
+    row[RWC2] = w2 / tot2
+    row[OVERLAP] = fs / math.sqrt(f2 * s2)
+    row[K1] = fs / f2
+    row[K2] = fs / s2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _coloc_kernel(v1, v2, rank1, rank2, offsets, thr, big_r, out):
+    """out[k, CORR..K2] of every object (values and image-wide ranks in CSR order)."""
     n_obj = offsets.shape[0] - 1
     frac = thr / 100.0
     for k in range(n_obj):
         s = offsets[k]
-        n = offsets[k + 1] - s
-        fi = v1[s:s + n]
-        si = v2[s:s + n]
-        r1 = rank1[s:s + n]
-        r2 = rank2[s:s + n]
+        e = offsets[k + 1]
+        fi = v1[s:e]
+        si = v2[s:e]
+        n = e - s
         m1 = 0.0
         m2 = 0.0
         fmax = -np.inf
         smax = -np.inf
         fmin = np.inf
         smin = np.inf
-        rmax1 = 0
-        rmax2 = 0
         for t in range(n):
             a = fi[t]
             b = si[t]
@@ -164,245 +251,251 @@ def _coloc_kernel(v1, v2, rank1, rank2, offsets, thr, out):
             smax = max(smax, b)
             fmin = min(fmin, a)
             smin = min(smin, b)
-            rmax1 = max(rmax1, r1[t])
-            rmax2 = max(rmax2, r2[t])
-        m1 /= n
-        m2 /= n
-        tff = frac * fmax
-        tss = frac * smax
-        big_r = max(rmax1, rmax2) + 1.0
-        # one more pass: centred moments, thresholded sums, rank weights
-        sxx = 0.0
-        syy = 0.0
-        sxy = 0.0
-        tot1 = 0.0
-        tot2 = 0.0
-        c1 = 0.0
-        c2 = 0.0
-        f2 = 0.0
-        s2 = 0.0
-        fs = 0.0
-        w1 = 0.0
-        w2 = 0.0
-        ncomb = 0
-        for t in range(n):
-            a = fi[t]
-            b = si[t]
-            dx = a - m1
-            dy = b - m2
-            sxx += dx * dx
-            syy += dy * dy
-            sxy += dx * dy
-            above1 = a >= tff
-            above2 = b >= tss
-            if above1:
-                tot1 += a
-            if above2:
-                tot2 += b
-            if above1 and above2:
-                ncomb += 1
-                c1 += a
-                c2 += b
-                f2 += a * a
-                s2 += b * b
-                fs += a * b
-                wgt = (big_r - abs(r1[t] - r2[t])) * 1.0 / big_r
-                w1 += a * wgt
-                w2 += b * wgt
-        dof = n - 1.0
-        cxx = sxx / dof if dof > 0 else np.nan
-        cyy = syy / dof if dof > 0 else np.nan
-        cxy = sxy / dof if dof > 0 else np.nan
-        corr = cxy / math.sqrt(cxx) / math.sqrt(cyy)
-        if corr > 1.0:
-            corr = 1.0
-        elif corr < -1.0:
-            corr = -1.0
-        slope = cxy / cxx
-        if fmax == fmin:  # constant first channel: r and slope undefined
-            corr = np.nan
-            slope = np.nan
-        elif smax == smin:  # constant second channel: r undefined, flat fit
-            corr = np.nan
-            slope = 0.0 if dof > 0 else np.nan
-        out[k, 0] = corr
-        out[k, 1] = slope
-        if ncomb == 0:
-            for f in range(2, 9):
-                out[k, f] = 0.0
-            continue
-        out[k, 2] = c1 / tot1
-        out[k, 3] = c2 / tot2
-        out[k, 4] = w1 / tot1
-        out[k, 5] = w2 / tot2
-        out[k, 6] = fs / math.sqrt(f2 * s2)
-        out[k, 7] = fs / f2
-        out[k, 8] = fs / s2
+        out[k, CORR], out[k, SLOPE] = _pearson_slope(fi, si, m1 / n, m2 / n, fmin, fmax, smin, smax)
+        _overlap_terms(fi, si, rank1[s:e], rank2[s:e], frac * fmax, frac * smax, big_r, out[k])
+
+
+# ------------------------------------------------------------------------------------------- Costes
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _pearson_subset(fi, si, n, t1, t2):
-    """Pearson r over pixels with fi < t1 or si < t2; NaN if < 3 pixels or a constant channel."""
-    cnt = 0
-    m1 = 0.0
-    m2 = 0.0
-    mn1 = np.inf
-    mx1 = -np.inf
-    mn2 = np.inf
-    mx2 = -np.inf
-    for t in range(n):
-        a = fi[t]
-        b = si[t]
-        if a < t1 or b < t2:
-            cnt += 1
-            m1 += a
-            m2 += b
-            mn1 = min(mn1, a)
-            mx1 = max(mx1, a)
-            mn2 = min(mn2, b)
-            mx2 = max(mx2, b)
-    if cnt < 3 or mx1 == mn1 or mx2 == mn2:
-        return np.nan
-    m1 /= cnt
-    m2 /= cnt
-    sxx = 0.0
-    syy = 0.0
-    sxy = 0.0
-    for t in range(n):
-        a = fi[t]
-        b = si[t]
-        if a < t1 or b < t2:
-            dx = a - m1
-            dy = b - m2
-            sxx += dx * dx
-            syy += dy * dy
-            sxy += dx * dy
-    r = sxy / math.sqrt(sxx * syy)
-    return max(-1.0, min(1.0, r))
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _costes_object(fi, si, n, scale):
-    """cp_measure 0.3 ``_costes_pair`` with the "Faster" bisection search; (C1, C2), NaN if undefined."""
-    if n < 3:
-        return np.nan, np.nan
+def _costes_regression(fi, si):
+    """(a, b) of the orthogonal regression si = a fi + b over pixels nonzero in either channel
+    (``bisection_costes``' variances with ddof 1; NaN pixels are left out)."""
     nz = 0
-    mn1 = np.inf
-    mx1 = -np.inf
-    mn2 = np.inf
-    mx2 = -np.inf
     xm = 0.0
     ym = 0.0
-    for t in range(n):
-        if not (np.isfinite(fi[t]) and np.isfinite(si[t])):
-            return np.nan, np.nan
-        if fi[t] > 0 or si[t] > 0:
+    for t in range(fi.shape[0]):
+        a = fi[t]
+        b = si[t]
+        if a != a or b != b:
+            continue
+        if a > 0 or b > 0:
             nz += 1
-            mn1 = min(mn1, fi[t])
-            mx1 = max(mx1, fi[t])
-            mn2 = min(mn2, si[t])
-            mx2 = max(mx2, si[t])
-            xm += fi[t]
-            ym += si[t]
-    if nz < 3 or mx1 == mn1 or mx2 == mn2:
-        return np.nan, np.nan
-    zm = 0.0
-    for t in range(n):
-        if fi[t] > 0 or si[t] > 0:
-            zm += fi[t] + si[t]
+            xm += a
+            ym += b
     xm /= nz
     ym /= nz
-    zm /= nz
+    zm = xm + ym
     xv = 0.0
     yv = 0.0
     zv = 0.0
-    for t in range(n):
-        if fi[t] > 0 or si[t] > 0:
-            xv += (fi[t] - xm) ** 2
-            yv += (si[t] - ym) ** 2
-            zv += (fi[t] + si[t] - zm) ** 2
+    for t in range(fi.shape[0]):
+        a = fi[t]
+        b = si[t]
+        if a != a or b != b:
+            continue
+        if a > 0 or b > 0:
+            xv += (a - xm) ** 2
+            yv += (b - ym) ** 2
+            zv += (a + b - zm) ** 2
     xv /= nz - 1
     yv /= nz - 1
     zv /= nz - 1
     covar = 0.5 * (zv - (xv + yv))
-    denom = 2 * covar
     num = (yv - xv) + math.sqrt((yv - xv) * (yv - xv) + 4 * (covar * covar))
-    if abs(covar) <= 8 * 2.220446049250313e-16 * max(xv, yv):
-        return np.nan, np.nan
-    a = num / denom
-    b = ym - a * xm
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return np.nan, np.nan
+    slope = num / (2 * covar)
+    return slope, ym - slope * xm
+
+
+# running sums of a pixel set, values shifted by the image means: columns of the ``agg`` rows
+N_, SX, SY, SXX, SYY, SXY, MINX, MAXX, MINY, MAXY = range(10)
+N_AGG = 10
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _agg_add(agg, a, b, dx, dy):
+    """Add one pixel (values a, b; shifted dx, dy) to the running sums ``agg``."""
+    agg[N_] += 1.0
+    agg[SX] += dx
+    agg[SY] += dy
+    agg[SXX] += dx * dx
+    agg[SYY] += dy * dy
+    agg[SXY] += dx * dy
+    agg[MINX] = min(agg[MINX], a)
+    agg[MAXX] = max(agg[MAXX], a)
+    agg[MINY] = min(agg[MINY], b)
+    agg[MAXY] = max(agg[MAXY], b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _agg_reset(agg):
+    for f in range(N_AGG):
+        agg[f] = 0.0
+    agg[MINX] = np.inf
+    agg[MAXX] = -np.inf
+    agg[MINY] = np.inf
+    agg[MAXY] = -np.inf
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _agg_pearson(agg):
+    """(count, r) of ``scipy.stats.pearsonr`` from running sums; r is NaN for a constant channel
+    (scipy's ConstantInputWarning)."""
+    cnt = agg[N_]
+    if cnt < 2 or agg[MAXX] == agg[MINX] or agg[MAXY] == agg[MINY]:
+        return cnt, np.nan
+    cov = agg[SXY] - agg[SX] * agg[SY] / cnt
+    vx = agg[SXX] - agg[SX] * agg[SX] / cnt
+    vy = agg[SYY] - agg[SY] * agg[SY] / cnt
+    if vx <= 0.0 or vy <= 0.0:
+        return cnt, np.nan
+    return cnt, max(-1.0, min(1.0, cov / math.sqrt(vx * vy)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _grid_buckets(fi, si, scale, cx, cy):
+    """The non-NaN pixels counting-sorted by their first-channel grid cell ``floor(fi * scale)``
+    (clipped to [0, scale + 1]): (sorted fi, sorted si, bucket starts, prefix sums ``pre[k]`` of the
+    pixels in buckets below k)."""
+    nb = int(math.floor(scale)) + 2
+    start = np.zeros(nb + 1, np.int64)
+    cell = np.empty(fi.shape[0], np.int64)
+    for t in range(fi.shape[0]):
+        a = fi[t]
+        b = si[t]
+        if a != a or b != b:
+            cell[t] = -1
+            continue
+        c = int(math.floor(min(max(a * scale, 0.0), scale + 1.0)))
+        cell[t] = c
+        start[c + 1] += 1
+    for k in range(nb):
+        start[k + 1] += start[k]
+    fill = start[:-1].copy()
+    fs = np.empty(start[nb])
+    ss = np.empty(start[nb])
+    for t in range(fi.shape[0]):
+        c = cell[t]
+        if c >= 0:
+            fs[fill[c]] = fi[t]
+            ss[fill[c]] = si[t]
+            fill[c] += 1
+    pre = np.empty((nb + 1, N_AGG))
+    _agg_reset(pre[0])
+    for k in range(nb):
+        pre[k + 1] = pre[k]
+        for t in range(start[k], start[k + 1]):
+            _agg_add(pre[k + 1], fs[t], ss[t], fs[t] - cx, ss[t] - cy)
+    return fs, ss, start, pre
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _below_pearson(fs, ss, start, pre, mid, scale, thr_si, cx, cy, agg):
+    """(count, r) over the pixels with fi < mid / scale or si < thr_si: the buckets at least two grid
+    cells below ``mid`` from the prefix sums, the others pixel by pixel."""
+    lo = min(max(int(mid) - 1, 0), start.shape[0] - 1)
+    thr_fi = mid / scale
+    for f in range(N_AGG):
+        agg[f] = pre[lo, f]
+    for t in range(start[lo], fs.shape[0]):
+        a = fs[t]
+        b = ss[t]
+        if a < thr_fi or b < thr_si:
+            _agg_add(agg, a, b, a - cx, b - cy)
+    return _agg_pearson(agg)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bisection_costes(fi, si, scale):
+    """CellProfiler 4's ``bisection_costes``: (threshold of fi, threshold of si) on the 1/scale grid.
+
+    Candidates sit 1/6 of the window below its top; a candidate with r >= 0 below both thresholds
+    is valid and moves the window down, r < 0 (or <= 2 pixels below) moves it up, an undefined r
+    (a constant channel) leaves the window as it is, which ends the search (as in CellProfiler).
+    Each step sums only the pixels within a grid cell of the first threshold or above it; those
+    further below come from per-cell prefix sums (:func:`_grid_buckets`)."""
+    a, b = _costes_regression(fi, si)
+    cx = 0.0
+    cy = 0.0
+    n = 0
+    for t in range(fi.shape[0]):
+        if fi[t] == fi[t] and si[t] == si[t]:
+            cx += fi[t]
+            cy += si[t]
+            n += 1
+    cx /= max(n, 1)
+    cy /= max(n, 1)
+    fs, ss, start, pre = _grid_buckets(fi, si, scale, cx, cy)
+    agg = np.empty(N_AGG)
     left = 1.0
     right = float(scale)
     mid = ((right - left) // (6 / 5)) + left
     lastmid = 0.0
-    valid = -1.0
-    it = 0
+    valid = 1.0
     while lastmid != mid:
-        it += 1
-        if it > 256:
-            return np.nan, np.nan
-        thr_fi = mid / scale
-        thr_si = (a * thr_fi) + b
-        r = _pearson_subset(fi, si, n, thr_fi, thr_si)
-        if not np.isfinite(r) or r < 0:
+        thr_si = (a * (mid / scale)) + b
+        cnt, r = _below_pearson(fs, ss, start, pre, mid, scale, thr_si, cx, cy, agg)
+        if cnt <= 2:
             left = mid - 1
-        else:
+        elif r < 0:
+            left = mid - 1
+        elif r >= 0:
             right = mid + 1
             valid = mid
         lastmid = mid
-        divisor = 6 / 5 if right - left > 6 else 2.0
-        mid = ((right - left) // divisor) + left
-    if valid < 0:
-        return np.nan, np.nan
+        if right - left > 6:
+            mid = ((right - left) // (6 / 5)) + left
+        else:
+            mid = ((right - left) // 2) + left
     thr_fi = (valid - 1) / scale
-    thr_si = (a * thr_fi) + b
-    if not np.isfinite(_pearson_subset(fi, si, n, thr_fi, thr_si)):
-        return np.nan, np.nan
-    tot1 = 0.0
-    tot2 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    for t in range(n):
-        if fi[t] >= thr_fi:
-            tot1 += fi[t]
-        if si[t] >= thr_si:
-            tot2 += si[t]
-        if fi[t] > thr_fi and si[t] > thr_si:
-            c1 += fi[t]
-            c2 += si[t]
-    if tot1 <= 0 or tot2 <= 0:
-        return np.nan, np.nan
-    return c1 / tot1, c2 / tot2
+    return thr_fi, (a * thr_fi) + b
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _costes_kernel(im1, im2, offsets, ys, xs, scale, out):
+def _costes_objects(v1, v2, offsets, thr1, thr2, out):
+    """out[k] = (C1, C2): per object, the intensity strictly above both image thresholds over the
+    intensity >= each channel's threshold; all 0 when no labelled pixel is above both."""
     n_obj = offsets.shape[0] - 1
-    maxn = 1
+    any_both = False
     for k in range(n_obj):
-        maxn = max(maxn, offsets[k + 1] - offsets[k])
-    fi = np.empty(maxn)
-    si = np.empty(maxn)
-    for k in range(n_obj):
-        s = offsets[k]
-        n = offsets[k + 1] - s
-        for t in range(n):
-            fi[t] = im1[ys[s + t], xs[s + t]]
-            si[t] = im2[ys[s + t], xs[s + t]]
-        out[k, 0], out[k, 1] = _costes_object(fi, si, n, scale)
+        tot1 = 0.0
+        tot2 = 0.0
+        c1 = 0.0
+        c2 = 0.0
+        for t in range(offsets[k], offsets[k + 1]):
+            a = v1[t]
+            b = v2[t]
+            if a >= thr1:
+                tot1 += a
+            if b >= thr2:
+                tot2 += b
+            if a > thr1 and b > thr2:
+                any_both = True
+                c1 += a
+                c2 += b
+        out[k, 0] = c1 / tot1
+        out[k, 1] = c2 / tot2
+    if not any_both:
+        for k in range(n_obj):
+            out[k, 0] = 0.0
+            out[k, 1] = 0.0
 
 
-def _ranks(values: np.ndarray, index: ObjectIndex) -> np.ndarray:
-    """Per-object dense ranks of a channel's gathered pixel values, cached by content."""
+def costes_thresholds(image1: np.ndarray, image2: np.ndarray, scale: float) -> tuple[float, float]:
+    """CellProfiler 4's Costes thresholds of a channel pair over the whole image (``bisection_costes``
+    on every non-NaN pixel; ``scale`` = the originals' dtype maximum, e.g. 65535 for uint16)."""
+    if image1.shape != image2.shape:
+        raise ValueError(f"images {image1.shape} and {image2.shape} must match")
+    if not scale or scale < 1:
+        raise ValueError(f"Costes scale must be >= 1 (the original images' dtype maximum), got {scale}")
+    a = np.ascontiguousarray(image1).ravel()
+    b = np.ascontiguousarray(image2).ravel()
+    t1, t2 = _bisection_costes(a.astype(np.float64, copy=False), b.astype(np.float64, copy=False),
+                               float(scale))
+    return float(t1), float(t2)
+
+
+def _ranks(values: np.ndarray, index: ObjectIndex) -> tuple[np.ndarray, int]:
+    """Image-wide dense ranks of a channel's gathered labelled pixels (and the top rank), cached."""
     key = (id(index), values.shape[0], int(fingerprint(values)))
     with _LOCK:
         hit = _RANK_CACHE.get(key)
         if hit is not None:
             _RANK_CACHE.move_to_end(key)
             return hit
-    hit = _object_ranks(values, index.offsets)
+    ranks, top = _image_ranks(values)
+    hit = (ranks, int(top))
     with _LOCK:
         if key not in _RANK_CACHE:
             weakref.finalize(index, _RANK_CACHE.pop, key, None)
@@ -420,8 +513,14 @@ def measure_colocalization(
     channel2: str,
     index: ObjectIndex | None = None,
     costes: bool = False,
+    scale: float | None = None,
+    thresholds: tuple[float, float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """CellProfiler MeasureColocalization per object for the channel pair (channel1, channel2)."""
+    """CellProfiler 4 MeasureColocalization per object, channel1 first (see the module docstring).
+
+    With ``costes``: ``thresholds`` (from :func:`costes_thresholds`, shared by the compartments of a
+    site) or ``scale`` (the originals' dtype maximum) to compute them here.
+    """
     if image1.shape != labels.shape or image2.shape != labels.shape or labels.ndim != 2:
         raise ValueError(f"images {image1.shape}, {image2.shape} and labels {labels.shape} must match (2-D)")
     if index is None:
@@ -432,31 +531,34 @@ def measure_colocalization(
     b = np.ascontiguousarray(image2)
     if a.dtype.kind != "f" or b.dtype.kind != "f":
         raise TypeError(f"images must be floating point in [0, 1], got {a.dtype} and {b.dtype}")
-    res = np.zeros((n, 9))
+    if costes and thresholds is None and scale is None:
+        raise ValueError("Costes needs the images' scale (their original dtype maximum) or thresholds")
+    res = np.zeros((n, N_OUT))
+    v1 = v2 = None
     if n:
         v1 = _gather(a, index.ys, index.xs)
         v2 = _gather(b, index.ys, index.xs)
-        _coloc_kernel(v1, v2, _ranks(v1, index), _ranks(v2, index), index.offsets, _THR, res)
+        rank1, top1 = _ranks(v1, index)
+        rank2, top2 = _ranks(v2, index)
+        _coloc_kernel(v1, v2, rank1, rank2, index.offsets, _THR, max(top1, top2) + 1.0, res)
     c1, c2 = channel1, channel2
     out = {
-        f"Correlation_Correlation_{c1}_{c2}": res[:, 0],
-        f"Correlation_Slope_{c1}_{c2}": res[:, 1],
-        f"Correlation_Manders_{c1}_{c2}": res[:, 2],
-        f"Correlation_Manders_{c2}_{c1}": res[:, 3],
-        f"Correlation_RWC_{c1}_{c2}": res[:, 4],
-        f"Correlation_RWC_{c2}_{c1}": res[:, 5],
-        f"Correlation_Overlap_{c1}_{c2}": res[:, 6],
-        f"Correlation_K_{c1}_{c2}": res[:, 7],
-        f"Correlation_K_{c2}_{c1}": res[:, 8],
+        f"Correlation_Correlation_{c1}_{c2}": res[:, CORR],
+        f"Correlation_Slope_{c1}_{c2}": res[:, SLOPE],
+        f"Correlation_Manders_{c1}_{c2}": res[:, M1],
+        f"Correlation_Manders_{c2}_{c1}": res[:, M2],
+        f"Correlation_RWC_{c1}_{c2}": res[:, RWC1],
+        f"Correlation_RWC_{c2}_{c1}": res[:, RWC2],
+        f"Correlation_Overlap_{c1}_{c2}": res[:, OVERLAP],
+        f"Correlation_K_{c1}_{c2}": res[:, K1],
+        f"Correlation_K_{c2}_{c1}": res[:, K2],
     }
     out = {k: v.copy() for k, v in out.items()}
     if costes:
-        if (a.size and (float(np.nanmin(a)) < 0 or float(np.nanmax(a)) > 1
-                        or float(np.nanmin(b)) < 0 or float(np.nanmax(b)) > 1)):
-            raise ValueError("Costes expects images normalised to [0, 1]")
-        cst = np.full((n, 2), np.nan)
+        t1, t2 = thresholds if thresholds is not None else costes_thresholds(a, b, float(scale))
+        cst = np.zeros((n, 2))
         if n:
-            _costes_kernel(a, b, index.offsets, index.ys, index.xs, 65535.0, cst)
+            _costes_objects(v1, v2, index.offsets, t1, t2, cst)
         out[f"Correlation_Costes_{c1}_{c2}"] = cst[:, 0].copy()
         out[f"Correlation_Costes_{c2}_{c1}"] = cst[:, 1].copy()
     return out
