@@ -29,7 +29,7 @@ def screen(tmp_path_factory):
     summary = de.combine_de(tables, registry, tmp / "de.parquet", alpha=DE["alpha"],
                             min_abs_log2fc=DE["min_abs_log2fc"])
     return {"libs": libs, "registry": registry, "truth": truth, "tables": tables,
-            "de": pd.read_parquet(tmp / "de.parquet"), "summary": summary}
+            "de": pd.read_parquet(tmp / "de.parquet"), "de_path": tmp / "de.parquet", "summary": summary}
 
 
 def test_library_de_is_scanpy_wilcoxon_vs_the_library_controls(screen):
@@ -108,3 +108,33 @@ def test_stouffer_combination_of_libraries():
     assert out.loc["g1", "pvalue"] == pytest.approx(2 * stats.norm.sf(3.6))
     assert bool(out.loc["g1", "is_de"]) and not bool(out.loc["g2", "is_de"])
     assert out.loc["g1", "n_libraries"] == 2 and out.loc["g1", "n_cells"] == 25
+
+
+def test_pair_carries_the_de_layers_and_summary(screen):
+    """The h5mu's RNA modality: layers de_log2fc / de_qvalue = de.parquet's values at (perturbation,
+    gene), NaN where untested (controls); obs de_* = de_summary; the datasheet's metrics.de agrees."""
+    from pairedscreen.pair import join
+    from pairedscreen.pair.stages import de_metrics
+
+    reg, d, summary = screen["registry"], screen["de"], screen["summary"]
+    genes = screen["libs"][0].var_names
+    ids = pd.Index(reg["perturbation_id"].astype(str))
+    pb = ad.AnnData(X=np.zeros((len(ids), len(genes)), np.float32),
+                    obs=pd.DataFrame({"n_cells": 10}, index=ids), var=pd.DataFrame(index=genes))
+    pb.layers["counts"] = np.zeros((len(ids), len(genes)), np.float32)
+    layers = join.de_layers(screen["de_path"], ids, pd.Index(genes))
+    mdata = join.build_perturbations(reg, rna=pb, paint=None, de=summary, de_layers=layers)
+    rna = mdata.mod["rna"]
+    sample = d.sample(200, random_state=0)
+    r, c = ids.get_indexer(sample["perturbation_id"]), genes.get_indexer(sample["gene"])
+    np.testing.assert_allclose(rna.layers["de_log2fc"][r, c], sample["logfoldchange"], rtol=1e-6)
+    np.testing.assert_allclose(rna.layers["de_qvalue"][r, c], sample["qvalue"], rtol=1e-6,
+                               atol=1e-37)   # float32: q-values below its range are 0
+    ctrl = reg["is_control"].to_numpy()
+    assert np.isnan(rna.layers["de_qvalue"][ctrl]).all()
+    s = summary.set_index("perturbation_id")
+    tested = rna.obs_names.isin(s.index)
+    assert (rna.obs.loc[tested, "de_n_de_genes"] == s.loc[rna.obs_names[tested], "n_de_genes"]).all()
+    m = de_metrics(summary, alpha=DE["alpha"], min_abs_log2fc=DE["min_abs_log2fc"])
+    assert m["de_genes"] == int(d["is_de"].sum())
+    assert m["perturbations_tested"] == d["perturbation_id"].nunique()
