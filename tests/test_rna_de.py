@@ -15,7 +15,7 @@ from scipy import stats
 from pairedscreen.expression import log1p_cp10k
 from pairedscreen.rna import de
 
-DE = {k: SCHEMA[f"rna.de.{k}"] for k in ("alpha", "min_abs_log2fc", "min_cells")}
+DE = {k: SCHEMA[f"rna.de.{k}"] for k in ("alpha", "min_abs_log2fc", "min_cells_per_library")}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def screen(tmp_path_factory):
     tables = []
     for i, a in enumerate(libs):
         tables.append(tmp / f"L{i + 1}_de.parquet")
-        de.write_library_de(a, registry, tables[-1], min_cells=DE["min_cells"])
+        de.write_library_de(a, registry, tables[-1], min_cells=DE["min_cells_per_library"])
     summary = de.combine_de(tables, registry, tmp / "de.parquet", alpha=DE["alpha"],
                             min_abs_log2fc=DE["min_abs_log2fc"])
     return {"libs": libs, "registry": registry, "truth": truth, "tables": tables,
