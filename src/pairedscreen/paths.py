@@ -24,11 +24,14 @@ PATHS: dict[str, str] = {
     "rna_cells_lib": "results/rna/{library}/cells.h5ad",
     "rna_barcode_ranks": "results/rna/{library}/barcode_ranks.parquet",
     "rna_summary": "results/rna/{library}/summary.h5ad",
+    "rna_de_lib": "results/rna/{library}/de.parquet",
     # RNA arm, aggregate
     "rna_cells": "results/rna/cells.h5ad",
     "rna_pseudobulk": "results/rna/pseudobulk.h5ad",
     "rna_knockdown": "results/rna/knockdown.tsv",
     "rna_quarantine": "results/rna/quarantine.tsv",
+    "rna_de": "results/rna/de.parquet",
+    "rna_de_summary": "results/rna/de_summary.tsv",
     # Paint arm, per plate / chunk of wells
     "image_manifest": "results/paint/{plate}/image_manifest.tsv",
     "image_index": "results/paint/{plate}/image_index.parquet",

@@ -35,6 +35,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
                   "sheets.perturbations"),
     "rna_summary": ("sheets.perturbations",),
     "rna_merge": ("rna.knockdown", "on_empty", "sheets.perturbations"),
+    "rna_de": ("rna.de.min_cells_per_library", "sheets.perturbations"),
+    "rna_de_merge": ("rna.de.alpha", "rna.de.min_abs_log2fc", "sheets.perturbations"),
     "paint_index": ("paint.image_pattern", "paint.channels", "paint.on_bad_image", "paint.qc"),
     "paint_illum": ("paint.illumination",),
     "paint_segment": ("paint.segmentation", "paint.wells_per_job"),

@@ -92,7 +92,8 @@ def all_outputs():
     datasheet and the report."""
     out = [path("paired_h5mu"), path("cell_index"), path("datasheet"), path("report")]
     if HAS_RNA:
-        out += [path("rna_cells"), path("rna_pseudobulk"), path("rna_knockdown"), path("paired_rna")]
+        out += [path("rna_cells"), path("rna_pseudobulk"), path("rna_knockdown"), path("rna_de"),
+                path("paired_rna")]
     if HAS_PAINT:
         out += [path("profiles"), path("consensus"), path("paired_paint")]
     if WRITE_CELLS_H5MU:
@@ -159,7 +160,7 @@ def chunk_features(wc):
 def digested_outputs():
     """The final outputs whose content digests the datasheet records (pairedscreen.digest)."""
     keys = ["paired_h5mu", "cell_index", "quality_metrics", "quality_table"]
-    out = ([path(k) for k in keys] + if_rna("paired_rna", "rna_cells", "rna_pseudobulk", "rna_knockdown")
+    out = ([path(k) for k in keys] + if_rna("paired_rna", "rna_cells", "rna_pseudobulk", "rna_knockdown", "rna_de")
            + if_paint("paired_paint", "profiles", "consensus")
            + per_library("rna_cells_lib") + per_plate("paint_cells") + per_plate("paint_wells"))
     if WRITE_CELLS_H5MU:

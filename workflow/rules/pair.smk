@@ -68,6 +68,8 @@ rule pair:
         splits=path("train_splits"),
         holdout=path("train_batch_holdout"),
         paint_quarantine=if_paint("paint_quarantine"),
+        de=if_rna("rna_de"),
+        de_summary=if_rna("rna_de_summary"),
     output:
         h5mu=report(path("paired_h5mu"), caption="../report/paired.rst", category="Paired dataset"),
         rna=if_rna("paired_rna"),
@@ -99,6 +101,7 @@ rule datasheet:
         raw=per_library("rna_raw"),
         rna_quarantine=if_rna("rna_quarantine"),
         paint_quarantine=if_paint("paint_quarantine"),
+        de_summary=if_rna("rna_de_summary"),
         image_index=per_plate("image_index"),
         paint_cells=per_plate("paint_cells"),
         sheets=[SHEETS[k] for k in ("perturbations", "guides", "rna_libraries", "plates")],

@@ -240,3 +240,46 @@ rule rna_merge:
         CONDA_ENV
     script:
         "../scripts/rna_merge.py"
+
+
+rule rna_de:
+    input:
+        cells=path("rna_cells_lib"),
+        registry=SHEETS["perturbations"],
+    output:
+        path("rna_de_lib"),
+    params:
+        config=reads("rna_de"),
+    log:
+        log("rna_de"),
+    benchmark:
+        bench("rna_de", "{library}")
+    threads: 1
+    resources:
+        mem_mb=8192,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/rna_de.py"
+
+
+rule rna_de_merge:
+    input:
+        tables=per_library("rna_de_lib"),
+        registry=SHEETS["perturbations"],
+    output:
+        de=path("rna_de"),
+        summary=path("rna_de_summary"),
+    params:
+        config=reads("rna_de_merge"),
+    log:
+        log("rna_de_merge", "all"),
+    benchmark:
+        bench("rna_de_merge", "all")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/rna_de_merge.py"

@@ -16,4 +16,4 @@ with snakemake_log(snakemake):
              paint_cells=list(inp.paint_cells), h5mu_out=out.h5mu, rna_out=one(out.rna),
              paint_out=one(out.paint), cell_index_out=out.cell_index,
              cells_out=one(out.cells) if snakemake.params.write_cells else None, paint_quarantine=one(inp.paint_quarantine),
-             splits=inp.splits, holdout=inp.holdout)
+             splits=inp.splits, holdout=inp.holdout, de=one(inp.de), de_summary=one(inp.de_summary))

@@ -37,7 +37,8 @@ def h5_safe(col: pd.Series) -> pd.Series:
 
 def build_perturbations(registry: pd.DataFrame, *, rna: ad.AnnData | None, paint: pd.DataFrame | None,
                         knockdown: pd.DataFrame | None = None, qc: pd.DataFrame | None = None,
-                        uns: Mapping | None = None) -> md.MuData:
+                        uns: Mapping | None = None, de: pd.DataFrame | None = None,
+                        de_layers: Mapping[str, np.ndarray] | None = None) -> md.MuData:
     """The paired object: modalities ``rna`` (pseudobulk) and ``paint`` (consensus), identical obs_names =
     registry perturbation ids in registry order.
 
@@ -45,6 +46,10 @@ def build_perturbations(registry: pd.DataFrame, *, rna: ad.AnnData | None, paint
     measurable, significant, reason), added as ``knockdown_*`` columns (significant NA and the reason
     where the knockdown is not measurable); ``qc`` = any per-perturbation table indexed by perturbation id
     (replicate mAP, q-values, effect sizes) whose columns are copied into global obs as they are.
+    ``de`` = ``results/rna/de_summary.tsv`` (per perturbation: n_de_genes, n_up, n_down, top_de_genes),
+    added as ``de_*`` columns of the RNA modality's and the global obs (0 / "" where not tested: NaN
+    counts); ``de_layers`` = perturbations x genes arrays in the RNA modality's order (:func:`de_layers`:
+    ``de_log2fc``, ``de_qvalue``), stored as its layers.
     An arm given as None is an all-NaN modality (e.g. paint not run yet).
     """
     base = registry_obs(registry)
@@ -72,6 +77,14 @@ def build_perturbations(registry: pd.DataFrame, *, rna: ad.AnnData | None, paint
         for c in ("measurable", "significant", "reason"):   # NA / "" for perturbations without a target
             if c in kd:
                 obs[f"knockdown_{c}"] = h5_safe(kd[c].astype(object).where(kd[c].notna(), None)).array
+    if de is not None and len(de):
+        d = de.set_index(de["perturbation_id"].astype(str)).reindex(ids)
+        for c in ("n_de_genes", "n_up", "n_down"):
+            rna_mod.obs[f"de_{c}"] = obs[f"de_{c}"] = pd.to_numeric(d[c], errors="coerce").to_numpy()
+        top = d["top_de_genes"].fillna("").astype(str).to_numpy()
+        rna_mod.obs["de_top_genes"] = obs["de_top_genes"] = top
+    for name, values in (de_layers or {}).items():
+        rna_mod.layers[name] = values
     if qc is not None:
         q = qc.copy()
         q.index = q.index.astype(str)
@@ -160,3 +173,22 @@ def should_write_cells(setting: str | bool, n_cells: int, limit: int = 200_000) 
     if s == "auto":
         return n_cells < limit
     return s in ("true", "yes", "1")
+
+
+def de_layers(de_path: str | os.PathLike, ids: pd.Index, genes: pd.Index) -> dict[str, np.ndarray]:
+    """``results/rna/de.parquet`` as perturbations (``ids``) x genes (``genes``) float32 arrays
+    ``de_log2fc`` and ``de_qvalue`` (NaN where not tested), read one row group (= one perturbation) at a
+    time."""
+    import pyarrow.parquet as pq
+
+    out = {k: np.full((len(ids), len(genes)), np.nan, np.float32) for k in ("de_log2fc", "de_qvalue")}
+    f = pq.ParquetFile(de_path)
+    for i in range(f.num_row_groups):
+        t = f.read_row_group(i, columns=["perturbation_id", "gene", "logfoldchange", "qvalue"]).to_pandas()
+        for pid, part in t.groupby("perturbation_id", sort=False):
+            r = ids.get_indexer([str(pid)])[0]
+            c = genes.get_indexer(part["gene"].astype(str))
+            ok = (c >= 0) & (r >= 0)
+            out["de_log2fc"][r, c[ok]] = part["logfoldchange"].to_numpy()[ok]
+            out["de_qvalue"][r, c[ok]] = part["qvalue"].to_numpy()[ok]
+    return out

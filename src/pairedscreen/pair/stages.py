@@ -131,12 +131,15 @@ def run_pair(pseudobulk: PathLike | None, consensus: PathLike | None, quality_ta
              h5mu_out: PathLike, rna_out: PathLike | None, paint_out: PathLike | None,
              cell_index_out: PathLike, cells_out: PathLike | None = None,
              paint_quarantine: PathLike | None = None, splits: PathLike | None = None,
-             holdout: PathLike | None = None) -> None:
+             holdout: PathLike | None = None, de: PathLike | None = None,
+             de_summary: PathLike | None = None) -> None:
     """``perturbations.h5mu`` + ``rna.h5ad`` + ``paint.h5ad`` (registry order; quality table columns in
     global obs), ``cell_index.tsv`` (every cell of both arms: modality, cell_id, perturbation, is_control,
     library/plate/well/site, used = behind the pseudobulk or a profiled well) and, when asked,
     ``cells.h5mu``. ``splits`` (results/train/splits.tsv) adds the training split as global obs
     ``split``; ``holdout`` (batch_holdout.tsv) goes to ``uns['batch_holdout']`` (batch_split is per cell).
+    ``de`` / ``de_summary`` (results/rna/de.parquet, de_summary.tsv) add the RNA modality's DE layers
+    (``de_log2fc``, ``de_qvalue``) and the per-perturbation DE summary columns (``de_*``).
 
     An arm given as None (no libraries / no plates in the sheets yet) is an empty modality (every
     perturbation NaN, no variables) and ``uns['arms']`` says it is missing; its ``{arm}.h5ad`` is not
@@ -153,9 +156,16 @@ def run_pair(pseudobulk: PathLike | None, consensus: PathLike | None, quality_ta
     if holdout is not None:
         hold = pd.read_csv(holdout, sep="\t", dtype=str, keep_default_na=False)
         uns["batch_holdout"] = {c: hold[c].to_numpy(dtype=str) for c in hold.columns}
-    mdata = join.build_perturbations(reg, rna=ad.read_h5ad(pseudobulk) if pseudobulk is not None else None,
+    rna = ad.read_h5ad(pseudobulk) if pseudobulk is not None else None
+    de_table = pd.read_csv(de_summary, sep="\t", keep_default_na=False, na_values=[""]) \
+        if de_summary is not None else None
+    layers = None
+    if de is not None and rna is not None:
+        ids = pd.Index(reg["perturbation_id"].astype(str))
+        layers = join.de_layers(de, ids, pd.Index(rna.var_names.astype(str)))
+    mdata = join.build_perturbations(reg, rna=rna,
                                      paint=pd.read_parquet(consensus) if consensus is not None else None,
-                                     qc=qc, uns=uns)
+                                     qc=qc, uns=uns, de=de_table, de_layers=layers)
     join.write_paired(mdata, h5mu_out, rna_out if arms["rna"] == "present" else None,
                       paint_out if arms["paint"] == "present" else None)
 
@@ -264,6 +274,23 @@ def _cellranger_record(inputs_json: PathLike | None, obs: pd.DataFrame) -> dict 
     return {**{k: info[k] for k in keep if k in info}, "guide_agreement": guide_agreement(obs)}
 
 
+def de_metrics(summary: pd.DataFrame, *, alpha: float, min_abs_log2fc: float) -> dict:
+    """The datasheet's ``metrics.de``: the DE calls' thresholds, how many perturbations were tested and
+    have DE genes, and per perturbation its DE gene counts and top genes (results/rna/de_summary.tsv)."""
+    by = {str(r.perturbation_id): {"n_de_genes": int(r.n_de_genes), "n_up": int(r.n_up),
+                                   "n_down": int(r.n_down),
+                                   "top_de_genes": [g for g in str(r.top_de_genes or "").split(";") if g
+                                                    and g != "nan"],
+                                   "n_cells": int(r.n_cells), "n_libraries": int(r.n_libraries)}
+          for r in summary.itertuples()}
+    return {"test": "wilcoxon vs the same library's control cells (scanpy rank_genes_groups), Stouffer "
+                    "across libraries, BH per perturbation",
+            "alpha": float(alpha), "min_abs_log2fc": float(min_abs_log2fc),
+            "perturbations_tested": len(by), "perturbations_with_de": sum(v["n_de_genes"] > 0
+                                                                         for v in by.values()),
+            "de_genes": sum(v["n_de_genes"] for v in by.values()), "by_perturbation": by}
+
+
 def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | None,
                   libraries: Sequence[str], plates: Sequence[str], out: PathLike,
                   chunks: Mapping[str, Sequence[str]] | None = None,
@@ -331,6 +358,10 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     truth_rec = metrics.pop("truth_recovery", None) if truth_dir else None
     metrics.pop("truth_recovery", None)
     metrics.pop("arms", None)
+    for p in _get(inputs, "de_summary"):
+        metrics["de"] = de_metrics(pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""]),
+                                   alpha=config["rna"]["de"]["alpha"],
+                                   min_abs_log2fc=config["rna"]["de"]["min_abs_log2fc"])
     held = pd.concat([quarantine.read_table(p) for p in _get(inputs, "rna_quarantine")
                       + _get(inputs, "paint_quarantine")] or [quarantine.table([])], ignore_index=True)
     arms = arm_status(libraries, plates, held)

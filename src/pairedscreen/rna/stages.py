@@ -21,7 +21,7 @@ import pandas as pd
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
 from pairedscreen.io import atomic_output, scratch_dir, write_json, write_parquet, write_tsv
-from pairedscreen.rna import calling, cellranger, count, fastq, knockdown, qc
+from pairedscreen.rna import calling, cellranger, count, de, fastq, knockdown, qc
 from pairedscreen.rna import guides as guide_calls
 from pairedscreen.rna import summary as rna_summary
 from pairedscreen.rna.kb_memory import sort_memory
@@ -244,6 +244,23 @@ def run_rna_summary(cells: PathLike, registry: PathLike, out: PathLike) -> None:
              int(summary.obs["n_cells"].sum()),
              len(summary.uns["targets"]["pert_count"]) + len(summary.uns["targets"]["ctrl_count"]))
     rna_summary.write_summary(summary, out)
+
+
+def run_rna_de(cells: PathLike, registry: PathLike, out: PathLike, *, min_cells: int) -> None:
+    """One library's ``cells.h5ad`` -> ``de.parquet``: each perturbation's Wilcoxon DE against the same
+    library's control cells (:mod:`pairedscreen.rna.de`; memory: one library)."""
+    n = de.write_library_de(ad.read_h5ad(cells), read_registry(registry), out, min_cells=min_cells)
+    log.info("DE: %d perturbations tested against the library's controls", n)
+
+
+def run_rna_de_merge(tables: Sequence[PathLike], registry: PathLike, de_out: PathLike, summary_out: PathLike,
+                     *, alpha: float, min_abs_log2fc: float) -> None:
+    """The libraries' ``de.parquet`` -> ``results/rna/de.parquet`` (Stouffer across libraries, BH per
+    perturbation, DE calls) and ``de_summary.tsv`` (per perturbation: DE genes, up/down, top genes)."""
+    summary = de.combine_de(list(tables), read_registry(registry), de_out, alpha=alpha,
+                            min_abs_log2fc=min_abs_log2fc)
+    write_tsv(summary, summary_out)
+    log.info("DE: %d perturbations, %d DE genes in all", len(summary), int(summary["n_de_genes"].sum()))
 
 
 def run_rna_merge(

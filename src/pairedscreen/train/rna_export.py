@@ -9,7 +9,8 @@ controls included: :func:`pairedscreen.expression.usable_cells`):
 - ``obs``: ``perturbation`` (target gene symbol for CRISPR targets, ``train.control_label`` for controls),
   ``perturbation_id`` (registry id), ``guide_id``, ``gem_group`` (= library), ``library``, ``batch``,
   ``cell_type``, ``is_control``, ``split``, ``batch_split``, ``barcode`` (categoricals, as cell-load
-  reads them);
+  reads them), ``residual_expression`` and ``cell_residual_expression`` (cell-load's on-target knockdown
+  residuals, :mod:`pairedscreen.train.residuals`; ``var['gene_name']`` the symbols its filter looks up);
 - rows sorted by (cell_type, perturbation) so each pair is contiguous (cell-load's consecutive loading).
 
 The TOML names the export folder (absolute path: cell-load resolves dataset paths from its working
@@ -44,7 +45,7 @@ import scipy.sparse as sp
 
 from pairedscreen.expression import BLOCK_NNZ, log1p_cp10k, row_blocks
 from pairedscreen.io import atomic_output
-from pairedscreen.train import h5obs, rna_obs
+from pairedscreen.train import h5obs, residuals, rna_obs
 
 PathLike = str | os.PathLike
 DATASET = "pairedscreen"
@@ -278,6 +279,9 @@ def export_rna(rna_cells: PathLike | Sequence[PathLike], registry: pd.DataFrame,
                 blk = sp.csr_matrix((data[lo:hi], indices[lo:hi], out_ptr[a:b + 1] - lo),
                                     shape=(b - a, n_vars))
                 ds[a:b] = log1p_cp10k(blk)[:, genes].toarray()
+            # cell-load's on-target knockdown residuals (what its filter computes from this file)
+            residuals.write_knockdown_residuals(fh, control_label=str(params["control_label"]),
+                                                block_nnz=block_nnz)
         del plan, out_ptr   # the per-cell codes and positions: not needed for the parquet
         if obs_tmp is not None:
             write_obs_parquet(tmp, scratch / "barcodes.bin", barcode_width, obs_tmp)
