@@ -23,7 +23,6 @@ from pairedscreen.pair import stages
 from pairedscreen.quality.stage import run_quality
 from pairedscreen.rna.pseudobulk import pseudobulk
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 
