@@ -94,7 +94,7 @@ def run_kb_count(
     log.info("kb count: technology %s, kite=%s, %d lane(s)", technology, kite, len(r1))
     with atomic_output(out_dir, is_dir=True) as tmp, _kb_log_on_failure():
         count.kb_count(index, t2g, list(r1), list(r2), technology, whitelist, tmp, threads,
-                       sort_memory(mem_mb), kite=kite)
+                       memory=sort_memory(mem_mb), kite=kite)
         shutil.rmtree(tmp / "tmp", ignore_errors=True)
         log.info("kb log:\n%s", (tmp / "kb_count.log").read_text())
 
