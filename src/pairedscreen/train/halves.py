@@ -132,6 +132,7 @@ def paint_parts(cells_files: Sequence[PathLike], features: Sequence[str], regist
     ``features``) and per perturbation: ``paint_wells``, ``paint_plates``, ``paint_cells``,
     ``paint_cells_per_well``, ``paint_mean_row``, ``paint_mean_col``, ``paint_edge_fraction``."""
     from pairedscreen.paint.profiles import aggregate_plate_file, normalize_plates
+    from pairedscreen.quality.paint_units import NORMALIZATION, WELL_OPERATION   # the metrics' fixed methods
 
     ids = registry["perturbation_id"].astype(str).tolist()
     pos = pd.Index(ids)
@@ -139,9 +140,9 @@ def paint_parts(cells_files: Sequence[PathLike], features: Sequence[str], regist
     sums, counts = np.zeros((P, n_parts, F)), np.zeros((P, n_parts, F))
     wells = []
     for path in cells_files:
-        sub = aggregate_plate_file(path, registry=registry, features=list(features), n_splits=n_parts,
-                                   seed=seed)
-        sub, _ = normalize_plates(sub, features=list(features))
+        sub = aggregate_plate_file(path, operation=WELL_OPERATION, registry=registry,
+                                   features=list(features), n_splits=n_parts, seed=seed)
+        sub, _ = normalize_plates(sub, method=NORMALIZATION, features=list(features))
         pidx = pos.get_indexer(sub[PERT].astype(str))
         keep = pidx >= 0
         sub, pidx = sub[keep], pidx[keep]
