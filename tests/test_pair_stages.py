@@ -4,6 +4,8 @@ from the planted-truth synthetic screen of test_quality_recovery."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import anndata as ad
 import mudata as md
@@ -14,12 +16,25 @@ from config_values import SCHEMA
 from test_quality_recovery import make_screen
 
 from pairedscreen import columns as C
-from pairedscreen.config import resolve_section
+from pairedscreen.config import load_config, resolve_section
 from pairedscreen.paint import aggregate as A
 from pairedscreen.paint.stages import run_profiles
 from pairedscreen.pair import stages
 from pairedscreen.quality.stage import run_quality
 from pairedscreen.rna.pseudobulk import pseudobulk
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _full_config(truth_dir: str, permutations: int, nuclei: str | None = None, cells: str | None = None
+                 ) -> dict:
+    """The shipped config (every key filled from the schema) with these values, as the datasheet gets it."""
+    config = load_config(REPO / "config" / "config.yaml")
+    config["truth_dir"], config["quality"]["permutations"] = truth_dir, permutations
+    for comp, model in (("nuclei", nuclei), ("cells", cells)):
+        if model:
+            config["paint"]["segmentation"][comp]["model"] = model
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +58,11 @@ def workdir(tmp_path_factory):
         wells.to_parquet(d / "wells.parquet", index=False)
         idx = pd.DataFrame({"plate": plate, "well": sorted(cells.Metadata_Well.unique()), "site": 1})
         idx = idx.merge(pd.DataFrame({"channel": ["DNA", "ER", "RNA", "AGP", "Mito"]}), how="cross")
-        idx["path"] = "raw/" + idx.well + "_" + idx.channel + ".tif"
+        # absolute paths, as the paint arm's image index holds them; real (tiny) files with distinct sizes
+        idx["path"] = [str(wd / "raw" / f"{w}_{c}.tif") for w, c in zip(idx.well, idx.channel, strict=True)]
+        (wd / "raw").mkdir(exist_ok=True)
+        for i, f in enumerate(idx.path):
+            Path(f).write_bytes(b"x" * (i + 1))
         idx["sha256"], idx["status"], idx["qc_flag"] = "0" * 64, "ok", False
         idx.to_parquet(d / "image_index.parquet", index=False)
         plates.append(str(plate))
@@ -51,6 +70,8 @@ def workdir(tmp_path_factory):
     s.rna_cells.write_h5ad(res / "rna" / "cells.h5ad")
     s.rna_cells.write_h5ad(res / "rna" / "L1" / "cells.h5ad")
     s.rna_cells.write_h5ad(res / "rna" / "L1" / "raw.h5ad")
+    (wd / "raw" / "fastq").mkdir(parents=True)
+    (wd / "raw" / "fastq" / "L1_gex_R1.fastq.gz").write_bytes(b"@r\nACGT\n+\nIIII\n")
     (res / "rna" / "L1" / "inputs.json").write_text(json.dumps(
         {"library": "L1", "fastqs": {"raw/fastq/L1_gex_R1.fastq.gz": "a" * 64},
          "kb_gex": {"n_processed": 5000}}))
@@ -134,14 +155,15 @@ def test_stages_end_to_end(workdir):
     assert cells_md["rna"].n_obs == s.rna_cells.n_obs and cells_md["paint"].n_obs == len(s.paint_cells)
     assert ad.read_h5ad(paired / "paint.h5ad").obs_names.tolist() == order
 
-    config = {"truth_dir": str(workdir["truth"]), "quality": {"permutations": 100}}
+    config = _full_config(truth_dir=str(workdir["truth"]), permutations=100)
     inputs = {"h5mu": str(paired / "perturbations.h5mu"), "metrics": str(res / "quality" / "metrics.json"),
               "rna_inputs": [str(res / "rna" / "L1" / "inputs.json")],
               "rna_cells": [str(res / "rna" / "L1" / "cells.h5ad")],
               "raw": [str(res / "rna" / "L1" / "raw.h5ad")],
               "image_index": [str(res / "paint" / p / "image_index.parquet") for p in plates],
               "paint_cells": [str(c) for c in cells], "sheets": [str(workdir["registry"])], "plate_maps": []}
-    sheet = stages.run_datasheet(inputs, config, workdir["truth"], ["L1"], plates, res / "datasheet.json")
+    sheet = stages.run_datasheet(inputs, config, workdir["truth"], ["L1"], plates, res / "datasheet.json",
+                                 workdir=workdir["wd"])
     on_disk = json.loads((res / "datasheet.json").read_text())
     assert on_disk == sheet
     assert sheet["counts"]["rna"]["reads"] == 5000
@@ -149,6 +171,21 @@ def test_stages_end_to_end(workdir):
     assert sheet["counts"]["paint"]["cells_profiled"] == len(s.paint_cells)
     assert sheet["truth_recovery"]["paint"]["recall"] == metrics["truth_recovery"]["paint"]["recall"]
     assert any(r["role"].startswith("fastq") for r in sheet["inputs"])
+    # every input: a path relative to the working directory and its size on disk (FASTQs from inputs.json,
+    # images from the image index, which holds absolute paths)
+    wd = workdir["wd"]
+    assert {r["role"].split(":")[0] for r in sheet["inputs"]} == {"sheets", "fastq", "image"}
+    for r in sheet["inputs"]:
+        assert not os.path.isabs(r["path"]) and not r["path"].startswith(".."), r
+        assert r["bytes"] == os.path.getsize(wd / r["path"]), r
+    # the licence ledger names each segmentation model the configuration uses, and the reference
+    models = [r for r in sheet["licences"] if r["kind"] == "model"]
+    assert [m["name"] for m in models] == [Path(config["paint"]["segmentation"][c]["model"]).name
+                                           for c in ("nuclei", "cells")]
+    assert {r["name"] for r in sheet["licences"] if r["kind"] == "reference"} == {
+        f"reference.{k}" for k, v in config["reference"].items() if v} | {"rna.whitelist"}
+    assert all(r["commercial_use"] in ("allowed", "restricted", "unknown") and r["reason"]
+               for r in sheet["licences"])
     # no guide stage record in these synthetic cells: an empty record per library, no warning
     assert sheet["counts"]["rna"]["guide_assignment_by_library"] == {"L1": {}} and sheet["warnings"] == []
 
@@ -290,8 +327,9 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
               "paint_cells": [str(c) for c in cells], "sheets": [str(reg_path)], "plate_maps": []}
     # no plate named: the plates here are stand-ins without image QC, the report's plate sections are not
     # asked for (its RNA, knockdown and per-perturbation sections are)
-    sheet = stages.run_datasheet(inputs, {"quality": {"permutations": 50}}, None, ["L1"], [],
-                                 res / "datasheet.json")
+    # pretrained Cellpose weights: the ledger records their non-commercial training data
+    config = _full_config(truth_dir="", permutations=50, nuclei="nuclei", cells="cyto3")
+    sheet = stages.run_datasheet(inputs, config, None, ["L1"], [], res / "datasheet.json")
     assert sheet["metrics"]["knockdown"]["not_measurable_by_reason"] == expected
     assert sheet["metrics"]["knockdown"]["measurable"] == len(kd) - 1 - len(unexpressed)
 
@@ -303,6 +341,13 @@ def test_unmeasurable_knockdown_reason_reaches_tsv_h5mu_datasheet_and_report(wor
     assert (table.loc[sorted(unexpressed), "significant"]
             == "not measurable: target not detected in control cells").all()
     assert (table.loc[sorted(knocked), "significant"] == "yes").all()
+    # the licence table: the datasheet's ledger, the pretrained models marked restricted with the reason
+    lic = _html_table(html, "licences")
+    models = lic[lic.kind == "model"].set_index("name")
+    assert models.index.tolist() == ["nuclei", "cyto3"]
+    assert (models.commercial_use == "restricted").all() and models.reason.str.len().gt(0).all()
+    assert len(lic) == len(sheet["licences"])
+    assert any(w.startswith("licence: model cyto3") for w in sheet["warnings"])
     per = _html_table(html, "per-perturbation").set_index("perturbation_id")
     assert per.loc[absent, "rna_knockdown_significant"] == \
         "not measurable: target gene not in the reference annotation"

@@ -60,6 +60,19 @@ def describe_inputs(inputs: Mapping[str, str | os.PathLike | Sequence[str | os.P
     return rows
 
 
+def relative_input(record: Mapping[str, Any], root: str | os.PathLike) -> dict:
+    """An input record with its path relative to ``root`` (the working directory; a relative path is taken
+    as relative to it already) and ``bytes`` its size on disk now (left out when the file is gone), so
+    every input row reads the same whichever arm hashed it and on whichever machine the run went."""
+    out = dict(record)
+    p = Path(str(record["path"]))
+    full = p if p.is_absolute() else Path(root) / p
+    out["path"] = Path(os.path.relpath(full, root)).as_posix()
+    if full.is_file():
+        out["bytes"] = full.stat().st_size
+    return out
+
+
 # --------------------------------------------------------------------------------------- stage counts
 def read_kb_run_info(path: str | os.PathLike) -> dict:
     """kb/kallisto ``run_info.json`` -> {"reads": n_processed, "pseudoaligned": n_pseudoaligned}."""
@@ -167,7 +180,9 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
     "position": ..., "batch": ..., "concordance": ...}; ``truth_recovery``: from
     ``quality.truth.truth_recovery`` - required whenever ``config['truth_dir']`` is set; ``prehashed``:
     input records ({role, path, sha256[, bytes]}) whose checksums an arm already computed (FASTQs,
-    images), appended to ``inputs`` as they are; ``outputs``: {role: path | [paths]} recorded with their
+    images), appended to ``inputs``; every input's path is made relative to ``root`` (default: the working
+    directory) and its ``bytes`` read from disk (:func:`relative_input`); ``outputs``: {role: path | [paths]}
+    recorded with their
     content digests (:func:`pairedscreen.digest.content_digest`, ``root`` = the working directory);
     ``arms``: per arm {status present|missing, units, used}; ``quarantine``: records of
     :mod:`pairedscreen.quarantine` (plates, libraries, perturbations).
@@ -177,7 +192,8 @@ def build_datasheet(*, config: Mapping[str, Any], inputs: Mapping[str, Any] | No
     sheet: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "software": dict(software) if software is not None else software_versions(),
-        "inputs": describe_inputs(inputs or {}) + [dict(r) for r in (prehashed or [])],
+        "inputs": [relative_input(r, root if root is not None else Path.cwd()) for r in
+                   describe_inputs(inputs or {}) + [dict(r) for r in (prehashed or [])]],
         "config": dict(config),
         "config_sha256": config_digest(config),
         "arms": dict(arms) if arms is not None else {

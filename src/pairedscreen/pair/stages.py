@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pairedscreen import columns as C
 from pairedscreen import quarantine
 from pairedscreen.expression import usable_cells
-from pairedscreen.io import atomic_output, jsonable, write_json
+from pairedscreen.io import atomic_output, jsonable, repo_root, write_json
 from pairedscreen.paint.correct import read_records
 from pairedscreen.paint.profiles import harmonize_metadata
 from pairedscreen.pair import datasheet as ds
@@ -291,6 +291,14 @@ def de_metrics(summary: pd.DataFrame, *, alpha: float, min_abs_log2fc: float) ->
             "de_genes": sum(v["n_de_genes"] for v in by.values()), "by_perturbation": by}
 
 
+def _repo_or(workdir: Path) -> Path:
+    """The workflow's repository (where the shipped demo models live), else ``workdir``."""
+    try:
+        return repo_root()
+    except FileNotFoundError:
+        return workdir
+
+
 def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | None,
                   libraries: Sequence[str], plates: Sequence[str], out: PathLike,
                   chunks: Mapping[str, Sequence[str]] | None = None,
@@ -302,7 +310,7 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     {plate: [chunk]}; ``outputs``: the final outputs whose content digests it records). FASTQ and image
     checksums are the ones the arms recorded (inputs.json, image_index.parquet), not recomputed.
     ``gex_r1``: {library: GEX R1 paths as in the sheet}, to match FASTQ record counts to kb's reads in."""
-    from pairedscreen import provenance
+    from pairedscreen import licences, provenance
 
     wd = Path(workdir) if workdir is not None else Path.cwd()
     prehashed: list[dict] = []
@@ -391,6 +399,12 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),
                                         "outputs": provenance.output_table(wd)})
     evals = _get(inputs, "evals")
+    # the licence ledger: the models, reference data and tools this run used (pairedscreen.licences)
+    sheet["licences"] = jsonable(licences.run_ledger(
+        config, workdir=wd, basedir=_repo_or(wd), paint=bool(_get(inputs, "image_index")),
+        rna=bool(_get(inputs, "rna_inputs"))))
+    sheet["warnings"] += [f"licence: {w}" for w in licences.restricted(
+        [r for r in sheet["licences"] if r["kind"] == "model"])]
     if evals:   # the training export's splits and held-out evals (results/quality/evals.json)
         ev = json.loads(Path(evals[0]).read_text())
         sheet["train"] = {"splits": ev.get("splits"), "evals": {

@@ -123,6 +123,8 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
                           if ov["config"] else "")
     ctx["inputs_summary"] = table(ov["inputs_summary"], "inputs-summary", "Inputs by role", filterable=False)
     ctx["inputs"] = table(ov["inputs"], "inputs", "Input files (path, size, sha256)", max_rows=2000)
+    ctx["licences"] = table(ov["licences"], "licences", "Licences of the models, reference data and tools "
+                            "this run used (commercial use: allowed, restricted or unknown, with the reason)")
     ctx["rna_funnel"] = table(ov["rna_funnel"], "rna-funnel", "RNA, all libraries", filterable=False)
     ctx["paint_funnel"] = table(ov["paint_funnel"], "paint-funnel", "Cell Painting, all plates",
                                 filterable=False)

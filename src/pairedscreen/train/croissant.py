@@ -1,4 +1,5 @@
-"""``results/train/croissant.json``: MLCommons Croissant 1.0 (JSON-LD) metadata of the training export.
+"""``results/train/croissant.json``: MLCommons Croissant 1.1 (JSON-LD) metadata of the training export, with
+the Responsible-AI vocabulary.
 
 - ``distribution``: one FileObject per exported file under ``results/train/`` (every file of each
   ``crops.zarr`` store included), with ``contentUrl`` relative to ``results/train/``, size, encoding
@@ -7,7 +8,11 @@
   ``painted_cells_{plate}`` (each plate's crop obs, row i = crop i of ``crops.zarr``), ``perturbations``
   (``splits.tsv``: the paired perturbations and their split) and ``quality_summary`` (key/value pairs from
   the datasheet: stage counts, replicate hits, concordance, evals);
-- name, description, license, citation, version, url, creator from the ``train.croissant`` config block.
+- name, description, license, citation, version, url, creator from the ``train.croissant`` config block;
+- the Croissant RAI 1.0 properties (``rai:dataCollection``, ``rai:dataPreprocessingProtocol``,
+  ``rai:machineAnnotationTools``, ``rai:dataLimitations``, ...: :func:`rai_fields`) from the datasheet
+  (counts,
+  recorded configuration, software, licence ledger, warnings, metrics) and ``train.croissant``.
 
 Built with mlcroissant's own classes (``mlcroissant.Metadata(...).to_json()``), so the context and
 property names are the library's.
@@ -15,6 +20,7 @@ property names are the library's.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -113,6 +119,100 @@ def quality_summary(datasheet: Mapping[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+CROISSANT = "http://mlcommons.org/croissant/1.1"
+CROISSANT_RAI = "http://mlcommons.org/croissant/RAI/1.0"
+
+
+def _text(v: Any) -> str:
+    return json.dumps(v, sort_keys=True) if isinstance(v, Mapping | list) else str(v)
+
+
+def rai_fields(datasheet: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The Croissant Responsible-AI (``rai:``) properties, as ``mlcroissant.Metadata`` keywords: collection,
+    preprocessing, annotation and the machine annotation tools from the datasheet (its counts, recorded
+    configuration, software versions and licence ledger); limitations and biases from its warnings,
+    quarantines, licence ledger and quality metrics, plus the ``train.croissant`` texts; use cases,
+    sensitive information and the maintenance plan from ``train.croissant``."""
+    cfg = datasheet.get("config") or {}
+    soft = datasheet.get("software") or {}
+    counts = datasheet.get("counts") or {}
+    rna, paint = counts.get("rna") or {}, counts.get("paint") or {}
+    pair = counts.get("pair") or {}
+    simulated = bool(str(cfg.get("truth_dir") or "").strip())
+    inputs = datasheet.get("inputs") or []
+    fastq = [r for r in inputs if str(r.get("role", "")).startswith("fastq")]
+    images = [r for r in inputs if str(r.get("role", "")).startswith("image")]
+    collection = (
+        f"Pooled CRISPR Perturb-seq arm: {len(pair.get('libraries') or [])} 10x library(ies), "
+        f"{len(fastq)} FASTQ files ({sum(int(r.get('bytes') or 0) for r in fastq)} bytes), "
+        f"{rna.get('reads')} reads, {rna.get('cells_called')} cells called. Arrayed Cell Painting arm: "
+        f"{len(pair.get('plates') or [])} plate(s), {len(images)} images "
+        f"({sum(int(r.get('bytes') or 0) for r in images)} bytes), {paint.get('sites')} sites. "
+        "Every input file is listed with its path, size and sha256 in datasheet.json.")
+    if simulated:
+        collection = "Simulated by `pairedscreen simulate` (planted ground truth in truth_dir). " + collection
+    ctype = list(params["data_collection_type"]) or (
+        ["Software Collection"] if simulated else ["Experiments", "Direct measurement"])
+    seg = (cfg.get("paint") or {}).get("segmentation") or {}
+    rcfg = cfg.get("rna") or {}
+    steps = [
+        f"RNA: kb count (kallisto|bustools, kb-python {soft.get('kb-python')}) against "
+        f"{_text(cfg.get('reference') or {})}",
+        f"RNA: cell calling {_text(rcfg.get('cell_calling', {}))}; QC {_text(rcfg.get('qc', {}))}; "
+        f"doublets {_text(rcfg.get('doublets', {}))}",
+        f"Paint: Cellpose {soft.get('cellpose')} segmentation "
+        f"{_text({c: (seg.get(c) or {}).get('model') for c in ('nuclei', 'cells')})}; features "
+        f"{_text((cfg.get('paint') or {}).get('features', {}))}",
+        f"Profiles: {_text(cfg.get('profiles', {}))}",
+    ]
+    steps += [f"Profiles correction step: {_text(s)}" for s in datasheet.get("profiles_correction") or []]
+    export = {k: v for k, v in (cfg.get("train") or {}).items() if k != "croissant"}
+    steps.append(f"Training export: {_text(export)}")
+    guides = (cfg.get("rna") or {}).get("guides", {})
+    annotation = [
+        f"Perturbation labels of RNA cells: guide assignment from guide UMI counts {_text(guides)} "
+        f"(per library: {_text(rna.get('guide_assignment_by_library', {}))}); no human annotation",
+        "Perturbation labels of painted cells: the plate maps (arrayed screen, one perturbation per well)",
+        "Cell and nucleus masks: Cellpose, no human correction",
+    ]
+    ledger = datasheet.get("licences") or []
+    tools = [f"{r['name']} {r.get('version') or ''} ({r['licence']})".replace("  ", " ") for r in ledger
+             if r["kind"] == "tool"]
+    tools += [f"Cellpose model {r['name']} ({r.get('used_for')}): weights {r['licence']}; training data "
+              f"{r.get('training_data_licence')}" for r in ledger if r["kind"] == "model"]
+    limitations = [str(w) for w in datasheet.get("warnings") or []]
+    limitations += [f"quarantined {q.get('what')} {q.get('id')}: {q.get('reason')}"
+                    for q in datasheet.get("quarantine") or [] if isinstance(q, Mapping)]
+    limitations += [f"licence: {r['kind']} {r['name']}: commercial use {r['commercial_use']} - {r['reason']}"
+                    for r in ledger if r["commercial_use"] != "allowed"]
+    if simulated:
+        limitations.append("Simulated data: effects, noise and artefacts follow the simulator's model, not "
+                           "biology; use it to test methods, not to draw biological conclusions")
+    limitations += list(params["data_limitations"])
+    biases = []
+    metrics = datasheet.get("metrics") or {}
+    for key, v in (metrics.get("batch") or {}).items():
+        if isinstance(v, Mapping) and v.get("p_value") is not None and float(v["p_value"]) < 0.05:
+            biases.append(f"batch is predictable from {key} (accuracy {v.get('accuracy')} vs chance "
+                          f"{v.get('chance')}, p = {v['p_value']})")
+    if ((metrics.get("position") or {}).get("after") or {}).get("edge_detected"):
+        biases.append("a plate-edge effect remains in the corrected Cell Painting profiles")
+    removed = rna.get("cells_removed") or {}
+    if removed:
+        biases.append("RNA cells removed before export, by reason (a cell can have several): "
+                      f"{_text(removed)}; "
+                      "cells with strong phenotypes (e.g. low counts, high mitochondrial share) may be "
+                      "under-represented")
+    biases += list(params["data_biases"])
+    return {"data_collection": collection, "data_collection_type": ctype,
+            "data_preprocessing_protocol": steps, "data_annotation_protocol": annotation,
+            "machine_annotation_tools": tools, "data_limitations": limitations or ["none recorded"],
+            "data_biases": biases or ["none detected by the quality metrics"],
+            "data_use_cases": list(params["data_use_cases"]),
+            "personal_sensitive_information": list(params["personal_sensitive_information"]),
+            "data_release_maintenance_plan": params["data_release_maintenance_plan"]}
+
+
 def build_croissant(root: PathLike, datasheet: Mapping[str, Any], params: Mapping[str, Any],
                     rna_obs: PathLike, crops_obs: Mapping[str, PathLike], splits: PathLike,
                     out: PathLike) -> dict:
@@ -146,7 +246,8 @@ def build_croissant(root: PathLike, datasheet: Mapping[str, Any], params: Mappin
     meta = mlc.Metadata(
         name=params["name"], description=params["description"], license=[params["license"]],
         cite_as=params["citation"] or None, version=params["version"], url=params["url"] or None,
-        creators=creators, distribution=dist, record_sets=record_sets)
+        creators=creators, distribution=dist, record_sets=record_sets,
+        conforms_to=[CROISSANT, CROISSANT_RAI], **rai_fields(datasheet, params))
     doc = meta.to_json()
     write_json(doc, out)
     return doc

@@ -134,7 +134,6 @@ def paint_parts(cells_files: Sequence[PathLike], features: Sequence[str], regist
     ``features``) and per perturbation: ``paint_wells``, ``paint_plates``, ``paint_cells``,
     ``paint_cells_per_well``, ``paint_mean_row``, ``paint_mean_col``, ``paint_edge_fraction``."""
     from pairedscreen.paint.profiles import aggregate_plate_file, normalize_plates
-
     ids = registry["perturbation_id"].astype(str).tolist()
     pos = pd.Index(ids)
     P, F = len(ids), len(features)

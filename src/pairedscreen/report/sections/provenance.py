@@ -149,7 +149,9 @@ def collect_overview(inputs: Inputs, ds: Mapping[str, Any], metrics: Mapping[str
     records = [pd.DataFrame([r for r in (ds.get("quarantine") or []) if isinstance(r, Mapping)])]
     parts = [p for p in records + per_plate if not p.empty]
     quarantines = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    licences = _inputs_table(ds.get("licences"))   # the datasheet's licence ledger, as recorded
     return {"provenance": prov, "software": dict(software), "config": dict(cfg), "inputs": inputs_tab,
+            "licences": licences,
             "inputs_summary": inputs_summary, "rna_counts": rna_counts, "paint_counts": paint_counts,
             "rna_funnel": funnel(ds_rna, RNA_STAGES), "paint_funnel": funnel(ds_paint, PAINT_STAGES),
             "rna_removed": removed_df, "pair_counts": flatten(pair_counts) if pair_counts else [],
