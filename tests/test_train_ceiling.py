@@ -314,3 +314,17 @@ def test_streamed_paint_parts_are_the_normalised_sub_wells(tmp_path):
     assert meta.loc["A", "paint_wells"] == 2 and meta.loc["NTC", "paint_wells"] == 3
     assert meta.loc["A", "paint_cells"] == 24 and meta.loc["A", "paint_edge_fraction"] == 0.5
     assert meta.loc["B", "paint_mean_row"] == 1 and meta.loc["B", "paint_mean_col"] == 2
+
+
+def test_an_unmeasurable_ceiling_or_normalised_score_says_why():
+    """No split-half replicate, or a ceiling not above the baseline: None with its reason, never a blank."""
+    u, b = np.array([0.5, 0.6, 0.4]), np.array([0.3, 0.3, 0.3])
+    idx = np.random.default_rng(0).integers(0, 3, size=(50, 3))
+    none = ceiling.ceiling_block(u, b, np.full(3, np.nan), idx)
+    assert none["ceiling"] is None and "both halves" in none["ceiling_reason"]
+    assert none["normalised"] is None and none["normalised_reason"] == none["ceiling_reason"]
+    low = ceiling.ceiling_block(u, b, np.array([0.1, 0.1, 0.1]), idx)   # SB(0.1) = 0.18 < baseline 0.3
+    assert low["ceiling"] is not None and low["normalised"] is None
+    assert "not above the mean-of-train baseline" in low["normalised_reason"]
+    fine = ceiling.ceiling_block(u, b, np.array([0.8, 0.8, 0.8]), idx)
+    assert fine["normalised"] is not None and "normalised_reason" not in fine

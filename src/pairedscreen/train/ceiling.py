@@ -56,9 +56,21 @@ def ceiling_block(u: np.ndarray, b: np.ndarray, half: np.ndarray, idx: np.ndarra
     bn = (bu[ok] - bb[ok]) / gap[ok]
     rci = np.quantile(br[np.isfinite(br)], [0.025, 0.975]) if np.isfinite(br).any() else [np.nan, np.nan]
     nci = np.quantile(bn, [0.025, 0.975]) if len(bn) else [np.nan, np.nan]
-    return {"ceiling": _f(r), "ceiling_ci": [_f(rci[0]), _f(rci[1])], "ceiling_half_depth": _f(mh),
-            "n_ceiling": int(np.isfinite(half).sum()),
-            "normalised": _f(norm), "normalised_ci": [_f(nci[0]), _f(nci[1])], "n_valid": int(ok.sum())}
+    out = {"ceiling": _f(r), "ceiling_ci": [_f(rci[0]), _f(rci[1])], "ceiling_half_depth": _f(mh),
+           "n_ceiling": int(np.isfinite(half).sum()),
+           "normalised": _f(norm), "normalised_ci": [_f(nci[0]), _f(nci[1])], "n_valid": int(ok.sum())}
+    if not np.isfinite(mh):
+        out["ceiling_reason"] = ("no test perturbation has cells in both halves of its parts (one cell, one "
+                                 "sub-well or one well per perturbation): no split-half replicate")
+    elif not np.isfinite(r):
+        out["ceiling_reason"] = (f"the halves agree no better than chance (half-depth score {mh:.3g} <= 0): "
+                                 "Spearman-Brown is undefined, no ceiling")
+    if not np.isfinite(norm):
+        out["normalised_reason"] = (out.get("ceiling_reason") or
+                                    f"the ceiling ({r:.3g}) is not above the mean-of-train baseline "
+                                    f"({mb:.3g}): a replicate of the experiment scores no better than the "
+                                    "baseline, so (u - b) / (r - b) is undefined")
+    return out
 
 
 def pearson_halves(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -89,8 +89,11 @@ def audit(metadata: pd.DataFrame, targets: pd.DataFrame, *, n_folds: int, n_perm
         ok = np.isfinite(y)
         out: dict[str, Any] = {"n": int(ok.sum())}
         if ok.sum() < max(MIN_ROWS, 2 * n_folds) or meta.shape[1] == 0 or np.ptp(y[ok]) == 0:
-            res["targets"][name] = {**out, "r2": None, "flagged": False,
-                                    "note": "too few perturbations, no varying field or a constant target"}
+            why = (f"only {int(ok.sum())} perturbations with the answer (needs {max(MIN_ROWS, 2 * n_folds)})"
+                   if ok.sum() < max(MIN_ROWS, 2 * n_folds) else
+                   "no released field varies across the perturbations" if meta.shape[1] == 0 else
+                   "the answer is the same for every perturbation")
+            res["targets"][name] = {**out, "r2": None, "flagged": None, "note": f"not measured: {why}"}
             continue
         x, yy = meta.to_numpy()[ok], y[ok]
         folds = _folds(len(yy), n_folds, seed)

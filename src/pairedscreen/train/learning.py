@@ -52,7 +52,12 @@ def fit_trend(amount: Sequence[float], score: Sequence[float]) -> dict[str, Any]
 def _curve(points: list[dict[str, Any]], amount_key: str) -> dict[str, Any]:
     amounts = [p[amount_key] for p in points]
     trend = {m: fit_trend(amounts, [p[m] for p in points]) for m in ("correlation", "discrimination")}
-    return {"points": points, "trend": trend}
+    out: dict[str, Any] = {"points": points, "trend": trend}
+    if trend["correlation"]["slope"] is None:
+        finite = sum(np.isfinite(p["correlation"]) for p in points)
+        out["note"] = (f"not measured: {finite} of {len(points)} points have a score (a point needs test "
+                       "perturbations with cells in every part it uses, and a trend two points)")
+    return out
 
 
 def learning_curve(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,

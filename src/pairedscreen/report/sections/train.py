@@ -23,7 +23,10 @@ def _row(direction: str, subset: str, s: Mapping[str, Any]) -> dict[str, Any]:
             "r ridge": c.get("model"), "r mean-of-train": c.get("baseline"),
             "r difference": c.get("difference"), "difference 95% CI": _ci(c.get("difference_ci")),
             "beats baseline (r)": s.get("beats_baseline"),
-            "r ceiling (split-half)": c.get("ceiling"), "r normalised": c.get("normalised"),
+            "r ceiling (split-half)": c.get("ceiling", None) if c.get("ceiling") is not None
+            else c.get("ceiling_reason", ""),
+            "r normalised": c.get("normalised") if c.get("normalised") is not None
+            else c.get("normalised_reason", ""),
             "r normalised 95% CI": _ci(c.get("normalised_ci")),
             "discrimination ridge": d.get("model"), "discrimination mean-of-train": d.get("baseline"),
             "discrimination ceiling": d.get("ceiling"), "discrimination normalised": d.get("normalised"),
@@ -39,7 +42,8 @@ def _leakage(ev: Mapping[str, Any], notes: list[str]) -> pd.DataFrame | None:
         notes.insert(0, f"LEAKAGE WARNING: {lk['warning']}")
     return pd.DataFrame([{"held-out answer": t, "n": v.get("n"), "cross-validated R2": v.get("r2"),
                           "null 95%": v.get("null_q95"), "p": v.get("p_value"),
-                          "most predictive field": v.get("top_field"), "flagged": v.get("flagged")}
+                          "most predictive field": v.get("top_field"),
+                          "flagged": v.get("flagged") if v.get("flagged") is not None else v.get("note", "")}
                          for t, v in (lk.get("targets") or {}).items()])
 
 
@@ -54,7 +58,8 @@ def _learning(ev: Mapping[str, Any]) -> pd.DataFrame | None:
             t = cur["trend"]["correlation"]
             rows.append({"direction": DIRECTIONS[d], "more of": axis,
                          **{f"r at {p['fraction']:.0%}": p["correlation"] for p in cur["points"]},
-                         "gain of the next doubling (r)": t.get("next_doubling_gain")})
+                         "gain of the next doubling (r)": t.get("next_doubling_gain")
+                         if t.get("next_doubling_gain") is not None else cur.get("note", "")})
     return pd.DataFrame(rows) if rows else None
 
 
