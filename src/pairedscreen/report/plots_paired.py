@@ -182,6 +182,10 @@ def learning_curve_plot(lc: Mapping[str, Any]) -> str | None:
                 full = top["n_perturbations"] if key == "perturbations" else top["cells_fraction"]
                 ax.plot(xs, t["intercept"] + t["slope"] * np.log2(xs / f.max() * full), "--",
                         color=line.get_color(), lw=1)
+        notes = [(lc.get(d) or {}).get(key, {}).get("note") for d in ("rna_to_paint", "paint_to_rna")]
+        if all(notes):          # no point on this axis: say so on the panel (the table has the reason)
+            ax.text(0.5, 0.5, "not measured\n(see the table's reason)", transform=ax.transAxes,
+                    ha="center", va="center", color="0.4")
         ax.set_xlabel(label)
         ax.set_ylabel("held-out r")
         ax.set_xscale("log", base=2)
