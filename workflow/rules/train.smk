@@ -200,6 +200,7 @@ rule train_evals:
         rna_cells=per_library("rna_cells_lib"),
         paint_cells=per_plate("paint_cells"),
         guides=SHEETS["guides"],
+        de_summary=path("rna_de_summary"),   # the audit's DE counts (rna_de_merge)
     output:
         path("quality_evals"),
     params:

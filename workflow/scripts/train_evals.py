@@ -10,4 +10,5 @@ with snakemake_log(snakemake):
               celleval=snakemake.input.celleval[0] if snakemake.input.celleval else None,
               out=snakemake.output[0], eval_cells=snakemake.input.eval_cells,
               rna_cells=list(snakemake.input.rna_cells), paint_cells=list(snakemake.input.paint_cells),
-              guides=snakemake.input.guides, profiles_config=snakemake.params.config["profiles"])
+              guides=snakemake.input.guides, profiles_config=snakemake.params.config["profiles"],
+              de_summary=snakemake.input.de_summary)

@@ -10,10 +10,10 @@ answer a target, over the treated perturbations:
   halves' changes from controls (:func:`effect_size`). The cross product of independent halves has no
   noise term, so a perturbation with few cells does not look stronger just by being noisier (the plain
   norm of a noisy mean would make cell counts "predict" effect size on a clean screen);
-- ``rna_de_genes``: a DE-count proxy (no per-perturbation DE test is stored yet): genes whose pseudobulk
-  differs from the pooled control cells by ``|z| > de_z``, ``z = (mean_p - mean_c) / sqrt(var_c (1/n_p +
-  1/n_c))`` (:func:`de_count_proxy`). Its power grows with ``n_p``, so on a screen whose cell counts vary
-  a lot it depends on cell counts by construction; a model could use that too, and the audit says so.
+- ``rna_de_genes``: the perturbation's DE genes of the stored Wilcoxon test against its library's control
+  cells (``results/rna/de_summary.tsv``, :mod:`pairedscreen.rna.de`). Its power grows with the cells, so
+  on a screen whose cell counts vary a lot it depends on cell counts by construction; a model could use
+  that too, and the audit says so.
 
 Score: the ``n_folds``-fold cross-validated R^2 (out-of-fold predictions, ``1 - SSE / SST``), against a
 null of ``n_permutations`` shuffles of the target through the same folds (``p = (1 + #null >= R^2) /
@@ -41,18 +41,6 @@ def effect_size(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN row: NaN
         m = np.nanmean(prod, axis=1)
     return np.sqrt(np.clip(m, 0, None))
-
-
-def de_count_proxy(mean: np.ndarray, ctrl_mean: np.ndarray, ctrl_var: np.ndarray, n_cells: np.ndarray,
-                   n_ctrl: int, z: float) -> np.ndarray:
-    """Per row of ``mean`` (perturbations x genes, log1p CP10k means): genes with ``|z| > z`` against the
-    pooled control cells (``ctrl_mean``, ``ctrl_var`` per gene, ``n_ctrl`` cells); NaN where no cells."""
-    n = np.asarray(n_cells, float)[:, None]
-    se2 = np.asarray(ctrl_var, float)[None, :] * (1.0 / np.where(n > 0, n, np.nan) + 1.0 / max(n_ctrl, 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        zz = (mean - ctrl_mean[None, :]) / np.sqrt(se2)
-    cnt = (np.abs(np.nan_to_num(zz, nan=0.0)) > z).sum(axis=1).astype(float)
-    return np.where(np.asarray(n_cells, float) > 0, cnt, np.nan)
 
 
 def _folds(n: int, n_folds: int, seed: int) -> np.ndarray:

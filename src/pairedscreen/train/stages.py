@@ -113,7 +113,8 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
               registry: PathLike, params: Mapping[str, Any], truth_dir: PathLike | None,
               celleval: PathLike | None, out: PathLike, eval_cells: PathLike | None = None,
               rna_cells: Sequence[PathLike] | None = None, paint_cells: Sequence[PathLike] | None = None,
-              guides: PathLike | None = None, *, profiles_config: Mapping[str, Any]) -> dict:
+              guides: PathLike | None = None, *, profiles_config: Mapping[str, Any],
+              de_summary: PathLike | None = None) -> dict:
     """``results/quality/evals.json``: the splits' summary (seed, fractions, lists, batch holdout: the
     datasheet's ``train.splits``), cross-modal ridge on the test perturbations (by planted class when a
     truth folder is configured), the cell-eval baselines (``celleval.json``, written in the eval env) and
@@ -153,7 +154,9 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
         np.asarray(rna.X, float), list(rna.var_names), np.asarray(paint.X, float), feature_columns(cons), reg,
         table["split"].to_numpy(), ev, seed=int(params["seed"]), labels=table.index.to_numpy(),
         classes=classes, rna_cells=list(rna_cells or []), paint_cells=list(paint_cells or []),
-        guides=read_guides(guides) if guides else None, profiles_config=profiles_config)
+        guides=read_guides(guides) if guides else None, profiles_config=profiles_config,
+        de_counts=(pd.read_csv(de_summary, sep="\t", dtype={"perturbation_id": str})
+                   .set_index("perturbation_id")["n_de_genes"] if de_summary else None))
     res["splits"] = spl.summarize(read_splits(splits), read_holdout(holdout), params)
     if celleval:
         res["celleval"] = json.loads(Path(celleval).read_text())
