@@ -199,6 +199,9 @@ rule train_evals:
         # split-half ceilings and the leakage audit: per-perturbation cell parts, one library/plate at a time
         rna_cells=per_library("rna_cells_lib"),
         paint_cells=per_plate("paint_cells"),
+        # quarantined libraries / plates (on_empty: quarantine) stay out of the ceilings and the audit
+        rna_quarantine=path("rna_quarantine"),
+        paint_quarantine=path("paint_quarantine"),
         guides=SHEETS["guides"],
         de_summary=path("rna_de_summary"),   # the audit's DE counts (rna_de_merge)
     output:

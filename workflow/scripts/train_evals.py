@@ -11,4 +11,5 @@ with snakemake_log(snakemake):
               out=snakemake.output[0], eval_cells=snakemake.input.eval_cells,
               rna_cells=list(snakemake.input.rna_cells), paint_cells=list(snakemake.input.paint_cells),
               guides=snakemake.input.guides, profiles_config=snakemake.params.config["profiles"],
-              de_summary=snakemake.input.de_summary)
+              de_summary=snakemake.input.de_summary, rna_quarantine=snakemake.input.rna_quarantine,
+              paint_quarantine=snakemake.input.paint_quarantine)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from pairedscreen.columns import parse_bool
 from pairedscreen.io import write_tsv
+from pairedscreen.quarantine import read_table, usable_files
 from pairedscreen.sheets import read_libraries, read_plates, read_registry
 from pairedscreen.train import splits as spl
 
@@ -114,7 +115,8 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
               celleval: PathLike | None, out: PathLike, eval_cells: PathLike | None = None,
               rna_cells: Sequence[PathLike] | None = None, paint_cells: Sequence[PathLike] | None = None,
               guides: PathLike | None = None, *, profiles_config: Mapping[str, Any],
-              de_summary: PathLike | None = None) -> dict:
+              de_summary: PathLike | None = None, rna_quarantine: PathLike | None = None,
+              paint_quarantine: PathLike | None = None) -> dict:
     """``results/quality/evals.json``: the splits' summary (seed, fractions, lists, batch holdout: the
     datasheet's ``train.splits``), cross-modal ridge on the test perturbations (by planted class when a
     truth folder is configured), the cell-eval baselines (``celleval.json``, written in the eval env) and
@@ -150,6 +152,10 @@ def run_evals(pseudobulk: PathLike, consensus: PathLike, splits: PathLike, holdo
         classes = truth.set_index("perturbation_id")["effect_class"].reindex(table.index).fillna("unknown")
         classes = classes.astype(str).to_numpy()
     ev = params["evals"]
+    # what QC quarantined (a library without usable cells, a plate without cells) stays out of the pooled
+    # ceilings and the leakage audit, as out of the profiles and quality
+    rna_cells = usable_files(rna_cells, read_table(rna_quarantine), "library")
+    paint_cells = usable_files(paint_cells, read_table(paint_quarantine), "plate")
     res = evaluate_with_cells(
         np.asarray(rna.X, float), list(rna.var_names), np.asarray(paint.X, float), feature_columns(cons), reg,
         table["split"].to_numpy(), ev, seed=int(params["seed"]), labels=table.index.to_numpy(),
