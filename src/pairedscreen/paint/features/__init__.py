@@ -38,6 +38,7 @@ FAMILIES: tuple[str, ...] = (
     "granularity",
     "radial",
     "colocalization",
+    "relations",
 )
 
 # family -> (module, function)
@@ -49,6 +50,7 @@ _FAMILY_FUNCS: dict[str, tuple[str, str]] = {
     "granularity": ("granularity", "measure_granularity"),
     "radial": ("radial", "measure_radial_distribution"),
     "colocalization": ("colocalization", "measure_colocalization"),
+    "relations": ("relations", "measure_relations"),
 }
 
 # Neighbours are measured for nuclei and cells (within ``neighbors_distance``), plus the
@@ -59,11 +61,19 @@ __all__ = ["FAMILIES", "ObjectIndex", "build_index", "feature_params", "measure_
 
 
 def feature_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``paint.features`` section: ``params`` (None values left out) with the config schema's defaults
-    filled in and checked (:func:`pairedscreen.config.resolve_section`); no default lives here."""
+    """The ``paint.features`` section: ``params`` (None values left out), then, under ``preset: jump``, the
+    schema's ``x-presets.jump`` values for the keys left out, then the config schema's defaults, checked
+    (:func:`pairedscreen.config.resolve_section`); no default lives here."""
     from pairedscreen.config import resolve_section
 
-    return resolve_section("paint.features", {k: v for k, v in (params or {}).items() if v is not None})
+    from .jump import preset_values
+
+    given = {k: v for k, v in (params or {}).items() if v is not None}
+    # a preset fills the keys the config leaves out; the schema's defaults fill the rest
+    if "preset" in given:  # checked against the schema's enum before its values are looked up
+        resolve_section("paint.features", {"preset": given["preset"]})
+    values = {**preset_values(given["preset"]), **given} if "preset" in given else given
+    return resolve_section("paint.features", values)
 
 
 def _family_function(family: str) -> Callable[..., dict[str, np.ndarray]] | None:
@@ -92,6 +102,20 @@ def _as_float_images(images: np.ndarray, scale: float | None) -> tuple[np.ndarra
     if imgs.dtype.kind != "f":
         raise TypeError(f"images must be float or integer, got {imgs.dtype}")
     return imgs, scale
+
+
+def _location_z(feats: Mapping[str, np.ndarray], channels: Sequence[str]) -> dict[str, np.ndarray]:
+    """CellProfiler's Z location columns of a 2-D image: the single plane's index, 0, for every object
+    (Identify's ``Location_Center_Z``, MeasureObjectIntensity's ``Location_{CenterMassIntensity,
+    MaxIntensity}_Z_{channel}``)."""
+    n = len(feats["Location_Center_X"]) if "Location_Center_X" in feats else None
+    if n is None:
+        raise ValueError("location_z needs the areashape family (Location_Center_X)")
+    out = {"Location_Center_Z": np.zeros(n)}
+    for ch in channels:
+        out[f"Location_CenterMassIntensity_Z_{ch}"] = np.zeros(n)
+        out[f"Location_MaxIntensity_Z_{ch}"] = np.zeros(n)
+    return out
 
 
 def measure_site(
@@ -180,9 +204,14 @@ def measure_site(
                 feats["Location_Center_Y"] = shape["AreaShape_Center_Y"]
             elif fam == "neighbors":
                 if comp in _NEIGHBOR_COMPARTMENTS:
-                    feats.update(fn(lab, int(p["neighbors_distance"]), index=index))
+                    dist = p["neighbors_nuclei_distance"] if comp == "Nuclei" else None
+                    dist = p["neighbors_distance"] if dist is None else dist
+                    feats.update(fn(lab, int(dist), index=index))
                 if comp == "Cells":
                     feats.update(fn(lab, 1, index=index, method="adjacent"))
+            elif fam == "relations":
+                child = indexes.get("Cytoplasm")
+                feats.update(fn(comp, index.labels_present, None if child is None else child.labels_present))
             elif fam == "colocalization":
                 costes = bool(p["colocalization_costes"])
                 for i, j, a, b in pairs:
@@ -212,10 +241,17 @@ def measure_site(
                         )
                     elif fam == "radial":
                         feats.update(fn(img, lab, ch, bins=int(p["radial_bins"]), index=index))
+        if p["location_z"] and comp == "Nuclei":
+            feats.update(_location_z(feats, channels))
         for key, values in feats.items():
             col = np.full(ids.shape[0], np.nan)
             col[rows] = np.asarray(values, dtype=np.float64)
             columns[f"{comp}_{key}"] = col
+    if p["preset"] == "jump":
+        from .jump import jump_columns
+
+        keep = [c for c in jump_columns() if c in columns]   # exactly the JUMP names, in the list's order
+        columns = {"object_id": columns["object_id"], **{c: columns[c] for c in keep}}
     df = pd.DataFrame(columns)
     if thresholds:
         df.attrs["costes_scale"] = float(scale)
