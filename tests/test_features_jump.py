@@ -18,10 +18,8 @@ from pairedscreen.paint.features import feature_params, measure_site
 from pairedscreen.paint.features.jump import family, jump_columns, missing_by_family
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
-# what the preset does not make yet: the radial distribution of the derived mito_tubeness image and the
-# skeleton of its thresholded image (mito_skel)
-NOT_YET = re.compile(r"^((Cells|Cytoplasm)_RadialDistribution_\w+_mito_tubeness_(\d+of(16|20)|Overflow)"
-                     r"|Nuclei_ObjectSkeleton_\w+_mito_skel)$")
+# what the preset does not make yet: the skeleton of the thresholded mito_tubeness image (mito_skel)
+NOT_YET = re.compile(r"^Nuclei_ObjectSkeleton_\w+_mito_skel$")
 
 
 @pytest.fixture(scope="module")

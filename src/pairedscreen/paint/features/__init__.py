@@ -39,6 +39,7 @@ FAMILIES: tuple[str, ...] = (
     "radial",
     "colocalization",
     "relations",
+    "tubeness_radial",
 )
 
 # family -> (module, function)
@@ -51,11 +52,14 @@ _FAMILY_FUNCS: dict[str, tuple[str, str]] = {
     "radial": ("radial", "measure_radial_distribution"),
     "colocalization": ("colocalization", "measure_colocalization"),
     "relations": ("relations", "measure_relations"),
+    "tubeness_radial": ("radial_centers", "measure_radial_centers"),
 }
 
 # Neighbours are measured for nuclei and cells (within ``neighbors_distance``), plus the
 # "Adjacent" variant for cells, as in the JUMP Cell Painting pipeline; not for the cytoplasm ring.
 _NEIGHBOR_COMPARTMENTS = ("Nuclei", "Cells")
+# the tubeness image's radial distribution is measured in these, around the Nuclei centres (JUMP)
+_TUBENESS_COMPARTMENTS = ("Cells", "Cytoplasm")
 
 __all__ = ["FAMILIES", "ObjectIndex", "build_index", "feature_params", "measure_site"]
 
@@ -182,6 +186,14 @@ def measure_site(
             # one whole-image threshold pair per channel pair, shared by the compartments
             thresholds = {(i, j): costes_thresholds(imgs[i], imgs[j], scale) for i, j, _, _ in pairs}
     columns: dict[str, np.ndarray] = {"object_id": ids.astype(np.int64)}
+    tub = None
+    if "tubeness_radial" in families and "Nuclei" in compartments:
+        from .tubeness import tubeness
+
+        if p["tubeness_channel"] not in channels:
+            raise ValueError(f"tubeness_channel {p['tubeness_channel']!r} is not a channel: {channels}")
+        tub = tubeness(imgs[channels.index(p["tubeness_channel"])], smoothing=float(p["tubeness_smoothing"]),
+                       rescale=bool(p["tubeness_rescale"]))
 
     for comp, lab in compartments.items():
         index = indexes[comp]
@@ -209,6 +221,12 @@ def measure_site(
                     feats.update(fn(lab, int(dist), index=index))
                 if comp == "Cells":
                     feats.update(fn(lab, 1, index=index, method="adjacent"))
+            elif fam == "tubeness_radial":
+                if tub is not None and comp in _TUBENESS_COMPARTMENTS:
+                    from .tubeness import NAME
+
+                    feats.update(fn(tub, lab, compartments["Nuclei"], NAME, p["tubeness_radial_bins"],
+                                    index=index))
             elif fam == "relations":
                 child = indexes.get("Cytoplasm")
                 feats.update(fn(comp, index.labels_present, None if child is None else child.labels_present))
