@@ -41,6 +41,7 @@ from pairedscreen.config import schema_defaults  # noqa: E402
 from pairedscreen.paint.features import build_index, feature_params, measure_site  # noqa: E402
 from pairedscreen.paint.features.areashape import measure_areashape  # noqa: E402
 from pairedscreen.paint.features.intensity import edge_pixels, measure_intensity  # noqa: E402
+from pairedscreen.paint.features.tubeness import tubeness  # noqa: E402
 
 SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
 
@@ -119,6 +120,14 @@ def cp_measure_full(imgs, comps: dict[str, np.ndarray]) -> None:
                distance=p["neighbors_distance"] if dist is None else dist)
         if comp == "Cells":
             nb(lab, lab, distance_method="Adjacent", distance=1)
+        if "tubeness_radial" in p["families"] and comp in ("Cells", "Cytoplasm"):
+            # cp_measure has neither EnhanceOrSuppressFeatures nor centres of other objects: its own-centre
+            # radial distribution of the same bin groups on our tubeness image stands in for that work
+            tub = tubeness(imgs[CHANNELS.index(p["tubeness_channel"])], smoothing=p["tubeness_smoothing"],
+                           rescale=p["tubeness_rescale"])
+            for g in p["tubeness_radial_bins"]:
+                core["radial_distribution"](lab, tub, scaled=g["scaled"], bin_count=g["bins"],
+                                            maximum_radius=int(g["max_radius"]))
     cp_measure.set_accelerator(None)
 
 

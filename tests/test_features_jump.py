@@ -57,6 +57,16 @@ def test_preset_settings_are_the_lists():
     assert feature_params({"preset": "jump", "texture_scales": [3]})["texture_scales"] == [3]
 
 
+def test_preset_through_the_config_loader():
+    """The workflow's config passes through fill_defaults: the preset must survive it (keys set win)."""
+    from pairedscreen.config import config_schema, fill_defaults
+
+    cfg = fill_defaults({"paint": {"features": {"preset": "jump", "radial_bins": 8}}}, config_schema())
+    feats = cfg["paint"]["features"]
+    assert feats["texture_scales"] == [3, 5, 10] and feats["radial_bins"] == 8
+    assert feature_params(feats) == feats
+
+
 def test_default_unchanged_by_preset_keys():
     """The default preset resolves to the settings the tiny screen always used."""
     p = feature_params()

@@ -70,14 +70,8 @@ def feature_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     (:func:`pairedscreen.config.resolve_section`); no default lives here."""
     from pairedscreen.config import resolve_section
 
-    from .jump import preset_values
-
-    given = {k: v for k, v in (params or {}).items() if v is not None}
-    # a preset fills the keys the config leaves out; the schema's defaults fill the rest
-    if "preset" in given:  # checked against the schema's enum before its values are looked up
-        resolve_section("paint.features", {"preset": given["preset"]})
-    values = {**preset_values(given["preset"]), **given} if "preset" in given else given
-    return resolve_section("paint.features", values)
+    # the preset's values fill the keys left out, then the defaults (pairedscreen.config.fill_defaults)
+    return resolve_section("paint.features", {k: v for k, v in (params or {}).items() if v is not None})
 
 
 def _family_function(family: str) -> Callable[..., dict[str, np.ndarray]] | None:
@@ -266,8 +260,11 @@ def measure_site(
             col[rows] = np.asarray(values, dtype=np.float64)
             columns[f"{comp}_{key}"] = col
     if p["preset"] == "jump":
-        from .jump import jump_columns
+        from .jump import jump_columns, missing_by_family, warn_missing
 
+        missing = missing_by_family(columns)
+        if missing:
+            warn_missing(", ".join(f"{f} {len(v)}" for f, v in missing.items()))
         keep = [c for c in jump_columns() if c in columns]   # exactly the JUMP names, in the list's order
         columns = {"object_id": columns["object_id"], **{c: columns[c] for c in keep}}
     df = pd.DataFrame(columns)

@@ -1,7 +1,8 @@
 """The JUMP cpg0016 feature set: its list of per-object columns and the preset that makes them.
 
 ``paint.features.preset: jump`` takes every ``paint.features`` key the config leaves out from the
-schema's ``x-presets.jump`` (the settings of the JUMP CellProfiler pipeline, JUMP_analysis_v3.cppipe:
+schema's ``x-presets.jump`` (:func:`pairedscreen.config.fill_defaults`; the settings of the JUMP
+CellProfiler pipeline, JUMP_analysis_v3.cppipe:
 texture scales 3/5/10, Nuclei neighbours at 1 px, ...) and :func:`jump_columns` keeps exactly the
 columns of the JUMP profiling recipe's mandatory list (``resources/jump/``), in its order. Columns of
 the list that no family makes yet are reported by :func:`missing_by_family`; they are never filled in.
@@ -9,15 +10,17 @@ the list that no family makes yet are reported by :func:`missing_by_family`; the
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+
+log = logging.getLogger(__name__)
 
 LIST_FILE = "cpg0016_mandatory_feature_columns_without_image_columns.txt"
 PRESET = "jump"
 
-__all__ = ["LIST_FILE", "PRESET", "jump_columns", "missing_by_family", "preset_values"]
+__all__ = ["LIST_FILE", "PRESET", "family", "jump_columns", "missing_by_family", "warn_missing"]
 
 
 @lru_cache(maxsize=1)
@@ -27,19 +30,6 @@ def jump_columns() -> tuple[str, ...]:
 
     path = repo_root() / "resources" / "jump" / LIST_FILE
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-
-
-def preset_values(preset: str) -> dict[str, Any]:
-    """The ``paint.features`` values a preset sets (the schema's ``x-presets``; {} for ``default``)."""
-    from pairedscreen.config import config_schema
-
-    section: Mapping[str, Any] = config_schema()["properties"]["paint"]["properties"]["features"]
-    presets = section.get("x-presets", {})
-    if preset == "default":
-        return {}
-    if preset not in presets:
-        raise ValueError(f"unknown paint.features preset {preset!r}; known: default, {sorted(presets)}")
-    return dict(presets[preset])
 
 
 def family(column: str) -> str:
@@ -53,3 +43,9 @@ def missing_by_family(columns: Iterable[str]) -> dict[str, list[str]]:
     missing = [c for c in jump_columns() if c not in have]
     order = [f for f, _ in Counter(family(c) for c in missing).most_common()]
     return {f: [c for c in missing if family(c) == f] for f in order}
+
+
+@lru_cache(maxsize=8)
+def warn_missing(summary: str) -> None:
+    """Log once per process which JUMP columns the preset does not make (``summary``: per family)."""
+    log.warning("paint.features.preset jump: JUMP columns not made: %s", summary)
