@@ -35,117 +35,113 @@ from .radial import FEATURES, N_FEATURES, _box_edt, _radial_kernel
 
 __all__ = ["measure_radial_centers", "seed_centres"]
 
-_STEP = (1.0, math.sqrt(2.0))
+
+
+# the heap's tie-break (label, row, column) packed into one int64, compared as one number
+_COORD_BITS = 21
+_COORD_MAX = 1 << _COORD_BITS
 
 
 @numba.njit(cache=True, nogil=True)
-def _less(ka, la, ia, ja, kb, lb, ib, jb):
-    """centrosome's heap order: (quantised distance, label, row, column), lexicographic."""
-    if ka != kb:
-        return ka < kb
-    if la != lb:
-        return la < lb
-    if ia != ib:
-        return ia < ib
-    return ja < jb
+def _pack(label, y, x):
+    """(label, row, column) as one int64 ordered like the tuple (each < 2**21)."""
+    return (label << 42) | (y << 21) | x
 
 
 @numba.njit(cache=True, nogil=True)
-def _heap_push(hk, hl, hi, hj, n, k, lab, i, j):
-    """Push onto the heap held in (hk, hl, hi, hj) of ``n`` items; returns the (maybe grown) arrays."""
+def _heap_push(hk, ht, n, k, t):
+    """Push (k, t) onto the heap held in (hk, ht) of ``n`` items; returns the (maybe grown) arrays."""
     if n == hk.shape[0]:
         cap = 2 * n + 16
         nk = np.empty(cap, np.uint64)
-        nl = np.empty(cap, np.int64)
-        ni = np.empty(cap, np.int64)
-        nj = np.empty(cap, np.int64)
+        nt = np.empty(cap, np.int64)
         nk[:n] = hk[:n]
-        nl[:n] = hl[:n]
-        ni[:n] = hi[:n]
-        nj[:n] = hj[:n]
-        hk, hl, hi, hj = nk, nl, ni, nj
+        nt[:n] = ht[:n]
+        hk, ht = nk, nt
     c = n
-    hk[c], hl[c], hi[c], hj[c] = k, lab, i, j
     while c > 0:
         p = (c - 1) // 2
-        if _less(hk[c], hl[c], hi[c], hj[c], hk[p], hl[p], hi[p], hj[p]):
-            hk[c], hk[p] = hk[p], hk[c]
-            hl[c], hl[p] = hl[p], hl[c]
-            hi[c], hi[p] = hi[p], hi[c]
-            hj[c], hj[p] = hj[p], hj[c]
+        if k < hk[p] or (k == hk[p] and t < ht[p]):
+            hk[c] = hk[p]
+            ht[c] = ht[p]
             c = p
         else:
             break
-    return hk, hl, hi, hj
+    hk[c] = k
+    ht[c] = t
+    return hk, ht
 
 
 @numba.njit(cache=True, nogil=True)
-def _heap_pop(hk, hl, hi, hj, n):
-    """Pop the smallest item of the ``n``-item heap; returns it (the heap then holds ``n - 1``)."""
-    top = (hk[0], hl[0], hi[0], hj[0])
+def _heap_pop(hk, ht, n):
+    """Pop the smallest (k, t) of the ``n``-item heap; returns its t (the heap then holds ``n - 1``)."""
+    top = ht[0]
     n -= 1
-    hk[0], hl[0], hi[0], hj[0] = hk[n], hl[n], hi[n], hj[n]
+    k = hk[n]
+    t = ht[n]
     c = 0
     while True:
-        left = 2 * c + 1
-        right = left + 1
-        s = c
-        if left < n and _less(hk[left], hl[left], hi[left], hj[left], hk[s], hl[s], hi[s], hj[s]):
-            s = left
-        if right < n and _less(hk[right], hl[right], hi[right], hj[right], hk[s], hl[s], hi[s], hj[s]):
-            s = right
-        if s == c:
+        s = 2 * c + 1
+        if s >= n:
             break
-        hk[c], hk[s] = hk[s], hk[c]
-        hl[c], hl[s] = hl[s], hl[c]
-        hi[c], hi[s] = hi[s], hi[c]
-        hj[c], hj[s] = hj[s], hj[c]
-        c = s
+        r = s + 1
+        if r < n and (hk[r] < hk[s] or (hk[r] == hk[s] and ht[r] < ht[s])):
+            s = r
+        if hk[s] < k or (hk[s] == k and ht[s] < t):
+            hk[c] = hk[s]
+            ht[c] = ht[s]
+            c = s
+        else:
+            break
+    hk[c] = k
+    ht[c] = t
     return top
 
 
 @numba.njit(cache=True, nogil=True)
 def _propagate(mask, seeds, out_label, out_dist):
     """centrosome.propagate(zeros, seeds, mask, 1) restricted to seeds inside ``mask``: nearest seed
-    label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached)."""
+    label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached). The
+    heap order is centrosome's: (distance without its last mantissa bit, label, row, column)."""
     h, w = mask.shape
     scratch = np.zeros(1)
     bits = scratch.view(np.uint64)
     n = 0
-    cap = 16
-    hk = np.empty(cap, np.uint64)
-    hl = np.empty(cap, np.int64)
-    hi = np.empty(cap, np.int64)
-    hj = np.empty(cap, np.int64)
+    hk = np.empty(1024, np.uint64)
+    ht = np.empty(1024, np.int64)
     for y in range(h):
         for x in range(w):
             if seeds[y, x] != 0:
                 out_dist[y, x] = 0.0
                 if mask[y, x]:
-                    hk, hl, hi, hj = _heap_push(hk, hl, hi, hj, n, np.uint64(0), seeds[y, x], y, x)
+                    hk, ht = _heap_push(hk, ht, n, np.uint64(0), _pack(seeds[y, x], y, x))
                     n += 1
     di = (-1, -1, -1, 0, 0, 1, 1, 1)
     dj = (-1, 0, 1, -1, 1, -1, 0, 1)
+    low = (1 << 21) - 1
     while n > 0:
-        _, lab, y, x = _heap_pop(hk, hl, hi, hj, n)
+        t = _heap_pop(hk, ht, n)
         n -= 1
+        lab = t >> 42
+        y = (t >> 21) & low
+        x = t & low
         if out_label[y, x] != 0:
             continue
         out_label[y, x] = lab
         d0 = out_dist[y, x]
-        for t in range(8):
-            y2 = y + di[t]
-            x2 = x + dj[t]
+        for q in range(8):
+            y2 = y + di[q]
+            x2 = x + dj[q]
             if y2 < 0 or y2 >= h or x2 < 0 or x2 >= w:
                 continue
             if out_label[y2, x2] > 0 or not mask[y2, x2]:
                 continue
-            manhattan = abs(di[t]) + abs(dj[t])
+            manhattan = abs(di[q]) + abs(dj[q])
             d = math.sqrt(0.0 + manhattan * 1.0 * 1.0) + d0
             if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
                 out_dist[y2, x2] = d
                 scratch[0] = d
-                hk, hl, hi, hj = _heap_push(hk, hl, hi, hj, n, bits[0] >> np.uint64(1), lab, y2, x2)
+                hk, ht = _heap_push(hk, ht, n, bits[0] >> np.uint64(1), _pack(lab, y2, x2))
                 n += 1
 
 
@@ -203,6 +199,8 @@ def seed_centres(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray):
     """Per object pixel (CSR order of ``index``): distance to its centre, the centre's row and column,
     and whether it has one (steps 1-3 of the module docstring)."""
+    if max(labels.shape) >= _COORD_MAX or (centres.size and int(centres.max()) >= _COORD_MAX):
+        raise ValueError(f"radial centres: images and labels must be below {_COORD_MAX} (got {labels.shape})")
     i, j, good = seed_centres(centres)
     lg = np.flatnonzero(good) + 1
     ig, jg = i[good], j[good]
