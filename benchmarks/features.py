@@ -9,7 +9,11 @@
    objects (a crop of the site, default 540 x 540, to keep the cp_measure run short); the last line
    is ``speedup_vs_cp_measure: <x>`` (aim >= 20x).
 
-    .venv/bin/python benchmarks/features.py [--crop 540] [--repeat 3] [--no-cp]
+With ``--preset jump`` every timing is of the JUMP cpg0016 set (``paint.features.preset: jump``:
+texture scales 3/5/10, granularity subsampling 0.5, Nuclei neighbours at 1 px, ...; aim: under
+1.5 CPU-s per site and >= 20x cp_measure), and cp_measure runs the same settings.
+
+    .venv/bin/python benchmarks/features.py [--crop 540] [--repeat 3] [--no-cp] [--preset jump]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pairedscreen.config import schema_defaults  # noqa: E402
 from pairedscreen.paint.features import build_index, feature_params, measure_site  # noqa: E402
 from pairedscreen.paint.features.areashape import measure_areashape  # noqa: E402
 from pairedscreen.paint.features.intensity import edge_pixels, measure_intensity  # noqa: E402
+from pairedscreen.paint.features.tubeness import tubeness  # noqa: E402
 
 SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
 
@@ -54,8 +59,11 @@ def cpu(fn, repeat: int) -> float:
     return best
 
 
+PRESET = {"preset": "default"}   # set by --preset
+
+
 def ours_full(imgs, nuc, cells, cyto):
-    return measure_site(imgs, CHANNELS, nuc, cells, cyto, feature_params())
+    return measure_site(imgs, CHANNELS, nuc, cells, cyto, feature_params(PRESET))
 
 
 def shape_intensity(imgs, comps):
@@ -83,6 +91,7 @@ def cp_measure_full(imgs, comps: dict[str, np.ndarray]) -> None:
         get_multimask_measurements,
     )
 
+    p = feature_params(PRESET)
     cp_measure.set_accelerator("numba")
     core = get_core_measurements(legacy=True)
     corr = get_correlation_measurements()
@@ -95,15 +104,30 @@ def cp_measure_full(imgs, comps: dict[str, np.ndarray]) -> None:
         for c in range(imgs.shape[0]):
             img = imgs[c]
             core["intensity"](lab, img)
-            core["texture"](lab, img, scale=3, gray_levels=256)
-            core["granularity"](lab, img, subsample_size=0.25, image_sample_size=0.25, element_size=10,
-                                granular_spectrum_length=16)
-            core["radial_distribution"](lab, img, scaled=True, bin_count=4)
+            for scale in p["texture_scales"]:
+                core["texture"](lab, img, scale=scale, gray_levels=p["texture_levels"])
+            core["granularity"](lab, img, subsample_size=p["granularity_subsample_size"],
+                                image_sample_size=p["granularity_background_subsample_size"],
+                                element_size=p["granularity_element_size"],
+                                granular_spectrum_length=p["granularity_spectrum_length"])
+            core["radial_distribution"](lab, img, scaled=True, bin_count=p["radial_bins"])
         for i, j in itertools.combinations(range(imgs.shape[0]), 2):
             for name in ("pearson", "manders_fold", "rwc"):
                 corr[name](imgs[i], imgs[j], lab)
         if comp != "Cytoplasm":
-            nb(lab, lab, distance_method="Within a specified distance", distance=5)
+            dist = p["neighbors_nuclei_distance"] if comp == "Nuclei" else None
+            nb(lab, lab, distance_method="Within a specified distance",
+               distance=p["neighbors_distance"] if dist is None else dist)
+        if comp == "Cells":
+            nb(lab, lab, distance_method="Adjacent", distance=1)
+        if "tubeness_radial" in p["families"] and comp in ("Cells", "Cytoplasm"):
+            # cp_measure has neither EnhanceOrSuppressFeatures nor centres of other objects: its own-centre
+            # radial distribution of the same bin groups on our tubeness image stands in for that work
+            tub = tubeness(imgs[CHANNELS.index(p["tubeness_channel"])], smoothing=p["tubeness_smoothing"],
+                           rescale=p["tubeness_rescale"])
+            for g in p["tubeness_radial_bins"]:
+                core["radial_distribution"](lab, tub, scaled=g["scaled"], bin_count=g["bins"],
+                                            maximum_radius=int(g["max_radius"]))
     cp_measure.set_accelerator(None)
 
 
@@ -112,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=540, help="side of the crop used for cp_measure")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-cp", action="store_true", help="skip the cp_measure comparison")
+    ap.add_argument("--preset", choices=["default", "jump"], default="default",
+                    help="paint.features.preset measured (both ours and cp_measure's settings)")
     args = ap.parse_args(argv)
+    PRESET["preset"] = args.preset
+    print(f"preset: {args.preset}")
     warnings.filterwarnings("ignore")
 
     imgs, nuc, cells, cyto = synthetic_site(seed=3, shape=(1080, 1080), n_cells=520, n_channels=5)

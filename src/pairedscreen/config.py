@@ -106,7 +106,14 @@ def _unknown_keys(instance: Any, schema: Mapping[str, Any], everywhere: list[str
 
 def fill_defaults(instance: dict, schema: Mapping[str, Any]) -> dict:
     """Fill the schema's ``default`` values into ``instance`` in place, top-down (a missing section with
-    ``default: {}`` is created and then filled), like ``snakemake.utils.validate(set_default=True)``."""
+    ``default: {}`` is created and then filled), like ``snakemake.utils.validate(set_default=True)``.
+    A section whose schema has ``x-presets`` and whose ``preset`` key names one of them (e.g.
+    ``paint.features.preset: jump``) first takes that preset's values for the keys it leaves out; keys
+    set in the config win over the preset, the preset over the defaults."""
+    presets = schema.get("x-presets") if isinstance(schema, Mapping) else None
+    if presets and isinstance(instance.get("preset"), str) and instance["preset"] in presets:
+        for key, value in presets[instance["preset"]].items():
+            instance.setdefault(key, copy.deepcopy(value))
     for key, sub in _object_props(schema).items():
         if key not in instance and isinstance(sub, Mapping) and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])

@@ -38,6 +38,8 @@ FAMILIES: tuple[str, ...] = (
     "granularity",
     "radial",
     "colocalization",
+    "relations",
+    "tubeness_radial",
 )
 
 # family -> (module, function)
@@ -49,20 +51,26 @@ _FAMILY_FUNCS: dict[str, tuple[str, str]] = {
     "granularity": ("granularity", "measure_granularity"),
     "radial": ("radial", "measure_radial_distribution"),
     "colocalization": ("colocalization", "measure_colocalization"),
+    "relations": ("relations", "measure_relations"),
+    "tubeness_radial": ("radial_centers", "measure_radial_centers"),
 }
 
 # Neighbours are measured for nuclei and cells (within ``neighbors_distance``), plus the
 # "Adjacent" variant for cells, as in the JUMP Cell Painting pipeline; not for the cytoplasm ring.
 _NEIGHBOR_COMPARTMENTS = ("Nuclei", "Cells")
+# the tubeness image's radial distribution is measured in these, around the Nuclei centres (JUMP)
+_TUBENESS_COMPARTMENTS = ("Cells", "Cytoplasm")
 
 __all__ = ["FAMILIES", "ObjectIndex", "build_index", "feature_params", "measure_site"]
 
 
 def feature_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``paint.features`` section: ``params`` (None values left out) with the config schema's defaults
-    filled in and checked (:func:`pairedscreen.config.resolve_section`); no default lives here."""
+    """The ``paint.features`` section: ``params`` (None values left out), then, under ``preset: jump``, the
+    schema's ``x-presets.jump`` values for the keys left out, then the config schema's defaults, checked
+    (:func:`pairedscreen.config.resolve_section`); no default lives here."""
     from pairedscreen.config import resolve_section
 
+    # the preset's values fill the keys left out, then the defaults (pairedscreen.config.fill_defaults)
     return resolve_section("paint.features", {k: v for k, v in (params or {}).items() if v is not None})
 
 
@@ -92,6 +100,20 @@ def _as_float_images(images: np.ndarray, scale: float | None) -> tuple[np.ndarra
     if imgs.dtype.kind != "f":
         raise TypeError(f"images must be float or integer, got {imgs.dtype}")
     return imgs, scale
+
+
+def _location_z(feats: Mapping[str, np.ndarray], channels: Sequence[str]) -> dict[str, np.ndarray]:
+    """CellProfiler's Z location columns of a 2-D image: the single plane's index, 0, for every object
+    (Identify's ``Location_Center_Z``, MeasureObjectIntensity's ``Location_{CenterMassIntensity,
+    MaxIntensity}_Z_{channel}``)."""
+    n = len(feats["Location_Center_X"]) if "Location_Center_X" in feats else None
+    if n is None:
+        raise ValueError("location_z needs the areashape family (Location_Center_X)")
+    out = {"Location_Center_Z": np.zeros(n)}
+    for ch in channels:
+        out[f"Location_CenterMassIntensity_Z_{ch}"] = np.zeros(n)
+        out[f"Location_MaxIntensity_Z_{ch}"] = np.zeros(n)
+    return out
 
 
 def measure_site(
@@ -158,6 +180,14 @@ def measure_site(
             # one whole-image threshold pair per channel pair, shared by the compartments
             thresholds = {(i, j): costes_thresholds(imgs[i], imgs[j], scale) for i, j, _, _ in pairs}
     columns: dict[str, np.ndarray] = {"object_id": ids.astype(np.int64)}
+    tub = None
+    if "tubeness_radial" in families and "Nuclei" in compartments:
+        from .tubeness import tubeness
+
+        if p["tubeness_channel"] not in channels:
+            raise ValueError(f"tubeness_channel {p['tubeness_channel']!r} is not a channel: {channels}")
+        tub = tubeness(imgs[channels.index(p["tubeness_channel"])], smoothing=float(p["tubeness_smoothing"]),
+                       rescale=bool(p["tubeness_rescale"]))
 
     for comp, lab in compartments.items():
         index = indexes[comp]
@@ -180,9 +210,20 @@ def measure_site(
                 feats["Location_Center_Y"] = shape["AreaShape_Center_Y"]
             elif fam == "neighbors":
                 if comp in _NEIGHBOR_COMPARTMENTS:
-                    feats.update(fn(lab, int(p["neighbors_distance"]), index=index))
+                    dist = p["neighbors_nuclei_distance"] if comp == "Nuclei" else None
+                    dist = p["neighbors_distance"] if dist is None else dist
+                    feats.update(fn(lab, int(dist), index=index))
                 if comp == "Cells":
                     feats.update(fn(lab, 1, index=index, method="adjacent"))
+            elif fam == "tubeness_radial":
+                if tub is not None and comp in _TUBENESS_COMPARTMENTS:
+                    from .tubeness import NAME
+
+                    feats.update(fn(tub, lab, compartments["Nuclei"], NAME, p["tubeness_radial_bins"],
+                                    index=index))
+            elif fam == "relations":
+                child = indexes.get("Cytoplasm")
+                feats.update(fn(comp, index.labels_present, None if child is None else child.labels_present))
             elif fam == "colocalization":
                 costes = bool(p["colocalization_costes"])
                 for i, j, a, b in pairs:
@@ -212,10 +253,20 @@ def measure_site(
                         )
                     elif fam == "radial":
                         feats.update(fn(img, lab, ch, bins=int(p["radial_bins"]), index=index))
+        if p["location_z"] and comp == "Nuclei":
+            feats.update(_location_z(feats, channels))
         for key, values in feats.items():
             col = np.full(ids.shape[0], np.nan)
             col[rows] = np.asarray(values, dtype=np.float64)
             columns[f"{comp}_{key}"] = col
+    if p["preset"] == "jump":
+        from .jump import jump_columns, missing_by_family, warn_missing
+
+        missing = missing_by_family(columns)
+        if missing:
+            warn_missing(", ".join(f"{f} {len(v)}" for f, v in missing.items()))
+        keep = [c for c in jump_columns() if c in columns]   # exactly the JUMP names, in the list's order
+        columns = {"object_id": columns["object_id"], **{c: columns[c] for c in keep}}
     df = pd.DataFrame(columns)
     if thresholds:
         df.attrs["costes_scale"] = float(scale)

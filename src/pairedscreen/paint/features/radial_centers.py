@@ -1,0 +1,280 @@
+"""Radial distribution around the centres of other objects (CellProfiler 4's
+MeasureObjectIntensityDistribution with "Object to use as center: Centers of other objects").
+
+The JUMP pipeline measures the ``mito_tubeness`` image in Cells and Cytoplasm around the Nuclei
+centres, in 16 scaled bins and in 20 unscaled bins of 200/20 px (plus an Overflow bin). CellProfiler
+4.2's ``do_measurements``, step by step:
+
+1. centre of nucleus ``n``: ``int(mean row + 0.5), int(mean column + 0.5)`` of its pixels
+   (``centers_of_labels + 0.5``), one seed pixel per nucleus with pixels (a later nucleus overwrites
+   an earlier one on the same pixel);
+2. ``centrosome.propagate`` from the seeds that lie inside the measured objects over all their
+   pixels (``labels != 0``, across touching objects) with a zero image: Dijkstra with steps 1 and
+   sqrt(2); each pixel takes the seed label popped first from centrosome's heap, whose keys are
+   (distance without its last mantissa bit, label, row, column) -- reproduced here exactly;
+3. objects with pixels no seed reached (e.g. every cytoplasm ring, whose nucleus centre is in the
+   hole): those pixels take the seed nearest to the object's centroid and the straight-line distance
+   to it;
+4. scaled: ``bin = int(d / (d + d_to_edge + 0.001) * bins)``; unscaled: ``int(d / max_radius *
+   bins)`` capped at ``bins`` (the Overflow bin); ``d_to_edge`` as in :mod:`.radial`;
+5. FracAtD, MeanFrac and RadialCV as in :mod:`.radial`, the 8 wedges taken around each pixel's own
+   centre.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numba
+import numpy as np
+
+from .objects import ObjectIndex, build_index
+from .radial import FEATURES, N_FEATURES, _box_edt, _radial_kernel
+
+__all__ = ["measure_radial_centers", "seed_centres"]
+
+
+
+# the heap's tie-break (label, row, column) packed into one int64, compared as one number
+_COORD_BITS = 21
+_COORD_MAX = 1 << _COORD_BITS
+
+
+@numba.njit(cache=True, nogil=True)
+def _pack(label, y, x):
+    """(label, row, column) as one int64 ordered like the tuple (each < 2**21)."""
+    return (label << 42) | (y << 21) | x
+
+
+@numba.njit(cache=True, nogil=True)
+def _heap_push(hk, ht, n, k, t):
+    """Push (k, t) onto the heap held in (hk, ht) of ``n`` items; returns the (maybe grown) arrays."""
+    if n == hk.shape[0]:
+        cap = 2 * n + 16
+        nk = np.empty(cap, np.uint64)
+        nt = np.empty(cap, np.int64)
+        nk[:n] = hk[:n]
+        nt[:n] = ht[:n]
+        hk, ht = nk, nt
+    c = n
+    while c > 0:
+        p = (c - 1) // 2
+        if k < hk[p] or (k == hk[p] and t < ht[p]):
+            hk[c] = hk[p]
+            ht[c] = ht[p]
+            c = p
+        else:
+            break
+    hk[c] = k
+    ht[c] = t
+    return hk, ht
+
+
+@numba.njit(cache=True, nogil=True)
+def _heap_pop(hk, ht, n):
+    """Pop the smallest (k, t) of the ``n``-item heap; returns its t (the heap then holds ``n - 1``)."""
+    top = ht[0]
+    n -= 1
+    k = hk[n]
+    t = ht[n]
+    c = 0
+    while True:
+        s = 2 * c + 1
+        if s >= n:
+            break
+        r = s + 1
+        if r < n and (hk[r] < hk[s] or (hk[r] == hk[s] and ht[r] < ht[s])):
+            s = r
+        if hk[s] < k or (hk[s] == k and ht[s] < t):
+            hk[c] = hk[s]
+            ht[c] = ht[s]
+            c = s
+        else:
+            break
+    hk[c] = k
+    ht[c] = t
+    return top
+
+
+@numba.njit(cache=True, nogil=True)
+def _propagate(mask, seeds, out_label, out_dist):
+    """centrosome.propagate(zeros, seeds, mask, 1) restricted to seeds inside ``mask``: nearest seed
+    label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached). The
+    heap order is centrosome's: (distance without its last mantissa bit, label, row, column)."""
+    h, w = mask.shape
+    scratch = np.zeros(1)
+    bits = scratch.view(np.uint64)
+    n = 0
+    hk = np.empty(1024, np.uint64)
+    ht = np.empty(1024, np.int64)
+    for y in range(h):
+        for x in range(w):
+            if seeds[y, x] != 0:
+                out_dist[y, x] = 0.0
+                if mask[y, x]:
+                    hk, ht = _heap_push(hk, ht, n, np.uint64(0), _pack(seeds[y, x], y, x))
+                    n += 1
+    di = (-1, -1, -1, 0, 0, 1, 1, 1)
+    dj = (-1, 0, 1, -1, 1, -1, 0, 1)
+    low = (1 << 21) - 1
+    while n > 0:
+        t = _heap_pop(hk, ht, n)
+        n -= 1
+        lab = t >> 42
+        y = (t >> 21) & low
+        x = t & low
+        if out_label[y, x] != 0:
+            continue
+        out_label[y, x] = lab
+        d0 = out_dist[y, x]
+        for q in range(8):
+            y2 = y + di[q]
+            x2 = x + dj[q]
+            if y2 < 0 or y2 >= h or x2 < 0 or x2 >= w:
+                continue
+            if out_label[y2, x2] > 0 or not mask[y2, x2]:
+                continue
+            manhattan = abs(di[q]) + abs(dj[q])
+            d = math.sqrt(0.0 + manhattan * 1.0 * 1.0) + d0
+            if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
+                out_dist[y2, x2] = d
+                scratch[0] = d
+                hk, ht = _heap_push(hk, ht, n, bits[0] >> np.uint64(1), _pack(lab, y2, x2))
+                n += 1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _d_to_edge(offsets, bbox, ys, xs, shape_h, shape_w):
+    """Per pixel (CSR order): Euclidean distance to the nearest pixel outside its object (as
+    ``centrosome.cpmorphology.distance_to_edge``)."""
+    n_obj = offsets.shape[0] - 1
+    out = np.zeros(ys.shape[0])
+    maxh = 1
+    maxw = 1
+    for k in range(n_obj):
+        maxh = max(maxh, bbox[k, 2] - bbox[k, 0] + 2)
+        maxw = max(maxw, bbox[k, 3] - bbox[k, 1] + 2)
+    inside = np.zeros((maxh, maxw), np.bool_)
+    g = np.empty((maxh, maxw))
+    m = max(maxh, maxw)
+    f = np.empty(m)
+    d1 = np.empty(m)
+    v = np.empty(m, np.int64)
+    z = np.empty(m + 1)
+    for k in range(n_obj):
+        s = offsets[k]
+        e = offsets[k + 1]
+        y0 = max(bbox[k, 0] - 1, 0)
+        x0 = max(bbox[k, 1] - 1, 0)
+        y1 = min(bbox[k, 2] + 1, shape_h)
+        x1 = min(bbox[k, 3] + 1, shape_w)
+        for i in range(s, e):
+            inside[ys[i] - y0, xs[i] - x0] = True
+        _box_edt(inside, y1 - y0, x1 - x0, g, f, d1, v, z)
+        for i in range(s, e):
+            out[i] = math.sqrt(g[ys[i] - y0, xs[i] - x0])
+            inside[ys[i] - y0, xs[i] - x0] = False
+    return out
+
+
+def seed_centres(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column) seed of every centre label 1..max (``centers_of_labels + 0.5`` as int; -1 for a
+    label without pixels) and which labels have pixels."""
+    lab = np.asarray(centres, dtype=np.int64)
+    n = int(lab.max()) if lab.size else 0
+    flat = lab.ravel()
+    yy, xx = np.indices(lab.shape)
+    cnt = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    good = cnt > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ci = np.bincount(flat, weights=yy.ravel().astype(np.float64), minlength=n + 1)[1:] / cnt
+        cj = np.bincount(flat, weights=xx.ravel().astype(np.float64), minlength=n + 1)[1:] / cnt
+    i = np.where(good, ci + 0.5, -1).astype(np.int64)
+    j = np.where(good, cj + 0.5, -1).astype(np.int64)
+    return i, j, good
+
+
+def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray):
+    """Per object pixel (CSR order of ``index``): distance to its centre, the centre's row and column,
+    and whether it has one (steps 1-3 of the module docstring)."""
+    if max(labels.shape) >= _COORD_MAX or (centres.size and int(centres.max()) >= _COORD_MAX):
+        raise ValueError(f"radial centres: images and labels must be below {_COORD_MAX} (got {labels.shape})")
+    i, j, good = seed_centres(centres)
+    lg = np.flatnonzero(good) + 1
+    ig, jg = i[good], j[good]
+    seeds = np.zeros(labels.shape, np.int64)
+    seeds[ig, jg] = lg
+    mask = labels != 0
+    cl = np.zeros(labels.shape, np.int64)
+    dist = np.full(labels.shape, -1.0)
+    _propagate(mask, seeds, cl, dist)
+    ys, xs = index.ys, index.xs
+    pcl = cl[ys, xs]
+    pd = dist[ys, xs]
+    missing = pcl == 0
+    if missing.any() and lg.size:
+        owner = np.repeat(np.arange(index.n_objects), np.diff(index.offsets))
+        miss_obj = np.unique(owner[missing])
+        areas = np.diff(index.offsets).astype(np.float64)
+        my = np.bincount(owner, weights=ys.astype(np.float64), minlength=index.n_objects) / areas
+        mx = np.bincount(owner, weights=xs.astype(np.float64), minlength=index.n_objects) / areas
+        d2 = (my[miss_obj, None] - ig[None, :]) ** 2 + (mx[miss_obj, None] - jg[None, :]) ** 2
+        best = np.zeros(index.n_objects, np.int64)
+        best[miss_obj] = lg[np.argsort(d2, axis=1)[:, 0]]
+        pcl[missing] = best[owner[missing]]
+        dy = ys[missing] - i[pcl[missing] - 1]
+        dx = xs[missing] - j[pcl[missing] - 1]
+        pd[missing] = np.sqrt(dy * dy + dx * dx)
+    ok = pcl > 0
+    ic = np.where(ok, i[np.maximum(pcl, 1) - 1], 0)
+    jc = np.where(ok, j[np.maximum(pcl, 1) - 1], 0)
+    return pd, ic, jc, ok
+
+
+def measure_radial_centers(
+    image: np.ndarray,
+    labels: np.ndarray,
+    centres: np.ndarray,
+    image_name: str,
+    bin_settings: Sequence[Mapping[str, Any]],
+    index: ObjectIndex | None = None,
+) -> dict[str, np.ndarray]:
+    """``RadialDistribution_{FracAtD|MeanFrac|RadialCV}_{image_name}_{b}of{bins}`` (and ``_Overflow``
+    for unscaled settings) of ``labels``' objects around the centres of the ``centres`` objects;
+    ``bin_settings``: ``{bins, scaled, max_radius}`` per setting (CellProfiler's bin groups)."""
+    if image.shape != labels.shape or centres.shape != labels.shape or image.ndim != 2:
+        raise ValueError("image, labels and centres must be 2-D images of one shape")
+    if index is None:
+        index = build_index(labels)
+    out: dict[str, np.ndarray] = {}
+    n = index.n_objects
+    lab = np.ascontiguousarray(labels, dtype=np.int64)
+    d, ic, jc, ok = _assign_centres(lab, index, np.ascontiguousarray(centres, dtype=np.int64))
+    dte = None
+    di = index.ys - ic
+    dj = index.xs - jc
+    wedge = ((di > 0).astype(np.int8) + 2 * (dj > 0) + 4 * (np.abs(di) > np.abs(dj))).astype(np.int8)
+    img = np.ascontiguousarray(image)
+    for setting in bin_settings:
+        bins = int(setting["bins"])
+        scaled = bool(setting["scaled"])
+        if scaled:
+            if dte is None:
+                dte = _d_to_edge(index.offsets, index.bbox, index.ys, index.xs, *index.shape)
+            norm = d / (d + dte + 0.001)
+        else:
+            norm = d / float(setting["max_radius"])
+        pbin = np.minimum((norm * bins).astype(np.int64), bins).astype(np.int16)
+        pbin[~ok] = -1
+        width = bins if scaled else bins + 1  # the unscaled Overflow bin is reported
+        values = np.zeros((n, N_FEATURES, width))
+        if n:
+            _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, width, values)
+        for f, name in enumerate(FEATURES):
+            for b in range(bins):
+                out[f"RadialDistribution_{name}_{image_name}_{b + 1}of{bins}"] = values[:, f, b].copy()
+            if not scaled:
+                out[f"RadialDistribution_{name}_{image_name}_Overflow"] = values[:, f, bins].copy()
+    return out
