@@ -33,7 +33,7 @@ pytestmark = pytest.mark.realdata
 
 
 def _load(tmp_path, source, wells, plate_value=None):
-    """Run the stage on ``source`` with a plate map listing ``wells`` (+ one empty well): (cells, wells, rec)."""
+    """Run the stage on ``source``, plate map = ``wells`` + one empty well: (cells, wells, record)."""
     pm = pd.DataFrame({"well": [*wells, "P24"], "perturbation_id": [f"G{i}" for i in range(len(wells) + 1)],
                        "replicate": 1})
     pm.to_csv(tmp_path / "pm.tsv", sep="\t", index=False)
@@ -69,7 +69,8 @@ def test_export_to_database_sqlite(shared_data, tmp_path):
                         "Cytoplasm_AreaShape_Area FROM Per_Cytoplasm")
     cells = _sqlite(src, "SELECT ImageNumber, Cells_Number_Object_Number, Cells_AreaShape_Area, "
                          "Cells_Intensity_MeanIntensity_GFP FROM Per_Cells")
-    nuc = _sqlite(src, "SELECT ImageNumber, Nuclei_Number_Object_Number, Nuclei_AreaShape_Area FROM Per_Nuclei")
+    nuc = _sqlite(src, "SELECT ImageNumber, Nuclei_Number_Object_Number, Nuclei_AreaShape_Area "
+                       "FROM Per_Nuclei")
     truth = (cyto.merge(cells, left_on=["ImageNumber", "Cytoplasm_Parent_Cells"],
                         right_on=["ImageNumber", "Cells_Number_Object_Number"])
              .merge(nuc, left_on=["ImageNumber", "Cytoplasm_Parent_Nuclei"],
@@ -103,7 +104,8 @@ def test_cytominer_database_sqlite(shared_data, tmp_path):
     truth = (cyto.merge(cells, left_on=["TableNumber", "ImageNumber", "Cytoplasm_Parent_Cells"],
                         right_on=["TableNumber", "ImageNumber", "c"])
              .merge(nuc, left_on=["TableNumber", "ImageNumber", "Cytoplasm_Parent_Nuclei"],
-                    right_on=["TableNumber", "ImageNumber", "n"]).merge(img, on=["TableNumber", "ImageNumber"]))
+                    right_on=["TableNumber", "ImageNumber", "n"])
+             .merge(img, on=["TableNumber", "ImageNumber"]))
     feats = ["Cytoplasm_AreaShape_Area", "Cells_AreaShape_Area", "Cells_Intensity_MeanIntensity_Mito",
              "Nuclei_Correlation_Costes_AGP_DNA"]
     for f in feats:
@@ -125,8 +127,9 @@ def test_spreadsheet_csvs_and_cytotable_parquet_agree(shared_data, tmp_path):
     assert len(csv_cells) == len(pq_cells) == len(raw) == 289
     assert set(csv_cells[C.WELL]) == {"D03"} and set(csv_cells[C.SITE]) == {0}
     assert set(pq_cells[C.WELL]) == {"D03"} and set(pq_cells[C.SITE]) == {0}
-    truth = raw.assign(well="D03").rename(columns={"AreaShape_Area": "Cells_AreaShape_Area",
-                                                   "Intensity_MeanIntensity_DNA": "Cells_Intensity_MeanIntensity_DNA"})
+    names = {"AreaShape_Area": "Cells_AreaShape_Area",
+             "Intensity_MeanIntensity_DNA": "Cells_Intensity_MeanIntensity_DNA"}
+    truth = raw[list(names)].rename(columns=names).assign(well="D03")
     for ours in (csv_wells, pq_wells):
         _assert_medians(ours, truth, ["Cells_AreaShape_Area", "Cells_Intensity_MeanIntensity_DNA"])
     shared = sorted(set(C.feature_columns(csv_wells)) & set(C.feature_columns(pq_wells)))
@@ -145,7 +148,7 @@ def test_feature_check_lists_the_families_the_source_lacks(shared_data):
                            ("MeasureObjectIntensityDistribution", "RadialDistribution"),
                            ("MeasureColocalization", "Correlation"), ("MeasureObjectNeighbors", "Neighbors")):
         assert module not in pipeline
-        assert f"Cells_{family}" in check["families_missing"] and f"Nuclei_{family}" in check["families_missing"]
+        assert {f"Cells_{family}", f"Nuclei_{family}"} <= set(check["families_missing"])
     assert "MeasureObjectSizeShape" in pipeline and "MeasureObjectIntensity" in pipeline
     assert not {"Cells_AreaShape", "Nuclei_Intensity", "Cytoplasm_AreaShape"} & set(check["families_missing"])
     assert check["channels_missing"] == ["ER", "RNA", "AGP", "Mito"]
@@ -194,7 +197,8 @@ def test_mixed_screen_plans_no_image_rule_for_the_cellprofiler_plate(shared_data
     planned = planned_jobs(dry.stdout)
     pcp = {rule for rule, wc in planned if wc.get("plate") == "PCP"}
     p1 = {rule for rule, wc in planned if wc.get("plate") == plates["plate_id"].iloc[0]}
-    image_rules = {"paint_index", "paint_illum", "paint_segment", "paint_features", "paint_plate", "train_crops"}
+    image_rules = {"paint_index", "paint_illum", "paint_segment", "paint_features", "paint_plate",
+                   "train_crops"}
     assert pcp == {"paint_load_cellprofiler"}, pcp
     assert image_rules <= p1, p1
     rules = {rule for rule, _ in planned}

@@ -345,11 +345,12 @@ def _plate_inputs(df: pd.DataFrame, path: PathLike, problems: _Problems) -> None
                          "output, or empty cellprofiler to segment and measure the images")
         elif not img and not cp:
             problems.add(path, line_of(df, pos), f"plate {plate} has neither image_dir nor cellprofiler",
-                         "fill image_dir with the plate's image folder, or cellprofiler with its CellProfiler "
-                         "output (an ExportToSpreadsheet CSV folder, a .sqlite or a .parquet)")
+                         "fill image_dir with the plate's image folder, or cellprofiler with its "
+                         "CellProfiler output (an ExportToSpreadsheet CSV folder, a .sqlite or a .parquet)")
         elif _cell(row, "cellprofiler_plate") and not cp:
-            problems.add(path, line_of(df, pos), f"plate {plate} names cellprofiler_plate but no cellprofiler "
-                         "source", "empty cellprofiler_plate, or fill cellprofiler")
+            problems.add(path, line_of(df, pos),
+                         f"plate {plate} names cellprofiler_plate but no cellprofiler source",
+                         "empty cellprofiler_plate, or fill cellprofiler")
 
 
 def _read_one(kind: str, path: PathLike) -> pd.DataFrame:

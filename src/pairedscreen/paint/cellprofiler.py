@@ -133,7 +133,8 @@ def image_metadata(image: pd.DataFrame, *, source: str, plate_columns: Sequence[
             raise CellProfilerError(f"{source}: cellprofiler_plate {source_plate!r} given but the source has "
                                     f"none of the plate columns {list(plate_columns)}")
         if source_plate not in plates:
-            raise CellProfilerError(f"{source}: plate {source_plate!r} not in its {plate_col} values {plates}")
+            raise CellProfilerError(f"{source}: plate {source_plate!r} not in its {plate_col} values "
+                                    f"{plates}")
         keep = (image[plate_col].astype(str) == source_plate).to_numpy()
     elif len(plates) > 1:
         raise CellProfilerError(f"{source}: holds plates {plates} ({plate_col}); name the one of this row "
@@ -147,7 +148,8 @@ def image_metadata(image: pd.DataFrame, *, source: str, plate_columns: Sequence[
     names = sorted(c for c in image.columns if c.startswith(("Image_FileName_", "FileName_")))
     if well_col is None or (site_col is None and names):
         if not names:
-            raise CellProfilerError(f"{source}: no well column ({list(well_columns)}) and no Image_FileName_* "
+            raise CellProfilerError(f"{source}: no well column ({list(well_columns)}) and no "
+                                    "Image_FileName_* "
                                     "column to read the well from")
         parsed = image[names[0]].astype(str).str.extract(filename_regex)
         record["filename_column"] = names[0]
@@ -191,7 +193,8 @@ def _objects(path: Path, fmt: str, compartment: str, images: pd.DataFrame) -> pd
     """One compartment's objects of ``images`` with ``ImageNumber`` (+ ``TableNumber``), ``_obj`` (object
     number) and prefixed columns."""
     if fmt == "csv":
-        df = _prefix(pd.read_csv(path / f"{compartment}.csv"), compartment).rename(columns={"ObjectNumber": "_obj"})
+        df = _prefix(pd.read_csv(path / f"{compartment}.csv"), compartment)
+        df = df.rename(columns={"ObjectNumber": "_obj"})
     elif fmt == "sqlite_per":
         nums = images["ImageNumber"].astype(int).tolist()
         df = _sql(path, f'SELECT * FROM "Per_{compartment}" WHERE ImageNumber IN '

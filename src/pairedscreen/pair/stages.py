@@ -217,7 +217,8 @@ def _ledger(inputs: Any, libraries: Sequence[str], plates: Sequence[str],
             profiled[str(plate)] = set(grp[C.WELL].astype(str))
     paint = {}
     cp_records = dict(zip(cellprofiler_plates, _get(inputs, "cellprofiler"), strict=True))
-    image_index = dict(zip([p for p in plates if p not in cp_records], _get(inputs, "image_index"), strict=True))
+    image_plates = [p for p in plates if p not in cp_records]
+    image_index = dict(zip(image_plates, _get(inputs, "image_index"), strict=True))
     for i, plate in enumerate(plates):
         if plate in cp_records:
             paint[plate] = ledger.cellprofiler_plate_ledger(
@@ -424,7 +425,8 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
                 sheet["warnings"].append(
                     f"plate {plate} (CellProfiler {rec.get('format')}): feature families missing vs ours: "
                     f"{', '.join(check.get('families_missing') or []) or 'none'}; channels missing: "
-                    f"{', '.join(check.get('channels_missing') or []) or 'none'}; no training crops (no images)")
+                    f"{', '.join(check.get('channels_missing') or []) or 'none'}; "
+                    "no training crops (no images)")
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),
                                         "outputs": provenance.output_table(wd)})
     evals = _get(inputs, "evals")
