@@ -40,6 +40,7 @@ PATHS: dict[str, str] = {
     "features": "results/paint/{plate}/features/{chunk}.parquet",
     "paint_cells": "results/paint/{plate}/cells.parquet",
     "paint_wells": "results/paint/{plate}/wells.parquet",
+    "paint_cellprofiler": "results/paint/{plate}/cellprofiler.json",   # a CellProfiler plate's source record
     # Pair and quality (aggregates)
     "quality_metrics": "results/quality/metrics.json",
     "quality_table": "results/quality/perturbations.tsv",

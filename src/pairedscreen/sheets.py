@@ -259,6 +259,8 @@ def _read_checked(kind: str, path: PathLike, problems: _Problems, label: PathLik
     _validate_rows(df, schema_name, label, problems, skip_cols=failed)
     if kind == "rna_libraries":
         _library_inputs(df, label, problems)
+    if kind == "plates":
+        _plate_inputs(df, label, problems)
     return df
 
 
@@ -316,6 +318,39 @@ def _library_inputs(df: pd.DataFrame, path: PathLike, problems: _Problems) -> No
             problems.add(path, line_of(df, pos), f"library {lib} enters as FASTQs but has no "
                          f"{', '.join(missing)}", f"fill {', '.join(missing)} (or, for a Cell Ranger "
                          "output, empty the FASTQ columns and fill cellranger_outs)")
+
+
+#: the column of a plate that enters as CellProfiler output instead of images (``image_dir``)
+CELLPROFILER_COLUMN = "cellprofiler"
+
+
+def is_cellprofiler(row: Mapping[str, Any]) -> bool:
+    """Whether a plate row (a mapping or a pandas row) enters as CellProfiler output (``cellprofiler``)."""
+    return bool(_cell(row, CELLPROFILER_COLUMN))
+
+
+def cellprofiler_plate(row: Mapping[str, Any]) -> str | None:
+    """The source's plate value to read (``cellprofiler_plate``), None when the row leaves it empty."""
+    return _cell(row, "cellprofiler_plate") or None
+
+
+def _plate_inputs(df: pd.DataFrame, path: PathLike, problems: _Problems) -> None:
+    """Each plate row has either ``image_dir`` or ``cellprofiler``, not both."""
+    for pos, row in enumerate(df.to_dict("records")):
+        plate = row.get("plate_id", "?")
+        img, cp = _cell(row, "image_dir"), _cell(row, CELLPROFILER_COLUMN)
+        if img and cp:
+            problems.add(path, line_of(df, pos), f"plate {plate} has both image_dir {img!r} and "
+                         f"cellprofiler {cp!r}", "keep one way in: empty image_dir to read the CellProfiler "
+                         "output, or empty cellprofiler to segment and measure the images")
+        elif not img and not cp:
+            problems.add(path, line_of(df, pos), f"plate {plate} has neither image_dir nor cellprofiler",
+                         "fill image_dir with the plate's image folder, or cellprofiler with its "
+                         "CellProfiler output (an ExportToSpreadsheet CSV folder, a .sqlite or a .parquet)")
+        elif _cell(row, "cellprofiler_plate") and not cp:
+            problems.add(path, line_of(df, pos),
+                         f"plate {plate} names cellprofiler_plate but no cellprofiler source",
+                         "empty cellprofiler_plate, or fill cellprofiler")
 
 
 def _read_one(kind: str, path: PathLike) -> pd.DataFrame:
@@ -457,6 +492,7 @@ def _cross_check(perturbations: pd.DataFrame, guides: pd.DataFrame, libraries: p
                              "list R1 and R2 FASTQs of every lane in the same order, separated by ';'")
     _unique(plates, "plate_id", "plate", problems)
     _exists(plates, "image_dir", workdir, "image folder", problems)
+    _exists(plates, CELLPROFILER_COLUMN, workdir, "CellProfiler output", problems)
     for pm in plate_maps.values():
         _unique(pm, "well", "well", problems)
         _known(pm, "perturbation_id", known, reg, problems)

@@ -42,6 +42,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "paint_segment": ("paint.segmentation", "paint.wells_per_job"),
     "paint_features": ("paint.features", "paint.wells_per_job"),
     "paint_plate": ("profiles.aggregate",),
+    "paint_load_cellprofiler": ("paint.cellprofiler", "paint.features.families", "paint.channels",
+                                "profiles.aggregate"),
     "profiles": ("profiles", "on_empty", "sheets.perturbations"),
     "quality": ("quality", "profiles.aggregate", "profiles.normalize", "truth_dir", "sheets.perturbations"),
     "pair": ("pair", "sheets.perturbations"),

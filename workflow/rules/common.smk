@@ -15,7 +15,8 @@ from pairedscreen.config import estimated_cells, load_config, resolve_model
 from pairedscreen.paint.manifest import update_manifest
 from pairedscreen.paths import chunk_wells, path
 from pairedscreen.rna.kb_memory import kb_mem_mb
-from pairedscreen.sheets import SheetError, is_cellranger, library_fastqs, library_pattern, load_screen
+from pairedscreen.sheets import (SheetError, cellprofiler_plate, is_cellprofiler, is_cellranger, library_fastqs,
+                                 library_pattern, load_screen)
 from pairedscreen.stage_config import stage_config
 
 REPO = Path(workflow.basedir)
@@ -35,6 +36,10 @@ LIBRARIES = SCREEN.library_ids
 CELLRANGER_LIBRARIES = [r["library_id"] for r in SCREEN.libraries.to_dict("records") if is_cellranger(r)]
 FASTQ_LIBRARIES = [lib for lib in LIBRARIES if lib not in CELLRANGER_LIBRARIES]
 PLATES = SCREEN.plate_ids
+# a plate enters as images (segmented and measured here) or as CellProfiler output (cellprofiler): the rule
+# writing its cells/wells is chosen by wildcard constraints, so no image rule runs for a CellProfiler plate
+CELLPROFILER_PLATES = [r["plate_id"] for r in SCREEN.plates.to_dict("records") if is_cellprofiler(r)]
+IMAGE_PLATES = [p for p in PLATES if p not in CELLPROFILER_PLATES]
 # Arms land weeks apart: an arm whose sheet has no rows yet is missing; the target set, and the inputs of
 # the aggregate rules, are what the present arms make (pair/quality/datasheet/report say which is missing).
 HAS_RNA = bool(LIBRARIES)
@@ -43,7 +48,7 @@ if not (HAS_RNA or HAS_PAINT):
     raise SheetError(SHEETS["rna_libraries"], None, f"neither this sheet nor {SHEETS['plates']} has rows: "
                      "nothing to run", "add the sequencing libraries and/or the plates of the screen")
 WELLS_PER_JOB = config["paint"]["wells_per_job"]
-CHUNKS = {p: chunk_wells(list(plate_maps[p]["well"]), WELLS_PER_JOB) for p in PLATES}
+CHUNKS = {p: chunk_wells(list(plate_maps[p]["well"]), WELLS_PER_JOB) for p in IMAGE_PLATES}
 SEG = config["paint"]["segmentation"]
 MODELS = {c: resolve_model(SEG[c]["model"], WORKDIR, REPO) for c in ("nuclei", "cells")}
 TRUTH_DIR = config["truth_dir"]
@@ -104,7 +109,7 @@ def all_outputs():
 def train_outputs():
     """results/train/ (see workflow/rules/train.smk)."""
     return [path("train_splits"), path("train_rna", cell_type=config["train"]["cell_type"]),
-            path("train_cell_load"), *per_plate("train_crops"), path("quality_evals"), path("train_croissant")]
+            path("train_cell_load"), *per_image_plate("train_crops"), path("quality_evals"), path("train_croissant")]
 
 
 def if_rna(*keys):
@@ -141,8 +146,9 @@ def plate_manifest(wc):
 
 
 if workflow.exec_mode == ExecMode.DEFAULT:  # the planning process, not the jobs it starts
-    for _row in SCREEN.plates.itertuples():
-        update_manifest(_row.image_dir, path("image_manifest", plate=_row.plate_id))
+    for _row in SCREEN.plates.to_dict("records"):
+        if not is_cellprofiler(_row):
+            update_manifest(_row["image_dir"], path("image_manifest", plate=_row["plate_id"]))
 
 
 def chunk_paths(key, plate):
@@ -174,4 +180,13 @@ def per_library(key):
 
 def per_plate(key):
     return expand(path(key), plate=PLATES)
+
+
+def per_image_plate(key):
+    """Per-plate outputs only image plates have (image index, illumination, masks, crops)."""
+    return expand(path(key), plate=IMAGE_PLATES)
+
+
+def per_cellprofiler_plate(key):
+    return expand(path(key), plate=CELLPROFILER_PLATES)
 

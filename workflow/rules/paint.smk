@@ -1,4 +1,6 @@
 # Paint arm: images + plate map -> image index/QC -> illumination -> Cellpose masks -> features -> wells.
+# A plate given as CellProfiler output skips all of that: paint_load_cellprofiler writes its cells/wells.
+# Which rule makes a plate's outputs is chosen by the wildcard constraints built from plates.tsv.
 
 
 rule paint_index:
@@ -7,6 +9,8 @@ rule paint_index:
         manifest=plate_manifest,  # image names, sizes, mtimes (not every file: planning scales)
     output:
         path("image_index"),
+    wildcard_constraints:
+        plate=library_pattern(IMAGE_PLATES),
     params:
         plate=lambda wc: wc.plate,
         image_dir=lambda wc: plate_row(wc)["image_dir"],
@@ -29,6 +33,8 @@ rule paint_illum:
         index=path("image_index"),
     output:
         directory(path("illum")),
+    wildcard_constraints:
+        plate=library_pattern(IMAGE_PLATES),
     params:
         config=reads("paint_illum"),
     log:
@@ -51,6 +57,8 @@ rule paint_segment:
         models=model_inputs(),
     output:
         directory(path("masks")),
+    wildcard_constraints:
+        plate=library_pattern(IMAGE_PLATES),
     params:
         wells=lambda wc: CHUNKS[wc.plate][wc.chunk],
         config=reads("paint_segment"),
@@ -76,6 +84,8 @@ rule paint_features:
         masks=path("masks"),
     output:
         path("features"),
+    wildcard_constraints:
+        plate=library_pattern(IMAGE_PLATES),
     params:
         plate=lambda wc: wc.plate,
         config=reads("paint_features"),
@@ -101,6 +111,8 @@ rule paint_plate:
     output:
         cells=path("paint_cells"),
         wells=path("paint_wells"),
+    wildcard_constraints:
+        plate=library_pattern(IMAGE_PLATES),
     params:
         plate=lambda wc: wc.plate,
         batch=lambda wc: plate_row(wc)["batch"],
@@ -116,3 +128,31 @@ rule paint_plate:
         CONDA_ENV
     script:
         "../scripts/paint_plate.py"
+
+
+rule paint_load_cellprofiler:
+    input:
+        source=lambda wc: plate_row(wc)["cellprofiler"],
+        plate_map=lambda wc: plate_row(wc)["plate_map"],
+    output:
+        cells=path("paint_cells"),
+        wells=path("paint_wells"),
+        record=path("paint_cellprofiler"),
+    wildcard_constraints:
+        plate=library_pattern(CELLPROFILER_PLATES),
+    params:
+        plate=lambda wc: wc.plate,
+        batch=lambda wc: plate_row(wc)["batch"],
+        source_plate=lambda wc: cellprofiler_plate(plate_row(wc)) or "",
+        config=reads("paint_load_cellprofiler"),
+    log:
+        log("paint_load_cellprofiler", "{plate}"),
+    benchmark:
+        bench("paint_load_cellprofiler", "{plate}")
+    threads: 1
+    resources:
+        mem_mb=4096,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/paint_load_cellprofiler.py"

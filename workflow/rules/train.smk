@@ -81,7 +81,7 @@ rule train_rna:
 
 rule train_crop_size:
     input:
-        cells=path("paint_cells", plate=PLATES[0]) if PLATES else [],
+        cells=path("paint_cells", plate=IMAGE_PLATES[0]) if IMAGE_PLATES else [],
     output:
         path("train_crop_size"),
     params:
@@ -110,6 +110,8 @@ rule train_crops:
     output:
         zarr=directory(path("train_crops")),
         obs=path("train_crops_obs"),
+    wildcard_constraints:
+        plate=library_pattern(IMAGE_PLATES),
     params:
         config=reads("train_crops"),
         batch_split=lambda wc: BATCH_SPLIT[wc.plate],
@@ -228,15 +230,15 @@ rule train_croissant:
         rna=path("train_rna", cell_type=CELL_TYPE),
         rna_obs=path("train_rna_obs", cell_type=CELL_TYPE),
         toml=path("train_cell_load"),
-        crop_size=path("train_crop_size") if PLATES else [],
-        crops=per_plate("train_crops"),
-        crops_obs=per_plate("train_crops_obs"),
+        crop_size=path("train_crop_size") if IMAGE_PLATES else [],
+        crops=per_image_plate("train_crops"),  # a CellProfiler plate has no images: no crops
+        crops_obs=per_image_plate("train_crops_obs"),
         datasheet=path("datasheet"),
     output:
         path("train_croissant"),
     params:
         config=reads("train_croissant"),
-        plates=PLATES,
+        plates=IMAGE_PLATES,
     log:
         log("train_croissant", "all"),
     benchmark:

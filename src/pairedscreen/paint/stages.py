@@ -18,8 +18,8 @@ import pandas as pd
 
 from pairedscreen import columns as C
 from pairedscreen import quarantine
-from pairedscreen.io import atomic_output, write_json, write_parquet, write_tsv
-from pairedscreen.paint.aggregate import stream_plate
+from pairedscreen.io import atomic_output, sha256sum, write_json, write_parquet, write_tsv
+from pairedscreen.paint.aggregate import assemble_cells, plate_wells, stream_plate
 from pairedscreen.paint.illumination import compute_plate_illumination, load_illumination, save_illumination
 from pairedscreen.paint.image_qc import add_image_qc
 from pairedscreen.paint.ingest import build_image_index, load_site, site_usable
@@ -167,6 +167,46 @@ def run_paint_plate(features: list[PathLike], masks: list[PathLike], index: Path
     meta = [c for c in wells.columns if c.startswith("Metadata_")]
     wells = wells[meta + [c for c in wells.columns if c not in meta]]
     write_parquet(wells, wells_out)
+
+
+def run_paint_load_cellprofiler(source: PathLike, source_plate: str | None, plate_map: PathLike, plate: str,
+                                batch: str, *, metadata: Mapping[str, Any], families: Sequence[str],
+                                channels: Sequence[str], aggregate: str, cells_out: PathLike,
+                                wells_out: PathLike, record_out: PathLike) -> dict[str, Any]:
+    """A plate given as CellProfiler output (plates.tsv ``cellprofiler``) -> the same ``cells.parquet`` and
+    ``wells.parquet`` as :func:`run_paint_plate` writes for an image plate (plate-map metadata attached,
+    every plate-map well kept, the same well aggregator), and ``cellprofiler.json``: the source (path,
+    sha256, format), the metadata columns used, object counts, and the feature families and channels of
+    ours the source lacks (:func:`~pairedscreen.paint.cellprofiler.feature_check`). ``metadata``: the
+    resolved ``paint.cellprofiler`` block. Memory: one plate's cells."""
+    from pairedscreen.paint import cellprofiler as cp
+
+    cells, record = cp.read_cellprofiler(source, plate_columns=metadata["plate_columns"],
+                                         well_columns=metadata["well_columns"],
+                                         site_columns=metadata["site_columns"],
+                                         filename_regex=metadata["filename_regex"], source_plate=source_plate)
+    pm = read_plate_map(plate_map)
+    feats = C.feature_columns(cells)
+    check = cp.feature_check(feats, families=families, channels=channels)
+    table = assemble_cells([cells], pm, plate, batch)
+    wells = plate_wells(table, pm, plate, batch, how=aggregate)
+    site_counts = cells.groupby(C.WELL)[C.SITE].nunique()
+    wells["Metadata_Count_Sites"] = wells[C.WELL].map(site_counts).fillna(0).astype(np.int64)
+    meta = [c for c in wells.columns if c.startswith("Metadata_")]
+    wells = wells[meta + [c for c in wells.columns if c not in meta]]
+    src = Path(source)
+    files = sorted(f for f in src.iterdir() if f.suffix == ".csv") if src.is_dir() else [src]
+    record = {"plate": plate, "source": str(source), "files": {str(f): sha256sum(f) for f in files},
+              **record, **cp.well_object_counts(record), "cells": len(table),
+              "wells_with_cells": int((wells[C.COUNT_CELLS] > 0).sum()), "wells": len(wells),
+              "feature_check": check, "training_crops": "none: a CellProfiler plate has no images to crop"}
+    log.info("plate %s from CellProfiler %s (%s): %d cells, %d features; families missing vs ours: %s; "
+             "channels missing: %s", plate, source, record["format"], len(table), len(feats),
+             check["families_missing"] or "none", check["channels_missing"] or "none")
+    write_parquet(table, cells_out)
+    write_parquet(wells, wells_out)
+    write_json(record, record_out)
+    return record
 
 
 # ------------------------------------------------------------------------------------------- profiles

@@ -248,14 +248,24 @@ def paint_plate_ledger(plate: str, index: PathLike, masks: Sequence[PathLike], f
         equation("objects_measured = cells_in_plate_table", **{
             k: counts[k] for k in ("objects_measured", "cells_in_plate_table")}),
     ]
+    losses: dict[str, int] = {"quarantined_images": counts["images_quarantined"],
+                              "qc_flagged_images": counts["images_qc_flagged"],
+                              "nuclei_without_cell": counts["nuclei_unmatched"]}
+    _wells_part(counts, eqs, losses, wells, profiled_wells)
+    return {"counts": counts, "losses": losses,
+            "quarantine_reasons": {str(k): int(v) for k, v in quarantine_reasons.items()},
+            "qc_flag_reasons": {str(k): int(v) for k, v in qc_reasons.items()},
+            "equations": eqs}
+
+
+def _wells_part(counts: dict[str, Any], eqs: list[dict], losses: dict[str, int], wells: PathLike,
+                profiled_wells: set[str] | None) -> None:
+    """The plate's wells: cells in the plate table = cells in its wells; wells and cells profiled or not."""
     w = pd.read_parquet(wells, columns=[C.WELL, C.COUNT_CELLS])
     n = w[C.COUNT_CELLS].fillna(0).astype(np.int64)
     counts.update(wells=len(w), cells_in_wells=int(n.sum()))
     eqs.append(equation("cells_in_plate_table = cells_in_wells", **{
         k: counts[k] for k in ("cells_in_plate_table", "cells_in_wells")}))
-    losses: dict[str, int] = {"quarantined_images": counts["images_quarantined"],
-                              "qc_flagged_images": counts["images_qc_flagged"],
-                              "nuclei_without_cell": counts["nuclei_unmatched"]}
     if profiled_wells is not None:
         prof = w[C.WELL].astype(str).isin(profiled_wells).to_numpy()
         empty = (n == 0).to_numpy()
@@ -270,10 +280,33 @@ def paint_plate_ledger(plate: str, index: PathLike, masks: Sequence[PathLike], f
                 k: counts[k] for k in ("cells_in_wells", "cells_in_profiles", "cells_not_in_profiles")}),
         ]
         losses["cells_in_wells_not_profiled"] = counts["cells_not_in_profiles"]
-    return {"counts": counts, "losses": losses,
-            "quarantine_reasons": {str(k): int(v) for k, v in quarantine_reasons.items()},
-            "qc_flag_reasons": {str(k): int(v) for k, v in qc_reasons.items()},
-            "equations": eqs}
+
+
+def cellprofiler_plate_ledger(record: PathLike, cells: PathLike, wells: PathLike,
+                              profiled_wells: set[str] | None) -> dict[str, Any]:
+    """A plate given as CellProfiler output (``cellprofiler.json`` of paint_load_cellprofiler): objects in
+    the source -> joined cells (one per cytoplasm with its cell and nucleus) -> plate table -> wells ->
+    profiles. No images, masks or features of ours: those counts are absent, not zero."""
+    import json
+
+    rec = json.loads(Path(record).read_text())
+    obj = rec.get("objects") or {}
+    joined = int(obj.get("joined", 0))
+    counts: dict[str, Any] = {"source_images": int(rec.get("images", 0)), "source_cells_joined": joined,
+                              "cells_in_plate_table": _rows(cells)}
+    eqs = [equation("source_cells_joined = cells_in_plate_table", **{
+        k: counts[k] for k in ("source_cells_joined", "cells_in_plate_table")})]
+    losses: dict[str, int] = {}
+    for comp in ("nuclei", "cells", "cytoplasm"):
+        if comp in obj:
+            counts[f"source_{comp}"] = int(obj[comp])
+            counts[f"source_{comp}_not_joined"] = int(obj[comp]) - joined
+            eqs.append(equation(f"source_{comp} = source_cells_joined + source_{comp}_not_joined", **{
+                f"source_{comp}": counts[f"source_{comp}"], "source_cells_joined": joined,
+                f"source_{comp}_not_joined": counts[f"source_{comp}_not_joined"]}))
+            losses[f"{comp}_not_joined"] = counts[f"source_{comp}_not_joined"]
+    _wells_part(counts, eqs, losses, wells, profiled_wells)
+    return {"counts": counts, "losses": losses, "equations": eqs}
 
 
 # --------------------------------------------------------------------------------------------- ledger

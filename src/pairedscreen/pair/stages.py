@@ -198,12 +198,15 @@ def _h5_obs_sum(path: PathLike, column: str, mod: str | None = None) -> int:
 
 
 def _ledger(inputs: Any, libraries: Sequence[str], plates: Sequence[str],
-            chunks: Mapping[str, Sequence[str]] | None, rna_ledgers: Sequence[dict]) -> dict | None:
-    """The datasheet's ledger; ``rna_ledgers``: each library's, in ``libraries`` order."""
+            chunks: Mapping[str, Sequence[str]] | None, rna_ledgers: Sequence[dict],
+            cellprofiler_plates: Sequence[str] = ()) -> dict | None:
+    """The datasheet's ledger; ``rna_ledgers``: each library's, in ``libraries`` order. ``image_index`` and
+    the chunks are the image plates' (``plates`` less ``cellprofiler_plates``, in order); a CellProfiler
+    plate's ledger starts from its source record (``cellprofiler``, in ``cellprofiler_plates`` order)."""
     from pairedscreen.pair import ledger
     from pairedscreen.paths import path
 
-    if not _get(inputs, "barcode_ranks") or not chunks:
+    if not _get(inputs, "barcode_ranks") or not (chunks or cellprofiler_plates):
         return None
     rna = dict(zip(libraries, rna_ledgers, strict=True))
     profiled: dict[str, set[str]] = {}
@@ -213,10 +216,18 @@ def _ledger(inputs: Any, libraries: Sequence[str], plates: Sequence[str],
         for plate, grp in pw.groupby(C.PLATE):
             profiled[str(plate)] = set(grp[C.WELL].astype(str))
     paint = {}
+    cp_records = dict(zip(cellprofiler_plates, _get(inputs, "cellprofiler"), strict=True))
+    image_plates = [p for p in plates if p not in cp_records]
+    image_index = dict(zip(image_plates, _get(inputs, "image_index"), strict=True))
     for i, plate in enumerate(plates):
-        cs = list(chunks[plate])
+        if plate in cp_records:
+            paint[plate] = ledger.cellprofiler_plate_ledger(
+                cp_records[plate], _get(inputs, "paint_cells")[i], _get(inputs, "paint_wells")[i],
+                profiled.get(plate, set()) if prof_path else None)
+            continue
+        cs = list((chunks or {})[plate])
         paint[plate] = ledger.paint_plate_ledger(
-            plate, _get(inputs, "image_index")[i], [path("masks", plate=plate, chunk=c) for c in cs],
+            plate, image_index[plate], [path("masks", plate=plate, chunk=c) for c in cs],
             [path("features", plate=plate, chunk=c) for c in cs], _get(inputs, "paint_cells")[i],
             _get(inputs, "paint_wells")[i], profiled.get(plate, set()) if prof_path else None)
     h5mu = _get(inputs, "h5mu")
@@ -303,13 +314,17 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
                   libraries: Sequence[str], plates: Sequence[str], out: PathLike,
                   chunks: Mapping[str, Sequence[str]] | None = None,
                   gex_r1: Mapping[str, Sequence[str]] | None = None,
-                  workdir: PathLike | None = None) -> dict:
+                  workdir: PathLike | None = None, cellprofiler_plates: Sequence[str] = ()) -> dict:
     """``results/datasheet.json`` from the workflow outputs named in ``inputs`` (h5mu, metrics, rna_inputs,
     rna_cells, raw, image_index, paint_cells, sheets, plate_maps; for the ledger also barcode_ranks,
     paint_wells, profiles, consensus, pseudobulk, rna_merged and the masks/features of ``chunks``
     {plate: [chunk]}; ``outputs``: the final outputs whose content digests it records). FASTQ and image
     checksums are the ones the arms recorded (inputs.json, image_index.parquet), not recomputed.
-    ``gex_r1``: {library: GEX R1 paths as in the sheet}, to match FASTQ record counts to kb's reads in."""
+    ``gex_r1``: {library: GEX R1 paths as in the sheet}, to match FASTQ record counts to kb's reads in.
+    ``cellprofiler_plates``: the plates given as CellProfiler output (no image index, masks or features;
+    ``cellprofiler``: their ``cellprofiler.json`` in that order): the datasheet's ``cellprofiler`` records
+    each one's source (files and sha256, format, metadata columns) and the feature families and channels of
+    ours it lacks, and that it has no training crops."""
     from pairedscreen import licences, provenance
 
     wd = Path(workdir) if workdir is not None else Path.cwd()
@@ -361,7 +376,13 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
     paint_counts = ds.paint_stage_counts(image_index, objects=n_cells, cells_profiled=n_cells,
                                          wells_profiled=len(wells)) if len(image_index) else \
         {"images": 0, "sites": 0, "sites_flagged": 0}
-    ledger = _ledger(inputs, libraries, plates, chunks, rna_ledgers)
+    ledger = _ledger(inputs, libraries, plates, chunks, rna_ledgers, cellprofiler_plates)
+    cp_sources: dict[str, Any] = {}
+    for plate, rec_path in zip(cellprofiler_plates, _get(inputs, "cellprofiler"), strict=True):
+        rec = json.loads(Path(rec_path).read_text())
+        cp_sources[plate] = rec
+        for f, h in (rec.get("files") or {}).items():
+            prehashed.append({"role": f"cellprofiler:{plate}", "path": f, "sha256": h})
     metrics = json.loads(Path(_get(inputs, "metrics")[0]).read_text())
     truth_rec = metrics.pop("truth_recovery", None) if truth_dir else None
     metrics.pop("truth_recovery", None)
@@ -396,6 +417,16 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         sheet["ledger"] = jsonable(ledger)
     if cellranger_libs:
         sheet["cellranger"] = jsonable(cellranger_libs)
+    if cp_sources:
+        sheet["cellprofiler"] = jsonable(cp_sources)
+        for plate, rec in cp_sources.items():
+            check = rec.get("feature_check") or {}
+            if check.get("families_missing") or check.get("channels_missing"):
+                sheet["warnings"].append(
+                    f"plate {plate} (CellProfiler {rec.get('format')}): feature families missing vs ours: "
+                    f"{', '.join(check.get('families_missing') or []) or 'none'}; channels missing: "
+                    f"{', '.join(check.get('channels_missing') or []) or 'none'}; "
+                    "no training crops (no images)")
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),
                                         "outputs": provenance.output_table(wd)})
     evals = _get(inputs, "evals")
