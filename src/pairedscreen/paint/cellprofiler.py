@@ -48,6 +48,10 @@ FAMILY_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "granularity": ("Granularity", ("Cells", "Nuclei", "Cytoplasm")),
     "radial": ("RadialDistribution", ("Cells", "Nuclei", "Cytoplasm")),
     "colocalization": ("Correlation", ("Cells", "Nuclei", "Cytoplasm")),
+    # the jump preset's families: the object relations (RelateObjects / IdentifySecondaryObjects) and the
+    # radial distribution of the mito_tubeness image (MeasureObjectIntensityDistribution)
+    "relations": ("Children", ("Cells",)),
+    "tubeness_radial": ("RadialDistribution", ("Cells", "Cytoplasm")),
 }
 _LINKS = ("Parent_", "Children_", "Number_Object_Number", "ObjectNumber")
 _IMAGE_KEY = {"csv": ["ImageNumber"], "sqlite_per": ["ImageNumber"],
