@@ -75,7 +75,7 @@ def test_zernike_matches_cellprofiler_code(shared_data):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = zernike(zi, labels, np.arange(1, labels.max() + 1))
-        ours = measure_areashape(labels)
+        ours = measure_areashape(labels, zernike_degree=9)      # CellProfiler's degree, as zi
         got = np.stack([ours[f"AreaShape_Zernike_{n}_{m}"] for n, m in zi], axis=1)
         ok = np.isclose(got, ref, rtol=1e-9, atol=1e-12, equal_nan=True)
         per_feature = ok.mean(axis=0)

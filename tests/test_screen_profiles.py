@@ -331,7 +331,8 @@ def test_plates_split_across_tables_equal_reference(tmp_path, monkeypatch):
     info = S.write_profiles(files, new / "profiles.parquet", new / "consensus.parquet", registry=REGISTRY,
                             normalize="standardize", feature_select=ops,
                             outlier_cutoff=SCHEMA["profiles.outlier_cutoff"],
-                            position_correction="controls", blocklist=None)
+                            position_correction="controls", blocklist=None,
+                            correct=SCHEMA["profiles.correct"])
     table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     prof, cons, ref_info = _reference_build_profiles(table, REGISTRY, normalize="standardize",
                                                      feature_select=ops,
