@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 PAINT_RULES = {"paint_index", "paint_illum", "paint_segment", "paint_features", "paint_plate"}
 RNA_RULES = {"kb_ref", "kb_ref_guides", "rna_fastq_check", "kb_count_gex", "kb_count_guide", "rna_load",
-             "rna_cells", "rna_summary", "rna_merge"}
+             "rna_cells", "rna_summary", "rna_merge", "rna_de", "rna_de_merge"}
 PAIR_RULES = {"quality", "pair", "datasheet", "report", "all"}
 SPLIT_RULES = {"train_splits", "train_batch_holdout"}     # from the sheets: the pair carries the splits
 
