@@ -99,7 +99,7 @@ class _RecordingProxy:
             except OSError:
                 return
             with conn:
-                conn.settimeout(1.0)
+                conn.settimeout(15.0)   # a loaded machine: wait for the request line (then filtered by host)
                 try:
                     head = conn.recv(2048).decode("latin-1", "replace")
                 except OSError:

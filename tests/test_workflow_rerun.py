@@ -113,8 +113,12 @@ def changes_for(key: str, schema: dict, cfg: dict, wd: Path) -> dict[str, Any]:
         return {key: "x" + value}
     if value is None:
         nullable = {"paint.segmentation.tile_batch_size": 4, "train.crops.size": 32,
-                    "profiles.blocklist": ["Cells_AreaShape_Area"], "profiles.pca.n_components": 5}
-        return {key: nullable.get(key, [1.0, 99.0] if key.endswith("normalize_percentiles") else None)}
+                    "profiles.blocklist": ["Cells_AreaShape_Area"], "profiles.pca.n_components": 5,
+                    "paint.features.neighbors_nuclei_distance": 1}
+        if key.endswith("normalize_percentiles"):
+            return {key: [1.0, 99.0]}
+        assert key in nullable, f"{key}: a null default with no value to change it to (add one here)"
+        return {key: nullable[key]}
     if value == "" and isinstance(value, str):
         return {key: "x"}
     return {key: _changed(value, schema)}
