@@ -46,6 +46,20 @@ MEAN_FRAC = FEATURES.index("MeanFrac")
 RADIAL_CV = FEATURES.index("RadialCV")
 
 
+@numba.njit(cache=True, nogil=True)
+def _edt_scratch(offsets, bbox):
+    """Scratch of :func:`_box_edt` sized for the largest object's one-pixel-padded box: ``maxh``,
+    ``maxw``, the ``inside`` mask (all False), the squared-distance box ``g`` and the 1-D buffers."""
+    maxh = 1
+    maxw = 1
+    for k in range(offsets.shape[0] - 1):
+        maxh = max(maxh, bbox[k, 2] - bbox[k, 0] + 2)
+        maxw = max(maxw, bbox[k, 3] - bbox[k, 1] + 2)
+    m = max(maxh, maxw)
+    return (maxh, maxw, np.zeros((maxh, maxw), np.bool_), np.empty((maxh, maxw)), np.empty(m), np.empty(m),
+            np.empty(m, np.int64), np.empty(m + 1))
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _box_edt(inside, h, w, g, f, d1, v, z):
     """Exact squared EDT of the box's ``inside`` pixels to its nearest non-object pixel, into ``g``
@@ -157,20 +171,9 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
     n_pix = ys.shape[0]
     pbin = np.full(n_pix, -1, np.int16)
     wedge = np.zeros(n_pix, np.int8)
-    maxh = 1
-    maxw = 1
-    for k in range(n_obj):
-        maxh = max(maxh, bbox[k, 2] - bbox[k, 0] + 2)
-        maxw = max(maxw, bbox[k, 3] - bbox[k, 1] + 2)
-    inside = np.zeros((maxh, maxw), np.bool_)
-    g = np.empty((maxh, maxw))
+    maxh, maxw, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
     dist = np.empty((maxh, maxw))
     done = np.zeros((maxh, maxw), np.bool_)
-    m = max(maxh, maxw)
-    f = np.empty(m)
-    d1 = np.empty(m)
-    v = np.empty(m, np.int64)
-    z = np.empty(m + 1)
     maxn = 1
     for k in range(n_obj):
         maxn = max(maxn, offsets[k + 1] - offsets[k])

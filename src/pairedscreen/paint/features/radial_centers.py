@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from .objects import ObjectIndex, build_index
-from .radial import FEATURES, N_FEATURES, _box_edt, _radial_kernel
+from .radial import FEATURES, N_FEATURES, _box_edt, _edt_scratch, _radial_kernel
 
 __all__ = ["measure_radial_centers", "seed_centres"]
 
@@ -151,18 +151,7 @@ def _d_to_edge(offsets, bbox, ys, xs, shape_h, shape_w):
     ``centrosome.cpmorphology.distance_to_edge``)."""
     n_obj = offsets.shape[0] - 1
     out = np.zeros(ys.shape[0])
-    maxh = 1
-    maxw = 1
-    for k in range(n_obj):
-        maxh = max(maxh, bbox[k, 2] - bbox[k, 0] + 2)
-        maxw = max(maxw, bbox[k, 3] - bbox[k, 1] + 2)
-    inside = np.zeros((maxh, maxw), np.bool_)
-    g = np.empty((maxh, maxw))
-    m = max(maxh, maxw)
-    f = np.empty(m)
-    d1 = np.empty(m)
-    v = np.empty(m, np.int64)
-    z = np.empty(m + 1)
+    _, _, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
     for k in range(n_obj):
         s = offsets[k]
         e = offsets[k + 1]
