@@ -204,3 +204,59 @@ def test_mixed_screen_plans_no_image_rule_for_the_cellprofiler_plate(shared_data
     rules = {rule for rule, _ in planned}
     assert {"datasheet", "report", "profiles", "train_croissant"} <= rules
     assert not (wd / "results" / "paint" / "PCP" / "image_manifest.tsv").exists()
+
+
+def _two_plate_csvs(src, dst):
+    """ExampleHuman's CSV folder as plate "B" of a two-plate source: plate "A" (written first) is a copy whose
+    image numbers come after B's and whose every measurement is doubled, so A's rows read as B's would
+    change B's values and its row counts."""
+    dst.mkdir()
+    image = pd.read_csv(src / "Image.csv")
+    shift = int(image["ImageNumber"].max())
+    a = image.assign(ImageNumber=image["ImageNumber"] + shift, Metadata_Plate="A")
+    pd.concat([a, image.assign(Metadata_Plate="B")]).to_csv(dst / "Image.csv", index=False)
+    for comp in cp.COMPARTMENTS:
+        t = pd.read_csv(src / f"{comp}.csv")
+        other = t.copy()
+        other["ImageNumber"] += shift
+        meas = [c for c in t.columns if c.startswith(("AreaShape_", "Intensity_"))]
+        other[meas] = other[meas] * 2
+        pd.concat([other, t]).to_csv(dst / f"{comp}.csv", index=False)
+
+
+def _two_plate_parquet(src, dst):
+    """The CytoTable Parquet as plate "B" of a two-plate file: plate "A" first, the same image numbers,
+    every measurement doubled; small row groups so the filter has several batches to skip."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(src).to_pandas()
+    meas = [c for c in t.columns if c.startswith(tuple(f"{k}_" for k in cp.COMPARTMENTS))
+            and pd.api.types.is_numeric_dtype(t[c]) and not pd.api.types.is_bool_dtype(t[c])]
+    a = t.assign(Metadata_Plate="A")
+    a[meas] = a[meas] * 2
+    both = pd.concat([a, t.assign(Metadata_Plate="B")], ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(both, preserve_index=False), dst, row_group_size=64)
+
+
+@pytest.mark.parametrize("layout", ["csv", "parquet"])
+def test_a_two_plate_source_reads_only_the_asked_plate(shared_data, tmp_path, monkeypatch, layout):
+    """A CSV folder / CytoTable Parquet holding two plates gives plate B exactly as the one-plate source
+    does (cells, values, object counts), and only B's object rows are read into memory
+    (``source_rows_read`` as for the one-plate source): the CSVs in chunks, the Parquet through a
+    dataset filter."""
+    monkeypatch.setattr(cp, "CSV_CHUNK_ROWS", 64)        # ExampleHuman's 289 rows per table: 5 chunks
+    one = shared_data(HUMAN) if layout == "csv" else shared_data(CYTOTABLE)
+    two = tmp_path / ("two" if layout == "csv" else "two.parquet")
+    (_two_plate_csvs if layout == "csv" else _two_plate_parquet)(one, two)
+    want, want_rec = cp.read_cellprofiler(one, **META)
+    with pytest.raises(cp.CellProfilerError, match=r"holds plates \['A', 'B'\]"):
+        cp.read_cellprofiler(two, **META)
+    got, rec = cp.read_cellprofiler(two, source_plate="B", **META)
+    assert rec["source_plates"] == ["A", "B"] and rec["source_plate"] == "B"
+    assert rec["objects"] == want_rec["objects"] and rec["images"] == want_rec["images"] == 1
+    assert rec["source_rows_read"] == want_rec["source_rows_read"] == \
+        (3 * 289 if layout == "csv" else 289)
+    pd.testing.assert_frame_equal(got, want)
+    other, _ = cp.read_cellprofiler(two, source_plate="A", **META)
+    np.testing.assert_allclose(other["Cells_AreaShape_Area"], 2 * want["Cells_AreaShape_Area"])

@@ -17,7 +17,14 @@ Compartments are joined on the Cytoplasm object's ``Parent_Cells`` / ``Parent_Nu
 (the CellProfiler/JUMP convention: one row per cytoplasm, i.e. per cell with a nucleus). Plate, well and
 site come from the image table (the first present of the configured candidate columns) or, when the source
 has no well column (e.g. ExampleHuman), from the image file name (``filename_regex`` with groups ``well``
-and ``site``). Only the rows of one plate are read (memory: one plate).
+and ``site``).
+
+Only the rows of one plate are read (memory: one plate, whatever the source holds): the source's plates are
+listed from its plate column alone; then the image table is read for the asked plate (a SQL ``WHERE``, a
+pyarrow dataset filter, or CSV chunks of :data:`CSV_CHUNK_ROWS` rows keeping that plate's rows), and the
+object tables for that plate's images (``ImageNumber IN (...)``; for a Parquet the dataset filter on the
+plate column and the image numbers; CSV chunks keeping that plate's image numbers). ``source_rows_read``
+in the record counts the object rows kept in memory.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pairedscreen import columns as C
@@ -56,6 +66,9 @@ FAMILY_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
 _LINKS = ("Parent_", "Children_", "Number_Object_Number", "ObjectNumber")
 _IMAGE_KEY = {"csv": ["ImageNumber"], "sqlite_per": ["ImageNumber"],
               "sqlite_cytominer": ["TableNumber", "ImageNumber"]}
+_IMAGE_TABLE = {"sqlite_per": "Per_Image", "sqlite_cytominer": "Image"}
+#: rows per chunk when a CSV of the source is read (only the asked plate's rows of each chunk are kept)
+CSV_CHUNK_ROWS = 100_000
 
 
 class CellProfilerError(PairedscreenError, ValueError):
@@ -101,23 +114,96 @@ def _first(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ image metadata
-def _image_table(path: Path, fmt: str) -> pd.DataFrame:
-    """The image table with ``Image_``-prefixed columns (all layouts), keyed like the object tables."""
+def _parquet_meta(path: Path) -> list[str]:
+    return [n for n in pq.read_schema(path).names if not n.startswith(tuple(f"{c}_" for c in COMPARTMENTS))]
+
+
+def _image_columns(path: Path, fmt: str) -> list[str]:
+    """The image table's column names as :func:`_image_table` returns them (``Image_`` prefix for a CSV)."""
     if fmt == "csv":
-        img = pd.read_csv(path / "Image.csv")
+        head = pd.read_csv(path / "Image.csv", nrows=0).columns
+        return [c if c == "ImageNumber" else f"Image_{c}" for c in head]
+    if fmt == "parquet":
+        return _parquet_meta(path)
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        return [r[1] for r in con.execute(f'PRAGMA table_info("{_IMAGE_TABLE[fmt]}")')]
+
+
+def _csv_column(column: str) -> str:
+    """An image column as Image.csv names it (without the ``Image_`` prefix :func:`_image_table` adds)."""
+    return column.removeprefix("Image_") if column != "ImageNumber" else column
+
+
+def _plate_filter(plate_col: str, source_plate: str) -> pc.Expression:
+    return pc.field(plate_col).cast(pa.string()) == source_plate
+
+
+def source_plates(path: Path, fmt: str, plate_col: str | None) -> list[str]:
+    """The distinct values (as text) of the source's plate column, read from that column alone (streamed:
+    memory one chunk, whatever the number of objects); [] without a plate column."""
+    if plate_col is None:
+        return []
+    values: set[str] = set()
+    if fmt == "csv":
+        col = _csv_column(plate_col)
+        for chunk in pd.read_csv(path / "Image.csv", usecols=[col], dtype={col: str},
+                                 chunksize=CSV_CHUNK_ROWS):
+            values |= set(chunk[col].astype(str))
+    elif fmt == "parquet":
+        for batch in pads.dataset(path, format="parquet").to_batches(columns=[plate_col]):
+            values |= {str(v) for v in pc.unique(batch.column(0).cast(pa.string())).to_pylist()}
+    else:
+        values = {str(v) for v in _sql(path, f'SELECT DISTINCT CAST("{plate_col}" AS TEXT) AS p FROM '
+                                             f'"{_IMAGE_TABLE[fmt]}"')["p"]}
+    return sorted(values)
+
+
+def _image_table(path: Path, fmt: str, plate_col: str | None = None,
+                 source_plate: str | None = None) -> pd.DataFrame:
+    """The image table with ``Image_``-prefixed columns (all layouts), keyed like the object tables; only the
+    rows of ``source_plate`` (in ``plate_col``) when both are given."""
+    one = plate_col is not None and bool(source_plate)
+    if fmt == "csv":
+        col = _csv_column(plate_col) if plate_col else None
+        chunks = [c[c[col] == source_plate] if one else c
+                  for c in pd.read_csv(path / "Image.csv", dtype={col: str} if col else None,
+                                       chunksize=CSV_CHUNK_ROWS)]
+        img = pd.concat(chunks, ignore_index=True)
         return img.rename(columns={c: f"Image_{c}" for c in img.columns if c != "ImageNumber"})
-    if fmt == "sqlite_per":
-        return _sql(path, "SELECT * FROM Per_Image")
-    if fmt == "sqlite_cytominer":
-        return _sql(path, "SELECT * FROM Image")
-    meta = [n for n in pq.read_schema(path).names
-            if not n.startswith(tuple(f"{c}_" for c in COMPARTMENTS))]
-    img = pq.read_table(path, columns=meta).to_pandas()
-    img = img.rename(columns={"Metadata_ImageNumber": "ImageNumber", "Metadata_TableNumber": "TableNumber"})
-    key = [k for k in ("TableNumber", "ImageNumber") if k in img]
-    if not key:
+    if fmt in _IMAGE_TABLE:
+        if one:
+            return _sql(path, f'SELECT * FROM "{_IMAGE_TABLE[fmt]}" WHERE CAST("{plate_col}" AS TEXT) = ?',
+                        [source_plate])
+        return _sql(path, f'SELECT * FROM "{_IMAGE_TABLE[fmt]}"')
+    meta = _parquet_meta(path)
+    key_src = [k for k in ("Metadata_TableNumber", "Metadata_ImageNumber") if k in meta]
+    if "Metadata_ImageNumber" not in key_src:
         raise CellProfilerError(f"{path}: no Metadata_ImageNumber column: cannot tell images apart")
-    return img.drop_duplicates(key)
+    # one row per image, streamed batch by batch (a joined Parquet repeats the image columns per object)
+    unique = [*key_src, *([plate_col] if plate_col else [])]
+    frames = [b.to_pandas().drop_duplicates(unique) for b in pads.dataset(path, format="parquet").to_batches(
+        columns=meta, filter=_plate_filter(plate_col, source_plate) if one else None)]
+    img = pd.concat(frames, ignore_index=True).drop_duplicates(unique) if frames else \
+        pd.DataFrame(columns=meta)
+    return img.rename(columns={"Metadata_ImageNumber": "ImageNumber", "Metadata_TableNumber": "TableNumber"})
+
+
+def pick_plate(plates: Sequence[str], *, plate_col: str | None, source_plate: str | None, source: str,
+               plate_columns: Sequence[str]) -> str | None:
+    """The source plate to read: ``source_plate`` (checked against the source's ``plates``), else the only
+    plate (None without a plate column); several plates without ``source_plate`` are refused."""
+    if source_plate:
+        if plate_col is None:
+            raise CellProfilerError(f"{source}: cellprofiler_plate {source_plate!r} given but the source has "
+                                    f"none of the plate columns {list(plate_columns)}")
+        if source_plate not in plates:
+            raise CellProfilerError(f"{source}: plate {source_plate!r} not in its {plate_col} values "
+                                    f"{list(plates)}")
+        return source_plate
+    if len(plates) > 1:
+        raise CellProfilerError(f"{source}: holds plates {list(plates)} ({plate_col}); name the one of this "
+                                "row in plates.tsv's cellprofiler_plate column")
+    return plates[0] if plates else None
 
 
 def image_metadata(image: pd.DataFrame, *, source: str, plate_columns: Sequence[str],
@@ -132,20 +218,10 @@ def image_metadata(image: pd.DataFrame, *, source: str, plate_columns: Sequence[
     plate_col = _first(image.columns, plate_columns)
     plates = sorted(image[plate_col].astype(str).unique()) if plate_col else []
     record["plate_column"], record["source_plates"] = plate_col, plates
-    if source_plate:
-        if plate_col is None:
-            raise CellProfilerError(f"{source}: cellprofiler_plate {source_plate!r} given but the source has "
-                                    f"none of the plate columns {list(plate_columns)}")
-        if source_plate not in plates:
-            raise CellProfilerError(f"{source}: plate {source_plate!r} not in its {plate_col} values "
-                                    f"{plates}")
-        keep = (image[plate_col].astype(str) == source_plate).to_numpy()
-    elif len(plates) > 1:
-        raise CellProfilerError(f"{source}: holds plates {plates} ({plate_col}); name the one of this row "
-                                "in plates.tsv's cellprofiler_plate column")
-    else:
-        keep = np.ones(len(image), bool)
-    record["source_plate"] = source_plate or (plates[0] if plates else None)
+    record["source_plate"] = pick_plate(plates, plate_col=plate_col, source_plate=source_plate, source=source,
+                                        plate_columns=plate_columns)
+    keep = (image[plate_col].astype(str) == source_plate).to_numpy() if source_plate else \
+        np.ones(len(image), bool)
     well_col = _first(image.columns, well_columns)
     site_col = _first(image.columns, site_columns)
     parsed = None
@@ -197,7 +273,10 @@ def _objects(path: Path, fmt: str, compartment: str, images: pd.DataFrame) -> pd
     """One compartment's objects of ``images`` with ``ImageNumber`` (+ ``TableNumber``), ``_obj`` (object
     number) and prefixed columns."""
     if fmt == "csv":
-        df = _prefix(pd.read_csv(path / f"{compartment}.csv"), compartment)
+        nums = set(images["ImageNumber"].astype(np.int64))
+        chunks = [c[c["ImageNumber"].isin(nums)] for c in pd.read_csv(path / f"{compartment}.csv",
+                                                                         chunksize=CSV_CHUNK_ROWS)]
+        df = _prefix(pd.concat(chunks, ignore_index=True), compartment)
         df = df.rename(columns={"ObjectNumber": "_obj"})
     elif fmt == "sqlite_per":
         nums = images["ImageNumber"].astype(int).tolist()
@@ -230,7 +309,10 @@ def _joined(path: Path, fmt: str, images: pd.DataFrame) -> tuple[pd.DataFrame, d
     return out.drop(columns=["_cells", "_nuclei"]), counts
 
 
-def _parquet_rows(path: Path, images: pd.DataFrame) -> pd.DataFrame:
+def _parquet_rows(path: Path, images: pd.DataFrame, plate_col: str | None,
+                  source_plate: str | None) -> pd.DataFrame:
+    """The joined rows of ``images`` (a dataset filter on the plate column and the image numbers: only
+    those rows are read into memory)."""
     names = pq.read_schema(path).names
     feats = [n for n in names if n.startswith(tuple(f"{c}_" for c in COMPARTMENTS))]
     key_src = [k for k in ("Metadata_TableNumber", "Metadata_ImageNumber") if k in names]
@@ -238,7 +320,11 @@ def _parquet_rows(path: Path, images: pd.DataFrame) -> pd.DataFrame:
                          "Metadata_ObjectNumber_cells"))
     if obj is None:
         raise CellProfilerError(f"{path}: no Metadata_ObjectNumber column")
-    df = pq.read_table(path, columns=[*key_src, obj, *feats]).to_pandas()
+    rows = pc.field("Metadata_ImageNumber").isin(pa.array(images["ImageNumber"].astype(np.int64).unique()))
+    if plate_col is not None and source_plate:
+        rows = rows & _plate_filter(plate_col, source_plate)
+    df = pads.dataset(path, format="parquet").to_table(columns=[*key_src, obj, *feats],
+                                                       filter=rows).to_pandas()
     df = df.rename(columns={"Metadata_ImageNumber": "ImageNumber", "Metadata_TableNumber": "TableNumber",
                             obj: C.OBJECT_NUMBER})
     key = [k for k in ("TableNumber", "ImageNumber") if k in df]
@@ -271,15 +357,22 @@ def read_cellprofiler(source: str | os.PathLike, *, plate_columns: Sequence[str]
     object; a record: format, metadata columns used, object counts, feature count, coerced columns)."""
     path = Path(source)
     fmt = source_format(path)
-    image = _image_table(path, fmt)
+    plate_col = _first(_image_columns(path, fmt), plate_columns)
+    plates = source_plates(path, fmt, plate_col)
+    picked = pick_plate(plates, plate_col=plate_col, source_plate=source_plate, source=str(path),
+                        plate_columns=plate_columns)
+    image = _image_table(path, fmt, plate_col, picked if len(plates) > 1 else None)
     images, record = image_metadata(image, source=str(path), plate_columns=plate_columns,
                                     well_columns=well_columns, site_columns=site_columns,
                                     filename_regex=filename_regex, source_plate=source_plate)
+    record["source_plates"] = plates
     if fmt == "parquet":
-        rows = _parquet_rows(path, images)
+        rows = _parquet_rows(path, images, plate_col, picked if len(plates) > 1 else None)
         counts = {"joined": len(rows)}
+        read = len(rows)
     else:
         rows, counts = _joined(path, fmt, images)
+        read = sum(v for k, v in counts.items() if k != "joined")
     key = [k for k in ("TableNumber", "ImageNumber") if k in rows]
     rows = rows.merge(images, on=key, how="left", validate="many_to_one")
     feats, coerced = _features_only(rows)
@@ -288,7 +381,7 @@ def read_cellprofiler(source: str | os.PathLike, *, plate_columns: Sequence[str]
     cells[C.OBJECT_NUMBER] = cells[C.OBJECT_NUMBER].astype(np.int64)
     cells = cells.sort_values([C.WELL, C.SITE, C.OBJECT_NUMBER], kind="stable", ignore_index=True)
     record.update(format=fmt, images=len(images), objects=counts, features=int(feats.shape[1]),
-                  text_features_coerced=coerced)
+                  text_features_coerced=coerced, source_rows_read=int(read))
     return cells, record
 
 
