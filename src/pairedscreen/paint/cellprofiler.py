@@ -67,6 +67,11 @@ _LINKS = ("Parent_", "Children_", "Number_Object_Number", "ObjectNumber")
 _IMAGE_KEY = {"csv": ["ImageNumber"], "sqlite_per": ["ImageNumber"],
               "sqlite_cytominer": ["TableNumber", "ImageNumber"]}
 _IMAGE_TABLE = {"sqlite_per": "Per_Image", "sqlite_cytominer": "Image"}
+#: each layout's name as the report and croissant.json show it (recorded as ``format_name``)
+FORMAT_NAMES = {"csv": "CellProfiler ExportToSpreadsheet CSV folder",
+                "sqlite_per": "CellProfiler ExportToDatabase SQLite (Per_* tables)",
+                "sqlite_cytominer": "cytominer-database SQLite",
+                "parquet": "joined single-cell Parquet (pycytominer / CytoTable)"}
 #: rows per chunk when a CSV of the source is read (only the asked plate's rows of each chunk are kept)
 CSV_CHUNK_ROWS = 100_000
 
@@ -380,7 +385,8 @@ def read_cellprofiler(source: str | os.PathLike, *, plate_columns: Sequence[str]
                        feats.reset_index(drop=True)], axis=1)
     cells[C.OBJECT_NUMBER] = cells[C.OBJECT_NUMBER].astype(np.int64)
     cells = cells.sort_values([C.WELL, C.SITE, C.OBJECT_NUMBER], kind="stable", ignore_index=True)
-    record.update(format=fmt, images=len(images), objects=counts, features=int(feats.shape[1]),
+    record.update(format=fmt, format_name=FORMAT_NAMES[fmt], images=len(images), objects=counts,
+                  features=int(feats.shape[1]),
                   text_features_coerced=coerced, source_rows_read=int(read))
     return cells, record
 

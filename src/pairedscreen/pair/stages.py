@@ -419,14 +419,14 @@ def run_datasheet(inputs: Any, config: Mapping[str, Any], truth_dir: PathLike | 
         sheet["cellranger"] = jsonable(cellranger_libs)
     if cp_sources:
         sheet["cellprofiler"] = jsonable(cp_sources)
-        for plate, rec in cp_sources.items():
+        for plate, rec in cp_sources.items():   # every one, so its source and gaps are never silent
             check = rec.get("feature_check") or {}
-            if check.get("families_missing") or check.get("channels_missing"):
-                sheet["warnings"].append(
-                    f"plate {plate} (CellProfiler {rec.get('format')}): feature families missing vs ours: "
-                    f"{', '.join(check.get('families_missing') or []) or 'none'}; channels missing: "
-                    f"{', '.join(check.get('channels_missing') or []) or 'none'}; "
-                    "no training crops (no images)")
+            sheet["warnings"].append(
+                f"plate {plate} (CellProfiler {rec.get('format')}: {rec.get('source')}, source plate "
+                f"{rec.get('source_plate') or 'the whole source'}): no images of ours; feature families "
+                f"missing vs ours: {', '.join(check.get('families_missing') or []) or 'none'}; channels "
+                f"missing: {', '.join(check.get('channels_missing') or []) or 'none'}; "
+                "no training crops (no images)")
     sheet["provenance"] = jsonable({"library": provenance.library_provenance(),
                                         "outputs": provenance.output_table(wd)})
     evals = _get(inputs, "evals")

@@ -48,7 +48,8 @@ def collect_report_data(results_dir: Path, config: Mapping[str, Any] | None, tru
     libraries = [str(x) for x in dig(ds, "counts", "pair", "libraries") or []]
     plates = [str(x) for x in dig(ds, "counts", "pair", "plates") or []]
     rna = collect_rna(inputs, libraries, config)
-    paint = collect_paint(inputs, plates, config, metrics)
+    cp = ds.get("cellprofiler") if isinstance(ds.get("cellprofiler"), Mapping) else {}
+    paint = collect_paint(inputs, plates, config, metrics, cp)
     overview = collect_overview(inputs, ds, metrics, rna, paint)
     paired = collect_paired(inputs, config, ds, metrics, paired_notes)
     train = collect_train(inputs)

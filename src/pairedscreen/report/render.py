@@ -237,6 +237,12 @@ def _build_context(data: dict[str, Any]) -> dict[str, Any]:
             "flagged": table(d.get("flagged_sites"), f"flagged-{plate}", f"Sites flagged on {plate}"),
             "n_flagged": int(len(d["flagged_sites"])) if d.get("flagged_sites") is not None else None,
             "counts": kv_table(d["counts"], f"paint-{plate}-counts"),
+            "source": kv_table(d["source"], f"paint-{plate}-source",
+                               f"Plate {plate} entered as CellProfiler output "
+                               f"({path('paint_cellprofiler', plate=plate)}): no images, illumination "
+                               "functions or masks of ours; its objects were "
+                               "segmented and measured by the source's CellProfiler pipeline")
+            if d.get("source") else None,
         })
     ctx["plates"] = plates
     ctx["paint_notes"] = list(paint["notes"])

@@ -12,7 +12,9 @@ the Responsible-AI vocabulary.
 - the Croissant RAI 1.0 properties (``rai:dataCollection``, ``rai:dataPreprocessingProtocol``,
   ``rai:machineAnnotationTools``, ``rai:dataLimitations``, ...: :func:`rai_fields`) from the datasheet
   (counts,
-  recorded configuration, software, licence ledger, warnings, metrics) and ``train.croissant``.
+  recorded configuration, software, licence ledger, warnings, metrics) and ``train.croissant``; a plate given
+  as CellProfiler output is named in them with its source (format, path, source plate) and the feature
+  families and channels of ours it lacks (:func:`cellprofiler_plates`).
 
 Built with mlcroissant's own classes (``mlcroissant.Metadata(...).to_json()``), so the context and
 property names are the library's.
@@ -127,6 +129,28 @@ def _text(v: Any) -> str:
     return json.dumps(v, sort_keys=True) if isinstance(v, Mapping | list) else str(v)
 
 
+def _listed(values: Any) -> str:
+    return ", ".join(str(v) for v in values) if values else "none"
+
+
+def cellprofiler_plates(datasheet: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The plates given as CellProfiler output (the datasheet's ``cellprofiler`` records): per plate its
+    format, source path, source plate, cells, object counts and the feature families and channels of ours
+    it lacks, as text (``none`` for an empty list, never a blank)."""
+    out = {}
+    for plate, rec in (datasheet.get("cellprofiler") or {}).items():
+        check = rec.get("feature_check") or {}
+        out[str(plate)] = {
+            "format": f"{rec['format_name']} ({rec.get('format')})" if rec.get("format_name")
+            else str(rec.get("format")), "source": str(rec.get("source")),
+            "source_plate": str(rec.get("source_plate") or "the whole source"),
+            "cells": str(rec.get("cells")),
+            "objects": _text(rec.get("objects") or {}),
+            "families_missing": _listed(check.get("families_missing")),
+            "channels_missing": _listed(check.get("channels_missing"))}
+    return out
+
+
 def rai_fields(datasheet: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """The Croissant Responsible-AI (``rai:``) properties, as ``mlcroissant.Metadata`` keywords: collection,
     preprocessing, annotation and the machine annotation tools from the datasheet (its counts, recorded
@@ -142,11 +166,16 @@ def rai_fields(datasheet: Mapping[str, Any], params: Mapping[str, Any]) -> dict[
     inputs = datasheet.get("inputs") or []
     fastq = [r for r in inputs if str(r.get("role", "")).startswith("fastq")]
     images = [r for r in inputs if str(r.get("role", "")).startswith("image")]
+    cp = cellprofiler_plates(datasheet)
+    from_cp = "" if not cp else (
+        f" ({len(cp)} of them from CellProfiler output, no images: "
+        + "; ".join(f"plate {p}: {r['format']} {r['source']}, source plate {r['source_plate']}, "
+                    f"{r['cells']} cells" for p, r in cp.items()) + ")")
     collection = (
         f"Pooled CRISPR Perturb-seq arm: {len(pair.get('libraries') or [])} 10x library(ies), "
         f"{len(fastq)} FASTQ files ({sum(int(r.get('bytes') or 0) for r in fastq)} bytes), "
         f"{rna.get('reads')} reads, {rna.get('cells_called')} cells called. Arrayed Cell Painting arm: "
-        f"{len(pair.get('plates') or [])} plate(s), {len(images)} images "
+        f"{len(pair.get('plates') or [])} plate(s){from_cp}, {len(images)} images "
         f"({sum(int(r.get('bytes') or 0) for r in images)} bytes), {paint.get('sites')} sites. "
         "Every input file is listed with its path, size and sha256 in datasheet.json.")
     if simulated:
@@ -165,6 +194,11 @@ def rai_fields(datasheet: Mapping[str, Any], params: Mapping[str, Any]) -> dict[
         f"{_text((cfg.get('paint') or {}).get('features', {}))}",
         f"Profiles: {_text(cfg.get('profiles', {}))}",
     ]
+    steps += [f"Paint plate {p}: no segmentation or measurement of ours; per-object measurements read from "
+              f"{r['format']} {r['source']} (source plate {r['source_plate']}), cytoplasm joined to its "
+              f"parent cell and nucleus ({r['objects']}); feature families of ours missing: "
+              f"{r['families_missing']}; channels of ours missing: {r['channels_missing']}"
+              for p, r in cp.items()]
     steps += [f"Profiles correction step: {_text(s)}" for s in datasheet.get("profiles_correction") or []]
     export = {k: v for k, v in (cfg.get("train") or {}).items() if k != "croissant"}
     steps.append(f"Training export: {_text(export)}")
@@ -173,7 +207,9 @@ def rai_fields(datasheet: Mapping[str, Any], params: Mapping[str, Any]) -> dict[
         f"Perturbation labels of RNA cells: guide assignment from guide UMI counts {_text(guides)} "
         f"(per library: {_text(rna.get('guide_assignment_by_library', {}))}); no human annotation",
         "Perturbation labels of painted cells: the plate maps (arrayed screen, one perturbation per well)",
-        "Cell and nucleus masks: Cellpose, no human correction",
+        "Cell and nucleus masks: Cellpose, no human correction"
+        + (f" (image plates; plates {', '.join(cp)} from CellProfiler output: the objects of the source's "
+           "own CellProfiler pipeline)" if cp else ""),
     ]
     ledger = datasheet.get("licences") or []
     tools = [f"{r['name']} {r.get('version') or ''} ({r['licence']})".replace("  ", " ") for r in ledger

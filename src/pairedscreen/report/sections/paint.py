@@ -1,6 +1,11 @@
 """Cell Painting section, per plate: image counts, flagged and quarantined sites (``image_index``),
 plate heatmaps (``image_index``, ``paint_wells``), the plate-position figures the quality stage stored
 (``metrics.position``), illumination functions (``illum``), one segmentation overlay (``masks``).
+
+A plate given as CellProfiler output (the datasheet's ``cellprofiler`` record, written by
+paint_load_cellprofiler) has no image index, illumination functions or masks of ours: its section shows
+where its measurements came from instead (format, files, source plate, metadata columns, object counts)
+and the feature families and channels of ours the source lacks, next to its wells and cells.
 """
 
 from __future__ import annotations
@@ -112,6 +117,72 @@ def _overlay(inputs: Inputs, plate: str, index: pd.DataFrame | None, config: Map
             "n_cells": int(len(np.unique(cells)) - 1) if cells is not None else None}, None
 
 
+def _listed(values: Any) -> str:
+    """A recorded list as text; an empty list is ``none`` (shown, never a blank cell)."""
+    return ", ".join(str(v) for v in values) if values else "none"
+
+
+def cellprofiler_source(rec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The source of a CellProfiler plate as (item, value) rows, from its ``cellprofiler.json`` record (as
+    the datasheet copies it): what was read, which plate of it, how wells and sites were found, how many
+    objects each compartment had and how many joined into cells, and what of ours it lacks."""
+    check = rec.get("feature_check") or {}
+    objects = rec.get("objects") or {}
+    rows: list[tuple[str, Any]] = [
+        ("format", f"{rec.get('format_name') or rec.get('format')} ({rec.get('format')})"),
+        ("source", rec.get("source")),
+        *((f"file sha256: {f}", h) for f, h in (rec.get("files") or {}).items()),
+        ("source plate", f"{rec.get('source_plate')} (column {rec.get('plate_column')})"
+         if rec.get("plate_column") else "the whole source (no plate column)"),
+        ("plates in the source", _listed(rec.get("source_plates"))),
+        ("well from", rec.get("well_column")), ("site from", rec.get("site_column")),
+        ("images of the plate", rec.get("images")),
+        *((f"objects: {k}", v) for k, v in objects.items()),
+        ("cells (one per cytoplasm with its cell and nucleus)", rec.get("cells")),
+        ("features read", rec.get("features")),
+        ("feature families of ours missing", _listed(check.get("families_missing"))),
+        ("channels of ours missing", _listed(check.get("channels_missing"))),
+        ("channels in the source", _listed(check.get("channels_in_source"))),
+        ("text feature columns made numeric", _listed(rec.get("text_features_coerced"))),
+        ("training crops", rec.get("training_crops")),
+    ]
+    return [(k, v) for k, v in rows if v is not None]
+
+
+def _wells_part(inputs: Inputs, plate: str, d: dict[str, Any], notes: list[str]) -> None:
+    """Cells-per-well and one intensity feature on the plate (``paint_wells``)."""
+    d["feature"] = None
+    p = inputs.get("paint_wells", notes, plate=plate)
+    if p is not None:
+        wells = pd.read_parquet(p)
+        d["heatmaps"] = {"cells per well": plate_grid(wells[WELL], wells[COUNT_CELLS]), **d["heatmaps"]}
+        d["counts"]["wells_without_cells"] = int((wells[COUNT_CELLS] == 0).sum())
+        meta = set(metadata_columns(wells))
+        d["feature"] = pick_feature(c for c in wells.columns if c not in meta)
+        if d["feature"] is not None:
+            d["heatmaps"][d["feature"]] = plate_grid(wells[WELL], wells[d["feature"]])
+        else:
+            notes.append(f"not available: no intensity feature in {inputs.rel(p)} (no cells measured?)")
+
+
+def collect_cellprofiler_plate(inputs: Inputs, plate: str, record: Mapping[str, Any],
+                               metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A plate given as CellProfiler output: its source (:func:`cellprofiler_source`), wells, cells and
+    plate-position figures; no image, illumination or segmentation part (it has none of ours)."""
+    import pyarrow.parquet as pq
+
+    notes: list[str] = []
+    d: dict[str, Any] = {"notes": notes, "counts": {}, "heatmaps": {}, "source": cellprofiler_source(record)}
+    objects = record.get("objects") or {}
+    d["counts"].update({f"source_{k}": v for k, v in objects.items()})
+    _wells_part(inputs, plate, d, notes)
+    d["position"] = position_rows(metrics, plate)
+    p = inputs.get("paint_cells", notes, plate=plate)
+    if p is not None:
+        d["counts"]["cells"] = int(pq.ParquetFile(p).metadata.num_rows)
+    return d
+
+
 def collect_plate(inputs: Inputs, plate: str, config: Mapping[str, Any], metrics: Mapping[str, Any]
                   ) -> dict[str, Any]:
     import pyarrow.parquet as pq
@@ -133,18 +204,7 @@ def collect_plate(inputs: Inputs, plate: str, config: Mapping[str, Any], metrics
         d["heatmaps"]["focus (PLLS, mean over sites and channels)"] = plate_grid(s.index, s.to_numpy())
         s = per_well["saturation_pct"].max()
         d["heatmaps"]["saturation % (max over sites and channels)"] = plate_grid(s.index, s.to_numpy())
-    d["feature"] = None
-    p = inputs.get("paint_wells", notes, plate=plate)
-    if p is not None:
-        wells = pd.read_parquet(p)
-        d["heatmaps"] = {"cells per well": plate_grid(wells[WELL], wells[COUNT_CELLS]), **d["heatmaps"]}
-        d["counts"]["wells_without_cells"] = int((wells[COUNT_CELLS] == 0).sum())
-        meta = set(metadata_columns(wells))
-        d["feature"] = pick_feature(c for c in wells.columns if c not in meta)
-        if d["feature"] is not None:
-            d["heatmaps"][d["feature"]] = plate_grid(wells[WELL], wells[d["feature"]])
-        else:
-            notes.append(f"not available: no intensity feature in {inputs.rel(p)} (no cells measured?)")
+    _wells_part(inputs, plate, d, notes)
     d["position"] = position_rows(metrics, plate)
 
     illum_dir = inputs.get("illum", notes, plate=plate)
@@ -170,7 +230,12 @@ def collect_plate(inputs: Inputs, plate: str, config: Mapping[str, Any], metrics
     return d
 
 
-def collect_paint(inputs: Inputs, plates: list[str], config: Mapping[str, Any], metrics: Mapping[str, Any]
-                  ) -> dict[str, Any]:
+def collect_paint(inputs: Inputs, plates: list[str], config: Mapping[str, Any], metrics: Mapping[str, Any],
+                  cellprofiler: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every plate's part; ``cellprofiler``: the datasheet's records of the plates given as CellProfiler
+    output ({plate: record})."""
+    cellprofiler = cellprofiler or {}
     notes = [] if plates else [f"not available: no plate in {path('datasheet')} (counts.pair.plates)"]
-    return {"plates": {p: collect_plate(inputs, p, config, metrics) for p in plates}, "notes": notes}
+    return {"plates": {p: collect_cellprofiler_plate(inputs, p, cellprofiler[p], metrics)
+                       if isinstance(cellprofiler.get(p), Mapping)
+                       else collect_plate(inputs, p, config, metrics) for p in plates}, "notes": notes}
