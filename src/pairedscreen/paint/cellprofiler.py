@@ -274,9 +274,9 @@ def _prefix(df: pd.DataFrame, compartment: str) -> pd.DataFrame:
                               if c not in ("ImageNumber", "ObjectNumber")})
 
 
-def _objects(path: Path, fmt: str, compartment: str, images: pd.DataFrame) -> pd.DataFrame:
+def _objects(path: Path, fmt: str, compartment: str, images: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """One compartment's objects of ``images`` with ``ImageNumber`` (+ ``TableNumber``), ``_obj`` (object
-    number) and prefixed columns."""
+    number) and prefixed columns; the number of rows read from the source into memory."""
     if fmt == "csv":
         nums = set(images["ImageNumber"].astype(np.int64))
         chunks = [c[c["ImageNumber"].isin(nums)] for c in pd.read_csv(path / f"{compartment}.csv",
@@ -289,20 +289,22 @@ def _objects(path: Path, fmt: str, compartment: str, images: pd.DataFrame) -> pd
                         f'({",".join("?" * len(nums))})', nums)
         df = df.rename(columns={f"{compartment}_Number_Object_Number": "_obj"})
     else:
-        nums = images["ImageNumber"].astype(int).tolist()
-        df = _sql(path, f'SELECT * FROM "{compartment}" WHERE ImageNumber IN ({",".join("?" * len(nums))})',
-                  nums).rename(columns={"ObjectNumber": "_obj"})
+        # the image numbers restart per TableNumber (one per CSV set loaded): both keys bound the rows read
+        nums = sorted({int(v) for v in images["ImageNumber"]})
+        tabs = sorted({v.item() if hasattr(v, "item") else v for v in images["TableNumber"]}, key=str)
+        df = _sql(path, f'SELECT * FROM "{compartment}" WHERE ImageNumber IN ({",".join("?" * len(nums))}) '
+                        f'AND TableNumber IN ({",".join("?" * len(tabs))})',
+                  [*nums, *tabs]).rename(columns={"ObjectNumber": "_obj"})
     key = _IMAGE_KEY[fmt]
-    return df.merge(images[key], on=key, how="inner")
+    return df.merge(images[key], on=key, how="inner"), len(df)
 
 
-def _joined(path: Path, fmt: str, images: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+def _joined(path: Path, fmt: str, images: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], int]:
     """Cytoplasm joined to its parent Cells and Nuclei (one row per cytoplasm); counts of each compartment's
-    objects and of the joined rows."""
+    objects and of the joined rows; the object rows read from the source into memory."""
     key = _IMAGE_KEY[fmt]
-    cyto = _objects(path, fmt, "Cytoplasm", images)
-    cells = _objects(path, fmt, "Cells", images)
-    nuclei = _objects(path, fmt, "Nuclei", images)
+    (cyto, n_cyto), (cells, n_cells), (nuclei, n_nuclei) = (_objects(path, fmt, comp, images)
+                                                            for comp in ("Cytoplasm", "Cells", "Nuclei"))
     for col in ("Cytoplasm_Parent_Cells", "Cytoplasm_Parent_Nuclei"):
         if col not in cyto:
             raise CellProfilerError(f"{path}: Cytoplasm has no {col.split('_', 1)[1]} column to join on")
@@ -311,13 +313,13 @@ def _joined(path: Path, fmt: str, images: pd.DataFrame) -> tuple[pd.DataFrame, d
     out = out.merge(cells.rename(columns={"_obj": "_cells"}), on=[*key, "_cells"], how="inner")
     out = out.merge(nuclei.rename(columns={"_obj": "_nuclei"}), on=[*key, "_nuclei"], how="inner")
     counts = {"cytoplasm": len(cyto), "cells": len(cells), "nuclei": len(nuclei), "joined": len(out)}
-    return out.drop(columns=["_cells", "_nuclei"]), counts
+    return out.drop(columns=["_cells", "_nuclei"]), counts, n_cyto + n_cells + n_nuclei
 
 
 def _parquet_rows(path: Path, images: pd.DataFrame, plate_col: str | None,
-                  source_plate: str | None) -> pd.DataFrame:
+                  source_plate: str | None) -> tuple[pd.DataFrame, int]:
     """The joined rows of ``images`` (a dataset filter on the plate column and the image numbers: only
-    those rows are read into memory)."""
+    those rows are read into memory); the number of rows read."""
     names = pq.read_schema(path).names
     feats = [n for n in names if n.startswith(tuple(f"{c}_" for c in COMPARTMENTS))]
     key_src = [k for k in ("Metadata_TableNumber", "Metadata_ImageNumber") if k in names]
@@ -333,7 +335,7 @@ def _parquet_rows(path: Path, images: pd.DataFrame, plate_col: str | None,
     df = df.rename(columns={"Metadata_ImageNumber": "ImageNumber", "Metadata_TableNumber": "TableNumber",
                             obj: C.OBJECT_NUMBER})
     key = [k for k in ("TableNumber", "ImageNumber") if k in df]
-    return df.merge(images[key], on=key, how="inner")
+    return df.merge(images[key], on=key, how="inner"), len(df)
 
 
 def _features_only(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -372,12 +374,10 @@ def read_cellprofiler(source: str | os.PathLike, *, plate_columns: Sequence[str]
                                     filename_regex=filename_regex, source_plate=source_plate)
     record["source_plates"] = plates
     if fmt == "parquet":
-        rows = _parquet_rows(path, images, plate_col, picked if len(plates) > 1 else None)
+        rows, read = _parquet_rows(path, images, plate_col, picked if len(plates) > 1 else None)
         counts = {"joined": len(rows)}
-        read = len(rows)
     else:
-        rows, counts = _joined(path, fmt, images)
-        read = sum(v for k, v in counts.items() if k != "joined")
+        rows, counts, read = _joined(path, fmt, images)
     key = [k for k in ("TableNumber", "ImageNumber") if k in rows]
     rows = rows.merge(images, on=key, how="left", validate="many_to_one")
     feats, coerced = _features_only(rows)
@@ -397,7 +397,7 @@ def read_cellprofiler_csvs(folder: str | os.PathLike,
     the Image.csv columns ``image_metadata`` (as CellProfiler named them), ``ImageNumber`` kept."""
     d = Path(folder)
     image = pd.read_csv(d / "Image.csv", usecols=lambda c: c == "ImageNumber" or c in image_metadata)
-    rows, _ = _joined(d, "csv", image[["ImageNumber"]])
+    rows, _, _ = _joined(d, "csv", image[["ImageNumber"]])
     feats, _ = _features_only(rows)
     out = pd.concat([rows[["ImageNumber", C.OBJECT_NUMBER]], feats], axis=1)
     return image.merge(out, on="ImageNumber", how="right").copy()
