@@ -327,11 +327,13 @@ def _parquet_rows(path: Path, images: pd.DataFrame, plate_col: str | None,
                          "Metadata_ObjectNumber_cells"))
     if obj is None:
         raise CellProfilerError(f"{path}: no Metadata_ObjectNumber column")
-    rows = pc.field("Metadata_ImageNumber").isin(pa.array(images["ImageNumber"].astype(np.int64).unique()))
+    dataset = pads.dataset(path, format="parquet")
+    numbers = pa.array(images["ImageNumber"].astype(np.int64).unique()).cast(
+        dataset.schema.field("Metadata_ImageNumber").type)
+    rows = pc.field("Metadata_ImageNumber").isin(numbers)
     if plate_col is not None and source_plate:
         rows = rows & _plate_filter(plate_col, source_plate)
-    df = pads.dataset(path, format="parquet").to_table(columns=[*key_src, obj, *feats],
-                                                       filter=rows).to_pandas()
+    df = dataset.to_table(columns=[*key_src, obj, *feats], filter=rows).to_pandas()
     df = df.rename(columns={"Metadata_ImageNumber": "ImageNumber", "Metadata_TableNumber": "TableNumber",
                             obj: C.OBJECT_NUMBER})
     key = [k for k in ("TableNumber", "ImageNumber") if k in df]
