@@ -260,3 +260,30 @@ def test_a_two_plate_source_reads_only_the_asked_plate(shared_data, tmp_path, mo
     pd.testing.assert_frame_equal(got, want)
     other, _ = cp.read_cellprofiler(two, source_plate="A", **META)
     np.testing.assert_allclose(other["Cells_AreaShape_Area"], 2 * want["Cells_AreaShape_Area"])
+
+
+def test_report_and_croissant_name_the_source_and_the_families_it_lacks(shared_data, tmp_path):
+    """ExampleHuman lacks texture, granularity, radial distribution, correlation and neighbours, and our
+    ER/RNA/AGP/Mito channels: the report's source table and croissant.json's RAI texts name the source
+    (format, path, plate) and list exactly the record's missing families and channels, never a blank."""
+    from pairedscreen.config import resolve_section
+    from pairedscreen.report.sections.paint import cellprofiler_source
+    from pairedscreen.train.croissant import rai_fields
+
+    _, _, rec = _load(tmp_path, shared_data(HUMAN), ["D03"])
+    missing = rec["feature_check"]["families_missing"]
+    assert {"Cells_Texture", "Nuclei_Granularity", "Cells_Neighbors"} <= set(missing)
+    rows = dict(cellprofiler_source(rec))
+    assert rows["format"] == "CellProfiler ExportToSpreadsheet CSV folder (csv)"
+    assert rows["source"] == str(shared_data(HUMAN))
+    assert rows["source plate"] == "the whole source (no plate column)"
+    assert rows["feature families of ours missing"].split(", ") == missing
+    assert rows["channels of ours missing"] == "ER, RNA, AGP, Mito"
+    sheet = {"cellprofiler": {"PX": rec}, "counts": {"pair": {"libraries": ["L1"], "plates": ["P1", "PX"]}}}
+    rai = rai_fields(sheet, resolve_section("train")["croissant"])
+    assert f"plate PX: CellProfiler ExportToSpreadsheet CSV folder (csv) {shared_data(HUMAN)}" in \
+        rai["data_collection"] and "2 plate(s) (1 of them from CellProfiler output" in rai["data_collection"]
+    (step,) = [s for s in rai["data_preprocessing_protocol"] if s.startswith("Paint plate PX")]
+    assert f"feature families of ours missing: {', '.join(missing)};" in step
+    assert step.endswith("channels of ours missing: ER, RNA, AGP, Mito")
+    assert "plates PX from CellProfiler output" in rai["data_annotation_protocol"][-1]
