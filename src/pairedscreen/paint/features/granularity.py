@@ -127,30 +127,41 @@ def _morph_disk(src, radius, erode):
             run[0, i, j] = sgn * src[i, j]
     for a in range(1, radius + 1):
         for i in range(h):
+            prev = run[a - 1, i]
+            row0 = run[0, i]
+            cur = run[a, i]
             for j in range(w):
-                v = run[a - 1, i, j]
-                if j - a >= 0 and sgn * src[i, j - a] < v:
-                    v = sgn * src[i, j - a]
-                if j + a < w and sgn * src[i, j + a] < v:
-                    v = sgn * src[i, j + a]
-                run[a, i, j] = v
+                v = prev[j]
+                if j - a >= 0 and row0[j - a] < v:
+                    v = row0[j - a]
+                if j + a < w and row0[j + a] < v:
+                    v = row0[j + a]
+                cur[j] = v
+    # half-width of the disk's row dy (the largest a with a^2 + dy^2 <= r^2), once per row
+    half = np.empty(2 * radius + 1, np.int64)
+    for dy in range(-radius, radius + 1):
+        a = int(math.floor(math.sqrt(radius * radius - dy * dy)))
+        while (a + 1) * (a + 1) + dy * dy <= radius * radius:
+            a += 1
+        while a * a + dy * dy > radius * radius:
+            a -= 1
+        half[dy + radius] = a
+    # min over the disk's rows, one row offset at a time (contiguous rows; a min is exact in any order)
+    acc = run[radius].copy()
+    for dy in range(-radius, radius + 1):
+        if dy == 0:
+            continue
+        ra = run[half[dy + radius]]
+        for i in range(max(0, -dy), min(h, h - dy)):
+            arow = acc[i]
+            srow = ra[i + dy]
+            for j in range(w):
+                if srow[j] < arow[j]:
+                    arow[j] = srow[j]
     out = np.empty_like(src)
     for i in range(h):
         for j in range(w):
-            acc = run[radius, i, j]
-            for dy in range(-radius, radius + 1):
-                y = i + dy
-                if y < 0 or y >= h or dy == 0:
-                    continue
-                a = int(math.floor(math.sqrt(radius * radius - dy * dy)))
-                while (a + 1) * (a + 1) + dy * dy <= radius * radius:
-                    a += 1
-                while a * a + dy * dy > radius * radius:
-                    a -= 1
-                v = run[a, y, j]
-                if v < acc:
-                    acc = v
-            out[i, j] = sgn * acc
+            out[i, j] = sgn * acc[i, j]
     return out
 
 
