@@ -203,6 +203,11 @@ def _max_tree(mask, order):
     (the root is its own parent) and ``level[t]`` its value. The subtree of a rank is a connected
     set of ``{mask >= level}``, and for every t the component of ``{mask >= t}`` around a pixel is
     the subtree of one of its ancestors.
+
+    The union-find is by rank with path compression (its roots ``zpar`` are not tree nodes:
+    ``top[root]`` is the component's newest, highest-rank node, the one its next merge hangs under
+    the new pixel), which keeps the find chains short; the tree is the same as linking the roots
+    themselves.
     """
     h, w = mask.shape
     flat = mask.ravel()
@@ -210,6 +215,8 @@ def _max_tree(mask, order):
     rank = np.full(n, -1, np.int32)
     par = np.empty(n, np.int32)
     zpar = np.empty(n, np.int32)
+    top = np.empty(n, np.int32)
+    zrank = np.zeros(n, np.int8)
     level = np.empty(n)
     for t in range(n):
         p = order[t]
@@ -217,6 +224,8 @@ def _max_tree(mask, order):
         rank[p] = t
         par[t] = t
         zpar[t] = t
+        top[t] = t
+        zp = t
         i = p // w
         j = p - i * w
         for u in range(4):
@@ -240,9 +249,14 @@ def _max_tree(mask, order):
             if rq < 0:
                 continue
             r = _find(zpar, rq)
-            if r != t:
-                par[r] = t
-                zpar[r] = t
+            if r != zp:
+                par[top[r]] = t
+                if zrank[zp] < zrank[r]:
+                    zp, r = r, zp
+                zpar[r] = zp
+                top[zp] = t
+                if zrank[zp] == zrank[r]:
+                    zrank[zp] += 1
     return par, level, rank
 
 
