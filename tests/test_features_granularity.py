@@ -53,24 +53,24 @@ def test_synthetic_matches_cp_measure(seed, shape, kw) -> None:
     _compare(image, labels, **kw)
 
 
-def test_reconstruction_equals_skimage() -> None:
-    from skimage.morphology import disk, reconstruction
+@pytest.mark.parametrize(("shape", "steps"), [((60, 70), 4), ((3, 9), 6), ((2, 2), 3)])
+def test_reconstruction_equals_skimage(shape, steps) -> None:
+    """The spectrum's reconstructions after 1..steps cross erosions (erosions as a row wavefront,
+    all seeds on one max-tree) equal skimage's erosion + reconstruction, whichever tie order."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import disk, erosion, reconstruction
 
     rng = np.random.default_rng(5)
-    from scipy import ndimage as ndi
-
-    mask = ndi.gaussian_filter(rng.random((60, 70)), 2.0)
-    mask[10:20, 10:20] = mask.max()  # plateau: ties in the max-tree
-    order = np.argsort(-mask.ravel()).astype(np.int32)
-    par, level, rank = gr._max_tree(mask, order)
-    seed = mask.copy()
-    for _ in range(4):
-        seed = gr._erode_cross(seed)
-        m = seed.ravel()[order].copy()
-        rec = np.empty(mask.size)
-        gr._reconstruct_tree(m, par, level, rec)
-        want = reconstruction(seed, mask, footprint=disk(1))
-        np.testing.assert_array_equal(rec[rank].reshape(mask.shape), want)
+    mask = ndi.gaussian_filter(rng.random(shape), 2.0)
+    mask[:shape[0] // 3, :shape[1] // 3] = mask.max()  # plateau: ties in the max-tree
+    for order in (np.argsort(-mask.ravel()).astype(np.int32), gr._descending_order(mask)):
+        assert np.all(np.diff(mask.ravel()[order]) <= 0)
+        recs, rank = gr._spectrum_recs(mask, order, steps)
+        seed = mask.copy()
+        for g in range(steps):
+            seed = erosion(seed, footprint=disk(1))
+            want = reconstruction(seed, mask, footprint=disk(1))
+            np.testing.assert_array_equal(recs[rank, g].reshape(mask.shape), want, err_msg=f"step {g + 1}")
 
 
 def test_background_opening_equals_skimage() -> None:

@@ -21,10 +21,12 @@ Definition (CellProfiler 4 ``MeasureGranularity.run_on_image_setting`` / cp_meas
 Implementation. The image-level part (steps 1-3 up to the per-object means) depends only on the
 image: it is cached by a 64-bit content hash of the image (LRU of 6), so measuring one channel for
 nuclei, cells and cytoplasm builds it once. The 16 reconstructions share the max-tree of the tophat
-image (built once, union-find over pixels sorted by value): rec(p) is the largest
-min(level(A), max seed in subtree(A)) over the ancestors A of p -- two linear passes per step,
-exact (values are selected, never computed), i.e. bit-identical to
-``skimage.morphology.reconstruction``. The restore-and-average step is linear in ``rec``, so each
+image (built once, union-find over pixels radix-sorted by value): rec(p) is the largest
+min(level(A), max seed in subtree(A)) over the ancestors A of p -- one bottom-up and one top-down
+pass over the tree for all 16 seeds together (each pixel's 16 values adjacent; the 16 erosions are
+a row wavefront that holds 3 rows per step, not 16 images), exact (values are selected, never
+computed), i.e. bit-identical to ``skimage.morphology.reconstruction``. The restore-and-average
+step is linear in ``rec``, so each
 object gets a small weight window on the subsampled grid (cached per ``ObjectIndex``) applied to
 all 16 reconstructions at once (cp_measure's sparse-operator idea). The disk opening is done
 row-wise from running min/max of growing width.
@@ -46,6 +48,7 @@ from collections import OrderedDict
 import numba
 import numpy as np
 
+from ._common import radix_sort
 from .objects import ObjectIndex, build_index
 
 _SPECTRUM_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = OrderedDict()
@@ -124,49 +127,41 @@ def _morph_disk(src, radius, erode):
             run[0, i, j] = sgn * src[i, j]
     for a in range(1, radius + 1):
         for i in range(h):
+            prev = run[a - 1, i]
+            row0 = run[0, i]
+            cur = run[a, i]
             for j in range(w):
-                v = run[a - 1, i, j]
-                if j - a >= 0 and sgn * src[i, j - a] < v:
-                    v = sgn * src[i, j - a]
-                if j + a < w and sgn * src[i, j + a] < v:
-                    v = sgn * src[i, j + a]
-                run[a, i, j] = v
+                v = prev[j]
+                if j - a >= 0 and row0[j - a] < v:
+                    v = row0[j - a]
+                if j + a < w and row0[j + a] < v:
+                    v = row0[j + a]
+                cur[j] = v
+    # half-width of the disk's row dy (the largest a with a^2 + dy^2 <= r^2), once per row
+    half = np.empty(2 * radius + 1, np.int64)
+    for dy in range(-radius, radius + 1):
+        a = int(math.floor(math.sqrt(radius * radius - dy * dy)))
+        while (a + 1) * (a + 1) + dy * dy <= radius * radius:
+            a += 1
+        while a * a + dy * dy > radius * radius:
+            a -= 1
+        half[dy + radius] = a
+    # min over the disk's rows, one row offset at a time (contiguous rows; a min is exact in any order)
+    acc = run[radius].copy()
+    for dy in range(-radius, radius + 1):
+        if dy == 0:
+            continue
+        ra = run[half[dy + radius]]
+        for i in range(max(0, -dy), min(h, h - dy)):
+            arow = acc[i]
+            srow = ra[i + dy]
+            for j in range(w):
+                if srow[j] < arow[j]:
+                    arow[j] = srow[j]
     out = np.empty_like(src)
     for i in range(h):
         for j in range(w):
-            acc = run[radius, i, j]
-            for dy in range(-radius, radius + 1):
-                y = i + dy
-                if y < 0 or y >= h or dy == 0:
-                    continue
-                a = int(math.floor(math.sqrt(radius * radius - dy * dy)))
-                while (a + 1) * (a + 1) + dy * dy <= radius * radius:
-                    a += 1
-                while a * a + dy * dy > radius * radius:
-                    a -= 1
-                v = run[a, y, j]
-                if v < acc:
-                    acc = v
-            out[i, j] = sgn * acc
-    return out
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _erode_cross(src):
-    h, w = src.shape
-    out = np.empty_like(src)
-    for i in range(h):
-        for j in range(w):
-            acc = src[i, j]
-            if i > 0 and src[i - 1, j] < acc:
-                acc = src[i - 1, j]
-            if i + 1 < h and src[i + 1, j] < acc:
-                acc = src[i + 1, j]
-            if j > 0 and src[i, j - 1] < acc:
-                acc = src[i, j - 1]
-            if j + 1 < w and src[i, j + 1] < acc:
-                acc = src[i, j + 1]
-            out[i, j] = acc
+            out[i, j] = sgn * acc[i, j]
     return out
 
 
@@ -183,6 +178,23 @@ def _find(zpar, p):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _descending_order(pixels):
+    """The flat pixels from the highest to the lowest value, for values >= 0 (no NaN): LSD radix
+    sort (:func:`._common.radix_sort`) of the complemented float64 bit patterns, which order
+    non-negative floats (``+ 0.0`` folds -0.0 into 0.0). Ties may come in any order (the max-tree
+    allows it)."""
+    flat = pixels.ravel()
+    n = flat.shape[0]
+    keys = np.empty(n, np.uint64)
+    for t in range(n):
+        keys[t] = ~np.float64(flat[t] + 0.0).view(np.uint64)
+    order = np.arange(n).astype(np.int32)
+    radix_sort(keys, order, n, 8, np.empty(n, np.uint64), np.empty(n, np.int32), np.zeros(256, np.int64),
+               True)
+    return order
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _max_tree(mask, order):
     """Max-tree of ``mask`` in rank space (4-connectivity, Berger et al. 2007 union-find).
 
@@ -191,6 +203,11 @@ def _max_tree(mask, order):
     (the root is its own parent) and ``level[t]`` its value. The subtree of a rank is a connected
     set of ``{mask >= level}``, and for every t the component of ``{mask >= t}`` around a pixel is
     the subtree of one of its ancestors.
+
+    The union-find is by rank with path compression (its roots ``zpar`` are not tree nodes:
+    ``top[root]`` is the component's newest, highest-rank node, the one its next merge hangs under
+    the new pixel), which keeps the find chains short; the tree is the same as linking the roots
+    themselves.
     """
     h, w = mask.shape
     flat = mask.ravel()
@@ -198,6 +215,8 @@ def _max_tree(mask, order):
     rank = np.full(n, -1, np.int32)
     par = np.empty(n, np.int32)
     zpar = np.empty(n, np.int32)
+    top = np.empty(n, np.int32)
+    zrank = np.zeros(n, np.int8)
     level = np.empty(n)
     for t in range(n):
         p = order[t]
@@ -205,6 +224,8 @@ def _max_tree(mask, order):
         rank[p] = t
         par[t] = t
         zpar[t] = t
+        top[t] = t
+        zp = t
         i = p // w
         j = p - i * w
         for u in range(4):
@@ -228,34 +249,15 @@ def _max_tree(mask, order):
             if rq < 0:
                 continue
             r = _find(zpar, rq)
-            if r != t:
-                par[r] = t
-                zpar[r] = t
+            if r != zp:
+                par[top[r]] = t
+                if zrank[zp] < zrank[r]:
+                    zp, r = r, zp
+                zpar[r] = zp
+                top[zp] = t
+                if zrank[zp] == zrank[r]:
+                    zrank[zp] += 1
     return par, level, rank
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _reconstruct_tree(seed_ranked, par, level, rec):
-    """Grey reconstruction by dilation (3x3 cross) of a seed (<= mask) on the mask's max-tree.
-
-    rec(p) = max over the ancestors A of p (p included) of min(level(A), M(A)), M(A) the largest
-    seed value in A's subtree: the component of {mask >= t} around p holds a seed value >= t
-    exactly when some ancestor subtree does. Two linear passes in rank space; exact (values are
-    selected, never computed), hence identical to skimage.morphology.reconstruction.
-    ``seed_ranked`` (seed values in rank order) is overwritten with M.
-    """
-    n = par.shape[0]
-    m = seed_ranked
-    for t in range(n):  # children (lower rank) before parents
-        q = par[t]
-        if m[t] > m[q]:
-            m[q] = m[t]
-    for t in range(n - 1, -1, -1):  # parents before children
-        v = level[t] if level[t] < m[t] else m[t]
-        q = par[t]
-        if q != t and rec[q] > v:
-            v = rec[q]
-        rec[t] = v
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -331,23 +333,91 @@ def _raw_means(image, offsets, ys, xs):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _erosion_stack(pixels, ng, rank, m):
+    """``m[rank[p], g]`` = ``pixels`` eroded ``g + 1`` times by the 3x3 cross (outside pixels
+    ignored: skimage ``erosion(footprint=disk(1))``), at pixel p.
+
+    A wavefront over rows: at step s level g computes its row s - g from level g - 1's rows
+    s - g - 1 .. s - g + 1, so each level keeps only 3 rows (a ring) and no eroded image is held;
+    a pixel's ng values are written within ng steps, while its rows of ``m`` are still cached.
+    """
+    h, w = pixels.shape
+    ring = np.empty((ng + 1, 3, w))
+    for s in range(h + ng):
+        if s < h:
+            ring[0, s % 3] = pixels[s]
+        for g in range(1, ng + 1):
+            r = s - g
+            if r < 0 or r >= h:
+                continue
+            prev = ring[g - 1]
+            cur = prev[r % 3]
+            up = prev[(r + 2) % 3]  # row r - 1 (read only when r > 0)
+            dn = prev[(r + 1) % 3]  # row r + 1 (read only when r + 1 < h)
+            out = ring[g, r % 3]
+            base = r * w
+            for j in range(w):
+                acc = cur[j]
+                if r > 0 and up[j] < acc:
+                    acc = up[j]
+                if r + 1 < h and dn[j] < acc:
+                    acc = dn[j]
+                if j > 0 and cur[j - 1] < acc:
+                    acc = cur[j - 1]
+                if j + 1 < w and cur[j + 1] < acc:
+                    acc = cur[j + 1]
+                out[j] = acc
+                m[rank[base + j], g - 1] = acc
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _reconstruct_stack(m, par, level):
+    """Grey reconstructions by dilation (3x3 cross) of ng seeds (each <= the mask) on the mask's
+    max-tree, in place: ``m[t, g]`` (seed g in rank order) becomes the reconstruction of seed g at
+    rank t.
+
+    rec(p) = max over the ancestors A of p (p included) of min(level(A), M(A)), M(A) the largest
+    seed value in A's subtree: the component of {mask >= t} around p holds a seed value >= t
+    exactly when some ancestor subtree does. Exact (values are selected, never computed), hence
+    identical to skimage.morphology.reconstruction. One bottom-up and one top-down pass over the
+    tree for all ng seeds (the ng values of a rank
+    are adjacent), so each parent is fetched once instead of ng times. The top-down pass may
+    overwrite ``m`` in place: a parent (higher rank) is final before its children are visited,
+    and a rank's own M is read before it is overwritten.
+    """
+    n, ng = m.shape
+    for t in range(n):  # children (lower rank) before parents
+        q = par[t]
+        if q != t:
+            mt = m[t]
+            mq = m[q]
+            for g in range(ng):
+                if mt[g] > mq[g]:
+                    mq[g] = mt[g]
+    for t in range(n - 1, -1, -1):  # parents before children
+        lv = level[t]
+        q = par[t]
+        mt = m[t]
+        if q != t:
+            mq = m[q]
+            for g in range(ng):
+                v = lv if lv < mt[g] else mt[g]
+                if mq[g] > v:
+                    v = mq[g]
+                mt[g] = v
+        else:
+            for g in range(ng):
+                mt[g] = lv if lv < mt[g] else mt[g]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _spectrum_recs(pixels, order, ng):
     """Reconstructions after 1..ng cross erosions as ``recs[rank, g]`` (max-tree rank order, the
     ng values of one pixel adjacent for the per-object pass), and pixel -> rank."""
     par, level, rank = _max_tree(pixels, order)
-    n = order.shape[0]
-    recs = np.empty((n, ng))
-    rec = np.empty(n)
-    m = np.empty(n)
-    ero = pixels.copy()
-    for g in range(ng):
-        ero = _erode_cross(ero)
-        fe = ero.ravel()
-        for t in range(n):
-            m[t] = fe[order[t]]
-        _reconstruct_tree(m, par, level, rec)
-        for t in range(n):
-            recs[t, g] = rec[t]
+    recs = np.empty((order.shape[0], ng))
+    _erosion_stack(pixels, ng, rank, recs)
+    _reconstruct_stack(recs, par, level)
     return recs, rank
 
 
@@ -383,7 +453,10 @@ def _image_spectrum(
             _SPECTRUM_CACHE.move_to_end(key)
             return hit
     pixels, small = tophat_small_image(img, subsample_size, background_subsample_size, element_size)
-    order = np.argsort(-pixels.ravel()).astype(np.int32)  # numpy's sort is ~6x numba's here
+    if pixels.min() >= 0.0:  # the tophat is clipped at 0: only a NaN fails this
+        order = _descending_order(pixels)
+    else:
+        order = np.argsort(-pixels.ravel()).astype(np.int32)
     recs, rank = _spectrum_recs(pixels, order, int(spectrum_length))
     with _LOCK:
         _SPECTRUM_CACHE[key] = (recs, rank, small)

@@ -168,18 +168,36 @@ def _d_to_edge(offsets, bbox, ys, xs, shape_h, shape_w):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _label_sums(lab, n):
+    """Pixel count and row / column sums of labels 0..n over a label image (one raster pass; the
+    sums are of integers, exact in float64, so any order gives the same values)."""
+    cnt = np.zeros(n + 1)
+    sy = np.zeros(n + 1)
+    sx = np.zeros(n + 1)
+    h, w = lab.shape
+    for y in range(h):
+        for x in range(w):
+            v = lab[y, x]
+            cnt[v] += 1.0
+            sy[v] += y
+            sx[v] += x
+    return cnt, sy, sx
+
+
 def seed_centres(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, column) seed of every centre label 1..max (``centers_of_labels + 0.5`` as int; -1 for a
     label without pixels) and which labels have pixels."""
-    lab = np.asarray(centres, dtype=np.int64)
+    lab = np.ascontiguousarray(centres, dtype=np.int64)
+    if lab.size and int(lab.min()) < 0:
+        raise ValueError("centre labels must be non-negative")
     n = int(lab.max()) if lab.size else 0
-    flat = lab.ravel()
-    yy, xx = np.indices(lab.shape)
-    cnt = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    cnt, sy, sx = _label_sums(lab, n)
+    cnt, sy, sx = cnt[1:], sy[1:], sx[1:]
     good = cnt > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        ci = np.bincount(flat, weights=yy.ravel().astype(np.float64), minlength=n + 1)[1:] / cnt
-        cj = np.bincount(flat, weights=xx.ravel().astype(np.float64), minlength=n + 1)[1:] / cnt
+        ci = sy / cnt
+        cj = sx / cnt
     i = np.where(good, ci + 0.5, -1).astype(np.int64)
     j = np.where(good, cj + 0.5, -1).astype(np.int64)
     return i, j, good

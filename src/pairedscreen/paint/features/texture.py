@@ -19,13 +19,14 @@ Definition (CellProfiler 4.2.8 / cp_measure 0.3 ``measuretexture.get_texture``, 
    to 0), all 52 values of the object at that scale are NaN, like mahotas raising and cp_measure
    catching it.
 
-Implementation: per object the quantised pixels are scattered into a bbox crop; for each
-direction the pairs are counted branch-free over the object's row spans into a table indexed by
-the unordered grey-level pair (pairs with level 0 are dropped afterwards), whose touched cells are
-listed and cleared afterwards. The symmetric GLCM has that count in both cells (twice on the
-diagonal). Features are reduced from the touched cells and O(levels) integer marginals, never the
-dense 256x256 matrix, and every ``p log2 p`` is ``c (log2 T - log2 c) / T`` with ``log2`` of
-integer counts from a table.
+Implementation: per object the quantised pixels are scattered into a bbox crop once for all
+scales; per scale one pass over the object's row spans counts the pairs of all 4 directions,
+branch-free, each into its own table indexed by the unordered grey-level pair (pairs with level 0
+are dropped afterwards), whose touched cells are listed (per direction in that direction's scan
+order) and cleared afterwards. The symmetric GLCM has that count in both cells (twice on the
+diagonal). Features are reduced from the touched cells and O(levels) integer marginals (one loop
+of independent accumulators), never the dense 256x256 matrix, and every ``p log2 p`` is
+``c (log2 T - log2 c) / T`` with ``log2`` of integer counts from a table.
 
 Deliberate numerical difference (the only parity exception): InfoMeas2 uses HXY2 = 2 * HX, exact
 for the symmetric GLCM (px == py), instead of mahotas' O(levels^2) outer-product sum. Where the
@@ -107,17 +108,6 @@ def _quantize(image, ys, xs, levels, scale255):
     return out, ok
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _entropy_counts(cnt, n, lt, lg):
-    """-sum p log2 p for p = cnt / T, as sum cnt (log2 T - log2 cnt) / T (exactly 0 for one cell)."""
-    s = 0.0
-    for i in range(n):
-        c = cnt[i]
-        if c > 0:
-            s += c * (lt - lg[c])
-    return s
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi):
     """Scatter the object's grey levels into its bbox crop (row stride ``w``) and record each
@@ -143,36 +133,99 @@ def _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _count_pairs(crop, rowlo, rowhi, h, w, dy, dx, cnt, touched):
-    """Co-occurrence counts of one offset ``(dy, dx)``: ``cnt[min * 256 + max]`` per unordered
-    grey-level pair, the touched cells listed in ``touched``. Returns (cells, pairs).
+def _bump(a, b, stride, cnt, touched, nt):
+    """Count the pair (a, b) in ``cnt[min * stride + max]``, listing a newly touched cell in
+    ``touched`` as ``min * 256 + max``; returns the new number of touched cells (branch-free)."""
+    lo = min(a, b)
+    hi = max(a, b)
+    at = lo * stride + hi
+    v = cnt[at]
+    touched[nt] = lo * 256 + hi
+    cnt[at] = v + 1
+    return nt + (v == 0)
 
-    Branch-free counting over the row spans: pairs with a 0 (background, another object, or a
-    pixel quantised to 0) land in row 0 of the canonical table and are dropped (and cleared)
-    afterwards (mahotas' ``ignore_zeros``).
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _count_span(crop, base, base2, lo, hi, stride, cnt, touched, nt):
+    """Pairs (crop[base + c], crop[base2 + c]) for c in [lo, hi) of one direction."""
+    for c in range(lo, hi):
+        nt = _bump(crop[base + c], crop[base2 + c], stride, cnt, touched, nt)
+    return nt
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts):
+    """Co-occurrence counts of the 4 offsets ``_DELTAS * dist`` at once: ``cnt[d, min * stride +
+    max]`` per unordered grey-level pair (``stride`` = the object's GLCM size, so each table in
+    use is ``stride**2`` counts), the touched cells of direction d listed in ``touched[d]`` as
+    ``min * 256 + max`` and counted in ``nts[d]``.
+
+    One pass over the object's row spans: where all 4 directions' pixel pairs exist the 4 counts
+    are made in the same step (4 independent chains), the columns only some directions have before
+    and after it. Each direction still visits its pairs row by row, column by column, so its
+    touched list (hence every later sum) is in the same order as a scan of that direction alone.
+    Pairs with a 0 (background, another object, or a pixel quantised to 0) are dropped later
+    (:func:`_drop_zero`).
     """
-    nt = 0
-    for r in range(0, h - dy):
-        lo = max(rowlo[r], -dx)
-        hi = min(rowhi[r] + 1, w - dx)
+    n0 = 0
+    n1 = 0
+    n2 = 0
+    n3 = 0
+    c0 = cnt[0]
+    c1 = cnt[1]
+    c2 = cnt[2]
+    c3 = cnt[3]
+    t0 = touched[0]
+    t1 = touched[1]
+    t2 = touched[2]
+    t3 = touched[3]
+    for r in range(h):
+        lo = rowlo[r]
+        end = rowhi[r] + 1
         base = r * w
-        base2 = (r + dy) * w + dx
-        for c in range(lo, hi):
+        lo_r = lo  # (0, 1), (1, 1), (1, 0) start at the row's first column
+        hi_r = min(end, w - dist)  # (0, 1), (1, 1) stop dist before the crop's edge
+        if r + dist >= h:  # only (0, dist) has pairs in this row
+            n0 = _count_span(crop, base, base + dist, lo_r, hi_r, stride, c0, t0, n0)
+            continue
+        base2 = (r + dist) * w
+        lo_l = max(lo, dist)  # (1, -1) starts dist after the crop's edge
+        if lo_l >= hi_r:  # no column has all 4 pairs: each direction alone
+            n0 = _count_span(crop, base, base + dist, lo_r, hi_r, stride, c0, t0, n0)
+            n1 = _count_span(crop, base, base2 + dist, lo_r, hi_r, stride, c1, t1, n1)
+            n2 = _count_span(crop, base, base2, lo_r, end, stride, c2, t2, n2)
+            n3 = _count_span(crop, base, base2 - dist, lo_l, end, stride, c3, t3, n3)
+            continue
+        n0 = _count_span(crop, base, base + dist, lo_r, lo_l, stride, c0, t0, n0)
+        n1 = _count_span(crop, base, base2 + dist, lo_r, lo_l, stride, c1, t1, n1)
+        n2 = _count_span(crop, base, base2, lo_r, lo_l, stride, c2, t2, n2)
+        for c in range(lo_l, hi_r):
             a = crop[base + c]
-            b = crop[base2 + c]
-            cell = min(a, b) * 256 + max(a, b)
-            v = cnt[cell]
-            touched[nt] = cell
-            nt += v == 0
-            cnt[cell] = v + 1
+            n0 = _bump(a, crop[base + c + dist], stride, c0, t0, n0)
+            n1 = _bump(a, crop[base2 + c + dist], stride, c1, t1, n1)
+            n2 = _bump(a, crop[base2 + c], stride, c2, t2, n2)
+            n3 = _bump(a, crop[base2 + c - dist], stride, c3, t3, n3)
+        n2 = _count_span(crop, base, base2, hi_r, end, stride, c2, t2, n2)
+        n3 = _count_span(crop, base, base2 - dist, hi_r, end, stride, c3, t3, n3)
+    nts[0] = n0
+    nts[1] = n1
+    nts[2] = n2
+    nts[3] = n3
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _drop_zero(cnt, touched, nt, stride):
+    """Drop (and clear) the touched cells that involve grey level 0 (mahotas' ``ignore_zeros``);
+    returns (cells kept, pairs)."""
     npairs = 0
     keep = 0
     for t in range(nt):
         cell = touched[t]
+        at = (cell >> 8) * stride + (cell & 255)
         if cell < 256:  # involves grey level 0
-            cnt[cell] = 0
+            cnt[at] = 0
         else:
-            npairs += cnt[cell]
+            npairs += cnt[at]
             touched[keep] = cell
             keep += 1
     return keep, npairs
@@ -195,7 +248,7 @@ def _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc):
         cell = touched[t]
         i = cell >> 8
         j = cell & 255
-        c = cnt[cell]
+        c = cnt[i * fm1 + j]
         fc = float(c)
         if i == j:
             c2 = 2 * c
@@ -220,7 +273,7 @@ def _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _hxy1_and_clear(cnt, touched, nt, lt, lg, pxc):
+def _hxy1_and_clear(cnt, touched, nt, fm1, lt, lg, pxc):
     """T * HXY1 = -T sum p_ij log2(px_i px_j) over the non-zero cells (mahotas); clears ``cnt``."""
     hxy1 = 0.0
     for t in range(nt):
@@ -228,29 +281,62 @@ def _hxy1_and_clear(cnt, touched, nt, lt, lg, pxc):
         i = cell >> 8
         j = cell & 255
         # diagonal: one cell of 2c; off-diagonal: two cells of c -- same sum
-        hxy1 += 2.0 * cnt[cell] * ((lt - lg[pxc[i]]) + (lt - lg[pxc[j]]))
-        cnt[cell] = 0
+        at = i * fm1 + j
+        hxy1 += 2.0 * cnt[at] * ((lt - lg[pxc[i]]) + (lt - lg[pxc[j]]))
+        cnt[at] = 0
     return hxy1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _weighted_moments(counts, n):
-    """(sum i c_i, sum i^2 c_i) over counts[:n]."""
+def _marginal_sums(pxc, pxmyc, fm1, T, lt, lg):
+    """The sums over P(i) and P(|i-j|) (integer counts, i < ``fm1``), unnormalised: (sum i c_i,
+    sum i^2 c_i, sum k^2 d_k, T * HX, T * DifferenceEntropy, sum d_k / T).
+
+    One loop with six independent accumulators: each is summed in ascending index order, as a
+    loop of its own would, so the values are the same; the loop runs as fast as the slowest chain
+    instead of the six one after another. Entropies as ``sum c (log2 T - log2 c)`` over c > 0.
+    """
     m1 = 0.0
     m2 = 0.0
-    for i in range(n):
-        m1 += i * counts[i]
-        m2 += i * i * counts[i]
-    return m1, m2
+    con = 0.0
+    hx = 0.0
+    dent = 0.0
+    dsum = 0.0
+    for i in range(fm1):
+        c = pxc[i]
+        d = pxmyc[i]
+        m1 += i * c
+        m2 += i * i * c
+        con += i * i * d
+        if c > 0:
+            hx += c * (lt - lg[c])
+        if d > 0:
+            dent += d * (lt - lg[d])
+        dsum += d / T
+    return m1, m2, con, hx, dent, dsum
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _difference_variance(pxmyc, fm1, T):
-    """Population variance of the length-``fm1`` vector P(|i-j|) (mahotas' DifferenceVariance)."""
-    m = 0.0
-    for i in range(fm1):
-        m += pxmyc[i] / T
-    m /= fm1
+def _sum_marginal_sums(pxpyc, n, lt, lg):
+    """(sum k c_k, sum k^2 c_k, T * SumEntropy) over P(i+j) = ``pxpyc[:n]``, one loop, each
+    accumulator in ascending order (see :func:`_marginal_sums`)."""
+    m1 = 0.0
+    m2 = 0.0
+    ent = 0.0
+    for k in range(n):
+        c = pxpyc[k]
+        m1 += k * c
+        m2 += k * k * c
+        if c > 0:
+            ent += c * (lt - lg[c])
+    return m1, m2, ent
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _difference_variance(pxmyc, fm1, T, dsum):
+    """Population variance of the length-``fm1`` vector P(|i-j|) (mahotas' DifferenceVariance);
+    ``dsum`` = sum of P(|i-j|) / T in ascending order."""
+    m = dsum / fm1
     dv = 0.0
     for i in range(fm1):
         u = pxmyc[i] / T - m
@@ -265,25 +351,22 @@ def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o):
     T = float(total)
     lt = lg[total]
     asm, ent, ijp, idm = _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc)
-    hxy1 = _hxy1_and_clear(cnt, touched, nt, lt, lg, pxc)
+    hxy1 = _hxy1_and_clear(cnt, touched, nt, fm1, lt, lg, pxc)
     asm /= T * T
     ent /= T
     ijp /= T
     idm /= T
     hxy1 /= T
-    ux, k2 = _weighted_moments(pxc, fm1)
+    ux, k2, con, hx, dent, dsum = _marginal_sums(pxc, pxmyc, fm1, T, lt, lg)
     ux /= T
     k2 /= T
     vx = k2 - ux * ux
     sx = np.sqrt(vx)
-    sa, s2 = _weighted_moments(pxpyc, 2 * fm1)
+    sa, s2, sent = _sum_marginal_sums(pxpyc, 2 * fm1, lt, lg)
     sa /= T
     s2 /= T
-    con = 0.0
-    for i in range(fm1):
-        con += i * i * pxmyc[i]
     con /= T
-    hx = _entropy_counts(pxc, fm1, lt, lg) / T
+    hx /= T
     hxy2 = 2.0 * hx
     o[ANGULAR_SECOND_MOMENT] = asm
     o[CONTRAST] = con
@@ -292,25 +375,30 @@ def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o):
     o[INVERSE_DIFFERENCE_MOMENT] = idm
     o[SUM_AVERAGE] = sa
     o[SUM_VARIANCE] = s2 - sa * sa
-    o[SUM_ENTROPY] = _entropy_counts(pxpyc, 2 * fm1, lt, lg) / T
+    o[SUM_ENTROPY] = sent / T
     o[ENTROPY] = ent
-    o[DIFFERENCE_VARIANCE] = _difference_variance(pxmyc, fm1, T)
-    o[DIFFERENCE_ENTROPY] = _entropy_counts(pxmyc, fm1, lt, lg) / T
+    o[DIFFERENCE_VARIANCE] = _difference_variance(pxmyc, fm1, T, dsum)
+    o[DIFFERENCE_ENTROPY] = dent / T
     o[INFO_MEAS1] = (ent - hxy1) if hx == 0.0 else (ent - hxy1) / hx
     arg = 1.0 - np.exp(-2.0 * (hxy2 - ent))
     o[INFO_MEAS2] = np.sqrt(arg if arg > 0.0 else 0.0)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _texture_kernel(q, offsets, bbox, ys, xs, dist, out):
-    """Fill out[k, d, f] (n_obj, N_DIRECTIONS, N_HARALICK) for one scale.
+def _texture_kernel(q, offsets, bbox, ys, xs, dists, out):
+    """Fill out[k, s, d, f] (n_obj, scales, N_DIRECTIONS, N_HARALICK) for the scales ``dists``.
 
-    Pairs are counted once per unordered grey-level pair in ``cnt[min * 256 + max]``; the
-    symmetric GLCM has that count in both cells (twice on the diagonal), T = 2 * pairs.
+    Each object's crop is filled once for all its scales.
+
+    Pairs are counted once per unordered grey-level pair in ``cnt[d, min * fm1 + max]``, all 4
+    directions in one pass (:func:`_count_pairs`); the symmetric GLCM has that count in both cells
+    (twice on the diagonal), T = 2 * pairs.
     """
     n_obj = offsets.shape[0] - 1
-    cnt = np.zeros(65536, np.int64)
-    touched = np.empty(65537, np.int64)
+    cnt = np.zeros((N_DIRECTIONS, 65536), np.int32)  # counts <= 2 * object pixels
+    touched = np.empty((N_DIRECTIONS, 65537), np.int64)
+    nts = np.zeros(N_DIRECTIONS, np.int64)
+    pairs = np.zeros(N_DIRECTIONS, np.int64)
     pxc = np.zeros(256, np.int64)
     pxpyc = np.zeros(512, np.int64)
     pxmyc = np.zeros(256, np.int64)
@@ -337,14 +425,21 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dist, out):
         h = bbox[k, 2] - y0
         w = bbox[k, 3] - x0
         fm1 = _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi)
-        for d in range(N_DIRECTIONS):
-            nt, npairs = _count_pairs(crop, rowlo, rowhi, h, w, _DELTAS[d, 0] * dist, _DELTAS[d, 1] * dist,
-                                      cnt, touched)
-            if npairs == 0:
-                # the failed direction counted nothing; earlier ones were cleared already
-                out[k] = np.nan
-                break
-            _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, out[k, d])
+        for sc in range(dists.shape[0]):
+            _count_pairs(crop, rowlo, rowhi, h, w, dists[sc], fm1, cnt, touched, nts)
+            failed = False
+            for d in range(N_DIRECTIONS):
+                nts[d], pairs[d] = _drop_zero(cnt[d], touched[d], nts[d], fm1)
+                failed |= pairs[d] == 0
+            for d in range(N_DIRECTIONS):
+                if failed:  # a direction without pairs: the whole scale is NaN; clear the counts
+                    for t in range(nts[d]):
+                        cell = touched[d, t]
+                        cnt[d, (cell >> 8) * fm1 + (cell & 255)] = 0
+                    out[k, sc, d] = np.nan
+                else:
+                    _haralick(cnt[d], touched[d], nts[d], pairs[d], fm1, lg, inv, pxc, pxpyc, pxmyc,
+                              out[k, sc, d])
         for i in range(s, e):
             crop[(ys[i] - y0) * w + xs[i] - x0] = 0
     return out
@@ -375,15 +470,15 @@ def measure_texture(
     q, ok = _quantize(img, index.ys, index.xs, int(levels), img.dtype.type(255))
     if not ok:
         raise ValueError("object pixel values must lie in [0, 1] (img_as_ubyte semantics)")
+    dists = np.array([int(scale) for scale in scales], np.int64)
+    if (dists < 1).any():
+        raise ValueError(f"scale must be at least 1 pixel, got {int(dists[dists < 1][0])}")
+    out = np.empty((index.n_objects, dists.shape[0], N_DIRECTIONS, N_HARALICK), np.float64)
+    if index.n_objects and dists.shape[0]:
+        _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, dists, out)
     result: dict[str, np.ndarray] = {}
-    for scale in scales:
-        scale = int(scale)
-        if scale < 1:
-            raise ValueError(f"scale must be at least 1 pixel, got {scale}")
-        out = np.empty((index.n_objects, N_DIRECTIONS, N_HARALICK), np.float64)
-        if index.n_objects:
-            _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, scale, out)
+    for sc, scale in enumerate(dists.tolist()):
         for d in range(N_DIRECTIONS):
             for f, name in enumerate(F_HARALICK):
-                result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = out[:, d, f].copy()
+                result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = out[:, sc, d, f].copy()
     return result
