@@ -143,13 +143,14 @@ def _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _count_pairs(crop, rowlo, rowhi, h, w, dy, dx, cnt, touched):
+def _count_pairs(crop, rowlo, rowhi, h, w, dy, dx, cnt, touched, ignore_zeros):
     """Co-occurrence counts of one offset ``(dy, dx)``: ``cnt[min * 256 + max]`` per unordered
     grey-level pair, the touched cells listed in ``touched``. Returns (cells, pairs).
 
     Branch-free counting over the row spans: pairs with a 0 (background, another object, or a
     pixel quantised to 0) land in row 0 of the canonical table and are dropped (and cleared)
-    afterwards (mahotas' ``ignore_zeros``).
+    afterwards (mahotas' ``ignore_zeros``; kept when ``ignore_zeros`` is False, the whole-image
+    mode).
     """
     nt = 0
     for r in range(0, h - dy):
@@ -169,7 +170,7 @@ def _count_pairs(crop, rowlo, rowhi, h, w, dy, dx, cnt, touched):
     keep = 0
     for t in range(nt):
         cell = touched[t]
-        if cell < 256:  # involves grey level 0
+        if ignore_zeros and cell < 256:  # involves grey level 0
             cnt[cell] = 0
         else:
             npairs += cnt[cell]
@@ -302,7 +303,7 @@ def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _texture_kernel(q, offsets, bbox, ys, xs, dist, out):
+def _texture_kernel(q, offsets, bbox, ys, xs, dist, out, ignore_zeros):
     """Fill out[k, d, f] (n_obj, N_DIRECTIONS, N_HARALICK) for one scale.
 
     Pairs are counted once per unordered grey-level pair in ``cnt[min * 256 + max]``; the
@@ -339,7 +340,7 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dist, out):
         fm1 = _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi)
         for d in range(N_DIRECTIONS):
             nt, npairs = _count_pairs(crop, rowlo, rowhi, h, w, _DELTAS[d, 0] * dist, _DELTAS[d, 1] * dist,
-                                      cnt, touched)
+                                      cnt, touched, ignore_zeros)
             if npairs == 0:
                 # the failed direction counted nothing; earlier ones were cleared already
                 out[k] = np.nan
@@ -382,8 +383,40 @@ def measure_texture(
             raise ValueError(f"scale must be at least 1 pixel, got {scale}")
         out = np.empty((index.n_objects, N_DIRECTIONS, N_HARALICK), np.float64)
         if index.n_objects:
-            _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, scale, out)
+            _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, scale, out, True)
         for d in range(N_DIRECTIONS):
             for f, name in enumerate(F_HARALICK):
                 result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = out[:, d, f].copy()
+    return result
+
+
+def measure_image_texture(
+    image: np.ndarray, channel: str, scales: Sequence[int], levels: int
+) -> dict[str, float]:
+    """Whole-image Haralick features ``Texture_{Feature}_{channel}_{scale}_{dir:02d}_{levels}``
+    (CellProfiler MeasureTexture's image mode: ``mahotas.features.haralick`` of the whole quantised
+    image, ``ignore_zeros=False``: grey level 0 is an ordinary level; a non-finite value is
+    recorded as 0, as CellProfiler's ``record_image_measurement`` does)."""
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    if not 2 <= levels <= 256:
+        raise ValueError(f"levels must be in 2..256, got {levels}")
+    if image.dtype.kind != "f":
+        raise TypeError(f"image must be floating point in [0, 1], got {image.dtype}")
+    index = build_index(np.ones(image.shape, np.int32))
+    img = np.ascontiguousarray(image)
+    q, ok = _quantize(img, index.ys, index.xs, int(levels), img.dtype.type(255))
+    if not ok:
+        raise ValueError("pixel values must lie in [-1, 1] (img_as_ubyte semantics)")
+    result: dict[str, float] = {}
+    for scale in scales:
+        scale = int(scale)
+        if scale < 1:
+            raise ValueError(f"scale must be at least 1 pixel, got {scale}")
+        out = np.empty((1, N_DIRECTIONS, N_HARALICK), np.float64)
+        _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, scale, out, False)
+        out[~np.isfinite(out)] = 0.0
+        for d in range(N_DIRECTIONS):
+            for f, name in enumerate(F_HARALICK):
+                result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = float(out[0, d, f])
     return result
