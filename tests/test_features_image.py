@@ -102,3 +102,56 @@ def test_values_match_cellprofiler(tables, site):
     for col, (v, r) in worst[:20]:
         print(f"  {col}: ours {v!r} CellProfiler {r!r}")
     assert not bad, f"{len(bad)} columns differ: {worst[:5]}"
+
+
+def test_plate_table_is_the_chunks_in_well_site_order(tmp_path):
+    """run_paint_images: the plate table is its chunks' rows (metadata + the 1,089 columns, list order),
+    sorted by well and site; an empty chunk adds nothing."""
+    import pandas as pd
+
+    from pairedscreen.io import write_parquet
+    from pairedscreen.paint.stages import image_table, run_paint_images
+
+    cols = image_columns()
+    rng = np.random.default_rng(0)
+
+    def row(well, site):
+        return {"Metadata_Plate": "P1", "Metadata_Well": well, "Metadata_Site": site,
+                **dict(zip(cols, rng.random(len(cols)), strict=True))}
+
+    chunks = [[row("B02", 2), row("B02", 1)], [], [row("A01", 1)]]
+    paths = []
+    for i, rows in enumerate(chunks):
+        write_parquet(image_table(rows), tmp_path / f"{i}.parquet")
+        paths.append(tmp_path / f"{i}.parquet")
+    table = run_paint_images(paths, tmp_path / "images.parquet")
+    back = pd.read_parquet(tmp_path / "images.parquet")
+    assert list(back.columns) == ["Metadata_Plate", "Metadata_Well", "Metadata_Site", *cols]
+    assert list(zip(back["Metadata_Well"], back["Metadata_Site"], strict=True)) == [("A01", 1), ("B02", 1),
+                                                                                   ("B02", 2)]
+    want = pd.DataFrame([chunks[2][0], chunks[0][1], chunks[0][0]])
+    np.testing.assert_array_equal(back[list(cols)].to_numpy(), want[list(cols)].to_numpy())
+    assert table.shape == (3, 3 + 1089)
+
+
+@pytest.mark.e2e
+def test_workflow_plans_the_image_table_only_for_the_jump_preset(tmp_path):
+    """Dry runs of the tiny screen: with ``paint.features.preset: jump`` paint_features also writes each
+    chunk's Image_* table and paint_plate the plate's; the default preset plans neither file."""
+    import yaml
+    from workdir import snakemake
+
+    from pairedscreen.simulate import simulate
+
+    wd = simulate(tmp_path / "screen", preset="tiny")
+    default = snakemake(wd, "-n", "-p")
+    assert default.returncode == 0, (default.stdout + default.stderr)[-4000:]
+    assert "images.parquet" not in default.stdout and "/images/" not in default.stdout
+    cfg_path = wd / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["paint"].setdefault("features", {})["preset"] = "jump"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    jump = snakemake(wd, "-n", "-p")
+    assert jump.returncode == 0, (jump.stdout + jump.stderr)[-4000:]
+    assert "results/paint/P1/images.parquet" in jump.stdout
+    assert "results/paint/P1/images/" in jump.stdout
