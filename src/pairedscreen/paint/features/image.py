@@ -109,15 +109,21 @@ def intensity_statistics(pixels: np.ndarray) -> dict[str, float]:
     if v.size == 0:
         return dict.fromkeys(_INTENSITY, 0.0)
     total = float(np.sum(v))
-    median = float(np.median(v))
-    lq, uq = np.percentile(v, [25, 75])
+    n = v.size
+    # one selection for the median and the quartiles (numpy's "linear" percentile: index q (n - 1))
+    pos = {q: q * (n - 1) for q in (0.25, 0.5, 0.75)}
+    kth = sorted({k for x in pos.values() for k in (int(np.floor(x)), min(int(np.floor(x)) + 1, n - 1))})
+    part = np.partition(v, kth)
+    lq, median, uq = (_lerp(part, x, n) for x in (pos[0.25], pos[0.5], pos[0.75]))
     vmax = float(np.max(v))
+    dev = np.abs(v - median)
+    mad = _lerp(np.partition(dev, sorted({(n - 1) // 2, n // 2})), 0.5 * (n - 1), n)
     return {
         "TotalIntensity": total,
         "MeanIntensity": total / float(v.size),
         "MedianIntensity": median,
         "StdIntensity": float(np.std(v)),
-        "MADIntensity": float(np.median(np.abs(v - median))),
+        "MADIntensity": mad,
         "MaxIntensity": vmax,
         "MinIntensity": float(np.min(v)),
         "TotalArea": float(v.size),
@@ -125,6 +131,18 @@ def intensity_statistics(pixels: np.ndarray) -> dict[str, float]:
         "LowerQuartileIntensity": float(lq),
         "UpperQuartileIntensity": float(uq),
     }
+
+
+def _lerp(part: np.ndarray, x: float, n: int) -> float:
+    """The value at fractional sorted position ``x`` of a partitioned array (linear interpolation,
+    numpy's form: ``a + (b - a) t`` below t = 0.5, ``b - (b - a)(1 - t)`` from it)."""
+    lo = int(np.floor(x))
+    t = x - lo
+    a = float(part[lo])
+    if t == 0:
+        return a
+    b = float(part[min(lo + 1, n - 1)])
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def corr_blue(dna: np.ndarray) -> np.ndarray:
@@ -139,11 +157,18 @@ def corr_blue(dna: np.ndarray) -> np.ndarray:
     ri = (np.arange(h) * (by / h)).astype(int)
     rj = (np.arange(w) * (bx / w)).astype(int)
     labels = ri[:, None] * bx + rj[None, :]
-    minima = ndimage.minimum(img, labels, np.arange(by * bx))
-    background = np.asarray(minima)[labels]
+    minima = np.asarray(ndimage.minimum(img, labels, np.arange(by * bx))).reshape(by, bx)
+    # The blockwise-constant image is minima[ri, rj] = Ry @ minima @ Rx.T (Ry, Rx: block indicators), and
+    # the separable zero-padded Gaussian is Gy @ . @ Gx.T: the smoothed image is (Gy Ry) minima (Gx Rx).T,
+    # two thin matrix products instead of two 171-tap passes over the image (same sums, other order).
     sigma = BACKGROUND_FILTER_SIZE / 2.35
-    bleed = ndimage.gaussian_filter(np.ones(img.shape), sigma, mode="constant", cval=0)
-    smooth = ndimage.gaussian_filter(background, sigma, mode="constant", cval=0)
+    wy = ndimage.gaussian_filter1d((ri[:, None] == np.arange(by)[None, :]).astype(float), sigma, axis=0,
+                                   mode="constant", cval=0)
+    wx = ndimage.gaussian_filter1d((rj[:, None] == np.arange(bx)[None, :]).astype(float), sigma, axis=0,
+                                   mode="constant", cval=0)
+    smooth = wy @ minima @ wx.T
+    bleed = np.outer(ndimage.gaussian_filter1d(np.ones(h), sigma, mode="constant", cval=0),
+                     ndimage.gaussian_filter1d(np.ones(w), sigma, mode="constant", cval=0))
     background = smooth / (bleed + np.finfo(float).eps)
     return np.clip(img - background, 0.0, 1.0)
 

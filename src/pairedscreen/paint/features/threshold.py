@@ -29,6 +29,7 @@ Only the weighted-variance variants are implemented (the JUMP pipeline uses no e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -154,6 +155,15 @@ def _entropy_term(values: np.ndarray, lower: float, upper: float) -> float:
     return float(np.sum(p * np.log2(p)))
 
 
+@lru_cache(maxsize=2)
+def _seeded_noise(shape: tuple[int, ...]) -> np.ndarray:
+    """centrosome's ``smooth_with_noise`` draws: ``RandomState(0).normal(size=shape)``, the same every
+    call, so kept per shape (read-only)."""
+    r = np.random.RandomState(0).normal(size=shape)
+    r.setflags(write=False)
+    return r
+
+
 def sum_of_entropies(image: np.ndarray, mask: np.ndarray, binary: np.ndarray) -> float:
     """centrosome ``sum_of_entropies`` (with its seeded ``smooth_with_noise(., 8)``)."""
     mask = mask & ~np.isnan(image)
@@ -164,7 +174,7 @@ def sum_of_entropies(image: np.ndarray, mask: np.ndarray, binary: np.ndarray) ->
         return 0.0
     clamped = image.copy()
     clamped[clamped < minval] = minval
-    r = np.random.RandomState(0).normal(size=clamped.shape)
+    r = _seeded_noise(clamped.shape)
     delta = 2.0 ** -8
     c = np.clip(clamped, delta, 1)
     noisy = np.exp2(np.log2(c + delta) * r + (1 - r) * np.log2(c))
