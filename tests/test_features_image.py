@@ -2,8 +2,9 @@
 
 Names: exactly the ``Image_*`` part of the JUMP cpg0016 list (shared data), in its order. Values: every
 column against CellProfiler's code (verbatim in ``_cellprofiler_reference.py``) run with the JUMP
-pipeline's settings (JUMP_analysis_v3.cppipe, written out here from the pipeline, not read from our
-module) on the same pixels: a real 1080x1080 Cell Painting site (ScaleFEx) and a simulated site,
+pipeline's settings (JUMP_analysis_v3.cppipe, written out in ``_image_table_data.py`` from the pipeline,
+not read from our module) on the same pixels: a 540x540 crop of a real Cell Painting site (ScaleFEx; the
+full site in ``benchmarks/feature_parity.py --image-only``) and a simulated site,
 within 1e-6 relative (parity exceptions: benchmarks/feature_parity.md).
 """
 
@@ -11,66 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _features_a_data import SCALEFEX, load_scalefex, segment_site, synthetic_site
+from _features_a_data import SCALEFEX
+from _image_table_data import CHANNELS, cellprofiler_table, image_sites
 
 from pairedscreen.paint.features import feature_params
 from pairedscreen.paint.features.image import image_columns, measure_image
-from pairedscreen.paint.features.tubeness import tubeness
 
 JUMP_LIST = "jump_cpg0016_mandatory_features/cpg0016_mandatory_feature_columns.txt"
-CHANNELS = ("ER", "AGP", "Mito", "DNA", "RNA")
-# JUMP_analysis_v3.cppipe, modules 26-33 (MaskImage output names) and 3/4 (MeasureImageQuality)
-BACKGROUND = {"DNA": "DNA_BackgroundOnly", "AGP": "AGP__BackgroundOnly", "ER": "ER__BackgroundOnly",
-              "Mito": "Mito_BackgroundOnly", "RNA": "RNA_BackgroundOnly"}
-BLUR = (5, 10, 20, 50)
-QUALITY_OTSU = {"DNA": [(True, False, "2W")], "RNA": [(False, True, "3FW")]}
-# modules 8 (IdentifyPrimaryObjects), 9 (IdentifySecondaryObjects), 22 (Threshold), 6 (CorrBlue)
-NUCLEI = dict(method="Minimum Cross-Entropy", smoothing=1, correction=1, lower=0.005, upper=1,
-              three_class=True, middle_fg=False, log=False)
-CELLS = dict(method="Otsu", smoothing=0, correction=0.7, lower=0.005, upper=0.06, three_class=True,
-             middle_fg=True, log=True)
-MITO_BW = dict(method="Minimum Cross-Entropy", smoothing=1.3488, correction=1, lower=0, upper=1,
-               three_class=False, middle_fg=True, log=False)
 RTOL = 1e-6
-
-
-def cellprofiler_table(orig, corrected, cells, params):
-    """Every Image_* value as CellProfiler 4.2.8's modules compute it (keys without ``Image_``)."""
-    import _cellprofiler_reference as cp
-
-    out = {}
-    for c, ch in enumerate(CHANNELS):
-        out.update(cp.cp_image_quality(orig[c], f"Orig{ch}", 65535.0, BLUR, QUALITY_OTSU.get(ch, ())))
-        out.update(cp.cp_image_intensity(corrected[c], ch, cells, BACKGROUND[ch]))
-        out.update(cp.cp_texture_image(corrected[c], ch, params["texture_scales"], params["texture_levels"]))
-        out.update(cp.cp_granularity_image(corrected[c], ch, params["granularity_subsample_size"],
-                                           params["granularity_background_subsample_size"],
-                                           params["granularity_element_size"],
-                                           params["granularity_spectrum_length"]))
-    dna, rna, mito = (corrected[CHANNELS.index(ch)] for ch in ("DNA", "RNA", "Mito"))
-    out.update(cp.cp_threshold(cp.cp_corr_blue(dna, 30, 50), "NucleiIncludingEdges", **NUCLEI))
-    out.update(cp.cp_threshold(rna, "CellsIncludingEdges", **CELLS))
-    out.update(cp.cp_threshold(tubeness(mito, smoothing=1.0, rescale=True), "mito_bw", **MITO_BW))
-    return out
-
-
-def _sites(shared_data):
-    real = load_scalefex(shared_data(SCALEFEX))
-    _, real_cells, _ = segment_site(real)
-    # a smooth illumination field (brightest in the centre), as CorrectIlluminationApply divides by
-    h, w = real.shape[1:]
-    yy, xx = np.mgrid[0:h, 0:w]
-    illum = 1.0 + 0.2 * np.exp(-(((yy - h / 2) / h) ** 2 + ((xx - w / 2) / w) ** 2) * 4)
-    real_corr = np.clip(real / illum, 0, 1)
-    sim, _, sim_cells, _ = synthetic_site(seed=3, shape=(300, 320), n_cells=40, n_channels=5)
-    return {"scalefex": (real, real_corr, real_cells), "simulated": (sim, sim, sim_cells)}
 
 
 @pytest.fixture(scope="module")
 def tables(shared_data):
     params = feature_params({"preset": "jump"})
     out = {}
-    for name, (orig, corr, cells) in _sites(shared_data).items():
+    # a 540 x 540 crop of the real site keeps the test short; benchmarks/feature_parity.md has the full site
+    for name, (orig, corr, cells) in image_sites(shared_data(SCALEFEX), crop=540).items():
         ours = measure_image(orig, corr, CHANNELS, cells, 65535.0, params)
         out[name] = (ours, cellprofiler_table(orig, corr, cells, params))
     return out
