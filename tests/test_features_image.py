@@ -79,7 +79,7 @@ def test_plate_table_is_the_chunks_in_well_site_order(tmp_path):
     chunks = [[row("B02", 2), row("B02", 1)], [], [row("A01", 1)]]
     paths = []
     for i, rows in enumerate(chunks):
-        write_parquet(image_table(rows), tmp_path / f"{i}.parquet")
+        write_parquet(image_table(rows, feature_params({"preset": "jump"})), tmp_path / f"{i}.parquet")
         paths.append(tmp_path / f"{i}.parquet")
     table = run_paint_images(paths, tmp_path / "images.parquet")
     back = pd.read_parquet(tmp_path / "images.parquet")
@@ -112,3 +112,37 @@ def test_workflow_plans_the_image_table_only_for_the_jump_preset(tmp_path):
     assert jump.returncode == 0, (jump.stdout + jump.stderr)[-4000:]
     assert "results/paint/P1/images.parquet" in jump.stdout
     assert "results/paint/P1/images/" in jump.stdout
+
+
+@pytest.mark.realdata
+def test_index_focus_is_the_orig_images_power_log_log_slope(shared_data):
+    """paint_features takes ImageQuality_PowerLogLogSlope_Orig{ch} from the image index (focus_plls of the
+    raw uint16 file): the slope does not depend on the intensity scale, so it equals the column's
+    definition on the raw / 65535 image."""
+    import tifffile
+
+    from pairedscreen.paint.image_qc import image_metrics, power_log_log_slope
+
+    files = sorted((shared_data(SCALEFEX) / "ScaleFEx_Dataset01_Plate1").glob("*.tiff"))
+    for f in files:
+        raw = tifffile.imread(f)
+        assert raw.dtype == np.uint16
+        index_value = image_metrics(raw)["focus_plls"]
+        assert index_value == pytest.approx(power_log_log_slope(raw.astype(np.float64) / 65535.0), rel=1e-9)
+
+
+def test_other_texture_and_granularity_settings_make_the_matching_subset():
+    """Keys set in paint.features win over the preset: texture scale 3 only and an 8-step spectrum make the
+    list's columns of those settings (1,089 - 520 texture - 40 granularity), in its order, and no others."""
+    from _features_a_data import synthetic_site
+
+    from pairedscreen.paint.features.image import made_columns
+
+    p = feature_params({"preset": "jump", "texture_scales": [3], "granularity_spectrum_length": 8})
+    cols = made_columns(p)
+    assert len(cols) == 1089 - 520 - 40
+    assert cols == [c for c in image_columns() if c in set(cols)]
+    assert not any("_5_0" in c or "_10_0" in c for c in cols if c.startswith("Image_Texture_"))
+    imgs, _, cells, _ = synthetic_site(seed=1, shape=(96, 96), n_cells=6, n_channels=5)
+    values = measure_image(imgs, imgs, CHANNELS, cells, 65535.0, p)
+    assert list(values) == cols

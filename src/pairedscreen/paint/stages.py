@@ -144,7 +144,7 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
             df = measure_site(images, channels, nuclei, cells, cytoplasm, params, scale=scale)
         if resolved is not None:  # after the objects: the granularity spectra are cached by then
             image_rows.append(_image_row(plate, well, int(site), raw, images, scale, channels, cells,
-                                         resolved))
+                                         resolved, _site_plls(idx, well, int(site))))
         if df is None:
             continue
         if "costes_scale" in df.attrs:
@@ -158,27 +158,36 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
         columns=[C.WELL, C.SITE, C.OBJECT_NUMBER])
     table.insert(0, C.PLATE, plate)
     if images_out is not None:
-        write_parquet(image_table(image_rows), images_out)
+        write_parquet(image_table(image_rows, resolved), images_out)
     write_parquet(table, out)
     return table
 
 
+def _site_plls(idx: pd.DataFrame, well: str, site: int) -> dict[str, float]:
+    """The image index's PowerLogLogSlope (``focus_plls``) of each channel of a site."""
+    rows = idx[(idx["well"] == well) & (idx["site"] == site)]
+    return dict(zip(rows["channel"].astype(str), rows["focus_plls"].astype(float), strict=True))
+
+
 def _image_row(plate: str, well: str, site: int, raw: np.ndarray, corrected: np.ndarray, scale: float,
-               channels: list[str], cells: np.ndarray, params: Mapping[str, Any]) -> dict[str, Any]:
-    """One site's row of the JUMP ``Image_*`` table: its metadata, then the 1,089 values."""
+               channels: list[str], cells: np.ndarray, params: Mapping[str, Any],
+               plls: Mapping[str, float]) -> dict[str, Any]:
+    """One site's row of the JUMP ``Image_*`` table: its metadata, then the 1,089 values (the
+    PowerLogLogSlope columns from the image index, where paint_index computed them)."""
     from pairedscreen.paint.features.image import measure_image
 
     orig = raw.astype(np.float64) / scale
-    values = measure_image(orig, corrected, channels, cells, scale, params)
+    values = measure_image(orig, corrected, channels, cells, scale, params, plls=plls)
     return {C.PLATE: plate, C.WELL: well, C.SITE: site, **values}
 
 
-def image_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The per-site ``Image_*`` table: ``Metadata_Plate``/``Well``/``Site`` then JUMP's 1,089 columns in
-    the list's order (float64; an empty chunk gives the columns with no rows)."""
-    from pairedscreen.paint.features.image import image_columns
+def image_table(rows: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> pd.DataFrame:
+    """The per-site ``Image_*`` table: ``Metadata_Plate``/``Well``/``Site`` then the JUMP columns the
+    resolved ``paint.features`` ``params`` make (all 1,089 with the preset's settings) in the list's
+    order, float64; an empty chunk gives the columns with no rows."""
+    from pairedscreen.paint.features.image import made_columns
 
-    cols = [C.PLATE, C.WELL, C.SITE, *image_columns()]
+    cols = [C.PLATE, C.WELL, C.SITE, *made_columns(params)]
     df = pd.DataFrame(list(rows), columns=cols)
     df[C.SITE] = df[C.SITE].astype(np.int64)
     for c in cols[3:]:
@@ -190,7 +199,9 @@ def run_paint_images(chunks: Sequence[PathLike], out: PathLike) -> pd.DataFrame:
     """A plate's per-site JUMP ``Image_*`` table: its chunks' tables concatenated (sorted by well, site).
     Memory: one plate's sites (1,089 floats each)."""
     tables = [pd.read_parquet(p) for p in chunks]
-    table = pd.concat(tables, ignore_index=True) if tables else image_table([])
+    if not tables:
+        raise ValueError("a plate's Image_* table needs at least one chunk table")
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     table = table.sort_values([C.WELL, C.SITE], kind="stable", ignore_index=True)
     write_parquet(table, out)
     return table

@@ -33,6 +33,7 @@ its names, so they carry its definitions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -53,8 +54,10 @@ from .granularity import image_granularity
 from .texture import measure_image_texture
 from .threshold import ThresholdSettings, otsu_quality_threshold, threshold_measurements
 
+log = logging.getLogger(__name__)
+
 __all__ = ["BLUR_SCALES", "JUMP_THRESHOLDS", "LIST_FILE", "background_name", "corr_blue", "image_columns",
-           "intensity_statistics", "measure_image"]
+           "intensity_statistics", "made_columns", "measure_image"]
 
 LIST_FILE = "cpg0016_mandatory_feature_columns.txt"
 # MeasureImageQuality "Spatial scale for blur measurements" (JUMP_analysis_v3 module 3)
@@ -173,13 +176,13 @@ def corr_blue(dna: np.ndarray) -> np.ndarray:
     return np.clip(img - background, 0.0, 1.0)
 
 
-def _quality(orig: np.ndarray, channel: str, scale: float) -> dict[str, float]:
+def _quality(orig: np.ndarray, channel: str, scale: float, plls: float | None) -> dict[str, float]:
     name = f"Orig{channel}"
     out = {f"ImageQuality_Scaling_{name}": float(scale), f"ImageQuality_FocusScore_{name}": focus_score(orig)}
     for s in BLUR_SCALES:
         out[f"ImageQuality_LocalFocusScore_{name}_{s}"] = local_focus_score(orig, s)
         out[f"ImageQuality_Correlation_{name}_{s}"] = haralick_correlation(orig, s)
-    out[f"ImageQuality_PowerLogLogSlope_{name}"] = power_log_log_slope(orig)
+    out[f"ImageQuality_PowerLogLogSlope_{name}"] = power_log_log_slope(orig) if plls is None else float(plls)
     out[f"ImageQuality_PercentMaximal_{name}"] = percent_maximal(orig)
     out[f"ImageQuality_PercentMinimal_{name}"] = percent_minimal(orig)
     stats = intensity_statistics(orig)
@@ -199,15 +202,19 @@ def measure_image(
     cells: np.ndarray,
     scale: float,
     params: Mapping[str, Any],
+    plls: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """The 1,089 ``Image_*`` values of one site (keys in :func:`image_columns` order).
+    """The ``Image_*`` values of one site: all 1,089 with the JUMP preset's settings (keys in
+    :func:`image_columns` order; :func:`made_columns` for other texture/granularity settings).
 
     ``orig``: (C, H, W) uncorrected images as floats in [0, 1] (raw / ``scale``); ``corrected``:
     the same site illumination-corrected (what the per-object features measure); ``channel_names``:
     JUMP's DNA, RNA, ER, AGP, Mito (any order); ``cells``: the site's cell label image, cells
     touching the border included; ``scale``: the raw images' dtype maximum (65535 for uint16);
     ``params``: the resolved ``paint.features`` section (texture scales/levels, granularity and
-    tubeness settings).
+    tubeness settings); ``plls``: PowerLogLogSlope per channel when already known (the image index's
+    ``focus_plls``, computed by the same function on the raw image: the slope does not depend on the
+    intensity scale), else computed here.
     """
     channels = [str(c) for c in channel_names]
     need = {"DNA", "RNA", "ER", "AGP", "Mito"}
@@ -223,7 +230,7 @@ def measure_image(
     for c, ch in enumerate(channels):
         if ch not in need:
             continue
-        values.update(_quality(orig[c], ch, scale))
+        values.update(_quality(orig[c], ch, scale, None if plls is None else plls[ch]))
         img = corrected[c]
         for k, v in intensity_statistics(img).items():
             values[f"Intensity_{k}_{ch}"] = v
@@ -249,9 +256,37 @@ def measure_image(
         values[f"Threshold_OrigThreshold_{objects}"] = orig_t
         values[f"Threshold_SumOfEntropies_{objects}"] = soe
         values[f"Threshold_WeightedVariance_{objects}"] = wv
-    cols = image_columns()
+    cols = made_columns(params)
     missing = [c for c in cols if c[len("Image_"):] not in values]
-    if missing:
-        raise ValueError(f"{len(missing)} JUMP image columns not made with these settings, "
-                         f"e.g. {missing[:3]}")
+    if missing:  # a made column without a value is a bug here, never a setting
+        raise RuntimeError(f"{len(missing)} JUMP image columns were not computed, e.g. {missing[:3]}")
     return {c: values[c[len("Image_"):]] for c in cols}
+
+
+def made_columns(params: Mapping[str, Any]) -> list[str]:
+    """The ``Image_*`` columns of the JUMP list that ``params`` make, in the list's order: all 1,089 with
+    the preset's settings; a config that sets other texture scales/levels or a shorter granularity
+    spectrum makes the matching subset (the others are logged once, like the per-object columns)."""
+    scales = {int(s) for s in params["texture_scales"]}
+    levels = int(params["texture_levels"])
+    length = int(params["granularity_spectrum_length"])
+    out, dropped = [], []
+    for c in image_columns():
+        parts = c.split("_")
+        if parts[1] == "Texture":
+            keep = int(parts[-3]) in scales and int(parts[-1]) == levels
+        elif parts[1] == "Granularity":
+            keep = int(parts[2]) <= length
+        else:
+            keep = True
+        (out if keep else dropped).append(c)
+    if dropped:
+        _warn_dropped(len(dropped), dropped[0])
+    return out
+
+
+@lru_cache(maxsize=8)
+def _warn_dropped(n: int, example: str) -> None:
+    log.warning("paint.features.preset jump: %d Image_* columns not made with the configured texture/"
+                "granularity settings (e.g. %s); remove those keys from paint.features to make all 1,089", n,
+                example)
