@@ -28,7 +28,7 @@ hence of every cell, well and control statistic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -140,34 +140,40 @@ def local_focus_score(image: np.ndarray, scale: int) -> float:
     return 0.0
 
 
-def haralick_correlation(image: np.ndarray, scale: int, levels: int = 8) -> float:
-    """MeasureImageQuality's ``Correlation`` at ``scale``: centrosome's Haralick H3 of the whole
+def haralick_correlation(image: np.ndarray, scales: Sequence[int], levels: int = 8) -> list[float]:
+    """MeasureImageQuality's ``Correlation`` at each of ``scales``: centrosome's Haralick H3 of the whole
     image -- min-max stretched to [0, 1], quantised to ``floor(v / (1 / levels))`` clipped to
-    ``levels - 1``, the (non-symmetric) co-occurrence of each pixel with the one ``scale`` columns to
-    its right, sized ``max level + 1``; ``(sum (i+1)(j+1) P - mu_x mu_y) / (sigma_x sigma_y)``, 0
-    when not finite. ``levels`` is centrosome's fixed 8, not a setting."""
+    ``levels - 1`` (once, for all scales), the (non-symmetric) co-occurrence of each pixel with the one
+    ``scale`` columns to its right, sized ``max level + 1``;
+    ``(sum (i+1)(j+1) P - mu_x mu_y) / (sigma_x sigma_y)``, 0 when not finite. ``levels`` is
+    centrosome's fixed 8, not a setting."""
     img = np.asarray(image, dtype=np.float64)
     lo, hi = float(img.min()), float(img.max())
     norm = (img - lo) / (hi - lo if hi > lo else 1.0)
-    q = np.clip(np.floor_divide(norm, 1.0 / levels).astype(np.int8), 0, levels - 1).astype(np.int64)
-    if q.shape[1] <= scale:
-        return 0.0
+    q = np.clip(np.floor_divide(norm, 1.0 / levels).astype(np.int8), 0, levels - 1).astype(np.intp)
     nl = int(q.max()) + 1
-    a = q[:, :-scale].ravel()
-    b = q[:, scale:].ravel()
-    p = np.bincount(a * nl + b, minlength=nl * nl).reshape(nl, nl) / float(a.size)
-    px = p.sum(1)
-    py = p.sum(0)
-    px = px / px.sum()
-    py = py / py.sum()
+    qa = q * nl
     k = np.arange(1, nl + 1, dtype=float)
-    mux = float((k * px).sum())
-    muy = float((k * py).sum())
-    sx = np.sqrt(((k - mux) ** 2 * px).sum())
-    sy = np.sqrt(((k - muy) ** 2 * py).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        h3 = (float((np.outer(k, k) * p).sum()) - mux * muy) / (sx * sy)
-    return float(h3) if np.isfinite(h3) else 0.0
+    out = []
+    for scale in scales:
+        if q.shape[1] <= scale:
+            out.append(0.0)
+            continue
+        codes = qa[:, :-scale] + q[:, scale:]
+        npairs = codes.size
+        p = np.bincount(codes.ravel(), minlength=nl * nl).reshape(nl, nl) / float(npairs)
+        px = p.sum(1)
+        py = p.sum(0)
+        px = px / px.sum()
+        py = py / py.sum()
+        mux = float((k * px).sum())
+        muy = float((k * py).sum())
+        sx = np.sqrt(((k - mux) ** 2 * px).sum())
+        sy = np.sqrt(((k - muy) ** 2 * py).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            h3 = (float((np.outer(k, k) * p).sum()) - mux * muy) / (sx * sy)
+        out.append(float(h3) if np.isfinite(h3) else 0.0)
+    return out
 
 
 def noise_sd(image: np.ndarray) -> float:

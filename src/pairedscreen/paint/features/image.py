@@ -181,7 +181,8 @@ def _quality(orig: np.ndarray, channel: str, scale: float, plls: float | None) -
     out = {f"ImageQuality_Scaling_{name}": float(scale), f"ImageQuality_FocusScore_{name}": focus_score(orig)}
     for s in BLUR_SCALES:
         out[f"ImageQuality_LocalFocusScore_{name}_{s}"] = local_focus_score(orig, s)
-        out[f"ImageQuality_Correlation_{name}_{s}"] = haralick_correlation(orig, s)
+    for s, h3 in zip(BLUR_SCALES, haralick_correlation(orig, BLUR_SCALES), strict=True):
+        out[f"ImageQuality_Correlation_{name}_{s}"] = h3
     out[f"ImageQuality_PowerLogLogSlope_{name}"] = power_log_log_slope(orig) if plls is None else float(plls)
     out[f"ImageQuality_PercentMaximal_{name}"] = percent_maximal(orig)
     out[f"ImageQuality_PercentMinimal_{name}"] = percent_minimal(orig)
