@@ -146,3 +146,17 @@ def test_other_texture_and_granularity_settings_make_the_matching_subset():
     imgs, _, cells, _ = synthetic_site(seed=1, shape=(96, 96), n_cells=6, n_channels=5)
     values = measure_image(imgs, imgs, CHANNELS, cells, 65535.0, p)
     assert list(values) == cols
+
+
+def test_corrected_values_above_one_are_clipped_as_cellprofiler_does():
+    """A bright pixel divided by an illumination function below 1 exceeds 1; the JUMP pipeline's
+    CorrectIlluminationApply clips to [0, 1] before measuring, so the table equals the clipped image's."""
+    from _features_a_data import synthetic_site
+
+    p = feature_params({"preset": "jump"})
+    imgs, _, cells, _ = synthetic_site(seed=2, shape=(96, 96), n_cells=6, n_channels=5)
+    bright = imgs * 1.6
+    assert bright.max() > 1
+    got = measure_image(imgs, bright, CHANNELS, cells, 65535.0, p)
+    want = measure_image(imgs, np.clip(bright, 0, 1), CHANNELS, cells, 65535.0, p)
+    assert got == want

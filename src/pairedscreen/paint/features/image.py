@@ -209,7 +209,8 @@ def measure_image(
     :func:`image_columns` order; :func:`made_columns` for other texture/granularity settings).
 
     ``orig``: (C, H, W) uncorrected images as floats in [0, 1] (raw / ``scale``); ``corrected``:
-    the same site illumination-corrected (what the per-object features measure); ``channel_names``:
+    the same site illumination-corrected (what the per-object features measure), clipped to [0, 1] here
+    as the JUMP pipeline's CorrectIlluminationApply does; ``channel_names``:
     JUMP's DNA, RNA, ER, AGP, Mito (any order); ``cells``: the site's cell label image, cells
     touching the border included; ``scale``: the raw images' dtype maximum (65535 for uint16);
     ``params``: the resolved ``paint.features`` section (texture scales/levels, granularity and
@@ -222,7 +223,10 @@ def measure_image(
     if not need <= set(channels):
         raise ValueError(f"the JUMP image table needs channels {sorted(need)}, got {channels}")
     orig = np.asarray(orig, dtype=np.float64)
-    corrected = np.asarray(corrected, dtype=np.float64)
+    # CorrectIlluminationApply's "Set output image values less than 0 / greater than 1 equal to 0 / 1":
+    # the JUMP pipeline measures the clipped image (a no-op, and the same granularity cache entries as the
+    # per-object pass, where nothing lies outside [0, 1])
+    corrected = np.clip(np.asarray(corrected, dtype=np.float64), 0.0, 1.0)
     if orig.shape != corrected.shape or orig.shape[0] != len(channels) or cells.shape != orig.shape[1:]:
         raise ValueError(f"orig {orig.shape}, corrected {corrected.shape}, cells {cells.shape} and "
                          f"{len(channels)} channels do not match")
