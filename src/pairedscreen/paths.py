@@ -40,6 +40,9 @@ PATHS: dict[str, str] = {
     "features": "results/paint/{plate}/features/{chunk}.parquet",
     "paint_cells": "results/paint/{plate}/cells.parquet",
     "paint_wells": "results/paint/{plate}/wells.parquet",
+    # paint.features.preset jump only: JUMP's per-site Image_* table, per chunk and per plate
+    "image_features": "results/paint/{plate}/images/{chunk}.parquet",
+    "paint_images": "results/paint/{plate}/images.parquet",
     "paint_cellprofiler": "results/paint/{plate}/cellprofiler.json",   # a CellProfiler plate's source record
     # Pair and quality (aggregates)
     "quality_metrics": "results/quality/metrics.json",

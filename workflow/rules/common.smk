@@ -50,6 +50,8 @@ if not (HAS_RNA or HAS_PAINT):
 WELLS_PER_JOB = config["paint"]["wells_per_job"]
 CHUNKS = {p: chunk_wells(list(plate_maps[p]["well"]), WELLS_PER_JOB) for p in IMAGE_PLATES}
 SEG = config["paint"]["segmentation"]
+# paint.features.preset jump: the paint stage also writes JUMP's per-site Image_* table (per chunk, per plate)
+JUMP_IMAGES = config["paint"]["features"]["preset"] == "jump"
 MODELS = {c: resolve_model(SEG[c]["model"], WORKDIR, REPO) for c in ("nuclei", "cells")}
 TRUTH_DIR = config["truth_dir"]
 _cells_h5mu = config["pair"]["cells_h5mu"]
@@ -161,6 +163,15 @@ def chunk_masks(wc):
 
 def chunk_features(wc):
     return chunk_paths("features", wc.plate)
+
+
+def chunk_images(wc):
+    return chunk_paths("image_features", wc.plate)
+
+
+def jump_images(key):
+    """``{key: path(key)}`` when the preset is jump (the Image_* table's outputs), else nothing."""
+    return {key: path(key)} if JUMP_IMAGES else {}
 
 
 def digested_outputs():

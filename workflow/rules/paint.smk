@@ -84,6 +84,7 @@ rule paint_features:
         masks=path("masks"),
     output:
         path("features"),
+        **jump_images("image_features"),
     wildcard_constraints:
         plate=library_pattern(IMAGE_PLATES),
     params:
@@ -108,9 +109,11 @@ rule paint_plate:
         masks=chunk_masks,
         index=path("image_index"),
         plate_map=lambda wc: plate_row(wc)["plate_map"],
+        images=chunk_images if JUMP_IMAGES else [],
     output:
         cells=path("paint_cells"),
         wells=path("paint_wells"),
+        **jump_images("paint_images"),
     wildcard_constraints:
         plate=library_pattern(IMAGE_PLATES),
     params:

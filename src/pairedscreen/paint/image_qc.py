@@ -28,7 +28,7 @@ hence of every cell, well and control statistic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,89 @@ def percent_maximal(image: np.ndarray) -> float:
     if img.size == 0:
         return 0.0
     return float(100.0 * np.count_nonzero(img == img.max()) / img.size)
+
+
+def percent_minimal(image: np.ndarray) -> float:
+    """Percent of pixels at the image minimum (CellProfiler PercentMinimal)."""
+    img = np.asarray(image)
+    if img.size == 0:
+        return 0.0
+    return float(100.0 * np.count_nonzero(img == img.min()) / img.size)
+
+
+def focus_score(image: np.ndarray) -> float:
+    """CellProfiler's FocusScore, the normalised variance: sum((v - mean)^2) / (n * mean); 0 for
+    an empty image or a mean <= 0."""
+    v = np.asarray(image, dtype=np.float64).ravel()
+    if v.size == 0:
+        return 0.0
+    mean = float(np.mean(v))
+    if not mean > 0:
+        return 0.0
+    return float(np.sum((v - mean) ** 2) / (v.size * mean))
+
+
+def local_focus_score(image: np.ndarray, scale: int) -> float:
+    """CellProfiler's LocalFocusScore at ``scale``: the image is cut into ``ceil(H / scale) x
+    ceil(W / scale)`` tiles (pixel row i in tile ``int(i * m / H)``), each tile's normalised variance
+    ``sum((v - tile mean)^2) / (n * tile mean)`` over tiles of non-zero mean; the score is the
+    variance of those values over their median (0 when the median is not a positive number)."""
+    img = np.asarray(image, dtype=np.float64)
+    h, w = img.shape
+    m, n = (h + scale - 1) // scale, (w + scale - 1) // scale
+    ti = (np.arange(h, dtype=float) * float(m) / float(h)).astype(int)
+    tj = (np.arange(w, dtype=float) * float(n) / float(w)).astype(int)
+    grid = (ti[:, None] * n + tj[None, :]).ravel()
+    v = img.ravel()
+    counts = np.bincount(grid, minlength=m * n).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.bincount(grid, weights=v, minlength=m * n) / counts
+    sq = (v - means[grid]) ** 2
+    keep = (means != 0) & ~np.isnan(means)
+    if not keep.any():
+        return 0.0
+    sums = np.bincount(grid, weights=sq, minlength=m * n)[keep]
+    norm_var = sums / (counts[keep] * means[keep])
+    med = float(np.median(norm_var))
+    if np.isfinite(med) and med > 0:
+        return float(np.var(norm_var) / med)
+    return 0.0
+
+
+def haralick_correlation(image: np.ndarray, scales: Sequence[int], levels: int = 8) -> list[float]:
+    """MeasureImageQuality's ``Correlation`` at each of ``scales``: centrosome's Haralick H3 of the whole
+    image -- min-max stretched to [0, 1], quantised to ``floor(v / (1 / levels))`` clipped to
+    ``levels - 1`` (once, for all scales), the (non-symmetric) co-occurrence of each pixel with the one
+    ``scale`` columns to its right, sized ``max level + 1``;
+    ``(sum (i+1)(j+1) P - mu_x mu_y) / (sigma_x sigma_y)``, 0 when not finite. ``levels`` is
+    centrosome's fixed 8, not a setting."""
+    img = np.asarray(image, dtype=np.float64)
+    lo, hi = float(img.min()), float(img.max())
+    norm = (img - lo) / (hi - lo if hi > lo else 1.0)
+    q = np.clip(np.floor_divide(norm, 1.0 / levels).astype(np.int8), 0, levels - 1).astype(np.intp)
+    nl = int(q.max()) + 1
+    qa = q * nl
+    k = np.arange(1, nl + 1, dtype=float)
+    out = []
+    for scale in scales:
+        if q.shape[1] <= scale:
+            out.append(0.0)
+            continue
+        codes = qa[:, :-scale] + q[:, scale:]
+        npairs = codes.size
+        p = np.bincount(codes.ravel(), minlength=nl * nl).reshape(nl, nl) / float(npairs)
+        px = p.sum(1)
+        py = p.sum(0)
+        px = px / px.sum()
+        py = py / py.sum()
+        mux = float((k * px).sum())
+        muy = float((k * py).sum())
+        sx = np.sqrt(((k - mux) ** 2 * px).sum())
+        sy = np.sqrt(((k - muy) ** 2 * py).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            h3 = (float((np.outer(k, k) * p).sum()) - mux * muy) / (sx * sy)
+        out.append(float(h3) if np.isfinite(h3) else 0.0)
+    return out
 
 
 def noise_sd(image: np.ndarray) -> float:

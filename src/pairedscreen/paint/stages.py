@@ -100,6 +100,10 @@ def corrected_site_scaled(idx: pd.DataFrame, well: str, site: int, channels: lis
     dtype's range (uint16 / 65535), then divided by the plate's illumination function; the scale is
     that range (CellProfiler's image scale, which illumination correction keeps; 1 for float files)."""
     raw = load_site(idx, well, site, channels)
+    return _corrected(raw, illum)
+
+
+def _corrected(raw: np.ndarray, illum: np.ndarray) -> tuple[np.ndarray, float]:
     scale = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
     return (raw.astype(np.float32) / np.float32(scale)) / illum, scale
 
@@ -111,10 +115,14 @@ def corrected_site(idx: pd.DataFrame, well: str, site: int, channels: list[str],
 
 
 def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike, plate: str,
-                       params: Mapping[str, Any], out: PathLike) -> pd.DataFrame:
+                       params: Mapping[str, Any], out: PathLike,
+                       images_out: PathLike | None = None) -> pd.DataFrame:
     """Per-object features of every segmented site in a chunk: one row per cell (object id shared by the
-    Nuclei, Cells and Cytoplasm compartments)."""
-    from pairedscreen.paint.features import measure_site
+    Nuclei, Cells and Cytoplasm compartments). With ``images_out`` (``paint.features.preset: jump``), also
+    the JUMP per-site ``Image_*`` table of the chunk's segmented sites
+    (:func:`pairedscreen.paint.features.image.measure_image`), one row per site, measured from the same
+    loaded images right after the site's objects (the granularity spectra are shared)."""
+    from pairedscreen.paint.features import feature_params, measure_site
     from pairedscreen.paint.segment import read_site_masks
 
     idx = pd.read_parquet(index)
@@ -123,12 +131,22 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
     sites = sites[sites["status"] == "ok"]
     illum = load_illumination(illum_dir, channels) if len(sites) else None
     tables = []
+    image_rows: list[dict[str, Any]] = []
+    resolved = feature_params(params) if images_out is not None else None
     for well, site in zip(sites["well"], sites["site"], strict=True):
         nuclei, cells, cytoplasm = read_site_masks(masks_dir, well, int(site))
-        if cells.max() == 0:
+        if cells.max() == 0 and resolved is None:
             continue
-        images, scale = corrected_site_scaled(idx, well, int(site), channels, illum)
-        df = measure_site(images, channels, nuclei, cells, cytoplasm, params, scale=scale)
+        raw = load_site(idx, well, int(site), channels)
+        images, scale = _corrected(raw, illum)
+        df = None
+        if cells.max():
+            df = measure_site(images, channels, nuclei, cells, cytoplasm, params, scale=scale)
+        if resolved is not None:  # after the objects: the granularity spectra are cached by then
+            image_rows.append(_image_row(plate, well, int(site), raw, images, scale, channels, cells,
+                                         resolved, _site_plls(idx, well, int(site))))
+        if df is None:
+            continue
         if "costes_scale" in df.attrs:
             log.info("%s site %s: Costes thresholds on the 1/%g grid (original dtype range)", well, site,
                      df.attrs["costes_scale"])
@@ -139,6 +157,52 @@ def run_paint_features(index: PathLike, illum_dir: PathLike, masks_dir: PathLike
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
         columns=[C.WELL, C.SITE, C.OBJECT_NUMBER])
     table.insert(0, C.PLATE, plate)
+    if images_out is not None:
+        write_parquet(image_table(image_rows, resolved), images_out)
+    write_parquet(table, out)
+    return table
+
+
+def _site_plls(idx: pd.DataFrame, well: str, site: int) -> dict[str, float]:
+    """The image index's PowerLogLogSlope (``focus_plls``) of each channel of a site."""
+    rows = idx[(idx["well"] == well) & (idx["site"] == site)]
+    return dict(zip(rows["channel"].astype(str), rows["focus_plls"].astype(float), strict=True))
+
+
+def _image_row(plate: str, well: str, site: int, raw: np.ndarray, corrected: np.ndarray, scale: float,
+               channels: list[str], cells: np.ndarray, params: Mapping[str, Any],
+               plls: Mapping[str, float]) -> dict[str, Any]:
+    """One site's row of the JUMP ``Image_*`` table: its metadata, then the 1,089 values (the
+    PowerLogLogSlope columns from the image index, where paint_index computed them)."""
+    from pairedscreen.paint.features.image import measure_image
+
+    orig = raw.astype(np.float64) / scale
+    values = measure_image(orig, corrected, channels, cells, scale, params, plls=plls)
+    return {C.PLATE: plate, C.WELL: well, C.SITE: site, **values}
+
+
+def image_table(rows: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> pd.DataFrame:
+    """The per-site ``Image_*`` table: ``Metadata_Plate``/``Well``/``Site`` then the JUMP columns the
+    resolved ``paint.features`` ``params`` make (all 1,089 with the preset's settings) in the list's
+    order, float64; an empty chunk gives the columns with no rows."""
+    from pairedscreen.paint.features.image import made_columns
+
+    cols = [C.PLATE, C.WELL, C.SITE, *made_columns(params)]
+    df = pd.DataFrame(list(rows), columns=cols)
+    df[C.SITE] = df[C.SITE].astype(np.int64)
+    for c in cols[3:]:
+        df[c] = df[c].astype(np.float64)
+    return df
+
+
+def run_paint_images(chunks: Sequence[PathLike], out: PathLike) -> pd.DataFrame:
+    """A plate's per-site JUMP ``Image_*`` table: its chunks' tables concatenated (sorted by well, site).
+    Memory: one plate's sites (1,089 floats each)."""
+    tables = [pd.read_parquet(p) for p in chunks]
+    if not tables:
+        raise ValueError("a plate's Image_* table needs at least one chunk table")
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    table = table.sort_values([C.WELL, C.SITE], kind="stable", ignore_index=True)
     write_parquet(table, out)
     return table
 

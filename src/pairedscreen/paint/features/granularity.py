@@ -51,7 +51,7 @@ import numpy as np
 from ._common import radix_sort
 from .objects import ObjectIndex, build_index
 
-_SPECTRUM_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = OrderedDict()
+_SPECTRUM_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, int], float]] = OrderedDict()
 _SPECTRUM_CACHE_SIZE = 6  # one 1080x1080 channel at s = 0.25 keeps ~9 MB
 # per-object restore weights depend on the labels and the grid only: kept per live ObjectIndex
 _WINDOW_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -442,9 +442,10 @@ def _spectrum_objects(recs, wstart, wrank, weights, area, start_mean, current, o
 def _image_spectrum(
     img: np.ndarray, spectrum_length: int, subsample_size: float, background_subsample_size: float,
     element_size: int,
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
     """Image-level part (steps 1-3), cached by image content: the same channel measured for
-    several label images (nuclei, cells, cytoplasm) reuses it."""
+    several label images (nuclei, cells, cytoplasm) and for the image spectrum reuses it. The last
+    item is the mean of the tophat image (the image spectrum's start mean)."""
     key = (fingerprint(img), img.shape, spectrum_length, subsample_size, background_subsample_size,
            element_size)
     with _LOCK:
@@ -458,11 +459,12 @@ def _image_spectrum(
     else:
         order = np.argsort(-pixels.ravel()).astype(np.int32)
     recs, rank = _spectrum_recs(pixels, order, int(spectrum_length))
+    tophat_mean = float(np.mean(pixels))
     with _LOCK:
-        _SPECTRUM_CACHE[key] = (recs, rank, small)
+        _SPECTRUM_CACHE[key] = (recs, rank, small, tophat_mean)
         while len(_SPECTRUM_CACHE) > _SPECTRUM_CACHE_SIZE:
             _SPECTRUM_CACHE.popitem(last=False)
-    return recs, rank, small
+    return recs, rank, small, tophat_mean
 
 
 def tophat_small_image(
@@ -515,7 +517,7 @@ def measure_granularity(
         fill = np.nan if n else 0.0
         return {name: np.full(n, fill) for name in names}
     img = np.ascontiguousarray(image, dtype=np.float64)
-    recs, rank, (ny, nx) = _image_spectrum(img, int(spectrum_length), float(subsample_size),
+    recs, rank, (ny, nx), _ = _image_spectrum(img, int(spectrum_length), float(subsample_size),
                                            float(background_subsample_size), int(element_size))
     ry = float(ny - 1) / float(h - 1)
     rx = float(nx - 1) / float(w - 1)
@@ -536,3 +538,35 @@ def measure_granularity(
     out = np.empty((spectrum_length, n))
     _spectrum_objects(recs, wstart, wrank, weights, area, start_mean, current, out)
     return {name: out[k].copy() for k, name in enumerate(names)}
+
+
+def image_granularity(
+    image: np.ndarray,
+    channel: str,
+    spectrum_length: int,
+    subsample_size: float,
+    background_subsample_size: float,
+    element_size: int,
+) -> dict[str, float]:
+    """``Granularity_{k}_{channel}`` of the whole image (CellProfiler's image measurement of
+    MeasureGranularity): with ``mean_0`` the mean of the subsampled tophat image and ``mean_k`` the
+    mean of the k-th reconstruction on that grid, ``(mean_{k-1} - mean_k) * 100 / max(mean_0, eps)``.
+    Shares the cached image-level part with :func:`measure_granularity`."""
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    h, w = image.shape
+    eff = (int(h * subsample_size), int(w * subsample_size)) if subsample_size < 1 else (h, w)
+    names = [f"Granularity_{k}_{channel}" for k in range(1, spectrum_length + 1)]
+    if min(eff) < 2:
+        return {name: float("nan") for name in names}
+    img = np.ascontiguousarray(image, dtype=np.float64)
+    recs, _, _, start = _image_spectrum(img, int(spectrum_length), float(subsample_size),
+                                        float(background_subsample_size), int(element_size))
+    means = recs.mean(axis=0)
+    denom = max(start, float(np.finfo(float).eps))
+    out: dict[str, float] = {}
+    prev = start
+    for k, name in enumerate(names):
+        out[name] = (prev - float(means[k])) * 100.0 / denom
+        prev = float(means[k])
+    return out

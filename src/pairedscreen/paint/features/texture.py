@@ -214,15 +214,15 @@ def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _drop_zero(cnt, touched, nt, stride):
-    """Drop (and clear) the touched cells that involve grey level 0 (mahotas' ``ignore_zeros``);
-    returns (cells kept, pairs)."""
+def _drop_zero(cnt, touched, nt, stride, ignore_zeros):
+    """Drop (and clear) the touched cells that involve grey level 0 (mahotas' ``ignore_zeros``; kept
+    when ``ignore_zeros`` is False, the whole-image mode); returns (cells kept, pairs)."""
     npairs = 0
     keep = 0
     for t in range(nt):
         cell = touched[t]
         at = (cell >> 8) * stride + (cell & 255)
-        if cell < 256:  # involves grey level 0
+        if ignore_zeros and cell < 256:  # involves grey level 0
             cnt[at] = 0
         else:
             npairs += cnt[at]
@@ -385,7 +385,7 @@ def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _texture_kernel(q, offsets, bbox, ys, xs, dists, out):
+def _texture_kernel(q, offsets, bbox, ys, xs, dists, out, ignore_zeros):
     """Fill out[k, s, d, f] (n_obj, scales, N_DIRECTIONS, N_HARALICK) for the scales ``dists``.
 
     Each object's crop is filled once for all its scales.
@@ -429,7 +429,7 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dists, out):
             _count_pairs(crop, rowlo, rowhi, h, w, dists[sc], fm1, cnt, touched, nts)
             failed = False
             for d in range(N_DIRECTIONS):
-                nts[d], pairs[d] = _drop_zero(cnt[d], touched[d], nts[d], fm1)
+                nts[d], pairs[d] = _drop_zero(cnt[d], touched[d], nts[d], fm1, ignore_zeros)
                 failed |= pairs[d] == 0
             for d in range(N_DIRECTIONS):
                 if failed:  # a direction without pairs: the whole scale is NaN; clear the counts
@@ -475,10 +475,43 @@ def measure_texture(
         raise ValueError(f"scale must be at least 1 pixel, got {int(dists[dists < 1][0])}")
     out = np.empty((index.n_objects, dists.shape[0], N_DIRECTIONS, N_HARALICK), np.float64)
     if index.n_objects and dists.shape[0]:
-        _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, dists, out)
+        _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, dists, out, True)
     result: dict[str, np.ndarray] = {}
     for sc, scale in enumerate(dists.tolist()):
         for d in range(N_DIRECTIONS):
             for f, name in enumerate(F_HARALICK):
                 result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = out[:, sc, d, f].copy()
+    return result
+
+
+def measure_image_texture(
+    image: np.ndarray, channel: str, scales: Sequence[int], levels: int
+) -> dict[str, float]:
+    """Whole-image Haralick features ``Texture_{Feature}_{channel}_{scale}_{dir:02d}_{levels}``
+    (CellProfiler MeasureTexture's image mode: ``mahotas.features.haralick`` of the whole quantised
+    image, ``ignore_zeros=False``: grey level 0 is an ordinary level; a non-finite value is
+    recorded as 0, as CellProfiler's ``record_image_measurement`` does)."""
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    if not 2 <= levels <= 256:
+        raise ValueError(f"levels must be in 2..256, got {levels}")
+    if image.dtype.kind != "f":
+        raise TypeError(f"image must be floating point in [0, 1], got {image.dtype}")
+    index = build_index(np.ones(image.shape, np.int32))
+    img = np.ascontiguousarray(image)
+    q, ok = _quantize(img, index.ys, index.xs, int(levels), img.dtype.type(255))
+    if not ok:
+        raise ValueError("pixel values must lie in [-1, 1] (img_as_ubyte semantics)")
+    dists = np.array([int(scale) for scale in scales], np.int64)
+    if (dists < 1).any():
+        raise ValueError(f"scale must be at least 1 pixel, got {int(dists[dists < 1][0])}")
+    out = np.empty((1, dists.shape[0], N_DIRECTIONS, N_HARALICK), np.float64)
+    if dists.shape[0]:
+        _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, dists, out, False)
+    out[~np.isfinite(out)] = 0.0
+    result: dict[str, float] = {}
+    for sc, scale in enumerate(dists.tolist()):
+        for d in range(N_DIRECTIONS):
+            for f, name in enumerate(F_HARALICK):
+                result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = float(out[0, sc, d, f])
     return result
