@@ -148,13 +148,19 @@ def _neighbourhood_index(img, i, j):
 
 
 @numba.njit(cache=True, nogil=True)
-def _lookup(img, table):
-    """``table[index]`` at every pixel (centrosome ``table_lookup`` for one iteration, border 0)."""
+def _index_image(img):
+    """The 0..511 neighbourhood index of every pixel of a 0/1 image (outside: 0), from which one
+    ``table[index]`` is centrosome's ``table_lookup`` for one iteration with border 0."""
     h, w = img.shape
-    out = np.empty((h, w), table.dtype)
+    out = np.empty((h, w), np.int64)
     for i in range(h):
         for j in range(w):
-            out[i, j] = table[_neighbourhood_index(img, i, j)]
+            if 0 < i < h - 1 and 0 < j < w - 1:
+                out[i, j] = (img[i - 1, j - 1] + 2 * img[i - 1, j] + 4 * img[i - 1, j + 1]
+                             + 8 * img[i, j - 1] + 16 * img[i, j] + 32 * img[i, j + 1]
+                             + 64 * img[i + 1, j - 1] + 128 * img[i + 1, j] + 256 * img[i + 1, j + 1])
+            else:
+                out[i, j] = _neighbourhood_index(img, i, j)
     return out
 
 
@@ -191,7 +197,7 @@ def skeletonize(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image, bool)
     t = _tables()
     distance = ndi.distance_transform_edt(img)
-    corner = _lookup(img.astype(np.uint8), t["cornerness"])
+    corner = t["cornerness"][_index_image(img.astype(np.int64))]
     ii, jj = np.nonzero(img)
     order = np.lexsort((_tiebreaker(img.shape)[img], corner[img], distance[img]))
     result = np.ascontiguousarray(img, np.uint8)
@@ -242,16 +248,55 @@ def _walk_holes(jlist, start, count, is_not_hole, adjacent, to_do, to_do_count, 
                 to_do_count += 1
 
 
-def _adjacent_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (i, j) label pairs of 4-neighbouring pixels, both orders, sorted by (i, j)."""
-    i = np.concatenate([labels[:-1, :].ravel(), labels[:, :-1].ravel()])
-    j = np.concatenate([labels[1:, :].ravel(), labels[:, 1:].ravel()])
-    keep = i != j
-    i, j = i[keep], j[keep]
-    if i.size == 0:
-        return i, j
-    pairs = np.unique(np.stack([np.concatenate([i, j]), np.concatenate([j, i])], axis=1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
+@numba.njit(cache=True, nogil=True)
+def _adjacency(labels, n_labels, lcount):
+    """(start, count, j-list) of the distinct labels 4-adjacent to each label 0..n_labels-1, each list in
+    ascending order: centrosome's sorted, de-duplicated (i, j) pairs in both orders. Labels above
+    ``lcount`` are 4-connected background pieces, so any adjacent pair has one side <= lcount (<= 1 for
+    a binary image): a (lcount + 1, n_labels) table of flags holds them all."""
+    h, w = labels.shape
+    flags = np.zeros((lcount + 1, n_labels), np.bool_)
+    for y in range(h):
+        for x in range(w):
+            a = labels[y, x]
+            for k in range(2):
+                yy = y + 1 - k
+                xx = x + k
+                if yy >= h or xx >= w:
+                    continue
+                b = labels[yy, xx]
+                if a == b:
+                    continue
+                lo = min(a, b)
+                hi = max(a, b)
+                if lo > lcount:
+                    raise ValueError("two background pieces touch")
+                flags[lo, hi] = True
+                if hi <= lcount:
+                    flags[hi, lo] = True
+    count = np.zeros(n_labels, np.int64)
+    for a in range(lcount + 1):
+        for b in range(n_labels):
+            if flags[a, b]:
+                count[a] += 1
+                if b > lcount:
+                    count[b] += 1
+    start = np.zeros(n_labels, np.int64)
+    for v in range(1, n_labels):
+        start[v] = start[v - 1] + count[v - 1]
+    jlist = np.empty(max(start[n_labels - 1] + count[n_labels - 1], 1), np.int64)
+    fill = start.copy()
+    for a in range(lcount + 1):
+        for b in range(n_labels):
+            if flags[a, b]:
+                jlist[fill[a]] = b
+                fill[a] += 1
+    for b in range(lcount + 1, n_labels):    # a background piece's neighbours: objects, ascending
+        for a in range(lcount + 1):
+            if flags[a, b]:
+                jlist[fill[b]] = a
+                fill[b] += 1
+    return start, count, jlist
 
 
 def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) -> np.ndarray:
@@ -273,10 +318,8 @@ def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) ->
     to_do = [int(v) for v in edge[edge != 0]]
     is_not_hole[to_do] = 1
     adjacent = np.zeros(lmax + 1, np.int64)
-    i, j = _adjacent_pairs(labels)
-    if i.size > 0:
-        i_count = np.bincount(i, minlength=lmax + 1)
-        start = np.concatenate([[0], np.cumsum(i_count)[:-1]])
+    start, i_count, jlist = _adjacency(labels, lmax + 1, lcount)
+    if i_count.sum() > 0:
         areas = np.bincount(labels.ravel())
         big = (np.arange(areas.size) > 0) & (areas > max_hole_size) & (is_not_hole[: areas.size] == 0)
         for ii in np.flatnonzero(big):
@@ -284,8 +327,7 @@ def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) ->
             to_do.append(int(ii))
         todo = np.zeros(max(len(to_do), lmax + 1), np.int64)
         todo[: len(to_do)] = to_do
-        _walk_holes(j.astype(np.int64), start.astype(np.int64), i_count.astype(np.int64), is_not_hole,
-                    adjacent, todo, len(to_do), lcount)
+        _walk_holes(jlist, start, i_count, is_not_hole, adjacent, todo, len(to_do), lcount)
     new = np.arange(lmax + 1, dtype=np.int64)
     new[lcount + 1:] = 0
     holes = is_not_hole == 0
@@ -489,15 +531,15 @@ def measure_object_skeleton(skeleton: np.ndarray, labels: np.ndarray, *, max_hol
     outside_skel = combined & (dilated == 0)
     dlabels, distance = _propagate(dilated.astype(np.int32), combined)
     combined[dlabels == 0] = False
-    comb8 = combined.astype(np.uint8)
-    branch_points = _lookup(comb8, t["branchpoints"]).astype(bool)
+    index = _index_image(combined.astype(np.int64))
+    branch_points = t["branchpoints"][index].astype(bool)
     if combined[1, 1]:   # CellProfiler's odd case (tests the single pixel [1, 1], as its code does)
         odd = combined[:-1, :-1] & combined[1:, :-1] & combined[:-1, 1:]
         branch_points[:-1, :-1][odd] = True
         branch_points[1:, 1:][odd] = True
-    branching = np.array([0, 0, 0, 1, 2])[_lookup(comb8, t["branchings"])]
+    branching = np.array([0, 0, 0, 1, 2])[t["branchings"][index]]
     branching[~ndi.binary_dilation(outside_skel, np.ones((3, 3), bool))] = 0
-    end_points = _lookup(comb8, t["endpoints"]).astype(bool)
+    end_points = t["endpoints"][index].astype(bool)
     nearby = np.where(distance > 1.5, 0, dlabels)
     outside = np.where(nearby > 0, 0, dlabels)
     length = _skeleton_length(np.ascontiguousarray(dlabels * outside_skel, np.int64), t["length"], n)
