@@ -1325,3 +1325,11 @@ def jump_mito_skeleton(tubeness_image, nuclei):
     MeasureObjectSkeleton().run(ws)
     feats = {name: _np.asarray(v, float) for (_, name), v in ws.measurements.items()}
     return thr.final_threshold, ws.image_set["mito_bw"].pixel_data, ws.image_set["mito_skel"].pixel_data, feats
+
+
+def measure_object_skeleton(skeleton, nuclei):
+    """CellProfiler 4.2.8's MeasureObjectSkeleton alone (JUMP settings) of a binary ``skeleton`` around
+    seed ``nuclei`` (consecutive ids 1..n): {feature name: values}."""
+    ws = _SkelWorkspace({"mito_skel": Image(skeleton)}, nuclei)
+    MeasureObjectSkeleton().run(ws)
+    return {name: _np.asarray(v, float) for (_, name), v in ws.measurements.items()}
