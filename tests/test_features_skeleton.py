@@ -153,6 +153,15 @@ def _skeleton_cases():
     nuc3[15:19, 2:6] = 2
     yield "loop with a hole, two nuclei", ring, nuc3
     yield "no skeleton", np.zeros((15, 15), bool), nuc3[:15, :15]
+    # random 16x16 skeletons around one nucleus: in #70 [1, 1] is off and an L-corner lies outside the
+    # nucleus (the odd case must not apply), in #276 [1, 1] is on (it must)
+    from skimage.morphology import skeletonize
+
+    nuc5 = np.zeros((16, 16), np.int32)
+    nuc5[9:12, 9:12] = 1
+    for seed in (70, 276):
+        rnd = skeletonize(np.random.default_rng(seed).random((16, 16)) < 0.35)
+        yield f"random skeleton {seed} ([1, 1] {'on' if seed == 276 else 'off'})", rnd, nuc5
 
 
 @pytest.mark.parametrize("case", list(_skeleton_cases()), ids=lambda c: c[0])

@@ -529,12 +529,7 @@ def _ring_skeleton(skeleton: np.ndarray, labels: np.ndarray, max_hole_size: int)
     centre = grey_erosion(dilated, footprint=disk) > 0
     combined &= ~centre
     combined = fill_small_holes(combined, ~centre, max_hole_size)
-    return skeleton_bool(combined), dilated
-
-
-def skeleton_bool(image: np.ndarray) -> np.ndarray:
-    """:func:`skeletonize` of a boolean image (CellProfiler's re-skeletonisation step)."""
-    return skeletonize(image)
+    return skeletonize(combined), dilated
 
 
 def _per_label_sum(values: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
