@@ -195,3 +195,16 @@ def test_measure_site_maps_object_ids():
         col = f"Nuclei_{_column(f)}"
         np.testing.assert_allclose(df.loc[3 * np.arange(1, nuc.max() + 1) + 1, col].to_numpy(),
                                    cp[_column(f)], rtol=1e-6, atol=0)
+
+
+def test_threshold_value_is_cellprofilers_li():
+    """threshold_value against CellProfiler's get_global_threshold + _correct_global_threshold (skimage's
+    threshold_li with its tolerance) on images of several sizes (numpy's summation blocks) and grids."""
+    rng = np.random.default_rng(3)
+    images = [rng.random((n, m)) ** k for n, m in ((2, 3), (11, 12), (97, 101), (300, 301)) for k in (1, 4)]
+    images += [np.round(rng.random((64, 80)) * 255) / 255, np.round(rng.random((50, 50)) * 9) / 9,
+               np.where(rng.random((40, 40)) < 0.5, 0.0, 0.25), np.full((5, 5), 0.5)]
+    for img in images:
+        thr = ref.Threshold()
+        want = thr._correct_global_threshold(thr.get_global_threshold(img, np.ones(img.shape, bool)))
+        assert threshold_value(img) == want

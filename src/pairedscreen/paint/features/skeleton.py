@@ -5,7 +5,8 @@ JUMP_analysis_v3.cppipe runs, on the ``mito_tubeness`` image (:mod:`.tubeness`),
 1. **Threshold** -> ``mito_bw`` (Global, Minimum Cross-Entropy, smoothing scale 1.3488, correction 1,
    bounds [0, 1], no log transform): :func:`threshold_value` is ``skimage.filters.threshold_li`` on the
    image's pixels with CellProfiler's tolerance (half the smallest step between distinct values, at
-   least 0.5/65536); :func:`mito_bw` is ``gaussian(image) / gaussian(ones) >= threshold`` with
+   least 0.5/65536), its iteration run in numba with numpy's pairwise means (same values to the bit,
+   no temporary arrays); :func:`mito_bw` is ``gaussian(image) / gaussian(ones) >= threshold`` with
    ``sigma = scale / 0.6744 / 2`` and zero padding (``centrosome.smooth.smooth_with_function_and_mask``
    with an all-true mask);
 2. **MorphologicalSkeleton** -> ``mito_skel``: ``skimage.morphology.skeletonize`` (the module's own call);
@@ -54,8 +55,9 @@ FEATURES = ("NumberTrunks", "NumberNonTrunkBranches", "NumberBranchEnds", "Total
 
 def threshold_value(image: np.ndarray) -> float:
     """CellProfiler 4's global Minimum Cross-Entropy threshold of ``image`` (no mask, correction 1,
-    bounds [0, 1]): ``skimage.filters.threshold_li`` with CellProfiler's tolerance. The same value is
-    the Threshold module's ``Image_Threshold_{Final,Orig}Threshold`` for these settings."""
+    bounds [0, 1]): ``skimage.filters.threshold_li`` with CellProfiler's tolerance (:func:`_li_iterations`;
+    skimage itself for images with NaN/inf). The same value is the Threshold module's
+    ``Image_Threshold_{Final,Orig}Threshold`` for these settings."""
     from skimage.filters import threshold_li
 
     data = np.asarray(image, dtype=np.float64).ravel()
@@ -63,9 +65,85 @@ def threshold_value(image: np.ndarray) -> float:
         thr = 0.0
     elif np.all(data == data[0]):
         thr = float(data[0])
+    elif np.isfinite(data).all():
+        thr = float(_li_iterations(data, _li_tolerance(data)))
     else:
         thr = float(threshold_li(data, tolerance=_li_tolerance(data)))
     return min(max(thr * 1.0, 0.0), 1.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise(a, lo, n):
+    """numpy's pairwise float64 sum of ``a[lo:lo + n]`` (8 accumulators up to 128 values, halves above)."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        while i < n - (n % 8):
+            j = lo + i
+            r0 += a[j]
+            r1 += a[j + 1]
+            r2 += a[j + 2]
+            r3 += a[j + 3]
+            r4 += a[j + 4]
+            r5 += a[j + 5]
+            r6 += a[j + 6]
+            r7 += a[j + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _np_mean(a, n):
+    """``np.mean(a[:n])`` to the bit: pairwise sums of 8192-value blocks (numpy's buffer) added in order."""
+    acc = 0.0
+    lo = 0
+    while lo < n:
+        m = min(8192, n - lo)
+        acc += _pairwise(a, lo, m)
+        lo += m
+    return acc / n
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _li_iterations(data, tolerance):
+    """``skimage.filters.threshold_li(data, tolerance=tolerance)`` for finite, non-constant float64 data:
+    the same iteration with numpy's means (order and summation kept), without its temporary arrays."""
+    image_min = data.min()
+    image = data - image_min
+    fore = np.empty_like(image)
+    back = np.empty_like(image)
+    t_next = _np_mean(image, image.size)
+    t_curr = -2 * tolerance
+    while abs(t_next - t_curr) > tolerance:
+        t_curr = t_next
+        nf = 0
+        nb = 0
+        for v in image:
+            if v > t_curr:
+                fore[nf] = v
+                nf += 1
+            else:
+                back[nb] = v
+                nb += 1
+        mean_fore = _np_mean(fore, nf)
+        mean_back = _np_mean(back, nb)
+        if mean_back == 0.0:
+            break
+        t_next = (mean_back - mean_fore) / (np.log(mean_back) - np.log(mean_fore))
+    return t_next + image_min
 
 
 @numba.njit(cache=True, nogil=True)
