@@ -296,16 +296,47 @@ def _thin(result, ii, jj, order, table):
         result[i, j] = table[acc]
 
 
+@numba.njit(cache=True, nogil=True)
+def _edt_at(img, ii, jj):
+    """``scipy.ndimage.distance_transform_edt(img)`` at the foreground pixels (ii, jj): sqrt of the
+    smallest squared distance to a background pixel of the image, searched ring by ring (Chebyshev
+    radius r) until no farther ring can be closer; -1 where the image has no background."""
+    h, w = img.shape
+    out = np.empty(ii.shape[0], np.float64)
+    for k in range(ii.shape[0]):
+        i = ii[k]
+        j = jj[k]
+        best = -1
+        r = 1
+        while r <= h + w and (best < 0 or r * r < best):
+            for y in range(max(i - r, 0), min(i + r, h - 1) + 1):
+                dy = y - i
+                edge_row = dy == -r or dy == r
+                step = 1 if edge_row else 2 * r
+                x = j - r
+                while x <= j + r:
+                    if 0 <= x < w and not img[y, x]:
+                        d2 = dy * dy + (x - j) * (x - j)
+                        if best < 0 or d2 < best:
+                            best = d2
+                    x += step
+            r += 1
+        out[k] = np.sqrt(np.float64(best)) if best >= 0 else -1.0
+    return out
+
+
 def skeletonize(image: np.ndarray) -> np.ndarray:
     """centrosome ``cpmorphology.skeletonize(image)`` (no mask, distance-transform ordering)."""
     from scipy import ndimage as ndi
 
     img = np.asarray(image, bool)
     t = _tables()
-    distance = ndi.distance_transform_edt(img)
-    corner = t["cornerness"][_index_image(img.astype(np.int64))]
     ii, jj = np.nonzero(img)
-    order = np.lexsort((_tiebreaker(img.shape)[img], corner[img], distance[img]))
+    distance = _edt_at(img, ii, jj)            # the distance transform where it is used
+    if distance.size and distance.min() < 0:   # no background at all: scipy's own answer
+        distance = ndi.distance_transform_edt(img)[img]
+    corner = t["cornerness"][_index_image(img.astype(np.int64))]
+    order = np.lexsort((_tiebreaker(img.shape)[img], corner[img], distance))
     result = np.ascontiguousarray(img, np.uint8)
     _thin(result, ii.astype(np.int32), jj.astype(np.int32), order.astype(np.int32), t["skeletonize"])
     return result.astype(bool)
