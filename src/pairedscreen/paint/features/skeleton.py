@@ -184,9 +184,19 @@ def mito_bw(image: np.ndarray, threshold: float, *, smoothing_scale: float) -> n
     if smoothing_scale == 0:
         return img >= threshold
     sigma = smoothing_scale / 0.6744 / 2.0
-    bleed = ndi.gaussian_filter(np.ones(img.shape), sigma, mode="constant", cval=0)
-    blurred = ndi.gaussian_filter(img, sigma, mode="constant", cval=0) / (bleed + np.finfo(float).eps)
+    blurred = ndi.gaussian_filter(img, sigma, mode="constant", cval=0) / _bleed(img.shape, sigma)
     return blurred >= threshold
+
+
+@lru_cache(maxsize=4)
+def _bleed(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """``gaussian(ones) + eps``: the share of each smoothed pixel that comes from inside the image
+    (centrosome's ``smooth_with_function_and_mask`` with an all-true mask), one per image shape."""
+    from scipy import ndimage as ndi
+
+    out = ndi.gaussian_filter(np.ones(shape), sigma, mode="constant", cval=0) + np.finfo(float).eps
+    out.flags.writeable = False
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
