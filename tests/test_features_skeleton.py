@@ -215,7 +215,7 @@ def test_thinning_distances_are_scipys():
     at the foreground pixels only, equal scipy's, thin and thick shapes, shapes touching the border."""
     from scipy import ndimage as ndi
 
-    from pairedscreen.paint.features.skeleton import _edt_at
+    from pairedscreen.paint.features.skeleton_steps import _edt_at
 
     rng = np.random.default_rng(11)
     for k in range(40):
