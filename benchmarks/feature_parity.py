@@ -7,9 +7,11 @@ per feature (channel names abstracted to ``{ch}``), the maximum relative error o
 compartment, channel and site, the share of objects above 1e-4, and for each feature above 1e-4
 the written reason. RWC and Costes are compared with CellProfiler 4.2.8's own object-mode code
 (``tests/_cellprofiler_reference.py``: image-wide ranks and Costes thresholds), also on the real 8-bit
-ExampleHuman site (Costes on the 1/255 grid). A second section compares with CellProfiler 4.0.6's own
-ExampleHuman output. A last section compares the JUMP per-site ``Image_*`` table with CellProfiler
-4.2.8's module code (``--image-only`` rewrites just that section of an existing file).
+ExampleHuman site (Costes on the 1/255 grid). The JUMP mito skeleton (``Nuclei_ObjectSkeleton_*_mito_skel``)
+is compared with CellProfiler 4.2.8's own Threshold / MorphologicalSkeleton / MeasureObjectSkeleton code on
+each site's Nuclei (Mito channel; ExampleHuman: its cell-body stain). A second section compares with
+CellProfiler 4.0.6's own ExampleHuman output. A last section compares the JUMP per-site ``Image_*`` table with
+CellProfiler 4.2.8's module code (``--image-only`` rewrites just that section of an existing file).
 
 Relative error: ``|ours - ref| / max(|ref|, 1e-6 * max|ref|, 1e-9)`` per feature and run; equal NaN/inf
 count as agreement.
@@ -35,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from _cellprofiler_reference import measure_objects as cp4_colocalization  # noqa: E402
+from _cellprofiler_skeleton_reference import jump_mito_skeleton as cp4_mito_skeleton  # noqa: E402
 from _features_a_data import (  # noqa: E402
     EXAMPLEHUMAN,
     SCALEFEX,
@@ -269,6 +272,29 @@ def run_part_b(table: Table, imgs, channels, labels, index, where, scale: float 
 # ------------------------------------------------------------------------------------------------
 
 
+# the channel standing in for Mito in the skeleton family (ExampleHuman has none: its cell-body stain)
+SKELETON_CHANNELS = ("Mito", "cellbody")
+
+
+def run_skeleton(table: Table, imgs, channels, nuclei, where) -> None:
+    """Nuclei_ObjectSkeleton_*_mito_skel (Threshold -> MorphologicalSkeleton -> MeasureObjectSkeleton on
+    the mito_tubeness image) against CellProfiler 4.2.8's own three modules
+    (tests/_cellprofiler_reference.py)."""
+    from pairedscreen.paint.features.skeleton import measure_skeleton
+    from pairedscreen.paint.features.tubeness import tubeness
+
+    ch = next(c for c in SKELETON_CHANNELS if c in channels)
+    tub = tubeness(imgs[channels.index(ch)], smoothing=SCHEMA["paint.features.tubeness_smoothing"],
+                   rescale=SCHEMA["paint.features.tubeness_rescale"])
+    ours = measure_skeleton(tub, nuclei,
+                            smoothing_scale=SCHEMA["paint.features.skeleton_threshold_smoothing"],
+                            max_hole_size=SCHEMA["paint.features.skeleton_max_hole_size"])
+    _, _, _, ref = cp4_mito_skeleton(tub, nuclei)
+    for key, val in ours.items():
+        table.add("skeleton", key, channels, val, ref.get(key), f"{where}/{ch}",
+                  reference="CellProfiler 4.2.8 code")
+
+
 def run_site(table: Table, name: str, imgs, channels, comps, scale: float | None, timings: dict) -> None:
     from pairedscreen.paint.features.areashape import measure_areashape
     from pairedscreen.paint.features.intensity import measure_intensity
@@ -297,6 +323,8 @@ def run_site(table: Table, name: str, imgs, channels, comps, scale: float | None
                     table.add("neighbors", key, channels, val, ref.get(key), where,
                               reference=ALT_REFERENCE.get(base, ("cp_measure 0.3",))[0])
         run_part_b(table, imgs, channels, labels, index, where, scale)
+        if comp == "Nuclei" and any(c in channels for c in SKELETON_CHANNELS):
+            run_skeleton(table, imgs, list(channels), labels, where)
         timings[where] = time.perf_counter() - t0
 
 
@@ -308,7 +336,8 @@ def reason_for(t: str) -> tuple[str, str] | None:
 
 
 def render(table: Table, cp_summary, cp_table, datasets: list[str], seconds: float) -> str:
-    fams = ["areashape", "intensity", "neighbors", "texture", "granularity", "radial", "colocalization"]
+    fams = ["areashape", "intensity", "neighbors", "texture", "granularity", "radial", "colocalization",
+            "skeleton"]
     lines = [
         "# Feature parity with cp_measure and CellProfiler",
         "",

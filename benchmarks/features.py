@@ -11,7 +11,9 @@
 
 With ``--preset jump`` every timing is of the JUMP cpg0016 set (``paint.features.preset: jump``:
 texture scales 3/5/10, granularity subsampling 0.5, Nuclei neighbours at 1 px, ...; aim: under
-1.5 CPU-s per site and >= 20x cp_measure), and cp_measure runs the same settings.
+1.5 CPU-s per site and >= 20x cp_measure), and cp_measure runs the same settings; the mito skeleton
+step (Threshold + MorphologicalSkeleton + MeasureObjectSkeleton on the tubeness image, which the
+tubeness radial distribution computes anyway) is also timed on its own, as a share of the full set.
 
     .venv/bin/python benchmarks/features.py [--crop 540] [--repeat 3] [--no-cp] [--preset jump] [--per-family]
 
@@ -43,6 +45,7 @@ from pairedscreen.config import schema_defaults  # noqa: E402
 from pairedscreen.paint.features import build_index, feature_params, measure_site  # noqa: E402
 from pairedscreen.paint.features.areashape import measure_areashape  # noqa: E402
 from pairedscreen.paint.features.intensity import edge_pixels, measure_intensity  # noqa: E402
+from pairedscreen.paint.features.skeleton import measure_skeleton  # noqa: E402
 from pairedscreen.paint.features.tubeness import tubeness  # noqa: E402
 
 SCHEMA = schema_defaults()   # the pipeline's values: library functions take them as required keywords
@@ -111,6 +114,16 @@ def per_family(imgs, nuc, cells, cyto, repeat: int) -> dict[str, float]:
     finally:
         feats._family_function = lookup
     return best
+
+def skeleton_step(imgs, nuc):
+    """The skeleton family's own work on a site: CPU seconds of ``measure_skeleton`` on the tubeness
+    image (best of 3; the tubeness image itself is shared with the tubeness radial distribution)."""
+    p = feature_params(PRESET)
+    tub = tubeness(imgs[CHANNELS.index(p["tubeness_channel"])], smoothing=p["tubeness_smoothing"],
+                   rescale=p["tubeness_rescale"])
+    lab = np.ascontiguousarray(nuc, dtype=np.int64)
+    return cpu(lambda: measure_skeleton(tub, lab, smoothing_scale=p["skeleton_threshold_smoothing"],
+                                        max_hole_size=p["skeleton_max_hole_size"]), 3)
 
 
 def shape_intensity(imgs, comps):
@@ -207,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         fam = per_family(imgs, nuc, cells, cyto, args.repeat)
         print("per family (CPU-s, best of each): " + ", ".join(f"{k} {v:.3f}" for k, v in fam.items()))
 
+    if "skeleton" in feature_params(PRESET)["families"]:
+        t_sk = skeleton_step(imgs, nuc)
+        print(f"skeleton step (mito_bw -> mito_skel -> Nuclei ObjectSkeleton): {t_sk:.3f} CPU-s per site "
+              f"({100 * t_sk / t_full:.0f}% of the full set)")
+
     comps = [np.ascontiguousarray(x, dtype=np.int64) for x in (nuc, cells, cyto)]
     t_si = cpu(lambda: shape_intensity(imgs, comps), args.repeat)
     t_floor = cpu(lambda: floor(imgs, comps), args.repeat)
@@ -219,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         t_real = cpu(lambda: ours_full(real, rn, rc, ry), args.repeat)
         print(f"real ScaleFEx site (1080x1080, {int(rc.max())} large cells): "
               f"full features {t_real:.3f} CPU-s")
+        if "skeleton" in feature_params(PRESET)["families"]:
+            t_sk = skeleton_step(real, rn)
+            print(f"real ScaleFEx site: skeleton step {t_sk:.3f} CPU-s "
+                  f"({100 * t_sk / t_real:.0f}% of the full set)")
 
     if args.no_cp:
         return 0

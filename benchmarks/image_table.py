@@ -36,6 +36,7 @@ from _features_a_data import SCALEFEX, SCALEFEX_CHANNELS, load_scalefex, segment
 from pairedscreen.paint import image_qc  # noqa: E402
 from pairedscreen.paint.features import feature_params, granularity, measure_site  # noqa: E402
 from pairedscreen.paint.features import image as image_table  # noqa: E402
+from pairedscreen.paint.features.skeleton import mito_threshold_settings  # noqa: E402
 from pairedscreen.paint.features.texture import measure_image_texture  # noqa: E402
 from pairedscreen.paint.features.threshold import otsu_quality_threshold, threshold_measurements  # noqa: E402
 from pairedscreen.paint.features.tubeness import tubeness  # noqa: E402
@@ -112,7 +113,7 @@ def main() -> None:
                                    image_table.JUMP_THRESHOLDS["NucleiIncludingEdges"]),
             threshold_measurements(c64[4], image_table.JUMP_THRESHOLDS["CellsIncludingEdges"]),
             threshold_measurements(tubeness(c64[2], smoothing=1.0, rescale=True),
-                                   image_table.JUMP_THRESHOLDS["mito_bw"])),
+                                   mito_threshold_settings(params["skeleton_threshold_smoothing"]))),
     }
     for name, fn in parts.items():
         print(f"  {name:36s} {cpu(fn, args.repeat):6.2f}")

@@ -2163,17 +2163,17 @@ class _Store:
         self.values[name] = float(_np.asarray(value).ravel()[0])
 
 
-class _Workspace:
+class _ImageWorkspace:
     pass
 
 
 cellprofiler_core = types.SimpleNamespace(
-    workspace=types.SimpleNamespace(Workspace=_Workspace),
+    workspace=types.SimpleNamespace(Workspace=_ImageWorkspace),
     constants=types.SimpleNamespace(image=types.SimpleNamespace(C_SCALING="Scaling")))
 
 
 def _workspace(images, objects=None):
-    ws = _Workspace()
+    ws = _ImageWorkspace()
     store = _Store()
     ws.measurements = store
     ws.add_measurement = store.add_measurement

@@ -2,8 +2,8 @@
 
 Ground truth is the JUMP profiling recipe's list (resources/jump/, 3,672 names): the preset's settings
 must be the ones the names encode (texture scales and grey levels, neighbour distances, radial bins),
-its output must be a subset of the list in the list's order, and every column it does not make yet is
-printed by family (``pytest -s``) and must be one of the families still listed as missing.
+its output must be exactly the list (same column set, in the list's order, nothing extra); what the
+default preset lacks is printed by family (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from pairedscreen.paint.features import feature_params, measure_site
 from pairedscreen.paint.features.jump import family, jump_columns, missing_by_family
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
-# what the preset does not make yet: the skeleton of the thresholded mito_tubeness image (mito_skel)
-NOT_YET = re.compile(r"^Nuclei_ObjectSkeleton_\w+_mito_skel$")
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +72,14 @@ def test_default_unchanged_by_preset_keys():
     assert p["neighbors_nuclei_distance"] is None and "relations" not in p["families"]
 
 
-def test_jump_columns_subset_in_order(jump_df):
+def test_jump_columns_exactly_the_list(jump_df):
     cols = [c for c in jump_df.columns if c != "object_id"]
     order = {c: i for i, c in enumerate(jump_columns())}
     extra = [c for c in cols if c not in order]
     assert not extra, f"columns outside the JUMP list: {extra[:10]}"
-    assert [order[c] for c in cols] == sorted(order[c] for c in cols)
+    missing = [c for c in jump_columns() if c not in set(cols)]
+    assert not missing, f"JUMP columns the preset does not make: {missing[:20]}"
+    assert cols == list(jump_columns())
 
 
 def test_missing_per_family(site, jump_df):
@@ -92,11 +92,10 @@ def test_missing_per_family(site, jump_df):
               + ", ".join(f"{f} {len(v)}" for f, v in miss.items()))
         for f, v in miss.items():
             print(f"  {f}: {v[:4]}{' ...' if len(v) > 4 else ''}")
-    miss = [c for v in missing_by_family(jump_df.columns).values() for c in v]
-    unexpected = [c for c in miss if not NOT_YET.match(c)]
-    assert not unexpected, f"JUMP columns missing from the jump preset: {unexpected[:20]}"
-    # the preset never loses a JUMP column the default makes
-    assert set(miss) <= {c for v in missing_by_family(default.columns).values() for c in v}
+    assert missing_by_family(jump_df.columns) == {}
+    # the default preset makes none of the jump-only families' columns
+    miss_default = missing_by_family(default.columns)
+    assert len(miss_default["ObjectSkeleton"]) == 4
 
 
 def test_relations_and_location_z(site, jump_df):

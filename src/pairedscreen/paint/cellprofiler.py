@@ -59,9 +59,11 @@ FAMILY_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "radial": ("RadialDistribution", ("Cells", "Nuclei", "Cytoplasm")),
     "colocalization": ("Correlation", ("Cells", "Nuclei", "Cytoplasm")),
     # the jump preset's families: the object relations (RelateObjects / IdentifySecondaryObjects) and the
-    # radial distribution of the mito_tubeness image (MeasureObjectIntensityDistribution)
+    # radial distribution of the mito_tubeness image (MeasureObjectIntensityDistribution), the mito_skel
+    # skeleton around the nuclei (MeasureObjectSkeleton)
     "relations": ("Children", ("Cells",)),
     "tubeness_radial": ("RadialDistribution", ("Cells", "Cytoplasm")),
+    "skeleton": ("ObjectSkeleton", ("Nuclei",)),
 }
 _LINKS = ("Parent_", "Children_", "Number_Object_Number", "ObjectNumber")
 _IMAGE_KEY = {"csv": ["ImageNumber"], "sqlite_per": ["ImageNumber"],

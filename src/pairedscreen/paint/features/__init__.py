@@ -40,6 +40,7 @@ FAMILIES: tuple[str, ...] = (
     "colocalization",
     "relations",
     "tubeness_radial",
+    "skeleton",
 )
 
 # family -> (module, function)
@@ -53,6 +54,7 @@ _FAMILY_FUNCS: dict[str, tuple[str, str]] = {
     "colocalization": ("colocalization", "measure_colocalization"),
     "relations": ("relations", "measure_relations"),
     "tubeness_radial": ("radial_centers", "measure_radial_centers"),
+    "skeleton": ("skeleton", "measure_skeleton"),
 }
 
 # Neighbours are measured for nuclei and cells (within ``neighbors_distance``), plus the
@@ -181,7 +183,7 @@ def measure_site(
             thresholds = {(i, j): costes_thresholds(imgs[i], imgs[j], scale) for i, j, _, _ in pairs}
     columns: dict[str, np.ndarray] = {"object_id": ids.astype(np.int64)}
     tub = None
-    if "tubeness_radial" in families and "Nuclei" in compartments:
+    if ("tubeness_radial" in families or "skeleton" in families) and "Nuclei" in compartments:
         from .tubeness import tubeness
 
         if p["tubeness_channel"] not in channels:
@@ -221,6 +223,10 @@ def measure_site(
 
                     feats.update(fn(tub, lab, compartments["Nuclei"], NAME, p["tubeness_radial_bins"],
                                     index=index))
+            elif fam == "skeleton":
+                if tub is not None and comp == "Nuclei":   # MeasureObjectSkeleton's seed objects (JUMP)
+                    feats.update(fn(tub, lab, smoothing_scale=float(p["skeleton_threshold_smoothing"]),
+                                    max_hole_size=int(p["skeleton_max_hole_size"]), index=index))
             elif fam == "relations":
                 child = indexes.get("Cytoplasm")
                 feats.update(fn(comp, index.labels_present, None if child is None else child.labels_present))

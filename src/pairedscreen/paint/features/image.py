@@ -51,6 +51,7 @@ from pairedscreen.paint.image_qc import (
 )
 
 from .granularity import image_granularity
+from .skeleton import mito_threshold_settings
 from .texture import measure_image_texture
 from .threshold import ThresholdSettings, otsu_quality_threshold, threshold_measurements
 
@@ -67,7 +68,8 @@ QUALITY_THRESHOLDS = (("DNA", "2W", False, False), ("RNA", "3FW", True, True))
 # CorrectIlluminationCalculate (module 6) for CorrBlue: "Background", block size 30, Gaussian filter 50
 BACKGROUND_BLOCK = 30
 BACKGROUND_FILTER_SIZE = 50.0
-# the threshold steps of IdentifyPrimaryObjects (8), IdentifySecondaryObjects (9) and Threshold (22)
+# the threshold steps of IdentifyPrimaryObjects (8) and IdentifySecondaryObjects (9); the Threshold module
+# (22) that makes mito_bw is the skeleton family's (skeleton.mito_threshold_settings), read from the config
 JUMP_THRESHOLDS: dict[str, ThresholdSettings] = {
     "NucleiIncludingEdges": ThresholdSettings("minimum_cross_entropy", smoothing_scale=1.0,
                                               correction_factor=1.0, lower=0.005, upper=1.0, three_class=True,
@@ -75,9 +77,6 @@ JUMP_THRESHOLDS: dict[str, ThresholdSettings] = {
     "CellsIncludingEdges": ThresholdSettings("otsu", smoothing_scale=0.0, correction_factor=0.7, lower=0.005,
                                              upper=0.06, three_class=True, middle_to_foreground=True,
                                              log_transform=True),
-    "mito_bw": ThresholdSettings("minimum_cross_entropy", smoothing_scale=1.3488, correction_factor=1.0,
-                                 lower=0.0, upper=1.0, three_class=False, middle_to_foreground=True,
-                                 log_transform=False),
 }
 _THRESHOLD_IMAGE = {"NucleiIncludingEdges": "DNA", "CellsIncludingEdges": "RNA", "mito_bw": "Mito"}
 _INTENSITY = ("TotalIntensity", "MeanIntensity", "MedianIntensity", "StdIntensity", "MADIntensity",
@@ -255,7 +254,9 @@ def measure_image(
                             smoothing=float(params["tubeness_smoothing"]),
                             rescale=bool(params["tubeness_rescale"])),
     }
-    for objects, settings in JUMP_THRESHOLDS.items():
+    thresholds = {**JUMP_THRESHOLDS,
+                  "mito_bw": mito_threshold_settings(float(params["skeleton_threshold_smoothing"]))}
+    for objects, settings in thresholds.items():
         final, orig_t, soe, wv = threshold_measurements(sources[objects], settings)
         values[f"Threshold_FinalThreshold_{objects}"] = final
         values[f"Threshold_OrigThreshold_{objects}"] = orig_t
