@@ -154,3 +154,14 @@ def test_seed_propagation_is_centrosome_propagate(seed):
     assert reached.sum() > 0.5 * mask.sum()
     np.testing.assert_array_equal(cl[mask], np.where(reached, ref_l, 0)[mask])
     np.testing.assert_array_equal(dist[mask & reached], ref_d[mask & reached])
+
+
+def test_nearest_centre_choice_is_argsort_first():
+    """The nearest-centre pick for objects no seed reached equals CellProfiler's
+    ``np.argsort(d2, axis=1)[:, 0]``, on rows with a unique minimum and rows with tied minima."""
+    from pairedscreen.paint.features.radial_centers import _first_of_argsort
+
+    rng = np.random.default_rng(5)
+    d2 = rng.integers(0, 40, size=(300, 50)).astype(np.float64)  # many tied minima
+    d2[::3] = rng.random((100, 50))                                # unique minima
+    np.testing.assert_array_equal(_first_of_argsort(d2), np.argsort(d2, axis=1)[:, 0])

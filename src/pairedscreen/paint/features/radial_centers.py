@@ -211,6 +211,18 @@ def seed_centres(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return i, j, good
 
 
+def _first_of_argsort(d2: np.ndarray) -> np.ndarray:
+    """``np.argsort(d2, axis=1)[:, 0]`` (CellProfiler's choice of the nearest centre): the row's
+    minimum where it is unique, argsort itself on the rows where it is tied (which of the tied
+    columns argsort puts first is its own affair)."""
+    first = d2.argmin(axis=1)
+    rows = np.arange(d2.shape[0])
+    tied = (d2 == d2[rows, first][:, None]).sum(axis=1) > 1
+    if tied.any():
+        first[tied] = np.argsort(d2[tied], axis=1)[:, 0]
+    return first
+
+
 def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray):
     """Per object pixel (CSR order of ``index``): distance to its centre, the centre's row and column,
     and whether it has one (steps 1-3 of the module docstring)."""
@@ -231,13 +243,13 @@ def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray)
     missing = pcl == 0
     if missing.any() and lg.size:
         owner = np.repeat(np.arange(index.n_objects), np.diff(index.offsets))
-        miss_obj = np.unique(owner[missing])
+        miss_obj = np.flatnonzero(np.bincount(owner[missing], minlength=index.n_objects))
         areas = np.diff(index.offsets).astype(np.float64)
         my = np.bincount(owner, weights=ys.astype(np.float64), minlength=index.n_objects) / areas
         mx = np.bincount(owner, weights=xs.astype(np.float64), minlength=index.n_objects) / areas
         d2 = (my[miss_obj, None] - ig[None, :]) ** 2 + (mx[miss_obj, None] - jg[None, :]) ** 2
         best = np.zeros(index.n_objects, np.int64)
-        best[miss_obj] = lg[np.argsort(d2, axis=1)[:, 0]]
+        best[miss_obj] = lg[_first_of_argsort(d2)]
         pcl[missing] = best[owner[missing]]
         dy = ys[missing] - i[pcl[missing] - 1]
         dx = xs[missing] - j[pcl[missing] - 1]
