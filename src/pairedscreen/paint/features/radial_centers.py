@@ -231,15 +231,19 @@ def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray)
     i, j, good = seed_centres(centres)
     lg = np.flatnonzero(good) + 1
     ig, jg = i[good], j[good]
-    seeds = np.zeros(labels.shape, np.int64)
-    seeds[ig, jg] = lg
     mask = labels != 0
-    cl = np.zeros(labels.shape, np.int64)
-    dist = np.full(labels.shape, -1.0)
-    _propagate(mask, seeds, cl, dist)
     ys, xs = index.ys, index.xs
-    pcl = cl[ys, xs]
-    pd = dist[ys, xs]
+    if mask[ig, jg].any():
+        seeds = np.zeros(labels.shape, np.int64)
+        seeds[ig, jg] = lg
+        cl = np.zeros(labels.shape, np.int64)
+        dist = np.full(labels.shape, -1.0)
+        _propagate(mask, seeds, cl, dist)
+        pcl = cl[ys, xs]
+        pd = dist[ys, xs]
+    else:  # no centre inside the objects (e.g. cytoplasm rings): nothing propagates
+        pcl = np.zeros(ys.shape[0], np.int64)
+        pd = np.full(ys.shape[0], -1.0)
     missing = pcl == 0
     if missing.any() and lg.size:
         owner = np.repeat(np.arange(index.n_objects), np.diff(index.offsets))
