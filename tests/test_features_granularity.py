@@ -65,7 +65,8 @@ def test_reconstruction_equals_skimage(shape, steps) -> None:
     mask[:shape[0] // 3, :shape[1] // 3] = mask.max()  # plateau: ties in the max-tree
     for order in (np.argsort(-mask.ravel()).astype(np.int32), gr._descending_order(mask)):
         assert np.all(np.diff(mask.ravel()[order]) <= 0)
-        recs, rank = gr._spectrum_recs(mask, order, steps)
+        recs = np.empty((mask.size, steps))
+        rank = gr._spectrum_recs(mask, order, recs)
         seed = mask.copy()
         for g in range(steps):
             seed = erosion(seed, footprint=disk(1))

@@ -131,3 +131,37 @@ def test_matches_cellprofiler(site, compartment):
     assert set(ours) == set(ref) and len(ours) == 3 * (16 + 20) + 3
     for k in ref:
         np.testing.assert_allclose(ours[k], ref[k][rows], rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=k)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_seed_propagation_is_centrosome_propagate(seed):
+    """The bucketed seed propagation against ``centrosome.propagate`` itself on masks with many
+    seeds close together (many equal distances, so the (distance, label, row, column) tie-break
+    decides which seed takes a pixel): labels and distances equal wherever the mask is."""
+    from pairedscreen.paint.features.radial_centers import _propagate
+
+    rng = np.random.default_rng(seed)
+    mask = scipy.ndimage.binary_opening(rng.random((120, 150)) < 0.8)
+    seeds = np.zeros(mask.shape, np.int64)
+    pts = rng.integers(0, [120, 150], size=(60, 2))
+    seeds[pts[:, 0], pts[:, 1]] = rng.permutation(np.arange(1, 61))
+    cl = np.zeros(mask.shape, np.int64)
+    dist = np.full(mask.shape, -1.0)
+    _propagate(mask, seeds, cl, dist)
+    inside = seeds * mask  # centrosome's seeds outside the mask label nothing
+    ref_l, ref_d = propagate.propagate(np.zeros(mask.shape), inside, mask, 1)
+    reached = ref_l != 0
+    assert reached.sum() > 0.5 * mask.sum()
+    np.testing.assert_array_equal(cl[mask], np.where(reached, ref_l, 0)[mask])
+    np.testing.assert_array_equal(dist[mask & reached], ref_d[mask & reached])
+
+
+def test_nearest_centre_choice_is_argsort_first():
+    """The nearest-centre pick for objects no seed reached equals CellProfiler's
+    ``np.argsort(d2, axis=1)[:, 0]``, on rows with a unique minimum and rows with tied minima."""
+    from pairedscreen.paint.features.radial_centers import _first_of_argsort
+
+    rng = np.random.default_rng(5)
+    d2 = rng.integers(0, 40, size=(300, 50)).astype(np.float64)  # many tied minima
+    d2[::3] = rng.random((100, 50))                                # unique minima
+    np.testing.assert_array_equal(_first_of_argsort(d2), np.argsort(d2, axis=1)[:, 0])

@@ -411,14 +411,13 @@ def _reconstruct_stack(m, par, level):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _spectrum_recs(pixels, order, ng):
-    """Reconstructions after 1..ng cross erosions as ``recs[rank, g]`` (max-tree rank order, the
-    ng values of one pixel adjacent for the per-object pass), and pixel -> rank."""
+def _spectrum_recs(pixels, order, recs):
+    """Reconstructions after 1..ng cross erosions into ``recs[rank, g]`` (max-tree rank order, the
+    ng values of one pixel adjacent for the per-object pass); returns pixel -> rank."""
     par, level, rank = _max_tree(pixels, order)
-    recs = np.empty((order.shape[0], ng))
-    _erosion_stack(pixels, ng, rank, recs)
+    _erosion_stack(pixels, recs.shape[1], rank, recs)
     _reconstruct_stack(recs, par, level)
-    return recs, rank
+    return rank
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -458,7 +457,10 @@ def _image_spectrum(
         order = _descending_order(pixels)
     else:
         order = np.argsort(-pixels.ravel()).astype(np.int32)
-    recs, rank = _spectrum_recs(pixels, order, int(spectrum_length))
+    # allocated by numpy, which asks the kernel for huge pages for it (the table is ~37 MB for a
+    # 1080x1080 image at subsample 0.5): thousands fewer page faults than numba's allocation
+    recs = np.empty((order.shape[0], int(spectrum_length)))
+    rank = _spectrum_recs(pixels, order, recs)
     tophat_mean = float(np.mean(pixels))
     with _LOCK:
         _SPECTRUM_CACHE[key] = (recs, rank, small, tophat_mean)

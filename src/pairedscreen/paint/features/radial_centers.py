@@ -30,6 +30,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ._common import radix_sort
 from .objects import ObjectIndex, build_index
 from .radial import FEATURES, N_FEATURES, _box_edt, _edt_scratch, _radial_kernel
 
@@ -49,100 +50,107 @@ def _pack(label, y, x):
 
 
 @numba.njit(cache=True, nogil=True)
-def _heap_push(hk, ht, n, k, t):
-    """Push (k, t) onto the heap held in (hk, ht) of ``n`` items; returns the (maybe grown) arrays."""
-    if n == hk.shape[0]:
-        cap = 2 * n + 16
-        nk = np.empty(cap, np.uint64)
-        nt = np.empty(cap, np.int64)
-        nk[:n] = hk[:n]
-        nt[:n] = ht[:n]
-        hk, ht = nk, nt
-    c = n
-    while c > 0:
-        p = (c - 1) // 2
-        if k < hk[p] or (k == hk[p] and t < ht[p]):
-            hk[c] = hk[p]
-            ht[c] = ht[p]
-            c = p
-        else:
-            break
-    hk[c] = k
-    ht[c] = t
-    return hk, ht
+def _sort_bucket(kb, tb, m, tmp_k, tmp_t, hist):
+    """Sort the first ``m`` entries of (kb, tb) in place into increasing (k, t) order: a stable
+    radix sort by k carrying t, then each run of equal k sorted by t."""
+    radix_sort(kb, tb, m, 8, tmp_k, tmp_t, hist, True)
+    s = 0
+    while s < m:
+        e = s + 1
+        k = kb[s]
+        while e < m and kb[e] == k:
+            e += 1
+        if e - s > 1:
+            tb[s:e].sort()
+        s = e
 
 
 @numba.njit(cache=True, nogil=True)
-def _heap_pop(hk, ht, n):
-    """Pop the smallest (k, t) of the ``n``-item heap; returns its t (the heap then holds ``n - 1``)."""
-    top = ht[0]
-    n -= 1
-    k = hk[n]
-    t = ht[n]
-    c = 0
-    while True:
-        s = 2 * c + 1
-        if s >= n:
-            break
-        r = s + 1
-        if r < n and (hk[r] < hk[s] or (hk[r] == hk[s] and ht[r] < ht[s])):
-            s = r
-        if hk[s] < k or (hk[s] == k and ht[s] < t):
-            hk[c] = hk[s]
-            ht[c] = ht[s]
-            c = s
-        else:
-            break
-    hk[c] = k
-    ht[c] = t
-    return top
+def _bucket_push(kbuf, tbuf, cnt, slot, k, t):
+    """Append (k, t) to bucket ``slot`` of (kbuf, tbuf); returns the (maybe grown) buffers."""
+    c = cnt[slot]
+    if c == kbuf.shape[1]:
+        k2 = np.empty((3, 2 * c), np.uint64)
+        t2 = np.empty((3, 2 * c), np.int64)
+        for r in range(3):
+            k2[r, :cnt[r]] = kbuf[r, :cnt[r]]
+            t2[r, :cnt[r]] = tbuf[r, :cnt[r]]
+        kbuf, tbuf = k2, t2
+    kbuf[slot, c] = k
+    tbuf[slot, c] = t
+    cnt[slot] = c + 1
+    return kbuf, tbuf
 
 
 @numba.njit(cache=True, nogil=True)
 def _propagate(mask, seeds, out_label, out_dist):
     """centrosome.propagate(zeros, seeds, mask, 1) restricted to seeds inside ``mask``: nearest seed
-    label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached). The
-    heap order is centrosome's: (distance without its last mantissa bit, label, row, column)."""
+    label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached).
+
+    centrosome pops its heap in (distance without its last mantissa bit, label, row, column) order.
+    Here the entries are kept in buckets by the distance's integer part b. Every step is 1 or
+    sqrt(2), so the entries pushed while bucket b is popped go to buckets b + 1 and b + 2 (float
+    addition is monotone): bucket b is complete when its turn comes, and popping it sorted by the
+    heap's key gives the heap's exact order (the key is monotone in the distance, and no key is
+    shared across an integer, whose bit pattern is even). Three buckets are live at a time.
+    """
     h, w = mask.shape
     scratch = np.zeros(1)
     bits = scratch.view(np.uint64)
-    n = 0
-    hk = np.empty(1024, np.uint64)
-    ht = np.empty(1024, np.int64)
+    kbuf = np.empty((3, 1024), np.uint64)
+    tbuf = np.empty((3, 1024), np.int64)
+    cnt = np.zeros(3, np.int64)
     for y in range(h):
         for x in range(w):
             if seeds[y, x] != 0:
                 out_dist[y, x] = 0.0
                 if mask[y, x]:
-                    hk, ht = _heap_push(hk, ht, n, np.uint64(0), _pack(seeds[y, x], y, x))
-                    n += 1
+                    kbuf, tbuf = _bucket_push(kbuf, tbuf, cnt, 0, np.uint64(0), _pack(seeds[y, x], y, x))
     di = (-1, -1, -1, 0, 0, 1, 1, 1)
     dj = (-1, 0, 1, -1, 1, -1, 0, 1)
     low = (1 << 21) - 1
-    while n > 0:
-        t = _heap_pop(hk, ht, n)
-        n -= 1
-        lab = t >> 42
-        y = (t >> 21) & low
-        x = t & low
-        if out_label[y, x] != 0:
-            continue
-        out_label[y, x] = lab
-        d0 = out_dist[y, x]
-        for q in range(8):
-            y2 = y + di[q]
-            x2 = x + dj[q]
-            if y2 < 0 or y2 >= h or x2 < 0 or x2 >= w:
+    hist = np.zeros(256, np.int64)
+    kb = np.empty(0, np.uint64)
+    tb = np.empty(0, np.int64)
+    tmp_k = np.empty(0, np.uint64)
+    tmp_t = np.empty(0, np.int64)
+    b = 0
+    while cnt[0] + cnt[1] + cnt[2] > 0:
+        slot = b % 3
+        m = cnt[slot]
+        if m > kb.shape[0]:
+            kb = np.empty(2 * m, np.uint64)
+            tb = np.empty(2 * m, np.int64)
+            tmp_k = np.empty(2 * m, np.uint64)
+            tmp_t = np.empty(2 * m, np.int64)
+        kb[:m] = kbuf[slot, :m]
+        tb[:m] = tbuf[slot, :m]
+        cnt[slot] = 0
+        _sort_bucket(kb, tb, m, tmp_k, tmp_t, hist)
+        for u in range(m):
+            t = tb[u]
+            lab = t >> 42
+            y = (t >> 21) & low
+            x = t & low
+            if out_label[y, x] != 0:
                 continue
-            if out_label[y2, x2] > 0 or not mask[y2, x2]:
-                continue
-            manhattan = abs(di[q]) + abs(dj[q])
-            d = math.sqrt(0.0 + manhattan * 1.0 * 1.0) + d0
-            if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
-                out_dist[y2, x2] = d
-                scratch[0] = d
-                hk, ht = _heap_push(hk, ht, n, bits[0] >> np.uint64(1), _pack(lab, y2, x2))
-                n += 1
+            out_label[y, x] = lab
+            d0 = out_dist[y, x]
+            for q in range(8):
+                y2 = y + di[q]
+                x2 = x + dj[q]
+                if y2 < 0 or y2 >= h or x2 < 0 or x2 >= w:
+                    continue
+                if out_label[y2, x2] > 0 or not mask[y2, x2]:
+                    continue
+                manhattan = abs(di[q]) + abs(dj[q])
+                d = math.sqrt(0.0 + manhattan * 1.0 * 1.0) + d0
+                if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
+                    out_dist[y2, x2] = d
+                    scratch[0] = d
+                    kbuf, tbuf = _bucket_push(kbuf, tbuf, cnt, int(d) % 3, bits[0] >> np.uint64(1),
+                                              _pack(lab, y2, x2))
+        b += 1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -203,6 +211,18 @@ def seed_centres(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return i, j, good
 
 
+def _first_of_argsort(d2: np.ndarray) -> np.ndarray:
+    """``np.argsort(d2, axis=1)[:, 0]`` (CellProfiler's choice of the nearest centre): the row's
+    minimum where it is unique, argsort itself on the rows where it is tied (which of the tied
+    columns argsort puts first is its own affair)."""
+    first = d2.argmin(axis=1)
+    rows = np.arange(d2.shape[0])
+    tied = (d2 == d2[rows, first][:, None]).sum(axis=1) > 1
+    if tied.any():
+        first[tied] = np.argsort(d2[tied], axis=1)[:, 0]
+    return first
+
+
 def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray):
     """Per object pixel (CSR order of ``index``): distance to its centre, the centre's row and column,
     and whether it has one (steps 1-3 of the module docstring)."""
@@ -211,25 +231,29 @@ def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray)
     i, j, good = seed_centres(centres)
     lg = np.flatnonzero(good) + 1
     ig, jg = i[good], j[good]
-    seeds = np.zeros(labels.shape, np.int64)
-    seeds[ig, jg] = lg
     mask = labels != 0
-    cl = np.zeros(labels.shape, np.int64)
-    dist = np.full(labels.shape, -1.0)
-    _propagate(mask, seeds, cl, dist)
     ys, xs = index.ys, index.xs
-    pcl = cl[ys, xs]
-    pd = dist[ys, xs]
+    if mask[ig, jg].any():
+        seeds = np.zeros(labels.shape, np.int64)
+        seeds[ig, jg] = lg
+        cl = np.zeros(labels.shape, np.int64)
+        dist = np.full(labels.shape, -1.0)
+        _propagate(mask, seeds, cl, dist)
+        pcl = cl[ys, xs]
+        pd = dist[ys, xs]
+    else:  # no centre inside the objects (e.g. cytoplasm rings): nothing propagates
+        pcl = np.zeros(ys.shape[0], np.int64)
+        pd = np.full(ys.shape[0], -1.0)
     missing = pcl == 0
     if missing.any() and lg.size:
         owner = np.repeat(np.arange(index.n_objects), np.diff(index.offsets))
-        miss_obj = np.unique(owner[missing])
+        miss_obj = np.flatnonzero(np.bincount(owner[missing], minlength=index.n_objects))
         areas = np.diff(index.offsets).astype(np.float64)
         my = np.bincount(owner, weights=ys.astype(np.float64), minlength=index.n_objects) / areas
         mx = np.bincount(owner, weights=xs.astype(np.float64), minlength=index.n_objects) / areas
         d2 = (my[miss_obj, None] - ig[None, :]) ** 2 + (mx[miss_obj, None] - jg[None, :]) ** 2
         best = np.zeros(index.n_objects, np.int64)
-        best[miss_obj] = lg[np.argsort(d2, axis=1)[:, 0]]
+        best[miss_obj] = lg[_first_of_argsort(d2)]
         pcl[missing] = best[owner[missing]]
         dy = ys[missing] - i[pcl[missing] - 1]
         dx = xs[missing] - j[pcl[missing] - 1]
