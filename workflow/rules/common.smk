@@ -105,6 +105,8 @@ def all_outputs():
         out += [path("profiles"), path("consensus"), path("paired_paint")]
     if WRITE_CELLS_H5MU:
         out.append(path("paired_cells"))
+    if JUMP_IMAGES:  # JUMP's per-site Image_* tables
+        out += per_image_plate("paint_images")
     return out + (train_outputs() if HAS_RNA and HAS_PAINT else [])   # the export pairs both arms
 
 
