@@ -85,23 +85,21 @@ N_DIRECTIONS = _DELTAS.shape[0]
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _quantize(image, ys, xs, levels, scale255):
-    """Grey levels of the listed pixels: img_as_ubyte, then the optional 0..levels-1 rescale.
+    """Grey levels of the listed pixels of a C-contiguous image: img_as_ubyte, then the optional
+    0..levels-1 rescale (branch-free clip to [0, 255]).
 
     Returns (levels, ok); ok is False when a pixel lies outside [-1, 1], where img_as_ubyte raises.
     """
     n = ys.shape[0]
     out = np.empty(n, np.int32)
+    w = np.uint64(image.shape[1])
+    flat = image.ravel()
     ok = True
     for i in range(n):
-        x = image[ys[i], xs[i]]
-        if not (-1.0 <= x <= 1.0):
-            ok = False
+        x = flat[np.uint64(ys[i]) * w + np.uint64(xs[i])]  # unsigned flat index: no wrap-around test
+        ok &= -1.0 <= x <= 1.0
         v = x * scale255  # in the image's float type, like img_as_ubyte
-        r = np.rint(v)
-        if r < 0:
-            r = 0
-        elif r > 255:
-            r = 255
+        r = min(max(np.rint(v), 0.0), 255.0)
         u = int(r)
         if levels != 256:
             u = int((u - 0.0) / 255.0 * (levels - 1.0) + 0.0)
