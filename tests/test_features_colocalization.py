@@ -14,7 +14,7 @@ from _features_a_data import EXAMPLEHUMAN, examplehuman_images, examplehuman_nuc
 from _features_b_data import CHANNELS, SCALEFEX, _relabel, load_site, site_crops, site_masks, synthetic
 
 from pairedscreen.paint.features import measure_site
-from pairedscreen.paint.features.colocalization import channel_pairs, measure_colocalization
+from pairedscreen.paint.features.colocalization import channel_pairs, measure_colocalization, object_pixels
 from pairedscreen.paint.features.objects import build_index
 
 mc = pytest.importorskip("cp_measure.core.measurecolocalization")
@@ -232,6 +232,23 @@ def test_float32_images_read_in_place() -> None:
     want = measure_colocalization(a64, b64, labels, "A", "B", costes=True, scale=65535.0)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_object_pixels_passed_in() -> None:
+    """Pixels gathered once (``object_pixels``, as measure_site does per channel) give the same values
+    as gathering inside; mismatched values are refused."""
+    image, labels = synthetic(3)
+    other = _second_channel(image, 3).astype(np.float32)
+    idx = build_index(labels)
+    want = measure_colocalization(image, other, labels, "A", "B", index=idx, costes=True, scale=65535.0)
+    px = (object_pixels(image, idx), object_pixels(other, idx))
+    np.testing.assert_array_equal(px[1], other[idx.ys, idx.xs].astype(np.float64))
+    got = measure_colocalization(image, other, labels, "A", "B", index=idx, costes=True, scale=65535.0,
+                                 values=px)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    with pytest.raises(ValueError, match="object_pixels"):
+        measure_colocalization(image, other, labels, "A", "B", index=idx, values=(px[0][:-1], px[1]))
 
 
 def test_zero_and_float32_constant_objects() -> None:

@@ -231,10 +231,14 @@ def measure_site(
                 child = indexes.get("Cytoplasm")
                 feats.update(fn(comp, index.labels_present, None if child is None else child.labels_present))
             elif fam == "colocalization":
+                from .colocalization import object_pixels
+
                 costes = bool(p["colocalization_costes"])
+                # each channel's object pixels gathered once for all its pairs
+                px = {c: object_pixels(imgs[c], index) for c in {k for i, j, _, _ in pairs for k in (i, j)}}
                 for i, j, a, b in pairs:
                     feats.update(fn(imgs[i], imgs[j], lab, a, b, index=index, costes=costes,
-                                    thresholds=thresholds.get((i, j))))
+                                    thresholds=thresholds.get((i, j)), values=(px[i], px[j])))
             else:
                 for c, ch in enumerate(channels):
                     img = imgs[c]

@@ -486,6 +486,15 @@ def costes_thresholds(image1: np.ndarray, image2: np.ndarray, scale: float) -> t
     return float(t1), float(t2)
 
 
+def object_pixels(image: np.ndarray, index: ObjectIndex) -> np.ndarray:
+    """float64 values of a float image at the objects' pixels (``image[index.ys, index.xs]``, CSR
+    order): what :func:`measure_colocalization` reads; a caller measuring several channel pairs on
+    the same objects gathers each channel once and passes them as ``values``."""
+    if image.dtype.kind != "f":
+        raise TypeError(f"image must be floating point in [0, 1], got {image.dtype}")
+    return _gather(np.ascontiguousarray(image), index.ys, index.xs)
+
+
 def _ranks(values: np.ndarray, index: ObjectIndex) -> tuple[np.ndarray, int]:
     """Image-wide dense ranks of a channel's gathered labelled pixels (and the top rank), cached."""
     key = (id(index), values.shape[0], int(fingerprint(values)))
@@ -515,11 +524,13 @@ def measure_colocalization(
     costes: bool = False,
     scale: float | None = None,
     thresholds: tuple[float, float] | None = None,
+    values: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """CellProfiler 4 MeasureColocalization per object, channel1 first (see the module docstring).
 
     With ``costes``: ``thresholds`` (from :func:`costes_thresholds`, shared by the compartments of a
-    site) or ``scale`` (the originals' dtype maximum) to compute them here.
+    site) or ``scale`` (the originals' dtype maximum) to compute them here. ``values``: the two
+    images' :func:`object_pixels` on ``index``, when the caller has them already (else gathered here).
     """
     if image1.shape != labels.shape or image2.shape != labels.shape or labels.ndim != 2:
         raise ValueError(f"images {image1.shape}, {image2.shape} and labels {labels.shape} must match (2-D)")
@@ -536,8 +547,13 @@ def measure_colocalization(
     res = np.zeros((n, N_OUT))
     v1 = v2 = None
     if n:
-        v1 = _gather(a, index.ys, index.xs)
-        v2 = _gather(b, index.ys, index.xs)
+        if values is None:
+            v1 = _gather(a, index.ys, index.xs)
+            v2 = _gather(b, index.ys, index.xs)
+        else:
+            v1, v2 = values
+            if v1.shape != index.ys.shape or v2.shape != index.ys.shape:
+                raise ValueError("values must be the images' object_pixels on index")
         rank1, top1 = _ranks(v1, index)
         rank2, top2 = _ranks(v2, index)
         _coloc_kernel(v1, v2, rank1, rank2, index.offsets, _THR, max(top1, top2) + 1.0, res)

@@ -31,6 +31,7 @@ shifted image, so the odd-case branch points are marked only where that pixel is
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .objects import ObjectIndex
@@ -81,23 +82,100 @@ def mito_bw(image: np.ndarray, threshold: float, *, smoothing_scale: float) -> n
 # ---------------------------------------------------------------------------------------------------
 
 
+@numba.njit(cache=True, nogil=True)
+def _max3x3(labels):
+    """``scipy.ndimage.grey_dilation(labels, footprint=ones((3, 3)))``: the 3x3 maximum (scipy's
+    default 'reflect' border only repeats pixels already in the window: the maximum over the in-image
+    neighbours), separable: rows, then columns."""
+    h, w = labels.shape
+    rows = np.empty((h, w), labels.dtype)
+    for i in range(h):
+        for j in range(w):
+            m = labels[i, j]
+            if j > 0:
+                m = max(m, labels[i, j - 1])
+            if j + 1 < w:
+                m = max(m, labels[i, j + 1])
+            rows[i, j] = m
+    out = np.empty((h, w), labels.dtype)
+    for i in range(h):
+        lo = max(i - 1, 0)
+        hi = min(i + 1, h - 1)
+        for j in range(w):
+            out[i, j] = max(max(rows[lo, j], rows[i, j]), rows[hi, j])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _inner3x3(dilated):
+    """``scipy.ndimage.grey_erosion(dilated, footprint=ones((3, 3))) > 0`` for non-negative labels: every
+    in-image 3x3 neighbour is > 0 ('reflect' border, as :func:`_max3x3`)."""
+    h, w = dilated.shape
+    rows = np.empty((h, w), np.bool_)
+    for i in range(h):
+        for j in range(w):
+            ok = dilated[i, j] > 0
+            if j > 0:
+                ok = ok and dilated[i, j - 1] > 0
+            if j + 1 < w:
+                ok = ok and dilated[i, j + 1] > 0
+            rows[i, j] = ok
+    out = np.empty((h, w), np.bool_)
+    for i in range(h):
+        lo = max(i - 1, 0)
+        hi = min(i + 1, h - 1)
+        for j in range(w):
+            out[i, j] = rows[lo, j] and rows[i, j] and rows[hi, j]
+    return out
+
+
 def _ring_skeleton(skeleton: np.ndarray, labels: np.ndarray, max_hole_size: int):
     """(combined skeleton, dilated labels): the skeleton joined to a one-pixel ring around each seed (the
-    labels dilated, less the dilation eroded back), small holes filled, skeletonised again."""
-    from scipy.ndimage import grey_dilation, grey_erosion
-
-    disk = np.ones((3, 3), int)   # centrosome strel_disk(1.5)
-    dilated = grey_dilation(labels, footprint=disk)
+    labels dilated, less the dilation eroded back, both by centrosome's strel_disk(1.5), a 3x3 square),
+    small holes filled, skeletonised again."""
+    dilated = _max3x3(labels)
     combined = skeleton | (dilated > 0)
-    centre = grey_erosion(dilated, footprint=disk) > 0
+    centre = _inner3x3(dilated)
     combined &= ~centre
     combined = fill_small_holes(combined, ~centre, max_hole_size)
     return skeletonize(combined), dilated
 
 
-def _per_label_sum(values: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """``scipy.ndimage.sum(values, labels, 1..n_labels)`` for 0/1 or small-integer ``values``."""
-    return np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=n_labels + 1)
+@numba.njit(cache=True, nogil=True)
+def _object_counts(dlabels, distance, index, branch_points, outside_skel, trunk_table, end_table, n_labels):
+    """Per label 0..n_labels (float64, as ``scipy.ndimage.sum``; integer counts, so exact in any order):
+    trunks (``trunk_table[index]`` -- 0/1/2 branchings -- of the pixels within 1.5 of their nucleus along
+    the skeleton, where the 3x3 neighbourhood touches ``outside_skel``), non-trunk branch points and
+    branch ends (``branch_points``, ``end_table[index]``) of the pixels further out. One pass; the 3x3
+    test only where a branching counts (``binary_dilation(outside_skel, ones((3, 3)))`` there)."""
+    h, w = dlabels.shape
+    trunks = np.zeros(n_labels + 1, np.int64)
+    branches = np.zeros(n_labels + 1, np.int64)
+    ends = np.zeros(n_labels + 1, np.int64)
+    for i in range(h):
+        for j in range(w):
+            lab = dlabels[i, j]
+            if lab <= 0:
+                continue
+            if not distance[i, j] > 1.5:   # nearby
+                b = trunk_table[index[i, j]]
+                if b == 0:
+                    continue
+                touches = False
+                for ii in range(max(i - 1, 0), min(i + 2, h)):
+                    for jj in range(max(j - 1, 0), min(j + 2, w)):
+                        touches = touches or outside_skel[ii, jj]
+                if touches:
+                    trunks[lab] += b
+            else:
+                branches[lab] += branch_points[i, j]
+                ends[lab] += end_table[index[i, j]]
+    return trunks.astype(np.float64), branches.astype(np.float64), ends.astype(np.float64)
+
+
+def _trunk_table() -> np.ndarray:
+    """Trunks per 3x3 pattern: CellProfiler's ``[0, 0, 0, 1, 2][branchings]``."""
+    return np.array([0, 0, 0, 1, 2], np.int64)[tables()["branchings"]]
 
 
 def measure_object_skeleton(skeleton: np.ndarray, labels: np.ndarray, *, max_hole_size: int
@@ -105,8 +183,6 @@ def measure_object_skeleton(skeleton: np.ndarray, labels: np.ndarray, *, max_hol
     """CellProfiler 4's MeasureObjectSkeleton of a binary ``skeleton`` around seed ``labels`` ("Fill small
     holes": yes, ``max_hole_size``). Returns the four features (unprefixed names of :data:`FEATURES`), each
     with one value per label 1..max(labels)."""
-    from scipy import ndimage as ndi
-
     labels = np.ascontiguousarray(labels, np.int64)
     skeleton = np.asarray(skeleton, bool)
     n = int(labels.max()) if labels.size else 0
@@ -123,16 +199,14 @@ def measure_object_skeleton(skeleton: np.ndarray, labels: np.ndarray, *, max_hol
         odd = combined[:-1, :-1] & combined[1:, :-1] & combined[:-1, 1:]
         branch_points[:-1, :-1][odd] = True
         branch_points[1:, 1:][odd] = True
-    branching = np.array([0, 0, 0, 1, 2])[t["branchings"][index]]
-    branching[~ndi.binary_dilation(outside_skel, np.ones((3, 3), bool))] = 0
-    end_points = t["endpoints"][index].astype(bool)
-    nearby = np.where(distance > 1.5, 0, dlabels)
-    outside = np.where(nearby > 0, 0, dlabels)
+    trunks, branches, ends = _object_counts(
+        dlabels, distance, index, branch_points, outside_skel, _trunk_table(),
+        t["endpoints"].astype(np.int64), n)
     length = skeleton_length(np.ascontiguousarray(dlabels * outside_skel, np.int64), t["length"], n)
     return {
-        "NumberTrunks": _per_label_sum(branching, nearby, n)[1: n + 1],
-        "NumberNonTrunkBranches": _per_label_sum(branch_points, outside, n)[1: n + 1],
-        "NumberBranchEnds": _per_label_sum(end_points, outside, n)[1: n + 1],
+        "NumberTrunks": trunks[1: n + 1],
+        "NumberNonTrunkBranches": branches[1: n + 1],
+        "NumberBranchEnds": ends[1: n + 1],
         "TotalObjectSkeletonLength": length[1: n + 1],
     }
 

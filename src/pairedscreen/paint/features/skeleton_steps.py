@@ -265,6 +265,34 @@ def _adjacency(labels, n_labels, lcount):
     return start, count, jlist
 
 
+@numba.njit(cache=True, nogil=True)
+def _merge_labels(img, blabels, lcount, n_labels):
+    """centrosome's ``labels = img.astype(int); labels[blabels != 0] = blabels + lcount + 1`` and the
+    labels' areas (``np.bincount``, ``n_labels`` long), in one pass."""
+    h, w = img.shape
+    labels = np.empty((h, w), np.int64)
+    areas = np.zeros(n_labels, np.int64)
+    for i in range(h):
+        for j in range(w):
+            b = blabels[i, j]
+            v = b + lcount + 1 if b != 0 else np.int64(img[i, j])
+            labels[i, j] = v
+            areas[v] += 1
+    return labels, areas
+
+
+@numba.njit(cache=True, nogil=True)
+def _relabelled_mask(labels, mask, new):
+    """``out = labels.copy(); out[mask] = new[labels[mask]]; out.astype(bool)`` in one pass."""
+    h, w = labels.shape
+    out = np.empty((h, w), np.bool_)
+    for i in range(h):
+        for j in range(w):
+            v = labels[i, j]
+            out[i, j] = (new[v] if mask[i, j] else v) != 0
+    return out
+
+
 def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) -> np.ndarray:
     """``centrosome.cpmorphology.fill_labeled_holes(image, mask, size_fn)`` as MeasureObjectSkeleton calls
     it on its binary ring-and-skeleton image: ``size_fn`` is ``(~is_object) and area <= max``, which is
@@ -275,10 +303,9 @@ def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) ->
     img = np.asarray(image, bool)
     background = ~img & mask
     blabels, count = ndi.label(background)
-    labels = img.astype(np.int64)
-    lcount = int(labels.max())
-    labels[blabels != 0] = blabels[blabels != 0] + lcount + 1
+    lcount = int(img.any())
     lmax = lcount + count + 1
+    labels, areas = _merge_labels(img, blabels, lcount, lmax + 1)
     is_not_hole = np.zeros(lmax + 1, np.uint8)
     edge = np.unique(np.concatenate([labels[0, :], labels[:, 0], labels[-1, :], labels[:, -1]]))
     to_do = [int(v) for v in edge[edge != 0]]
@@ -286,7 +313,6 @@ def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) ->
     adjacent = np.zeros(lmax + 1, np.int64)
     start, i_count, jlist = _adjacency(labels, lmax + 1, lcount)
     if i_count.sum() > 0:
-        areas = np.bincount(labels.ravel())
         big = (np.arange(areas.size) > 0) & (areas > max_hole_size) & (is_not_hole[: areas.size] == 0)
         for ii in np.flatnonzero(big):
             is_not_hole[ii] = 1
@@ -298,9 +324,7 @@ def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) ->
     new[lcount + 1:] = 0
     holes = is_not_hole == 0
     new[holes] = adjacent[holes]
-    out = labels.copy()
-    out[mask] = new[labels[mask]]
-    return out.astype(bool)
+    return _relabelled_mask(labels, np.asarray(mask, bool), new)
 
 
 # ---------------------------------------------------------------------------------------------------

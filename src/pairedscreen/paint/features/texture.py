@@ -22,8 +22,9 @@ Definition (CellProfiler 4.2.8 / cp_measure 0.3 ``measuretexture.get_texture``, 
 Implementation: per object the quantised pixels are scattered into a bbox crop once for all
 scales; per scale one pass over the object's row spans counts the pairs of all 4 directions,
 branch-free, each into its own table indexed by the unordered grey-level pair (pairs with level 0
-are dropped afterwards), whose touched cells are listed (per direction in that direction's scan
-order) and cleared afterwards. The symmetric GLCM has that count in both cells (twice on the
+land in the table's row 0: their number is that row's sum and the feature passes skip them),
+whose touched cells are listed (per direction in that direction's scan order) and cleared
+afterwards. The symmetric GLCM has that count in both cells (twice on the
 diagonal). Features are reduced from the touched cells and O(levels) integer marginals (one loop
 of independent accumulators), never the dense 256x256 matrix, and every ``p log2 p`` is
 ``c (log2 T - log2 c) / T`` with ``log2`` of integer counts from a table.
@@ -84,23 +85,21 @@ N_DIRECTIONS = _DELTAS.shape[0]
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _quantize(image, ys, xs, levels, scale255):
-    """Grey levels of the listed pixels: img_as_ubyte, then the optional 0..levels-1 rescale.
+    """Grey levels of the listed pixels of a C-contiguous image: img_as_ubyte, then the optional
+    0..levels-1 rescale (branch-free clip to [0, 255]).
 
     Returns (levels, ok); ok is False when a pixel lies outside [-1, 1], where img_as_ubyte raises.
     """
     n = ys.shape[0]
     out = np.empty(n, np.int32)
+    w = np.uint64(image.shape[1])
+    flat = image.ravel()
     ok = True
     for i in range(n):
-        x = image[ys[i], xs[i]]
-        if not (-1.0 <= x <= 1.0):
-            ok = False
+        x = flat[np.uint64(ys[i]) * w + np.uint64(xs[i])]  # unsigned flat index: no wrap-around test
+        ok &= -1.0 <= x <= 1.0
         v = x * scale255  # in the image's float type, like img_as_ubyte
-        r = np.rint(v)
-        if r < 0:
-            r = 0
-        elif r > 255:
-            r = 255
+        r = min(max(np.rint(v), 0.0), 255.0)
         u = int(r)
         if levels != 256:
             u = int((u - 0.0) / 255.0 * (levels - 1.0) + 0.0)
@@ -154,7 +153,7 @@ def _count_span(crop, base, base2, lo, hi, stride, cnt, touched, nt):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts):
+def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts, nbumps):
     """Co-occurrence counts of the 4 offsets ``_DELTAS * dist`` at once: ``cnt[d, min * stride +
     max]`` per unordered grey-level pair (``stride`` = the object's GLCM size, so each table in
     use is ``stride**2`` counts), the touched cells of direction d listed in ``touched[d]`` as
@@ -164,8 +163,9 @@ def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts):
     are made in the same step (4 independent chains), the columns only some directions have before
     and after it. Each direction still visits its pairs row by row, column by column, so its
     touched list (hence every later sum) is in the same order as a scan of that direction alone.
-    Pairs with a 0 (background, another object, or a pixel quantised to 0) are dropped later
-    (:func:`_drop_zero`).
+    Pairs with a 0 (background, another object, or a pixel quantised to 0) are counted too, in
+    row 0 of the table, and skipped later (:func:`_zero_pairs`); ``nbumps[d]`` gets the number of
+    pairs direction d counted (its spans' lengths).
     """
     n0 = 0
     n1 = 0
@@ -179,17 +179,25 @@ def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts):
     t1 = touched[1]
     t2 = touched[2]
     t3 = touched[3]
+    b0 = 0
+    b1 = 0
+    b2 = 0
+    b3 = 0
     for r in range(h):
         lo = rowlo[r]
         end = rowhi[r] + 1
         base = r * w
         lo_r = lo  # (0, 1), (1, 1), (1, 0) start at the row's first column
         hi_r = min(end, w - dist)  # (0, 1), (1, 1) stop dist before the crop's edge
+        b0 += max(hi_r - lo_r, 0)
         if r + dist >= h:  # only (0, dist) has pairs in this row
             n0 = _count_span(crop, base, base + dist, lo_r, hi_r, stride, c0, t0, n0)
             continue
         base2 = (r + dist) * w
         lo_l = max(lo, dist)  # (1, -1) starts dist after the crop's edge
+        b1 += max(hi_r - lo_r, 0)
+        b2 += max(end - lo_r, 0)
+        b3 += max(end - lo_l, 0)
         if lo_l >= hi_r:  # no column has all 4 pairs: each direction alone
             n0 = _count_span(crop, base, base + dist, lo_r, hi_r, stride, c0, t0, n0)
             n1 = _count_span(crop, base, base2 + dist, lo_r, hi_r, stride, c1, t1, n1)
@@ -211,30 +219,37 @@ def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts):
     nts[1] = n1
     nts[2] = n2
     nts[3] = n3
+    nbumps[0] = b0
+    nbumps[1] = b1
+    nbumps[2] = b2
+    nbumps[3] = b3
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _drop_zero(cnt, touched, nt, stride, ignore_zeros):
-    """Drop (and clear) the touched cells that involve grey level 0 (mahotas' ``ignore_zeros``; kept
-    when ``ignore_zeros`` is False, the whole-image mode); returns (cells kept, pairs)."""
-    npairs = 0
-    keep = 0
-    for t in range(nt):
-        cell = touched[t]
-        at = (cell >> 8) * stride + (cell & 255)
-        if ignore_zeros and cell < 256:  # involves grey level 0
-            cnt[at] = 0
-        else:
-            npairs += cnt[at]
-            touched[keep] = cell
-            keep += 1
-    return keep, npairs
+def _zero_pairs(cnt, stride):
+    """Pairs counted with grey level 0 (background, another object, or a pixel quantised to 0):
+    row 0 of the table, ``cnt[0:stride]``, O(levels) instead of a pass over the touched cells."""
+    z = 0
+    for j in range(stride):
+        z += cnt[j]
+    return z
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc):
+def _clear_zero_row(cnt, stride):
+    """Clear row 0 of the table (the pairs with grey level 0, which the feature passes skip)."""
+    for j in range(stride):
+        cnt[j] = 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc, ignore_zeros):
     """Unnormalised sums over the symmetric GLCM's touched cells: (sum p^2, entropy, sum i j p,
-    sum p / (1 + (i-j)^2)) times T or T^2, and the integer marginals P(i), P(i+j), P(|i-j|)."""
+    sum p / (1 + (i-j)^2)) times T or T^2, and the integer marginals P(i), P(i+j), P(|i-j|).
+    With ``ignore_zeros`` the cells with grey level 0 (``cell < 256``) are skipped (mahotas'
+    ``ignore_zeros``); the others are summed in the touched order either way. Also returns the
+    lowest and highest grey level and the largest |i-j| of the cells summed: the marginals are 0
+    outside those ranges (:func:`_marginal_sums`)."""
     for i in range(fm1):
         pxc[i] = 0
         pxmyc[i] = 0
@@ -244,10 +259,18 @@ def _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc):
     ent = 0.0
     ijp = 0.0
     idm = 0.0
+    imin = fm1
+    jmax = 0
+    dmax = 0
     for t in range(nt):
         cell = touched[t]
+        if ignore_zeros and cell < 256:
+            continue
         i = cell >> 8
         j = cell & 255
+        imin = min(imin, i)
+        jmax = max(jmax, j)
+        dmax = max(dmax, j - i)
         c = cnt[i * fm1 + j]
         fc = float(c)
         if i == j:
@@ -269,15 +292,18 @@ def _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc):
             pxc[j] += c
             pxpyc[i + j] += 2 * c
             pxmyc[j - i] += 2 * c
-    return asm, ent, ijp, idm
+    return asm, ent, ijp, idm, imin, jmax, dmax
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _hxy1_and_clear(cnt, touched, nt, fm1, lt, lg, pxc):
-    """T * HXY1 = -T sum p_ij log2(px_i px_j) over the non-zero cells (mahotas); clears ``cnt``."""
+def _hxy1_and_clear(cnt, touched, nt, fm1, lt, lg, pxc, ignore_zeros):
+    """T * HXY1 = -T sum p_ij log2(px_i px_j) over the non-zero cells (mahotas); clears ``cnt``
+    (with ``ignore_zeros`` all but row 0: :func:`_clear_zero_row`)."""
     hxy1 = 0.0
     for t in range(nt):
         cell = touched[t]
+        if ignore_zeros and cell < 256:
+            continue
         i = cell >> 8
         j = cell & 255
         # diagonal: one cell of 2c; off-diagonal: two cells of c -- same sum
@@ -288,28 +314,31 @@ def _hxy1_and_clear(cnt, touched, nt, fm1, lt, lg, pxc):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _marginal_sums(pxc, pxmyc, fm1, T, lt, lg):
-    """The sums over P(i) and P(|i-j|) (integer counts, i < ``fm1``), unnormalised: (sum i c_i,
-    sum i^2 c_i, sum k^2 d_k, T * HX, T * DifferenceEntropy, sum d_k / T).
+def _marginal_sums(pxc, pxmyc, imin, jmax, dmax, T, lt, lg):
+    """The sums over P(i) and P(|i-j|) (integer counts), unnormalised: (sum i c_i, sum i^2 c_i,
+    sum k^2 d_k, T * HX, T * DifferenceEntropy, sum d_k / T).
 
-    One loop with six independent accumulators: each is summed in ascending index order, as a
-    loop of its own would, so the values are the same; the loop runs as fast as the slowest chain
-    instead of the six one after another. Entropies as ``sum c (log2 T - log2 c)`` over c > 0.
+    Each accumulator is summed in ascending index order, as mahotas' sums over the whole
+    length-``fm1`` vectors, but only over the indices where the counts can be non-zero (P(i) in
+    ``[imin, jmax]``, P(|i-j|) in ``[0, dmax]``): a zero count adds exactly +0.0 to a sum of
+    non-negative terms, so skipping it changes no bit. One loop per vector with independent
+    accumulators. Entropies as ``sum c (log2 T - log2 c)`` over c > 0.
     """
     m1 = 0.0
     m2 = 0.0
-    con = 0.0
     hx = 0.0
-    dent = 0.0
-    dsum = 0.0
-    for i in range(fm1):
+    for i in range(imin, jmax + 1):
         c = pxc[i]
-        d = pxmyc[i]
         m1 += i * c
         m2 += i * i * c
-        con += i * i * d
         if c > 0:
             hx += c * (lt - lg[c])
+    con = 0.0
+    dent = 0.0
+    dsum = 0.0
+    for i in range(dmax + 1):
+        d = pxmyc[i]
+        con += i * i * d
         if d > 0:
             dent += d * (lt - lg[d])
         dsum += d / T
@@ -317,13 +346,14 @@ def _marginal_sums(pxc, pxmyc, fm1, T, lt, lg):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _sum_marginal_sums(pxpyc, n, lt, lg):
-    """(sum k c_k, sum k^2 c_k, T * SumEntropy) over P(i+j) = ``pxpyc[:n]``, one loop, each
-    accumulator in ascending order (see :func:`_marginal_sums`)."""
+def _sum_marginal_sums(pxpyc, lo, hi, lt, lg):
+    """(sum k c_k, sum k^2 c_k, T * SumEntropy) over P(i+j) = ``pxpyc``, non-zero only in
+    ``[lo, hi]`` (zero counts add exactly +0.0: :func:`_marginal_sums`), one loop, each
+    accumulator in ascending order."""
     m1 = 0.0
     m2 = 0.0
     ent = 0.0
-    for k in range(n):
+    for k in range(lo, hi + 1):
         c = pxpyc[k]
         m1 += k * c
         m2 += k * k * c
@@ -333,36 +363,42 @@ def _sum_marginal_sums(pxpyc, n, lt, lg):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _difference_variance(pxmyc, fm1, T, dsum):
+def _difference_variance(pxmyc, fm1, dmax, T, dsum):
     """Population variance of the length-``fm1`` vector P(|i-j|) (mahotas' DifferenceVariance);
-    ``dsum`` = sum of P(|i-j|) / T in ascending order."""
+    ``dsum`` = sum of P(|i-j|) / T in ascending order. Past ``dmax`` every count is 0, whose
+    term ``(0 / T - m)**2`` is exactly ``m * m``: same sum, in the same order."""
     m = dsum / fm1
     dv = 0.0
-    for i in range(fm1):
+    for i in range(dmax + 1):
         u = pxmyc[i] / T - m
         dv += u * u
+    mm = m * m
+    for _ in range(dmax + 1, fm1):
+        dv += mm
     return dv / fm1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o):
-    """The 13 Haralick features of one direction's GLCM into ``o`` (clears ``cnt``)."""
+def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o, ignore_zeros):
+    """The 13 Haralick features of one direction's GLCM into ``o`` (clears ``cnt`` but, with
+    ``ignore_zeros``, its row 0)."""
     total = 2 * npairs
     T = float(total)
     lt = lg[total]
-    asm, ent, ijp, idm = _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc)
-    hxy1 = _hxy1_and_clear(cnt, touched, nt, fm1, lt, lg, pxc)
+    asm, ent, ijp, idm, imin, jmax, dmax = _cell_sums(cnt, touched, nt, fm1, lt, lg, inv, pxc, pxpyc, pxmyc,
+                                    ignore_zeros)
+    hxy1 = _hxy1_and_clear(cnt, touched, nt, fm1, lt, lg, pxc, ignore_zeros)
     asm /= T * T
     ent /= T
     ijp /= T
     idm /= T
     hxy1 /= T
-    ux, k2, con, hx, dent, dsum = _marginal_sums(pxc, pxmyc, fm1, T, lt, lg)
+    ux, k2, con, hx, dent, dsum = _marginal_sums(pxc, pxmyc, imin, jmax, dmax, T, lt, lg)
     ux /= T
     k2 /= T
     vx = k2 - ux * ux
     sx = np.sqrt(vx)
-    sa, s2, sent = _sum_marginal_sums(pxpyc, 2 * fm1, lt, lg)
+    sa, s2, sent = _sum_marginal_sums(pxpyc, 2 * imin, 2 * jmax, lt, lg)
     sa /= T
     s2 /= T
     con /= T
@@ -377,7 +413,7 @@ def _haralick(cnt, touched, nt, npairs, fm1, lg, inv, pxc, pxpyc, pxmyc, o):
     o[SUM_VARIANCE] = s2 - sa * sa
     o[SUM_ENTROPY] = sent / T
     o[ENTROPY] = ent
-    o[DIFFERENCE_VARIANCE] = _difference_variance(pxmyc, fm1, T, dsum)
+    o[DIFFERENCE_VARIANCE] = _difference_variance(pxmyc, fm1, dmax, T, dsum)
     o[DIFFERENCE_ENTROPY] = dent / T
     o[INFO_MEAS1] = (ent - hxy1) if hx == 0.0 else (ent - hxy1) / hx
     arg = 1.0 - np.exp(-2.0 * (hxy2 - ent))
@@ -398,6 +434,7 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dists, out, ignore_zeros):
     cnt = np.zeros((N_DIRECTIONS, 65536), np.int32)  # counts <= 2 * object pixels
     touched = np.empty((N_DIRECTIONS, 65537), np.int64)
     nts = np.zeros(N_DIRECTIONS, np.int64)
+    nbumps = np.zeros(N_DIRECTIONS, np.int64)
     pairs = np.zeros(N_DIRECTIONS, np.int64)
     pxc = np.zeros(256, np.int64)
     pxpyc = np.zeros(512, np.int64)
@@ -426,10 +463,12 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dists, out, ignore_zeros):
         w = bbox[k, 3] - x0
         fm1 = _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi)
         for sc in range(dists.shape[0]):
-            _count_pairs(crop, rowlo, rowhi, h, w, dists[sc], fm1, cnt, touched, nts)
+            _count_pairs(crop, rowlo, rowhi, h, w, dists[sc], fm1, cnt, touched, nts, nbumps)
             failed = False
             for d in range(N_DIRECTIONS):
-                nts[d], pairs[d] = _drop_zero(cnt[d], touched[d], nts[d], fm1, ignore_zeros)
+                pairs[d] = nbumps[d]
+                if ignore_zeros:
+                    pairs[d] -= _zero_pairs(cnt[d], fm1)
                 failed |= pairs[d] == 0
             for d in range(N_DIRECTIONS):
                 if failed:  # a direction without pairs: the whole scale is NaN; clear the counts
@@ -439,7 +478,9 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dists, out, ignore_zeros):
                     out[k, sc, d] = np.nan
                 else:
                     _haralick(cnt[d], touched[d], nts[d], pairs[d], fm1, lg, inv, pxc, pxpyc, pxmyc,
-                              out[k, sc, d])
+                              out[k, sc, d], ignore_zeros)
+                    if ignore_zeros:
+                        _clear_zero_row(cnt[d], fm1)
         for i in range(s, e):
             crop[(ys[i] - y0) * w + xs[i] - x0] = 0
     return out
