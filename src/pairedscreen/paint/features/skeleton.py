@@ -35,7 +35,8 @@ import numba
 import numpy as np
 
 from .objects import ObjectIndex
-from .skeleton_steps import fill_small_holes, index_image, propagate, skeleton_length, skeletonize, tables
+from .propagate import propagate
+from .skeleton_steps import fill_small_holes, index_image, skeleton_length, skeletonize, tables
 from .threshold import MCE, ThresholdSettings, apply_threshold, original_threshold
 
 __all__ = [

@@ -3,8 +3,8 @@
 ``centrosome.cpmorphology``'s 3x3 tables (branch points, branchings, end points, cornerness, the thinning
 rule, the skeleton-length weights; index bit ``3 * (di + 1) + (dj + 1)``), ``skeletonize`` (thinning in
 distance / cornerness / seeded-permutation order; pixels of the first row are never removed, as in its
-``skeletonize_loop``), ``fill_labeled_holes`` for a binary image, ``propagate`` on a zero image (Dijkstra
-over 8-connected steps of cost sqrt(|di| + |dj|), centrosome's heap key) and ``skeleton_length``. Each
+``skeletonize_loop``), ``fill_labeled_holes`` for a binary image and ``skeleton_length``
+(``propagate`` is :mod:`.propagate`'s, shared with the radial distribution around the nuclei centres). Each
 keeps centrosome's order of work and tie-breaking, so results equal centrosome's exactly
 (``tests/test_features_skeleton.py`` through CellProfiler's own module code).
 """
@@ -16,7 +16,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-__all__ = ["fill_small_holes", "index_image", "propagate", "skeleton_length", "skeletonize", "tables"]
+__all__ = ["fill_small_holes", "index_image", "skeleton_length", "skeletonize", "tables"]
 
 # ---------------------------------------------------------------------------------------------------
 # 3x3 neighbourhood tables (centrosome.cpmorphology), index bit 3 * (di + 1) + (dj + 1)
@@ -325,126 +325,6 @@ def fill_small_holes(image: np.ndarray, mask: np.ndarray, max_hole_size: int) ->
     holes = is_not_hole == 0
     new[holes] = adjacent[holes]
     return _relabelled_mask(labels, np.asarray(mask, bool), new)
-
-
-# ---------------------------------------------------------------------------------------------------
-# centrosome.propagate.propagate (zero image, weight 1)
-# ---------------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True, nogil=True)
-def _key(d):
-    """centrosome's two heap ints of a non-negative double: its high word (sign bit cleared) and its low
-    word without its last bit."""
-    bits = np.array([d]).view(np.uint64)[0]
-    hi = np.int64((bits >> np.uint64(32)) & np.uint64(0x7FFFFFFF))
-    lo = np.int64((bits & np.uint64(0xFFFFFFFF)) >> np.uint64(1))
-    return hi, lo
-
-
-@numba.njit(cache=True, nogil=True)
-def _less(heap, a, b):
-    for k in range(5):
-        if heap[a, k] != heap[b, k]:
-            return heap[a, k] < heap[b, k]
-    return False
-
-
-@numba.njit(cache=True, nogil=True)
-def _push(heap, n, e0, e1, e2, e3, e4):
-    if n == heap.shape[0]:
-        bigger = np.empty((2 * heap.shape[0], 5), np.int64)
-        bigger[:n] = heap[:n]
-        heap = bigger
-    heap[n, 0] = e0
-    heap[n, 1] = e1
-    heap[n, 2] = e2
-    heap[n, 3] = e3
-    heap[n, 4] = e4
-    c = n
-    while c > 0:
-        p = (c - 1) // 2
-        if _less(heap, c, p):
-            for k in range(5):
-                heap[c, k], heap[p, k] = heap[p, k], heap[c, k]
-            c = p
-        else:
-            break
-    return heap, n + 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _pop(heap, n, out):
-    for k in range(5):
-        out[k] = heap[0, k]
-    n -= 1
-    if n == 0:
-        return n
-    for k in range(5):
-        heap[0, k] = heap[n, k]
-    i = 0
-    while True:
-        left = 2 * i + 1
-        right = left + 1
-        small = i
-        if left < n and _less(heap, left, small):
-            small = left
-        if right < n and _less(heap, right, small):
-            small = right
-        if small == i:
-            break
-        for k in range(5):
-            heap[i, k], heap[small, k] = heap[small, k], heap[i, k]
-        i = small
-    return n
-
-
-@numba.njit(cache=True, nogil=True)
-def propagate(seeds, mask):
-    """Each ``mask`` pixel's seed label along the mask (8-connected steps of cost sqrt(|di| + |dj|)) and
-    its distance; labelled pixels keep their label at distance 0, unreached ones get label 0, -1."""
-    h, w = seeds.shape
-    labels = np.zeros((h, w), np.int32)
-    dist = -np.ones((h, w), np.float64)
-    heap = np.empty((1024, 5), np.int64)
-    n = 0
-    k0, k1 = _key(0.0)
-    for i in range(h):
-        for j in range(w):
-            if seeds[i, j] != 0:
-                dist[i, j] = 0.0
-                if mask[i, j]:
-                    heap, n = _push(heap, n, k0, k1, seeds[i, j], i, j)
-    elem = np.empty(5, np.int64)
-    di = (-1, -1, -1, 0, 0, 1, 1, 1)
-    dj = (-1, 0, 1, -1, 1, -1, 0, 1)
-    while n > 0:
-        n = _pop(heap, n, elem)
-        i1 = elem[3]
-        j1 = elem[4]
-        if labels[i1, j1] != 0:
-            continue
-        lab = elem[2]
-        labels[i1, j1] = lab
-        d0 = dist[i1, j1]
-        for k in range(8):
-            i2 = i1 + di[k]
-            j2 = j1 + dj[k]
-            if i2 < 0 or i2 >= h or j2 < 0 or j2 >= w:
-                continue
-            if labels[i2, j2] > 0 or not mask[i2, j2]:
-                continue
-            manhattan = abs(di[k]) + abs(dj[k])
-            d = np.sqrt(0.0 * 0.0 + manhattan * 1.0 * 1.0) + d0
-            if dist[i2, j2] == -1 or dist[i2, j2] > d:
-                dist[i2, j2] = d
-                a, b = _key(d)
-                heap, n = _push(heap, n, a, b, lab, i2, j2)
-    for i in range(h):
-        for j in range(w):
-            if seeds[i, j] > 0:
-                labels[i, j] = seeds[i, j]
-    return labels, dist
 
 
 # ---------------------------------------------------------------------------------------------------
