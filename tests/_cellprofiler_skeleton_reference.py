@@ -3,7 +3,8 @@ mito skeleton), verbatim, as a test reference for ``pairedscreen.paint.features.
 
 Source: github.com/CellProfiler/CellProfiler, tag v4.2.8 (commit 2df090ff281cff80943fe679a1c3192fbda9cd6d).
 Kept apart from ``_cellprofiler_reference.py`` (colocalization and the JUMP image measurements), whose glue
-defines its own ``Image`` and ``Threshold``. The glue below is ours: settings as plain attributes (the JUMP
+defines its own ``Image`` and ``Threshold``; the Threshold module's verbatim methods are taken from there
+(``_ThresholdCode``), only its ``run`` is here. The glue below is ours: settings as plain attributes (the JUMP
 pipeline's values), an image set, a measurement store, and a ``numpy`` namespace that maps the names NumPy 2
 removed (``numpy.product``, ``numpy.NaN``) to their current equivalents; ``fix`` is centrosome's
 ``fixup_scipy_ndimage_result`` as in the modules.
@@ -75,6 +76,7 @@ import centrosome.smooth
 import centrosome.threshold
 import skimage.filters
 import skimage.morphology
+from _cellprofiler_reference import _ThresholdCode
 from scipy.ndimage import grey_dilation, grey_erosion
 
 TM_LI = "Minimum Cross-Entropy"
@@ -149,7 +151,10 @@ class _SkelWorkspace:
         self.measurements = Measurements()
 
 
-class Threshold:
+class Threshold(_ThresholdCode):
+    """Threshold 4.2.8 with the JUMP mito_bw settings: ``run`` here (its measurements replaced by glue), the
+    verbatim apply/get threshold methods from ``_cellprofiler_reference._ThresholdCode`` (the same code)."""
+
     x_name = _Setting("mito_tubeness")
     y_name = _Setting("mito_bw")
     threshold_scope = _Setting(TS_GLOBAL)
@@ -175,112 +180,6 @@ class Threshold:
         output = Image(binary_image, parent_image=input_image, dimensions=dimensions)
 
         workspace.image_set.add(self.y_name.value, output)
-
-    def apply_threshold(self, image, threshold, automatic=False):
-        data = image.pixel_data
-
-        mask = image.mask
-
-        if not automatic and self.threshold_smoothing_scale.value == 0:
-            return (data >= threshold) & mask, 0
-
-        if automatic:
-            sigma = 1
-        else:
-            # Convert from a scale into a sigma. What I've done here
-            # is to structure the Gaussian so that 1/2 of the smoothed
-            # intensity is contributed from within the smoothing diameter
-            # and 1/2 is contributed from outside.
-            sigma = self.threshold_smoothing_scale.value / 0.6744 / 2.0
-
-        blurred_image = centrosome.smooth.smooth_with_function_and_mask(
-            data,
-            lambda x: scipy.ndimage.gaussian_filter(x, sigma, mode="constant", cval=0),
-            mask,
-        )
-
-        return (blurred_image >= threshold) & mask, sigma
-
-    def get_threshold(self, image, workspace, automatic=False):
-        need_transform = (
-                not automatic and
-                self.threshold_operation in (TM_LI, TM_OTSU) and
-                self.log_transform
-        )
-
-        if need_transform:
-            image_data, conversion_dict = centrosome.threshold.log_transform(image.pixel_data)
-        else:
-            image_data = image.pixel_data
-
-        if self.threshold_operation == TM_MANUAL:
-            return self.manual_threshold.value, self.manual_threshold.value, None
-
-        elif self.threshold_operation == TM_MEASUREMENT:
-            # Thresholds are stored as single element arrays.  Cast to float to extract the value.
-            orig_threshold = float(
-                workspace.measurements.get_current_image_measurement(
-                    self.thresholding_measurement.value
-                )
-            )
-            return self._correct_global_threshold(orig_threshold), orig_threshold, None
-
-        elif self.threshold_scope.value == TS_GLOBAL or automatic:
-            th_guide = None
-            th_original = self.get_global_threshold(image_data, image.mask, automatic=automatic)
-
-        elif self.threshold_scope.value == TS_ADAPTIVE:
-            th_guide = self.get_global_threshold(image_data, image.mask)
-            th_original = self.get_local_threshold(image_data, image.mask, image.volumetric)
-        else:
-            raise ValueError("Invalid thresholding settings")
-
-        if need_transform:
-            th_original = centrosome.threshold.inverse_log_transform(th_original, conversion_dict)
-            if th_guide is not None:
-                th_guide = centrosome.threshold.inverse_log_transform(th_guide, conversion_dict)
-
-        if self.threshold_scope.value == TS_GLOBAL or automatic:
-            th_corrected = self._correct_global_threshold(th_original)
-        else:
-            th_guide = self._correct_global_threshold(th_guide)
-            th_corrected = self._correct_local_threshold(th_original, th_guide)
-
-        return th_corrected, th_original, th_guide
-
-    def get_global_threshold(self, image, mask, automatic=False):
-        image_data = image[mask]
-
-        # Shortcuts - Check if image array is empty or all pixels are the same value.
-        if len(image_data) == 0:
-            threshold = 0.0
-
-        elif numpy.all(image_data == image_data[0]):
-            threshold = image_data[0]
-
-        elif automatic or self.threshold_operation in (TM_LI, TM_SAUVOLA):
-            tol = max(numpy.min(numpy.diff(numpy.unique(image_data))) / 2, 0.5 / 65536)
-            threshold = skimage.filters.threshold_li(image_data, tolerance=tol)
-
-        elif self.threshold_operation == TM_ROBUST_BACKGROUND:
-            threshold = self.get_threshold_robust_background(image_data)
-
-        elif self.threshold_operation == TM_OTSU:
-            if self.two_class_otsu.value == O_TWO_CLASS:
-                threshold = skimage.filters.threshold_otsu(image_data)
-            elif self.two_class_otsu.value == O_THREE_CLASS:
-                bin_wanted = (
-                    0 if self.assign_middle_to_foreground.value == "Foreground" else 1
-                )
-                threshold = skimage.filters.threshold_multiotsu(image_data, nbins=128)
-                threshold = threshold[bin_wanted]
-        else:
-            raise ValueError("Invalid thresholding settings")
-        return threshold
-
-    def _correct_global_threshold(self, threshold):
-        threshold *= self.threshold_correction_factor.value
-        return min(max(threshold, self.threshold_range.min), self.threshold_range.max)
 
 
 class MorphologicalSkeleton:
