@@ -324,15 +324,7 @@ def _marginal_sums(pxc, pxmyc, imin, jmax, dmax, T, lt, lg):
     non-negative terms, so skipping it changes no bit. One loop per vector with independent
     accumulators. Entropies as ``sum c (log2 T - log2 c)`` over c > 0.
     """
-    m1 = 0.0
-    m2 = 0.0
-    hx = 0.0
-    for i in range(imin, jmax + 1):
-        c = pxc[i]
-        m1 += i * c
-        m2 += i * i * c
-        if c > 0:
-            hx += c * (lt - lg[c])
+    m1, m2, hx = _sum_marginal_sums(pxc, imin, jmax, lt, lg)
     con = 0.0
     dent = 0.0
     dsum = 0.0
