@@ -88,9 +88,11 @@ def channel_pairs(channels: Sequence[str]) -> list[tuple[str, str]]:
 def _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, out):
     """Dense ranks of vals[:n] (0 = smallest, equal values share a rank); returns the largest rank.
 
-    Stable LSD radix sort (:func:`._common.radix_sort`) of the positions by key: 2 byte passes
-    when every value is ``j / 65535`` (uint16 data scaled to [0, 1]), else 8 over the
-    order-preserving bit pattern of the float64. Ranks compare values, so -0.0 == 0.0.
+    When every value is ``j / 65535`` (uint16 data scaled to [0, 1]) no sort is needed: a table of
+    the 65,536 levels marks those present and numbers them in increasing order (O(n + 65536)).
+    Otherwise a stable LSD radix sort (:func:`._common.radix_sort`) of the positions by the
+    order-preserving bit pattern of the float64 (8 byte passes). Ranks compare values, so
+    -0.0 == 0.0.
     """
     quant = True
     for t in range(n):
@@ -100,19 +102,28 @@ def _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, out):
             quant = False
             break
         keys[t] = np.uint64(j)
-    npass = 2
-    if not quant:
-        npass = 8
-        bits = vals.view(np.uint64)
+    if quant:
+        level_rank = np.zeros(65536, np.int64)
         for t in range(n):
-            u = bits[t]
-            if u >> np.uint64(63):
-                keys[t] = ~u
-            else:
-                keys[t] = u | np.uint64(1 << 63)
+            level_rank[keys[t]] = 1
+        r = -1
+        for j in range(65536):
+            if level_rank[j]:
+                r += 1
+                level_rank[j] = r
+        for t in range(n):
+            out[t] = level_rank[keys[t]]
+        return r
+    bits = vals.view(np.uint64)
+    for t in range(n):
+        u = bits[t]
+        if u >> np.uint64(63):
+            keys[t] = ~u
+        else:
+            keys[t] = u | np.uint64(1 << 63)
     for t in range(n):
         idx[t] = t
-    radix_sort(keys, idx, n, npass, tmpk, tmpi, hist, True)
+    radix_sort(keys, idx, n, 8, tmpk, tmpi, hist, True)
     r = 0
     out[idx[0]] = 0
     for t in range(1, n):
