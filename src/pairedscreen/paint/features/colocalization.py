@@ -85,13 +85,68 @@ def channel_pairs(channels: Sequence[str]) -> list[tuple[str, str]]:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _float32_exact(vals, n):
+    """Whether every value of vals[:n] is a float32 (the pipeline's illumination-corrected images)."""
+    for t in range(n):
+        if np.float64(np.float32(vals[t])) != vals[t]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _dense_rank_float32(vals, n, out):
+    """Dense ranks of the float32 values vals[:n] into out[:n]; returns the largest rank.
+
+    A stable LSD radix sort of their order-preserving 32-bit patterns (``+ 0.0`` folds -0.0 into
+    0.0, so equal values have equal keys) in two 16-bit passes carrying the positions, then one
+    pass numbering the distinct keys in sorted order.
+    """
+    keys = np.empty(n, np.uint32)
+    tmpk = np.empty(n, np.uint32)
+    pos_a = np.empty(n, np.int32)
+    pos_b = np.empty(n, np.int32)
+    bits = (vals[:n] + 0.0).astype(np.float32).view(np.uint32)
+    for t in range(n):
+        u = bits[t]
+        keys[t] = ~u if u >> np.uint32(31) else u | np.uint32(1 << 31)
+        pos_a[t] = t
+    hist = np.empty(65536, np.int64)
+    for shift in (0, 16):
+        hist[:] = 0
+        for t in range(n):
+            hist[(keys[t] >> np.uint32(shift)) & np.uint32(0xFFFF)] += 1
+        acc = 0
+        for d in range(65536):
+            c = hist[d]
+            hist[d] = acc
+            acc += c
+        for t in range(n):
+            k = keys[t]
+            d = (k >> np.uint32(shift)) & np.uint32(0xFFFF)
+            at = hist[d]
+            hist[d] = at + 1
+            tmpk[at] = k
+            pos_b[at] = pos_a[t]
+        keys, tmpk = tmpk, keys
+        pos_a, pos_b = pos_b, pos_a
+    r = 0
+    out[pos_a[0]] = 0
+    for t in range(1, n):
+        if keys[t] != keys[t - 1]:
+            r += 1
+        out[pos_a[t]] = r
+    return r
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, out):
     """Dense ranks of vals[:n] (0 = smallest, equal values share a rank); returns the largest rank.
 
     When every value is ``j / 65535`` (uint16 data scaled to [0, 1]) no sort is needed: a table of
     the 65,536 levels marks those present and numbers them in increasing order (O(n + 65536)).
-    Otherwise a stable LSD radix sort (:func:`._common.radix_sort`) of the positions by the
-    order-preserving bit pattern of the float64 (8 byte passes). Ranks compare values, so
+    Otherwise a stable LSD radix sort of the positions by the values' order-preserving bit
+    patterns: two 16-bit passes when every value is a float32 (:func:`_dense_rank_float32`), else
+    :func:`._common.radix_sort`'s byte passes over the float64's. Ranks compare values, so
     -0.0 == 0.0.
     """
     quant = True
@@ -114,6 +169,8 @@ def _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, out):
         for t in range(n):
             out[t] = level_rank[keys[t]]
         return r
+    if _float32_exact(vals, n):
+        return _dense_rank_float32(vals, n, out)
     bits = vals.view(np.uint64)
     for t in range(n):
         u = bits[t]
