@@ -290,3 +290,25 @@ def test_measure_site_costes_takes_the_scale_of_integer_images(shared_data) -> N
     same = measure_site(raw / 255.0, ["PH3", "DNA"], labels, None, None, params, scale=255.0)
     key = "Nuclei_Correlation_Costes_DNA_PH3"
     np.testing.assert_array_equal(same[key], df[key])
+
+
+@pytest.mark.parametrize("kind", ["uint16_grid", "float32", "float64"])
+def test_image_ranks_are_numpys_dense_ranks(kind: str) -> None:
+    """The three ranking paths (16-bit level table, float32 radix, float64 radix) against numpy's dense
+    ranks (``np.unique(..., return_inverse=True)``), with ties, -0.0 next to 0.0 and negatives."""
+    from pairedscreen.paint.features.colocalization import _image_ranks
+
+    rng = np.random.default_rng(7)
+    levels = rng.integers(0, 65536, 50_000)
+    if kind == "uint16_grid":
+        vals = levels / 65535.0
+    elif kind == "float32":
+        vals = (rng.choice(rng.random(3_000, dtype=np.float32) * 2 - 0.5, 50_000)).astype(np.float64)
+        vals[:5] = [0.0, -0.0, -0.0, 0.0, np.float32(-1e-30)]
+    else:
+        vals = rng.choice(rng.random(3_000) * 2 - 0.5, 50_000)
+        vals[:4] = [0.0, -0.0, 0.0, -1e-300]
+    ranks, top = _image_ranks(vals)
+    uniq, inverse = np.unique(vals, return_inverse=True)
+    np.testing.assert_array_equal(ranks, inverse)
+    assert top == uniq.size - 1
