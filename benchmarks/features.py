@@ -2,7 +2,8 @@
 
 1. Full feature set (all families, 3 compartments, 5 channels) on a simulated-like 1080 x 1080
    Cell Painting site with ~500 cells: CPU seconds of ``measure_site`` (aim <= 1 s), and on the
-   real ScaleFEx site when the shared data is present.
+   real ScaleFEx site when the shared data is present; each also as ``paint_features`` measures it
+   (float32 / 65535 divided by an illumination function: :func:`as_pipeline_input`).
 2. Shape + intensity (AreaShape + Intensity, 3 compartments x 5 channels) vs a one-pass floor:
    ``np.bincount`` of every channel over every compartment's labels (aim <= 3x).
 3. The full feature set per object vs cp_measure 0.3 with its numba accelerator on the same
@@ -75,6 +76,21 @@ def cpu(fn, repeat: int) -> float:
 
 
 PRESET = {"preset": "default"}   # set by --preset
+
+
+def as_pipeline_input(imgs: np.ndarray) -> np.ndarray:
+    """The site as ``paint_features`` measures it: the raw 16-bit images as float32 / 65535 divided by
+    a plate illumination function (:func:`pairedscreen.paint.illumination.apply_illumination`), here
+    a smooth field from 1 to 1.3 (CellProfiler rescales its functions to a minimum of 1), so the
+    values are float32 and off the k / 65535 grid, as after every real correction."""
+    from pairedscreen.paint.illumination import apply_illumination
+
+    c, h, w = imgs.shape
+    raw = np.rint(imgs * 65535.0).astype(np.uint16)
+    yy, xx = np.mgrid[0:h, 0:w] / float(max(h, w))
+    field = 1.0 + 0.15 * (1.0 + np.cos(2.5 * yy + 0.4) * np.sin(2.0 * xx + 0.3))
+    illum = np.broadcast_to(field.astype(np.float32), (c, h, w))
+    return apply_illumination(raw.astype(np.float32) / np.float32(65535.0), illum)
 
 
 def ours_full(imgs, nuc, cells, cyto):
@@ -217,9 +233,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{t_full:.3f} CPU-s per site ({1e3 * t_full / n_cells:.2f} ms/cell; "
           f"aim {'< 1.5' if args.preset == 'jump' else '<= 1'} s)")
 
+    corrected = as_pipeline_input(imgs)
+    t_corr = cpu(lambda: ours_full(corrected, nuc, cells, cyto), args.repeat)
+    print(f"full features, illumination-corrected float32 input (what paint_features measures): "
+          f"{t_corr:.3f} CPU-s per site ({1e3 * t_corr / n_cells:.2f} ms/cell)")
+
     if args.per_family:
-        fam = per_family(imgs, nuc, cells, cyto, args.repeat)
-        print("per family (CPU-s, best of each): " + ", ".join(f"{k} {v:.3f}" for k, v in fam.items()))
+        for label, site in (("", imgs), (", corrected float32", corrected)):
+            fam = per_family(site, nuc, cells, cyto, args.repeat)
+            print(f"per family (CPU-s, best of each{label}): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in fam.items()))
 
     if "skeleton" in feature_params(PRESET)["families"]:
         t_sk = skeleton_step(imgs, nuc)
@@ -238,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         t_real = cpu(lambda: ours_full(real, rn, rc, ry), args.repeat)
         print(f"real ScaleFEx site (1080x1080, {int(rc.max())} large cells): "
               f"full features {t_real:.3f} CPU-s")
+        real_corr = as_pipeline_input(real)
+        t_real_corr = cpu(lambda: ours_full(real_corr, rn, rc, ry), args.repeat)
+        print(f"real ScaleFEx site, illumination-corrected float32 input: "
+              f"full features {t_real_corr:.3f} CPU-s")
         if "skeleton" in feature_params(PRESET)["families"]:
             t_sk = skeleton_step(real, rn)
             print(f"real ScaleFEx site: skeleton step {t_sk:.3f} CPU-s "
