@@ -56,12 +56,13 @@ CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 
 
 def cold() -> None:
-    """Forget the per-image granularity spectra: the pipeline measures each site's images once, so
-    a repeat must not reuse the previous call's (keyed by image content; the other caches are keyed
-    by the label index, which every ``measure_site`` call builds anew)."""
-    from pairedscreen.paint.features import granularity
+    """Forget the per-image granularity spectra and tubeness image: the pipeline measures each site's
+    images once, so a repeat must not reuse the previous call's (keyed by image content; the other
+    caches are keyed by the label index, which every ``measure_site`` call builds anew)."""
+    from pairedscreen.paint.features import granularity, tubeness
 
     granularity._SPECTRUM_CACHE.clear()
+    tubeness._CACHE.clear()
 
 
 def cpu(fn, repeat: int) -> float:

@@ -63,9 +63,10 @@ def cpu(fn, repeats: int = 1, before=None) -> float:
 
 def clear_caches() -> None:
     """Forget cached per-image / per-index work so a call is measured cold."""
-    from pairedscreen.paint.features import colocalization, granularity, radial
+    from pairedscreen.paint.features import colocalization, granularity, radial, tubeness
 
     granularity._SPECTRUM_CACHE.clear()
+    tubeness._CACHE.clear()
     colocalization._RANK_CACHE.clear()
     radial._GEOMETRY_CACHE.clear()
 

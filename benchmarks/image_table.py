@@ -36,6 +36,7 @@ from _features_a_data import SCALEFEX, SCALEFEX_CHANNELS, load_scalefex, segment
 from pairedscreen.paint import image_qc  # noqa: E402
 from pairedscreen.paint.features import feature_params, granularity, measure_site  # noqa: E402
 from pairedscreen.paint.features import image as image_table  # noqa: E402
+from pairedscreen.paint.features import tubeness as tubeness_module  # noqa: E402
 from pairedscreen.paint.features.skeleton import mito_threshold_settings  # noqa: E402
 from pairedscreen.paint.features.texture import measure_image_texture  # noqa: E402
 from pairedscreen.paint.features.threshold import otsu_quality_threshold, threshold_measurements  # noqa: E402
@@ -71,8 +72,12 @@ def main() -> None:
 
     plls = {c: image_qc.power_log_log_slope(orig[i]) for i, c in enumerate(ch)}  # the index's focus_plls
 
-    def objects_then_image():
+    def cold() -> None:
         granularity._SPECTRUM_CACHE.clear()
+        tubeness_module._CACHE.clear()
+
+    def objects_then_image():
+        cold()
         t = time.process_time()
         measure_site(corr, ch, nuc, cells, cyto, params, scale=65535.0)
         mid = time.process_time()
@@ -84,7 +89,7 @@ def main() -> None:
     after = min(r[1] for r in runs)
 
     def alone():
-        granularity._SPECTRUM_CACHE.clear()
+        cold()
         measure_image(orig, corr, ch, cells, 65535.0, params)
 
     t_alone = cpu(alone, args.repeat)
@@ -112,6 +117,7 @@ def main() -> None:
             threshold_measurements(image_table.corr_blue(c64[3]),
                                    image_table.JUMP_THRESHOLDS["NucleiIncludingEdges"]),
             threshold_measurements(c64[4], image_table.JUMP_THRESHOLDS["CellsIncludingEdges"]),
+            cold(),
             threshold_measurements(tubeness(c64[2], smoothing=1.0, rescale=True),
                                    mito_threshold_settings(params["skeleton_threshold_smoothing"]))),
     }

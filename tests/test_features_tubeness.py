@@ -51,3 +51,20 @@ def test_tubeness_matches_cellprofiler(sigma, rescale):
 def test_tubeness_constant_image():
     img = np.full((20, 20), 0.3)
     np.testing.assert_array_equal(tubeness(img, smoothing=1.0, rescale=True), cp_tubeness(img, 1.0, True))
+
+
+def test_tubeness_cache_follows_content_and_is_read_only():
+    """The content-keyed cache: the same buffer with new content is computed again (never the stale
+    image), a float32 copy of the same values hits the float64 entry, and the shared result cannot be
+    written into by a caller."""
+    rng = np.random.default_rng(3)
+    img = rng.random((50, 60))
+    first = tubeness(img, smoothing=1.0, rescale=True)
+    with pytest.raises(ValueError):
+        first[0, 0] = 1.0
+    img[10:20, :] = 0.0  # same array, new content
+    np.testing.assert_array_equal(tubeness(img, smoothing=1.0, rescale=True), cp_tubeness(img, 1.0, True))
+    as32 = img.astype(np.float32)
+    np.testing.assert_array_equal(tubeness(as32, smoothing=1.0, rescale=True),
+                                  cp_tubeness(as32.astype(np.float64), 1.0, True))
+    np.testing.assert_array_equal(tubeness(img, smoothing=2.0, rescale=True), cp_tubeness(img, 2.0, True))

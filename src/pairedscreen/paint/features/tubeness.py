@@ -15,16 +15,29 @@ CellProfiler 4.2's steps, as the JUMP pipeline runs them on the Mito image (smoo
 
 Steps 2-3 run in one numba pass over the pixels with the same floating-point operations in the same
 order as centrosome's array expressions, so the image equals CellProfiler's to the last bit.
+
+The result is cached by image content (64-bit hash, the last two images), read-only: with the jump
+preset ``paint_features`` makes it for the per-object families and again for the site's Image table
+(its ``mito_bw`` Threshold columns) from the same Mito image.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numba
 import numpy as np
+
+from .granularity import fingerprint
 
 __all__ = ["NAME", "tubeness"]
 
 NAME = "mito_tubeness"  # CellProfiler's name of the enhanced Mito image in the JUMP pipeline
+
+_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_CACHE_SIZE = 2
+_LOCK = threading.Lock()
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -70,16 +83,28 @@ def _ridge_kernel(smoothed, sigma2, out):
 
 def tubeness(image: np.ndarray, *, smoothing: float, rescale: bool) -> np.ndarray:
     """CellProfiler 4's tubeness-enhanced image of a 2-D float ``image`` (``smoothing``: the Gaussian
-    sigma, the module's "Smoothing scale"; ``rescale``: its "Rescale result image")."""
+    sigma, the module's "Smoothing scale"; ``rescale``: its "Rescale result image"); read-only,
+    shared with later calls on the same image content."""
     from scipy import ndimage as ndi
 
-    img = np.asarray(image, dtype=np.float64)
+    img = np.ascontiguousarray(image, dtype=np.float64)
     if img.ndim != 2:
         raise ValueError(f"tubeness needs a 2-D image, got shape {img.shape}")
+    key = (int(fingerprint(img)), img.shape, float(smoothing), bool(rescale))
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
     smoothed = ndi.gaussian_filter(img, float(smoothing)) if smoothing > 0 else img.copy()
     out = np.empty_like(smoothed)
     _ridge_kernel(np.ascontiguousarray(smoothed), float(smoothing) ** 2, out)
     if rescale:
         lo, hi = float(np.min(out)), float(np.max(out))
         out = (out - lo) / (hi - lo) if hi > lo else np.clip(out, 0.0, 1.0)
+    out.setflags(write=False)
+    with _LOCK:
+        _CACHE[key] = out
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return out
