@@ -79,19 +79,39 @@ def _box_edt(inside, h, w, g, f, d1, v, z):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _centre(g, ys, xs, s, e, y0, x0):
-    """Box (row, column) of the object pixel farthest from the edge: the first C-order maximum
-    (CSR pixels are in raster order)."""
+def _sq_edt(offsets, bbox, ys, xs, shape_h, shape_w):
+    """Per pixel (CSR order): squared Euclidean distance to the nearest pixel outside its object
+    (:func:`_box_edt` in each object's one-pixel-padded box)."""
+    n_obj = offsets.shape[0] - 1
+    out = np.zeros(ys.shape[0])
+    _, _, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
+    for k in range(n_obj):
+        s = offsets[k]
+        e = offsets[k + 1]
+        y0 = max(bbox[k, 0] - 1, 0)
+        x0 = max(bbox[k, 1] - 1, 0)
+        y1 = min(bbox[k, 2] + 1, shape_h)
+        x1 = min(bbox[k, 3] + 1, shape_w)
+        for i in range(s, e):
+            inside[ys[i] - y0, xs[i] - x0] = True
+        _box_edt(inside, y1 - y0, x1 - x0, g, f, d1, v, z)
+        for i in range(s, e):
+            out[i] = g[ys[i] - y0, xs[i] - x0]
+            inside[ys[i] - y0, xs[i] - x0] = False
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _centre(g2, s, e):
+    """CSR position of the object pixel farthest from the edge: the first C-order maximum of its
+    squared distances ``g2[s:e]`` (CSR pixels are in raster order)."""
     best = -1.0
-    cy = 0
-    cx = 0
+    at = s
     for i in range(s, e):
-        val = g[ys[i] - y0, xs[i] - x0]
-        if val > best:
-            best = val
-            cy = ys[i] - y0
-            cx = xs[i] - x0
-    return cy, cx
+        if g2[i] > best:
+            best = g2[i]
+            at = i
+    return at
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -165,13 +185,14 @@ def _geodesic(inside, h, w, cy, cx, dist, done, enode, enext, head):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
-    """Per pixel (CSR order): bin (-1 = not reached from the centre) and wedge 0..7."""
+def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, g2, bins):
+    """Per pixel (CSR order): bin (-1 = not reached from the centre) and wedge 0..7, from the
+    squared distances to the edge ``g2`` (:func:`_sq_edt`)."""
     n_obj = offsets.shape[0] - 1
     n_pix = ys.shape[0]
     pbin = np.full(n_pix, -1, np.int16)
     wedge = np.zeros(n_pix, np.int8)
-    maxh, maxw, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
+    maxh, maxw, inside, _, _, _, _, _ = _edt_scratch(offsets, bbox)
     dist = np.empty((maxh, maxw))
     done = np.zeros((maxh, maxw), np.bool_)
     maxn = 1
@@ -192,15 +213,16 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
         w = x1 - x0
         for i in range(s, e):
             inside[ys[i] - y0, xs[i] - x0] = True
-        _box_edt(inside, h, w, g, f, d1, v, z)
-        cy, cx = _centre(g, ys, xs, s, e, y0, x0)
+        at = _centre(g2, s, e)
+        cy = ys[at] - y0
+        cx = xs[at] - x0
         enode, enext = _geodesic(inside, h, w, cy, cx, dist, done, enode, enext, head)
         for i in range(s, e):
             r = ys[i] - y0
             c = xs[i] - x0
             if done[r, c]:
                 dfc = dist[r, c]
-                dte = math.sqrt(g[r, c])
+                dte = math.sqrt(g2[i])
                 b = int(dfc / (dfc + dte + 0.001) * bins)
                 if b > bins:
                     b = bins
@@ -282,7 +304,28 @@ def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, out):
 
 
 _GEOMETRY_CACHE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+_EDT_CACHE: dict[int, np.ndarray] = {}
 _LOCK = threading.Lock()
+
+
+def _keep(cache: dict, key, index: ObjectIndex, value):
+    """``cache[key] = value`` while ``index`` is alive (the first value stored wins); returns it."""
+    with _LOCK:
+        if key not in cache:
+            cache[key] = value
+            weakref.finalize(index, cache.pop, key, None)
+        return cache[key]
+
+
+def cached_sq_edt(index: ObjectIndex) -> np.ndarray:
+    """Squared distance to the edge of every pixel of ``index`` (CSR order), computed once per index:
+    the centre and scaled bins here and the scaled bins of :mod:`.radial_centers` share it."""
+    hit = _EDT_CACHE.get(id(index))
+    if hit is None:
+        h, w = index.shape
+        hit = _keep(_EDT_CACHE, id(index), index,
+                    _sq_edt(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w)))
+    return hit
 
 
 def _cached_geometry(index: ObjectIndex, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -291,11 +334,9 @@ def _cached_geometry(index: ObjectIndex, bins: int) -> tuple[np.ndarray, np.ndar
     hit = _GEOMETRY_CACHE.get(key)
     if hit is None:
         h, w = index.shape
-        hit = _geometry(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w), int(bins))
-        with _LOCK:
-            if key not in _GEOMETRY_CACHE:
-                _GEOMETRY_CACHE[key] = hit
-                weakref.finalize(index, _GEOMETRY_CACHE.pop, key, None)
+        hit = _keep(_GEOMETRY_CACHE, key, index,
+                    _geometry(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w),
+                              cached_sq_edt(index), int(bins)))
     return hit
 
 

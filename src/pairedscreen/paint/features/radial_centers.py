@@ -16,14 +16,14 @@ centres, in 16 scaled bins and in 20 unscaled bins of 200/20 px (plus an Overflo
    hole): those pixels take the seed nearest to the object's centroid and the straight-line distance
    to it;
 4. scaled: ``bin = int(d / (d + d_to_edge + 0.001) * bins)``; unscaled: ``int(d / max_radius *
-   bins)`` capped at ``bins`` (the Overflow bin); ``d_to_edge`` as in :mod:`.radial`;
+   bins)`` capped at ``bins`` (the Overflow bin); ``d_to_edge`` as in :mod:`.radial` (the same cached
+   array, :func:`.radial.cached_sq_edt`, computed once per object index);
 5. FracAtD, MeanFrac and RadialCV as in :mod:`.radial`, the 8 wedges taken around each pixel's own
    centre.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,33 +33,9 @@ import numpy as np
 from .objects import ObjectIndex, build_index
 from .propagate import COORD_MAX as _COORD_MAX
 from .propagate import propagate_into as _propagate
-from .radial import FEATURES, N_FEATURES, _box_edt, _edt_scratch, _radial_kernel
+from .radial import FEATURES, N_FEATURES, _radial_kernel, cached_sq_edt
 
 __all__ = ["measure_radial_centers", "seed_centres"]
-
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _d_to_edge(offsets, bbox, ys, xs, shape_h, shape_w):
-    """Per pixel (CSR order): Euclidean distance to the nearest pixel outside its object (as
-    ``centrosome.cpmorphology.distance_to_edge``)."""
-    n_obj = offsets.shape[0] - 1
-    out = np.zeros(ys.shape[0])
-    _, _, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
-    for k in range(n_obj):
-        s = offsets[k]
-        e = offsets[k + 1]
-        y0 = max(bbox[k, 0] - 1, 0)
-        x0 = max(bbox[k, 1] - 1, 0)
-        y1 = min(bbox[k, 2] + 1, shape_h)
-        x1 = min(bbox[k, 3] + 1, shape_w)
-        for i in range(s, e):
-            inside[ys[i] - y0, xs[i] - x0] = True
-        _box_edt(inside, y1 - y0, x1 - x0, g, f, d1, v, z)
-        for i in range(s, e):
-            out[i] = math.sqrt(g[ys[i] - y0, xs[i] - x0])
-            inside[ys[i] - y0, xs[i] - x0] = False
-    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -179,7 +155,7 @@ def measure_radial_centers(
         scaled = bool(setting["scaled"])
         if scaled:
             if dte is None:
-                dte = _d_to_edge(index.offsets, index.bbox, index.ys, index.xs, *index.shape)
+                dte = np.sqrt(cached_sq_edt(index))  # shared with the index's own radial distribution
             norm = d / (d + dte + 0.001)
         else:
             norm = d / float(setting["max_radius"])
