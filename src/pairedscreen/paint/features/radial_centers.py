@@ -31,7 +31,6 @@ import numba
 import numpy as np
 
 from .objects import ObjectIndex, build_index
-from .propagate import COORD_MAX as _COORD_MAX
 from .propagate import propagate_into as _propagate
 from .radial import FEATURES, N_FEATURES, _radial_kernel, cached_sq_edt
 
@@ -88,8 +87,6 @@ def _first_of_argsort(d2: np.ndarray) -> np.ndarray:
 def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray):
     """Per object pixel (CSR order of ``index``): distance to its centre, the centre's row and column,
     and whether it has one (steps 1-3 of the module docstring)."""
-    if max(labels.shape) >= _COORD_MAX or (centres.size and int(centres.max()) >= _COORD_MAX):
-        raise ValueError(f"radial centres: images and labels must be below {_COORD_MAX} (got {labels.shape})")
     i, j, good = seed_centres(centres)
     lg = np.flatnonzero(good) + 1
     ig, jg = i[good], j[good]
