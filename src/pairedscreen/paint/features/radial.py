@@ -235,22 +235,36 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, g2, bins):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _bin_sums(image, ys, xs, s, e, pbin, wedge, hist, cnt, wsum, wcnt):
-    """Intensity sum and pixel count per bin (``hist``, ``cnt``) and per bin and wedge (``wsum``,
-    ``wcnt``) of the object's pixels ``s:e`` (pixels without a bin skipped)."""
+def bin_counts(offsets, pbin, wedge, nb):
+    """Pixel count per object and bin (``cnt`` (n_obj, nb)) and per object, bin and wedge (``wcnt``
+    (n_obj, nb, 8)), pixels without a bin skipped: they do not depend on the image, so they are
+    counted once per geometry and shared by every channel's :func:`_radial_kernel`."""
+    n_obj = offsets.shape[0] - 1
+    cnt = np.zeros((n_obj, nb))
+    wcnt = np.zeros((n_obj, nb, N_WEDGES))
+    for k in range(n_obj):
+        for i in range(offsets[k], offsets[k + 1]):
+            b = pbin[i]
+            if b < 0:
+                continue
+            cnt[k, b] += 1.0
+            wcnt[k, b, wedge[i]] += 1.0
+    return cnt, wcnt
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bin_sums(image, ys, xs, s, e, pbin, wedge, hist, wsum):
+    """Intensity sum per bin (``hist``) and per bin and wedge (``wsum``) of the object's pixels
+    ``s:e`` (pixels without a bin skipped), added in pixel order."""
     hist[:] = 0.0
-    cnt[:] = 0.0
     wsum[:] = 0.0
-    wcnt[:] = 0.0
     for i in range(s, e):
         b = pbin[i]
         if b < 0:
             continue
         val = image[ys[i], xs[i]]
         hist[b] += val
-        cnt[b] += 1.0
         wsum[b, wedge[i]] += val
-        wcnt[b, wedge[i]] += 1.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -279,17 +293,18 @@ def _wedge_cv(wsum, wcnt, b):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, out):
-    """out[k, f, b] (n_obj, N_FEATURES, bins): FracAtD, MeanFrac and RadialCV of every object."""
+def _radial_kernel(image, offsets, ys, xs, pbin, wedge, counts, wcounts, bins, out):
+    """out[k, f, b] (n_obj, N_FEATURES, bins): FracAtD, MeanFrac and RadialCV of every object;
+    ``counts``, ``wcounts``: :func:`bin_counts` of (pbin, wedge) with ``bins + 1`` bins."""
     n_obj = offsets.shape[0] - 1
     nb = bins + 1
     hist = np.empty(nb)
-    cnt = np.empty(nb)
     wsum = np.empty((nb, N_WEDGES))
-    wcnt = np.empty((nb, N_WEDGES))
     eps = np.finfo(np.float64).eps
     for k in range(n_obj):
-        _bin_sums(image, ys, xs, offsets[k], offsets[k + 1], pbin, wedge, hist, cnt, wsum, wcnt)
+        _bin_sums(image, ys, xs, offsets[k], offsets[k + 1], pbin, wedge, hist, wsum)
+        cnt = counts[k]
+        wcnt = wcounts[k]
         tot = 0.0
         ntot = 0.0
         for b in range(nb):
@@ -303,7 +318,7 @@ def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, out):
             out[k, RADIAL_CV, b] = _wedge_cv(wsum, wcnt, b)
 
 
-_GEOMETRY_CACHE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+_GEOMETRY_CACHE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 _EDT_CACHE: dict[int, np.ndarray] = {}
 _LOCK = threading.Lock()
 
@@ -328,15 +343,17 @@ def cached_sq_edt(index: ObjectIndex) -> np.ndarray:
     return hit
 
 
-def _cached_geometry(index: ObjectIndex, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bins and wedges per pixel for ``index``; kept while the index object is alive."""
+def _cached_geometry(index: ObjectIndex, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bins and wedges per pixel for ``index`` and their :func:`bin_counts`; kept while the index
+    object is alive."""
     key = (id(index), bins)
     hit = _GEOMETRY_CACHE.get(key)
     if hit is None:
         h, w = index.shape
-        hit = _keep(_GEOMETRY_CACHE, key, index,
-                    _geometry(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w),
-                              cached_sq_edt(index), int(bins)))
+        pbin, wedge = _geometry(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w),
+                                cached_sq_edt(index), int(bins))
+        cnt, wcnt = bin_counts(index.offsets, pbin, wedge, int(bins) + 1)
+        hit = _keep(_GEOMETRY_CACHE, key, index, (pbin, wedge, cnt, wcnt))
     return hit
 
 
@@ -357,9 +374,9 @@ def measure_radial_distribution(
     n = index.n_objects
     values = np.zeros((n, N_FEATURES, bins))
     if n:
-        pbin, wedge = _cached_geometry(index, int(bins))
+        pbin, wedge, cnt, wcnt = _cached_geometry(index, int(bins))
         img = np.ascontiguousarray(image)  # read in its own float type, summed in float64
-        _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, int(bins), values)
+        _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, cnt, wcnt, int(bins), values)
     out: dict[str, np.ndarray] = {}
     for f, name in enumerate(FEATURES):
         for b in range(bins):

@@ -33,7 +33,7 @@ import numpy as np
 
 from .objects import ObjectIndex, build_index
 from .propagate import propagate_into as _propagate
-from .radial import FEATURES, N_FEATURES, _radial_kernel, cached_sq_edt
+from .radial import FEATURES, N_FEATURES, _radial_kernel, bin_counts, cached_sq_edt
 
 __all__ = ["measure_radial_centers", "seed_centres"]
 
@@ -238,7 +238,8 @@ def measure_radial_centers(
         width = bins if scaled else bins + 1  # the unscaled Overflow bin is reported
         values = np.zeros((n, N_FEATURES, width))
         if n:
-            _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, width, values)
+            cnt, wcnt = bin_counts(index.offsets, pbin, wedge, width + 1)
+            _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, cnt, wcnt, width, values)
         for f, name in enumerate(FEATURES):
             for b in range(bins):
                 out[f"RadialDistribution_{name}_{image_name}_{b + 1}of{bins}"] = values[:, f, b].copy()
