@@ -3,6 +3,24 @@ the radial distribution around the nuclei centres (:mod:`.radial_centers`) and t
 MeasureObjectSkeleton (:mod:`.skeleton_steps`). Every pixel of a mask gets the label of the seed it is
 nearest to along the mask (8-connected steps of 1 and sqrt(2)) and that geodesic distance, with
 centrosome's own tie-breaking, so the labels and distances equal centrosome's exactly.
+
+centrosome pops its heap in key order, key = (distance without its last mantissa bit, label, row,
+column), and a pop labels its pixel and offers ``distance + step`` to the unlabelled mask neighbours
+(an offer is pushed when it is strictly below the neighbour's distance so far). Why the result does
+not need that pop order (which sorts every bucket and jumps across the image):
+
+- the distances are the least fixed point ``d(p) = min_q fl(d(q) + step)`` over p's mask neighbours:
+  a pixel whose distance has integer part b is reached by a neighbour of integer part < b, every
+  later offer is >= b + 1, so the distances of bucket b are final before any of its pops, in any order;
+- p's label is the label of its first-popped entry, the least key among the entries pushed for p.
+  The offers to p come, in key order, from its neighbours of integer part < b (later neighbours offer
+  >= b + 1 or find p labelled). The pushed ones are the successive strict minima; the least key is the
+  first offer of exactly d(p) (A) unless an offer of d(p) + 1 ulp sharing d(p)'s key (d(p)'s bit
+  pattern even) came first (B): then both were pushed and the smaller label of the two wins.
+
+So a pixel's label is a local function of its earlier-bucket neighbours' (distance, label, row,
+column), fixed when its bucket comes. The buckets (by the distance's integer part; steps < 2, so three
+are live) are popped in push order, which follows the wavefront and keeps the memory accesses local.
 """
 
 from __future__ import annotations
@@ -12,132 +30,125 @@ import math
 import numba
 import numpy as np
 
-from ._common import radix_sort
+__all__ = ["propagate", "propagate_into"]
 
-__all__ = ["COORD_MAX", "propagate", "propagate_into"]
-
-# the heap's tie-break (label, row, column) packed into one int64, compared as one number
-_COORD_BITS = 21
-COORD_MAX = 1 << _COORD_BITS
+_SQRT2 = math.sqrt(2.0)  # == math.sqrt(0.0 + 2 * 1.0 * 1.0), centrosome's diagonal step
 
 
 @numba.njit(cache=True, nogil=True)
-def _pack(label, y, x):
-    """(label, row, column) as one int64 ordered like the tuple (each < 2**21)."""
-    return (label << 42) | (y << 21) | x
-
-
-@numba.njit(cache=True, nogil=True)
-def _sort_bucket(kb, tb, m, tmp_k, tmp_t, hist):
-    """Sort the first ``m`` entries of (kb, tb) in place into increasing (k, t) order: a stable
-    radix sort by k carrying t, then each run of equal k sorted by t."""
-    radix_sort(kb, tb, m, 8, tmp_k, tmp_t, hist, True)
-    s = 0
-    while s < m:
-        e = s + 1
-        k = kb[s]
-        while e < m and kb[e] == k:
-            e += 1
-        if e - s > 1:
-            tb[s:e].sort()
-        s = e
-
-
-@numba.njit(cache=True, nogil=True)
-def _bucket_push(kbuf, tbuf, cnt, slot, k, t):
-    """Append (k, t) to bucket ``slot`` of (kbuf, tbuf); returns the (maybe grown) buffers."""
+def _bucket_push(buf, cnt, slot, p):
+    """Append pixel ``p`` to bucket ``slot`` of ``buf`` (3, cap); returns the (maybe grown) buffer."""
     c = cnt[slot]
-    if c == kbuf.shape[1]:
-        k2 = np.empty((3, 2 * c), np.uint64)
-        t2 = np.empty((3, 2 * c), np.int64)
+    if c == buf.shape[1]:
+        grown = np.empty((3, 2 * c), np.int64)
         for r in range(3):
-            k2[r, :cnt[r]] = kbuf[r, :cnt[r]]
-            t2[r, :cnt[r]] = tbuf[r, :cnt[r]]
-        kbuf, tbuf = k2, t2
-    kbuf[slot, c] = k
-    tbuf[slot, c] = t
+            grown[r, :cnt[r]] = buf[r, :cnt[r]]
+        buf = grown
+    buf[slot, c] = p
     cnt[slot] = c + 1
-    return kbuf, tbuf
+    return buf
+
+
+@numba.njit(cache=True, nogil=True)
+def _key_less(ka, la, ya, xa, kb, lb, yb, xb):
+    """(ka, la, ya, xa) < (kb, lb, yb, xb): centrosome's heap order of two popped neighbours."""
+    if ka != kb:
+        return ka < kb
+    if la != lb:
+        return la < lb
+    if ya != yb:
+        return ya < yb
+    return xa < xb
 
 
 @numba.njit(cache=True, nogil=True)
 def propagate_into(mask, seeds, out_label, out_dist):
     """centrosome.propagate(zeros, seeds, mask, 1) restricted to seeds inside ``mask``: nearest seed
-    label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached).
+    label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached); both
+    arrays come zeroed / filled with -1. Seeds' distance is 0, also outside the mask.
 
-    centrosome pops its heap in (distance without its last mantissa bit, label, row, column) order.
-    Here the entries are kept in buckets by the distance's integer part b. Every step is 1 or
-    sqrt(2), so the entries pushed while bucket b is popped go to buckets b + 1 and b + 2 (float
-    addition is monotone): bucket b is complete when its turn comes, and popping it sorted by the
-    heap's key gives the heap's exact order (the key is monotone in the distance, and no key is
-    shared across an integer, whose bit pattern is even). Three buckets are live at a time.
+    Dijkstra with three circular buckets by the distance's integer part, popped in push order; each
+    pixel's label is fixed at its first pop from its earlier-bucket neighbours.
     """
     h, w = mask.shape
-    scratch = np.zeros(1)
-    bits = scratch.view(np.uint64)
-    kbuf = np.empty((3, 1024), np.uint64)
-    tbuf = np.empty((3, 1024), np.int64)
+    bits = np.zeros(1)
+    ubits = bits.view(np.uint64)  # bits[0]'s bit pattern
+    buf = np.empty((3, 1024), np.int64)
     cnt = np.zeros(3, np.int64)
     for y in range(h):
         for x in range(w):
             if seeds[y, x] != 0:
                 out_dist[y, x] = 0.0
                 if mask[y, x]:
-                    kbuf, tbuf = _bucket_push(kbuf, tbuf, cnt, 0, np.uint64(0), _pack(seeds[y, x], y, x))
-    di = (-1, -1, -1, 0, 0, 1, 1, 1)
-    dj = (-1, 0, 1, -1, 1, -1, 0, 1)
-    low = (1 << 21) - 1
-    hist = np.zeros(256, np.int64)
-    kb = np.empty(0, np.uint64)
-    tb = np.empty(0, np.int64)
-    tmp_k = np.empty(0, np.uint64)
-    tmp_t = np.empty(0, np.int64)
+                    buf = _bucket_push(buf, cnt, 0, y * w + x)
     b = 0
     while cnt[0] + cnt[1] + cnt[2] > 0:
         slot = b % 3
         m = cnt[slot]
-        if m > kb.shape[0]:
-            kb = np.empty(2 * m, np.uint64)
-            tb = np.empty(2 * m, np.int64)
-            tmp_k = np.empty(2 * m, np.uint64)
-            tmp_t = np.empty(2 * m, np.int64)
-        kb[:m] = kbuf[slot, :m]
-        tb[:m] = tbuf[slot, :m]
-        cnt[slot] = 0
-        _sort_bucket(kb, tb, m, tmp_k, tmp_t, hist)
+        # pushes from bucket b go to buckets b + 1 and b + 2 (steps are 1 or sqrt(2)), never to ``slot``
         for u in range(m):
-            t = tb[u]
-            lab = t >> 42
-            y = (t >> 21) & low
-            x = t & low
+            p = buf[slot, u]
+            y = p // w
+            x = p - y * w
             if out_label[y, x] != 0:
                 continue
-            out_label[y, x] = lab
             d0 = out_dist[y, x]
-            for q in range(8):
-                y2 = y + di[q]
-                x2 = x + dj[q]
-                if y2 < 0 or y2 >= h or x2 < 0 or x2 >= w:
+            # one pass over the 8 neighbours: the label's candidates A and B among the labelled ones
+            # of integer part < b (module docstring), and the offers to the unlabelled ones
+            bits[0] = d0
+            kd = ubits[0]
+            even = (kd & np.uint64(1)) == np.uint64(0)
+            a_lab = 0
+            b_lab = 0
+            a_k = np.uint64(0)
+            b_k = np.uint64(0)
+            a_y = a_x = b_y = b_x = 0
+            for dy in range(-1, 2):
+                y2 = y + dy
+                if y2 < 0 or y2 >= h:
                     continue
-                if out_label[y2, x2] > 0 or not mask[y2, x2]:
-                    continue
-                manhattan = abs(di[q]) + abs(dj[q])
-                d = math.sqrt(0.0 + manhattan * 1.0 * 1.0) + d0
-                if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
-                    out_dist[y2, x2] = d
-                    scratch[0] = d
-                    kbuf, tbuf = _bucket_push(kbuf, tbuf, cnt, int(d) % 3, bits[0] >> np.uint64(1),
-                                              _pack(lab, y2, x2))
+                for dx in range(-1, 2):
+                    x2 = x + dx
+                    if (dy == 0 and dx == 0) or x2 < 0 or x2 >= w:
+                        continue
+                    step = 1.0 if (dy == 0 or dx == 0) else _SQRT2
+                    lab = out_label[y2, x2]
+                    if lab > 0:
+                        dq = out_dist[y2, x2]
+                        if b == 0 or not dq < b:
+                            continue
+                        offer = step + dq
+                        bits[0] = dq
+                        kq = ubits[0] >> np.uint64(1)
+                        if offer == d0:
+                            if a_lab == 0 or _key_less(kq, lab, y2, x2, a_k, a_lab, a_y, a_x):
+                                a_lab, a_k, a_y, a_x = lab, kq, y2, x2
+                        elif even:
+                            bits[0] = offer
+                            if ubits[0] == kd + np.uint64(1) and (
+                                    b_lab == 0 or _key_less(kq, lab, y2, x2, b_k, b_lab, b_y, b_x)):
+                                b_lab, b_k, b_y, b_x = lab, kq, y2, x2
+                        continue
+                    if not mask[y2, x2]:
+                        continue
+                    d = step + d0
+                    if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
+                        out_dist[y2, x2] = d
+                        buf = _bucket_push(buf, cnt, int(d) % 3, y2 * w + x2)
+            if b == 0:
+                out_label[y, x] = seeds[y, x]  # only seeds are closer than 1
+            elif b_lab != 0 and _key_less(b_k, b_lab, b_y, b_x, a_k, a_lab, a_y, a_x):
+                out_label[y, x] = min(a_lab, b_lab)
+            else:
+                out_label[y, x] = a_lab
+        cnt[slot] = 0
         b += 1
-
 
 
 def propagate(seeds: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``centrosome.propagate.propagate(zeros, seeds, mask, 1)``: (labels, distances); seed pixels keep
     their label at distance 0 (also outside ``mask``), unreached mask pixels get label 0 and -1."""
     seeds = np.ascontiguousarray(seeds, np.int64)
-    if max(seeds.shape) >= COORD_MAX or (seeds.size and int(seeds.max()) >= COORD_MAX):
-        raise ValueError(f"propagate: images and labels must be below {COORD_MAX} (got {seeds.shape})")
     labels = np.zeros(seeds.shape, np.int64)
     dist = np.full(seeds.shape, -1.0)
     propagate_into(np.ascontiguousarray(mask, bool), seeds, labels, dist)

@@ -79,19 +79,39 @@ def _box_edt(inside, h, w, g, f, d1, v, z):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _centre(g, ys, xs, s, e, y0, x0):
-    """Box (row, column) of the object pixel farthest from the edge: the first C-order maximum
-    (CSR pixels are in raster order)."""
+def _sq_edt(offsets, bbox, ys, xs, shape_h, shape_w):
+    """Per pixel (CSR order): squared Euclidean distance to the nearest pixel outside its object
+    (:func:`_box_edt` in each object's one-pixel-padded box)."""
+    n_obj = offsets.shape[0] - 1
+    out = np.zeros(ys.shape[0])
+    _, _, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
+    for k in range(n_obj):
+        s = offsets[k]
+        e = offsets[k + 1]
+        y0 = max(bbox[k, 0] - 1, 0)
+        x0 = max(bbox[k, 1] - 1, 0)
+        y1 = min(bbox[k, 2] + 1, shape_h)
+        x1 = min(bbox[k, 3] + 1, shape_w)
+        for i in range(s, e):
+            inside[ys[i] - y0, xs[i] - x0] = True
+        _box_edt(inside, y1 - y0, x1 - x0, g, f, d1, v, z)
+        for i in range(s, e):
+            out[i] = g[ys[i] - y0, xs[i] - x0]
+            inside[ys[i] - y0, xs[i] - x0] = False
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _centre(g2, s, e):
+    """CSR position of the object pixel farthest from the edge: the first C-order maximum of its
+    squared distances ``g2[s:e]`` (CSR pixels are in raster order)."""
     best = -1.0
-    cy = 0
-    cx = 0
+    at = s
     for i in range(s, e):
-        val = g[ys[i] - y0, xs[i] - x0]
-        if val > best:
-            best = val
-            cy = ys[i] - y0
-            cx = xs[i] - x0
-    return cy, cx
+        if g2[i] > best:
+            best = g2[i]
+            at = i
+    return at
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -165,13 +185,14 @@ def _geodesic(inside, h, w, cy, cx, dist, done, enode, enext, head):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
-    """Per pixel (CSR order): bin (-1 = not reached from the centre) and wedge 0..7."""
+def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, g2, bins):
+    """Per pixel (CSR order): bin (-1 = not reached from the centre) and wedge 0..7, from the
+    squared distances to the edge ``g2`` (:func:`_sq_edt`)."""
     n_obj = offsets.shape[0] - 1
     n_pix = ys.shape[0]
     pbin = np.full(n_pix, -1, np.int16)
     wedge = np.zeros(n_pix, np.int8)
-    maxh, maxw, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
+    maxh, maxw, inside, _, _, _, _, _ = _edt_scratch(offsets, bbox)
     dist = np.empty((maxh, maxw))
     done = np.zeros((maxh, maxw), np.bool_)
     maxn = 1
@@ -192,15 +213,16 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
         w = x1 - x0
         for i in range(s, e):
             inside[ys[i] - y0, xs[i] - x0] = True
-        _box_edt(inside, h, w, g, f, d1, v, z)
-        cy, cx = _centre(g, ys, xs, s, e, y0, x0)
+        at = _centre(g2, s, e)
+        cy = ys[at] - y0
+        cx = xs[at] - x0
         enode, enext = _geodesic(inside, h, w, cy, cx, dist, done, enode, enext, head)
         for i in range(s, e):
             r = ys[i] - y0
             c = xs[i] - x0
             if done[r, c]:
                 dfc = dist[r, c]
-                dte = math.sqrt(g[r, c])
+                dte = math.sqrt(g2[i])
                 b = int(dfc / (dfc + dte + 0.001) * bins)
                 if b > bins:
                     b = bins
@@ -213,22 +235,36 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, bins):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _bin_sums(image, ys, xs, s, e, pbin, wedge, hist, cnt, wsum, wcnt):
-    """Intensity sum and pixel count per bin (``hist``, ``cnt``) and per bin and wedge (``wsum``,
-    ``wcnt``) of the object's pixels ``s:e`` (pixels without a bin skipped)."""
+def bin_counts(offsets, pbin, wedge, nb):
+    """Pixel count per object and bin (``cnt`` (n_obj, nb)) and per object, bin and wedge (``wcnt``
+    (n_obj, nb, 8)), pixels without a bin skipped: they do not depend on the image, so they are
+    counted once per geometry and shared by every channel's :func:`_radial_kernel`."""
+    n_obj = offsets.shape[0] - 1
+    cnt = np.zeros((n_obj, nb))
+    wcnt = np.zeros((n_obj, nb, N_WEDGES))
+    for k in range(n_obj):
+        for i in range(offsets[k], offsets[k + 1]):
+            b = pbin[i]
+            if b < 0:
+                continue
+            cnt[k, b] += 1.0
+            wcnt[k, b, wedge[i]] += 1.0
+    return cnt, wcnt
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bin_sums(image, ys, xs, s, e, pbin, wedge, hist, wsum):
+    """Intensity sum per bin (``hist``) and per bin and wedge (``wsum``) of the object's pixels
+    ``s:e`` (pixels without a bin skipped), added in pixel order."""
     hist[:] = 0.0
-    cnt[:] = 0.0
     wsum[:] = 0.0
-    wcnt[:] = 0.0
     for i in range(s, e):
         b = pbin[i]
         if b < 0:
             continue
         val = image[ys[i], xs[i]]
         hist[b] += val
-        cnt[b] += 1.0
         wsum[b, wedge[i]] += val
-        wcnt[b, wedge[i]] += 1.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -257,17 +293,18 @@ def _wedge_cv(wsum, wcnt, b):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, out):
-    """out[k, f, b] (n_obj, N_FEATURES, bins): FracAtD, MeanFrac and RadialCV of every object."""
+def _radial_kernel(image, offsets, ys, xs, pbin, wedge, counts, wcounts, bins, out):
+    """out[k, f, b] (n_obj, N_FEATURES, bins): FracAtD, MeanFrac and RadialCV of every object;
+    ``counts``, ``wcounts``: :func:`bin_counts` of (pbin, wedge) with ``bins + 1`` bins."""
     n_obj = offsets.shape[0] - 1
     nb = bins + 1
     hist = np.empty(nb)
-    cnt = np.empty(nb)
     wsum = np.empty((nb, N_WEDGES))
-    wcnt = np.empty((nb, N_WEDGES))
     eps = np.finfo(np.float64).eps
     for k in range(n_obj):
-        _bin_sums(image, ys, xs, offsets[k], offsets[k + 1], pbin, wedge, hist, cnt, wsum, wcnt)
+        _bin_sums(image, ys, xs, offsets[k], offsets[k + 1], pbin, wedge, hist, wsum)
+        cnt = counts[k]
+        wcnt = wcounts[k]
         tot = 0.0
         ntot = 0.0
         for b in range(nb):
@@ -281,21 +318,42 @@ def _radial_kernel(image, offsets, ys, xs, pbin, wedge, bins, out):
             out[k, RADIAL_CV, b] = _wedge_cv(wsum, wcnt, b)
 
 
-_GEOMETRY_CACHE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+_GEOMETRY_CACHE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+_EDT_CACHE: dict[int, np.ndarray] = {}
 _LOCK = threading.Lock()
 
 
-def _cached_geometry(index: ObjectIndex, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bins and wedges per pixel for ``index``; kept while the index object is alive."""
+def _keep(cache: dict, key, index: ObjectIndex, value):
+    """``cache[key] = value`` while ``index`` is alive (the first value stored wins); returns it."""
+    with _LOCK:
+        if key not in cache:
+            cache[key] = value
+            weakref.finalize(index, cache.pop, key, None)
+        return cache[key]
+
+
+def cached_sq_edt(index: ObjectIndex) -> np.ndarray:
+    """Squared distance to the edge of every pixel of ``index`` (CSR order), computed once per index:
+    the centre and scaled bins here and the scaled bins of :mod:`.radial_centers` share it."""
+    hit = _EDT_CACHE.get(id(index))
+    if hit is None:
+        h, w = index.shape
+        hit = _keep(_EDT_CACHE, id(index), index,
+                    _sq_edt(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w)))
+    return hit
+
+
+def _cached_geometry(index: ObjectIndex, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bins and wedges per pixel for ``index`` and their :func:`bin_counts`; kept while the index
+    object is alive."""
     key = (id(index), bins)
     hit = _GEOMETRY_CACHE.get(key)
     if hit is None:
         h, w = index.shape
-        hit = _geometry(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w), int(bins))
-        with _LOCK:
-            if key not in _GEOMETRY_CACHE:
-                _GEOMETRY_CACHE[key] = hit
-                weakref.finalize(index, _GEOMETRY_CACHE.pop, key, None)
+        pbin, wedge = _geometry(index.offsets, index.bbox, index.ys, index.xs, int(h), int(w),
+                                cached_sq_edt(index), int(bins))
+        cnt, wcnt = bin_counts(index.offsets, pbin, wedge, int(bins) + 1)
+        hit = _keep(_GEOMETRY_CACHE, key, index, (pbin, wedge, cnt, wcnt))
     return hit
 
 
@@ -316,9 +374,9 @@ def measure_radial_distribution(
     n = index.n_objects
     values = np.zeros((n, N_FEATURES, bins))
     if n:
-        pbin, wedge = _cached_geometry(index, int(bins))
+        pbin, wedge, cnt, wcnt = _cached_geometry(index, int(bins))
         img = np.ascontiguousarray(image)  # read in its own float type, summed in float64
-        _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, int(bins), values)
+        _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, cnt, wcnt, int(bins), values)
     out: dict[str, np.ndarray] = {}
     for f, name in enumerate(FEATURES):
         for b in range(bins):

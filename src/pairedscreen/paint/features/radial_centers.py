@@ -16,7 +16,8 @@ centres, in 16 scaled bins and in 20 unscaled bins of 200/20 px (plus an Overflo
    hole): those pixels take the seed nearest to the object's centroid and the straight-line distance
    to it;
 4. scaled: ``bin = int(d / (d + d_to_edge + 0.001) * bins)``; unscaled: ``int(d / max_radius *
-   bins)`` capped at ``bins`` (the Overflow bin); ``d_to_edge`` as in :mod:`.radial`;
+   bins)`` capped at ``bins`` (the Overflow bin); ``d_to_edge`` as in :mod:`.radial` (the same cached
+   array, :func:`.radial.cached_sq_edt`, computed once per object index);
 5. FracAtD, MeanFrac and RadialCV as in :mod:`.radial`, the 8 wedges taken around each pixel's own
    centre.
 """
@@ -31,52 +32,119 @@ import numba
 import numpy as np
 
 from .objects import ObjectIndex, build_index
-from .propagate import COORD_MAX as _COORD_MAX
 from .propagate import propagate_into as _propagate
-from .radial import FEATURES, N_FEATURES, _box_edt, _edt_scratch, _radial_kernel
+from .radial import FEATURES, N_FEATURES, _radial_kernel, bin_counts, cached_sq_edt
 
 __all__ = ["measure_radial_centers", "seed_centres"]
 
 
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _d_to_edge(offsets, bbox, ys, xs, shape_h, shape_w):
-    """Per pixel (CSR order): Euclidean distance to the nearest pixel outside its object (as
-    ``centrosome.cpmorphology.distance_to_edge``)."""
-    n_obj = offsets.shape[0] - 1
-    out = np.zeros(ys.shape[0])
-    _, _, inside, g, f, d1, v, z = _edt_scratch(offsets, bbox)
-    for k in range(n_obj):
-        s = offsets[k]
-        e = offsets[k + 1]
-        y0 = max(bbox[k, 0] - 1, 0)
-        x0 = max(bbox[k, 1] - 1, 0)
-        y1 = min(bbox[k, 2] + 1, shape_h)
-        x1 = min(bbox[k, 3] + 1, shape_w)
-        for i in range(s, e):
-            inside[ys[i] - y0, xs[i] - x0] = True
-        _box_edt(inside, y1 - y0, x1 - x0, g, f, d1, v, z)
-        for i in range(s, e):
-            out[i] = math.sqrt(g[ys[i] - y0, xs[i] - x0])
-            inside[ys[i] - y0, xs[i] - x0] = False
-    return out
-
-
 @numba.njit(cache=True, nogil=True)
 def _label_sums(lab, n):
-    """Pixel count and row / column sums of labels 0..n over a label image (one raster pass; the
-    sums are of integers, exact in float64, so any order gives the same values)."""
+    """Pixel count and row / column sums of labels 0..n over a label image (one raster pass over
+    runs of equal labels, added once per run rather than per pixel; the sums are of integers, exact
+    in float64, so any order gives the same values)."""
     cnt = np.zeros(n + 1)
     sy = np.zeros(n + 1)
     sx = np.zeros(n + 1)
     h, w = lab.shape
     for y in range(h):
-        for x in range(w):
-            v = lab[y, x]
-            cnt[v] += 1.0
-            sy[v] += y
-            sx[v] += x
+        x0 = 0
+        while x0 < w:
+            v = lab[y, x0]
+            x1 = x0 + 1
+            while x1 < w and lab[y, x1] == v:
+                x1 += 1
+            run = x1 - x0
+            cnt[v] += run
+            sy[v] += y * run
+            sx[v] += (x0 + x1 - 1) * run // 2
+            x0 = x1
     return cnt, sy, sx
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_centres(cl, dist, ys, xs):
+    """Per object pixel (CSR order): the propagated centre label (int64) and distance."""
+    n = ys.shape[0]
+    pcl = np.empty(n, np.int64)
+    pd = np.empty(n)
+    for t in range(n):
+        pcl[t] = cl[ys[t], xs[t]]
+        pd[t] = dist[ys[t], xs[t]]
+    return pcl, pd
+
+
+@numba.njit(cache=True, nogil=True)
+def _missing_objects(offsets, ys, xs, pcl):
+    """Which objects have pixels without a centre, and every object's centroid (row and column sums
+    in CSR order divided by the area, as ``np.bincount`` with weights)."""
+    n_obj = offsets.shape[0] - 1
+    miss = np.zeros(n_obj, np.bool_)
+    my = np.empty(n_obj)
+    mx = np.empty(n_obj)
+    for k in range(n_obj):
+        sy = 0.0
+        sx = 0.0
+        for t in range(offsets[k], offsets[k + 1]):
+            sy += ys[t]
+            sx += xs[t]
+            if pcl[t] == 0:
+                miss[k] = True
+        area = float(offsets[k + 1] - offsets[k])
+        my[k] = sy / area
+        mx[k] = sx / area
+    return miss, my, mx
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_missing(offsets, ys, xs, pcl, pd, best, i, j):
+    """Pixels without a centre take their object's nearest centre ``best[k]`` (a label) and the
+    straight-line distance to it."""
+    for k in range(offsets.shape[0] - 1):
+        for t in range(offsets[k], offsets[k + 1]):
+            if pcl[t] == 0:
+                lab = best[k]
+                pcl[t] = lab
+                dy = ys[t] - i[lab - 1]
+                dx = xs[t] - j[lab - 1]
+                pd[t] = math.sqrt(float(dy * dy + dx * dx))
+
+
+@numba.njit(cache=True, nogil=True)
+def _centre_wedges(ys, xs, pcl, i, j):
+    """Per pixel: whether it has a centre, and its wedge 0..7 around that centre (around (0, 0)
+    without one, as CellProfiler's zero-filled centre arrays)."""
+    n = ys.shape[0]
+    ok = np.empty(n, np.bool_)
+    wedge = np.empty(n, np.int8)
+    for t in range(n):
+        lab = pcl[t]
+        ok[t] = lab > 0
+        ic = i[lab - 1] if lab > 0 else 0
+        jc = j[lab - 1] if lab > 0 else 0
+        di = ys[t] - ic
+        dj = xs[t] - jc
+        wedge[t] = (1 if di > 0 else 0) + (2 if dj > 0 else 0) + (4 if abs(di) > abs(dj) else 0)
+    return ok, wedge
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _centre_bins(d, dte, ok, scaled, max_radius, bins):
+    """Per pixel bin: ``int(d / (d + d_to_edge + 0.001) * bins)`` (scaled) or ``int(d / max_radius *
+    bins)``, capped at ``bins``; -1 without a centre."""
+    n = d.shape[0]
+    pbin = np.empty(n, np.int16)
+    for t in range(n):
+        if not ok[t]:
+            pbin[t] = -1
+            continue
+        if scaled:
+            norm = d[t] / (d[t] + dte[t] + 0.001)
+        else:
+            norm = d[t] / max_radius
+        b = int(norm * bins)
+        pbin[t] = min(b, bins)
+    return pbin
 
 
 def seed_centres(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,44 +178,33 @@ def _first_of_argsort(d2: np.ndarray) -> np.ndarray:
 
 
 def _assign_centres(labels: np.ndarray, index: ObjectIndex, centres: np.ndarray):
-    """Per object pixel (CSR order of ``index``): distance to its centre, the centre's row and column,
-    and whether it has one (steps 1-3 of the module docstring)."""
-    if max(labels.shape) >= _COORD_MAX or (centres.size and int(centres.max()) >= _COORD_MAX):
-        raise ValueError(f"radial centres: images and labels must be below {_COORD_MAX} (got {labels.shape})")
+    """Per object pixel (CSR order of ``index``): distance to its centre, the centre's label (0 =
+    none) and the centres' rows and columns by label - 1 (steps 1-3 of the module docstring)."""
     i, j, good = seed_centres(centres)
     lg = np.flatnonzero(good) + 1
     ig, jg = i[good], j[good]
     mask = labels != 0
     ys, xs = index.ys, index.xs
     if mask[ig, jg].any():
-        seeds = np.zeros(labels.shape, np.int64)
+        small = lg.size == 0 or int(lg[-1]) < 2**31
+        seeds = np.zeros(labels.shape, np.int32 if small else np.int64)
         seeds[ig, jg] = lg
-        cl = np.zeros(labels.shape, np.int64)
+        cl = np.zeros(labels.shape, seeds.dtype)
         dist = np.full(labels.shape, -1.0)
         _propagate(mask, seeds, cl, dist)
-        pcl = cl[ys, xs]
-        pd = dist[ys, xs]
+        pcl, pd = _gather_centres(cl, dist, ys, xs)
     else:  # no centre inside the objects (e.g. cytoplasm rings): nothing propagates
         pcl = np.zeros(ys.shape[0], np.int64)
         pd = np.full(ys.shape[0], -1.0)
-    missing = pcl == 0
-    if missing.any() and lg.size:
-        owner = np.repeat(np.arange(index.n_objects), np.diff(index.offsets))
-        miss_obj = np.flatnonzero(np.bincount(owner[missing], minlength=index.n_objects))
-        areas = np.diff(index.offsets).astype(np.float64)
-        my = np.bincount(owner, weights=ys.astype(np.float64), minlength=index.n_objects) / areas
-        mx = np.bincount(owner, weights=xs.astype(np.float64), minlength=index.n_objects) / areas
-        d2 = (my[miss_obj, None] - ig[None, :]) ** 2 + (mx[miss_obj, None] - jg[None, :]) ** 2
-        best = np.zeros(index.n_objects, np.int64)
-        best[miss_obj] = lg[_first_of_argsort(d2)]
-        pcl[missing] = best[owner[missing]]
-        dy = ys[missing] - i[pcl[missing] - 1]
-        dx = xs[missing] - j[pcl[missing] - 1]
-        pd[missing] = np.sqrt(dy * dy + dx * dx)
-    ok = pcl > 0
-    ic = np.where(ok, i[np.maximum(pcl, 1) - 1], 0)
-    jc = np.where(ok, j[np.maximum(pcl, 1) - 1], 0)
-    return pd, ic, jc, ok
+    if lg.size:
+        miss, my, mx = _missing_objects(index.offsets, ys, xs, pcl)
+        if miss.any():
+            miss_obj = np.flatnonzero(miss)
+            d2 = (my[miss_obj, None] - ig[None, :]) ** 2 + (mx[miss_obj, None] - jg[None, :]) ** 2
+            best = np.zeros(index.n_objects, np.int64)
+            best[miss_obj] = lg[_first_of_argsort(d2)]
+            _fill_missing(index.offsets, ys, xs, pcl, pd, best, i, j)
+    return pd, pcl, i, j
 
 
 def measure_radial_centers(
@@ -168,27 +225,21 @@ def measure_radial_centers(
     out: dict[str, np.ndarray] = {}
     n = index.n_objects
     lab = np.ascontiguousarray(labels, dtype=np.int64)
-    d, ic, jc, ok = _assign_centres(lab, index, np.ascontiguousarray(centres, dtype=np.int64))
+    d, pcl, i, j = _assign_centres(lab, index, np.ascontiguousarray(centres, dtype=np.int64))
+    ok, wedge = _centre_wedges(index.ys, index.xs, pcl, i, j)
     dte = None
-    di = index.ys - ic
-    dj = index.xs - jc
-    wedge = ((di > 0).astype(np.int8) + 2 * (dj > 0) + 4 * (np.abs(di) > np.abs(dj))).astype(np.int8)
     img = np.ascontiguousarray(image)
     for setting in bin_settings:
         bins = int(setting["bins"])
         scaled = bool(setting["scaled"])
-        if scaled:
-            if dte is None:
-                dte = _d_to_edge(index.offsets, index.bbox, index.ys, index.xs, *index.shape)
-            norm = d / (d + dte + 0.001)
-        else:
-            norm = d / float(setting["max_radius"])
-        pbin = np.minimum((norm * bins).astype(np.int64), bins).astype(np.int16)
-        pbin[~ok] = -1
+        if scaled and dte is None:
+            dte = np.sqrt(cached_sq_edt(index))  # shared with the index's own radial distribution
+        pbin = _centre_bins(d, d if dte is None else dte, ok, scaled, float(setting["max_radius"]), bins)
         width = bins if scaled else bins + 1  # the unscaled Overflow bin is reported
         values = np.zeros((n, N_FEATURES, width))
         if n:
-            _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, width, values)
+            cnt, wcnt = bin_counts(index.offsets, pbin, wedge, width + 1)
+            _radial_kernel(img, index.offsets, index.ys, index.xs, pbin, wedge, cnt, wcnt, width, values)
         for f, name in enumerate(FEATURES):
             for b in range(bins):
                 out[f"RadialDistribution_{name}_{image_name}_{b + 1}of{bins}"] = values[:, f, b].copy()
