@@ -53,7 +53,9 @@ def test_synthetic_matches_cp_measure(seed, shape, kw) -> None:
     _compare(image, labels, **kw)
 
 
-@pytest.mark.parametrize(("shape", "steps"), [((60, 70), 4), ((3, 9), 6), ((2, 2), 3)])
+@pytest.mark.parametrize(
+    ("shape", "steps"), [((60, 70), 4), ((3, 9), 6), ((2, 2), 3), ((1, 7), 3), ((7, 1), 3), ((1, 1), 2)]
+)
 def test_reconstruction_equals_skimage(shape, steps) -> None:
     """The spectrum's reconstructions after 1..steps cross erosions (erosions as a row wavefront,
     all seeds on one max-tree) equal skimage's erosion + reconstruction, whichever tie order."""

@@ -22,9 +22,10 @@ Implementation. The image-level part (steps 1-3 up to the per-object means) depe
 image: it is cached by a 64-bit content hash of the image (LRU of 6), so measuring one channel for
 nuclei, cells and cytoplasm builds it once. The 16 reconstructions share the max-tree of the tophat
 image (built once, union-find over pixels radix-sorted by value): rec(p) is the largest
-min(level(A), max seed in subtree(A)) over the ancestors A of p -- one bottom-up and one top-down
-pass over the tree for all 16 seeds together (each pixel's 16 values adjacent; the 16 erosions are
-a row wavefront that holds 3 rows per step, not 16 images), exact (values are selected, never
+min(level(A), max seed in subtree(A)) over the ancestors A of p -- the erosions are written first
+(a row wavefront that holds a ring of rows, not 16 images; each pixel's 16 values stored at once),
+the bottom-up max is taken while the tree is built (a node is complete when it is hung under its
+parent), then one top-down pass for all 16 seeds together (each pixel's 16 values adjacent), exact (values are selected, never
 computed), i.e. bit-identical to ``skimage.morphology.reconstruction``. The restore-and-average
 step is linear in ``rec``, so each
 object gets a small weight window on the subsampled grid (cached per ``ObjectIndex``) applied to
@@ -195,24 +196,40 @@ def _descending_order(pixels):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _max_tree(mask, order):
-    """Max-tree of ``mask`` in rank space (4-connectivity, Berger et al. 2007 union-find).
+def _ranks(order):
+    """pixel -> rank, the inverse of ``order``."""
+    rank = np.empty(order.shape[0], np.int32)
+    for t in range(order.shape[0]):
+        rank[order[t]] = t
+    return rank
 
-    ``order`` lists the flat pixels from the highest to the lowest value (ties in any order).
-    Returns (par, level): for rank t (pixel ``order[t]``), ``par[t] > t`` is its parent's rank
-    (the root is its own parent) and ``level[t]`` its value. The subtree of a rank is a connected
-    set of ``{mask >= level}``, and for every t the component of ``{mask >= t}`` around a pixel is
-    the subtree of one of its ancestors.
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _max_tree(mask, order, rank, m):
+    """Max-tree of ``mask`` in rank space (4-connectivity, Berger et al. 2007 union-find), and the
+    bottom-up pass of the reconstructions on it.
+
+    ``order`` lists the flat pixels from the highest to the lowest value (ties in any order),
+    ``rank`` is its inverse. Returns (par, level): for rank t (pixel ``order[t]``), ``par[t] > t``
+    is its parent's rank (the root is its own parent) and ``level[t]`` its value. The subtree of a
+    rank is a connected set of ``{mask >= level}``, and for every t the component of
+    ``{mask >= t}`` around a pixel is the subtree of one of its ancestors.
 
     The union-find is by rank with path compression (its roots ``zpar`` are not tree nodes:
     ``top[root]`` is the component's newest, highest-rank node, the one its next merge hangs under
     the new pixel), which keeps the find chains short; the tree is the same as linking the roots
     themselves.
+
+    ``m[t]`` holds the seeds of rank t (row of ng values) and becomes the largest seed of t's
+    subtree (``M`` of :func:`_top_down`): a node gets all its children while it is the new pixel
+    (a child hung under it then is complete), so each child's row is merged into the current,
+    cache-hot row right there instead of in a separate pass over the table. Exact (a max selects;
+    equal values of different bits, +-0, leave the node's own value, as a pass in rank order does).
     """
     h, w = mask.shape
     flat = mask.ravel()
     n = flat.shape[0]
-    rank = np.full(n, -1, np.int32)
+    ng = m.shape[1]
     par = np.empty(n, np.int32)
     zpar = np.empty(n, np.int32)
     top = np.empty(n, np.int32)
@@ -221,11 +238,11 @@ def _max_tree(mask, order):
     for t in range(n):
         p = order[t]
         level[t] = flat[p]
-        rank[p] = t
         par[t] = t
         zpar[t] = t
         top[t] = t
         zp = t
+        mt = m[t]
         i = p // w
         j = p - i * w
         for u in range(4):
@@ -246,18 +263,23 @@ def _max_tree(mask, order):
                     continue
                 q = p + 1
             rq = rank[q]
-            if rq < 0:
+            if rq >= t:  # not yet in the tree
                 continue
             r = _find(zpar, rq)
             if r != zp:
-                par[top[r]] = t
+                x = top[r]
+                par[x] = t
+                mx = m[x]
+                for g in range(ng):
+                    if mx[g] > mt[g]:
+                        mt[g] = mx[g]
                 if zrank[zp] < zrank[r]:
                     zp, r = r, zp
                 zpar[r] = zp
                 top[zp] = t
                 if zrank[zp] == zrank[r]:
                     zrank[zp] += 1
-    return par, level, rank
+    return par, level
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -353,67 +375,93 @@ def _raw_means(image, offsets, ys, xs):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _erode_row(cur, up, dn, out):
+    """One row of a 3x3-cross erosion: ``out[j]`` = min of cur[j-1..j+1], up[j], dn[j] (a missing
+    row is passed as ``cur``, a missing column is skipped). The first smallest in that order is
+    kept, as skimage's; the border columns are peeled so the inner loop has no branches."""
+    w = cur.shape[0]
+    acc = cur[0]
+    if up[0] < acc:
+        acc = up[0]
+    if dn[0] < acc:
+        acc = dn[0]
+    if w > 1 and cur[1] < acc:
+        acc = cur[1]
+    out[0] = acc
+    for j in range(1, w - 1):
+        acc = cur[j]
+        if up[j] < acc:
+            acc = up[j]
+        if dn[j] < acc:
+            acc = dn[j]
+        if cur[j - 1] < acc:
+            acc = cur[j - 1]
+        if cur[j + 1] < acc:
+            acc = cur[j + 1]
+        out[j] = acc
+    if w > 1:
+        acc = cur[w - 1]
+        if up[w - 1] < acc:
+            acc = up[w - 1]
+        if dn[w - 1] < acc:
+            acc = dn[w - 1]
+        if cur[w - 2] < acc:
+            acc = cur[w - 2]
+        out[w - 1] = acc
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _erosion_stack(pixels, ng, rank, m):
     """``m[rank[p], g]`` = ``pixels`` eroded ``g + 1`` times by the 3x3 cross (outside pixels
     ignored: skimage ``erosion(footprint=disk(1))``), at pixel p.
 
     A wavefront over rows: at step s level g computes its row s - g from level g - 1's rows
-    s - g - 1 .. s - g + 1, so each level keeps only 3 rows (a ring) and no eroded image is held;
-    a pixel's ng values are written within ng steps, while its rows of ``m`` are still cached.
+    s - g - 1 .. s - g + 1, so no eroded image is held, only a ring of ng + 2 rows of all ng
+    levels (``stage[row, g]``, contiguous rows for the erosion itself). A row is complete ng steps
+    after it started; its ng values per pixel are then written to ``m`` as one row each (one
+    scattered 128-byte store per pixel instead of ng stores, ng steps apart, to the same row).
     """
     h, w = pixels.shape
-    ring = np.empty((ng + 1, 3, w))
+    ring = ng + 2  # level g's row r is read by level g + 1's row r + 1, one step after row r is done
+    stage = np.empty((ring, ng, w))
     for s in range(h + ng):
-        if s < h:
-            ring[0, s % 3] = pixels[s]
         for g in range(1, ng + 1):
             r = s - g
             if r < 0 or r >= h:
                 continue
-            prev = ring[g - 1]
-            cur = prev[r % 3]
-            up = prev[(r + 2) % 3]  # row r - 1 (read only when r > 0)
-            dn = prev[(r + 1) % 3]  # row r + 1 (read only when r + 1 < h)
-            out = ring[g, r % 3]
+            if g == 1:  # level 0 is the image itself
+                cur = pixels[r]
+                up = pixels[r - 1] if r > 0 else cur
+                dn = pixels[r + 1] if r + 1 < h else cur
+            else:
+                cur = stage[r % ring, g - 2]
+                up = stage[(r - 1) % ring, g - 2] if r > 0 else cur
+                dn = stage[(r + 1) % ring, g - 2] if r + 1 < h else cur
+            _erode_row(cur, up, dn, stage[r % ring, g - 1])
+        r = s - ng
+        if r >= 0:
+            done = stage[r % ring]
             base = r * w
             for j in range(w):
-                acc = cur[j]
-                if r > 0 and up[j] < acc:
-                    acc = up[j]
-                if r + 1 < h and dn[j] < acc:
-                    acc = dn[j]
-                if j > 0 and cur[j - 1] < acc:
-                    acc = cur[j - 1]
-                if j + 1 < w and cur[j + 1] < acc:
-                    acc = cur[j + 1]
-                out[j] = acc
-                m[rank[base + j], g - 1] = acc
+                row = m[rank[base + j]]
+                for g in range(ng):
+                    row[g] = done[g, j]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _reconstruct_stack(m, par, level):
-    """Grey reconstructions by dilation (3x3 cross) of ng seeds (each <= the mask) on the mask's
-    max-tree, in place: ``m[t, g]`` (seed g in rank order) becomes the reconstruction of seed g at
-    rank t.
+def _top_down(m, par, level):
+    """Grey reconstructions by dilation (3x3 cross) of ng seeds (each <= the mask) from the
+    max-tree, in place: ``m[t, g]`` holds M (the largest seed g in t's subtree, from
+    :func:`_max_tree`) and becomes the reconstruction of seed g at rank t.
 
-    rec(p) = max over the ancestors A of p (p included) of min(level(A), M(A)), M(A) the largest
-    seed value in A's subtree: the component of {mask >= t} around p holds a seed value >= t
-    exactly when some ancestor subtree does. Exact (values are selected, never computed), hence
-    identical to skimage.morphology.reconstruction. One bottom-up and one top-down pass over the
-    tree for all ng seeds (the ng values of a rank
-    are adjacent), so each parent is fetched once instead of ng times. The top-down pass may
-    overwrite ``m`` in place: a parent (higher rank) is final before its children are visited,
-    and a rank's own M is read before it is overwritten.
+    rec(p) = max over the ancestors A of p (p included) of min(level(A), M(A)): the component of
+    {mask >= t} around p holds a seed value >= t exactly when some ancestor subtree does. Exact
+    (values are selected, never computed), hence identical to skimage.morphology.reconstruction.
+    One pass over the tree for all ng seeds (the ng values of a rank are adjacent), parents before
+    children, so a parent (higher rank) is final before its children are visited, and a rank's
+    own M is read before it is overwritten.
     """
     n, ng = m.shape
-    for t in range(n):  # children (lower rank) before parents
-        q = par[t]
-        if q != t:
-            mt = m[t]
-            mq = m[q]
-            for g in range(ng):
-                if mt[g] > mq[g]:
-                    mq[g] = mt[g]
     for t in range(n - 1, -1, -1):  # parents before children
         lv = level[t]
         q = par[t]
@@ -434,9 +482,10 @@ def _reconstruct_stack(m, par, level):
 def _spectrum_recs(pixels, order, recs):
     """Reconstructions after 1..ng cross erosions into ``recs[rank, g]`` (max-tree rank order, the
     ng values of one pixel adjacent for the per-object pass); returns pixel -> rank."""
-    par, level, rank = _max_tree(pixels, order)
+    rank = _ranks(order)
     _erosion_stack(pixels, recs.shape[1], rank, recs)
-    _reconstruct_stack(recs, par, level)
+    par, level = _max_tree(pixels, order, rank, recs)
+    _top_down(recs, par, level)
     return rank
 
 
