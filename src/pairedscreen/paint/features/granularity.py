@@ -25,12 +25,12 @@ image (built once, union-find over pixels radix-sorted by value): rec(p) is the 
 min(level(A), max seed in subtree(A)) over the ancestors A of p -- the erosions are written first
 (a row wavefront that holds a ring of rows, not 16 images; each pixel's 16 values stored at once),
 the bottom-up max is taken while the tree is built (a node is complete when it is hung under its
-parent), then one top-down pass for all 16 seeds together (each pixel's 16 values adjacent), exact (values are selected, never
-computed), i.e. bit-identical to ``skimage.morphology.reconstruction``. The restore-and-average
-step is linear in ``rec``, so each
-object gets a small weight window on the subsampled grid (cached per ``ObjectIndex``) applied to
-all 16 reconstructions at once (cp_measure's sparse-operator idea). The disk opening is done
-row-wise from running min/max of growing width.
+parent), then one top-down pass for all 16 seeds together (each pixel's 16 values adjacent),
+exact (values are selected, never computed), i.e. bit-identical to
+``skimage.morphology.reconstruction``. The restore-and-average step is linear in ``rec``, so each
+object gets a small weight window on the subsampled grid (cached per ``ObjectIndex``, its cells of
+weight 0 left out) applied to all 16 reconstructions at once (cp_measure's sparse-operator idea).
+The disk opening is done row-wise from running min/max of growing width.
 
 Differences from CellProfiler itself (not from cp_measure): CellProfiler keeps ``new`` as a float
 (``shape * s``) so when ``shape * s`` is not an integer its grid has ``ceil`` points and its
