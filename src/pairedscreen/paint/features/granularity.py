@@ -127,16 +127,28 @@ def _morph_disk(src, radius, erode):
         for j in range(w):
             run[0, i, j] = sgn * src[i, j]
     for a in range(1, radius + 1):
+        lo = min(a, w)  # columns [lo, hi) have both neighbours at distance a: no border test
+        hi = max(w - a, lo)
         for i in range(h):
             prev = run[a - 1, i]
             row0 = run[0, i]
             cur = run[a, i]
-            for j in range(w):
+            for j in range(lo, hi):
+                v = prev[j]
+                if row0[j - a] < v:
+                    v = row0[j - a]
+                if row0[j + a] < v:
+                    v = row0[j + a]
+                cur[j] = v
+            for j in range(lo):
+                v = prev[j]
+                if j + a < w and row0[j + a] < v:
+                    v = row0[j + a]
+                cur[j] = v
+            for j in range(hi, w):
                 v = prev[j]
                 if j - a >= 0 and row0[j - a] < v:
                     v = row0[j - a]
-                if j + a < w and row0[j + a] < v:
-                    v = row0[j + a]
                 cur[j] = v
     # half-width of the disk's row dy (the largest a with a^2 + dy^2 <= r^2), once per row
     half = np.empty(2 * radius + 1, np.int64)
