@@ -76,6 +76,19 @@ def test_reconstruction_equals_skimage(shape, steps) -> None:
             np.testing.assert_array_equal(recs[rank, g].reshape(mask.shape), want, err_msg=f"step {g + 1}")
 
 
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (5, 7), (120, 131)])
+def test_descending_order_equals_stable_argsort(shape) -> None:
+    """The max-tree's pixel order (radix sort of the float bits) is numpy's stable descending
+    argsort: distinct values, many ties, one value everywhere, signed zeros and subnormals."""
+    rng = np.random.default_rng(7)
+    base = rng.random(shape)
+    cases = (base, np.round(base * 50) / 50, np.full(shape, 0.25),
+             np.where(rng.random(shape) < 0.3, -0.0, base * 1e-300))
+    for values in cases:
+        want = np.argsort(-(values.ravel() + 0.0), kind="stable")
+        np.testing.assert_array_equal(gr._descending_order(values), want)
+
+
 def test_background_opening_equals_skimage() -> None:
     from skimage.morphology import dilation, disk, erosion
 
