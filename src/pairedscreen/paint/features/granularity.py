@@ -262,7 +262,8 @@ def _max_tree(mask, order, rank, m):
     The union-find is by rank with path compression (its roots ``zpar`` are not tree nodes:
     ``top[root]`` is the component's newest, highest-rank node, the one its next merge hangs under
     the new pixel), which keeps the find chains short; the tree is the same as linking the roots
-    themselves.
+    themselves. The union-find runs on pixel indices (``zpar``, ``zrank``, ``top`` by pixel), so a
+    find starts at a neighbour's entry, next to the new pixel's, not at a random rank.
 
     ``m[t]`` holds the seeds of rank t (row of ng values) and becomes the largest seed of t's
     subtree (``M`` of :func:`_top_down`): a node gets all its children while it is the new pixel
@@ -275,17 +276,17 @@ def _max_tree(mask, order, rank, m):
     n = flat.shape[0]
     ng = m.shape[1]
     par = np.empty(n, np.int32)
-    zpar = np.empty(n, np.int32)
-    top = np.empty(n, np.int32)
-    zrank = np.zeros(n, np.int8)
+    zpar = np.empty(n, np.int32)  # by pixel
+    top = np.empty(n, np.int32)  # by pixel (a union-find root): a rank
+    zrank = np.zeros(n, np.int8)  # by pixel
     level = np.empty(n)
     for t in range(n):
         p = order[t]
         level[t] = flat[p]
         par[t] = t
-        zpar[t] = t
-        top[t] = t
-        zp = t
+        zpar[p] = p
+        top[p] = t
+        zp = p
         mt = m[t]
         i = p // w
         j = p - i * w
@@ -306,10 +307,9 @@ def _max_tree(mask, order, rank, m):
                 if j == w - 1:
                     continue
                 q = p + 1
-            rq = rank[q]
-            if rq >= t:  # not yet in the tree
+            if rank[q] >= t:  # not yet in the tree
                 continue
-            r = _find(zpar, rq)
+            r = _find(zpar, q)
             if r != zp:
                 x = top[r]
                 par[x] = t
