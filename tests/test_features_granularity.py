@@ -53,7 +53,9 @@ def test_synthetic_matches_cp_measure(seed, shape, kw) -> None:
     _compare(image, labels, **kw)
 
 
-@pytest.mark.parametrize(("shape", "steps"), [((60, 70), 4), ((3, 9), 6), ((2, 2), 3)])
+@pytest.mark.parametrize(
+    ("shape", "steps"), [((60, 70), 4), ((3, 9), 6), ((2, 2), 3), ((1, 7), 3), ((7, 1), 3), ((1, 1), 2)]
+)
 def test_reconstruction_equals_skimage(shape, steps) -> None:
     """The spectrum's reconstructions after 1..steps cross erosions (erosions as a row wavefront,
     all seeds on one max-tree) equal skimage's erosion + reconstruction, whichever tie order."""
@@ -74,15 +76,29 @@ def test_reconstruction_equals_skimage(shape, steps) -> None:
             np.testing.assert_array_equal(recs[rank, g].reshape(mask.shape), want, err_msg=f"step {g + 1}")
 
 
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (5, 7), (120, 131)])
+def test_descending_order_equals_stable_argsort(shape) -> None:
+    """The max-tree's pixel order (radix sort of the float bits) is numpy's stable descending
+    argsort: distinct values, many ties, one value everywhere, signed zeros and subnormals."""
+    rng = np.random.default_rng(7)
+    base = rng.random(shape)
+    cases = (base, np.round(base * 50) / 50, np.full(shape, 0.25),
+             np.where(rng.random(shape) < 0.3, -0.0, base * 1e-300))
+    for values in cases:
+        want = np.argsort(-(values.ravel() + 0.0), kind="stable")
+        np.testing.assert_array_equal(gr._descending_order(values), want)
+
+
 def test_background_opening_equals_skimage() -> None:
     from skimage.morphology import dilation, disk, erosion
 
     rng = np.random.default_rng(6)
-    img = rng.random((40, 33))
-    for radius in (1, 4, 10):
-        want = dilation(erosion(img, footprint=disk(radius)), footprint=disk(radius))
-        got = gr._morph_disk(gr._morph_disk(img, radius, True), radius, False)
-        np.testing.assert_array_equal(got, want)
+    for shape in ((40, 33), (9, 5), (5, 15)):  # narrower than the disk: every column is a border column
+        img = rng.random(shape)
+        for radius in (1, 4, 10):
+            want = dilation(erosion(img, footprint=disk(radius)), footprint=disk(radius))
+            got = gr._morph_disk(gr._morph_disk(img, radius, True), radius, False)
+            np.testing.assert_array_equal(got, want)
 
 
 def test_index_reuse_gaps_and_degenerate() -> None:

@@ -22,14 +22,15 @@ Implementation. The image-level part (steps 1-3 up to the per-object means) depe
 image: it is cached by a 64-bit content hash of the image (LRU of 6), so measuring one channel for
 nuclei, cells and cytoplasm builds it once. The 16 reconstructions share the max-tree of the tophat
 image (built once, union-find over pixels radix-sorted by value): rec(p) is the largest
-min(level(A), max seed in subtree(A)) over the ancestors A of p -- one bottom-up and one top-down
-pass over the tree for all 16 seeds together (each pixel's 16 values adjacent; the 16 erosions are
-a row wavefront that holds 3 rows per step, not 16 images), exact (values are selected, never
-computed), i.e. bit-identical to ``skimage.morphology.reconstruction``. The restore-and-average
-step is linear in ``rec``, so each
-object gets a small weight window on the subsampled grid (cached per ``ObjectIndex``) applied to
-all 16 reconstructions at once (cp_measure's sparse-operator idea). The disk opening is done
-row-wise from running min/max of growing width.
+min(level(A), max seed in subtree(A)) over the ancestors A of p -- the erosions are written first
+(a row wavefront that holds a ring of rows, not 16 images; each pixel's 16 values stored at once),
+the bottom-up max is taken while the tree is built (a node is complete when it is hung under its
+parent), then one top-down pass for all 16 seeds together (each pixel's 16 values adjacent),
+exact (values are selected, never computed), i.e. bit-identical to
+``skimage.morphology.reconstruction``. The restore-and-average step is linear in ``rec``, so each
+object gets a small weight window on the subsampled grid (cached per ``ObjectIndex``, its cells of
+weight 0 left out) applied to all 16 reconstructions at once (cp_measure's sparse-operator idea).
+The disk opening is done row-wise from running min/max of growing width.
 
 Differences from CellProfiler itself (not from cp_measure): CellProfiler keeps ``new`` as a float
 (``shape * s``) so when ``shape * s`` is not an integer its grid has ``ceil`` points and its
@@ -48,7 +49,6 @@ from collections import OrderedDict
 import numba
 import numpy as np
 
-from ._common import radix_sort
 from .objects import ObjectIndex, build_index
 
 _SPECTRUM_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, int], float]] = OrderedDict()
@@ -126,16 +126,28 @@ def _morph_disk(src, radius, erode):
         for j in range(w):
             run[0, i, j] = sgn * src[i, j]
     for a in range(1, radius + 1):
+        lo = min(a, w)  # columns [lo, hi) have both neighbours at distance a: no border test
+        hi = max(w - a, lo)
         for i in range(h):
             prev = run[a - 1, i]
             row0 = run[0, i]
             cur = run[a, i]
-            for j in range(w):
+            for j in range(lo, hi):
+                v = prev[j]
+                if row0[j - a] < v:
+                    v = row0[j - a]
+                if row0[j + a] < v:
+                    v = row0[j + a]
+                cur[j] = v
+            for j in range(lo):
+                v = prev[j]
+                if j + a < w and row0[j + a] < v:
+                    v = row0[j + a]
+                cur[j] = v
+            for j in range(hi, w):
                 v = prev[j]
                 if j - a >= 0 and row0[j - a] < v:
                     v = row0[j - a]
-                if j + a < w and row0[j + a] < v:
-                    v = row0[j + a]
                 cur[j] = v
     # half-width of the disk's row dy (the largest a with a^2 + dy^2 <= r^2), once per row
     half = np.empty(2 * radius + 1, np.int64)
@@ -179,53 +191,103 @@ def _find(zpar, p):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _descending_order(pixels):
-    """The flat pixels from the highest to the lowest value, for values >= 0 (no NaN): LSD radix
-    sort (:func:`._common.radix_sort`) of the complemented float64 bit patterns, which order
-    non-negative floats (``+ 0.0`` folds -0.0 into 0.0). Ties may come in any order (the max-tree
-    allows it)."""
+    """The flat pixels from the highest to the lowest value, for values >= 0 (no NaN): a stable LSD
+    radix sort of the complemented float64 bit patterns, which order non-negative floats
+    (``+ 0.0`` folds -0.0 into 0.0). Ties may come in any order (the max-tree allows it); being
+    stable, they come in pixel order.
+
+    Six 11-bit digits (2048-bin histograms stay in L1) with all histograms counted in one read of
+    the keys, instead of :func:`._common.radix_sort`'s eight byte passes with a count each; a
+    digit on which every key agrees (the exponent's high bits, for values in [0, 1]) is skipped.
+    """
     flat = pixels.ravel()
     n = flat.shape[0]
+    n_digits = 6
+    bits = np.uint64(11)
+    mask = np.uint64(2047)
     keys = np.empty(n, np.uint64)
+    hist = np.zeros((n_digits, 2048), np.int64)
     for t in range(n):
-        keys[t] = ~np.float64(flat[t] + 0.0).view(np.uint64)
+        k = ~np.float64(flat[t] + 0.0).view(np.uint64)
+        keys[t] = k
+        for d in range(n_digits):
+            hist[d, (k >> (bits * np.uint64(d))) & mask] += 1
     order = np.arange(n).astype(np.int32)
-    radix_sort(keys, order, n, 8, np.empty(n, np.uint64), np.empty(n, np.int32), np.zeros(256, np.int64),
-               True)
-    return order
+    if n == 0:
+        return order
+    src_k, dst_k = keys, np.empty(n, np.uint64)
+    src_o, dst_o = order, np.empty(n, np.int32)
+    for d in range(n_digits):
+        count = hist[d]
+        if count[(keys[0] >> (bits * np.uint64(d))) & mask] == n:
+            continue  # every key has this digit
+        acc = 0
+        for b in range(2048):
+            c = count[b]
+            count[b] = acc
+            acc += c
+        shift = bits * np.uint64(d)
+        for t in range(n):
+            kk = src_k[t]
+            b = (kk >> shift) & mask
+            pos = count[b]
+            count[b] = pos + 1
+            dst_k[pos] = kk
+            dst_o[pos] = src_o[t]
+        src_k, dst_k = dst_k, src_k
+        src_o, dst_o = dst_o, src_o
+    return src_o
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _max_tree(mask, order):
-    """Max-tree of ``mask`` in rank space (4-connectivity, Berger et al. 2007 union-find).
+def _ranks(order):
+    """pixel -> rank, the inverse of ``order``."""
+    rank = np.empty(order.shape[0], np.int32)
+    for t in range(order.shape[0]):
+        rank[order[t]] = t
+    return rank
 
-    ``order`` lists the flat pixels from the highest to the lowest value (ties in any order).
-    Returns (par, level): for rank t (pixel ``order[t]``), ``par[t] > t`` is its parent's rank
-    (the root is its own parent) and ``level[t]`` its value. The subtree of a rank is a connected
-    set of ``{mask >= level}``, and for every t the component of ``{mask >= t}`` around a pixel is
-    the subtree of one of its ancestors.
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _max_tree(mask, order, rank, m):
+    """Max-tree of ``mask`` in rank space (4-connectivity, Berger et al. 2007 union-find), and the
+    bottom-up pass of the reconstructions on it.
+
+    ``order`` lists the flat pixels from the highest to the lowest value (ties in any order),
+    ``rank`` is its inverse. Returns (par, level): for rank t (pixel ``order[t]``), ``par[t] > t``
+    is its parent's rank (the root is its own parent) and ``level[t]`` its value. The subtree of a
+    rank is a connected set of ``{mask >= level}``, and for every t the component of
+    ``{mask >= t}`` around a pixel is the subtree of one of its ancestors.
 
     The union-find is by rank with path compression (its roots ``zpar`` are not tree nodes:
     ``top[root]`` is the component's newest, highest-rank node, the one its next merge hangs under
     the new pixel), which keeps the find chains short; the tree is the same as linking the roots
-    themselves.
+    themselves. The union-find runs on pixel indices (``zpar``, ``zrank``, ``top`` by pixel), so a
+    find starts at a neighbour's entry, next to the new pixel's, not at a random rank.
+
+    ``m[t]`` holds the seeds of rank t (row of ng values) and becomes the largest seed of t's
+    subtree (``M`` of :func:`_top_down`): a node gets all its children while it is the new pixel
+    (a child hung under it then is complete), so each child's row is merged into the current,
+    cache-hot row right there instead of in a separate pass over the table. Exact (a max selects;
+    equal values of different bits, +-0, leave the node's own value, as a pass in rank order does).
     """
     h, w = mask.shape
     flat = mask.ravel()
     n = flat.shape[0]
-    rank = np.full(n, -1, np.int32)
+    ng = m.shape[1]
     par = np.empty(n, np.int32)
-    zpar = np.empty(n, np.int32)
-    top = np.empty(n, np.int32)
-    zrank = np.zeros(n, np.int8)
+    zpar = np.empty(n, np.int32)  # by pixel
+    top = np.empty(n, np.int32)  # by pixel (a union-find root): a rank
+    zrank = np.zeros(n, np.int8)  # by pixel
     level = np.empty(n)
     for t in range(n):
         p = order[t]
         level[t] = flat[p]
-        rank[p] = t
         par[t] = t
-        zpar[t] = t
-        top[t] = t
-        zp = t
+        zpar[p] = p
+        top[p] = t
+        zp = p
+        mt = m[t]
         i = p // w
         j = p - i * w
         for u in range(4):
@@ -245,19 +307,23 @@ def _max_tree(mask, order):
                 if j == w - 1:
                     continue
                 q = p + 1
-            rq = rank[q]
-            if rq < 0:
+            if rank[q] >= t:  # not yet in the tree
                 continue
-            r = _find(zpar, rq)
+            r = _find(zpar, q)
             if r != zp:
-                par[top[r]] = t
+                x = top[r]
+                par[x] = t
+                mx = m[x]
+                for g in range(ng):
+                    if mx[g] > mt[g]:
+                        mt[g] = mx[g]
                 if zrank[zp] < zrank[r]:
                     zp, r = r, zp
                 zpar[r] = zp
                 top[zp] = t
                 if zrank[zp] == zrank[r]:
                     zrank[zp] += 1
-    return par, level, rank
+    return par, level
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -308,28 +374,88 @@ def _object_windows(offsets, bbox, ys, xs, ry, rx, ny, nx):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _window_ranks(win, wstart, rank, nx):
-    """Rank (max-tree index) of every cell of every object window."""
-    out = np.empty(wstart[-1], np.int32)
-    for k in range(win.shape[0]):
+def _window_cells(win, wstart, weights, nx, drop_zero):
+    """The cells of the object windows as flat lists: (cstart (n+1,), cpix = flat index on the
+    subsampled grid, cweight), in window (raster) order.
+
+    With ``drop_zero`` the cells of weight 0 (bounding-box cells that no object pixel samples:
+    ~40 % of a cell's window) are left out: they add ``0 * rec = +0.0`` to a sum that is never
+    -0.0, so the per-object sums are bit-identical as long as every ``rec`` is finite.
+    """
+    n = win.shape[0]
+    cstart = np.zeros(n + 1, np.int64)
+    m = 0
+    for t in range(wstart[n]):
+        if not drop_zero or weights[t] != 0.0:
+            m += 1
+    cpix = np.empty(m, np.int32)
+    cweight = np.empty(m)
+    m = 0
+    for k in range(n):
         base = wstart[k]
         ww = win[k, 3]
         for a in range(win[k, 2]):
+            row = (win[k, 0] + a) * nx + win[k, 1]
             for b in range(ww):
-                out[base + a * ww + b] = rank[(win[k, 0] + a) * nx + win[k, 1] + b]
-    return out
+                wt = weights[base + a * ww + b]
+                if not drop_zero or wt != 0.0:
+                    cpix[m] = row + b
+                    cweight[m] = wt
+                    m += 1
+        cstart[k + 1] = m
+    return cstart, cpix, cweight
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _raw_means(image, offsets, ys, xs):
+    """Each object's mean of ``image`` (its pixels summed in index order); the flat index is
+    formed unsigned, which spares numba's negative-index wraparound of a 2-D lookup."""
     n = offsets.shape[0] - 1
     out = np.empty(n)
+    w = np.uint64(image.shape[1])
+    flat = image.ravel()
     for k in range(n):
         s = 0.0
         for t in range(offsets[k], offsets[k + 1]):
-            s += image[ys[t], xs[t]]
+            s += flat[np.uint64(ys[t]) * w + np.uint64(xs[t])]
         out[k] = s / (offsets[k + 1] - offsets[k])
     return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _erode_row(cur, up, dn, out):
+    """One row of a 3x3-cross erosion: ``out[j]`` = min of cur[j-1..j+1], up[j], dn[j] (a missing
+    row is passed as ``cur``, a missing column is skipped). The first smallest in that order is
+    kept, as skimage's; the border columns are peeled so the inner loop has no branches."""
+    w = cur.shape[0]
+    acc = cur[0]
+    if up[0] < acc:
+        acc = up[0]
+    if dn[0] < acc:
+        acc = dn[0]
+    if w > 1 and cur[1] < acc:
+        acc = cur[1]
+    out[0] = acc
+    for j in range(1, w - 1):
+        acc = cur[j]
+        if up[j] < acc:
+            acc = up[j]
+        if dn[j] < acc:
+            acc = dn[j]
+        if cur[j - 1] < acc:
+            acc = cur[j - 1]
+        if cur[j + 1] < acc:
+            acc = cur[j + 1]
+        out[j] = acc
+    if w > 1:
+        acc = cur[w - 1]
+        if up[w - 1] < acc:
+            acc = up[w - 1]
+        if dn[w - 1] < acc:
+            acc = dn[w - 1]
+        if cur[w - 2] < acc:
+            acc = cur[w - 2]
+        out[w - 1] = acc
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -338,62 +464,52 @@ def _erosion_stack(pixels, ng, rank, m):
     ignored: skimage ``erosion(footprint=disk(1))``), at pixel p.
 
     A wavefront over rows: at step s level g computes its row s - g from level g - 1's rows
-    s - g - 1 .. s - g + 1, so each level keeps only 3 rows (a ring) and no eroded image is held;
-    a pixel's ng values are written within ng steps, while its rows of ``m`` are still cached.
+    s - g - 1 .. s - g + 1, so no eroded image is held, only a ring of ng + 2 rows of all ng
+    levels (``stage[row, g]``, contiguous rows for the erosion itself). A row is complete ng steps
+    after it started; its ng values per pixel are then written to ``m`` as one row each (one
+    scattered 128-byte store per pixel instead of ng stores, ng steps apart, to the same row).
     """
     h, w = pixels.shape
-    ring = np.empty((ng + 1, 3, w))
+    ring = ng + 2  # level g's row r is read by level g + 1's row r + 1, one step after row r is done
+    stage = np.empty((ring, ng, w))
     for s in range(h + ng):
-        if s < h:
-            ring[0, s % 3] = pixels[s]
         for g in range(1, ng + 1):
             r = s - g
             if r < 0 or r >= h:
                 continue
-            prev = ring[g - 1]
-            cur = prev[r % 3]
-            up = prev[(r + 2) % 3]  # row r - 1 (read only when r > 0)
-            dn = prev[(r + 1) % 3]  # row r + 1 (read only when r + 1 < h)
-            out = ring[g, r % 3]
+            if g == 1:  # level 0 is the image itself
+                cur = pixels[r]
+                up = pixels[r - 1] if r > 0 else cur
+                dn = pixels[r + 1] if r + 1 < h else cur
+            else:
+                cur = stage[r % ring, g - 2]
+                up = stage[(r - 1) % ring, g - 2] if r > 0 else cur
+                dn = stage[(r + 1) % ring, g - 2] if r + 1 < h else cur
+            _erode_row(cur, up, dn, stage[r % ring, g - 1])
+        r = s - ng
+        if r >= 0:
+            done = stage[r % ring]
             base = r * w
             for j in range(w):
-                acc = cur[j]
-                if r > 0 and up[j] < acc:
-                    acc = up[j]
-                if r + 1 < h and dn[j] < acc:
-                    acc = dn[j]
-                if j > 0 and cur[j - 1] < acc:
-                    acc = cur[j - 1]
-                if j + 1 < w and cur[j + 1] < acc:
-                    acc = cur[j + 1]
-                out[j] = acc
-                m[rank[base + j], g - 1] = acc
+                row = m[rank[base + j]]
+                for g in range(ng):
+                    row[g] = done[g, j]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _reconstruct_stack(m, par, level):
-    """Grey reconstructions by dilation (3x3 cross) of ng seeds (each <= the mask) on the mask's
-    max-tree, in place: ``m[t, g]`` (seed g in rank order) becomes the reconstruction of seed g at
-    rank t.
+def _top_down(m, par, level):
+    """Grey reconstructions by dilation (3x3 cross) of ng seeds (each <= the mask) from the
+    max-tree, in place: ``m[t, g]`` holds M (the largest seed g in t's subtree, from
+    :func:`_max_tree`) and becomes the reconstruction of seed g at rank t.
 
-    rec(p) = max over the ancestors A of p (p included) of min(level(A), M(A)), M(A) the largest
-    seed value in A's subtree: the component of {mask >= t} around p holds a seed value >= t
-    exactly when some ancestor subtree does. Exact (values are selected, never computed), hence
-    identical to skimage.morphology.reconstruction. One bottom-up and one top-down pass over the
-    tree for all ng seeds (the ng values of a rank
-    are adjacent), so each parent is fetched once instead of ng times. The top-down pass may
-    overwrite ``m`` in place: a parent (higher rank) is final before its children are visited,
-    and a rank's own M is read before it is overwritten.
+    rec(p) = max over the ancestors A of p (p included) of min(level(A), M(A)): the component of
+    {mask >= t} around p holds a seed value >= t exactly when some ancestor subtree does. Exact
+    (values are selected, never computed), hence identical to skimage.morphology.reconstruction.
+    One pass over the tree for all ng seeds (the ng values of a rank are adjacent), parents before
+    children, so a parent (higher rank) is final before its children are visited, and a rank's
+    own M is read before it is overwritten.
     """
     n, ng = m.shape
-    for t in range(n):  # children (lower rank) before parents
-        q = par[t]
-        if q != t:
-            mt = m[t]
-            mq = m[q]
-            for g in range(ng):
-                if mt[g] > mq[g]:
-                    mq[g] = mt[g]
     for t in range(n - 1, -1, -1):  # parents before children
         lv = level[t]
         q = par[t]
@@ -414,9 +530,10 @@ def _reconstruct_stack(m, par, level):
 def _spectrum_recs(pixels, order, recs):
     """Reconstructions after 1..ng cross erosions into ``recs[rank, g]`` (max-tree rank order, the
     ng values of one pixel adjacent for the per-object pass); returns pixel -> rank."""
-    par, level, rank = _max_tree(pixels, order)
+    rank = _ranks(order)
     _erosion_stack(pixels, recs.shape[1], rank, recs)
-    _reconstruct_stack(recs, par, level)
+    par, level = _max_tree(pixels, order, rank, recs)
+    _top_down(recs, par, level)
     return rank
 
 
@@ -519,26 +636,29 @@ def measure_granularity(
         fill = np.nan if n else 0.0
         return {name: np.full(n, fill) for name in names}
     img = np.ascontiguousarray(image, dtype=np.float64)
-    recs, rank, (ny, nx), _ = _image_spectrum(img, int(spectrum_length), float(subsample_size),
-                                           float(background_subsample_size), int(element_size))
+    recs, rank, (ny, nx), tophat_mean = _image_spectrum(img, int(spectrum_length), float(subsample_size),
+                                                     float(background_subsample_size), int(element_size))
     ry = float(ny - 1) / float(h - 1)
     rx = float(nx - 1) / float(w - 1)
     key = (id(index), ny, nx, ry, rx)
     hit = _WINDOW_CACHE.get(key)
     if hit is None:
         win, wstart, weights = _object_windows(index.offsets, index.bbox, index.ys, index.xs, ry, rx, ny, nx)
-        hit = (wstart, weights, win)
+        hit = (win, wstart, weights, _window_cells(win, wstart, weights, nx, True))
         with _LOCK:
             if key not in _WINDOW_CACHE:
                 _WINDOW_CACHE[key] = hit
                 weakref.finalize(index, _WINDOW_CACHE.pop, key, None)
-    wstart, weights, win = hit
-    wrank = _window_ranks(win, wstart, rank, nx)
+    win, wstart, weights, cells = hit
+    if not math.isfinite(tophat_mean):  # a NaN/inf rec times weight 0 is NaN: keep every cell
+        cells = _window_cells(win, wstart, weights, nx, False)
+    cstart, cpix, cweight = cells
+    wrank = rank[cpix]
     area = index.areas.astype(np.float64)
     current = _raw_means(img, index.offsets, index.ys, index.xs)
     start_mean = np.maximum(current, np.finfo(float).eps)
     out = np.empty((spectrum_length, n))
-    _spectrum_objects(recs, wstart, wrank, weights, area, start_mean, current, out)
+    _spectrum_objects(recs, cstart, wrank, cweight, area, start_mean, current, out)
     return {name: out[k].copy() for k, name in enumerate(names)}
 
 
