@@ -8,6 +8,12 @@ included), the mass displacement (distance between the pixel centroid and the in
 centroid), the intensity-weighted centroid and the position of the maximum (first pixel in raster
 order among ties, as ``numpy.argmax``). Images are float, typically in [0, 1] (uint16 / 65535) as
 CellProfiler loads them.
+
+The order statistics come from a full sort where one is cheap: an LSD radix sort of the 16-bit
+levels for values on the ``k / 65535`` grid, of the float32 bit patterns (order-preserving uint32
+keys) for other float32 images (the pipeline's illumination-corrected images); then the MAD's
+deviations are merged outward from the median. Other images (float64 off the grid) use selection.
+All paths give the same order statistics and interpolate them the same way.
 """
 
 from __future__ import annotations
@@ -139,27 +145,20 @@ def _interp_at(a, k, f, stop):
     return v * (1.0 - f) + _min_range(a, k + 1, stop) * f
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _at(sk, lut, k, f, n):
-    v = lut[sk[k]]
-    if f == 0.0:
-        return v
-    return v * (1.0 - f) + lut[sk[k + 1]] * f
-
-
 @numba.njit(cache=True, nogil=True)
-def _grid_quantiles(sk, lut, n, cellprofiler):
-    """Q1, median, Q3 and MAD of the sorted 16-bit keys sk[:n] (values lut[key]), identical to
-    the selection path: the same doubles, the same interpolation."""
+def _sorted_quantiles(sv, n, cellprofiler):
+    """Q1, median, Q3 and MAD of the ascending float values sv[:n], identical to the selection
+    path (:func:`_selected_quantiles`): the same order statistics, the same interpolation."""
     km, fm = _position(n, 0.5, cellprofiler)
     k1, f1 = _position(n, 0.25, cellprofiler)
     k3, f3 = _position(n, 0.75, cellprofiler)
-    med = _at(sk, lut, km, fm, n)
-    q1 = _at(sk, lut, k1, f1, n)
-    q3 = _at(sk, lut, k3, f3, n)
-    # k-th and (k+1)-th smallest |v - med|: merge the deviations below and above the median
+    med = _interp_sorted(sv, km, fm)
+    q1 = _interp_sorted(sv, k1, f1)
+    q3 = _interp_sorted(sv, k3, f3)
+    # k-th and (k+1)-th smallest |v - med|: the deviations below and above the median are each
+    # sorted outward from it, so a two-way merge yields them in order (no second selection)
     p = 0
-    while p < n and lut[sk[p]] < med:
+    while p < n and sv[p] < med:
         p += 1
     i = p - 1
     j = p
@@ -168,11 +167,11 @@ def _grid_quantiles(sk, lut, n, cellprofiler):
     for step in range(km + 2):
         if step > n - 1:
             break
-        if i >= 0 and (j >= n or abs(lut[sk[i]] - med) <= abs(lut[sk[j]] - med)):
-            d = abs(lut[sk[i]] - med)
+        if i >= 0 and (j >= n or abs(sv[i] - med) <= abs(sv[j] - med)):
+            d = abs(sv[i] - med)
             i -= 1
         else:
-            d = abs(lut[sk[j]] - med)
+            d = abs(sv[j] - med)
             j += 1
         if step == km:
             dk = d
@@ -180,6 +179,48 @@ def _grid_quantiles(sk, lut, n, cellprofiler):
             dk1 = d
     mad = dk if fm == 0.0 else dk * (1.0 - fm) + dk1 * fm
     return q1, med, q3, mad
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _interp_sorted(sv, k, f):
+    """Order statistic k of the sorted sv interpolated by f toward statistic k + 1 (as
+    :func:`_interp_at`, whose successor is the minimum of the values above the k-th)."""
+    v = sv[k]
+    if f == 0.0:
+        return v
+    return v * (1.0 - f) + sv[k + 1] * f
+
+
+@numba.njit(cache=True, nogil=True)
+def _float32_keys(buf, cnt, fbuf, keys):
+    """Order-preserving uint32 keys (in uint64) of the float32 values buf[:cnt]: the float32 bit
+    pattern with the sign bit set for non-negative values and all bits flipped for negative ones
+    (-0.0 is keyed as +0.0); ``fbuf`` float32 scratch."""
+    bits = fbuf.view(np.uint32)
+    for i in range(cnt):
+        fbuf[i] = np.float32(buf[i])
+    for i in range(cnt):
+        u = bits[i]
+        if u == np.uint32(0x80000000):
+            u = np.uint32(0)
+        if u & np.uint32(0x80000000):
+            keys[i] = np.uint64(~u)
+        else:
+            keys[i] = np.uint64(u | np.uint32(0x80000000))
+
+
+@numba.njit(cache=True, nogil=True)
+def _float32_values(keys, cnt, fbuf, buf):
+    """Inverse of :func:`_float32_keys`: buf[:cnt] = the float64 values of keys[:cnt]."""
+    bits = fbuf.view(np.uint32)
+    for i in range(cnt):
+        k = np.uint32(keys[i])
+        if k & np.uint32(0x80000000):
+            bits[i] = k ^ np.uint32(0x80000000)
+        else:
+            bits[i] = ~k
+    for i in range(cnt):
+        buf[i] = np.float64(fbuf[i])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -308,6 +349,7 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
     ktmp = np.empty(max_n, np.uint64)
     hist = np.empty(256, np.int64)
     edge = np.empty(max_n, np.bool_)
+    fbuf = np.empty(max_n if f32 else 0, np.float32)
     for k in range(n_obj):
         s = offsets[k]
         e = offsets[k + 1]
@@ -327,7 +369,15 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
         if on_grid:
             # 16-bit data (uint16 / 65535): exact order statistics from a radix sort
             radix_sort(keys, keys, cnt, 2, ktmp, ktmp, hist, False)
-            q1, med, q3, mad = _grid_quantiles(keys, lut, cnt, cellprofiler)
+            for i in range(cnt):
+                buf[i] = lut[keys[i]]
+            q1, med, q3, mad = _sorted_quantiles(buf, cnt, cellprofiler)
+        elif f32:
+            # float32 data off the grid: the same order statistics from a radix sort of the bits
+            _float32_keys(buf, cnt, fbuf, keys)
+            radix_sort(keys, keys, cnt, 4, ktmp, ktmp, hist, False)
+            _float32_values(keys, cnt, fbuf, buf)
+            q1, med, q3, mad = _sorted_quantiles(buf, cnt, cellprofiler)
         else:
             q1, med, q3, mad = _selected_quantiles(buf, dev, cnt, cellprofiler)
         cmx = sx / cnt
