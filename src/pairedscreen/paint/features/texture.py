@@ -111,10 +111,12 @@ def _quantize(image, ys, xs, levels, scale255):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi):
-    """Scatter the object's grey levels into its bbox crop (row stride ``w``) and record each
-    crop row's first/last object column (CSR pixels are raster-ordered); returns the GLCM size
-    ``max level + 1``."""
+def _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowend, runs):
+    """Scatter the object's grey levels into its bbox crop (row stride ``w``), record each crop
+    row's first column and one past its last (``rowlo``/``rowend``, an empty row has ``w``/0) and
+    the object's runs of consecutive pixels, ``runs[n] = (row, first column, one past the last)``
+    in raster order (CSR pixels are raster-ordered); returns (GLCM size ``max level + 1``, number
+    of runs)."""
     fm1 = 1
     for i in range(s, e):
         v = q[i]
@@ -123,15 +125,19 @@ def _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi):
             fm1 = v + 1
     for r in range(h):
         rowlo[r] = w
-        rowhi[r] = -1
+        rowend[r] = 0
+    nr = -1
     for i in range(s, e):
         r = ys[i] - y0
         c = xs[i] - x0
-        if c < rowlo[r]:
-            rowlo[r] = c
-        if c > rowhi[r]:
-            rowhi[r] = c
-    return fm1
+        rowlo[r] = min(rowlo[r], c)
+        rowend[r] = max(rowend[r], c + 1)
+        if nr < 0 or runs[nr, 0] != r or runs[nr, 2] != c:
+            nr += 1
+            runs[nr, 0] = r
+            runs[nr, 1] = c
+        runs[nr, 2] = c + 1
+    return fm1, nr + 1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -157,20 +163,26 @@ def _count_span(crop, base, base2, lo, hi, stride, cnt, touched, nt, lomin):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts, nbumps, lomin):
+def _count_pairs(crop, rowlo, rowend, runs, nruns, h, w, dist, stride, cnt, touched, nts, nbumps, lomin):
     """Co-occurrence counts of the 4 offsets ``_DELTAS * dist`` at once: ``cnt[d, min * stride +
     max]`` per unordered grey-level pair (``stride`` = the object's GLCM size, so each table in
     use is ``stride**2`` counts), the touched cells of direction d listed in ``touched[d]`` as
     ``min * 256 + max`` and counted in ``nts[d]``.
 
-    One pass over the object's row spans: where all 4 directions' pixel pairs exist the 4 counts
-    are made in the same step (4 independent chains), the columns only some directions have before
-    and after it. Each direction still visits its pairs row by row, column by column, so its
-    touched list (hence every later sum) is in the same order as a scan of that direction alone.
-    Pairs with a 0 (background, another object, or a pixel quantised to 0) are counted too, in
-    row 0 of the table, but with ``lomin`` = 1 (``ignore_zeros``) not listed: their number is
-    row 0's sum (:func:`_zero_pairs`), and the feature passes read only the listed cells.
-    ``nbumps[d]`` gets the number of pairs direction d counted (its spans' lengths).
+    One pass over the object's runs (:func:`_fill_crop`; ``w`` is the crop's row stride). Per run and
+    direction, the columns whose second pixel lies within the row span (first to last object
+    column) of its row: a pair whose first pixel is outside the object (a hole between runs) or
+    whose second pixel is outside the row span has a 0 and is not visited at all. Where all 4
+    directions have pairs the 4 counts are made in the same step (4 independent chains), the
+    columns only some directions have before and after it. Each direction still visits its pairs
+    row by row, column by column, so its listed cells (hence every later sum) are in the same
+    order as a scan of that direction alone. The pairs visited with a 0 (a pixel quantised to 0,
+    another object or background inside a row span) are counted too, in row 0 of the table, but
+    with ``lomin`` = 1 (``ignore_zeros``) not listed: their number is row 0's sum
+    (:func:`_zero_pairs`), and the feature passes read only the listed cells. ``nbumps[d]`` gets
+    the number of pairs direction d counted. Every pair left out has a 0, so ``nbumps`` less row
+    0's sum is the number of pairs without 0 of a scan of the whole crop, and with ``lomin`` = 0
+    (one object filling its crop) nothing is left out.
     """
     n0 = 0
     n1 = 0
@@ -188,38 +200,51 @@ def _count_pairs(crop, rowlo, rowhi, h, w, dist, stride, cnt, touched, nts, nbum
     b1 = 0
     b2 = 0
     b3 = 0
-    for r in range(h):
-        lo = rowlo[r]
-        end = rowhi[r] + 1
+    for k in range(nruns):
+        r = runs[k, 0]
+        a = runs[k, 1]
+        b = runs[k, 2]
         base = r * w
-        lo_r = lo  # (0, 1), (1, 1), (1, 0) start at the row's first column
-        hi_r = min(end, w - dist)  # (0, 1), (1, 1) stop dist before the crop's edge
-        b0 += max(hi_r - lo_r, 0)
+        s0 = a  # (0, 1): the second pixel before the row span's end
+        e0 = max(min(b, rowend[r] - dist), s0)
+        b0 += e0 - s0
         if r + dist >= h:  # only (0, dist) has pairs in this row
-            n0 = _count_span(crop, base, base + dist, lo_r, hi_r, stride, c0, t0, n0, lomin)
+            n0 = _count_span(crop, base, base + dist, s0, e0, stride, c0, t0, n0, lomin)
             continue
+        lo2 = rowlo[r + dist]  # the second pixel's row span (empty: w, 0)
+        end2 = rowend[r + dist]
         base2 = (r + dist) * w
-        lo_l = max(lo, dist)  # (1, -1) starts dist after the crop's edge
-        b1 += max(hi_r - lo_r, 0)
-        b2 += max(end - lo_r, 0)
-        b3 += max(end - lo_l, 0)
-        if lo_l >= hi_r:  # no column has all 4 pairs: each direction alone
-            n0 = _count_span(crop, base, base + dist, lo_r, hi_r, stride, c0, t0, n0, lomin)
-            n1 = _count_span(crop, base, base2 + dist, lo_r, hi_r, stride, c1, t1, n1, lomin)
-            n2 = _count_span(crop, base, base2, lo_r, end, stride, c2, t2, n2, lomin)
-            n3 = _count_span(crop, base, base2 - dist, lo_l, end, stride, c3, t3, n3, lomin)
+        s1 = max(a, lo2 - dist)  # (1, 1)
+        e1 = max(min(b, end2 - dist), s1)
+        s2 = max(a, lo2)  # (1, 0)
+        e2 = max(min(b, end2), s2)
+        s3 = max(a, lo2 + dist)  # (1, -1)
+        e3 = max(min(b, end2 + dist), s3)
+        b1 += e1 - s1
+        b2 += e2 - s2
+        b3 += e3 - s3
+        fs = max(max(s0, s1), max(s2, s3))
+        fe = min(min(e0, e1), min(e2, e3))
+        if fs >= fe:  # no column has all 4 pairs: each direction alone
+            n0 = _count_span(crop, base, base + dist, s0, e0, stride, c0, t0, n0, lomin)
+            n1 = _count_span(crop, base, base2 + dist, s1, e1, stride, c1, t1, n1, lomin)
+            n2 = _count_span(crop, base, base2, s2, e2, stride, c2, t2, n2, lomin)
+            n3 = _count_span(crop, base, base2 - dist, s3, e3, stride, c3, t3, n3, lomin)
             continue
-        n0 = _count_span(crop, base, base + dist, lo_r, lo_l, stride, c0, t0, n0, lomin)
-        n1 = _count_span(crop, base, base2 + dist, lo_r, lo_l, stride, c1, t1, n1, lomin)
-        n2 = _count_span(crop, base, base2, lo_r, lo_l, stride, c2, t2, n2, lomin)
-        for c in range(lo_l, hi_r):
-            a = crop[base + c]
-            n0 = _bump(a, crop[base + c + dist], stride, c0, t0, n0, lomin)
-            n1 = _bump(a, crop[base2 + c + dist], stride, c1, t1, n1, lomin)
-            n2 = _bump(a, crop[base2 + c], stride, c2, t2, n2, lomin)
-            n3 = _bump(a, crop[base2 + c - dist], stride, c3, t3, n3, lomin)
-        n2 = _count_span(crop, base, base2, hi_r, end, stride, c2, t2, n2, lomin)
-        n3 = _count_span(crop, base, base2 - dist, hi_r, end, stride, c3, t3, n3, lomin)
+        n0 = _count_span(crop, base, base + dist, s0, fs, stride, c0, t0, n0, lomin)
+        n1 = _count_span(crop, base, base2 + dist, s1, fs, stride, c1, t1, n1, lomin)
+        n2 = _count_span(crop, base, base2, s2, fs, stride, c2, t2, n2, lomin)
+        n3 = _count_span(crop, base, base2 - dist, s3, fs, stride, c3, t3, n3, lomin)
+        for c in range(fs, fe):
+            v = crop[base + c]
+            n0 = _bump(v, crop[base + c + dist], stride, c0, t0, n0, lomin)
+            n1 = _bump(v, crop[base2 + c + dist], stride, c1, t1, n1, lomin)
+            n2 = _bump(v, crop[base2 + c], stride, c2, t2, n2, lomin)
+            n3 = _bump(v, crop[base2 + c - dist], stride, c3, t3, n3, lomin)
+        n0 = _count_span(crop, base, base + dist, fe, e0, stride, c0, t0, n0, lomin)
+        n1 = _count_span(crop, base, base2 + dist, fe, e1, stride, c1, t1, n1, lomin)
+        n2 = _count_span(crop, base, base2, fe, e2, stride, c2, t2, n2, lomin)
+        n3 = _count_span(crop, base, base2 - dist, fe, e3, stride, c3, t3, n3, lomin)
     nts[0] = n0
     nts[1] = n1
     nts[2] = n2
@@ -482,7 +507,8 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dists, out, ignore_zeros):
         inv[dd] = 1.0 / (dd * dd + 1.0)
     crop = np.zeros(maxa, np.int32)
     rowlo = np.empty(maxa, np.int64)
-    rowhi = np.empty(maxa, np.int64)
+    rowend = np.empty(maxa, np.int64)
+    runs = np.empty((maxn, 3), np.int64)
     for k in range(n_obj):
         s = offsets[k]
         e = offsets[k + 1]
@@ -490,9 +516,10 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dists, out, ignore_zeros):
         x0 = bbox[k, 1]
         h = bbox[k, 2] - y0
         w = bbox[k, 3] - x0
-        fm1 = _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowhi)
+        fm1, nruns = _fill_crop(q, ys, xs, s, e, y0, x0, h, w, crop, rowlo, rowend, runs)
         for sc in range(dists.shape[0]):
-            _count_pairs(crop, rowlo, rowhi, h, w, dists[sc], fm1, cnt, touched, nts, nbumps, lomin)
+            _count_pairs(crop, rowlo, rowend, runs, nruns, h, w, dists[sc], fm1, cnt, touched, nts,
+                         nbumps, lomin)
             failed = False
             for d in range(N_DIRECTIONS):
                 pairs[d] = nbumps[d]
