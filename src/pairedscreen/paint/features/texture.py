@@ -572,11 +572,13 @@ def measure_texture(
     out = np.empty((index.n_objects, dists.shape[0], N_DIRECTIONS, N_HARALICK), np.float64)
     if index.n_objects and dists.shape[0]:
         _texture_kernel(q, index.offsets, index.bbox, index.ys, index.xs, dists, out, True)
+    # one copy, feature-major: each column is a contiguous row of it (views of disjoint rows)
+    cols = np.ascontiguousarray(out.transpose(1, 2, 3, 0))
     result: dict[str, np.ndarray] = {}
     for sc, scale in enumerate(dists.tolist()):
         for d in range(N_DIRECTIONS):
             for f, name in enumerate(F_HARALICK):
-                result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = out[:, sc, d, f].copy()
+                result[f"Texture_{name}_{channel}_{scale}_{d:02d}_{levels}"] = cols[sc, d, f]
     return result
 
 
