@@ -336,7 +336,9 @@ def _marginal_sums(pxc, pxmyc, imin, jmax, dmax, T, lt, lg):
     length-``fm1`` vectors, but only over the indices where the counts can be non-zero (P(i) in
     ``[imin, jmax]``, P(|i-j|) in ``[0, dmax]``): a zero count adds exactly +0.0 to a sum of
     non-negative terms, so skipping it changes no bit. One loop per vector with independent
-    accumulators. Entropies as ``sum c (log2 T - log2 c)`` over c > 0.
+    accumulators. Entropies as ``sum c (log2 T - log2 c)`` over c > 0, branch-free: a zero count's
+    term is ``0 * (log2 T - lg[0])``, +0.0, and adds nothing (a data-dependent ``if c > 0``
+    mispredicts on the gaps of the marginals).
     """
     m1, m2, hx = _sum_marginal_sums(pxc, imin, jmax, lt, lg)
     con = 0.0
@@ -345,8 +347,7 @@ def _marginal_sums(pxc, pxmyc, imin, jmax, dmax, T, lt, lg):
     for i in range(dmax + 1):
         d = pxmyc[i]
         con += i * i * d
-        if d > 0:
-            dent += d * (lt - lg[d])
+        dent += d * (lt - lg[d])
         dsum += d / T
     return m1, m2, con, hx, dent, dsum
 
@@ -363,8 +364,7 @@ def _sum_marginal_sums(pxpyc, lo, hi, lt, lg):
         c = pxpyc[k]
         m1 += k * c
         m2 += k * k * c
-        if c > 0:
-            ent += c * (lt - lg[c])
+        ent += c * (lt - lg[c])
     return m1, m2, ent
 
 
