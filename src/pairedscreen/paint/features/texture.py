@@ -480,7 +480,9 @@ def _texture_kernel(q, offsets, bbox, ys, xs, dists, out, ignore_zeros):
 
     Pairs are counted once per unordered grey-level pair in ``cnt[d, min * fm1 + max]``, all 4
     directions in one pass (:func:`_count_pairs`); the symmetric GLCM has that count in both cells
-    (twice on the diagonal), T = 2 * pairs.
+    (twice on the diagonal), T = 2 * pairs. Only pairs within the objects' runs and row spans are
+    visited, which leaves out pairs with a background pixel only: ``ignore_zeros=False`` (grey
+    level 0 an ordinary level) is for an object that fills its bounding box (the whole image).
     """
     n_obj = offsets.shape[0] - 1
     cnt = np.zeros((N_DIRECTIONS, 65536), np.int32)  # counts <= 2 * object pixels
