@@ -99,3 +99,26 @@ def test_real_site_nuclei_full_frame(shared_data) -> None:
     images, nuclei, _ = full_site(shared_data(SCALEFEX))
     for c in (3, 2):  # DNA (few grey levels), Mito (many)
         _compare(images[c], nuclei)
+
+
+def test_add_repeated_equals_one_addition_at_a_time() -> None:
+    """DifferenceVariance's tail (``m * m`` added once per empty |i-j| bin) fast-forwarded per
+    binade must give the bits of the plain loop, ties to even and binade crossings included."""
+    from pairedscreen.paint.features.texture import _add_repeated
+
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([rng.uniform(0, 1, 300), rng.uniform(0, 1e-3, 100), [0.0, 0.2499999, 0.5, 1e-310]])
+    ys = np.concatenate([(1.0 / rng.integers(2, 257, 300)) ** 2, rng.uniform(0, 1e-2, 100),
+                         [1e-5, 3e-9, 0.0, 1e-312]])
+    # y an odd multiple of half an ulp of x's binade: every addition is a tie (the last one lands
+    # on an odd multiple of the next binade's ulp first, so its first two steps differ)
+    ties = [(0.3, 3 * 2.0 ** -55), (0.3, 3 * 2.0 ** -55 + 2.0 ** -40), (0.26, 2.0 ** -55),
+            (0.49999, 3 * 2.0 ** -55 + 2.0 ** -20), (0.5 - 2.0 ** -54, 3 * 2.0 ** -54)]
+    cases = [(x, y, n) for x, y in zip(xs, ys, strict=True) for n in (0, 1, 2, 3, 7, 255)]
+    cases += [(x, y, n) for x, y in ties for n in (1, 4, 100, 10_000)]
+    for x, y, n in cases:
+        want = x
+        for _ in range(n):
+            want += y
+        got = _add_repeated(x, y, n)
+        assert got == want, (x, y, n, got, want)

@@ -118,6 +118,26 @@ def _location_z(feats: Mapping[str, np.ndarray], channels: Sequence[str]) -> dic
     return out
 
 
+def _table(
+    ids: np.ndarray, names: Sequence[str], columns: Mapping[str, tuple[np.ndarray, Any]]
+) -> pd.DataFrame:
+    """The site's table: ``object_id`` (int64), then one float64 column per name, NaN in the rows
+    of ids its compartment lacks. The float columns are written straight into one NaN-filled
+    Fortran-ordered block (each column contiguous), which the DataFrame takes without a copy,
+    instead of one array per column that the DataFrame would then copy into its block."""
+    n = ids.shape[0]
+    block = np.full((len(names), n), np.nan).T
+    for j, name in enumerate(names):
+        rows, values = columns[name]
+        if rows.shape[0] == n:  # every id (rows ascending, unique): the whole column
+            block[:, j] = values
+        else:
+            block[rows, j] = values
+    df = pd.DataFrame(block, columns=pd.Index(names, dtype=object), copy=False)
+    df.insert(0, "object_id", ids.astype(np.int64))
+    return df
+
+
 def measure_site(
     images: np.ndarray,
     channel_names: Sequence[str],
@@ -181,7 +201,8 @@ def measure_site(
                                  "maximum, e.g. 65535 for uint16) for float images")
             # one whole-image threshold pair per channel pair, shared by the compartments
             thresholds = {(i, j): costes_thresholds(imgs[i], imgs[j], scale) for i, j, _, _ in pairs}
-    columns: dict[str, np.ndarray] = {"object_id": ids.astype(np.int64)}
+    # column name -> (rows of ``ids`` its compartment's objects fill, values in labels_present order)
+    columns: dict[str, tuple[np.ndarray, Any]] = {}
     tub = None
     if ("tubeness_radial" in families or "skeleton" in families) and "Nuclei" in compartments:
         from .tubeness import tubeness
@@ -266,18 +287,17 @@ def measure_site(
         if p["location_z"] and comp == "Nuclei":
             feats.update(_location_z(feats, channels))
         for key, values in feats.items():
-            col = np.full(ids.shape[0], np.nan)
-            col[rows] = np.asarray(values, dtype=np.float64)
-            columns[f"{comp}_{key}"] = col
+            columns[f"{comp}_{key}"] = (rows, values)
+    names = list(columns)
     if p["preset"] == "jump":
         from .jump import jump_columns, missing_by_family, warn_missing
 
         missing = missing_by_family(columns)
         if missing:
             warn_missing(", ".join(f"{f} {len(v)}" for f, v in missing.items()))
-        keep = [c for c in jump_columns() if c in columns]   # exactly the JUMP names, in the list's order
-        columns = {"object_id": columns["object_id"], **{c: columns[c] for c in keep}}
-    df = pd.DataFrame(columns)
+        # exactly the JUMP names, in the list's order
+        names = [c for c in jump_columns() if c in columns]
+    df = _table(ids, names, columns)
     if thresholds:
         df.attrs["costes_scale"] = float(scale)
     return df
