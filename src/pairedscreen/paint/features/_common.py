@@ -45,6 +45,40 @@ def _edt_1d(f, n, d, v, z):
         d[q] = dq * dq + f[v[k]]
 
 
+# sign bit and all-ones of the 32- and 64-bit IEEE patterns, as uint64 (:func:`order_keys`)
+SIGN32 = np.uint64(1 << 31)
+MASK32 = np.uint64((1 << 32) - 1)
+SIGN64 = np.uint64(1 << 63)
+MASK64 = np.uint64((1 << 64) - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def order_keys(bits, cnt, sign, mask, keys):
+    """Order-preserving unsigned keys of the IEEE floats whose bit patterns are bits[:cnt] (uint32
+    for float32, uint64 for float64; ``sign`` its sign bit, ``mask`` its all-ones): the sign bit
+    set for non-negative values, all bits flipped for negative ones, so the keys sort as the
+    values do (finite values; -0.0 is keyed as +0.0, so equal values have equal keys)."""
+    for i in range(cnt):
+        u = np.uint64(bits[i])
+        if u == sign:
+            u = np.uint64(0)
+        if u & sign:
+            keys[i] = ~u & mask
+        else:
+            keys[i] = u | sign
+
+
+@numba.njit(cache=True, nogil=True)
+def order_values(keys, cnt, sign, mask, bits):
+    """Inverse of :func:`order_keys`: bits[:cnt] = the bit patterns of keys[:cnt]."""
+    for i in range(cnt):
+        k = keys[i]
+        if k & sign:
+            bits[i] = k ^ sign
+        else:
+            bits[i] = ~k & mask
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def radix_sort(keys, payload, n, n_bytes, tmp_keys, tmp_payload, hist, carry):
     """Stable LSD radix sort of the uint64 ``keys[:n]`` in place, on their low ``n_bytes`` bytes.

@@ -59,7 +59,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from ._common import radix_sort
+from ._common import MASK32, MASK64, SIGN32, SIGN64, order_keys, radix_sort
 from .granularity import fingerprint
 from .objects import ObjectIndex, build_index
 
@@ -97,19 +97,15 @@ def _float32_exact(vals, n):
 def _dense_rank_float32(vals, n, out):
     """Dense ranks of the float32 values vals[:n] into out[:n]; returns the largest rank.
 
-    A stable LSD radix sort of their order-preserving 32-bit patterns (``+ 0.0`` folds -0.0 into
-    0.0, so equal values have equal keys) in two 16-bit passes carrying the positions, then one
-    pass numbering the distinct keys in sorted order.
+    A stable LSD radix sort of their order-preserving 32-bit patterns (:func:`._common.order_keys`:
+    equal values have equal keys) in two 16-bit passes carrying the positions, then one pass
+    numbering the distinct keys in sorted order.
     """
     keys = np.empty(n, np.uint32)
     tmpk = np.empty(n, np.uint32)
-    pos_a = np.empty(n, np.int32)
+    pos_a = np.arange(n).astype(np.int32)
     pos_b = np.empty(n, np.int32)
-    bits = (vals[:n] + 0.0).astype(np.float32).view(np.uint32)
-    for t in range(n):
-        u = bits[t]
-        keys[t] = ~u if u >> np.uint32(31) else u | np.uint32(1 << 31)
-        pos_a[t] = t
+    order_keys(vals[:n].astype(np.float32).view(np.uint32), n, SIGN32, MASK32, keys)
     hist = np.empty(65536, np.int64)
     for shift in (0, 16):
         hist[:] = 0
@@ -171,13 +167,7 @@ def _dense_rank(vals, n, keys, tmpk, idx, tmpi, hist, out):
         return r
     if _float32_exact(vals, n):
         return _dense_rank_float32(vals, n, out)
-    bits = vals.view(np.uint64)
-    for t in range(n):
-        u = bits[t]
-        if u >> np.uint64(63):
-            keys[t] = ~u
-        else:
-            keys[t] = u | np.uint64(1 << 63)
+    order_keys(vals.view(np.uint64), n, SIGN64, MASK64, keys)
     for t in range(n):
         idx[t] = t
     radix_sort(keys, idx, n, 8, tmpk, tmpi, hist, True)

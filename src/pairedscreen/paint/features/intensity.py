@@ -25,7 +25,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from ._common import radix_sort
+from ._common import MASK32, MASK64, SIGN32, SIGN64, order_keys, order_values, radix_sort
 from .objects import ObjectIndex, build_index
 
 FEATURES: tuple[str, ...] = (
@@ -193,39 +193,6 @@ def _sorted_quantiles(sv, lut, n, cellprofiler):
     return q1, med, q3, mad
 
 
-_SIGN32 = np.uint64(1 << 31)
-_MASK32 = np.uint64((1 << 32) - 1)
-_SIGN64 = np.uint64(1 << 63)
-_MASK64 = np.uint64((1 << 64) - 1)
-
-
-@numba.njit(cache=True, nogil=True)
-def _order_keys(bits, cnt, sign, mask, keys):
-    """Order-preserving unsigned keys of the IEEE floats whose bit patterns are bits[:cnt] (uint32
-    for float32, uint64 for float64; ``sign`` its sign bit, ``mask`` its all-ones): the sign bit
-    set for non-negative values, all bits flipped for negative ones, so the keys sort as the
-    values do (finite values; -0.0 is keyed as +0.0)."""
-    for i in range(cnt):
-        u = np.uint64(bits[i])
-        if u == sign:
-            u = np.uint64(0)
-        if u & sign:
-            keys[i] = ~u & mask
-        else:
-            keys[i] = u | sign
-
-
-@numba.njit(cache=True, nogil=True)
-def _order_values(keys, cnt, sign, mask, bits):
-    """Inverse of :func:`_order_keys`: bits[:cnt] = the bit patterns of keys[:cnt]."""
-    for i in range(cnt):
-        k = keys[i]
-        if k & sign:
-            bits[i] = k ^ sign
-        else:
-            bits[i] = ~k & mask
-
-
 @numba.njit(cache=True, nogil=True)
 def _object_sums(image, edge_flags, ys, xs, s, e, grid_ok, f32, buf, keys, edge):
     """One pass over the object's pixels ``s:e``, skipping non-finite values.
@@ -353,9 +320,9 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
             for i in range(cnt):
                 fbuf[i] = np.float32(buf[i])
             bits32 = fbuf.view(np.uint32)
-            _order_keys(bits32, cnt, _SIGN32, _MASK32, keys)
+            order_keys(bits32, cnt, SIGN32, MASK32, keys)
             radix_sort(keys, keys, cnt, 4, ktmp, ktmp, hist, False)
-            _order_values(keys, cnt, _SIGN32, _MASK32, bits32)
+            order_values(keys, cnt, SIGN32, MASK32, bits32)
             for i in range(cnt):
                 buf[i] = fbuf[i]
             q1, med, q3, mad = _sorted_quantiles(buf, None, cnt, cellprofiler)
@@ -363,9 +330,9 @@ def _intensity_kernel(image, edge_flags, ys, xs, offsets, cellprofiler, lut, f32
             # any other float data (held as float64): a radix sort of the 8-byte bit patterns
             # (bytes shared by all values are skipped), faster than selection on real objects
             bits64 = buf.view(np.uint64)
-            _order_keys(bits64, cnt, _SIGN64, _MASK64, keys)
+            order_keys(bits64, cnt, SIGN64, MASK64, keys)
             radix_sort(keys, keys, cnt, 8, ktmp, ktmp, hist, False)
-            _order_values(keys, cnt, _SIGN64, _MASK64, bits64)
+            order_values(keys, cnt, SIGN64, MASK64, bits64)
             q1, med, q3, mad = _sorted_quantiles(buf, None, cnt, cellprofiler)
         cmx = sx / cnt
         cmy = sy / cnt
