@@ -136,8 +136,9 @@ def test_matches_cellprofiler(site, compartment):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_seed_propagation_is_centrosome_propagate(seed):
     """The bucketed seed propagation against ``centrosome.propagate`` itself on masks with many
-    seeds close together (many equal distances, so the (distance, label, row, column) tie-break
-    decides which seed takes a pixel): labels and distances equal wherever the mask is."""
+    seeds close together (many equal distances, so centrosome's tie-break -- the seeds' pop order,
+    then the (distance, label, row, column) key -- decides which seed takes a pixel): labels and
+    distances equal wherever the mask is (more cases in tests/test_features_propagate.py)."""
     from pairedscreen.paint.features.radial_centers import _propagate
 
     rng = np.random.default_rng(seed)
