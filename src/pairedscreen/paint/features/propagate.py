@@ -40,7 +40,8 @@ Two phases follow from that:
   So a pixel's label is a local function of its earlier-bucket neighbours' (distance, label, row,
   column), fixed when its bucket comes. The buckets (by the distance's integer part; steps < 2, so
   three are live) are popped in push order, which follows the wavefront and keeps the memory accesses
-  local. Bucket 1 (distances 1 and sqrt(2)) holds the pixels phase 1 labelled.
+  local. Bucket 1 (distances 1 and sqrt(2), only ever offered by seeds) holds the pixels phase 1
+  pushed, with the label phase 1 decided for them (kept pending as ``-label`` until their pop).
 """
 
 from __future__ import annotations
