@@ -136,8 +136,9 @@ def test_matches_cellprofiler(site, compartment):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_seed_propagation_is_centrosome_propagate(seed):
     """The bucketed seed propagation against ``centrosome.propagate`` itself on masks with many
-    seeds close together (many equal distances, so the (distance, label, row, column) tie-break
-    decides which seed takes a pixel): labels and distances equal wherever the mask is."""
+    seeds close together (many equal distances, so centrosome's tie-break -- the seeds' pop order,
+    then the (distance, label, row, column) key -- decides which seed takes a pixel): labels and
+    distances equal wherever the mask is (more cases in tests/test_features_propagate.py)."""
     from pairedscreen.paint.features.radial_centers import _propagate
 
     rng = np.random.default_rng(seed)
@@ -166,60 +167,3 @@ def test_nearest_centre_choice_is_argsort_first():
     d2[::3] = rng.random((100, 50))                                # unique minima
     np.testing.assert_array_equal(_first_of_argsort(d2), np.argsort(d2, axis=1)[:, 0])
 
-
-def _heap_propagate(mask, seeds):
-    """The documented pop order written out literally: a heap keyed (distance without its last
-    mantissa bit, label, row, column); a pop labels its pixel and offers distance + step to the
-    unlabelled mask neighbours, pushed where strictly below their distance so far."""
-    import heapq
-
-    h, w = mask.shape
-    label = np.zeros(mask.shape, np.int64)
-    dist = np.full(mask.shape, -1.0)
-    heap = []
-
-    def key(d):
-        return int(np.array(d).view(np.uint64)) >> 1
-
-    for y, x in zip(*np.nonzero(seeds), strict=True):
-        dist[y, x] = 0.0
-        if mask[y, x]:
-            heapq.heappush(heap, (0, int(seeds[y, x]), int(y), int(x)))
-    while heap:
-        _, lab, y, x = heapq.heappop(heap)
-        if label[y, x]:
-            continue
-        label[y, x] = lab
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                y2, x2 = y + dy, x + dx
-                if (dy or dx) and 0 <= y2 < h and 0 <= x2 < w and mask[y2, x2] and not label[y2, x2]:
-                    d = np.sqrt(float(abs(dy) + abs(dx))) + dist[y, x]
-                    if dist[y2, x2] == -1 or dist[y2, x2] > d:
-                        dist[y2, x2] = d
-                        heapq.heappush(heap, (key(d), lab, y2, x2))
-    return label, dist
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_propagation_labels_equal_the_literal_heap(seed):
-    """The bucketed propagation, which fixes each pixel's label from its neighbours instead of
-    sorting the buckets, against the heap order written out, on masks where seeds on a lattice
-    make exact ties everywhere (and long paths make last-bit ties)."""
-    from pairedscreen.paint.features.propagate import propagate_into
-
-    rng = np.random.default_rng(seed)
-    mask = rng.random((45, 60)) < 0.9
-    if seed % 2:
-        mask = scipy.ndimage.binary_opening(mask)
-    seeds = np.zeros(mask.shape, np.int64)
-    step = 3 + seed
-    yy, xx = np.mgrid[1:45:step, 2:60:step]
-    seeds[yy.ravel(), xx.ravel()] = rng.permutation(np.arange(1, yy.size + 1))
-    cl = np.zeros(mask.shape, np.int64)
-    dist = np.full(mask.shape, -1.0)
-    propagate_into(mask, seeds, cl, dist)
-    ref_l, ref_d = _heap_propagate(mask, seeds)
-    assert (ref_l > 0).sum() > 0.5 * mask.sum()
-    np.testing.assert_array_equal(cl, ref_l)
-    np.testing.assert_array_equal(dist, ref_d)

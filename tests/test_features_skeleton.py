@@ -225,3 +225,28 @@ def test_thinning_distances_are_scipys():
             continue
         ii, jj = np.nonzero(img)
         np.testing.assert_array_equal(_edt_at(img, ii, jj), ndi.distance_transform_edt(img)[img])
+
+
+def _close_nuclei_cases(chunk: int, n: int = 100):
+    """Random 20x20 skeletons around three 2x2 nuclei placed close together (labels out of raster
+    order): skeleton pixels next to two nuclei's seeds, where centrosome's propagate gives the pixel to
+    the seed its unheapified heap pops first, not to the smaller label."""
+    from skimage.morphology import skeletonize
+
+    for seed in range(chunk * n, (chunk + 1) * n):
+        rng = np.random.default_rng(seed)
+        nuc = np.zeros((20, 20), np.int32)
+        for lab in rng.permutation(3) + 1:
+            cy, cx = rng.integers(3, 16, 2)
+            block = nuc[cy:cy + 2, cx:cx + 2]
+            block[block == 0] = lab
+        if len(np.unique(nuc)) == 4:
+            yield seed, skeletonize(rng.random((20, 20)) < 0.4), nuc
+
+
+@pytest.mark.parametrize("chunk", range(3))
+def test_close_nuclei_match_cellprofiler(chunk):
+    for seed, skel, nuc in _close_nuclei_cases(chunk):
+        cp = ref.measure_object_skeleton(skel, nuc)
+        ours = {_column(f): v for f, v in measure_object_skeleton(skel, nuc, max_hole_size=HOLE).items()}
+        _assert_like_cellprofiler(ours, cp, f"close nuclei {seed}")

@@ -1,26 +1,47 @@
 """``centrosome.propagate.propagate`` on a zero image with weight 1, the one port both users share:
 the radial distribution around the nuclei centres (:mod:`.radial_centers`) and the mito skeleton's
-MeasureObjectSkeleton (:mod:`.skeleton_steps`). Every pixel of a mask gets the label of the seed it is
+MeasureObjectSkeleton (:mod:`.skeleton`). Every pixel of a mask gets the label of the seed it is
 nearest to along the mask (8-connected steps of 1 and sqrt(2)) and that geodesic distance, with
 centrosome's own tie-breaking, so the labels and distances equal centrosome's exactly.
 
-centrosome pops its heap in key order, key = (distance without its last mantissa bit, label, row,
-column), and a pop labels its pixel and offers ``distance + step`` to the unlabelled mask neighbours
-(an offer is pushed when it is strictly below the neighbour's distance so far). Why the result does
-not need that pop order (which sorts every bucket and jumps across the image):
+What centrosome does (``propagate.py``, ``_propagate.pyx``, ``heap.pxd``): the seed pixels inside
+the mask become records ``(msb, lsb, label, row, column)`` = ``(0, 0, label, y, x)`` in raster
+(``np.argwhere``) order, and that array is COPIED as the binary heap's storage WITHOUT being heapified.
+``heappop`` returns record 0, moves the last record to the root and sifts it down; ``heappush``
+appends and sifts up; records compare lexicographically (``msb`` = the distance's high 32-bit word,
+``lsb`` = its low word >> 1, so the distance without its last mantissa bit comes first). A popped
+pixel that is still unlabelled takes the popped label and offers ``d0 + sqrt(manhattan)`` to each
+unlabelled mask neighbour (order (-1,-1), (-1,0), (-1,1), (0,-1), (0,1), (1,-1), (1,0), (1,1)); the
+offer is pushed when the neighbour has no distance yet or a strictly larger one.
 
-- the distances are the least fixed point ``d(p) = min_q fl(d(q) + step)`` over p's mask neighbours:
-  a pixel whose distance has integer part b is reached by a neighbour of integer part < b, every
-  later offer is >= b + 1, so the distances of bucket b are final before any of its pops, in any order;
-- p's label is the label of its first-popped entry, the least key among the entries pushed for p.
-  The offers to p come, in key order, from its neighbours of integer part < b (later neighbours offer
-  >= b + 1 or find p labelled). The pushed ones are the successive strict minima; the least key is the
-  first offer of exactly d(p) (A) unless an offer of d(p) + 1 ulp sharing d(p)'s key (d(p)'s bit
-  pattern even) came first (B): then both were pushed and the smaller label of the two wins.
+Two phases follow from that:
 
-So a pixel's label is a local function of its earlier-bucket neighbours' (distance, label, row,
-column), fixed when its bucket comes. The buckets (by the distance's integer part; steps < 2, so three
-are live) are popped in push order, which follows the wavefront and keeps the memory accesses local.
+- **phase 1, the seeds**: every seed's key starts (0, 0) and every pushed record has a distance >= 1,
+  so a pushed record never sifts above a seed, a pushed record's children are pushed records, and the
+  root is a seed while any is left: all seeds pop first. Their ORDER is not the key order: it comes
+  from the unheapified raster array and from where the records pushed meanwhile sit (a pop moves the
+  last record, maybe a pushed one, to the root). It decides the labels of the pixels at distance 1 and
+  sqrt(2): such a pixel's least record is the first offer of its final distance (later equal offers
+  are not pushed), so it takes the label of the first-POPPED seed at that step, not the smallest
+  label. :func:`_pop_seeds` replays this phase literally (same record layout, comparison, pop, push).
+- **phase 2, the rest**: the heap's only order violations were between seeds, so once they are gone
+  the heap is valid and pops follow the full key; which records are in it matters, not where. Here:
+
+  - the distances are the least fixed point ``d(p) = min_q fl(d(q) + step)`` over p's mask
+    neighbours: a pixel whose distance has integer part b >= 2 is reached by a neighbour of integer
+    part < b, every later offer is >= b + 1, so the distances of bucket b are final before any of its
+    pops, in any order;
+  - p's label is the label of its first-popped record, the least key among those pushed for p. The
+    offers to p come, in key order, from its neighbours of integer part < b (later neighbours offer
+    >= b + 1 or find p labelled). The pushed ones are the successive strict minima; the least key is
+    the first offer of exactly d(p) (A) unless an offer of d(p) + 1 ulp sharing d(p)'s key (d(p)'s bit
+    pattern even) came first (B): then both were pushed and the smaller label of the two wins.
+
+  So a pixel's label is a local function of its earlier-bucket neighbours' (distance, label, row,
+  column), fixed when its bucket comes. The buckets (by the distance's integer part; steps < 2, so
+  three are live) are popped in push order, which follows the wavefront and keeps the memory accesses
+  local. Bucket 1 (distances 1 and sqrt(2), only ever offered by seeds) holds the pixels phase 1
+  pushed, with the label phase 1 decided for them (kept pending as ``-label`` until their pop).
 """
 
 from __future__ import annotations
@@ -62,26 +83,149 @@ def _key_less(ka, la, ya, xa, kb, lb, yb, xb):
 
 
 @numba.njit(cache=True, nogil=True)
+def _smaller(hp, a, b):
+    """Record ``a`` of the heap ``hp`` (n, 5) before record ``b``: centrosome's ``smaller``."""
+    for k in range(5):
+        if hp[a, k] != hp[b, k]:
+            return hp[a, k] < hp[b, k]
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _swap(hp, a, b):
+    for k in range(5):
+        hp[a, k], hp[b, k] = hp[b, k], hp[a, k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _heappop(hp, items, dest):
+    """centrosome's ``heappop``: record 0 into ``dest``, the last record to the root, sifted down
+    (left child first, then the right one against the smaller); returns the new item count."""
+    dest[:] = hp[0]
+    items -= 1
+    if items == 0:
+        return items
+    _swap(hp, 0, items)
+    i = 0
+    while True:
+        smallest = i
+        left = 2 * i + 1
+        right = left + 1
+        if left >= items:
+            break
+        if _smaller(hp, left, i):
+            smallest = left
+        if right < items and _smaller(hp, right, smallest):
+            smallest = right
+        if smallest == i:
+            break
+        _swap(hp, i, smallest)
+        i = smallest
+    return items
+
+
+@numba.njit(cache=True, nogil=True)
+def _heappush(hp, items, msb, lsb, label, y, x):
+    """centrosome's ``heappush``: append, sift up while smaller than the parent; returns the (maybe
+    grown) heap."""
+    if items == hp.shape[0]:
+        grown = np.empty((2 * items, 5), np.int64)
+        grown[:items] = hp[:items]
+        hp = grown
+    hp[items, 0] = msb
+    hp[items, 1] = lsb
+    hp[items, 2] = label
+    hp[items, 3] = y
+    hp[items, 4] = x
+    child = items
+    while child > 0:
+        parent = (child + 1) // 2 - 1
+        if not _smaller(hp, child, parent):
+            break
+        _swap(hp, parent, child)
+        child = parent
+    return hp
+
+
+@numba.njit(cache=True, nogil=True)
+def _pop_seeds(mask, seeds, out_label, out_dist, buf, cnt):
+    """Phase 1 (module docstring), replayed literally: centrosome's heap from the unheapified raster
+    array of the seeds inside ``mask``, popped while its root is a seed (key prefix (0, 0)). A popped
+    seed is labelled; its offers set ``out_dist`` and, for the pushed ones, ``out_label = -label``
+    (pending: the label of the pixel's least record so far) and append the pixel to bucket 1 of
+    ``buf``. Returns the (maybe grown) bucket buffer."""
+    h, w = mask.shape
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            if seeds[y, x] != 0 and mask[y, x]:
+                n += 1
+    hp = np.empty((max(2 * n, 64), 5), np.int64)
+    items = 0
+    for y in range(h):
+        for x in range(w):
+            if seeds[y, x] != 0 and mask[y, x]:
+                hp[items, 0] = 0
+                hp[items, 1] = 0
+                hp[items, 2] = seeds[y, x]
+                hp[items, 3] = y
+                hp[items, 4] = x
+                items += 1
+    bits = np.zeros(1)
+    ubits = bits.view(np.uint64)
+    elem = np.empty(5, np.int64)
+    while items > 0 and hp[0, 0] == 0 and hp[0, 1] == 0:
+        items = _heappop(hp, items, elem)
+        label, y, x = elem[2], elem[3], elem[4]
+        if out_label[y, x] > 0:
+            continue
+        out_label[y, x] = label
+        d0 = out_dist[y, x]
+        for dy in range(-1, 2):
+            y2 = y + dy
+            if y2 < 0 or y2 >= h:
+                continue
+            for dx in range(-1, 2):
+                x2 = x + dx
+                if (dy == 0 and dx == 0) or x2 < 0 or x2 >= w:
+                    continue
+                if out_label[y2, x2] > 0 or not mask[y2, x2]:
+                    continue
+                d = (1.0 if (dy == 0 or dx == 0) else _SQRT2) + d0
+                if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
+                    out_dist[y2, x2] = d
+                    out_label[y2, x2] = -label
+                    bits[0] = d
+                    u = ubits[0]
+                    hp = _heappush(hp, items, np.int64(u >> np.uint64(32)),
+                                   np.int64((u & np.uint64(0xFFFFFFFF)) >> np.uint64(1)),
+                                   label, y2, x2)
+                    items += 1
+                    buf = _bucket_push(buf, cnt, int(d) % 3, y2 * w + x2)
+    return buf
+
+
+@numba.njit(cache=True, nogil=True)
 def propagate_into(mask, seeds, out_label, out_dist):
     """centrosome.propagate(zeros, seeds, mask, 1) restricted to seeds inside ``mask``: nearest seed
     label (``out_label``, 0 = unreached) and geodesic distance (``out_dist``, -1 = unreached); both
-    arrays come zeroed / filled with -1. Seeds' distance is 0, also outside the mask.
+    arrays come zeroed / filled with -1; seeds are >= 0. Seeds' distance is 0, also outside the mask.
 
-    Dijkstra with three circular buckets by the distance's integer part, popped in push order; each
-    pixel's label is fixed at its first pop from its earlier-bucket neighbours.
+    Phase 1 (:func:`_pop_seeds`) replays centrosome's heap while it pops the seeds; phase 2 is
+    Dijkstra with three circular buckets by the distance's integer part, popped in push order, each
+    pixel's label fixed at its first pop from its earlier-bucket neighbours (bucket 1's from phase 1).
     """
     h, w = mask.shape
-    bits = np.zeros(1)
-    ubits = bits.view(np.uint64)  # bits[0]'s bit pattern
-    buf = np.empty((3, 1024), np.int64)
-    cnt = np.zeros(3, np.int64)
     for y in range(h):
         for x in range(w):
             if seeds[y, x] != 0:
                 out_dist[y, x] = 0.0
-                if mask[y, x]:
-                    buf = _bucket_push(buf, cnt, 0, y * w + x)
-    b = 0
+    bits = np.zeros(1)
+    ubits = bits.view(np.uint64)  # bits[0]'s bit pattern
+    buf = np.empty((3, 1024), np.int64)
+    cnt = np.zeros(3, np.int64)
+    buf = _pop_seeds(mask, seeds, out_label, out_dist, buf, cnt)
+    b = 1
     while cnt[0] + cnt[1] + cnt[2] > 0:
         slot = b % 3
         m = cnt[slot]
@@ -90,7 +234,7 @@ def propagate_into(mask, seeds, out_label, out_dist):
             p = buf[slot, u]
             y = p // w
             x = p - y * w
-            if out_label[y, x] != 0:
+            if out_label[y, x] > 0:
                 continue
             d0 = out_dist[y, x]
             # one pass over the 8 neighbours: the label's candidates A and B among the labelled ones
@@ -115,7 +259,7 @@ def propagate_into(mask, seeds, out_label, out_dist):
                     lab = out_label[y2, x2]
                     if lab > 0:
                         dq = out_dist[y2, x2]
-                        if b == 0 or not dq < b:
+                        if b == 1 or not dq < b:
                             continue
                         offer = step + dq
                         bits[0] = dq
@@ -135,8 +279,8 @@ def propagate_into(mask, seeds, out_label, out_dist):
                     if out_dist[y2, x2] == -1 or out_dist[y2, x2] > d:
                         out_dist[y2, x2] = d
                         buf = _bucket_push(buf, cnt, int(d) % 3, y2 * w + x2)
-            if b == 0:
-                out_label[y, x] = seeds[y, x]  # only seeds are closer than 1
+            if b == 1:
+                out_label[y, x] = -out_label[y, x]  # phase 1's pending label
             elif b_lab != 0 and _key_less(b_k, b_lab, b_y, b_x, a_k, a_lab, a_y, a_x):
                 out_label[y, x] = min(a_lab, b_lab)
             else:

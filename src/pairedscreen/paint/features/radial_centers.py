@@ -10,8 +10,10 @@ centres, in 16 scaled bins and in 20 unscaled bins of 200/20 px (plus an Overflo
    an earlier one on the same pixel);
 2. ``centrosome.propagate`` from the seeds that lie inside the measured objects over all their
    pixels (``labels != 0``, across touching objects) with a zero image: Dijkstra with steps 1 and
-   sqrt(2); each pixel takes the seed label popped first from centrosome's heap, whose keys are
-   (distance without its last mantissa bit, label, row, column) -- reproduced here exactly;
+   sqrt(2); each pixel takes the label of its record popped first from centrosome's heap. The seeds
+   pop first, in the order of the unheapified raster array the heap starts from (not by label), which
+   decides the pixels next to two seeds; then records pop by (distance without its last mantissa bit,
+   label, row, column). :mod:`.propagate` reproduces both phases exactly;
 3. objects with pixels no seed reached (e.g. every cytoplasm ring, whose nucleus centre is in the
    hole): those pixels take the seed nearest to the object's centroid and the straight-line distance
    to it;

@@ -16,17 +16,19 @@ JUMP_analysis_v3.cppipe runs, on the ``mito_tubeness`` image (:mod:`.tubeness`),
    small background holes are filled (centrosome ``fill_labeled_holes``), the result is skeletonised
    again (centrosome ``skeletonize``: distance-ordered removal of pixels that keep the 8-connectivity),
    every skeleton pixel is given the nucleus it is closest to along the skeleton (centrosome
-   ``propagate``: Dijkstra with steps 1 and sqrt(2), ties broken by (distance, label, row, column) as
-   centrosome's heap does), and per nucleus are counted the trunks (branchings within 1.5 px of the
-   ring), the branch points and end points further out, and the skeleton length outside the dilated
-   nucleus (centrosome ``skeleton_length``'s per-pixel table).
+   ``propagate`` seeded by the dilated labels: Dijkstra with steps 1 and sqrt(2), ties broken as
+   centrosome's heap does -- the seed pixels, the skeleton's pixels in the dilated nuclei, pop first in
+   the order of the unheapified raster array the heap starts from, which decides a pixel next to two
+   nuclei's seeds, then records pop by (distance, label, row, column)), and per nucleus are counted the
+   trunks (branchings within 1.5 px of the ring), the branch points and end points further out, and the
+   skeleton length outside the dilated nucleus (centrosome ``skeleton_length``'s per-pixel table).
 
 The centrosome steps live in :mod:`.skeleton_steps`. Each is ported with its own tie-breaking (the
 seeded permutation that orders equally distant, equally cornered pixels in ``skeletonize``; the heap's
-key in ``propagate``), so the counts equal CellProfiler's and the length is the same float32 table summed
-in the same order. CellProfiler's quirks are kept: centrosome's thinning never removes a pixel of the
-image's first row, and the four-way "odd case" tests ``combined_skel[1, 1]`` (one pixel) instead of the
-shifted image, so the odd-case branch points are marked only where that pixel is on.
+seed order and key in ``propagate``), so the counts equal CellProfiler's and the length is the same
+float32 table summed in the same order. CellProfiler's quirks are kept: centrosome's thinning never
+removes a pixel of the image's first row, and the four-way "odd case" tests ``combined_skel[1, 1]`` (one
+pixel) instead of the shifted image, so the odd-case branch points are marked only where that pixel is on.
 """
 
 from __future__ import annotations
