@@ -78,6 +78,13 @@ def _box_edt(inside, h, w, g, f, d1, v, z):
             g[r, c] = d1[c]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _padded_box(bbox, k, shape_h, shape_w):
+    """Object ``k``'s bounding box grown by one pixel, clipped to the image: (y0, x0, y1, x1)."""
+    return (max(bbox[k, 0] - 1, 0), max(bbox[k, 1] - 1, 0), min(bbox[k, 2] + 1, shape_h),
+            min(bbox[k, 3] + 1, shape_w))
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _sq_edt(offsets, bbox, ys, xs, shape_h, shape_w):
     """Per pixel (CSR order): squared Euclidean distance to the nearest pixel outside its object
@@ -88,10 +95,7 @@ def _sq_edt(offsets, bbox, ys, xs, shape_h, shape_w):
     for k in range(n_obj):
         s = offsets[k]
         e = offsets[k + 1]
-        y0 = max(bbox[k, 0] - 1, 0)
-        x0 = max(bbox[k, 1] - 1, 0)
-        y1 = min(bbox[k, 2] + 1, shape_h)
-        x1 = min(bbox[k, 3] + 1, shape_w)
+        y0, x0, y1, x1 = _padded_box(bbox, k, shape_h, shape_w)
         for i in range(s, e):
             inside[ys[i] - y0, xs[i] - x0] = True
         _box_edt(inside, y1 - y0, x1 - x0, g, f, d1, v, z)
@@ -205,10 +209,7 @@ def _geometry(offsets, bbox, ys, xs, shape_h, shape_w, g2, bins):
     for k in range(n_obj):
         s = offsets[k]
         e = offsets[k + 1]
-        y0 = max(bbox[k, 0] - 1, 0)
-        x0 = max(bbox[k, 1] - 1, 0)
-        y1 = min(bbox[k, 2] + 1, shape_h)
-        x1 = min(bbox[k, 3] + 1, shape_w)
+        y0, x0, y1, x1 = _padded_box(bbox, k, shape_h, shape_w)
         h = y1 - y0
         w = x1 - x0
         for i in range(s, e):
